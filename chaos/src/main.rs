@@ -1,0 +1,2 @@
+//! fulcrum-chaos: chaos scenarios and the benchmark driver.
+fn main() {}

@@ -1,0 +1,418 @@
+//! The typed balancer model: what a fulcrum config file means once parsed.
+//!
+//! Every struct mirrors one TOML table of the format in `DESIGN.md`. Serde does the
+//! parsing (`deny_unknown_fields` everywhere, so a typo is an error, not a silently
+//! ignored key); defaults live next to the field they belong to. Semantic checks that
+//! need the whole file (names that must exist, weights in range) live in `validate.rs`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole config file: the node-local sections plus the cluster-wide balancer config.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Local to one node. Optional so that `ctl apply` accepts a balancer-only file.
+    pub node: Option<NodeSection>,
+    /// Local to one node. Absent: the node runs as a one-node cluster.
+    pub cluster: Option<ClusterSection>,
+    /// The floating address; `interface` is local, the rest is cluster-wide.
+    pub vip: Option<VipSection>,
+    /// Where session affinity lives, and the key that signs affinity cookies.
+    pub session: Option<SessionSection>,
+    #[serde(default)]
+    pub listener: Vec<Listener>,
+    #[serde(default)]
+    pub route: Vec<Route>,
+    #[serde(default)]
+    pub pool: Vec<Pool>,
+}
+
+/// `[node]`: identity and local resources of this process.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub id: u64,
+    /// Admin API address (`/status`, `/metrics`, `/config`).
+    pub admin: SocketAddr,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// A file holding the bearer token that mutating admin calls must present.
+    pub admin_token_file: Option<PathBuf>,
+    /// `stdout`, `off`, or a file path.
+    #[serde(default = "default_access_log")]
+    pub access_log: String,
+    /// How long SIGTERM waits for in-flight requests before exiting anyway.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[cluster]`: this node's Raft identity and its peers.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's Raft address.
+    pub raft: SocketAddr,
+    /// Static peer list, `"ID@HOST:PORT"`, this node included.
+    pub peers: Vec<String>,
+    /// Shared secret every peer must prove it knows.
+    pub secret_file: PathBuf,
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+    #[serde(default = "default_election_min", with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    #[serde(default = "default_election_max", with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+    /// A leader holds the VIP only while a quorum acknowledged it within this.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(default)]
+    pub health_policy: HealthPolicy,
+    pub tls: Option<PeerTls>,
+}
+
+/// How per-node health observations combine into one effective health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthPolicy {
+    /// Down when a majority of live nodes see it down.
+    #[default]
+    Majority,
+    /// Down as soon as any node sees it down.
+    Any,
+    /// Down only when every live node sees it down.
+    All,
+}
+
+/// Mutual TLS for peer traffic.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[vip]`: the floating address the Raft leader holds.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipSection {
+    /// `ADDRESS/PREFIX`, e.g. `10.0.0.100/24`.
+    pub address: String,
+    /// Local: the interface this node adds the VIP to.
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub fencing: Fencing,
+    /// Kernel address lifetime; the address vanishes this long after the last renewal.
+    #[serde(default = "default_vip_lifetime", with = "humantime_serde")]
+    pub lifetime: Duration,
+}
+
+/// How a new leader claims the VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fencing {
+    /// Claim at once.
+    #[default]
+    Fast,
+    /// Wait until any old holder's kernel lifetime has surely run out.
+    Strict,
+}
+
+/// `[session]`: the shared affinity store and the cookie signing key.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSection {
+    /// `redis://...` or `redis+sentinel://...`.
+    pub redis: Option<String>,
+    #[serde(default)]
+    pub sentinels: Vec<String>,
+    pub master_name: Option<String>,
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Per-call Redis timeout.
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// HMAC key for `affinity.mode = "cookie"`; must be the same on every node.
+    pub cookie_secret: Option<String>,
+}
+
+/// Protocol a listener speaks to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    #[default]
+    Http,
+    Https,
+    Tcp,
+}
+
+/// `[[listener]]`: a bound socket and how to talk on it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub bind: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub tls: Vec<CertPair>,
+    /// Expect a PROXY protocol header from the peer.
+    #[serde(default)]
+    pub accept_proxy: bool,
+    /// Networks allowed to send a PROXY header (`10.0.0.0/8`, ...).
+    #[serde(default)]
+    pub proxy_from: Vec<String>,
+    /// Slowloris defence: time allowed for a client to send a full request head.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections are closed after this.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Request heads larger than this are answered with 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Pool used by a `tcp` listener (TCP listeners have no routes).
+    pub pool: Option<String>,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[[route]]`: which pool serves which requests of a listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub listener: String,
+    /// Exact host, or `*.example.com`.
+    pub host: Option<String>,
+    /// Longest matching prefix wins.
+    pub path_prefix: Option<String>,
+    /// Header name -> exact value that must all match.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub pool: String,
+    #[serde(default)]
+    pub redirect_https: bool,
+}
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    #[default]
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    LeastRequest,
+    PeakEwma,
+    Random,
+    ConsistentHash,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::WeightedRoundRobin => "weighted-round-robin",
+            Algorithm::LeastConnections => "least-connections",
+            Algorithm::LeastRequest => "least-request",
+            Algorithm::PeakEwma => "peak-ewma",
+            Algorithm::Random => "random",
+            Algorithm::ConsistentHash => "consistent-hash",
+        }
+    }
+}
+
+/// Session affinity mode of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AffinityMode {
+    #[default]
+    None,
+    /// Stateless: a signed cookie names the backend.
+    Cookie,
+    /// Learn the application's session cookie from `Set-Cookie`.
+    Learn,
+    /// Pin by the value of a request header.
+    Header,
+    /// Pin by client address.
+    SourceIp,
+}
+
+/// `affinity = { mode = ..., cookie = ..., header = ... }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Affinity {
+    #[serde(default)]
+    pub mode: AffinityMode,
+    /// Cookie name: the inserted cookie (`cookie`) or the learned one (`learn`).
+    pub cookie: Option<String>,
+    /// Header name for `header` mode.
+    pub header: Option<String>,
+}
+
+/// Kind of active health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckKind {
+    #[default]
+    Http,
+    Tcp,
+}
+
+/// `health = { ... }`: active checks against every backend of a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub kind: CheckKind,
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Accepted status range, `"200-399"` or `"200"`.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: String,
+    /// Optional substring the body must contain.
+    pub expect_body: Option<String>,
+}
+
+/// PROXY protocol version sent to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+/// TLS from fulcrum to the backends of a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTls {
+    /// CA bundle to verify backends; system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// SNI / verification name.
+    pub server_name: Option<String>,
+    /// Client certificate for mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// `[[pool]]`: a set of backends and how to pick among them.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub name: String,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// `source-ip`, `header:NAME`, `cookie:NAME` or `path` (consistent-hash only).
+    pub hash_key: Option<String>,
+    #[serde(default)]
+    pub affinity: Affinity,
+    pub health: Option<HealthCheck>,
+    pub backends: Vec<Backend>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the backend's response head.
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this.
+    #[serde(default = "default_upstream_idle", with = "humantime_serde")]
+    pub upstream_idle_timeout: Duration,
+    pub send_proxy: Option<ProxyVersion>,
+    pub tls: Option<BackendTls>,
+}
+
+/// One backend of a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/fulcrum")
+}
+fn default_access_log() -> String {
+    "stdout".to_string()
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_election_min() -> Duration {
+    Duration::from_millis(150)
+}
+fn default_election_max() -> Duration {
+    Duration::from_millis(300)
+}
+fn default_lease() -> Duration {
+    Duration::from_millis(120)
+}
+fn default_vip_lifetime() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_health_path() -> String {
+    "/".to_string()
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_expect_status() -> String {
+    "200-399".to_string()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_upstream_idle() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_weight() -> u32 {
+    1
+}

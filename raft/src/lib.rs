@@ -1,0 +1,1 @@
+//! fulcrum-raft: filled in by its own issue.

@@ -1,0 +1,1 @@
+//! fulcrum-session: filled in by its own issue.

@@ -1,0 +1,1 @@
+//! Shared helpers for fulcrum's end-to-end tests.

@@ -1,0 +1,1 @@
+//! fulcrum-vip: filled in by its own issue.
