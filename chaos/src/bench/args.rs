@@ -1,0 +1,96 @@
+//! Command-line options of `fulcrum-chaos bench` and the settings derived from them.
+
+use super::targets::TargetKind;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `fulcrum-chaos bench`: HTTP/1.1 keep-alive throughput of fulcrum against HAProxy and
+/// nginx, round-robin over two nginx backends, measured with wrk.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Targets to measure, comma-separated, in round order.
+    #[arg(long, value_delimiter = ',', default_value = "fulcrum,haproxy,nginx")]
+    pub targets: Vec<TargetKind>,
+    /// Length of each measured window (whole seconds, e.g. `10s`, `1m`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Warm-up before each measured window.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Interleaved rounds (each target once per round).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    /// wrk connections (keep at 64 or below when nginx is compared).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+    /// The fulcrum binary [default: target/release/fulcrum in the workspace].
+    #[arg(long)]
+    pub fulcrum: Option<PathBuf>,
+    /// Also write every figure to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Keep the temp dir with every generated config and log.
+    #[arg(long)]
+    pub keep_temp: bool,
+}
+
+impl BenchArgs {
+    /// The fulcrum binary to run.
+    pub fn fulcrum_path(&self) -> PathBuf {
+        self.fulcrum.clone().unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/fulcrum")
+        })
+    }
+}
+
+/// What the run actually used, reported with the figures.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub targets: Vec<TargetKind>,
+    pub rounds: usize,
+    pub connections: u32,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Whether the proxy, wrk and backends were pinned with taskset.
+    pub pinned: bool,
+}
+
+/// `10s`, `1500ms`, `2m` or a bare number of seconds; rounded to whole seconds (wrk's unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected e.g. 10s, 1500ms or 2m"))?;
+    let millis = match unit {
+        "" | "s" => n.saturating_mul(1000),
+        "ms" => n,
+        "m" => n.saturating_mul(60_000),
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m)")),
+    };
+    let secs = (millis + 500) / 1000;
+    if secs == 0 {
+        return Err(format!("{text:?}: must be at least 1s"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("10h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! Output of a benchmark run: the progress line per measurement, the table of medians,
+//! the ratios of fulcrum against the other proxies, and the JSON file with every figure.
+
+use super::stats::{Measurement, Ratio, Sample, Summary, ERROR_FLAG_RATIO};
+use super::Settings;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// One line to stderr for a finished measurement.
+pub fn progress(m: &Measurement, rounds: usize) {
+    match &m.outcome {
+        Ok(s) => eprintln!(
+            "[round {}/{rounds}] {:<8} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  \
+             {:.2} µs/req CPU  {:.1} MB  {} errors{}",
+            m.round,
+            m.kind.name(),
+            s.wrk.requests_per_sec,
+            s.wrk.p50.as_secs_f64() * 1e3,
+            s.wrk.p99.as_secs_f64() * 1e3,
+            s.cpu_us_per_request(),
+            s.peak_rss_mb(),
+            s.wrk.errors(),
+            if s.flagged() { "  FLAGGED" } else { "" },
+        ),
+        Err(e) => eprintln!(
+            "[round {}/{rounds}] {:<8} FAILED: {e}",
+            m.round,
+            m.kind.name()
+        ),
+    }
+}
+
+/// The table of medians and the ratios, to stdout.
+pub fn print(settings: &Settings, summaries: &[Summary], ratios: &[Ratio]) {
+    println!(
+        "\nMedians over {} round(s); wrk -t1 -c{} -d{}s --latency; proxy pinned: {}\n",
+        settings.rounds,
+        settings.connections,
+        settings.duration.as_secs(),
+        settings.pinned
+    );
+    println!(
+        "| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | peak RSS MB | errors | rounds ok/failed/flagged |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for s in summaries {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {}/{}/{} |",
+            s.kind.label(),
+            s.requests_per_sec,
+            s.p50_ms,
+            s.p99_ms,
+            s.cpu_us_per_request,
+            s.peak_rss_mb,
+            s.errors,
+            s.rounds_ok,
+            s.rounds_failed,
+            s.rounds_flagged,
+        );
+    }
+    for r in ratios {
+        println!(
+            "\nfulcrum / {}: req/s {:.2}x (higher is better), CPU µs/req {:.2}x (lower is better), \
+             p99 {:.2}x (lower is better)",
+            r.other.label(),
+            r.requests_per_sec,
+            r.cpu_us_per_request,
+            r.p99
+        );
+    }
+    if summaries.iter().any(|s| s.rounds_flagged > 0) {
+        println!(
+            "\nA flagged round had more than {:.1}% failed requests.",
+            ERROR_FLAG_RATIO * 100.0
+        );
+    }
+}
+
+/// Writes every figure of the run to `path` as JSON.
+pub fn write_json(
+    path: &Path,
+    settings: &Settings,
+    measurements: &[Measurement],
+    summaries: &[Summary],
+    ratios: &[Ratio],
+) -> Result<()> {
+    let doc = json!({
+        "settings": {
+            "rounds": settings.rounds,
+            "connections": settings.connections,
+            "duration_secs": settings.duration.as_secs(),
+            "warmup_secs": settings.warmup.as_secs(),
+            "pinned": settings.pinned,
+            "targets": settings.targets.iter().map(|k| k.name()).collect::<Vec<_>>(),
+        },
+        "measurements": measurements.iter().map(measurement_json).collect::<Vec<_>>(),
+        "summary": summaries.iter().map(summary_json).collect::<Vec<_>>(),
+        "ratios": ratios.iter().map(ratio_json).collect::<Vec<_>>(),
+    });
+    let text = serde_json::to_string_pretty(&doc).context("serializing the report")?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// JSON has no NaN: missing figures become null.
+fn num(v: f64) -> Value {
+    if v.is_finite() {
+        json!(v)
+    } else {
+        Value::Null
+    }
+}
+
+fn measurement_json(m: &Measurement) -> Value {
+    let base = json!({ "target": m.kind.name(), "round": m.round });
+    match &m.outcome {
+        Ok(s) => merge(base, sample_json(s)),
+        Err(e) => merge(base, json!({ "error": e })),
+    }
+}
+
+fn sample_json(s: &Sample) -> Value {
+    let e = &s.wrk.socket_errors;
+    json!({
+        "requests": s.wrk.requests,
+        "requests_per_sec": num(s.wrk.requests_per_sec),
+        "p50_ms": num(s.wrk.p50.as_secs_f64() * 1e3),
+        "p99_ms": num(s.wrk.p99.as_secs_f64() * 1e3),
+        "cpu_secs": num(s.cpu.as_secs_f64()),
+        "cpu_us_per_request": num(s.cpu_us_per_request()),
+        "peak_rss_bytes": s.peak_rss,
+        "socket_errors": { "connect": e.connect, "read": e.read, "write": e.write, "timeout": e.timeout },
+        "non_2xx_3xx": s.wrk.non_2xx_3xx,
+        "flagged": s.flagged(),
+    })
+}
+
+fn summary_json(s: &Summary) -> Value {
+    json!({
+        "target": s.kind.name(),
+        "rounds_ok": s.rounds_ok,
+        "rounds_failed": s.rounds_failed,
+        "rounds_flagged": s.rounds_flagged,
+        "requests_per_sec": num(s.requests_per_sec),
+        "p50_ms": num(s.p50_ms),
+        "p99_ms": num(s.p99_ms),
+        "cpu_us_per_request": num(s.cpu_us_per_request),
+        "peak_rss_mb": num(s.peak_rss_mb),
+        "errors": s.errors,
+    })
+}
+
+fn ratio_json(r: &Ratio) -> Value {
+    json!({
+        "fulcrum_over": r.other.name(),
+        "requests_per_sec": num(r.requests_per_sec),
+        "cpu_us_per_request": num(r.cpu_us_per_request),
+        "p99": num(r.p99),
+    })
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a_map), Value::Object(b_map)) = (a.as_object_mut(), b) {
+        a_map.extend(b_map);
+    }
+    a
+}
