@@ -1,0 +1,133 @@
+//! `VipController`: the thread-safe handle the node uses to say "hold" or "release". It only
+//! records the wish and forwards it; the background task in `task.rs` does the work.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::announcer::Announcer;
+use crate::netlink::Netlink;
+use crate::task::{Command, Task};
+use crate::{caps, VipError, VipOptions};
+
+/// Holds or releases one VIP on command. Cheap to call from any thread; the address work runs
+/// on a tokio task spawned by [`VipController::start`]. Dropping the controller releases the
+/// VIP (if the runtime is still running); [`VipController::shutdown`] does so and waits.
+pub struct VipController {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Command>,
+    task: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    /// The commanded state. Changed and forwarded under this lock so the task sees commands
+    /// in the same order as `held()` changes.
+    desired: Mutex<bool>,
+    transitions: AtomicU64,
+}
+
+impl VipController {
+    /// Checks the options, the interface (exists, has a MAC) and the capabilities (opens the
+    /// netlink connection and the AF_PACKET socket), then starts the background task in the
+    /// current network namespace. Must be called inside a tokio runtime. Does not touch the
+    /// address: call [`crate::remove_stale`] first to clean up after an earlier run.
+    pub async fn start(opts: VipOptions) -> Result<VipController, VipError> {
+        opts.validate()?;
+        caps::check_net_admin()?;
+        let netlink = Netlink::open()?;
+        let link = netlink.link(&opts.interface).await?;
+        let announcer = Announcer::open()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tracing::info!(vip = %opts.address, prefix = opts.prefix, interface = %opts.interface,
+            lifetime = ?opts.lifetime, "VIP controller started");
+        let task = Task::new(opts, netlink, announcer, link, rx);
+        Ok(VipController {
+            shared: Arc::new(Shared {
+                desired: Mutex::new(false),
+                transitions: AtomicU64::new(0),
+            }),
+            tx,
+            task: Some(tokio::spawn(task.run())),
+        })
+    }
+
+    /// Take the VIP: add the address with its lifetime, then announce it. Idempotent.
+    pub fn hold(&self, reason: &str) {
+        self.set(true, reason);
+    }
+
+    /// Drop the VIP at once and stop announcing it. Idempotent.
+    pub fn release(&self, reason: &str) {
+        self.set(false, reason);
+    }
+
+    /// If holding, start a fresh burst schedule (after a term change or a healed partition,
+    /// when peers may have cached another holder's MAC). Ignored when not holding.
+    pub fn reannounce(&self, reason: &str) {
+        let desired = lock(&self.shared.desired);
+        if *desired {
+            self.send(Command::Reannounce {
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Whether the VIP is commanded held and the task is alive to hold it. The kernel side can
+    /// lag by the time of one netlink request; [`crate::is_present`] asks the kernel.
+    pub fn held(&self) -> bool {
+        *lock(&self.shared.desired) && !self.tx.is_closed()
+    }
+
+    /// Number of hold/release transitions so far (each false->true and true->false counts 1).
+    pub fn transitions(&self) -> u64 {
+        self.shared.transitions.load(Ordering::Relaxed)
+    }
+
+    /// Releases the VIP and stops the task, waiting until the address is deleted.
+    pub async fn shutdown(mut self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.send(Command::Shutdown { done: done_tx });
+        // An error means the task is already gone; either way there is nothing left to wait for.
+        let _ = done_rx.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn set(&self, want: bool, reason: &str) {
+        let mut desired = lock(&self.shared.desired);
+        if *desired == want {
+            return;
+        }
+        *desired = want;
+        self.shared.transitions.fetch_add(1, Ordering::Relaxed);
+        let reason = reason.to_string();
+        self.send(if want {
+            Command::Hold { reason }
+        } else {
+            Command::Release { reason }
+        });
+    }
+
+    fn send(&self, cmd: Command) {
+        if self.tx.send(cmd).is_err() {
+            tracing::error!("VIP controller task is gone; the command is lost (the kernel lifetime removes a held VIP)");
+        }
+    }
+}
+
+impl Drop for VipController {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            // Closing the channel makes the task release and exit (if its runtime still runs).
+            tracing::debug!("VIP controller dropped without shutdown; the task releases the VIP");
+        }
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of a plain bool: use it.
+fn lock(m: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,215 @@
+//! The controller's background task: the only place that changes the address. It runs its own
+//! timers (renewal every lifetime/4, announcement schedule), so a stalled caller cannot keep
+//! the VIP alive, and a stalled task loses it when the kernel lifetime runs out.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::announcer::Announcer;
+use crate::netlink::{LinkInfo, Netlink};
+use crate::schedule::AnnounceSchedule;
+use crate::VipOptions;
+
+/// Retry delay for a failed add while we should be holding, when lifetime/4 is longer.
+const ADD_RETRY: Duration = Duration::from_millis(200);
+
+pub(crate) enum Command {
+    Hold { reason: String },
+    Release { reason: String },
+    Reannounce { reason: String },
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+/// State while commanded to hold.
+struct Holding {
+    /// When to re-add the address (renewal, or a retry after a failed add).
+    next_renew: Instant,
+    /// `None` until the address is in the kernel: we never announce an address we lack.
+    schedule: Option<AnnounceSchedule>,
+}
+
+pub(crate) struct Task {
+    opts: VipOptions,
+    netlink: Netlink,
+    announcer: Announcer,
+    link: LinkInfo,
+    rx: mpsc::UnboundedReceiver<Command>,
+    holding: Option<Holding>,
+}
+
+impl Task {
+    pub fn new(
+        opts: VipOptions,
+        netlink: Netlink,
+        announcer: Announcer,
+        link: LinkInfo,
+        rx: mpsc::UnboundedReceiver<Command>,
+    ) -> Task {
+        Task {
+            opts,
+            netlink,
+            announcer,
+            link,
+            rx,
+            holding: None,
+        }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                // Commands first: a release must never wait behind a timer.
+                biased;
+                cmd = self.rx.recv() => match cmd {
+                    Some(Command::Hold { reason }) => self.hold(&reason).await,
+                    Some(Command::Release { reason }) => self.release(&reason).await,
+                    Some(Command::Reannounce { reason }) => self.reannounce(&reason),
+                    Some(Command::Shutdown { done }) => {
+                        self.release("shutdown").await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.release("controller dropped").await;
+                        return;
+                    }
+                },
+                () = sleep_until(wake) => self.on_timer().await,
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let h = self.holding.as_ref()?;
+        let announce = h.schedule.as_ref().and_then(AnnounceSchedule::next_due);
+        Some(announce.map_or(h.next_renew, |a| a.min(h.next_renew)))
+    }
+
+    async fn hold(&mut self, reason: &str) {
+        let span = tracing::info_span!("vip_hold", vip = %self.opts.address, reason);
+        async {
+            if self.holding.is_some() {
+                return;
+            }
+            let started = Instant::now();
+            // Re-read index and MAC: the interface may have been re-created or changed MAC
+            // (bond failover) since start.
+            match self.netlink.link(&self.opts.interface).await {
+                Ok(link) => self.link = link,
+                Err(e) => tracing::warn!(error = %e, "cannot refresh interface; using the last known index and MAC"),
+            }
+            self.holding = Some(Holding {
+                next_renew: started,
+                schedule: None,
+            });
+            self.renew().await;
+            if self.holding.as_ref().is_some_and(|h| h.schedule.is_some()) {
+                tracing::info!(took = ?started.elapsed(), "VIP held");
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn release(&mut self, reason: &str) {
+        let span = tracing::info_span!("vip_release", vip = %self.opts.address, reason);
+        async {
+            if self.holding.take().is_none() {
+                return;
+            }
+            let started = Instant::now();
+            // Two tries; if both fail the kernel lifetime still removes the address.
+            for attempt in 1..=2 {
+                match self.netlink.delete(self.link.index, self.opts.address).await {
+                    Ok(_) => {
+                        tracing::info!(took = ?started.elapsed(), "VIP released");
+                        return;
+                    }
+                    Err(e) => tracing::error!(error = %e, attempt, "deleting the VIP failed"),
+                }
+            }
+            tracing::error!(expires_in = ?self.opts.lifetime, "VIP not deleted; it expires with its kernel lifetime");
+        }
+        .instrument(span)
+        .await;
+    }
+
+    fn reannounce(&mut self, reason: &str) {
+        if let Some(Holding {
+            schedule: Some(s), ..
+        }) = self.holding.as_mut()
+        {
+            tracing::info!(vip = %self.opts.address, reason, "re-announcing VIP");
+            *s = AnnounceSchedule::new(Instant::now(), &self.opts.bursts, self.opts.refresh);
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.holding.as_ref().is_some_and(|h| h.next_renew <= now) {
+            self.renew().await;
+        }
+        let due = match self.holding.as_mut().and_then(|h| h.schedule.as_mut()) {
+            Some(s) => s.take_due(Instant::now()),
+            None => 0,
+        };
+        self.announce(due);
+    }
+
+    /// Adds or renews the address. On the first success of a holding period, starts the
+    /// announcement schedule. On failure, retries soon: the previous lifetime is still running.
+    async fn renew(&mut self) {
+        let result = self
+            .netlink
+            .add_or_renew(
+                self.link.index,
+                self.opts.address,
+                self.opts.prefix,
+                self.opts.kernel_lifetime_secs(),
+            )
+            .await;
+        let now = Instant::now();
+        let Some(h) = self.holding.as_mut() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                h.next_renew = now + self.opts.renew_period();
+                if h.schedule.is_none() {
+                    h.schedule = Some(AnnounceSchedule::new(
+                        now,
+                        &self.opts.bursts,
+                        self.opts.refresh,
+                    ));
+                }
+            }
+            Err(e) => {
+                h.next_renew = now + self.opts.renew_period().min(ADD_RETRY);
+                tracing::warn!(vip = %self.opts.address, error = %e, "adding/renewing the VIP failed; retrying");
+            }
+        }
+    }
+
+    fn announce(&self, frames: u32) {
+        for _ in 0..frames {
+            if let Err(e) = self.announcer.announce(self.link, self.opts.address) {
+                tracing::warn!(vip = %self.opts.address, error = %e, "sending an announcement failed");
+                return;
+            }
+        }
+        if frames > 0 {
+            tracing::debug!(vip = %self.opts.address, frames, "announced VIP");
+        }
+    }
+}
+
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
