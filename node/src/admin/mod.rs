@@ -1,0 +1,201 @@
+//! The admin API on `node.admin`: status, metrics, config and drain.
+//!
+//! | method | path | auth | what |
+//! |---|---|---|---|
+//! | GET | /status | no | JSON: node, role, versions, pools and backends |
+//! | GET | /metrics | no | Prometheus text |
+//! | GET | /config | no | the TOML of the running config |
+//! | PUT | /config | token | validate + apply a new config, `{"version": N}` |
+//! | POST | /drain?pool=P&addr=A | token | stop sending new sessions to a backend |
+//! | POST | /undrain?pool=P&addr=A | token | put it back |
+//! | GET | /members | no | cluster members |
+//!
+//! Mutating calls need `Authorization: Bearer TOKEN` when `node.admin_token_file` is set.
+
+mod auth;
+mod status;
+
+use crate::app::{ApplyError, Node};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Largest config accepted by `PUT /config`.
+const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+
+type AdminResponse = Response<Full<Bytes>>;
+
+/// Serves the admin API until the node stops.
+pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = node.stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _peer)) = accepted else {
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(node.clone(), req));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<AdminResponse, Infallible> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let mutating = method != Method::GET && method != Method::HEAD;
+    if mutating && !auth::authorized(node.admin_token.as_deref(), req.headers()) {
+        tracing::warn!(%method, %path, "admin call refused: missing or wrong token");
+        return Ok(text(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: send Authorization: Bearer TOKEN\n",
+        ));
+    }
+    let resp = match (method, path.as_str()) {
+        (Method::GET, "/status") => json(StatusCode::OK, &status::status(&node)),
+        (Method::GET, "/metrics") => metrics(&node),
+        (Method::GET, "/config") => text(StatusCode::OK, &node.dp.snapshot().source),
+        (Method::GET, "/members") => json(StatusCode::OK, &status::members(&node)),
+        (Method::PUT, "/config") => put_config(&node, req).await,
+        (Method::POST, "/drain") => drain(&node, &req, true),
+        (Method::POST, "/undrain") => drain(&node, &req, false),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    Ok(resp)
+}
+
+fn metrics(node: &Node) -> AdminResponse {
+    status::refresh_gauges(node);
+    let mut resp = text(StatusCode::OK, &node.dp.metrics.encode());
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    resp
+}
+
+async fn put_config(node: &Node, req: Request<Incoming>) -> AdminResponse {
+    let body = match Limited::new(req.into_body(), MAX_CONFIG_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("cannot read body: {e}\n"),
+            )
+        }
+    };
+    let Ok(toml) = std::str::from_utf8(&body) else {
+        return text(StatusCode::BAD_REQUEST, "config must be UTF-8 TOML\n");
+    };
+    match node.apply_text(toml, "PUT /config").await {
+        Ok(version) => json(StatusCode::OK, &serde_json::json!({ "version": version })),
+        Err(ApplyError::Invalid(errors)) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({
+                "error": "invalid config",
+                "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            }),
+        ),
+        Err(e) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({ "error": e.to_string(), "errors": [e.to_string()] }),
+        ),
+    }
+}
+
+fn drain(node: &Node, req: &Request<Incoming>, drained: bool) -> AdminResponse {
+    let query = req.uri().query().unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| percent_decode(v))
+    };
+    let (Some(pool), Some(addr)) = (param("pool"), param("addr")) else {
+        return text(StatusCode::BAD_REQUEST, "need ?pool=NAME&addr=HOST:PORT\n");
+    };
+    if node.set_drain(&pool, &addr, drained) {
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "pool": pool, "addr": addr, "drained": drained }),
+        )
+    } else {
+        text(
+            StatusCode::NOT_FOUND,
+            &format!("no backend {addr} in pool {pool}\n"),
+        )
+    }
+}
+
+/// Minimal `%XX` decoding for query values (addresses may contain `:` as `%3A`).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn text(status: StatusCode, body: &str) -> AdminResponse {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> AdminResponse {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(super::percent_decode("127.0.0.1%3A9001"), "127.0.0.1:9001");
+        assert_eq!(super::percent_decode("a%2"), "a%2");
+        assert_eq!(super::percent_decode("%"), "%");
+    }
+}

@@ -1,0 +1,6 @@
+//! Session affinity: which backend a returning user belongs to.
+//!
+//! - `cookie`: stateless, a signed cookie names the backend (`cookie.rs`).
+//! - `learn`, `header`, `source-ip`: pins shared through Redis (the session crate).
+
+pub mod cookie;

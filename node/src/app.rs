@@ -1,0 +1,264 @@
+//! The running node: data plane, listeners, health checks and config changes wired together.
+//!
+//! `Node` owns what lives for the whole process. `apply_text` is the single way a new
+//! balancer config becomes active (file at start, SIGHUP, `PUT /config`): it validates
+//! first and changes nothing on error, binds any new listener before swapping so a bad
+//! bind also changes nothing, then swaps the snapshot and restarts the health checkers.
+
+use crate::dataplane::DataPlane;
+use crate::health;
+use crate::listener::{self, HttpListenerSpec};
+use crate::metrics::{Metrics, ResultLabels};
+use fulcrum_config::{Config, ConfigErrors, NodeSection, Protocol};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why a config could not be applied. Nothing changed in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    #[error("listener {name}: cannot bind {bind}: {source}")]
+    Bind {
+        name: String,
+        bind: String,
+        source: std::io::Error,
+    },
+    #[error("listener {name}: protocol {protocol} is not supported by this build yet")]
+    Unsupported {
+        name: String,
+        protocol: &'static str,
+    },
+}
+
+/// Identity of a bound listener: a changed bind or protocol means a new socket.
+type ListenerKey = (String, String, &'static str);
+
+pub struct Node {
+    pub dp: Arc<DataPlane>,
+    pub local: NodeSection,
+    pub config_path: PathBuf,
+    pub admin_token: Option<String>,
+    version: AtomicU64,
+    listeners: Mutex<HashMap<ListenerKey, CancellationToken>>,
+    health_stop: Mutex<CancellationToken>,
+    /// Fires once on shutdown: listeners stop, connections finish gracefully.
+    pub stop: CancellationToken,
+    pub connections: TaskTracker,
+    /// Serialises config changes so two reloads cannot interleave.
+    apply_lock: tokio::sync::Mutex<()>,
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Http => "http",
+        Protocol::Https => "https",
+        Protocol::Tcp => "tcp",
+    }
+}
+
+fn key_of(l: &fulcrum_config::Listener) -> ListenerKey {
+    (l.name.clone(), l.bind.clone(), protocol_name(l.protocol))
+}
+
+impl Node {
+    /// Starts a node from an already validated config.
+    pub async fn start(
+        config: Config,
+        source: String,
+        config_path: PathBuf,
+    ) -> Result<Arc<Node>, ApplyError> {
+        let local = config.node.clone().ok_or_else(|| {
+            ConfigErrors::single(fulcrum_config::ConfigError::whole_file(
+                config_path.display().to_string(),
+                "[node] section is required to run a node".to_string(),
+            ))
+        })?;
+        let admin_token = read_token(&local)?;
+        let config = Arc::new(config);
+        let bound = bind_new(&config, &HashMap::new())?;
+        let dp = DataPlane::new(config.clone(), Arc::from(source), 1, Metrics::new());
+        let node = Arc::new(Node {
+            dp,
+            local,
+            config_path,
+            admin_token,
+            version: AtomicU64::new(1),
+            listeners: Mutex::new(HashMap::new()),
+            health_stop: Mutex::new(CancellationToken::new()),
+            stop: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            apply_lock: tokio::sync::Mutex::new(()),
+        });
+        node.start_listeners(&config, bound);
+        node.restart_health();
+        Ok(node)
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Validates and applies a new balancer config; returns the new version.
+    /// The node-local sections of `text` are ignored: this node keeps its own.
+    pub async fn apply_text(&self, text: &str, origin: &str) -> Result<u64, ApplyError> {
+        let _serialised = self.apply_lock.lock().await;
+        let result = self.apply_locked(text, origin);
+        let label = if result.is_ok() { "ok" } else { "refused" };
+        self.dp
+            .metrics
+            .reloads
+            .get_or_create(&ResultLabels {
+                result: label.to_string(),
+            })
+            .inc();
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "config refused; the running config stays");
+        }
+        result
+    }
+
+    fn apply_locked(&self, text: &str, origin: &str) -> Result<u64, ApplyError> {
+        let mut config = fulcrum_config::parse(text, origin)?;
+        let current = self.dp.snapshot();
+        // Local sections always come from this node's own file.
+        config.node = current.config.node.clone();
+        config.cluster = current.config.cluster.clone();
+        if let (Some(new_vip), Some(old_vip)) = (config.vip.as_mut(), current.config.vip.as_ref()) {
+            new_vip.interface = old_vip.interface.clone();
+        }
+        let config = Arc::new(config);
+        let running = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let bound = bind_new(&config, &running)?;
+        let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
+        self.dp.apply(config.clone(), Arc::from(text), version);
+        self.stop_removed_listeners(&config);
+        self.start_listeners(&config, bound);
+        self.restart_health();
+        Ok(version)
+    }
+
+    fn start_listeners(&self, config: &Config, bound: Vec<(ListenerKey, TcpListener)>) {
+        let mut running = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, socket) in bound {
+            let Some(l) = config.listener.iter().find(|l| key_of(l) == key) else {
+                continue;
+            };
+            let spec = HttpListenerSpec {
+                name: Arc::from(l.name.as_str()),
+                header_read_timeout: l.header_read_timeout,
+                idle_timeout: l.idle_timeout,
+                max_header_bytes: l.max_header_bytes,
+            };
+            let token = self.stop.child_token();
+            tracing::info!(listener = %l.name, bind = %l.bind, "listening");
+            tokio::spawn(listener::serve_http(
+                socket,
+                spec,
+                self.dp.clone(),
+                token.clone(),
+                self.connections.clone(),
+            ));
+            running.insert(key, token);
+        }
+    }
+
+    fn stop_removed_listeners(&self, config: &Config) {
+        let mut running = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|key, token| {
+            let keep = config.listener.iter().any(|l| key_of(l) == *key);
+            if !keep {
+                tracing::info!(listener = %key.0, bind = %key.1, "listener removed by new config");
+                token.cancel();
+            }
+            keep
+        });
+    }
+
+    fn restart_health(&self) {
+        let token = self.stop.child_token();
+        let old = std::mem::replace(
+            &mut *self.health_stop.lock().unwrap_or_else(|p| p.into_inner()),
+            token.clone(),
+        );
+        old.cancel();
+        let hook: health::FlipHook = Arc::new(|_, _, _| {});
+        health::spawn_all(&self.dp, &token, hook);
+    }
+
+    /// Marks a backend drained (no new sessions) or back in service.
+    pub fn set_drain(&self, pool: &str, addr: &str, drained: bool) -> bool {
+        match self.dp.registry.find(pool, addr) {
+            Some(state) => {
+                state.set_drained(drained);
+                tracing::info!(pool, backend = addr, drained, "drain flag changed");
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Binds the listeners of `config` that are not already running.
+fn bind_new(
+    config: &Config,
+    running: &HashMap<ListenerKey, CancellationToken>,
+) -> Result<Vec<(ListenerKey, TcpListener)>, ApplyError> {
+    let mut bound = Vec::new();
+    for l in &config.listener {
+        let key = key_of(l);
+        if running.contains_key(&key) {
+            continue;
+        }
+        if l.protocol != Protocol::Http {
+            return Err(ApplyError::Unsupported {
+                name: l.name.clone(),
+                protocol: protocol_name(l.protocol),
+            });
+        }
+        let addr = l.bind_addr().ok_or_else(|| ApplyError::Bind {
+            name: l.name.clone(),
+            bind: l.bind.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address"),
+        })?;
+        let socket = listener::bind(addr).map_err(|source| ApplyError::Bind {
+            name: l.name.clone(),
+            bind: l.bind.clone(),
+            source,
+        })?;
+        bound.push((key, socket));
+    }
+    Ok(bound)
+}
+
+fn read_token(local: &NodeSection) -> Result<Option<String>, ApplyError> {
+    let Some(path) = &local.admin_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::single(fulcrum_config::ConfigError::whole_file(
+            path.display().to_string(),
+            format!("cannot read admin token file: {e}"),
+        ))
+    })?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(
+            ConfigErrors::single(fulcrum_config::ConfigError::whole_file(
+                path.display().to_string(),
+                "admin token file is empty".to_string(),
+            ))
+            .into(),
+        );
+    }
+    Ok(Some(token))
+}

@@ -1,0 +1,178 @@
+//! Per-backend runtime state that outlives config versions.
+//!
+//! Health (active checks), local passive ejection, drain flags and load figures belong
+//! to a backend *address in a pool*, not to one config snapshot: when a new config is
+//! applied, a backend that is still present keeps its health and its counters. The
+//! `BackendRegistry` hands out one `Arc<BackendState>` per `(pool, addr)`.
+
+use crate::balance::BackendLoad;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// First passive ejection lasts this long; each consecutive failure doubles it.
+const EJECT_BASE: Duration = Duration::from_secs(1);
+/// Upper bound of a passive ejection.
+const EJECT_MAX: Duration = Duration::from_secs(30);
+
+/// Everything the data plane knows about one backend of one pool.
+#[derive(Debug)]
+pub struct BackendState {
+    pub pool: String,
+    pub addr: String,
+    /// Verdict of this node's active health checks.
+    active_healthy: AtomicBool,
+    /// Verdict of the cluster (effective health through Raft); true when alone.
+    cluster_healthy: AtomicBool,
+    /// Operator drain: no new sessions, in-flight work finishes.
+    drained: AtomicBool,
+    /// Passive ejection deadline, in milliseconds since `epoch` (0 = not ejected).
+    ejected_until_ms: AtomicU64,
+    consecutive_failures: AtomicU32,
+    pub load: Arc<BackendLoad>,
+    epoch: Instant,
+}
+
+impl BackendState {
+    fn new(pool: &str, addr: &str, epoch: Instant) -> Self {
+        BackendState {
+            pool: pool.to_string(),
+            addr: addr.to_string(),
+            active_healthy: AtomicBool::new(true),
+            cluster_healthy: AtomicBool::new(true),
+            drained: AtomicBool::new(false),
+            ejected_until_ms: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            load: Arc::new(BackendLoad::default()),
+            epoch,
+        }
+    }
+
+    /// Healthy by active checks and by the cluster's verdict.
+    pub fn healthy(&self) -> bool {
+        self.active_healthy.load(Ordering::Relaxed) && self.cluster_healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn active_healthy(&self) -> bool {
+        self.active_healthy.load(Ordering::Relaxed)
+    }
+
+    /// Returns true when the value changed.
+    pub fn set_active_healthy(&self, healthy: bool) -> bool {
+        self.active_healthy.swap(healthy, Ordering::Relaxed) != healthy
+    }
+
+    pub fn set_cluster_healthy(&self, healthy: bool) {
+        self.cluster_healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    pub fn drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
+    }
+
+    /// Locally ejected after connect failures or resets.
+    pub fn ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.now_ms() < until
+    }
+
+    /// May receive a new request / session.
+    pub fn eligible(&self) -> bool {
+        self.healthy() && !self.drained() && !self.ejected()
+    }
+
+    /// Records a connect failure or reset: eject for a backoff that grows.
+    pub fn note_failure(&self) -> Duration {
+        let n = self
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .min(10);
+        let backoff = EJECT_BASE.saturating_mul(1 << n).min(EJECT_MAX);
+        let until = self.now_ms() + backoff.as_millis() as u64;
+        self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
+        backoff
+    }
+
+    /// Records a successful exchange: the failure streak ends.
+    pub fn note_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Hands out the shared state of each `(pool, addr)`; survives config reloads.
+#[derive(Debug)]
+pub struct BackendRegistry {
+    states: Mutex<HashMap<(String, String), Arc<BackendState>>>,
+    epoch: Instant,
+}
+
+impl Default for BackendRegistry {
+    fn default() -> Self {
+        BackendRegistry {
+            states: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl BackendRegistry {
+    /// The state for `(pool, addr)`, created on first use. Called when a config is
+    /// compiled, never per request.
+    pub fn get(&self, pool: &str, addr: &str) -> Arc<BackendState> {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states
+            .entry((pool.to_string(), addr.to_string()))
+            .or_insert_with(|| Arc::new(BackendState::new(pool, addr, self.epoch)))
+            .clone()
+    }
+
+    /// Looks up an existing state without creating one.
+    pub fn find(&self, pool: &str, addr: &str) -> Option<Arc<BackendState>> {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.get(&(pool.to_string(), addr.to_string())).cloned()
+    }
+
+    /// Forgets backends that the current config no longer has.
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.retain(|(pool, addr), _| keep(pool, addr));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_eject_with_growing_backoff_and_success_readmits() {
+        let registry = BackendRegistry::default();
+        let b = registry.get("p", "127.0.0.1:1");
+        assert!(b.eligible());
+        assert_eq!(b.note_failure(), Duration::from_secs(1));
+        assert!(b.ejected() && !b.eligible());
+        assert_eq!(b.note_failure(), Duration::from_secs(2));
+        assert_eq!(b.note_failure(), Duration::from_secs(4));
+        b.note_success();
+        assert!(b.eligible());
+    }
+
+    #[test]
+    fn state_survives_a_second_lookup() {
+        let registry = BackendRegistry::default();
+        registry.get("p", "a").set_drained(true);
+        assert!(registry.get("p", "a").drained());
+        assert!(!registry.get("q", "a").drained());
+    }
+}

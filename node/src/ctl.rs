@@ -1,0 +1,198 @@
+//! `fulcrum ctl`: a small HTTP/1.1 client for the admin API.
+
+use crate::cli::{CtlArgs, CtlCommand};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Upper bound for one admin call (an apply waits for a Raft commit).
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    #[error("cannot reach {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("HTTP error talking to {0}: {1}")]
+    Http(String, hyper::Error),
+    #[error("{0}")]
+    Other(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+pub fn main(args: CtlArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
+    let token = token(&args)?;
+    let (method, path, body) = match &args.command {
+        CtlCommand::Status { .. } => (Method::GET, "/status".to_string(), None),
+        CtlCommand::Members => (Method::GET, "/members".to_string(), None),
+        CtlCommand::Apply { file } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| CtlError::Other(format!("cannot read {}: {e}", file.display())))?;
+            // Validate locally first so errors name the operator's own file.
+            if let Err(errors) = fulcrum_config::parse(&text, &file.display().to_string()) {
+                eprintln!("{errors}");
+                return Ok(ExitCode::FAILURE);
+            }
+            (Method::PUT, "/config".to_string(), Some(text))
+        }
+        CtlCommand::Drain { pool, addr } => (
+            Method::POST,
+            format!("/drain?pool={}&addr={}", encode(pool), encode(addr)),
+            None,
+        ),
+        CtlCommand::Undrain { pool, addr } => (
+            Method::POST,
+            format!("/undrain?pool={}&addr={}", encode(pool), encode(addr)),
+            None,
+        ),
+    };
+    let call = call(&args.admin, method, &path, body, token.as_deref());
+    let (status, text) = tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| CtlError::Timeout(CALL_TIMEOUT))??;
+    print_result(&args.command, status, &text);
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_result(command: &CtlCommand, status: StatusCode, text: &str) {
+    if !status.is_success() {
+        eprintln!("{status}: {}", text.trim_end());
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+            if let Some(errors) = v.get("errors").and_then(|e| e.as_array()) {
+                for e in errors {
+                    eprintln!("{}", e.as_str().unwrap_or_default());
+                }
+            }
+        }
+        return;
+    }
+    match command {
+        CtlCommand::Apply { .. } => {
+            let version = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("version").and_then(|v| v.as_u64()));
+            match version {
+                Some(v) => println!("applied: config version {v}"),
+                None => println!("{}", text.trim_end()),
+            }
+        }
+        CtlCommand::Status { json: false } => print_status(text),
+        _ => println!("{}", text.trim_end()),
+    }
+}
+
+fn print_status(text: &str) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        println!("{text}");
+        return;
+    };
+    println!(
+        "node {} role {} leader {} term {} config_version {} vip_held {}",
+        v["node_id"],
+        v["role"].as_str().unwrap_or("?"),
+        v["leader_id"],
+        v["term"],
+        v["config_version"],
+        v["vip_held"]
+    );
+    for pool in v["pools"].as_array().into_iter().flatten() {
+        println!("pool {}", pool["name"].as_str().unwrap_or("?"));
+        for b in pool["backends"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<24} healthy={:<5} drained={:<5} active={}",
+                b["addr"].as_str().unwrap_or("?"),
+                b["healthy"],
+                b["drained"],
+                b["active_connections"]
+            );
+        }
+    }
+}
+
+fn token(args: &CtlArgs) -> Result<Option<String>, CtlError> {
+    if let Some(path) = &args.token_file {
+        let t = std::fs::read_to_string(path)
+            .map_err(|e| CtlError::Other(format!("cannot read {}: {e}", path.display())))?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(std::env::var("FULCRUM_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty()))
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn call(
+    admin: &str,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> Result<(StatusCode, String), CtlError> {
+    let stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .map_err(|e| CtlError::Connect(admin.to_string(), e))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| CtlError::Http(admin.to_string(), e))?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, admin);
+    if let Some(t) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| CtlError::Other(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| CtlError::Http(admin.to_string(), e))?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| CtlError::Http(admin.to_string(), e))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}

@@ -1,0 +1,224 @@
+//! Listeners: bind, accept, and serve each connection with hyper.
+//!
+//! Each `[[listener]]` gets an accept loop. Sockets are bound with `SO_REUSEADDR` and
+//! `IP_FREEBIND`, so a listener on the VIP works before this node holds the VIP and keeps
+//! working after the VIP moves (no listener restart on failover). Each connection runs
+//! in a task tracked by the listener set; on shutdown every connection is asked to
+//! finish gracefully (in-flight requests complete, idle keep-alives close at once).
+
+use crate::dataplane::DataPlane;
+use crate::proxy::{self, ConnInfo};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Binds a TCP listener that survives VIP moves.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv4() {
+        // Allows binding the VIP while another node holds it.
+        socket.set_freebind_v4(true)?;
+    } else {
+        socket.set_freebind_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Settings of one HTTP listener that the accept loop needs.
+#[derive(Debug, Clone)]
+pub struct HttpListenerSpec {
+    pub name: Arc<str>,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// Accepts connections until `stop` fires; connection tasks go into `tracker`.
+pub async fn serve_http(
+    listener: TcpListener,
+    spec: HttpListenerSpec,
+    dp: Arc<DataPlane>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let builder = Arc::new(http_builder(&spec));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(listener = %spec.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(ConnInfo {
+            listener: spec.name.clone(),
+            client: peer,
+            tls: false,
+        });
+        let task = serve_connection(
+            stream,
+            conn,
+            builder.clone(),
+            dp.clone(),
+            stop.clone(),
+            spec.idle_timeout,
+        );
+        tracker.spawn(task);
+    }
+    tracing::info!(listener = %spec.name, "listener stopped accepting");
+}
+
+fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(spec.header_read_timeout)
+        // hyper answers 431 when a request head does not fit; it refuses values < 8 KiB.
+        .max_buf_size(spec.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(spec.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(256)
+        .max_pending_accept_reset_streams(64)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+/// Serves one client connection: HTTP/1.1 or h2c (sniffed), with upgrades.
+async fn serve_connection(
+    stream: TcpStream,
+    conn: Arc<ConnInfo>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    dp: Arc<DataPlane>,
+    stop: CancellationToken,
+    idle_timeout: Duration,
+) {
+    dp.metrics.client_connections.inc();
+    let activity = Arc::new(AtomicU64::new(0));
+    let io = TokioIo::new(ActivityIo {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service_dp = dp.clone();
+    let service_conn = conn.clone();
+    let service =
+        service_fn(move |req| proxy::handle(service_dp.clone(), service_conn.clone(), req));
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let tick = (idle_timeout / 4).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval(tick);
+    let mut last_seen = 0u64;
+    let mut quiet_for = Duration::ZERO;
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(client = %conn.client, error = %e, "connection ended with error");
+                }
+                break;
+            }
+            _ = stop.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = ticker.tick(), if !shutting_down => {
+                let now = activity.load(Ordering::Relaxed);
+                quiet_for = if now == last_seen { quiet_for + tick } else { Duration::ZERO };
+                last_seen = now;
+                if quiet_for >= idle_timeout {
+                    tracing::debug!(client = %conn.client, "closing idle connection");
+                    shutting_down = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+    dp.metrics.client_connections.dec();
+}
+
+/// Counts reads and writes so the idle watchdog can tell a quiet connection from a
+/// busy one without reading the clock on every I/O.
+struct ActivityIo<T> {
+    inner: T,
+    activity: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_ready() {
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if polled.is_ready() {
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if polled.is_ready() {
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

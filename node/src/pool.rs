@@ -1,0 +1,153 @@
+//! A pool as the data plane runs it: backends, selector, affinity and upstream client.
+//!
+//! Built once per config version from the `[[pool]]` table. Everything a request needs
+//! is here and immutable; live figures are atomics inside `BackendState`.
+
+use crate::affinity::cookie::CookieSigner;
+use crate::backend_state::{BackendRegistry, BackendState};
+use crate::balance::{self, BackendLoad, Candidate, PickContext, Selector};
+use crate::metrics::{BackendMetrics, Metrics};
+use crate::proxy::body::ProxyBody;
+use fulcrum_config::{AffinityMode, HashKey, Pool};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The pooled keep-alive client towards a pool's backends.
+pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+/// One backend of a compiled pool.
+#[derive(Debug)]
+pub struct PoolBackend {
+    /// The address as written in the config; the identity used in pins and cookies.
+    pub id: String,
+    pub addr: SocketAddr,
+    /// `http://ADDR` — prefix of the absolute URI sent to the client library.
+    pub base_uri: String,
+    pub weight: u32,
+    pub state: Arc<BackendState>,
+    pub metrics: BackendMetrics,
+}
+
+/// Cookie affinity settings of a pool.
+#[derive(Debug)]
+pub struct CookieAffinity {
+    pub name: String,
+    pub signer: CookieSigner,
+}
+
+/// A compiled `[[pool]]`.
+pub struct PoolRuntime {
+    pub name: String,
+    pub backends: Vec<PoolBackend>,
+    selector: Arc<dyn Selector>,
+    pub hash_key: Option<HashKey>,
+    pub affinity_mode: AffinityMode,
+    pub cookie: Option<CookieAffinity>,
+    pub client: UpstreamClient,
+    pub response_timeout: Duration,
+}
+
+impl std::fmt::Debug for PoolRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolRuntime")
+            .field("name", &self.name)
+            .field("backends", &self.backends)
+            .finish()
+    }
+}
+
+impl PoolRuntime {
+    /// Compiles a pool; backend state is shared with earlier versions via `registry`.
+    pub fn build(
+        pool: &Pool,
+        registry: &BackendRegistry,
+        metrics: &Metrics,
+        cookie_secret: Option<&str>,
+    ) -> Self {
+        let backends: Vec<PoolBackend> = pool
+            .backends
+            .iter()
+            .filter_map(|b| {
+                let addr = b.socket_addr()?;
+                Some(PoolBackend {
+                    id: b.addr.clone(),
+                    addr,
+                    base_uri: format!("http://{addr}"),
+                    weight: b.weight,
+                    state: registry.get(&pool.name, &b.addr),
+                    metrics: metrics.backend(&pool.name, &b.addr),
+                })
+            })
+            .collect();
+        let candidates: Vec<Candidate> = backends
+            .iter()
+            .map(|b| Candidate {
+                id: b.id.clone(),
+                weight: b.weight,
+            })
+            .collect();
+        let loads: Arc<[Arc<BackendLoad>]> =
+            backends.iter().map(|b| b.state.load.clone()).collect();
+        let cookie = match (pool.affinity.mode, cookie_secret) {
+            (AffinityMode::Cookie, Some(secret)) => {
+                CookieSigner::new(secret.as_bytes(), &pool.name).map(|signer| CookieAffinity {
+                    name: pool.affinity.cookie_name().to_string(),
+                    signer,
+                })
+            }
+            _ => None,
+        };
+        PoolRuntime {
+            name: pool.name.clone(),
+            selector: balance::build(pool.algorithm, &candidates, loads),
+            backends,
+            hash_key: pool.hash_key(),
+            affinity_mode: pool.affinity.mode,
+            cookie,
+            client: build_client(pool),
+            response_timeout: pool.response_timeout,
+        }
+    }
+
+    /// Picks a backend for a new request. Prefers fully eligible backends; if every
+    /// healthy backend is locally ejected, ignores ejection rather than failing
+    /// (Envoy's "panic mode"), since a local ejection is only a guess.
+    pub fn pick(&self, ctx: &PickContext<'_>, exclude: Option<usize>) -> Option<usize> {
+        let strict = |i: usize| Some(i) != exclude && self.backends[i].state.eligible();
+        if let Some(i) = self.selector.pick(ctx, &strict) {
+            return Some(i);
+        }
+        let relaxed = |i: usize| {
+            let s = &self.backends[i].state;
+            Some(i) != exclude && s.healthy() && !s.drained()
+        };
+        self.selector.pick(ctx, &relaxed)
+    }
+
+    /// The index of a backend by id, if it may take this (returning) session.
+    /// A drained backend keeps the sessions it has; an unhealthy one does not.
+    pub fn sticky_target(&self, id: &str) -> Option<usize> {
+        self.backends
+            .iter()
+            .position(|b| b.id == id && b.state.healthy() && !b.state.ejected())
+    }
+}
+
+/// One keep-alive client per pool, so each pool's connect timeout applies.
+fn build_client(pool: &Pool) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(pool.connect_timeout));
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(30)));
+    Client::builder(TokioExecutor::new())
+        // Without a pool timer hyper-util ignores the idle timeout (TECH_NOTES §5.2).
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(pool.upstream_idle_timeout)
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}

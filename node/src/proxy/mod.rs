@@ -1,0 +1,346 @@
+//! The HTTP proxy: one request from route lookup to streamed response.
+//!
+//! Steps, each in its own small function: find the route (404 when none), pick a
+//! backend (affinity first, then the pool's algorithm; 503 when no backend may take it),
+//! rewrite headers, send over the pool's keep-alive client with a response timeout,
+//! retry once on another backend when the connection could not even be made (idempotent
+//! requests without a body only), and stream the response back while counting it.
+
+pub mod body;
+mod finish;
+pub mod headers;
+mod upgrade;
+
+use crate::affinity::cookie::find_cookie;
+use crate::balance::{self, PickContext};
+use crate::dataplane::DataPlane;
+use crate::pool::PoolRuntime;
+use crate::snapshot::Snapshot;
+use body::{full, ProxyBody, TrackedBody};
+use bytes::Bytes;
+use finish::RequestDone;
+use fulcrum_config::HashKey;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the proxy knows about the client connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub listener: Arc<str>,
+    pub client: SocketAddr,
+    pub tls: bool,
+}
+
+impl ConnInfo {
+    fn proto(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Entry point for every request on an HTTP listener. Never fails: problems become
+/// a short local response.
+pub async fn handle(
+    dp: Arc<DataPlane>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let snapshot = dp.snapshot();
+    let response = route_and_forward(&dp, &snapshot, &conn, req).await;
+    Ok(response.unwrap_or_else(|local| local_response(&dp, local)))
+}
+
+/// A response fulcrum makes itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Local {
+    NoRoute,
+    NoBackend,
+    BadGateway,
+    GatewayTimeout,
+}
+
+fn local_response(dp: &DataPlane, local: Local) -> Response<ProxyBody> {
+    let (status, text, metric) = match local {
+        Local::NoRoute => (StatusCode::NOT_FOUND, "no route\n", "no_route"),
+        Local::NoBackend => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy backend\n",
+            "no_backend",
+        ),
+        Local::BadGateway => (StatusCode::BAD_GATEWAY, "bad gateway\n", "bad_gateway"),
+        Local::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "backend timeout\n", "timeout"),
+    };
+    dp.metrics.local_response(metric);
+    let mut resp = Response::new(full(Bytes::from_static(text.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+async fn route_and_forward(
+    dp: &Arc<DataPlane>,
+    snap: &Snapshot,
+    conn: &Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Local> {
+    let host = headers::request_host(&req);
+    let route = snap
+        .routes
+        .get(&*conn.listener)
+        .and_then(|t| t.find(host.as_deref(), req.uri().path(), req.headers()))
+        .ok_or(Local::NoRoute)?;
+    if route.redirect_https && !conn.tls {
+        return Ok(redirect_to_https(host.as_deref(), req.uri()));
+    }
+    let pool = snap.pools.get(&route.pool).ok_or(Local::NoBackend)?.clone();
+    let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path(), pool = %pool.name);
+    let _entered = span.enter();
+    let choice = choose_backend(&pool, conn, &req).ok_or(Local::NoBackend)?;
+    if headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11 {
+        return upgrade::forward(dp, &pool, choice.index, conn, req, host).await;
+    }
+    forward(dp, pool, choice, conn, req, host).await
+}
+
+/// The backend chosen for a request and whether to (re)issue the affinity cookie.
+struct Choice {
+    index: usize,
+    set_cookie: bool,
+}
+
+fn choose_backend(pool: &PoolRuntime, conn: &ConnInfo, req: &Request<Incoming>) -> Option<Choice> {
+    if let Some(cookie) = &pool.cookie {
+        let pinned = find_cookie(req.headers(), &cookie.name)
+            .and_then(|v| cookie.signer.verify(v))
+            .and_then(|id| pool.sticky_target(&id));
+        if let Some(index) = pinned {
+            return Some(Choice {
+                index,
+                set_cookie: false,
+            });
+        }
+    }
+    let key = hash_key_bytes(pool.hash_key.as_ref(), conn, req);
+    let ctx = PickContext {
+        hash_key: key.as_deref(),
+        client_ip: Some(conn.client.ip()),
+    };
+    let index = pool.pick(&ctx, None)?;
+    Some(Choice {
+        index,
+        set_cookie: pool.cookie.is_some(),
+    })
+}
+
+/// Extracts the consistent-hash key of a request per the pool's `hash_key`.
+fn hash_key_bytes(
+    key: Option<&HashKey>,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+) -> Option<Vec<u8>> {
+    match key? {
+        HashKey::SourceIp => Some(conn.client.ip().to_canonical().to_string().into_bytes()),
+        HashKey::Path => Some(req.uri().path().as_bytes().to_vec()),
+        HashKey::Header(name) => req
+            .headers()
+            .get(name.as_str())
+            .map(|v| v.as_bytes().to_vec()),
+        HashKey::Cookie(name) => find_cookie(req.headers(), name).map(|v| v.as_bytes().to_vec()),
+    }
+}
+
+fn redirect_to_https(host: Option<&str>, uri: &Uri) -> Response<ProxyBody> {
+    let host = host.unwrap_or("localhost");
+    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    resp
+}
+
+/// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+async fn forward(
+    dp: &Arc<DataPlane>,
+    pool: Arc<PoolRuntime>,
+    choice: Choice,
+    conn: &Arc<ConnInfo>,
+    req: Request<Incoming>,
+    host: Option<String>,
+) -> Result<Response<ProxyBody>, Local> {
+    let started = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    let http2 = parts.version == Version::HTTP_2;
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::add_forwarding(
+        &mut parts.headers,
+        conn.client.ip(),
+        conn.proto(),
+        host.as_deref(),
+        http2,
+    );
+    if http2 {
+        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            parts.headers.insert(http::header::HOST, h);
+        }
+    }
+    // A request without a body can be replayed on another backend if the connection
+    // could not be made; one with a body was consumed by the first attempt.
+    let retryable = is_idempotent(&parts.method) && body.is_end_stream();
+    let method_for_log = parts.method.clone();
+    let path_for_log = parts.uri.path().to_string();
+    let mut index = choice.index;
+    let mut body = Some(body.boxed());
+    for attempt in 0..2 {
+        let backend = &pool.backends[index];
+        let req_body = body.take().unwrap_or_else(body::empty);
+        let upstream = build_upstream_request(&parts, &backend.base_uri, req_body)?;
+        backend.state.load.in_flight.fetch_add(1, Ordering::Relaxed);
+        backend
+            .state
+            .load
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        let sent = tokio::time::timeout(pool.response_timeout, pool.client.request(upstream)).await;
+        let outcome = match sent {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(Some(e)),
+            Err(_elapsed) => Err(None),
+        };
+        match outcome {
+            Ok(resp) => {
+                backend.state.note_success();
+                let done = RequestDone::new(
+                    dp.clone(),
+                    pool.clone(),
+                    index,
+                    conn.client,
+                    method_for_log,
+                    path_for_log,
+                    started,
+                );
+                return Ok(finish_response(
+                    dp,
+                    &pool,
+                    index,
+                    resp,
+                    done,
+                    choice.set_cookie || attempt > 0,
+                ));
+            }
+            Err(err) => {
+                backend.state.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+                backend
+                    .state
+                    .load
+                    .connections
+                    .fetch_sub(1, Ordering::Relaxed);
+                let connect_failed = err.as_ref().is_some_and(|e| e.is_connect());
+                let Some(e) = err else {
+                    tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
+                    return Err(Local::GatewayTimeout);
+                };
+                tracing::warn!(pool = %pool.name, backend = %backend.id, error = %e, "backend request failed");
+                if !connect_failed {
+                    return Err(Local::BadGateway);
+                }
+                let backoff = backend.state.note_failure();
+                dp.metrics
+                    .backend_ejections
+                    .get_or_create(&crate::metrics::BackendLabels {
+                        pool: pool.name.clone(),
+                        backend: backend.id.clone(),
+                    })
+                    .inc();
+                tracing::info!(pool = %pool.name, backend = %backend.id, ?backoff, "backend ejected locally after connect failure");
+                if !retryable || attempt > 0 {
+                    return Err(Local::BadGateway);
+                }
+                let ctx = PickContext {
+                    hash_key: None,
+                    client_ip: Some(conn.client.ip()),
+                };
+                index = pool.pick(&ctx, Some(index)).ok_or(Local::BadGateway)?;
+                dp.metrics.retries.inc();
+            }
+        }
+    }
+    Err(Local::BadGateway)
+}
+
+fn build_upstream_request(
+    parts: &http::request::Parts,
+    base_uri: &str,
+    body: ProxyBody,
+) -> Result<Request<ProxyBody>, Local> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri: Uri = format!("{base_uri}{path}")
+        .parse()
+        .map_err(|_| Local::BadGateway)?;
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = parts.headers.clone();
+    Ok(req)
+}
+
+fn finish_response(
+    dp: &DataPlane,
+    pool: &PoolRuntime,
+    index: usize,
+    resp: Response<Incoming>,
+    mut done: RequestDone,
+    set_cookie: bool,
+) -> Response<ProxyBody> {
+    let backend = &pool.backends[index];
+    let status = resp.status().as_u16();
+    backend.metrics.record_status(status);
+    let latency = done.started.elapsed();
+    backend.metrics.duration.observe(latency.as_secs_f64());
+    balance::observe_latency(&backend.state.load, latency);
+    done.status = status;
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::append_via(&mut parts.headers, "1.1 fulcrum");
+    if set_cookie {
+        if let Some(cookie) = &pool.cookie {
+            let value = format!(
+                "{}={}; Path=/; HttpOnly",
+                cookie.name,
+                cookie.signer.sign(&backend.id)
+            );
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                parts.headers.append(http::header::SET_COOKIE, v);
+            }
+        }
+    }
+    let _ = dp;
+    Response::from_parts(parts, TrackedBody::new(body, done).boxed())
+}

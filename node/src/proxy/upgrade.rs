@@ -1,0 +1,96 @@
+//! Protocol upgrades (WebSocket): forward the handshake, then splice the two streams.
+//!
+//! The client's `OnUpgrade` must be taken before the request is moved. When the backend
+//! answers `101 Switching Protocols`, both sides are upgraded and a tracked task copies
+//! bytes both ways until either side closes. Tunnels are tracked separately because
+//! hyper's graceful shutdown does not see them once the 101 is sent.
+
+use super::body::{self, ProxyBody};
+use super::{headers, ConnInfo, Local};
+use crate::dataplane::DataPlane;
+use crate::pool::PoolRuntime;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub(super) async fn forward(
+    dp: &Arc<DataPlane>,
+    pool: &Arc<PoolRuntime>,
+    index: usize,
+    conn: &Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+    host: Option<String>,
+) -> Result<Response<ProxyBody>, Local> {
+    let backend = &pool.backends[index];
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (mut parts, body) = req.into_parts();
+    let upgrade_value = parts.headers.get(http::header::UPGRADE).cloned();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::add_forwarding(
+        &mut parts.headers,
+        conn.client.ip(),
+        conn.proto(),
+        host.as_deref(),
+        false,
+    );
+    if let Some(v) = upgrade_value {
+        parts.headers.insert(http::header::UPGRADE, v);
+        parts.headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri: Uri = format!("{}{path}", backend.base_uri)
+        .parse()
+        .map_err(|_| Local::BadGateway)?;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let upstream = Request::from_parts(parts, body.boxed());
+    let mut resp =
+        match tokio::time::timeout(pool.response_timeout, pool.client.request(upstream)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                if e.is_connect() {
+                    backend.state.note_failure();
+                }
+                tracing::warn!(backend = %backend.id, error = %e, "upgrade request failed");
+                return Err(Local::BadGateway);
+            }
+            Err(_) => return Err(Local::GatewayTimeout),
+        };
+    backend.metrics.record_status(resp.status().as_u16());
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = resp.into_parts();
+        return Ok(Response::from_parts(parts, body.boxed()));
+    }
+    let backend_upgrade = hyper::upgrade::on(&mut resp);
+    let load = backend.state.load.clone();
+    load.connections.fetch_add(1, Ordering::Relaxed);
+    let backend_id = backend.id.clone();
+    dp.tunnels.spawn(async move {
+        match tokio::try_join!(client_upgrade, backend_upgrade) {
+            Ok((client_io, backend_io)) => {
+                let mut client_io = TokioIo::new(client_io);
+                let mut backend_io = TokioIo::new(backend_io);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client_io, &mut backend_io).await
+                {
+                    tracing::debug!(backend = %backend_id, error = %e, "tunnel closed with error");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(backend = %backend_id, error = %e, "upgrade did not complete")
+            }
+        }
+        load.connections.fetch_sub(1, Ordering::Relaxed);
+    });
+    let (parts, _) = resp.into_parts();
+    Ok(Response::from_parts(parts, body::empty()))
+}

@@ -1,0 +1,131 @@
+//! Process lifecycle of `fulcrum run`: runtime, logging, signals, graceful shutdown.
+//!
+//! - SIGHUP re-reads the config file and applies it (refused if invalid; the running
+//!   config stays).
+//! - SIGTERM / SIGINT stop accepting, let in-flight requests finish up to
+//!   `node.shutdown_grace`, then exit 0.
+
+use crate::admin;
+use crate::app::Node;
+use crate::listener;
+use crate::logging;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub fn run(config_path: &Path, threads: Option<usize>) -> ExitCode {
+    let text = match std::fs::read_to_string(config_path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}:1:1: cannot read: {e}", config_path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match fulcrum_config::parse(&text, &config_path.display().to_string()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let access_log = config
+        .node
+        .as_ref()
+        .map(|n| n.access_log.clone())
+        .unwrap_or_else(|| "stdout".into());
+    if let Err(e) = logging::init(&access_log) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let threads = threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config, text, config_path))
+}
+
+async fn serve(config: fulcrum_config::Config, text: String, config_path: &Path) -> ExitCode {
+    let node = match Node::start(config, text, config_path.to_path_buf()).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin_socket = match listener::bind(node.local.admin) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot bind admin address {}: {e}", node.local.admin);
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::spawn(admin::serve(node.clone(), admin_socket));
+    tracing::info!(node = node.local.id, admin = %node.local.admin, version = node.version(), "fulcrum node running");
+    if let Err(e) = wait_for_signals(&node).await {
+        tracing::error!(error = %e, "signal handling failed");
+    }
+    shutdown(&node).await;
+    ExitCode::SUCCESS
+}
+
+/// Handles SIGHUP reloads until SIGTERM or SIGINT arrives.
+async fn wait_for_signals(node: &Arc<Node>) -> std::io::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(node).await,
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
+        }
+    }
+}
+
+async fn reload(node: &Arc<Node>) {
+    let path = node.config_path.clone();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match node.apply_text(&text, &path.display().to_string()).await {
+            Ok(version) => tracing::info!(version, "SIGHUP: config reloaded"),
+            Err(e) => tracing::warn!(error = %e, "SIGHUP: reload refused"),
+        },
+        Err(e) => tracing::warn!(error = %e, path = %path.display(), "SIGHUP: cannot read config"),
+    }
+}
+
+/// Stop accepting, let in-flight requests and tunnels finish up to the grace period.
+async fn shutdown(node: &Arc<Node>) {
+    node.stop.cancel();
+    node.connections.close();
+    node.dp.tunnels.close();
+    let grace = node.local.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        node.connections.wait().await;
+        node.dp.tunnels.wait().await;
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("all connections finished; exiting"),
+        Err(_) => tracing::warn!(
+            ?grace,
+            remaining = node.connections.len(),
+            "grace period over; exiting with connections open"
+        ),
+    }
+}

@@ -1,0 +1,75 @@
+//! One compiled config version: what every request of that version uses.
+//!
+//! The data plane holds the current `Snapshot` behind an `ArcSwap`. A request loads it
+//! once at its start and keeps using it to the end, so a reload never changes the rules
+//! under a running request; the next request sees the new version.
+
+use crate::backend_state::BackendRegistry;
+use crate::metrics::Metrics;
+use crate::pool::PoolRuntime;
+use crate::router::RouteTable;
+use fulcrum_config::Config;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// An immutable, compiled config version.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: u64,
+    pub config: Arc<Config>,
+    /// The TOML text this version came from (served by `GET /config`).
+    pub source: Arc<str>,
+    /// Listener name -> its routes.
+    pub routes: HashMap<String, RouteTable>,
+    pub pools: HashMap<String, Arc<PoolRuntime>>,
+}
+
+impl Snapshot {
+    pub fn build(
+        version: u64,
+        config: Arc<Config>,
+        source: Arc<str>,
+        registry: &BackendRegistry,
+        metrics: &Metrics,
+    ) -> Self {
+        let cookie_secret = config
+            .session
+            .as_ref()
+            .and_then(|s| s.cookie_secret.as_deref());
+        let pools: HashMap<String, Arc<PoolRuntime>> = config
+            .pool
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Arc::new(PoolRuntime::build(p, registry, metrics, cookie_secret)),
+                )
+            })
+            .collect();
+        let routes = config
+            .listener
+            .iter()
+            .map(|l| {
+                let mine: Vec<&fulcrum_config::Route> = config
+                    .route
+                    .iter()
+                    .filter(|r| r.listener == l.name)
+                    .collect();
+                (l.name.clone(), RouteTable::build(&mine))
+            })
+            .collect();
+        registry.retain(|pool, addr| {
+            config
+                .pool
+                .iter()
+                .any(|p| p.name == pool && p.backends.iter().any(|b| b.addr == addr))
+        });
+        Snapshot {
+            version,
+            config,
+            source,
+            routes,
+            pools,
+        }
+    }
+}
