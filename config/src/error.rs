@@ -17,19 +17,35 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error about the file as a whole (unreadable, empty, ...): points at 1:1.
     pub fn whole_file(file: String, message: String) -> Self {
-        ConfigError { file, line: 1, column: 1, message }
+        ConfigError {
+            file,
+            line: 1,
+            column: 1,
+            message,
+        }
     }
 
     /// An error at a byte offset of `text`.
     pub fn at_offset(file: &str, text: &str, offset: usize, message: impl Into<String>) -> Self {
         let (line, column) = line_column(text, offset);
-        ConfigError { file: file.to_string(), line, column, message: message.into() }
+        ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     /// Converts a TOML/serde error, keeping its span and only its first line of text.
     pub fn from_toml(file: &str, text: &str, err: &toml::de::Error) -> Self {
         let offset = err.span().map(|s| s.start).unwrap_or(0);
-        let message = err.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
+        let message = err
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .trim()
+            .to_string();
         Self::at_offset(file, text, offset, message)
     }
 }
@@ -39,7 +55,12 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..floor_char_boundary(text, offset)];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 

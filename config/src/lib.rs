@@ -1,18 +1,33 @@
 //! fulcrum-config: the balancer's declarative model.
 //!
 //! Layout:
-//! - `model`    — typed structs for every TOML table, with defaults.
-//! - `error`    — `ConfigError` (one problem, with `file:line:column`) and `ConfigErrors`.
-//! - `validate` — whole-file checks (names exist, no duplicates, addresses parse, ranges).
+//! - `model`     — typed structs for every TOML table, with defaults.
+//! - `accessors` — typed views of string fields (`SocketAddr`, `HashKey`, networks, ...).
+//! - `net`       — address syntaxes: `IP/PREFIX` networks, `ID@HOST:PORT` peers.
+//! - `hash_key`  — what a consistent-hash pool hashes on.
+//! - `error`     — `ConfigError` (one problem, with `file:line:column`) and `ConfigErrors`.
+//! - `span`      — finds a TOML path in the source text, so errors point at the exact spot.
+//! - `validate`  — whole-file checks (names exist, no duplicates, addresses parse, ranges).
+//! - `summary`   — the human-readable effective config `fulcrum check` prints.
 //!
-//! Nothing here does I/O beyond reading the file it is asked to load.
+//! Nothing here does I/O beyond reading the file it is asked to load; certificate and
+//! secret files are named, not opened.
+#![forbid(unsafe_code)]
 
+mod accessors;
 mod error;
+mod hash_key;
 mod model;
+mod net;
+mod span;
+mod summary;
 mod validate;
 
+pub use accessors::DEFAULT_AFFINITY_COOKIE;
 pub use error::{ConfigError, ConfigErrors};
+pub use hash_key::HashKey;
 pub use model::*;
+pub use net::{parse_peer, IpNet};
 
 use std::path::Path;
 
@@ -33,4 +48,30 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         .map_err(|e| ConfigErrors::single(ConfigError::from_toml(origin, text, &e)))?;
     validate::validate(&config, text, origin)?;
     Ok(config)
+}
+
+/// Parses a config meant for `ctl apply` / `PUT /config`: `[node]` may be absent, and a
+/// whole node file is accepted too. The file is validated as a whole (so a broken local
+/// section is still reported), and the result keeps only the cluster-wide part
+/// (see [`Config::without_local`]).
+pub fn parse_balancer(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+    parse(text, origin).map(|c| c.without_local())
+}
+
+impl Config {
+    /// The cluster-wide part only: drops `[node]`, `[cluster]` and `vip.interface`.
+    pub fn without_local(&self) -> Config {
+        let mut c = self.clone();
+        c.node = None;
+        c.cluster = None;
+        if let Some(vip) = &mut c.vip {
+            vip.interface = None;
+        }
+        c
+    }
+
+    /// Renders the config back to TOML (durations in humantime form); `parse` accepts it.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
 }

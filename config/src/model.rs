@@ -150,6 +150,16 @@ pub enum Protocol {
     Tcp,
 }
 
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
 /// `[[listener]]`: a bound socket and how to talk on it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -246,6 +256,18 @@ pub enum AffinityMode {
     Header,
     /// Pin by client address.
     SourceIp,
+}
+
+impl AffinityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AffinityMode::None => "none",
+            AffinityMode::Cookie => "cookie",
+            AffinityMode::Learn => "learn",
+            AffinityMode::Header => "header",
+            AffinityMode::SourceIp => "source-ip",
+        }
+    }
 }
 
 /// `affinity = { mode = ..., cookie = ..., header = ... }`.

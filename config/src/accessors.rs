@@ -1,0 +1,109 @@
+//! Typed views of string-valued fields, so the data plane never re-parses config text.
+//!
+//! Each accessor returns `None` (or a safe default) for input that validation refuses; a
+//! `Config` that came out of `parse`/`load` always yields `Some`.
+
+use crate::hash_key::HashKey;
+use crate::model::{Affinity, Backend, ClusterSection, HealthCheck, Listener, Pool, VipSection};
+use crate::net::{parse_addr_prefix, parse_peer, IpNet};
+use std::net::{IpAddr, SocketAddr};
+
+/// Cookie inserted by `affinity.mode = "cookie"` when `affinity.cookie` is not set.
+pub const DEFAULT_AFFINITY_COOKIE: &str = "fulcrum_affinity";
+
+impl Backend {
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.addr.parse().ok()
+    }
+}
+
+impl Listener {
+    pub fn bind_addr(&self) -> Option<SocketAddr> {
+        self.bind.parse().ok()
+    }
+
+    /// The networks allowed to send a PROXY header; unparsable entries are skipped.
+    pub fn proxy_networks(&self) -> Vec<IpNet> {
+        self.proxy_from
+            .iter()
+            .filter_map(|s| IpNet::parse(s).ok())
+            .collect()
+    }
+}
+
+impl Pool {
+    pub fn hash_key(&self) -> Option<HashKey> {
+        self.hash_key
+            .as_deref()
+            .and_then(|s| HashKey::parse(s).ok())
+    }
+}
+
+impl HealthCheck {
+    /// The accepted status codes, inclusive; the default 200..=399 if unparsable.
+    pub fn status_range(&self) -> (u16, u16) {
+        parse_status_range(&self.expect_status).unwrap_or((200, 399))
+    }
+}
+
+impl ClusterSection {
+    /// The peers as (node id, Raft address); unparsable entries are skipped.
+    pub fn peer_list(&self) -> Vec<(u64, SocketAddr)> {
+        self.peers.iter().filter_map(|p| parse_peer(p)).collect()
+    }
+}
+
+impl VipSection {
+    pub fn addr_prefix(&self) -> Option<(IpAddr, u8)> {
+        parse_addr_prefix(&self.address).ok()
+    }
+}
+
+impl Affinity {
+    /// The cookie this pool's affinity reads: `affinity.cookie`, or `fulcrum_affinity`.
+    pub fn cookie_name(&self) -> &str {
+        self.cookie.as_deref().unwrap_or(DEFAULT_AFFINITY_COOKIE)
+    }
+}
+
+/// Parses `NNN` or `NNN-NNN` with codes in 100..=599 and lo <= hi.
+pub(crate) fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("expect_status `{s}` must be NNN or NNN-NNN with codes 100..=599");
+    let code = |part: &str| {
+        part.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(bad)
+    };
+    let (lo, hi) = match s.split_once('-') {
+        Some((lo, hi)) => (code(lo)?, code(hi)?),
+        None => (code(s)?, code(s)?),
+    };
+    if lo > hi {
+        return Err(format!("expect_status `{s}`: {lo} is above {hi}"));
+    }
+    Ok((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_range("200"), Ok((200, 200)));
+        assert_eq!(parse_status_range("200-399"), Ok((200, 399)));
+        for bad in ["99", "600", "200-", "abc", "399-200", "200-600", ""] {
+            assert!(parse_status_range(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn cookie_name_defaults() {
+        let mut a = Affinity::default();
+        assert_eq!(a.cookie_name(), "fulcrum_affinity");
+        a.cookie = Some("SID".into());
+        assert_eq!(a.cookie_name(), "SID");
+    }
+}

@@ -1,0 +1,238 @@
+//! Checks of the singleton sections: `[node]`, `[cluster]`, `[vip]` and `[session]`.
+
+use super::Report;
+use crate::model::{ClusterSection, Config, NodeSection, SessionSection, VipSection};
+use crate::net::{parse_addr_prefix, parse_peer_detailed};
+use crate::span::Seg::{I, K};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Shortest `cookie_secret` accepted: an HMAC key much shorter than this is guessable.
+pub(crate) const MIN_COOKIE_SECRET_BYTES: usize = 16;
+
+pub(super) fn check(config: &Config, r: &mut Report<'_>) {
+    if let Some(node) = &config.node {
+        check_node(node, r);
+    }
+    if let Some(cluster) = &config.cluster {
+        check_cluster(cluster, config.node.as_ref(), r);
+    }
+    if let Some(vip) = &config.vip {
+        check_vip(vip, r);
+    }
+    if let Some(session) = &config.session {
+        check_session(session, r);
+    }
+}
+
+fn check_node(node: &NodeSection, r: &mut Report<'_>) {
+    if node.access_log.trim().is_empty() {
+        r.error(
+            &[K("node"), K("access_log")],
+            "access_log must be `stdout`, `off` or a file path",
+        );
+    }
+    r.positive(
+        &[K("node"), K("shutdown_grace")],
+        "shutdown_grace",
+        node.shutdown_grace,
+    );
+}
+
+fn check_cluster(cluster: &ClusterSection, node: Option<&NodeSection>, r: &mut Report<'_>) {
+    let peers = check_peers(cluster, r);
+    if cluster.peers.is_empty() {
+        r.error(
+            &[K("cluster"), K("peers")],
+            "peers must list every node, this one included",
+        );
+    }
+    if let Some(node) = node {
+        check_own_peer(cluster, node, &peers, r);
+    }
+    check_timing(cluster, r);
+}
+
+/// Parses every peer, reporting bad entries and duplicate ids or addresses.
+fn check_peers(cluster: &ClusterSection, r: &mut Report<'_>) -> HashMap<u64, SocketAddr> {
+    let mut ids = HashMap::new();
+    let mut addrs = HashMap::new();
+    for (i, peer) in cluster.peers.iter().enumerate() {
+        let path = [K("cluster"), K("peers"), I(i)];
+        match parse_peer_detailed(peer) {
+            Err(e) => r.error(&path, e),
+            Ok((id, addr)) => {
+                if ids.insert(id, addr).is_some() {
+                    r.error(&path, format!("peer id {id} is listed twice"));
+                } else if let Some(other) = addrs.insert(addr, id) {
+                    r.error(
+                        &path,
+                        format!("peer address {addr} is already used by node {other}"),
+                    );
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// This node must be one of the peers, at the address it binds for Raft.
+fn check_own_peer(
+    cluster: &ClusterSection,
+    node: &NodeSection,
+    peers: &HashMap<u64, SocketAddr>,
+    r: &mut Report<'_>,
+) {
+    if peers.is_empty() {
+        return;
+    }
+    let Some(own) = peers.get(&node.id) else {
+        r.error(
+            &[K("cluster"), K("peers")],
+            format!("peers must include this node (node.id = {})", node.id),
+        );
+        return;
+    };
+    // Binding 0.0.0.0 is fine as long as the port is the one peers dial.
+    let raft = cluster.raft;
+    let same = if raft.ip().is_unspecified() {
+        raft.port() == own.port()
+    } else {
+        raft == *own
+    };
+    if !same {
+        r.error(
+            &[K("cluster"), K("raft")],
+            format!(
+                "raft address {raft} differs from this node's peer entry {}@{own}",
+                node.id
+            ),
+        );
+    }
+}
+
+fn check_timing(c: &ClusterSection, r: &mut Report<'_>) {
+    let at = |key| [K("cluster"), K(key)];
+    r.positive(&at("heartbeat"), "heartbeat", c.heartbeat);
+    if c.heartbeat >= c.election_timeout_min {
+        r.error(
+            &at("heartbeat"),
+            format!(
+                "heartbeat {} must be shorter than election_timeout_min {}",
+                human(c.heartbeat),
+                human(c.election_timeout_min)
+            ),
+        );
+    }
+    if c.election_timeout_min >= c.election_timeout_max {
+        r.error(
+            &at("election_timeout_max"),
+            format!(
+                "election_timeout_max {} must be longer than election_timeout_min {}",
+                human(c.election_timeout_max),
+                human(c.election_timeout_min)
+            ),
+        );
+    }
+    if c.lease >= c.election_timeout_min {
+        r.error(
+            &at("lease"),
+            format!(
+                "lease {} must be shorter than election_timeout_min {}, or two nodes could both hold the VIP",
+                human(c.lease),
+                human(c.election_timeout_min)
+            ),
+        );
+    } else if c.lease <= c.heartbeat {
+        r.error(
+            &at("lease"),
+            format!(
+                "lease {} must be longer than heartbeat {}, or the leader would drop the VIP between heartbeats",
+                human(c.lease),
+                human(c.heartbeat)
+            ),
+        );
+    }
+}
+
+fn check_vip(vip: &VipSection, r: &mut Report<'_>) {
+    match parse_addr_prefix(&vip.address) {
+        Err(e) => r.error(&[K("vip"), K("address")], format!("vip address: {e}")),
+        Ok((ip, _)) if ip.is_unspecified() || ip.is_multicast() => r.error(
+            &[K("vip"), K("address")],
+            format!("vip address {ip} must be a unicast host address"),
+        ),
+        Ok(_) => {}
+    }
+    if let Some(ifname) = &vip.interface {
+        // Linux interface names: 1..=15 bytes, no '/', no whitespace.
+        let ok = !ifname.is_empty()
+            && ifname.len() <= 15
+            && !ifname
+                .bytes()
+                .any(|b| b == b'/' || b.is_ascii_whitespace() || b == b':');
+        if !ok {
+            r.error(
+                &[K("vip"), K("interface")],
+                format!(
+                    "`{ifname}` is not a valid interface name (1-15 bytes, no `/`, `:` or spaces)"
+                ),
+            );
+        }
+    }
+    if vip.lifetime < Duration::from_secs(1) {
+        r.error(
+            &[K("vip"), K("lifetime")],
+            "lifetime must be at least 1s (the kernel counts address lifetimes in seconds)",
+        );
+    }
+}
+
+fn check_session(s: &SessionSection, r: &mut Report<'_>) {
+    let at = |key| [K("session"), K(key)];
+    if let Some(url) = &s.redis {
+        let schemes = [
+            "redis://",
+            "rediss://",
+            "redis+sentinel://",
+            "redis+unix://",
+            "unix://",
+        ];
+        if !schemes.iter().any(|p| url.starts_with(p)) {
+            r.error(
+                &at("redis"),
+                format!("redis `{url}` must be a redis:// or rediss:// URL"),
+            );
+        }
+        if !s.sentinels.is_empty() {
+            r.error(
+                &at("sentinels"),
+                "set either `redis` or `sentinels`, not both",
+            );
+        }
+    }
+    if !s.sentinels.is_empty() && s.master_name.as_deref().is_none_or(str::is_empty) {
+        r.error(
+            &at("sentinels"),
+            "sentinels need `master_name` (the monitored master's name)",
+        );
+    }
+    r.positive(&at("ttl"), "ttl", s.ttl);
+    r.positive(&at("timeout"), "timeout", s.timeout);
+    if let Some(secret) = &s.cookie_secret {
+        if secret.len() < MIN_COOKIE_SECRET_BYTES {
+            r.error(
+                &at("cookie_secret"),
+                format!(
+                    "cookie_secret must be at least {MIN_COOKIE_SECRET_BYTES} bytes (it has {})",
+                    secret.len()
+                ),
+            );
+        }
+    }
+}
+
+pub(super) fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}

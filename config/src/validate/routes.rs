@@ -1,0 +1,126 @@
+//! Checks of `[[route]]` entries: the listener and pool exist, matchers are well formed,
+//! and no two routes of a listener match exactly the same requests.
+
+use super::Report;
+use crate::hash_key::is_token;
+use crate::model::{Config, Protocol, Route};
+use crate::span::Seg::{I, K};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What a route matches on; two routes with equal keys on one listener are ambiguous.
+type MatchKey = (String, Option<String>, String, BTreeMap<String, String>);
+
+pub(super) fn check(config: &Config, r: &mut Report<'_>) {
+    let listeners: HashMap<&str, Protocol> = config
+        .listener
+        .iter()
+        .map(|l| (l.name.as_str(), l.protocol))
+        .collect();
+    let pools: HashSet<&str> = config.pool.iter().map(|p| p.name.as_str()).collect();
+    let mut seen: HashMap<MatchKey, usize> = HashMap::new();
+    for (i, route) in config.route.iter().enumerate() {
+        check_refs(i, route, &listeners, &pools, r);
+        check_matchers(i, route, r);
+        if let Some(first) = seen.insert(match_key(route), i) {
+            r.error(
+                &[K("route"), I(i)],
+                format!(
+                    "route matches the same requests as route #{} on listener `{}` (same host, path_prefix and headers)",
+                    first + 1,
+                    route.listener
+                ),
+            );
+        }
+    }
+}
+
+fn check_refs(
+    i: usize,
+    route: &Route,
+    listeners: &HashMap<&str, Protocol>,
+    pools: &HashSet<&str>,
+    r: &mut Report<'_>,
+) {
+    let at = |key| [K("route"), I(i), K(key)];
+    match listeners.get(route.listener.as_str()) {
+        None => r.error(
+            &at("listener"),
+            format!(
+                "route names listener `{}`, which does not exist",
+                route.listener
+            ),
+        ),
+        Some(Protocol::Tcp) => r.error(
+            &at("listener"),
+            format!(
+                "listener `{}` is tcp and cannot have routes; set `pool` on the listener instead",
+                route.listener
+            ),
+        ),
+        Some(_) => {}
+    }
+    if !pools.contains(route.pool.as_str()) {
+        r.error(
+            &at("pool"),
+            format!("route names pool `{}`, which does not exist", route.pool),
+        );
+    }
+}
+
+fn check_matchers(i: usize, route: &Route, r: &mut Report<'_>) {
+    let at = |key| [K("route"), I(i), K(key)];
+    if let Some(host) = &route.host {
+        if let Err(e) = check_host(host) {
+            r.error(&at("host"), e);
+        }
+    }
+    if let Some(prefix) = &route.path_prefix {
+        if !prefix.starts_with('/') {
+            r.error(
+                &at("path_prefix"),
+                format!("path_prefix `{prefix}` must start with '/'"),
+            );
+        }
+    }
+    for name in route.headers.keys() {
+        if !is_token(name) {
+            r.error(
+                &[K("route"), I(i), K("headers"), K(name)],
+                format!("`{name}` is not a valid header name"),
+            );
+        }
+    }
+}
+
+/// A host is a name (letters, digits, `-`, `.`), optionally starting with `*.`.
+fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("host must not be empty; leave it out to match every host".into());
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if !ok {
+        return Err(format!(
+            "host `{host}` must be a DNS name, optionally starting with `*.` (no port, no spaces)"
+        ));
+    }
+    Ok(())
+}
+
+fn match_key(route: &Route) -> MatchKey {
+    let headers = route
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    (
+        route.listener.clone(),
+        route.host.as_ref().map(|h| h.to_ascii_lowercase()),
+        // No prefix matches every path, exactly like "/".
+        route.path_prefix.clone().unwrap_or_else(|| "/".to_string()),
+        headers,
+    )
+}
