@@ -1,1 +1,40 @@
-//! fulcrum-session: filled in by its own issue.
+//! fulcrum-session: where session affinity lives.
+//!
+//! The data plane asks [`AffinityStore::lookup`] which backend a session is pinned to,
+//! [`AffinityStore::pin`]s new sessions (first writer wins across nodes) and
+//! [`AffinityStore::repin`]s a session whose backend died (compare-and-set, so all nodes follow
+//! one new pin). Pins live in Redis so every balancer node, and the node that takes the VIP
+//! after a failover, sees the same pins. The store never fails a request: Redis trouble turns
+//! into `Unavailable` / `None`, and the caller uses [`fallback_pick`], which gives the same
+//! answer on every node.
+//!
+//! Layout:
+//! * `store`: [`AffinityStore`], [`Lookup`], [`StoreState`]: the facade.
+//! * `options`: [`StoreOptions`], parsing of direct and Sentinel targets.
+//! * `cache`: sharded local cache with freshness window and TTL-refresh bookkeeping.
+//! * `breaker`: circuit breaker that skips Redis while it is failing or frozen.
+//! * `link`: the `ConnectionManager` (and Sentinel resolution), per-call deadline.
+//! * `commands`: key layout, GET/GETEX/EXPIRE and the Lua pin / re-pin scripts.
+//! * `monitor`: background probe / health ping / Sentinel follower.
+//! * `metrics`: counters and the [`StoreMetrics`] snapshot.
+//! * `fallback`: [`fallback_pick`] (rendezvous hashing).
+//! * `error`: [`SessionError`], only returned by construction.
+//!
+//! Needs Redis 6.2 or newer (GETEX).
+
+mod breaker;
+mod cache;
+mod commands;
+mod error;
+mod fallback;
+mod link;
+mod metrics;
+mod monitor;
+mod options;
+mod store;
+
+pub use error::SessionError;
+pub use fallback::fallback_pick;
+pub use metrics::StoreMetrics;
+pub use options::{StoreOptions, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL};
+pub use store::{AffinityStore, Lookup, StoreState};

@@ -1,0 +1,47 @@
+//! Background task of a store with Redis configured. Every [`TICK`] it
+//! * follows Sentinel: when the link asks for it, re-resolves the master (at most every
+//!   [`RESOLVE_EVERY`]);
+//! * sends a PING when the breaker is open (the PING is the probe, so recovery does not wait
+//!   for, or cost, a user request) or when the store has been idle for [`IDLE_PING`] (keeps
+//!   `state()` truthful and the connection warm).
+//!
+//! The loop holds only a `Weak` reference between ticks and ends when the last
+//! `AffinityStore` clone is dropped; each tick is bounded by the call timeout.
+
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use crate::commands;
+use crate::store::{Accounting, Inner};
+
+pub const TICK: Duration = Duration::from_millis(100);
+pub const RESOLVE_EVERY: Duration = Duration::from_millis(500);
+pub const IDLE_PING: Duration = Duration::from_secs(1);
+
+pub async fn run(weak: Weak<Inner>) {
+    let mut last_resolve: Option<Instant> = None;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        tick(&inner, &mut last_resolve).await;
+        drop(inner);
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+async fn tick(inner: &Inner, last_resolve: &mut Option<Instant>) {
+    let Some(link) = &inner.link else { return };
+    let now = Instant::now();
+    let resolve_allowed = last_resolve.is_none_or(|t| now.duration_since(t) >= RESOLVE_EVERY);
+    if link.needs_resolve() && resolve_allowed {
+        *last_resolve = Some(now);
+        if let Err(e) = link.resolve().await {
+            warn!(error = %e, "sentinel: cannot resolve the redis master");
+        }
+    }
+    let idle = inner.never_used() || inner.idle_for(Instant::now()) >= IDLE_PING;
+    if idle || !inner.breaker.is_closed() {
+        inner.call(Accounting::Health, commands::ping).await;
+    }
+}
