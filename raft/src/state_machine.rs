@@ -1,0 +1,225 @@
+//! The Raft state machine (`RaftStateMachine` + `RaftSnapshotBuilder`) around
+//! `ClusterState`, persisted in the node's redb file.
+//!
+//! The applied state (`ClusterState` + last_applied + last_membership) is written in the
+//! same fsynced transaction as each `apply` batch, so a restart resumes exactly where it
+//! stopped. The current snapshot is stored too, so `get_current_snapshot` survives a
+//! restart. Every apply / install publishes the new state on a watch channel.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, OptionalSend, RaftLogId, RaftSnapshotBuilder, SnapshotMeta as Meta,
+    StorageIOError,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::codec;
+use crate::db::{self, Db, DbError, SM};
+use crate::state::ClusterState;
+use crate::types::{
+    Entry, LogId, Response, Snapshot, SnapshotData, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
+};
+
+const KEY_STATE: &str = "state";
+const KEY_SNAPSHOT: &str = "snapshot";
+const KEY_SNAPSHOT_SEQ: &str = "snapshot_seq";
+
+/// Everything the state machine persists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SmData {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    state: ClusterState,
+}
+
+/// A snapshot as stored in redb: its metadata plus the encoded `ClusterState`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl StoredSnapshot {
+    fn into_snapshot(self) -> Snapshot {
+        Snapshot {
+            meta: self.meta,
+            snapshot: Box::new(Cursor::new(self.data)),
+        }
+    }
+}
+
+/// The state machine. Owned by openraft once handed to `Raft::new`; observe it through
+/// the watch receiver given at construction.
+pub struct StateMachineStore {
+    db: Db,
+    data: SmData,
+    state_tx: Arc<watch::Sender<Arc<ClusterState>>>,
+}
+
+impl StateMachineStore {
+    /// Load the persisted state (or start empty) and publish it on a new watch channel.
+    pub async fn open(db: Db) -> Result<(Self, watch::Receiver<Arc<ClusterState>>), DbError> {
+        let data: Option<SmData> =
+            db::read(&db, |tx| db::get_decoded(&tx.open_table(SM)?, KEY_STATE)).await?;
+        let data = data.unwrap_or_default();
+        let (tx, rx) = watch::channel(Arc::new(data.state.clone()));
+        let sm = Self {
+            db,
+            data,
+            state_tx: Arc::new(tx),
+        };
+        Ok((sm, rx))
+    }
+
+    /// The last applied log id as persisted (used at start-up).
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.data.last_applied
+    }
+
+    async fn persist(&self, snapshot: Option<StoredSnapshot>) -> Result<(), DbError> {
+        let data = self.data.clone();
+        db::write(&self.db, move |tx| {
+            db::put_encoded(tx, SM, KEY_STATE, &data)?;
+            if let Some(s) = &snapshot {
+                db::put_encoded(tx, SM, KEY_SNAPSHOT, s)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn publish(&self) {
+        self.state_tx
+            .send_replace(Arc::new(self.data.state.clone()));
+    }
+
+    fn apply_one(&mut self, entry: Entry) -> Response {
+        let log_id = *entry.get_log_id();
+        self.data.last_applied = Some(log_id);
+        match entry.payload {
+            EntryPayload::Blank => {}
+            EntryPayload::Normal(cmd) => self.data.state.apply(&cmd),
+            EntryPayload::Membership(m) => {
+                self.data.last_membership = StoredMembership::new(Some(log_id), m);
+            }
+        }
+        Response {
+            config_version: self.data.state.config_version,
+            log_index: log_id.index,
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.data.last_applied, self.data.last_membership.clone()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let responses: Vec<Response> = entries.into_iter().map(|e| self.apply_one(e)).collect();
+        if responses.is_empty() {
+            return Ok(responses);
+        }
+        self.persist(None)
+            .await
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.publish();
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            data: self.data.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    #[tracing::instrument(level = "info", skip_all, fields(last = ?meta.last_log_id))]
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotData>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let state: ClusterState = codec::decode(&bytes)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        self.data = SmData {
+            last_applied: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+            state,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        };
+        self.persist(Some(stored))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let stored: Option<StoredSnapshot> = db::read(&self.db, |tx| {
+            db::get_decoded(&tx.open_table(SM)?, KEY_SNAPSHOT)
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(stored.map(StoredSnapshot::into_snapshot))
+    }
+}
+
+/// Builds a snapshot from a copy of the state taken when openraft asked for a builder.
+pub struct SnapshotBuilder {
+    db: Db,
+    data: SmData,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    #[tracing::instrument(level = "info", skip_all, fields(last = ?self.data.last_applied))]
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let bytes = codec::encode(&self.data.state)
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let last = self.data.last_applied;
+        let membership = self.data.last_membership.clone();
+        let stored = db::write(&self.db, move |tx| {
+            // A per-store sequence keeps snapshot ids unique even for the same log id.
+            let seq: Option<u64> = db::get_decoded(&tx.open_table(SM)?, KEY_SNAPSHOT_SEQ)?;
+            let seq = seq.unwrap_or(0) + 1;
+            db::put_encoded(tx, SM, KEY_SNAPSHOT_SEQ, &seq)?;
+            let snapshot_id = match last {
+                Some(l) => format!("{}-{}-{seq}", l.leader_id, l.index),
+                None => format!("--{seq}"),
+            };
+            let stored = StoredSnapshot {
+                meta: Meta {
+                    last_log_id: last,
+                    last_membership: membership,
+                    snapshot_id,
+                },
+                data: bytes,
+            };
+            db::put_encoded(tx, SM, KEY_SNAPSHOT, &stored)?;
+            Ok(stored)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(stored.into_snapshot())
+    }
+}
