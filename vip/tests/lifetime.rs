@@ -1,0 +1,98 @@
+//! The kernel lifetime as a dead man's switch: renewal keeps the VIP while the controller
+//! runs; when the controller's task dies without releasing, the kernel removes the VIP.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::{can_run, controller_in, opts, present, wait_for, Lab};
+
+const VIP: &str = "10.77.50.100";
+
+#[test]
+fn a_dead_controller_loses_the_vip_within_its_lifetime() {
+    if !can_run("a_dead_controller_loses_the_vip_within_its_lifetime") {
+        return;
+    }
+    let lab = Lab::new("dm", &["a"]);
+    let a = lab.ns("a");
+    let vip: IpAddr = VIP.parse().unwrap();
+    let mut o = opts(VIP, 24);
+    o.lifetime = Duration::from_secs(1);
+    let (rt, ctrl) = controller_in(&a, o);
+    ctrl.hold("test");
+    wait_for(Duration::from_secs(2), Duration::from_millis(5), || {
+        present(&a, vip)
+    })
+    .expect("present");
+    // Let a few renewals happen so the test covers a renewed address, not just the first add.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(present(&a, vip));
+
+    // The process "freezes": its runtime stops without any chance to release.
+    let died = Instant::now();
+    rt.shutdown_background();
+    let gone = wait_for(Duration::from_secs(5), Duration::from_millis(10), || {
+        !present(&a, vip)
+    });
+    println!("MEASURED dead man's switch (lifetime 1 s): VIP gone {gone:?} after the task died");
+    let gone = gone.expect("the kernel must remove the VIP by itself");
+    assert!(gone <= Duration::from_millis(2500), "took {gone:?}");
+    assert!(died.elapsed() < Duration::from_secs(6));
+    // The handle notices that nobody holds the VIP any more.
+    assert!(!ctrl.held());
+}
+
+#[test]
+fn renewal_keeps_a_short_lifetime_vip_present() {
+    if !can_run("renewal_keeps_a_short_lifetime_vip_present") {
+        return;
+    }
+    let lab = Lab::new("rn", &["a"]);
+    let a = lab.ns("a");
+    let vip: IpAddr = VIP.parse().unwrap();
+    let mut o = opts(VIP, 24);
+    o.lifetime = Duration::from_secs(1);
+    let (rt, ctrl) = controller_in(&a, o);
+    ctrl.hold("test");
+    wait_for(Duration::from_secs(2), Duration::from_millis(5), || {
+        present(&a, vip)
+    })
+    .expect("present");
+
+    let start = Instant::now();
+    let mut polls = 0;
+    let mut max_lft_seen = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        assert!(
+            present(&a, vip),
+            "VIP vanished after {:?} despite renewal",
+            start.elapsed()
+        );
+        if polls % 10 == 0 {
+            max_lft_seen = max_lft_seen.max(valid_lft(&lab.addr_lines("a", VIP)));
+        }
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "renewal: present in all {polls} polls over 4 s; valid_lft never above {max_lft_seen} s"
+    );
+    assert!(
+        max_lft_seen <= 1,
+        "the kernel lifetime must stay at the configured 1 s"
+    );
+    rt.block_on(ctrl.shutdown());
+}
+
+/// The `valid_lft Nsec` value from an `ip -o addr` line (0 when absent).
+fn valid_lft(lines: &[String]) -> u32 {
+    lines
+        .iter()
+        .filter_map(|l| l.split("valid_lft ").nth(1))
+        .filter_map(|rest| rest.split("sec").next())
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
