@@ -2,7 +2,7 @@
 
 use super::targets::TargetKind;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `fulcrum-chaos bench`: HTTP/1.1 keep-alive throughput of fulcrum against HAProxy and
@@ -39,7 +39,9 @@ impl BenchArgs {
     /// The fulcrum binary to run.
     pub fn fulcrum_path(&self) -> PathBuf {
         self.fulcrum.clone().unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/fulcrum")
+            let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let root = crate_dir.parent().unwrap_or(crate_dir);
+            root.join("target/release/fulcrum")
         })
     }
 }

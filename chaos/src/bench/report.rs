@@ -46,13 +46,13 @@ pub fn print(settings: &Settings, summaries: &[Summary], ratios: &[Ratio]) {
     println!("|---|---|---|---|---|---|---|---|");
     for s in summaries {
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {}/{}/{} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {}/{}/{} |",
             s.kind.label(),
-            s.requests_per_sec,
-            s.p50_ms,
-            s.p99_ms,
-            s.cpu_us_per_request,
-            s.peak_rss_mb,
+            fixed(s.requests_per_sec, 0),
+            fixed(s.p50_ms, 2),
+            fixed(s.p99_ms, 2),
+            fixed(s.cpu_us_per_request, 2),
+            fixed(s.peak_rss_mb, 1),
             s.errors,
             s.rounds_ok,
             s.rounds_failed,
@@ -100,6 +100,15 @@ pub fn write_json(
     });
     let text = serde_json::to_string_pretty(&doc).context("serializing the report")?;
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// A figure with `decimals` places, or `–` when there is none.
+fn fixed(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "–".to_string()
+    }
 }
 
 /// JSON has no NaN: missing figures become null.

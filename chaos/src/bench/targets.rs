@@ -217,7 +217,7 @@ pub fn haproxy_config(port: u16, backends: &[String]) -> String {
         .map(|(i, b)| format!("    server s{} {b}\n", i + 1))
         .collect();
     format!(
-        "global\n    nbthread 1\n    maxconn 10000\n\n\
+        "global\n    nbthread 1\n    maxconn 4096\n\n\
          defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n    \
          timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n\
          frontend bench\n    bind 127.0.0.1:{port}\n    default_backend b\n\n\
