@@ -4,6 +4,7 @@ use super::Report;
 use crate::model::{ClusterSection, Config, NodeSection, SessionSection, VipSection};
 use crate::net::{parse_addr_prefix, parse_peer_detailed};
 use crate::span::Seg::{I, K};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -63,13 +64,19 @@ fn check_peers(cluster: &ClusterSection, r: &mut Report<'_>) -> HashMap<u64, Soc
         match parse_peer_detailed(peer) {
             Err(e) => r.error(&path, e),
             Ok((id, addr)) => {
-                if ids.insert(id, addr).is_some() {
-                    r.error(&path, format!("peer id {id} is listed twice"));
-                } else if let Some(other) = addrs.insert(addr, id) {
-                    r.error(
-                        &path,
-                        format!("peer address {addr} is already used by node {other}"),
-                    );
+                // The first entry of an id or address wins; later ones are the mistake.
+                match (ids.entry(id), addrs.get(&addr).copied()) {
+                    (Entry::Occupied(_), _) => {
+                        r.error(&path, format!("peer id {id} is listed twice"));
+                    }
+                    (Entry::Vacant(_), Some(other)) => {
+                        let msg = format!("peer address {addr} is already used by node {other}");
+                        r.error(&path, msg);
+                    }
+                    (Entry::Vacant(slot), None) => {
+                        slot.insert(addr);
+                        addrs.insert(addr, id);
+                    }
                 }
             }
         }
@@ -144,7 +151,8 @@ fn check_timing(c: &ClusterSection, r: &mut Report<'_>) {
                 human(c.election_timeout_min)
             ),
         );
-    } else if c.lease <= c.heartbeat {
+    } else if c.lease <= c.heartbeat && c.heartbeat < c.election_timeout_min {
+        // (When heartbeat >= election_timeout_min, that error above is the root cause.)
         r.error(
             &at("lease"),
             format!(

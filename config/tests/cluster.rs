@@ -1,0 +1,154 @@
+//! Rejections in the singleton sections: `[node]`, `[cluster]`, `[vip]`, `[session]`.
+
+mod common;
+use common::{assert_at, assert_one, errors, BASE};
+use fulcrum_config::parse;
+
+const NODE: &str = "[node]\nid = 1\nadmin = \"127.0.0.1:9901\"\n\n";
+
+fn cluster(body: &str) -> String {
+    format!("{NODE}[cluster]\nraft = \"127.0.0.1:7001\"\nsecret_file = \"/tmp/s\"\n{body}\n{BASE}")
+}
+
+const PEERS: &str = "peers = [\"1@127.0.0.1:7001\", \"2@127.0.0.1:7002\", \"3@127.0.0.1:7003\"]";
+
+#[test]
+fn valid_cluster_and_typed_peers() {
+    let config = parse(&cluster(PEERS), "t").unwrap();
+    let peers = config.cluster.unwrap().peer_list();
+    assert_eq!(peers.len(), 3);
+    assert_eq!(peers[1], (2, "127.0.0.1:7002".parse().unwrap()));
+}
+
+#[test]
+fn peer_syntax() {
+    let text = cluster("peers = [\"1@127.0.0.1:7001\", \"127.0.0.1:7002\"]");
+    assert_one(&text, "\"127.0.0.1:7002\"", 0, "must be ID@HOST:PORT");
+    let text = cluster("peers = [\"1@127.0.0.1:7001\", \"two@127.0.0.1:7002\"]");
+    assert_one(&text, "\"two@", 0, "not an unsigned integer");
+    let text = cluster("peers = [\"1@127.0.0.1:7001\", \"2@node2:7002\"]");
+    assert_one(&text, "\"2@node2", 0, "IP:PORT");
+}
+
+#[test]
+fn peer_ids_unique() {
+    let text = cluster("peers = [\"1@127.0.0.1:7001\", \"1@127.0.0.1:7002\"]");
+    assert_one(
+        &text,
+        "\"1@127.0.0.1:7002\"",
+        0,
+        "peer id 1 is listed twice",
+    );
+}
+
+#[test]
+fn peers_must_include_this_node() {
+    let text = cluster("peers = [\"2@127.0.0.1:7002\", \"3@127.0.0.1:7003\"]");
+    assert_one(&text, "[\"2@", 0, "must include this node (node.id = 1)");
+}
+
+#[test]
+fn raft_address_must_match_own_peer_entry() {
+    let text = cluster("peers = [\"1@127.0.0.1:7009\"]");
+    assert_one(
+        &text,
+        "\"127.0.0.1:7001\"",
+        0,
+        "differs from this node's peer entry",
+    );
+}
+
+#[test]
+fn heartbeat_below_election_timeout() {
+    let text = cluster(&format!("{PEERS}\nheartbeat = \"150ms\""));
+    assert_one(
+        &text,
+        "\"150ms\"",
+        0,
+        "heartbeat 150ms must be shorter than election_timeout_min",
+    );
+}
+
+#[test]
+fn election_min_below_max() {
+    let text = cluster(&format!("{PEERS}\nelection_timeout_min = \"300ms\"\nelection_timeout_max = \"300ms\"\nlease = \"200ms\""));
+    assert_one(
+        &text,
+        "\"300ms\"",
+        1,
+        "must be longer than election_timeout_min",
+    );
+}
+
+#[test]
+fn lease_below_election_timeout() {
+    let text = cluster(&format!("{PEERS}\nlease = \"150ms\""));
+    assert_one(
+        &text,
+        "\"150ms\"",
+        0,
+        "or two nodes could both hold the VIP",
+    );
+}
+
+#[test]
+fn vip_address_needs_valid_prefix() {
+    let text = format!("[vip]\naddress = \"10.0.0.100/33\"\n{BASE}");
+    assert_one(&text, "\"10.0.0.100/33\"", 0, "prefix length");
+    let text = format!("[vip]\naddress = \"10.0.0.100\"\n{BASE}");
+    assert_one(&text, "\"10.0.0.100\"", 0, "needs a prefix length");
+    let text = format!("[vip]\naddress = \"fd00::100/64\"\n{BASE}");
+    let config = parse(&text, "t").unwrap();
+    assert_eq!(
+        config.vip.unwrap().addr_prefix(),
+        Some(("fd00::100".parse().unwrap(), 64))
+    );
+}
+
+#[test]
+fn sentinels_need_master_name() {
+    let text = format!("[session]\nsentinels = [\"127.0.0.1:26379\"]\n{BASE}");
+    assert_one(&text, "[\"127", 0, "master_name");
+}
+
+#[test]
+fn redis_url_scheme() {
+    let text = format!("[session]\nredis = \"127.0.0.1:6379\"\n{BASE}");
+    assert_one(&text, "\"127.0.0.1:6379\"", 0, "redis:// or rediss://");
+}
+
+#[test]
+fn several_cluster_errors_all_reported_in_file_order() {
+    let text = cluster(
+        "lease = \"200ms\"\npeers = [\"1@127.0.0.1:7001\", \"x\"]\nelection_timeout_max = \"100ms\"",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert_at(
+        &errs[0],
+        &text,
+        "\"200ms\"",
+        0,
+        "lease 200ms must be shorter than election_timeout_min 150ms",
+    );
+    assert_at(&errs[1], &text, "\"x\"", 0, "must be ID@HOST:PORT");
+    assert_at(
+        &errs[2],
+        &text,
+        "\"100ms\"",
+        0,
+        "election_timeout_max 100ms",
+    );
+}
+
+#[test]
+fn missing_lease_error_points_at_cluster_header() {
+    // `lease` left out (default 120ms) but heartbeat raised above it.
+    let text = cluster(&format!("{PEERS}\nheartbeat = \"130ms\""));
+    assert_one(
+        &text,
+        "[cluster]",
+        0,
+        "lease 120ms must be longer than heartbeat 130ms",
+    );
+}

@@ -1,0 +1,52 @@
+//! Rejections of bad `[[route]]` entries.
+
+mod common;
+use common::{assert_one, with, BASE};
+
+#[test]
+fn route_to_missing_listener() {
+    let text = BASE.replace("listener = \"web\"", "listener = \"api\"");
+    assert_one(&text, "\"api\"", 0, "listener `api`, which does not exist");
+}
+
+#[test]
+fn route_to_missing_pool() {
+    let text = BASE.replace("pool = \"app\"", "pool = \"nope\"");
+    assert_one(&text, "\"nope\"", 0, "pool `nope`, which does not exist");
+}
+
+#[test]
+fn route_on_tcp_listener() {
+    let text = with(
+        "\n[[listener]]\nname = \"db\"\nbind = \"127.0.0.1:5432\"\nprotocol = \"tcp\"\npool = \"app\"\n\n[[route]]\nlistener = \"db\"\npool = \"app\"\n",
+    );
+    assert_one(&text, "\"db\"", 1, "is tcp and cannot have routes");
+}
+
+#[test]
+fn path_prefix_must_start_with_slash() {
+    let text = BASE.replace(
+        "pool = \"app\"\n\n",
+        "pool = \"app\"\npath_prefix = \"api\"\n\n",
+    );
+    assert_one(&text, "\"api\"", 0, "must start with '/'");
+}
+
+#[test]
+fn host_must_not_be_empty() {
+    let text = BASE.replace("pool = \"app\"\n\n", "pool = \"app\"\nhost = \"\"\n\n");
+    assert_one(&text, "\"\"", 0, "host must not be empty");
+}
+
+#[test]
+fn duplicate_route_points_at_second() {
+    let text = with("\n[[route]]\nlistener = \"web\"\npool = \"app\"\npath_prefix = \"/\"\n");
+    assert_one(&text, "[[route]]", 1, "same requests as route #1");
+}
+
+#[test]
+fn routes_differing_in_headers_are_fine() {
+    let text =
+        with("\n[[route]]\nlistener = \"web\"\npool = \"app\"\nheaders = { x-canary = \"1\" }\n");
+    assert!(fulcrum_config::parse(&text, "t").is_ok());
+}
