@@ -60,12 +60,12 @@ fn cluster(out: &mut String, cluster: Option<&ClusterSection>) {
     );
     let _ = writeln!(
         out,
-        "  heartbeat {}, election timeout {}..{}, lease {}, health policy {:?}",
+        "  heartbeat {}, election timeout {}..{}, lease {}, health policy {}",
         h(c.heartbeat),
         h(c.election_timeout_min),
         h(c.election_timeout_max),
         h(c.lease),
-        c.health_policy,
+        format!("{:?}", c.health_policy).to_lowercase(),
     );
 }
 
@@ -76,10 +76,10 @@ fn vip(out: &mut String, vip: Option<&VipSection>) {
     };
     let _ = writeln!(
         out,
-        "vip: {} on {}, fencing {:?}, lifetime {}",
+        "vip: {} on {}, fencing {}, lifetime {}",
         v.address,
         v.interface.as_deref().unwrap_or("(interface not set)"),
-        v.fencing,
+        format!("{:?}", v.fencing).to_lowercase(),
         h(v.lifetime),
     );
 }
@@ -142,17 +142,19 @@ fn listeners(out: &mut String, config: &Config) {
 }
 
 fn listener(out: &mut String, l: &Listener) {
-    let _ = writeln!(
-        out,
-        "  {} {} {}: {} cert(s), header_read_timeout {}, idle_timeout {}, max_header_bytes {}",
-        l.name,
-        l.protocol.as_str(),
-        l.bind,
-        l.tls.len(),
-        h(l.header_read_timeout),
-        h(l.idle_timeout),
-        l.max_header_bytes,
-    );
+    let _ = write!(out, "  {} {} {}", l.name, l.protocol.as_str(), l.bind);
+    if l.protocol == crate::Protocol::Tcp {
+        let _ = writeln!(out, ": idle_timeout {}", h(l.idle_timeout));
+    } else {
+        let _ = writeln!(
+            out,
+            ": {} cert(s), header_read_timeout {}, idle_timeout {}, max_header_bytes {}",
+            l.tls.len(),
+            h(l.header_read_timeout),
+            h(l.idle_timeout),
+            l.max_header_bytes,
+        );
+    }
     if l.accept_proxy {
         let _ = writeln!(
             out,

@@ -152,3 +152,18 @@ fn missing_lease_error_points_at_cluster_header() {
         "lease 120ms must be longer than heartbeat 130ms",
     );
 }
+
+#[test]
+fn peer_addresses_unique() {
+    let text = cluster("peers = [\"1@127.0.0.1:7001\", \"2@127.0.0.1:7001\"]");
+    assert_one(&text, "\"2@127.0.0.1:7001\"", 0, "already used by node 1");
+}
+
+#[test]
+fn vip_lifetime_and_interface() {
+    let text = format!("[vip]\naddress = \"10.0.0.1/24\"\ninterface = \"a very long name\"\nlifetime = \"500ms\"\n{BASE}");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_at(&errs[0], &text, "\"a very", 0, "not a valid interface name");
+    assert_at(&errs[1], &text, "\"500ms\"", 0, "at least 1s");
+}

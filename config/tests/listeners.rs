@@ -137,3 +137,10 @@ fn listener_bind_colliding_with_admin() {
     let text = format!("[node]\nid = 1\nadmin = \"127.0.0.1:8080\"\n{BASE}");
     assert_one(&text, "\"127.0.0.1:8080\"", 1, "admin API address");
 }
+
+#[test]
+fn port_zero_binds_never_collide() {
+    let text = BASE.replace("127.0.0.1:8080", "127.0.0.1:0")
+        + "\n[[listener]]\nname = \"web2\"\nbind = \"127.0.0.1:0\"\n";
+    assert!(fulcrum_config::parse(&text, "t").is_ok());
+}
