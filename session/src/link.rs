@@ -84,6 +84,10 @@ impl Link {
         guard.as_ref().map(|(cm, _)| cm.clone())
     }
 
+    pub fn is_sentinel(&self) -> bool {
+        self.sentinel.is_some()
+    }
+
     /// True when the sentinels should be asked for the master again.
     pub fn needs_resolve(&self) -> bool {
         self.sentinel.is_some() && self.needs_resolve.load(Relaxed)
@@ -110,7 +114,8 @@ impl Link {
                 .map_err(CallError::Redis)?;
             *self.manager.write().unwrap_or_else(|p| p.into_inner()) = Some((cm, addr));
         }
-        self.needs_resolve.store(false, Relaxed);
+        // `needs_resolve` stays set until a command succeeds: while the master is failing,
+        // the sentinels are asked again (rate-limited by the monitor) until they name a new one.
         Ok(())
     }
 
@@ -141,8 +146,9 @@ impl Link {
             }
             Ok(r) => r.map_err(CallError::Redis),
         };
-        if let Err(e) = &result {
-            self.note_error(e);
+        match &result {
+            Ok(_) => self.needs_resolve.store(false, Relaxed),
+            Err(e) => self.note_error(e),
         }
         result
     }

@@ -1,6 +1,6 @@
 //! Background task of a store with Redis configured. Every [`TICK`] it
 //! * follows Sentinel: when the link asks for it, re-resolves the master (at most every
-//!   [`RESOLVE_EVERY`]);
+//!   [`RESOLVE_EVERY`]), and asks the sentinels anyway every [`SENTINEL_RECHECK`];
 //! * sends a PING when the breaker is open (the PING is the probe, so recovery does not wait
 //!   for, or cost, a user request) or when the store has been idle for [`IDLE_PING`] (keeps
 //!   `state()` truthful and the connection warm).
@@ -18,6 +18,7 @@ use crate::store::{Accounting, Inner};
 
 pub const TICK: Duration = Duration::from_millis(100);
 pub const RESOLVE_EVERY: Duration = Duration::from_millis(500);
+pub const SENTINEL_RECHECK: Duration = Duration::from_secs(5);
 pub const IDLE_PING: Duration = Duration::from_secs(1);
 
 pub async fn run(weak: Weak<Inner>) {
@@ -33,8 +34,12 @@ pub async fn run(weak: Weak<Inner>) {
 async fn tick(inner: &Inner, last_resolve: &mut Option<Instant>) {
     let Some(link) = &inner.link else { return };
     let now = Instant::now();
-    let resolve_allowed = last_resolve.is_none_or(|t| now.duration_since(t) >= RESOLVE_EVERY);
-    if link.needs_resolve() && resolve_allowed {
+    let since = last_resolve.map(|t| now.duration_since(t));
+    let urgent = link.needs_resolve() && since.is_none_or(|d| d >= RESOLVE_EVERY);
+    // A routine check also catches a switchover the errors did not reveal (e.g. the old
+    // master, now a replica, still answering reads).
+    let routine = link.is_sentinel() && since.is_some_and(|d| d >= SENTINEL_RECHECK);
+    if urgent || routine {
         *last_resolve = Some(now);
         if let Err(e) = link.resolve().await {
             warn!(error = %e, "sentinel: cannot resolve the redis master");
