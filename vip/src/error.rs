@@ -34,6 +34,10 @@ pub enum VipError {
         source: rtnetlink::Error,
     },
 
+    /// The kernel did not answer a netlink request in time.
+    #[error("netlink {op} timed out")]
+    Timeout { op: &'static str },
+
     /// Opening or using a socket failed.
     #[error("{op} failed: {source}")]
     Io {

@@ -1,7 +1,9 @@
 //! Address management over rtnetlink: look up the interface, add or renew the VIP with a
 //! kernel lifetime, delete it, ask whether it is there.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{
@@ -14,6 +16,21 @@ use tokio::task::JoinHandle;
 use crate::error::netlink_errno;
 use crate::frames::Mac;
 use crate::VipError;
+
+/// Upper bound for one netlink request. The kernel answers in about a millisecond; the bound
+/// only keeps the controller's task responsive (a release must not wait forever behind a
+/// stuck add) if that ever fails to happen.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs one netlink request under `REQUEST_TIMEOUT`.
+async fn bounded<T>(
+    op: &'static str,
+    fut: impl Future<Output = Result<T, VipError>>,
+) -> Result<T, VipError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, fut)
+        .await
+        .map_err(|_| VipError::Timeout { op })?
+}
 
 /// What we need to know about the VIP's interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,15 +94,14 @@ impl Netlink {
         let no_such = || VipError::NoSuchInterface {
             interface: name.to_string(),
         };
-        let result = self
+        let mut request = self
             .handle
             .link()
             .get()
             .match_name(name.to_string())
-            .execute()
-            .try_next()
-            .await;
-        match result {
+            .execute();
+        let lookup = async { Ok(request.try_next().await) };
+        match bounded("link lookup", lookup).await? {
             Ok(Some(msg)) => Ok(msg),
             Ok(None) => Err(no_such()),
             Err(e) if netlink_errno(&e) == Some(nix::libc::ENODEV) => Err(no_such()),
@@ -116,22 +132,30 @@ impl Netlink {
             msg.attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        req.execute()
-            .await
-            .map_err(VipError::netlink("address add"))
+        let add = async {
+            req.execute()
+                .await
+                .map_err(VipError::netlink("address add"))
+        };
+        bounded("address add", add).await
     }
 
     /// All address messages for `address` on link `index`.
     async fn find(&self, index: u32, address: IpAddr) -> Result<Vec<AddressMessage>, VipError> {
-        self.handle
+        let request = self
+            .handle
             .address()
             .get()
             .set_link_index_filter(index)
             .set_address_filter(address)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(VipError::netlink("address dump"))
+            .execute();
+        let dump = async {
+            request
+                .try_collect()
+                .await
+                .map_err(VipError::netlink("address dump"))
+        };
+        bounded("address dump", dump).await
     }
 
     /// Whether `address` is configured on link `index`.
@@ -144,7 +168,8 @@ impl Netlink {
     pub async fn delete(&self, index: u32, address: IpAddr) -> Result<bool, VipError> {
         let mut deleted = false;
         for msg in self.find(index, address).await? {
-            match self.handle.address().del(msg).execute().await {
+            let request = self.handle.address().del(msg).execute();
+            match bounded("address delete", async { Ok(request.await) }).await? {
                 Ok(()) => deleted = true,
                 Err(e) if netlink_errno(&e) == Some(nix::libc::EADDRNOTAVAIL) => {}
                 Err(e) => return Err(VipError::netlink("address delete")(e)),

@@ -15,6 +15,9 @@ use crate::VipOptions;
 
 /// Retry delay for a failed add while we should be holding, when lifetime/4 is longer.
 const ADD_RETRY: Duration = Duration::from_millis(200);
+/// While adds keep failing, warn on the first failure and then every this many (about 5 s at
+/// the retry delay), so a vanished interface does not flood the log.
+const WARN_EVERY: u32 = 25;
 
 pub(crate) enum Command {
     Hold { reason: String },
@@ -38,6 +41,8 @@ pub(crate) struct Task {
     link: LinkInfo,
     rx: mpsc::UnboundedReceiver<Command>,
     holding: Option<Holding>,
+    /// Consecutive failed adds/renewals.
+    add_failures: u32,
 }
 
 impl Task {
@@ -55,6 +60,7 @@ impl Task {
             link,
             rx,
             holding: None,
+            add_failures: 0,
         }
     }
 
@@ -96,12 +102,8 @@ impl Task {
                 return;
             }
             let started = Instant::now();
-            // Re-read index and MAC: the interface may have been re-created or changed MAC
-            // (bond failover) since start.
-            match self.netlink.link(&self.opts.interface).await {
-                Ok(link) => self.link = link,
-                Err(e) => tracing::warn!(error = %e, "cannot refresh interface; using the last known index and MAC"),
-            }
+            // The interface may have been re-created or changed MAC (bond failover) since start.
+            self.refresh_link().await;
             self.holding = Some(Holding {
                 next_renew: started,
                 schedule: None,
@@ -180,17 +182,34 @@ impl Task {
             Ok(()) => {
                 h.next_renew = now + self.opts.renew_period();
                 if h.schedule.is_none() {
-                    h.schedule = Some(AnnounceSchedule::new(
-                        now,
-                        &self.opts.bursts,
-                        self.opts.refresh,
-                    ));
+                    let plan = AnnounceSchedule::new(now, &self.opts.bursts, self.opts.refresh);
+                    h.schedule = Some(plan);
+                }
+                if self.add_failures > 0 {
+                    tracing::info!(vip = %self.opts.address, failures = self.add_failures,
+                        "adding the VIP works again");
+                    self.add_failures = 0;
                 }
             }
             Err(e) => {
                 h.next_renew = now + self.opts.renew_period().min(ADD_RETRY);
-                tracing::warn!(vip = %self.opts.address, error = %e, "adding/renewing the VIP failed; retrying");
+                self.add_failures += 1;
+                if self.add_failures % WARN_EVERY == 1 {
+                    tracing::warn!(vip = %self.opts.address, error = %e, failures = self.add_failures,
+                        "adding/renewing the VIP failed; retrying");
+                }
+                // A re-created interface has a new index: look it up again before the retry.
+                self.refresh_link().await;
             }
+        }
+    }
+
+    /// Re-reads the interface's index and MAC; keeps the last known ones if that fails.
+    async fn refresh_link(&mut self) {
+        match self.netlink.link(&self.opts.interface).await {
+            Ok(link) => self.link = link,
+            Err(e) => tracing::debug!(error = %e,
+                "cannot refresh interface; keeping the last known index and MAC"),
         }
     }
 

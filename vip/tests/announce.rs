@@ -115,3 +115,82 @@ fn unsolicited_na_updates_an_ipv6_peer() {
     rt.block_on(ctrl.shutdown());
     assert!(!present(&lab.ns("a"), vip));
 }
+
+#[test]
+fn reannounce_starts_a_fresh_burst_and_hold_after_release_works() {
+    if !can_run("reannounce_starts_a_fresh_burst_and_hold_after_release_works") {
+        return;
+    }
+    const VIP: &str = "10.77.50.100";
+    let lab = Lab::new("re", &["a", "b"]);
+    let (a, mac_a) = (lab.ns("a"), lab.mac("a"));
+    let vip: IpAddr = VIP.parse().unwrap();
+    let mut o = opts(VIP, 24);
+    o.bursts = vec![(Duration::ZERO, 3)];
+    o.refresh = Duration::ZERO; // one burst, then silence: only reannounce can fix b
+    let (rt, ctrl) = controller_in(&a, o);
+    ctrl.hold("test");
+    wait_for(Duration::from_secs(2), Duration::from_millis(2), || {
+        present(&a, vip)
+    })
+    .expect("present");
+    std::thread::sleep(Duration::from_millis(200)); // let the only burst finish
+
+    plant_stale_entry(&lab, "b", VIP);
+    assert_eq!(
+        lab.neigh("b", VIP).as_deref(),
+        Some(FAKE_MAC),
+        "nothing announced after the plan ended"
+    );
+    ctrl.reannounce("term changed");
+    let t = wait_for(
+        Duration::from_millis(1000),
+        Duration::from_millis(5),
+        || lab.neigh("b", VIP).as_deref() == Some(mac_a.as_str()),
+    );
+    println!("MEASURED reannounce -> b's entry on a's MAC: {t:?}");
+    assert!(t.is_some(), "b still has {:?}", lab.neigh("b", VIP));
+
+    ctrl.release("test");
+    ctrl.reannounce("ignored while released");
+    wait_for(Duration::from_secs(1), Duration::from_millis(2), || {
+        !present(&a, vip)
+    })
+    .expect("released");
+    ctrl.hold("again");
+    wait_for(Duration::from_secs(2), Duration::from_millis(2), || {
+        present(&a, vip)
+    })
+    .expect("held again");
+    assert_eq!(ctrl.transitions(), 3);
+    rt.block_on(ctrl.shutdown());
+}
+
+#[test]
+fn refresh_keeps_announcing_while_holding() {
+    if !can_run("refresh_keeps_announcing_while_holding") {
+        return;
+    }
+    const VIP: &str = "10.77.50.100";
+    let lab = Lab::new("rf", &["a", "b"]);
+    let (a, mac_a) = (lab.ns("a"), lab.mac("a"));
+    let mut o = opts(VIP, 24);
+    o.bursts = vec![(Duration::ZERO, 1)];
+    o.refresh = Duration::from_millis(300);
+    let (rt, ctrl) = controller_in(&a, o);
+    ctrl.hold("test");
+    wait_for(Duration::from_secs(2), Duration::from_millis(2), || {
+        present(&a, VIP.parse().unwrap())
+    })
+    .expect("present");
+    // Plant the wrong MAC twice: each time a refresh frame must put a's MAC back.
+    for round in 0..2 {
+        plant_stale_entry(&lab, "b", VIP);
+        let t = wait_for(Duration::from_secs(2), Duration::from_millis(10), || {
+            lab.neigh("b", VIP).as_deref() == Some(mac_a.as_str())
+        });
+        println!("refresh round {round}: b back on a's MAC after {t:?} (+1.1 s locktime wait)");
+        assert!(t.is_some(), "b still has {:?}", lab.neigh("b", VIP));
+    }
+    rt.block_on(ctrl.shutdown());
+}
