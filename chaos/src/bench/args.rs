@@ -56,6 +56,9 @@ pub struct Settings {
     pub warmup: Duration,
     /// Whether the proxy, wrk and backends were pinned with taskset.
     pub pinned: bool,
+    /// One-minute load average before the first and after the last measurement.
+    pub load_before: Option<f64>,
+    pub load_after: Option<f64>,
 }
 
 /// `10s`, `1500ms`, `2m` or a bare number of seconds; rounded to whole seconds (wrk's unit).

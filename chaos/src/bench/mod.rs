@@ -71,7 +71,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         .context("creating a temp dir")?;
     let backends =
         Backends::start(&programs.nginx, load_pin, &temp.path().join("backends")).await?;
-    let ctx = RunContext {
+    let mut ctx = RunContext {
         programs,
         wrk,
         backends: backends.addrs(),
@@ -85,6 +85,8 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
             duration: args.duration,
             warmup: args.warmup,
             pinned: proxy_pin.0.is_some(),
+            load_before: procstat::load_average(),
+            load_after: None,
         },
         dir: temp.path().to_path_buf(),
     };
@@ -95,6 +97,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     );
     let measurements = measure_all(&ctx).await;
     drop(backends);
+    ctx.settings.load_after = procstat::load_average();
     finish(&ctx, &measurements, args.json.as_deref())?;
     if args.keep_temp {
         eprintln!("kept {}", temp.keep().display());

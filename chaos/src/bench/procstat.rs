@@ -51,6 +51,12 @@ pub fn parse_peak_rss_kb(status: &str) -> Result<u64> {
         .with_context(|| format!("VmHWM value {value:?}"))
 }
 
+/// The one-minute load average of the machine, when readable.
+pub fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// CPU time (user + system) the process has used so far.
 pub fn cpu_time(pid: u32, ticks_per_sec: u64) -> Result<Duration> {
     let path = format!("/proc/{pid}/stat");

@@ -34,11 +34,17 @@ pub fn progress(m: &Measurement, rounds: usize) {
 /// The table of medians and the ratios, to stdout.
 pub fn print(settings: &Settings, summaries: &[Summary], ratios: &[Ratio]) {
     println!(
-        "\nMedians over {} round(s); wrk -t1 -c{} -d{}s --latency; proxy pinned: {}\n",
+        "\nMedians over {} round(s); wrk -t1 -c{} -d{}s --latency; proxy pinned: {}",
         settings.rounds,
         settings.connections,
         settings.duration.as_secs(),
         settings.pinned
+    );
+    let load = |v: Option<f64>| v.map_or("?".to_string(), |l| format!("{l:.2}"));
+    println!(
+        "Load average (1 min) before {} / after {} (near or above the CPU count, the figures are noisy).\n",
+        load(settings.load_before),
+        load(settings.load_after)
     );
     println!(
         "| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | peak RSS MB | errors | rounds ok/failed/flagged |"
@@ -92,6 +98,8 @@ pub fn write_json(
             "duration_secs": settings.duration.as_secs(),
             "warmup_secs": settings.warmup.as_secs(),
             "pinned": settings.pinned,
+            "load_average_before": settings.load_before,
+            "load_average_after": settings.load_after,
             "targets": settings.targets.iter().map(|k| k.name()).collect::<Vec<_>>(),
         },
         "measurements": measurements.iter().map(measurement_json).collect::<Vec<_>>(),
