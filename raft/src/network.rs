@@ -1,0 +1,248 @@
+//! Client side of the peer transport: one persistent, authenticated TCP connection per
+//! (peer, channel), reused across calls, re-dialled on the next call after any failure;
+//! plus openraft's `RaftNetworkFactory` / `RaftNetwork` on top of it.
+//!
+//! Two channels per peer keep a slow forwarded write from delaying heartbeats/votes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use tokio::net::TcpStream;
+
+use crate::auth::{self, AuthError};
+use crate::frame::{self, FrameError, MAX_FRAME};
+use crate::rpc::{PeerRequest, PeerResponse};
+use crate::types::{NodeId, PeerNode, TypeConfig};
+
+/// Which connection to a peer a call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// openraft's AppendEntries / Vote / InstallSnapshot.
+    Raft,
+    /// Forwarded writes, membership changes, elect requests.
+    App,
+}
+
+/// A call failed before a response arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Could not connect or authenticate: back off.
+    #[error("peer {addr} unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    /// The whole call exceeded its time budget.
+    #[error("call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The established connection failed mid-call.
+    #[error("connection failed: {0}")]
+    Io(#[from] FrameError),
+}
+
+/// One persistent connection to one peer address.
+pub struct PeerClient {
+    addr: String,
+    secret: Arc<[u8]>,
+    // A tokio mutex: the connection is held across awaits for one request/response.
+    conn: tokio::sync::Mutex<Option<TcpStream>>,
+}
+
+impl PeerClient {
+    pub fn new(addr: String, secret: Arc<[u8]>) -> Self {
+        Self {
+            addr,
+            secret,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn dial(&self) -> Result<TcpStream, CallError> {
+        let unreachable = |reason: String| CallError::Unreachable {
+            addr: self.addr.clone(),
+            reason,
+        };
+        let mut s = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        s.set_nodelay(true)
+            .map_err(|e| unreachable(e.to_string()))?;
+        auth::client_handshake(&mut s, &self.secret)
+            .await
+            .map_err(|e: AuthError| {
+                tracing::warn!(peer = %self.addr, error = %e, "peer authentication failed");
+                unreachable(e.to_string())
+            })?;
+        Ok(s)
+    }
+
+    /// Send `req` and wait for its response, all within `ttl`.
+    ///
+    /// The stream is taken out of the slot for the duration of the exchange and put back
+    /// only after a complete response: a timeout or error drops it, so a late reply can
+    /// never be mistaken for the answer to the next request.
+    pub async fn call(&self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        let exchange = async {
+            let mut slot = self.conn.lock().await;
+            let mut stream = match slot.take() {
+                Some(s) => s,
+                None => self.dial().await?,
+            };
+            frame::send(&mut stream, req).await?;
+            let resp: PeerResponse = frame::recv(&mut stream, MAX_FRAME).await?;
+            *slot = Some(stream);
+            Ok(resp)
+        };
+        tokio::time::timeout(ttl, exchange)
+            .await
+            .unwrap_or(Err(CallError::Timeout(ttl)))
+    }
+}
+
+type ClientMap = HashMap<(NodeId, Channel), Arc<PeerClient>>;
+
+/// Shared registry of peer connections, keyed by (peer id, channel).
+#[derive(Clone)]
+pub struct PeerPool {
+    secret: Arc<[u8]>,
+    clients: Arc<Mutex<ClientMap>>,
+}
+
+impl PeerPool {
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            secret: secret.into(),
+            clients: Arc::default(),
+        }
+    }
+
+    /// The client for `id` on `channel`; replaced if the peer's address changed.
+    pub fn get(&self, id: NodeId, addr: &str, channel: Channel) -> Arc<PeerClient> {
+        let mut map = match self.clients.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let entry = map
+            .entry((id, channel))
+            .or_insert_with(|| Arc::new(PeerClient::new(addr.to_string(), self.secret.clone())));
+        if entry.addr() != addr {
+            *entry = Arc::new(PeerClient::new(addr.to_string(), self.secret.clone()));
+        }
+        entry.clone()
+    }
+
+    /// Forget every connection (used at shutdown so sockets close promptly).
+    pub fn clear(&self) {
+        match self.clients.lock() {
+            Ok(mut m) => m.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
+    }
+}
+
+/// openraft's network factory: hands out cheap per-target handles over the pool.
+pub struct NetworkFactory {
+    pub(crate) self_id: NodeId,
+    pub(crate) pool: PeerPool,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
+        PeerNetwork {
+            self_id: self.self_id,
+            target,
+            client: self.pool.get(target, &node.raft_addr, Channel::Raft),
+        }
+    }
+}
+
+/// openraft's view of one peer.
+pub struct PeerNetwork {
+    self_id: NodeId,
+    target: NodeId,
+    client: Arc<PeerClient>,
+}
+
+impl PeerNetwork {
+    fn map_err<E: std::error::Error>(
+        &self,
+        e: CallError,
+        action: RPCTypes,
+    ) -> RPCError<NodeId, PeerNode, E> {
+        match e {
+            CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Timeout(timeout) => RPCError::Timeout(Timeout {
+                action,
+                id: self.self_id,
+                target: self.target,
+                timeout,
+            }),
+            CallError::Io(_) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> RPCError<NodeId, PeerNode, E> {
+        let e = std::io::Error::other("peer answered with the wrong response type");
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+        let req = PeerRequest::AppendEntries(rpc);
+        let resp = self.client.call(&req, option.hard_ttl()).await;
+        match resp.map_err(|e| self.map_err(e, RPCTypes::AppendEntries))? {
+            PeerResponse::AppendEntries(r) => {
+                r.map_err(|e| RemoteError::new(self.target, e).into())
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let req = PeerRequest::InstallSnapshot(rpc);
+        let resp = self.client.call(&req, option.hard_ttl()).await;
+        match resp.map_err(|e| self.map_err(e, RPCTypes::InstallSnapshot))? {
+            PeerResponse::InstallSnapshot(r) => {
+                r.map_err(|e| RemoteError::new(self.target, e).into())
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+        let req = PeerRequest::Vote(rpc);
+        let resp = self.client.call(&req, option.hard_ttl()).await;
+        match resp.map_err(|e| self.map_err(e, RPCTypes::Vote))? {
+            PeerResponse::Vote(r) => r.map_err(|e| RemoteError::new(self.target, e).into()),
+            _ => Err(self.unexpected()),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Leader-side operations shared by the facade (local proposals) and the peer server
+//! (proposals forwarded by followers): writes, membership changes, elections.
+//! Each maps openraft's errors to the small `AppError` the wire carries.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+
+use crate::rpc::{AppError, MembershipOp};
+use crate::types::{Command, NodeId, PeerNode, Raft, Response};
+
+type WriteError = RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>;
+
+fn map_write_err(e: WriteError) -> AppError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => AppError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            AppError::Rejected(c.to_string())
+        }
+        RaftError::Fatal(_) => AppError::Shutdown,
+    }
+}
+
+/// Propose `cmd` on this node, which must be the leader. A write that is not committed
+/// within `ttl` (no quorum) yields `NoQuorum`; it may still commit later.
+#[tracing::instrument(level = "debug", skip(raft))]
+pub async fn local_write(raft: &Raft, cmd: Command, ttl: Duration) -> Result<Response, AppError> {
+    match tokio::time::timeout(ttl, raft.client_write(cmd)).await {
+        Err(_) => Err(AppError::NoQuorum),
+        Ok(Ok(r)) => Ok(r.data),
+        Ok(Err(e)) => Err(map_write_err(e)),
+    }
+}
+
+/// Run a membership change on this node, which must be the leader.
+#[tracing::instrument(level = "info", skip(raft))]
+pub async fn local_membership(
+    raft: &Raft,
+    op: MembershipOp,
+    ttl: Duration,
+) -> Result<Response, AppError> {
+    let fut = async {
+        match op {
+            MembershipOp::AddLearner { id, node } => raft.add_learner(id, node, true).await,
+            MembershipOp::Promote { id } => {
+                let ids: BTreeSet<NodeId> = [id].into();
+                raft.change_membership(ChangeMembers::AddVoterIds(ids), false)
+                    .await
+            }
+            MembershipOp::Remove { id } => {
+                let ids: BTreeSet<NodeId> = [id].into();
+                let is_voter = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == id);
+                let change = if is_voter {
+                    ChangeMembers::RemoveVoters(ids)
+                } else {
+                    ChangeMembers::RemoveNodes(ids)
+                };
+                raft.change_membership(change, false).await
+            }
+        }
+    };
+    match tokio::time::timeout(ttl, fut).await {
+        Err(_) => Err(AppError::NoQuorum),
+        Ok(Ok(r)) => Ok(r.data),
+        Ok(Err(e)) => Err(map_write_err(e)),
+    }
+}
+
+/// Ask this node's Raft core to start an election now (leadership hand-off).
+pub async fn trigger_elect(raft: &Raft) -> Result<Response, AppError> {
+    raft.trigger()
+        .elect()
+        .await
+        .map(|()| Response::default())
+        .map_err(|_| AppError::Shutdown)
+}
