@@ -1,0 +1,216 @@
+//! Three real nodes on 127.0.0.1 in one process: election, replication, failover,
+//! restart from disk, membership changes, and loss of quorum.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{agreed_leader, wait_until, wait_version, Cluster};
+use fulcrum_raft::{Command, PeerNode, ProposeError, Role};
+
+fn set_config(s: &str) -> Command {
+    Command::SetConfig {
+        toml: s.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_one_leader_and_replicate() {
+    let mut c = Cluster::start(3).await;
+    let leader = c
+        .wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    let roles: Vec<Role> = c.live().iter().map(|h| h.status().borrow().role).collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == Role::Leader).count(),
+        1,
+        "{roles:?}"
+    );
+    assert!(c.node(1).bootstrapped() && !c.node(2).bootstrapped() && !c.node(3).bootstrapped());
+
+    // The seed config lands everywhere as version 1, and every node registers itself.
+    assert!(wait_version(&c.live(), 1, Duration::from_secs(3)).await);
+    let all_registered = wait_until(
+        || {
+            c.live()
+                .iter()
+                .all(|h| h.cluster_state().borrow().nodes.len() == 3)
+        },
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(all_registered);
+    let st = c.node(2).cluster_state().borrow().clone();
+    assert_eq!(st.config_toml, "# seed\n");
+    assert_eq!(st.nodes[&3].admin_addr, "127.0.0.1:9003");
+
+    // Lease is fresh on the leader only.
+    let fresh = wait_until(
+        || c.node(leader).status().borrow().lease_fresh,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(fresh, "leader lease should be fresh");
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    assert!(!c.node(follower).status().borrow().lease_fresh);
+
+    // Propose on a follower: forwarded to the leader, visible on all within 1 s.
+    let mut worst = Duration::ZERO;
+    for i in 0..5 {
+        let t0 = Instant::now();
+        let r = c
+            .node(follower)
+            .propose(set_config(&format!("v{i}")))
+            .await
+            .unwrap();
+        assert!(wait_version(&c.live(), r.config_version, Duration::from_secs(1)).await);
+        worst = worst.max(t0.elapsed());
+    }
+    eprintln!("propose-on-follower -> visible on all 3 nodes: worst of 5 = {worst:?}");
+    assert!(worst < Duration::from_secs(1));
+    let tomls: Vec<String> = c
+        .live()
+        .iter()
+        .map(|h| h.cluster_state().borrow().config_toml.clone())
+        .collect();
+    assert!(tomls.iter().all(|t| t == "v4"), "{tomls:?}");
+
+    let members = c.node(follower).members().await;
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| m.voter));
+    assert_eq!(members.iter().filter(|m| m.is_leader).count(), 1);
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_then_restart_from_disk() {
+    let mut c = Cluster::start(3).await;
+    let leader = c
+        .wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    assert!(wait_version(&c.live(), 1, Duration::from_secs(3)).await);
+    let before = c.node(leader).propose(set_config("before")).await.unwrap();
+
+    // "Crash" the leader: stop it and drop its handle.
+    let t0 = Instant::now();
+    c.kill(leader).await;
+    let new_leader = c.wait_leader(Duration::from_secs(2)).await;
+    let elect_time = t0.elapsed();
+    eprintln!("leader {leader} stopped -> new leader {new_leader:?} after {elect_time:?}");
+    let new_leader = new_leader.expect("new leader within 2 s");
+    assert_ne!(new_leader, leader);
+
+    let survivor = c.live()[0].clone();
+    let after = survivor.propose(set_config("after")).await.unwrap();
+    assert!(after.config_version > before.config_version);
+    assert!(wait_version(&c.live(), after.config_version, Duration::from_secs(1)).await);
+
+    // Restart the old leader from its data dir: no re-initialization, it catches up.
+    let restarted = c.restart(leader).await;
+    assert!(!restarted.bootstrapped(), "a restart must never initialize");
+    assert!(wait_version(&[&restarted], after.config_version, Duration::from_secs(5)).await);
+    assert_eq!(restarted.cluster_state().borrow().config_toml, "after");
+    assert_eq!(
+        c.wait_leader(Duration::from_secs(3)).await,
+        Some(new_leader)
+    );
+    let members = restarted.members().await;
+    assert_eq!(members.len(), 3, "membership unchanged: {members:?}");
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_added_promoted_and_removed() {
+    let mut c = Cluster::start(3).await;
+    let leader = c
+        .wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    c.node(leader).propose(set_config("x")).await.unwrap();
+
+    // Node 4: a fresh store, not the lowest id, so it waits to be contacted.
+    let addr4 = common::free_addr();
+    let mut peers = c.peers.clone();
+    peers.push((4, addr4));
+    let o = common::options(4, &peers, c.dir.path().join("n4"), common::SECRET);
+    let n4 = fulcrum_raft::start(o).await.unwrap();
+    assert!(!n4.bootstrapped());
+
+    let node = PeerNode {
+        raft_addr: addr4.to_string(),
+        admin_addr: "127.0.0.1:9004".into(),
+    };
+    // Issued on a follower: forwarded to the leader.
+    c.node(follower).add_learner(4, node).await.unwrap();
+    let m = c.node(leader).members().await;
+    assert!(m.iter().any(|m| m.id == 4 && !m.voter), "{m:?}");
+    let v = c.node(leader).cluster_state().borrow().config_version;
+    assert!(
+        wait_version(&[&n4], v, Duration::from_secs(3)).await,
+        "learner caught up"
+    );
+    assert_eq!(n4.status().borrow().role, Role::Learner);
+
+    c.node(follower).promote(4).await.unwrap();
+    let m = c.node(leader).members().await;
+    assert!(m.iter().any(|m| m.id == 4 && m.voter), "{m:?}");
+    let voter_role = wait_until(
+        || n4.status().borrow().role == Role::Follower,
+        Duration::from_secs(2),
+    );
+    assert!(voter_role.await);
+    let registered = wait_until(
+        || {
+            c.node(leader)
+                .cluster_state()
+                .borrow()
+                .nodes
+                .contains_key(&4)
+        },
+        Duration::from_secs(3),
+    );
+    assert!(registered.await, "node 4 registered its admin address");
+
+    c.node(leader).remove(4).await.unwrap();
+    let m = c.node(leader).members().await;
+    assert!(m.iter().all(|m| m.id != 4), "{m:?}");
+    // The 3-node cluster still commits.
+    c.node(follower).propose(set_config("y")).await.unwrap();
+    n4.shutdown().await;
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_node_reports_no_quorum_quickly() {
+    let mut c = Cluster::start(3).await;
+    let leader = c
+        .wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    // Keep the leader alone: it still believes it leads, but cannot commit.
+    for id in (1..=3).filter(|i| *i != leader) {
+        c.kill(id).await;
+    }
+    let lone = c.node(leader).clone();
+    let lease_lost = wait_until(
+        || !lone.status().borrow().lease_fresh,
+        Duration::from_secs(1),
+    );
+    assert!(lease_lost.await, "lease must expire without a quorum");
+    let t0 = Instant::now();
+    let r = lone.propose(set_config("lonely")).await;
+    let took = t0.elapsed();
+    eprintln!("propose on a lone leader -> {r:?} after {took:?}");
+    assert_eq!(r, Err(ProposeError::NoQuorum));
+    assert!(took < Duration::from_secs(5));
+    c.shutdown_all().await;
+    // After shutdown, propose fails fast with Shutdown.
+    assert_eq!(
+        lone.propose(set_config("z")).await,
+        Err(ProposeError::Shutdown)
+    );
+    let _ = agreed_leader;
+}

@@ -1,0 +1,132 @@
+//! Helpers for the cluster tests: free loopback ports, temp data dirs, waiting on watches.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fulcrum_raft::{start, RaftHandle, RaftOptions, RaftStatus, Role};
+use tempfile::TempDir;
+
+pub const SECRET: &[u8] = b"test-cluster-secret";
+
+/// A free 127.0.0.1 port (bound then released; tests tolerate the tiny race).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub struct Cluster {
+    pub dir: TempDir,
+    pub peers: Vec<(u64, SocketAddr)>,
+    pub nodes: Vec<Option<RaftHandle>>,
+}
+
+pub fn options(id: u64, peers: &[(u64, SocketAddr)], dir: PathBuf, secret: &[u8]) -> RaftOptions {
+    let addr = peers.iter().find(|(i, _)| *i == id).unwrap().1;
+    let mut o = RaftOptions::new(id, addr, dir, secret.to_vec());
+    o.admin_addr = format!("127.0.0.1:{}", 9000 + id);
+    o.peers = peers.to_vec();
+    o.seed_config_toml = "# seed\n".to_string();
+    o
+}
+
+impl Cluster {
+    /// Start `n` nodes with ids 1..=n.
+    pub async fn start(n: u64) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let peers: Vec<(u64, SocketAddr)> = (1..=n).map(|i| (i, free_addr())).collect();
+        let mut nodes = Vec::new();
+        for (id, _) in &peers {
+            let o = options(*id, &peers, dir.path().join(format!("n{id}")), SECRET);
+            nodes.push(Some(start(o).await.unwrap()));
+        }
+        Cluster { dir, peers, nodes }
+    }
+
+    pub fn node(&self, id: u64) -> &RaftHandle {
+        self.nodes[(id - 1) as usize].as_ref().unwrap()
+    }
+
+    pub fn live(&self) -> Vec<&RaftHandle> {
+        self.nodes.iter().flatten().collect()
+    }
+
+    /// Restart node `id` over its old data dir and port.
+    pub async fn restart(&mut self, id: u64) -> RaftHandle {
+        let o = options(
+            id,
+            &self.peers,
+            self.dir.path().join(format!("n{id}")),
+            SECRET,
+        );
+        let h = start(o).await.unwrap();
+        self.nodes[(id - 1) as usize] = Some(h.clone());
+        h
+    }
+
+    pub async fn kill(&mut self, id: u64) {
+        if let Some(h) = self.nodes[(id - 1) as usize].take() {
+            h.shutdown().await;
+        }
+    }
+
+    pub async fn shutdown_all(&mut self) {
+        for h in self.nodes.iter_mut().filter_map(Option::take) {
+            h.shutdown().await;
+        }
+    }
+
+    /// Wait until every live node reports the same leader, which is live and says Leader.
+    pub async fn wait_leader(&self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(l) = agreed_leader(&self.live()) {
+                return Some(l);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    }
+}
+
+pub fn agreed_leader(live: &[&RaftHandle]) -> Option<u64> {
+    let st: Vec<(u64, RaftStatus)> = live
+        .iter()
+        .map(|h| (h.node_id(), h.status().borrow().clone()))
+        .collect();
+    let leader = st.first()?.1.leader_id?;
+    let all_agree = st.iter().all(|(_, s)| s.leader_id == Some(leader));
+    let leaders = st.iter().filter(|(_, s)| s.role == Role::Leader).count();
+    let leader_live = st
+        .iter()
+        .any(|(id, s)| *id == leader && s.role == Role::Leader);
+    (all_agree && leaders == 1 && leader_live).then_some(leader)
+}
+
+/// Wait until every handle's state has `config_version >= v`.
+pub async fn wait_version(nodes: &[&RaftHandle], v: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if nodes
+            .iter()
+            .all(|h| h.cluster_state().borrow().config_version >= v)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    false
+}
+
+/// Wait for a predicate over one node's state.
+pub async fn wait_until<F: Fn() -> bool>(f: F, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
