@@ -118,6 +118,8 @@ pub struct RaftHandle {
 
 /// Budget for a client proposal before it fails with `NoQuorum`.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on each step of a leadership hand-off.
+pub const HANDOFF_WAIT: Duration = Duration::from_millis(1000);
 /// Budget for a membership change (adding a learner waits until it caught up).
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -330,23 +332,34 @@ impl RaftHandle {
         self.membership(MembershipOp::Remove { id }).await
     }
 
-    /// Best-effort hand-off before a planned stop. openraft 0.9 has no leadership
-    /// transfer, so a leader asks its most up-to-date voter to start an election at once
-    /// (`PeerRequest::Elect` -> `trigger().elect()`); the caller then shuts down. The
-    /// successor still has to wait out the other followers' leader lease, so this mainly
-    /// skips the successor's own election timeout. Non-leaders do nothing.
+    /// Best-effort hand-off before a planned stop; call `shutdown` afterwards.
+    ///
+    /// openraft 0.9 has no leadership-transfer API. A leader asks its most up-to-date
+    /// voter to start an election at once (`PeerRequest::Elect` -> `trigger().elect()`)
+    /// while this node is still up: we grant that vote (our own vote is not refreshed
+    /// by heartbeats, so our leader lease on it has expired), the successor wins with
+    /// our vote, and we step down on seeing its higher term. Waits up to
+    /// `HANDOFF_WAIT` for another leader to appear. Non-leaders do nothing.
     pub async fn transfer_leadership_or_step_down(&self) {
-        let Some((id, addr)) = bootstrap::best_successor(&self.inner.raft, self.inner.node_id)
-        else {
+        let me = self.inner.node_id;
+        let Some((id, addr)) = bootstrap::best_successor(&self.inner.raft, me) else {
             return;
         };
         let client = self.inner.pool.get(id, &addr, Channel::App);
-        match client
-            .call(&PeerRequest::Elect, Duration::from_millis(500))
-            .await
-        {
-            Ok(_) => tracing::info!(successor = id, "asked successor to start an election"),
-            Err(e) => tracing::warn!(successor = id, error = %e, "leadership hand-off failed"),
+        if let Err(e) = client.call(&PeerRequest::Elect, HANDOFF_WAIT).await {
+            tracing::warn!(successor = id, error = %e, "leadership hand-off failed");
+            return;
+        }
+        let mut status = self.status();
+        let moved = async {
+            status
+                .wait_for(|s| s.leader_id.is_some_and(|l| l != me))
+                .await
+                .is_ok()
+        };
+        match tokio::time::timeout(HANDOFF_WAIT, moved).await {
+            Ok(true) => tracing::info!(successor = id, "leadership handed off"),
+            _ => tracing::warn!(successor = id, "successor did not take over in time"),
         }
     }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{agreed_leader, wait_until, wait_version, Cluster};
+use common::{wait_until, wait_version, Cluster};
 use fulcrum_raft::{Command, PeerNode, ProposeError, Role};
 
 fn set_config(s: &str) -> Command {
@@ -212,5 +212,52 @@ async fn lone_node_reports_no_quorum_quickly() {
         lone.propose(set_config("z")).await,
         Err(ProposeError::Shutdown)
     );
-    let _ = agreed_leader;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_handoff_then_stop_is_fast() {
+    let mut c = Cluster::start(3).await;
+    let leader = c
+        .wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    c.node(leader).propose(set_config("h")).await.unwrap();
+    let t0 = Instant::now();
+    c.node(leader).transfer_leadership_or_step_down().await;
+    let handoff = t0.elapsed();
+    let seen = c.node(leader).status().borrow().leader_id;
+    eprintln!("hand-off: old leader {leader} sees leader {seen:?} after {handoff:?}");
+    assert!(
+        seen.is_some_and(|l| l != leader),
+        "leadership moved before stopping"
+    );
+    c.kill(leader).await;
+    let new_leader = c.wait_leader(Duration::from_secs(2)).await;
+    let took = t0.elapsed();
+    eprintln!("hand-off + stop of leader {leader} -> new leader {new_leader:?} after {took:?}");
+    assert!(new_leader.is_some_and(|l| l != leader));
+    let survivor = c.live()[0].clone();
+    survivor.propose(set_config("after-handoff")).await.unwrap();
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_follower_reports_no_quorum_quickly() {
+    let mut c = Cluster::start(3).await;
+    let leader = c
+        .wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    let lone = (1..=3).find(|i| *i != leader).unwrap();
+    for id in (1..=3).filter(|i| *i != lone) {
+        c.kill(id).await;
+    }
+    let t0 = Instant::now();
+    let r = c.node(lone).propose(set_config("lonely")).await;
+    let took = t0.elapsed();
+    eprintln!("propose on a lone follower -> {r:?} after {took:?}");
+    assert_eq!(r, Err(ProposeError::NoQuorum));
+    assert!(took < Duration::from_secs(5));
+    assert!(!c.node(lone).status().borrow().lease_fresh);
+    c.shutdown_all().await;
 }
