@@ -41,7 +41,11 @@ async fn time_lookups(store: &AffinityStore, keys: &[String]) -> Vec<Duration> {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10_000).min(200_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000)
+        .min(200_000);
     let redis = common::RedisProc::start();
     let opts = StoreOptions {
         redis_url: Some(redis.url()),
@@ -57,7 +61,10 @@ async fn main() {
     let mut pins = Vec::with_capacity(n);
     for (i, k) in keys.iter().enumerate() {
         let t = Instant::now();
-        node1.pin("web", k, &format!("10.0.0.{}:8080", i % 8)).await.expect("pin");
+        node1
+            .pin("web", k, &format!("10.0.0.{}:8080", i % 8))
+            .await
+            .expect("pin");
         pins.push(t.elapsed());
     }
     let node2 = AffinityStore::new(opts).expect("store");

@@ -13,7 +13,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Consecutive failures that open the breaker.
 pub const FAILURE_THRESHOLD: u32 = 3;
@@ -130,7 +130,9 @@ impl Breaker {
                     until: now + backoff,
                     backoff,
                 };
-                warn!(
+                // The opening was logged at warn; repeating it every probe would flood the log
+                // during a long outage.
+                debug!(
                     ?backoff,
                     "redis probe failed: affinity circuit breaker stays open"
                 );

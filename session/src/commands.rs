@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
+use xxhash_rust::xxh3::xxh3_128;
 
 /// First writer wins: returns the value stored afterwards (ours or the earlier writer's).
 static PIN: LazyLock<Script> = LazyLock::new(|| {
@@ -31,9 +32,20 @@ return ARGV[2]",
     )
 });
 
+/// Session keys longer than this are stored by their 128-bit hash: keys come from clients
+/// (cookies, headers) and must not make Redis keys or cache entries arbitrarily large.
+pub const MAX_RAW_KEY: usize = 128;
+
 /// The Redis key of a pin. Pool names come from the config; keys are client-supplied but
 /// Redis keys are binary-safe, so no escaping is needed.
 pub fn redis_key(pool: &str, key: &str) -> String {
+    let hashed;
+    let key = if key.len() > MAX_RAW_KEY {
+        hashed = format!("#{:032x}", xxh3_128(key.as_bytes()));
+        hashed.as_str()
+    } else {
+        key
+    };
     let mut k = String::with_capacity(12 + pool.len() + 1 + key.len());
     k.push_str("fulcrum:aff:");
     k.push_str(pool);
@@ -95,4 +107,19 @@ pub async fn repin(
 
 pub async fn ping(mut cm: ConnectionManager) -> RedisResult<()> {
     redis::cmd("PING").query_async(&mut cm).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_layout() {
+        assert_eq!(redis_key("web", "abc"), "fulcrum:aff:web:abc");
+        let long = "x".repeat(5000);
+        let k = redis_key("web", &long);
+        assert!(k.len() < 60, "{k}");
+        assert_eq!(k, redis_key("web", &long));
+        assert_ne!(k, redis_key("web", &"y".repeat(5000)));
+    }
 }

@@ -21,6 +21,37 @@
 //! * `error`: [`SessionError`], only returned by construction.
 //!
 //! Needs Redis 6.2 or newer (GETEX).
+//!
+//! How the data plane is meant to use it (`healthy` and `pick` stand for the pool's own
+//! health view and balancing algorithm):
+//!
+//! ```no_run
+//! use fulcrum_session::{fallback_pick, AffinityStore, Lookup};
+//!
+//! async fn choose(
+//!     store: &AffinityStore,
+//!     pool: &str,
+//!     key: &str,
+//!     healthy: &[&str],
+//!     pick: impl Fn() -> String,
+//! ) -> Option<String> {
+//!     match store.lookup(pool, key).await {
+//!         Lookup::Pinned(b) if healthy.contains(&b.as_str()) => Some(b),
+//!         // Pinned to a dead backend: re-pin once; every node follows the winner.
+//!         Lookup::Pinned(dead) => store.repin(pool, key, &dead, &pick()).await.or_else(|| {
+//!             store.note_fallback();
+//!             fallback_pick(key, healthy).map(|i| healthy[i].to_string())
+//!         }),
+//!         // New session: first writer wins, so two nodes seeing it at once agree.
+//!         Lookup::Absent => store.pin(pool, key, &pick()).await,
+//!         // Redis away: the same answer on every node, without talking to anyone.
+//!         Lookup::Unavailable => {
+//!             store.note_fallback();
+//!             fallback_pick(key, healthy).map(|i| healthy[i].to_string())
+//!         }
+//!     }
+//! }
+//! ```
 
 mod breaker;
 mod cache;

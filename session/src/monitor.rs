@@ -11,7 +11,7 @@
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use crate::commands;
 use crate::store::{Accounting, Inner};
@@ -21,28 +21,45 @@ pub const RESOLVE_EVERY: Duration = Duration::from_millis(500);
 pub const SENTINEL_RECHECK: Duration = Duration::from_secs(5);
 pub const IDLE_PING: Duration = Duration::from_secs(1);
 
+/// What the monitor remembers between ticks.
+#[derive(Debug, Default)]
+struct Memory {
+    last_resolve: Option<Instant>,
+    /// The last resolution failed (and was logged): log again only when it recovers.
+    resolve_failing: bool,
+}
+
 pub async fn run(weak: Weak<Inner>) {
-    let mut last_resolve: Option<Instant> = None;
+    let mut memory = Memory::default();
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        tick(&inner, &mut last_resolve).await;
+        tick(&inner, &mut memory).await;
         drop(inner);
         tokio::time::sleep(TICK).await;
     }
 }
 
-async fn tick(inner: &Inner, last_resolve: &mut Option<Instant>) {
+async fn tick(inner: &Inner, memory: &mut Memory) {
     let Some(link) = &inner.link else { return };
     let now = Instant::now();
-    let since = last_resolve.map(|t| now.duration_since(t));
+    let since = memory.last_resolve.map(|t| now.duration_since(t));
     let urgent = link.needs_resolve() && since.is_none_or(|d| d >= RESOLVE_EVERY);
     // A routine check also catches a switchover the errors did not reveal (e.g. the old
     // master, now a replica, still answering reads).
     let routine = link.is_sentinel() && since.is_some_and(|d| d >= SENTINEL_RECHECK);
     if urgent || routine {
-        *last_resolve = Some(now);
-        if let Err(e) = link.resolve().await {
-            warn!(error = %e, "sentinel: cannot resolve the redis master");
+        memory.last_resolve = Some(now);
+        match link.resolve().await {
+            Err(e) if !memory.resolve_failing => {
+                warn!(error = %e, "sentinel: cannot resolve the redis master");
+                memory.resolve_failing = true;
+            }
+            Err(e) => debug!(error = %e, "sentinel: still cannot resolve the redis master"),
+            Ok(()) if memory.resolve_failing => {
+                info!("sentinel: redis master resolved again");
+                memory.resolve_failing = false;
+            }
+            Ok(()) => {}
         }
     }
     let idle = inner.never_used() || inner.idle_for(Instant::now()) >= IDLE_PING;

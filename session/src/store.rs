@@ -237,7 +237,9 @@ impl Inner {
         if user {
             self.counters.record_call(end - start);
         }
-        self.last_activity_ms.store(self.millis_at(end), Relaxed);
+        // +1 so that a call finishing within the first millisecond still reads as "used".
+        self.last_activity_ms
+            .store(self.millis_at(end) + 1, Relaxed);
         match result {
             Ok(v) => {
                 self.last_ok.store(true, Relaxed);
@@ -264,7 +266,7 @@ impl Inner {
 
     /// Time since the last Redis command finished (since creation if none).
     pub(crate) fn idle_for(&self, now: Instant) -> Duration {
-        let last = self.last_activity_ms.load(Relaxed);
+        let last = self.last_activity_ms.load(Relaxed).saturating_sub(1);
         Duration::from_millis(self.millis_at(now).saturating_sub(last))
     }
 
