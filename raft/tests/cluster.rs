@@ -261,3 +261,67 @@ async fn lone_follower_reports_no_quorum_quickly() {
     assert!(!c.node(lone).status().borrow().lease_fresh);
     c.shutdown_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_node_catches_up_from_a_snapshot() {
+    let mut c = Cluster::start(3).await;
+    let leader = c
+        .wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    let lagger = (1..=3).find(|i| *i != leader).unwrap();
+    c.kill(lagger).await;
+
+    // Enough entries to trigger a snapshot (every 500) and purge the log behind it.
+    let h = c.node(leader).clone();
+    for batch in 0..15u64 {
+        let futs = (0..50u64).map(|i| {
+            let h = h.clone();
+            async move {
+                let cmd = Command::ReportHealth {
+                    observer: leader,
+                    pool: "p".into(),
+                    backend: format!("b{}", batch * 50 + i),
+                    healthy: i % 2 == 0,
+                };
+                h.propose(cmd).await
+            }
+        });
+        for r in futures_util::future::join_all(futs).await {
+            r.unwrap();
+        }
+    }
+    let purged = wait_until(
+        || h.raft().metrics().borrow().purged.is_some(),
+        Duration::from_secs(5),
+    );
+    assert!(purged.await, "leader compacted its log");
+
+    let t0 = Instant::now();
+    let back = c.restart(lagger).await;
+    // Compare with the leader's live state: the restarted node may still register itself.
+    let caught_up = wait_until(
+        || **back.cluster_state().borrow() == **h.cluster_state().borrow(),
+        Duration::from_secs(10),
+    );
+    if !caught_up.await {
+        let want = h.cluster_state().borrow().clone();
+        let got = back.cluster_state().borrow().clone();
+        let n = |s: &fulcrum_raft::ClusterState| s.health.get("p").map(|m| m.len());
+        panic!(
+            "not converged: want v{} {:?} got v{} {:?}; status {:?}; metrics {:?}",
+            want.config_version,
+            n(&want),
+            got.config_version,
+            n(&got),
+            back.status().borrow(),
+            back.raft().metrics().borrow()
+        );
+    }
+    eprintln!(
+        "lagging node converged after {:?} (snapshot + tail)",
+        t0.elapsed()
+    );
+    assert!(back.raft().metrics().borrow().snapshot.is_some());
+    c.shutdown_all().await;
+}
