@@ -80,4 +80,55 @@ async fn main() {
     report("lookup cold (GETEX)", cold);
     report("lookup warm (local cache)", warm);
     println!("node2 metrics: {:?}", node2.metrics());
+
+    concurrent_cold(&redis, &keys).await;
+    frozen(&redis, &node2).await;
+}
+
+/// Cold lookups from 32 tasks at once over the one multiplexed connection.
+async fn concurrent_cold(redis: &common::RedisProc, keys: &[String]) {
+    let store = AffinityStore::new(StoreOptions {
+        redis_url: Some(redis.url()),
+        timeout: Duration::from_millis(100),
+        ..StoreOptions::default()
+    })
+    .expect("store");
+    let tasks = 32;
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (store, keys) = (store.clone(), keys.to_vec());
+        handles.push(tokio::spawn(async move {
+            let mine: Vec<String> = keys.into_iter().skip(t).step_by(tasks).collect();
+            time_lookups(&store, &mine).await
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("task"));
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    report("lookup cold, 32 concurrent", all);
+    println!("{:<28} {rate:.0} lookups/s", "  throughput");
+}
+
+/// Redis frozen with SIGSTOP: the first calls wait out the timeout, then the breaker answers.
+async fn frozen(redis: &common::RedisProc, store: &AffinityStore) {
+    redis.freeze();
+    let mut waited = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..2000 {
+        let t = Instant::now();
+        let r = store.lookup("web", &format!("never-seen-{i}")).await;
+        let took = t.elapsed();
+        assert_eq!(r, Lookup::Unavailable);
+        if store.metrics().breaker_opens == 0 || waited.len() < 3 {
+            waited.push(took);
+        } else {
+            refused.push(took);
+        }
+    }
+    redis.thaw();
+    println!("frozen redis (timeout 100 ms): calls before the breaker opened: {waited:.1?}");
+    report("lookup, breaker open", refused);
 }

@@ -215,6 +215,15 @@ impl AffinityStore {
     }
 }
 
+impl std::fmt::Debug for AffinityStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AffinityStore")
+            .field("state", &self.state())
+            .field("metrics", &self.metrics())
+            .finish()
+    }
+}
+
 impl Inner {
     /// One Redis command through the breaker, with metrics and state bookkeeping.
     /// `None` means "no answer" for whatever reason; details go to the debug log.
@@ -272,5 +281,27 @@ impl Inner {
 
     pub(crate) fn never_used(&self) -> bool {
         self.last_activity_ms.load(Relaxed) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send + 'static>(_: &T) {}
+
+    /// The data plane runs lookups inside spawned (multi-threaded) tasks.
+    #[tokio::test]
+    async fn futures_are_send_and_store_is_shareable() {
+        let store = AffinityStore::new(StoreOptions::default()).unwrap();
+        let s = store.clone();
+        let handle = tokio::spawn(async move {
+            let _ = s.lookup("p", "k").await;
+            let _ = s.pin("p", "k", "b").await;
+            s.repin("p", "k", "a", "b").await
+        });
+        assert_send(&handle);
+        assert_eq!(handle.await.unwrap(), None);
+        assert!(format!("{store:?}").contains("Disabled"));
     }
 }
