@@ -10,7 +10,7 @@ use fulcrum_session::{AffinityStore, Lookup, StoreState};
 
 const TIMEOUT: Duration = Duration::from_millis(50);
 /// Generous bound for one call that waits out the timeout (2 shared cores, debug build).
-const BOUNDED: Duration = Duration::from_millis(150);
+const BOUNDED: Duration = Duration::from_millis(200);
 /// Generous bound for a call refused by the open breaker (no I/O).
 const INSTANT: Duration = Duration::from_millis(20);
 
