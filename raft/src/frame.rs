@@ -76,6 +76,9 @@ pub async fn recv<R: AsyncRead + Unpin, T: DeserializeOwned>(
     max: usize,
 ) -> Result<T, FrameError> {
     let body = read_frame(r, max).await?;
+    if max <= MAX_HANDSHAKE_FRAME {
+        return Ok(codec::decode_small(&body)?);
+    }
     Ok(codec::decode(&body)?)
 }
 

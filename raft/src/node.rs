@@ -100,6 +100,7 @@ pub(crate) struct Inner {
     pub(crate) raft_addr: String,
     pub(crate) admin_addr: String,
     pub(crate) seed_config_toml: String,
+    pub(crate) election_timeout_max: Duration,
     pub(crate) raft: Raft,
     pub(crate) pool: PeerPool,
     pub(crate) status_rx: watch::Receiver<RaftStatus>,
@@ -120,6 +121,8 @@ pub struct RaftHandle {
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on each step of a leadership hand-off.
 pub const HANDOFF_WAIT: Duration = Duration::from_millis(1000);
+/// Slack after the followers' leader lease before asking a successor to campaign.
+const LEASE_MARGIN: Duration = Duration::from_millis(20);
 /// Budget for a membership change (adding a learner waits until it caught up).
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -205,7 +208,12 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
 
     let bootstrapped = pristine && is_bootstrapper(&opts);
     if bootstrapped {
-        bootstrap::initialize(&raft, &opts).await?;
+        if let Err(e) = bootstrap::initialize(&raft, &opts).await {
+            // Do not leave a half-started node holding the port.
+            shutdown_tx.send_replace(true);
+            let _ = raft.shutdown().await;
+            return Err(e);
+        }
     }
     let handle = RaftHandle {
         inner: Arc::new(Inner {
@@ -213,6 +221,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
             raft_addr: opts.raft_addr.to_string(),
             admin_addr: opts.admin_addr.clone(),
             seed_config_toml: opts.seed_config_toml.clone(),
+            election_timeout_max: opts.election_timeout_max,
             raft,
             pool,
             status_rx,
@@ -334,21 +343,27 @@ impl RaftHandle {
 
     /// Best-effort hand-off before a planned stop; call `shutdown` afterwards.
     ///
-    /// openraft 0.9 has no leadership-transfer API. A leader asks its most up-to-date
-    /// voter to start an election at once (`PeerRequest::Elect` -> `trigger().elect()`)
-    /// while this node is still up: we grant that vote (our own vote is not refreshed
-    /// by heartbeats, so our leader lease on it has expired), the successor wins with
-    /// our vote, and we step down on seeing its higher term. Waits up to
-    /// `HANDOFF_WAIT` for another leader to appear. Non-leaders do nothing.
+    /// openraft 0.9 has no leadership-transfer API, and every voter (the leader too)
+    /// refuses votes until `election_timeout_max` after it last heard the leader, so no
+    /// hand-off can beat that lease. When this node leads it: stops sending heartbeats
+    /// and disables its own elections (it cannot win again; its lease and `lease_fresh`
+    /// lapse, releasing the VIP), waits out the lease (`election_timeout_max` + margin),
+    /// then asks its most up-to-date voter to campaign at once (`PeerRequest::Elect`).
+    /// Without this a follower only campaigns after lease + a random election timeout.
+    /// Waits up to `HANDOFF_WAIT` for another leader; if none shows up, heartbeats and
+    /// elections are re-enabled. Non-leaders do nothing.
     pub async fn transfer_leadership_or_step_down(&self) {
         let me = self.inner.node_id;
-        let Some((id, addr)) = bootstrap::best_successor(&self.inner.raft, me) else {
+        let raft = &self.inner.raft;
+        let Some((id, addr)) = bootstrap::best_successor(raft, me) else {
             return;
         };
+        raft.runtime_config().heartbeat(false);
+        raft.runtime_config().elect(false);
+        tokio::time::sleep(self.inner.election_timeout_max + LEASE_MARGIN).await;
         let client = self.inner.pool.get(id, &addr, Channel::App);
         if let Err(e) = client.call(&PeerRequest::Elect, HANDOFF_WAIT).await {
-            tracing::warn!(successor = id, error = %e, "leadership hand-off failed");
-            return;
+            tracing::warn!(successor = id, error = %e, "could not ask successor to campaign");
         }
         let mut status = self.status();
         let moved = async {
@@ -357,10 +372,16 @@ impl RaftHandle {
                 .await
                 .is_ok()
         };
-        match tokio::time::timeout(HANDOFF_WAIT, moved).await {
-            Ok(true) => tracing::info!(successor = id, "leadership handed off"),
-            _ => tracing::warn!(successor = id, "successor did not take over in time"),
+        if let Ok(true) = tokio::time::timeout(HANDOFF_WAIT, moved).await {
+            tracing::info!(successor = ?self.status().borrow().leader_id, "leadership handed off");
+            return;
         }
+        tracing::warn!(
+            successor = id,
+            "no successor took over in time; staying leader"
+        );
+        raft.runtime_config().heartbeat(true);
+        raft.runtime_config().elect(true);
     }
 
     /// Stop Raft, the peer server and background tasks; frees the Raft port. Idempotent.

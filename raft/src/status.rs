@@ -74,6 +74,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut metrics = raft.metrics();
+    // Process the current value on the first tick, not only later changes.
+    metrics.mark_changed();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ack: Option<Instant> = None;

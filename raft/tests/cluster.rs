@@ -216,6 +216,10 @@ async fn lone_node_reports_no_quorum_quickly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planned_handoff_then_stop_is_fast() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut c = Cluster::start(3).await;
     let leader = c
         .wait_leader(Duration::from_secs(5))
@@ -236,6 +240,8 @@ async fn planned_handoff_then_stop_is_fast() {
     let took = t0.elapsed();
     eprintln!("hand-off + stop of leader {leader} -> new leader {new_leader:?} after {took:?}");
     assert!(new_leader.is_some_and(|l| l != leader));
+    // Lease (300 ms) + margin + one vote round; a crash instead costs lease + 150-300 ms.
+    assert!(took < Duration::from_secs(1), "hand-off took {took:?}");
     let survivor = c.live()[0].clone();
     survivor.propose(set_config("after-handoff")).await.unwrap();
     c.shutdown_all().await;
