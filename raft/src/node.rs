@@ -2,7 +2,7 @@
 //! peer port, starts openraft, bootstraps a fresh cluster from the static peer list, and
 //! returns a cloneable `RaftHandle` (status/state watches, propose, membership, shutdown).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -218,7 +218,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
     let handle = RaftHandle {
         inner: Arc::new(Inner {
             node_id: opts.node_id,
-            raft_addr: opts.raft_addr.to_string(),
+            raft_addr: advertised_addr(&opts),
             admin_addr: opts.admin_addr.clone(),
             seed_config_toml: opts.seed_config_toml.clone(),
             election_timeout_max: opts.election_timeout_max,
@@ -236,6 +236,13 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
     handle.lock_tasks().extend(tasks);
     tracing::info!(pristine, bootstrapped, "raft node started");
     Ok(handle)
+}
+
+/// The address peers reach us at: our entry in the peer list (the bind address may be
+/// a wildcard), else the bind address.
+fn advertised_addr(o: &RaftOptions) -> String {
+    let own = o.peers.iter().find(|(id, _)| *id == o.node_id);
+    own.map(|(_, a)| *a).unwrap_or(o.raft_addr).to_string()
 }
 
 /// The lowest id of the static peer list initializes a fresh cluster (or the node
@@ -294,6 +301,14 @@ impl RaftHandle {
         self.router()
             .route(AppOp::Write(cmd), PROPOSE_TIMEOUT)
             .await
+    }
+
+    /// Voter ids of the latest membership config this node knows (a conservative
+    /// "live voters" input for `ClusterState::backend_healthy`).
+    pub fn voter_ids(&self) -> BTreeSet<NodeId> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.membership_config.membership().voter_ids().collect()
     }
 
     /// Members per the latest membership config this node knows.

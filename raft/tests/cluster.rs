@@ -190,16 +190,27 @@ async fn lone_node_reports_no_quorum_quickly() {
         .wait_leader(Duration::from_secs(5))
         .await
         .expect("a leader");
+    let lone = c.node(leader).clone();
+    let fresh = wait_until(
+        || lone.status().borrow().lease_fresh,
+        Duration::from_secs(2),
+    );
+    assert!(fresh.await);
     // Keep the leader alone: it still believes it leads, but cannot commit.
+    let t_kill = Instant::now();
     for id in (1..=3).filter(|i| *i != leader) {
         c.kill(id).await;
     }
-    let lone = c.node(leader).clone();
     let lease_lost = wait_until(
         || !lone.status().borrow().lease_fresh,
         Duration::from_secs(1),
     );
     assert!(lease_lost.await, "lease must expire without a quorum");
+    eprintln!(
+        "lease_fresh false {:?} after the followers began stopping (lease 200 ms); role {:?}",
+        t_kill.elapsed(),
+        lone.status().borrow().role
+    );
     let t0 = Instant::now();
     let r = lone.propose(set_config("lonely")).await;
     let took = t0.elapsed();
@@ -329,5 +340,33 @@ async fn lagging_node_catches_up_from_a_snapshot() {
         t0.elapsed()
     );
     assert!(back.raft().metrics().borrow().snapshot.is_some());
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_restart_recovers_from_disk() {
+    let mut c = Cluster::start(3).await;
+    c.wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    let r = c.node(2).propose(set_config("durable")).await.unwrap();
+    assert!(wait_version(&c.live(), r.config_version, Duration::from_secs(1)).await);
+    c.shutdown_all().await;
+
+    for id in 1..=3 {
+        let h = c.restart(id).await;
+        assert!(!h.bootstrapped(), "node {id} re-initialized");
+        let st = h.cluster_state().borrow().clone();
+        assert_eq!(
+            st.config_version, r.config_version,
+            "state reloaded from disk"
+        );
+        assert_eq!(st.config_toml, "durable");
+    }
+    c.wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader after restart");
+    let r2 = c.node(3).propose(set_config("again")).await.unwrap();
+    assert_eq!(r2.config_version, r.config_version + 1);
     c.shutdown_all().await;
 }
