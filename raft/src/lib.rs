@@ -1,5 +1,17 @@
 //! fulcrum-raft: openraft 0.9 type config, durable redb log/vote store, the replicated
 //! `ClusterState` state machine, and an authenticated TCP peer transport.
+//!
+//! Use: `start(RaftOptions)` -> `RaftHandle`. Watch `status()` (role, leader, term,
+//! `lease_fresh` = hold the VIP) and `cluster_state()` (config TOML + version, node
+//! registry, health observations, drains, VIP holder); change things with `propose`
+//! (works on any node: followers forward to the leader; `NoQuorum` after <= 3 s).
+//! Effective backend health: `ClusterState::backend_healthy(pool, backend, live, policy)`.
+//!
+//! Layout: `types` (openraft type config, `Command`), `state` (`ClusterState`, policy),
+//! `db` + `log_store` + `state_machine` (redb storage), `codec` + `frame` + `auth` +
+//! `rpc` (wire), `network` (client side) + `server` (accept side), `ops` + `propose`
+//! (leader routing), `status` (lease), `bootstrap` + `node` (the facade).
+//! Never wipe the data dir of a node that is still a member (Raft would lose votes).
 
 pub mod auth;
 mod bootstrap;

@@ -161,11 +161,15 @@ fn check_options(o: &RaftOptions) -> Result<(), RaftError> {
     Ok(())
 }
 
-/// Start a node. See the module doc.
-#[tracing::instrument(level = "info", skip_all, fields(node = opts.node_id))]
-pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
-    check_options(&opts)?;
-    let config = Arc::new(raft_config(&opts)?);
+type Opened = (
+    LogStore,
+    StateMachineStore,
+    watch::Receiver<Arc<ClusterState>>,
+    bool,
+);
+
+/// Open `data_dir/raft.redb`; the flag says whether it holds no Raft state at all.
+async fn open_store(opts: &RaftOptions) -> Result<Opened, RaftError> {
     std::fs::create_dir_all(&opts.data_dir).map_err(|source| RaftError::DataDir {
         path: opts.data_dir.clone(),
         source,
@@ -174,6 +178,18 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
     let log_store = LogStore::new(db.clone());
     let pristine = log_store.is_pristine().await?;
     let (sm, state_rx) = StateMachineStore::open(db).await?;
+    Ok((log_store, sm, state_rx, pristine))
+}
+
+/// Start a node: open the store, bind the peer port, start openraft and the peer
+/// server, initialize a fresh cluster when this node is the bootstrapper, and start
+/// the status/lease and registrar tasks. Dropping every handle does not stop the
+/// node: call `shutdown`.
+#[tracing::instrument(level = "info", skip_all, fields(node = opts.node_id))]
+pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
+    check_options(&opts)?;
+    let config = Arc::new(raft_config(&opts)?);
+    let (log_store, sm, state_rx, pristine) = open_store(&opts).await?;
     let listener = TcpListener::bind(opts.raft_addr)
         .await
         .map_err(|source| RaftError::Bind {
