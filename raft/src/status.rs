@@ -67,7 +67,7 @@ pub struct RaftStatus {
 const TICK: Duration = Duration::from_millis(10);
 
 /// Keep `tx` up to date until `shutdown` flips to true, then publish `Role::Shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     raft: Raft,
     lease: Duration,
     tx: watch::Sender<RaftStatus>,
