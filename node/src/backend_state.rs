@@ -19,8 +19,6 @@ const EJECT_MAX: Duration = Duration::from_secs(30);
 /// Everything the data plane knows about one backend of one pool.
 #[derive(Debug)]
 pub struct BackendState {
-    pub pool: String,
-    pub addr: String,
     /// Verdict of this node's active health checks.
     active_healthy: AtomicBool,
     /// Verdict of the cluster (effective health through Raft); true when alone.
@@ -35,10 +33,8 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    fn new(pool: &str, addr: &str, epoch: Instant) -> Self {
+    fn new(epoch: Instant) -> Self {
         BackendState {
-            pool: pool.to_string(),
-            addr: addr.to_string(),
             active_healthy: AtomicBool::new(true),
             cluster_healthy: AtomicBool::new(true),
             drained: AtomicBool::new(false),
@@ -61,10 +57,6 @@ impl BackendState {
     /// Returns true when the value changed.
     pub fn set_active_healthy(&self, healthy: bool) -> bool {
         self.active_healthy.swap(healthy, Ordering::Relaxed) != healthy
-    }
-
-    pub fn set_cluster_healthy(&self, healthy: bool) {
-        self.cluster_healthy.store(healthy, Ordering::Relaxed);
     }
 
     pub fn drained(&self) -> bool {
@@ -134,7 +126,7 @@ impl BackendRegistry {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         states
             .entry((pool.to_string(), addr.to_string()))
-            .or_insert_with(|| Arc::new(BackendState::new(pool, addr, self.epoch)))
+            .or_insert_with(|| Arc::new(BackendState::new(self.epoch)))
             .clone()
     }
 

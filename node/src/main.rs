@@ -4,8 +4,8 @@
 //! - `cli`        — the command line (clap).
 //! - `run`        — process lifecycle: runtime, logging, signals, graceful shutdown.
 //! - `app`        — the running node: config application, listeners, health.
-//! - `dataplane`, `snapshot`, `pool`, `router`, `balance`, `backend_state`
-//!                — what a request needs, compiled per config version.
+//! - `dataplane`, `snapshot`, `pool`, `router`, `balance`, `backend_state` — what a
+//!   request needs, compiled per config version.
 //! - `listener`, `proxy` — accepting connections and forwarding requests.
 //! - `affinity`   — session stickiness.
 //! - `health`     — active checks.

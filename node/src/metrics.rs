@@ -190,11 +190,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Registers a family owned by another component (raft, vip, session).
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
-    }
-
     /// Prometheus text exposition of everything registered.
     pub fn encode(&self) -> String {
         let mut out = String::new();

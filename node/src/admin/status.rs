@@ -29,7 +29,7 @@ pub fn status(node: &Node) -> Value {
                     })
                 })
                 .collect();
-            json!({ "name": pool.name, "backends": backends })
+            json!({ "name": pool.name, "affinity": pool.affinity_mode.as_str(), "backends": backends })
         })
         .collect();
     json!({

@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// What the proxy knows about the client connection a request came on.
 #[derive(Debug)]
@@ -107,12 +108,15 @@ async fn route_and_forward(
     }
     let pool = snap.pools.get(&route.pool).ok_or(Local::NoBackend)?.clone();
     let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path(), pool = %pool.name);
-    let _entered = span.enter();
     let choice = choose_backend(&pool, conn, &req).ok_or(Local::NoBackend)?;
     if headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11 {
-        return upgrade::forward(dp, &pool, choice.index, conn, req, host).await;
+        return upgrade::forward(dp, &pool, choice.index, conn, req, host)
+            .instrument(span)
+            .await;
     }
-    forward(dp, pool, choice, conn, req, host).await
+    forward(dp, pool, choice, conn, req, host)
+        .instrument(span)
+        .await
 }
 
 /// The backend chosen for a request and whether to (re)issue the affinity cookie.
