@@ -1,9 +1,25 @@
 //! fulcrum-chaos: chaos scenarios and the benchmark driver.
 //!
 //! `main` only parses the command line and dispatches; each subcommand lives in its own
-//! module (`bench` today).
+//! module: `bench`, `local` (chaos on a namespace test bed), `remote` (chaos against an
+//! inventory of real hosts) and the hidden `backend` used inside the test bed.
 
+mod backend;
 mod bench;
+mod checks;
+mod cli;
+mod cluster;
+mod faults;
+mod httpc;
+mod load;
+mod local;
+mod netns;
+mod ops;
+mod remote;
+mod report;
+mod scenarios;
+mod testbed;
+mod vip_poller;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +39,13 @@ struct Cli {
 enum Command {
     /// Proxy throughput: fulcrum against HAProxy and nginx, measured with wrk.
     Bench(bench::BenchArgs),
+    /// Chaos scenarios on a three-node cluster built in network namespaces on this machine.
+    Local(cli::LocalArgs),
+    /// Chaos scenarios against real hosts described by an inventory file.
+    Remote(cli::RemoteArgs),
+    /// A tiny HTTP backend for the test bed (used internally).
+    #[command(hide = true)]
+    Backend(backend::BackendArgs),
 }
 
 #[tokio::main]
@@ -30,6 +53,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(args).await,
+        Command::Local(args) => local::run(args).await,
+        Command::Remote(args) => remote::run(args).await,
+        Command::Backend(args) => backend::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,198 @@
+//! The faults, each a function over [`Ops`], plus the local namespace mechanics behind
+//! partitions (nftables) and link trouble (tc netem).
+//!
+//! Leader finding asks every node's `/status`; when several claim leadership (or none
+//! answers), the VIP holder seen by the poller decides.
+
+use crate::checks::Event;
+use crate::httpc;
+use crate::netns;
+use crate::ops::{BackendAction, NodeAction, Ops};
+use anyhow::{bail, Result};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+const ADMIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// nftables table used for partitions.
+const NFT_TABLE: &str = "fch_partition";
+/// Loss and delay applied by the netem fault.
+pub const NETEM: &[&str] = &["loss", "5%", "delay", "30ms", "5ms"];
+
+/// One node's answer to `/status`.
+#[derive(Debug, Clone, Default)]
+pub struct NodeStatus {
+    pub role: Option<String>,
+    pub leader_id: Option<u64>,
+    pub term: Option<u64>,
+    pub config_version: Option<u64>,
+    pub vip_held: Option<bool>,
+}
+
+pub async fn status(ops: &dyn Ops, i: usize) -> Result<NodeStatus> {
+    let v = httpc::status(&ops.admin(i), ADMIN_TIMEOUT).await?;
+    Ok(NodeStatus {
+        role: v.get("role").and_then(|r| r.as_str()).map(str::to_string),
+        leader_id: v.get("leader_id").and_then(|r| r.as_u64()),
+        term: v.get("term").and_then(|r| r.as_u64()),
+        config_version: v.get("config_version").and_then(|r| r.as_u64()),
+        vip_held: v.get("vip_held").and_then(|r| r.as_bool()),
+    })
+}
+
+/// Every node's status (None where it did not answer).
+pub async fn statuses(ops: &dyn Ops) -> Vec<Option<NodeStatus>> {
+    let mut out = Vec::new();
+    for i in 0..ops.nodes() {
+        out.push(status(ops, i).await.ok());
+    }
+    out
+}
+
+/// The leader's index: a node that says leader (preferring the one holding the VIP by its
+/// own word or the poller's), else the current VIP holder.
+pub async fn find_leader(ops: &dyn Ops, vip_holders: &[usize]) -> Result<usize> {
+    let all = statuses(ops).await;
+    let leaders: Vec<usize> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.as_ref().and_then(|s| s.role.as_deref()) == Some("leader"))
+        .map(|(i, _)| i)
+        .collect();
+    let holds = |i: &usize| {
+        vip_holders.contains(i)
+            || all[*i].as_ref().and_then(|s| s.vip_held) == Some(true)
+    };
+    if let Some(i) = leaders.iter().copied().find(holds) {
+        return Ok(i);
+    }
+    if let Some(i) = leaders.first() {
+        return Ok(*i);
+    }
+    if let Some(i) = vip_holders.first() {
+        return Ok(*i);
+    }
+    bail!("no node claims leadership and none holds the VIP")
+}
+
+/// A running node other than `leader`.
+pub fn follower(ops: &dyn Ops, leader: usize) -> usize {
+    (0..ops.nodes())
+        .map(|k| (leader + 1 + k) % ops.nodes())
+        .find(|i| *i != leader && ops.running(*i) != Some(false))
+        .unwrap_or((leader + 1) % ops.nodes())
+}
+
+/// Records faults against the scenario epoch.
+pub struct Timeline {
+    pub epoch: Instant,
+    pub events: Vec<Event>,
+}
+
+impl Timeline {
+    pub fn now_ms(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64() * 1000.0
+    }
+    /// Marks an event that happens now.
+    pub fn mark(&mut self, what: String, allow_ms: f64, failover: bool) -> f64 {
+        let t_ms = self.now_ms();
+        self.events.push(Event {
+            t_ms,
+            what,
+            allow_ms,
+            failover,
+            backend_down: None,
+        });
+        t_ms
+    }
+    /// Sleeps until `at_ms` after the epoch.
+    pub async fn until(&self, at_ms: u64) {
+        let at = self.epoch + Duration::from_millis(at_ms);
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+pub fn node_action(
+    ops: &dyn Ops,
+    tl: &mut Timeline,
+    i: usize,
+    action: NodeAction,
+    allow_ms: f64,
+    failover: bool,
+) -> Result<()> {
+    let what = format!("{action:?} {}", ops.node_name(i)).to_lowercase();
+    tl.mark(what, allow_ms, failover);
+    ops.node(i, action)
+}
+
+pub fn restart(ops: &dyn Ops, tl: &mut Timeline, i: usize, allow_ms: f64) -> Result<()> {
+    tl.mark(format!("start {}", ops.node_name(i)), allow_ms, false);
+    ops.start(i)
+}
+
+pub fn backend(
+    ops: &dyn Ops,
+    tl: &mut Timeline,
+    b: usize,
+    action: BackendAction,
+    allow_ms: f64,
+) -> Result<()> {
+    let name = ops.backend_names().get(b).cloned().unwrap_or_default();
+    tl.mark(format!("backend {name} {action:?}").to_lowercase(), allow_ms, false);
+    if let Some(last) = tl.events.last_mut() {
+        let down = matches!(
+            action,
+            BackendAction::Kill | BackendAction::Hang | BackendAction::Fail
+        );
+        last.backend_down = Some((name, down));
+    }
+    ops.backend(b, action)
+}
+
+/// Waits until node `i` answers `/status` (bounded).
+pub async fn wait_answering(ops: &dyn Ops, i: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if status(ops, i).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Local partition: in the node's namespace, drop Raft traffic to and from the peers
+/// (both directions, both ports), leaving client and admin traffic alone.
+pub fn nft_partition(ns: &str, peers: &[Ipv4Addr], raft_port: u16) -> Result<()> {
+    let set: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+    let set = set.join(", ");
+    let rules = format!(
+        "table inet {NFT_TABLE} {{\n\
+         \tchain input {{ type filter hook input priority -10; policy accept;\n\
+         \t\tip saddr {{ {set} }} tcp dport {raft_port} drop\n\
+         \t\tip saddr {{ {set} }} tcp sport {raft_port} drop\n\t}}\n\
+         \tchain output {{ type filter hook output priority -10; policy accept;\n\
+         \t\tip daddr {{ {set} }} tcp dport {raft_port} drop\n\
+         \t\tip daddr {{ {set} }} tcp sport {raft_port} drop\n\t}}\n}}\n"
+    );
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), rules)?;
+    let path = file.path().to_string_lossy().into_owned();
+    netns::run_in(ns, "nft", &["-f", &path])?;
+    Ok(())
+}
+
+pub fn nft_heal(ns: &str) -> Result<()> {
+    netns::run_in(ns, "nft", &["delete", "table", "inet", NFT_TABLE])?;
+    Ok(())
+}
+
+pub fn tc_netem(ns: &str, on: bool) -> Result<()> {
+    if on {
+        let mut args = vec!["qdisc", "replace", "dev", "eth0", "root", "netem"];
+        args.extend_from_slice(NETEM);
+        netns::run_in(ns, "tc", &args)?;
+    } else {
+        netns::run_in(ns, "tc", &["qdisc", "del", "dev", "eth0", "root"])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The report: a table per scenario on stdout and, with `--report FILE`, every figure as
+//! JSON.
+
+use crate::scenarios::Outcome;
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::path::Path;
+
+/// Prints one scenario's checks as a table.
+pub fn print_outcome(o: &Outcome) {
+    let verdict = if o.passed() { "PASS" } else { "FAIL" };
+    let lat = match (o.latency_p50_ms, o.latency_p99_ms) {
+        (Some(p50), Some(p99)) => format!(", latency p50 {p50:.1} ms p99 {p99:.1} ms"),
+        _ => String::new(),
+    };
+    println!(
+        "\n== {} — {verdict} ({} requests, {} failed{lat})",
+        o.scenario, o.requests, o.failed
+    );
+    for e in &o.events {
+        println!("   {:>8.0} ms  {}", e.t_ms, e.what);
+    }
+    let width = o.checks.iter().map(|c| c.name.len()).max().unwrap_or(10);
+    for c in &o.checks {
+        let mark = if c.pass { "ok  " } else { "FAIL" };
+        println!("   {mark}  {:<width$}  {}", c.name, c.figure);
+    }
+}
+
+/// Prints the one-line-per-scenario summary.
+pub fn print_summary(outcomes: &[Outcome]) {
+    println!("\n{:<18} {:>6} {:>9} {:>10} {:>16} {:>9} {:>8}", "scenario", "result", "avail %", "outage ms", "failover ms", "dual ms", "affinity");
+    for o in outcomes {
+        let value = |name: &str| o.checks.iter().find(|c| c.name == name).and_then(|c| c.value);
+        let fmt = |v: Option<f64>, prec: usize| v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"));
+        println!(
+            "{:<18} {:>6} {:>9} {:>10} {:>16} {:>9} {:>8}",
+            o.scenario,
+            if o.passed() { "PASS" } else { "FAIL" },
+            fmt(value("availability"), 2),
+            fmt(value("longest outage"), 0),
+            fmt(value("VIP failover"), 0),
+            fmt(value("dual VIP holders"), 0),
+            fmt(value("affinity breaks"), 0),
+        );
+    }
+    let failed = outcomes.iter().filter(|o| !o.passed()).count();
+    println!("\n{} scenario(s), {failed} failed", outcomes.len());
+}
+
+/// Writes every figure as JSON.
+pub fn write_json(path: &Path, mode: &str, outcomes: &[Outcome], settings: serde_json::Value) -> Result<()> {
+    let doc = json!({
+        "mode": mode,
+        "settings": settings,
+        "passed": outcomes.iter().all(|o| o.passed()),
+        "scenarios": outcomes,
+    });
+    let text = serde_json::to_string_pretty(&doc).context("encoding the report")?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}

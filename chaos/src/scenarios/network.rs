@@ -1,0 +1,33 @@
+//! Scenarios on the network: the leader partitioned from its peers (clients still reach
+//! it), and packet loss plus delay on the leader's link.
+
+use super::Ctx;
+use crate::faults;
+use anyhow::Result;
+
+/// Cut the leader's Raft traffic at 3 s; heal at 8 s. The old leader must drop the VIP
+/// within its lease, no two nodes may hold it, and the client is served within 1 s of the
+/// heal whoever leads then.
+pub async fn partition_leader(cx: &mut Ctx<'_>) -> Result<()> {
+    cx.tl.until(3000).await;
+    let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
+    let name = cx.ops.node_name(leader);
+    cx.tl.mark(format!("partition {name}"), 2000.0, true);
+    cx.ops.partition(leader)?;
+    cx.tl.until(8000).await;
+    cx.tl.mark(format!("heal {name}"), 1000.0, true);
+    cx.ops.heal(leader)
+}
+
+/// 5% loss and 30 ms delay on the leader's link from 3 s to 9 s. Failures are expected
+/// while it lasts (a lost SYN costs a 1 s retransmission); availability must stay high.
+pub async fn netem(cx: &mut Ctx<'_>) -> Result<()> {
+    cx.tl.until(3000).await;
+    let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
+    let name = cx.ops.node_name(leader);
+    cx.tl.mark(format!("netem on {name}"), 7000.0, false);
+    cx.ops.netem(leader, true)?;
+    cx.tl.until(9000).await;
+    cx.tl.mark(format!("netem off {name}"), 1000.0, false);
+    cx.ops.netem(leader, false)
+}

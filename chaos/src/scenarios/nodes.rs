@@ -1,0 +1,59 @@
+//! Scenarios that hit fulcrum processes: kill -9 of the leader or a follower, SIGSTOP of
+//! the leader, and a rolling restart (SIGTERM + start, one node at a time).
+
+use super::Ctx;
+use crate::faults::{self, node_action, restart};
+use crate::ops::NodeAction;
+use anyhow::Result;
+use std::time::Duration;
+
+/// kill -9 the leader at 3 s; start it again at 7 s (it must catch up from disk).
+pub async fn kill_leader(cx: &mut Ctx<'_>) -> Result<()> {
+    cx.tl.until(3000).await;
+    let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
+    node_action(cx.ops, &mut cx.tl, leader, NodeAction::Kill, 2000.0, true)?;
+    cx.tl.until(7000).await;
+    restart(cx.ops, &mut cx.tl, leader, 0.0)
+}
+
+/// kill -9 a follower at 3 s (nothing may fail); start it again at 7 s.
+pub async fn kill_follower(cx: &mut Ctx<'_>) -> Result<()> {
+    cx.tl.until(3000).await;
+    let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
+    let victim = faults::follower(cx.ops, leader);
+    node_action(cx.ops, &mut cx.tl, victim, NodeAction::Kill, 0.0, false)?;
+    cx.tl.until(7000).await;
+    restart(cx.ops, &mut cx.tl, victim, 0.0)
+}
+
+/// SIGSTOP the leader at 3 s (a zombie: its kernel keeps the VIP until the lifetime runs
+/// out), SIGCONT at 6 s; the resumed node must not take the VIP back without a lease.
+pub async fn freeze_leader(cx: &mut Ctx<'_>) -> Result<()> {
+    cx.tl.until(3000).await;
+    let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
+    node_action(cx.ops, &mut cx.tl, leader, NodeAction::Freeze, 2500.0, true)?;
+    cx.tl.until(6000).await;
+    node_action(cx.ops, &mut cx.tl, leader, NodeAction::Resume, 0.0, false)
+}
+
+/// SIGTERM and restart every node in turn, followers first, the leader last.
+pub async fn rolling_restart(cx: &mut Ctx<'_>) -> Result<()> {
+    cx.tl.until(3000).await;
+    let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
+    let mut order: Vec<usize> = (0..cx.ops.nodes()).filter(|i| *i != leader).collect();
+    order.push(leader);
+    for i in order {
+        // Whoever leads now gets the failover measurement.
+        let now_leader = faults::find_leader(cx.ops, &cx.holders()).await.ok();
+        let is_leader = now_leader == Some(i);
+        let allow = if is_leader { 1000.0 } else { 0.0 };
+        node_action(cx.ops, &mut cx.tl, i, NodeAction::Stop, allow, is_leader)?;
+        if !cx.ops.wait_exit(i, Duration::from_secs(5)) {
+            node_action(cx.ops, &mut cx.tl, i, NodeAction::Kill, 0.0, false)?;
+        }
+        restart(cx.ops, &mut cx.tl, i, 0.0)?;
+        faults::wait_answering(cx.ops, i, Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Ok(())
+}

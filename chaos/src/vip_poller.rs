@@ -1,0 +1,276 @@
+//! Who holds the VIP, sampled every few milliseconds in every node's namespace.
+//!
+//! Locally, one NETLINK_ROUTE socket per node namespace (created by a thread that entered
+//! the namespace) is asked for its IPv4 addresses (RTM_GETADDR dump): about 0.1 ms per
+//! namespace, so a 20 ms period keeps up easily. Remotely, an inventory's `vip_check`
+//! command per node (exit 0 = holds) is run in parallel. Samples are timestamped against
+//! the scenario's epoch.
+
+use crate::netns;
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::socket::{
+    recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+use nix::sys::time::{TimeVal, TimeValLike};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One look at every node: `holders[i]` is true when node `i` has the VIP.
+#[derive(Debug, Clone, Serialize)]
+pub struct HolderSample {
+    pub t_ms: f64,
+    pub holders: Vec<bool>,
+}
+
+/// Something that can tell, per node, whether it holds the VIP right now.
+pub trait Probe: Send {
+    fn probe(&mut self) -> Vec<bool>;
+}
+
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+
+/// Netlink sockets, one per node namespace.
+pub struct NetlinkProbe {
+    sockets: Vec<OwnedFd>,
+    vip: [u8; 4],
+    seq: u32,
+}
+
+impl NetlinkProbe {
+    pub fn new(namespaces: &[String], vip: Ipv4Addr) -> Result<NetlinkProbe> {
+        let mut sockets = Vec::new();
+        for ns in namespaces {
+            let fd = netns::in_thread(ns, || {
+                let fd = socket(
+                    AddressFamily::Netlink,
+                    SockType::Raw,
+                    SockFlag::SOCK_CLOEXEC,
+                    SockProtocol::NetlinkRoute,
+                )
+                .context("netlink socket")?;
+                setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::milliseconds(200))
+                    .context("netlink receive timeout")?;
+                Ok(fd)
+            })?;
+            sockets.push(fd);
+        }
+        Ok(NetlinkProbe {
+            sockets,
+            vip: vip.octets(),
+            seq: 1,
+        })
+    }
+
+    fn holds(&mut self, idx: usize) -> Result<bool> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let fd = self.sockets[idx].as_raw_fd();
+        let mut req = Vec::with_capacity(24);
+        req.extend_from_slice(&24u32.to_ne_bytes());
+        req.extend_from_slice(&RTM_GETADDR.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&seq.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.extend_from_slice(&[2, 0, 0, 0]); // ifaddrmsg: AF_INET, prefixlen, flags, scope
+        req.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+        sendto(fd, &req, &NetlinkAddr::new(0, 0), MsgFlags::empty()).context("netlink send")?;
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut found = false;
+        loop {
+            let n = recv(fd, &mut buf, MsgFlags::empty()).context("netlink recv")?;
+            if n == 0 {
+                bail!("netlink socket closed");
+            }
+            match parse(&buf[..n], seq, self.vip)? {
+                Parsed::More(hit) => found |= hit,
+                Parsed::Done(hit) => return Ok(found || hit),
+            }
+        }
+    }
+}
+
+enum Parsed {
+    More(bool),
+    Done(bool),
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_ne_bytes([b[off], b[off + 1]])
+}
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Walks one datagram of a dump; messages of another sequence number are skipped.
+fn parse(buf: &[u8], seq: u32, vip: [u8; 4]) -> Result<Parsed> {
+    let mut off = 0;
+    let mut hit = false;
+    while off + 16 <= buf.len() {
+        let len = u32_at(buf, off) as usize;
+        if len < 16 || off + len > buf.len() {
+            bail!("malformed netlink message");
+        }
+        let kind = u16_at(buf, off + 4);
+        let msg_seq = u32_at(buf, off + 8);
+        if msg_seq == seq {
+            match kind {
+                NLMSG_DONE => return Ok(Parsed::Done(hit)),
+                NLMSG_ERROR => bail!("netlink error reply"),
+                RTM_NEWADDR if len >= 24 => {
+                    let mut a = off + 24;
+                    while a + 4 <= off + len {
+                        let rta_len = u16_at(buf, a) as usize;
+                        let rta_type = u16_at(buf, a + 2);
+                        if rta_len < 4 || a + rta_len > off + len {
+                            break;
+                        }
+                        if (rta_type == IFA_LOCAL || rta_type == IFA_ADDRESS)
+                            && rta_len == 8
+                            && buf[a + 4..a + 8] == vip
+                        {
+                            hit = true;
+                        }
+                        a += align4(rta_len);
+                    }
+                }
+                _ => {}
+            }
+        }
+        off += align4(len);
+    }
+    Ok(Parsed::More(hit))
+}
+
+impl Probe for NetlinkProbe {
+    fn probe(&mut self) -> Vec<bool> {
+        // An unanswered namespace (deleted mid-run) reads as "not holding".
+        (0..self.sockets.len())
+            .map(|i| self.holds(i).unwrap_or(false))
+            .collect()
+    }
+}
+
+/// Shell commands, one per node; exit status 0 means the node holds the VIP.
+pub struct CommandProbe {
+    pub commands: Vec<String>,
+}
+
+impl Probe for CommandProbe {
+    fn probe(&mut self) -> Vec<bool> {
+        let handles: Vec<_> = self
+            .commands
+            .iter()
+            .map(|cmd| {
+                let cmd = cmd.clone();
+                std::thread::spawn(move || {
+                    Command::new("sh")
+                        .args(["-c", &cmd])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(false))
+            .collect()
+    }
+}
+
+/// A running poller thread.
+pub struct Poller {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Vec<HolderSample>>>,
+    /// The latest sample, for leader finding and the progress line.
+    pub latest: Arc<Mutex<Vec<bool>>>,
+}
+
+impl Poller {
+    /// Samples every `interval` until [`Poller::finish`] (bounded to `limit` anyway).
+    pub fn start(
+        mut probe: Box<dyn Probe>,
+        interval: Duration,
+        epoch: Instant,
+        limit: Duration,
+    ) -> Result<Poller> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let latest = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, latest2) = (stop.clone(), latest.clone());
+        let handle = std::thread::Builder::new()
+            .name("vip-poller".into())
+            .spawn(move || {
+                let mut samples = Vec::new();
+                let mut next = Instant::now();
+                while !stop2.load(Ordering::SeqCst) && epoch.elapsed() < limit {
+                    let t_ms = epoch.elapsed().as_secs_f64() * 1000.0;
+                    let holders = probe.probe();
+                    if let Ok(mut l) = latest2.lock() {
+                        l.clone_from(&holders);
+                    }
+                    samples.push(HolderSample { t_ms, holders });
+                    next += interval;
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+                samples
+            })
+            .context("spawning the VIP poller")?;
+        Ok(Poller {
+            stop,
+            handle: Some(handle),
+            latest,
+        })
+    }
+
+    /// Stops the poller and returns every sample.
+    pub fn finish(mut self) -> Result<Vec<HolderSample>> {
+        self.stop.store(true, Ordering::SeqCst);
+        let handle = self.handle.take().ok_or_else(|| anyhow!("poller already finished"))?;
+        handle.join().map_err(|_| anyhow!("VIP poller panicked"))
+    }
+
+    /// Current holders (indices).
+    pub fn holders(&self) -> Vec<usize> {
+        let latest = self.latest.lock().map(|l| l.clone()).unwrap_or_default();
+        latest
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h)
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
