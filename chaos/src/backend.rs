@@ -101,7 +101,11 @@ async fn handle(
         MODE_HANG => {
             // Accept and never answer (bounded so the task cannot live forever).
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(reply(&shared.name, StatusCode::GATEWAY_TIMEOUT, String::new()))
+            Ok(reply(
+                &shared.name,
+                StatusCode::GATEWAY_TIMEOUT,
+                String::new(),
+            ))
         }
         MODE_500 => Ok(reply(
             &shared.name,

@@ -97,7 +97,10 @@ fn availability(inp: &Inputs) -> Check {
     let pct = 100.0 * ok as f64 / total as f64;
     Check::new(
         "availability",
-        format!("{pct:.2}% ({ok}/{total}, min {}%)", inp.expect.min_availability_pct),
+        format!(
+            "{pct:.2}% ({ok}/{total}, min {}%)",
+            inp.expect.min_availability_pct
+        ),
         Some(pct),
         pct >= inp.expect.min_availability_pct,
     )
@@ -226,6 +229,7 @@ fn affinity(inp: &Inputs) -> Check {
     }
     let mut pins: HashMap<usize, String> = HashMap::new();
     let (mut breaks, mut repins, mut checked) = (0usize, 0usize, 0usize);
+    let mut first_break = String::new();
     for s in inp.samples.iter().filter(|s| s.ok()) {
         let Some(backend) = &s.backend else { continue };
         match pins.get(&s.user) {
@@ -242,6 +246,12 @@ fn affinity(inp: &Inputs) -> Check {
                     repins += 1;
                     pins.insert(s.user, backend.clone());
                 } else {
+                    if breaks == 0 {
+                        first_break = format!(
+                            ", first: user {} at {:.0} ms on {backend}, pinned to {pin}",
+                            s.user, s.t_ms
+                        );
+                    }
                     breaks += 1;
                 }
             }
@@ -249,7 +259,7 @@ fn affinity(inp: &Inputs) -> Check {
     }
     Check::new(
         "affinity breaks",
-        format!("{breaks} of {checked} pinned requests ({repins} re-pins)"),
+        format!("{breaks} of {checked} pinned requests ({repins} re-pins){first_break}"),
         Some(breaks as f64),
         breaks == 0,
     )

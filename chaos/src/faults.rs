@@ -21,6 +21,7 @@ pub const NETEM: &[&str] = &["loss", "5%", "delay", "30ms", "5ms"];
 /// One node's answer to `/status`.
 #[derive(Debug, Clone, Default)]
 pub struct NodeStatus {
+    pub node_id: Option<u64>,
     pub role: Option<String>,
     pub leader_id: Option<u64>,
     pub term: Option<u64>,
@@ -31,6 +32,7 @@ pub struct NodeStatus {
 pub async fn status(ops: &dyn Ops, i: usize) -> Result<NodeStatus> {
     let v = httpc::status(&ops.admin(i), ADMIN_TIMEOUT).await?;
     Ok(NodeStatus {
+        node_id: v.get("node_id").and_then(|r| r.as_u64()),
         role: v.get("role").and_then(|r| r.as_str()).map(str::to_string),
         leader_id: v.get("leader_id").and_then(|r| r.as_u64()),
         term: v.get("term").and_then(|r| r.as_u64()),
@@ -59,14 +61,22 @@ pub async fn find_leader(ops: &dyn Ops, vip_holders: &[usize]) -> Result<usize> 
         .map(|(i, _)| i)
         .collect();
     let holds = |i: &usize| {
-        vip_holders.contains(i)
-            || all[*i].as_ref().and_then(|s| s.vip_held) == Some(true)
+        vip_holders.contains(i) || all[*i].as_ref().and_then(|s| s.vip_held) == Some(true)
     };
     if let Some(i) = leaders.iter().copied().find(holds) {
         return Ok(i);
     }
-    if let Some(i) = leaders.first() {
-        return Ok(*i);
+    // Several claimants and no VIP: the highest term, then the one the others point at.
+    let term = |i: &usize| all[*i].as_ref().and_then(|s| s.term).unwrap_or(0);
+    let named = |i: &usize| {
+        let id = all[*i].as_ref().and_then(|s| s.node_id);
+        all.iter()
+            .flatten()
+            .filter(|s| id.is_some() && s.leader_id == id)
+            .count()
+    };
+    if let Some(i) = leaders.iter().copied().max_by_key(|i| (term(i), named(i))) {
+        return Ok(i);
     }
     if let Some(i) = vip_holders.first() {
         return Ok(*i);
@@ -137,7 +147,11 @@ pub fn backend(
     allow_ms: f64,
 ) -> Result<()> {
     let name = ops.backend_names().get(b).cloned().unwrap_or_default();
-    tl.mark(format!("backend {name} {action:?}").to_lowercase(), allow_ms, false);
+    tl.mark(
+        format!("backend {name} {action:?}").to_lowercase(),
+        allow_ms,
+        false,
+    );
     if let Some(last) = tl.events.last_mut() {
         let down = matches!(
             action,

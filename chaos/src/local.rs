@@ -68,7 +68,8 @@ pub async fn run(args: LocalArgs) -> Result<()> {
 
 fn resolve_fulcrum(given: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = given {
-        return std::fs::canonicalize(&p).with_context(|| format!("fulcrum binary {}", p.display()));
+        return std::fs::canonicalize(&p)
+            .with_context(|| format!("fulcrum binary {}", p.display()));
     }
     let exe = std::env::current_exe().context("locating fulcrum-chaos")?;
     if let Some(sibling) = exe.parent().map(|d| d.join("fulcrum")) {
@@ -88,11 +89,21 @@ fn drive(
     fulcrum: PathBuf,
     interrupted: Arc<AtomicBool>,
 ) -> Result<()> {
-    let temp = tempfile::Builder::new().prefix("fulcrum-chaos-").tempdir().context("temp dir")?;
-    let dir = args.keep_logs.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let temp = tempfile::Builder::new()
+        .prefix("fulcrum-chaos-")
+        .tempdir()
+        .context("temp dir")?;
+    let dir = args
+        .keep_logs
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = std::fs::canonicalize(&dir)?;
-    eprintln!("building the test bed in {} (logs in {})", args.subnet, dir.display());
+    eprintln!(
+        "building the test bed in {} (logs in {})",
+        args.subnet,
+        dir.display()
+    );
     let bed = Testbed::build(&layout)?;
     netns::enter(Layout::CLIENT_NS)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -134,6 +145,12 @@ fn drive(
         let probe = NetlinkProbe::new(&node_ns, layout.vip())?;
         let outcome = rt.block_on(scenarios::run(name, &ops, Some(Box::new(probe)), &settings));
         report::print_outcome(&outcome);
+        if args.keep_logs.is_some() {
+            let path = dir.join(name).join("requests.jsonl");
+            if let Err(e) = report::write_samples(&path, &outcome) {
+                eprintln!("warning: {e:#}");
+            }
+        }
         drop(ops);
         reset_nodes(&layout);
         outcomes.push(outcome);
@@ -199,7 +216,9 @@ impl LocalOps {
         );
         stream.write_all(req.as_bytes())?;
         let mut head = [0u8; 12];
-        stream.read_exact(&mut head).context("backend control reply")?;
+        stream
+            .read_exact(&mut head)
+            .context("backend control reply")?;
         if !head.starts_with(b"HTTP/1.1 200") {
             bail!("backend refused mode {mode}");
         }
@@ -240,7 +259,10 @@ impl Ops for LocalOps {
     }
     fn partition(&self, i: usize) -> Result<()> {
         let l = self.layout();
-        let peers: Vec<_> = (0..l.nodes).filter(|p| *p != i).map(|p| l.node_ip(p)).collect();
+        let peers: Vec<_> = (0..l.nodes)
+            .filter(|p| *p != i)
+            .map(|p| l.node_ip(p))
+            .collect();
         faults::nft_partition(&l.node_ns(i), &peers, RAFT_PORT)
     }
     fn heal(&self, i: usize) -> Result<()> {
@@ -257,7 +279,9 @@ impl Ops for LocalOps {
         }
     }
     fn backend_names(&self) -> Vec<String> {
-        (0..self.layout().backends).map(|b| self.layout().backend_name(b)).collect()
+        (0..self.layout().backends)
+            .map(|b| self.layout().backend_name(b))
+            .collect()
     }
     fn backend(&self, b: usize, action: BackendAction) -> Result<()> {
         match action {

@@ -143,7 +143,10 @@ impl Ops for RemoteOps {
         true // the stop command (e.g. systemctl stop) returns once the unit stopped
     }
     fn running(&self, i: usize) -> Option<bool> {
-        self.inv.nodes[i].running.as_deref().and_then(|c| shell(c).ok())
+        self.inv.nodes[i]
+            .running
+            .as_deref()
+            .and_then(|c| shell(c).ok())
     }
     fn partition(&self, i: usize) -> Result<()> {
         must(&self.inv.nodes[i].partition)
@@ -160,7 +163,11 @@ impl Ops for RemoteOps {
         }
     }
     fn redis(&self, up: bool) -> Result<()> {
-        let r = self.inv.redis.as_ref().ok_or_else(|| anyhow!("the inventory has no [redis]"))?;
+        let r = self
+            .inv
+            .redis
+            .as_ref()
+            .ok_or_else(|| anyhow!("the inventory has no [redis]"))?;
         must(if up { &r.start } else { &r.kill })
     }
     fn backend_names(&self) -> Vec<String> {
@@ -197,14 +204,18 @@ fn target_of(url: &str) -> Result<String> {
     if host.is_empty() {
         bail!("vip_url {url:?} has no host");
     }
-    Ok(if host.contains(':') { host.to_string() } else { format!("{host}:80") })
+    Ok(if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    })
 }
 
 pub async fn run(args: RemoteArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.inventory)
         .with_context(|| format!("reading {}", args.inventory.display()))?;
-    let inv: Inventory = toml::from_str(&text)
-        .with_context(|| format!("parsing {}", args.inventory.display()))?;
+    let inv: Inventory =
+        toml::from_str(&text).with_context(|| format!("parsing {}", args.inventory.display()))?;
     if inv.nodes.is_empty() {
         bail!("the inventory lists no [[node]]");
     }

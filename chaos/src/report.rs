@@ -29,10 +29,20 @@ pub fn print_outcome(o: &Outcome) {
 
 /// Prints the one-line-per-scenario summary.
 pub fn print_summary(outcomes: &[Outcome]) {
-    println!("\n{:<18} {:>6} {:>9} {:>10} {:>16} {:>9} {:>8}", "scenario", "result", "avail %", "outage ms", "failover ms", "dual ms", "affinity");
+    println!(
+        "\n{:<18} {:>6} {:>9} {:>10} {:>16} {:>9} {:>8}",
+        "scenario", "result", "avail %", "outage ms", "failover ms", "dual ms", "affinity"
+    );
     for o in outcomes {
-        let value = |name: &str| o.checks.iter().find(|c| c.name == name).and_then(|c| c.value);
-        let fmt = |v: Option<f64>, prec: usize| v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"));
+        let value = |name: &str| {
+            o.checks
+                .iter()
+                .find(|c| c.name == name)
+                .and_then(|c| c.value)
+        };
+        let fmt = |v: Option<f64>, prec: usize| {
+            v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"))
+        };
         println!(
             "{:<18} {:>6} {:>9} {:>10} {:>16} {:>9} {:>8}",
             o.scenario,
@@ -49,7 +59,12 @@ pub fn print_summary(outcomes: &[Outcome]) {
 }
 
 /// Writes every figure as JSON.
-pub fn write_json(path: &Path, mode: &str, outcomes: &[Outcome], settings: serde_json::Value) -> Result<()> {
+pub fn write_json(
+    path: &Path,
+    mode: &str,
+    outcomes: &[Outcome],
+    settings: serde_json::Value,
+) -> Result<()> {
     let doc = json!({
         "mode": mode,
         "settings": settings,
@@ -57,5 +72,15 @@ pub fn write_json(path: &Path, mode: &str, outcomes: &[Outcome], settings: serde
         "scenarios": outcomes,
     });
     let text = serde_json::to_string_pretty(&doc).context("encoding the report")?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes every request of a scenario, one JSON object per line.
+pub fn write_samples(path: &Path, outcome: &Outcome) -> Result<()> {
+    let mut text = String::new();
+    for s in &outcome.samples {
+        text.push_str(&serde_json::to_string(s).context("encoding a sample")?);
+        text.push('\n');
+    }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -250,7 +250,10 @@ impl Poller {
     /// Stops the poller and returns every sample.
     pub fn finish(mut self) -> Result<Vec<HolderSample>> {
         self.stop.store(true, Ordering::SeqCst);
-        let handle = self.handle.take().ok_or_else(|| anyhow!("poller already finished"))?;
+        let handle = self
+            .handle
+            .take()
+            .ok_or_else(|| anyhow!("poller already finished"))?;
         handle.join().map_err(|_| anyhow!("VIP poller panicked"))
     }
 

@@ -81,19 +81,25 @@ fn plan(name: &str, strict: bool) -> (u64, Expect) {
     };
     match name {
         "kill-leader" => (12_000, failover),
-        "freeze-leader" => (11_000, Expect {
-            // Fast fencing: the frozen kernel keeps the VIP until its lifetime (2 s) ends.
-            max_dual_ms: if strict { 0.0 } else { 2300.0 },
-            max_outage_ms: 3000.0,
-            max_failover_ms: 3000.0,
-            ..failover
-        }),
+        "freeze-leader" => (
+            11_000,
+            Expect {
+                // Fast fencing: the frozen kernel keeps the VIP until its lifetime (2 s) ends.
+                max_dual_ms: if strict { 0.0 } else { 2300.0 },
+                max_outage_ms: 3000.0,
+                max_failover_ms: 3000.0,
+                ..failover
+            },
+        ),
         "partition-leader" => (13_000, failover),
-        "netem" => (12_000, Expect {
-            min_availability_pct: 85.0,
-            max_outage_ms: 2500.0,
-            ..base
-        }),
+        "netem" => (
+            12_000,
+            Expect {
+                min_availability_pct: 85.0,
+                max_outage_ms: 2500.0,
+                ..base
+            },
+        ),
         "backend-kill" | "backend-hang" | "backend-500" => (12_000, backend),
         "rolling-restart" => (18_000, failover),
         "config-change" => (8_000, base),
@@ -173,7 +179,15 @@ async fn wait_ready(ops: &dyn Ops, limit: Duration, stop: &AtomicBool) -> Result
         }
     }
     loop {
-        let reply = httpc::request(&ops.target(), "GET", "/", &[], None, Duration::from_millis(500)).await;
+        let reply = httpc::request(
+            &ops.target(),
+            "GET",
+            "/",
+            &[],
+            None,
+            Duration::from_millis(500),
+        )
+        .await;
         match reply {
             Ok(r) if r.status == 200 => return Ok(()),
             other if Instant::now() >= deadline || stop.load(Ordering::SeqCst) => {
@@ -278,7 +292,11 @@ pub async fn run(
         min_config_version: min_version,
     });
     checks.extend(extra);
-    let mut latencies: Vec<f64> = samples.iter().filter(|s| s.ok()).map(|s| s.latency_ms).collect();
+    let mut latencies: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.ok())
+        .map(|s| s.latency_ms)
+        .collect();
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| -> Option<f64> {
         (!latencies.is_empty()).then(|| latencies[((latencies.len() - 1) as f64 * p) as usize])
@@ -321,7 +339,10 @@ async fn settle(ops: &dyn Ops, min: Option<u64>) -> Vec<NodeEnd> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let all = faults::statuses(ops).await;
-        let versions: Vec<Option<u64>> = all.iter().map(|s| s.as_ref().and_then(|s| s.config_version)).collect();
+        let versions: Vec<Option<u64>> = all
+            .iter()
+            .map(|s| s.as_ref().and_then(|s| s.config_version))
+            .collect();
         let same = versions.iter().all(|v| v.is_some() && *v == versions[0]);
         let high = min.is_none_or(|m| versions[0].is_some_and(|v| v >= m));
         if (same && high) || Instant::now() >= deadline {
@@ -350,11 +371,21 @@ fn transitions(samples: Vec<HolderSample>) -> Vec<HolderSample> {
     out
 }
 
-fn print_progress(name: &str, epoch: Instant, p: &Progress, poller: Option<&Poller>, ops: &dyn Ops) {
+fn print_progress(
+    name: &str,
+    epoch: Instant,
+    p: &Progress,
+    poller: Option<&Poller>,
+    ops: &dyn Ops,
+) {
     let holders = poller
         .map(|p| {
             let h: Vec<String> = p.holders().into_iter().map(|i| ops.node_name(i)).collect();
-            if h.is_empty() { "-".to_string() } else { h.join("+") }
+            if h.is_empty() {
+                "-".to_string()
+            } else {
+                h.join("+")
+            }
         })
         .unwrap_or_else(|| "n/a".into());
     eprint!(
