@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use openraft::{Config, SnapshotPolicy};
@@ -109,6 +109,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown_rx: watch::Receiver<bool>,
     pub(crate) bootstrapped: bool,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Lets `shutdown` wait until the store file is really closed.
+    pub(crate) db_ref: Weak<redb::Database>,
 }
 
 /// Handle to a running node; cheap to clone.
@@ -166,6 +168,7 @@ type Opened = (
     StateMachineStore,
     watch::Receiver<Arc<ClusterState>>,
     bool,
+    Weak<redb::Database>,
 );
 
 /// Open `data_dir/raft.redb`; the flag says whether it holds no Raft state at all.
@@ -175,10 +178,11 @@ async fn open_store(opts: &RaftOptions) -> Result<Opened, RaftError> {
         source,
     })?;
     let db = db::open(&opts.data_dir.join("raft.redb"))?;
+    let weak = Arc::downgrade(&db);
     let log_store = LogStore::new(db.clone());
     let pristine = log_store.is_pristine().await?;
     let (sm, state_rx) = StateMachineStore::open(db).await?;
-    Ok((log_store, sm, state_rx, pristine))
+    Ok((log_store, sm, state_rx, pristine, weak))
 }
 
 /// Start a node: open the store, bind the peer port, start openraft and the peer
@@ -189,7 +193,7 @@ async fn open_store(opts: &RaftOptions) -> Result<Opened, RaftError> {
 pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
     check_options(&opts)?;
     let config = Arc::new(raft_config(&opts)?);
-    let (log_store, sm, state_rx, pristine) = open_store(&opts).await?;
+    let (log_store, sm, state_rx, pristine, db_ref) = open_store(&opts).await?;
     let listener = TcpListener::bind(opts.raft_addr)
         .await
         .map_err(|source| RaftError::Bind {
@@ -246,6 +250,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
             shutdown_rx,
             bootstrapped,
             tasks: Mutex::new(Vec::new()),
+            db_ref,
         }),
     };
     tasks.push(tokio::spawn(bootstrap::registrar(handle.clone())));
@@ -433,6 +438,20 @@ impl RaftHandle {
                 tracing::warn!("background task did not stop in time");
             }
         }
+        self.wait_store_closed().await;
+    }
+
+    /// openraft's replication tasks and in-flight blocking writes may hold the store a
+    /// little after the core stopped; wait (bounded) so that a restart in the same
+    /// process can reopen the file (redb refuses a second open).
+    async fn wait_store_closed(&self) {
+        for _ in 0..200 {
+            if self.inner.db_ref.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!("raft store still open 2 s after shutdown");
     }
 }
 

@@ -45,7 +45,7 @@ pub async fn local_membership(
 ) -> Result<Response, AppError> {
     let fut = async {
         match op {
-            MembershipOp::AddLearner { id, node } => raft.add_learner(id, node, true).await,
+            MembershipOp::AddLearner { id, node } => add_learner_checked(raft, id, node).await,
             MembershipOp::Promote { id } => {
                 let ids: BTreeSet<NodeId> = [id].into();
                 raft.change_membership(ChangeMembers::AddVoterIds(ids), false)
@@ -74,6 +74,48 @@ pub async fn local_membership(
         Ok(Ok(r)) => Ok(r.data),
         Ok(Err(e)) => Err(map_write_err(e)),
     }
+}
+
+/// How long a new learner may take to catch up before the addition is rolled back.
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(3);
+
+/// Adds a learner and checks that it really receives the log. openraft's blocking
+/// `add_learner` gives up waiting after a short internal timeout and still reports
+/// success; a learner that cannot be reached (down, or refused by the peer
+/// authentication because it lacks the cluster secret) would then sit in the
+/// membership forever. Such an addition is rolled back and reported as rejected.
+async fn add_learner_checked(
+    raft: &Raft,
+    id: NodeId,
+    node: crate::types::PeerNode,
+) -> Result<
+    openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
+    openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, crate::types::PeerNode>>,
+> {
+    let resp = raft.add_learner(id, node, true).await?;
+    let target = resp.log_id;
+    let caught_up = raft
+        .wait(Some(LEARNER_CATCH_UP))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id))
+                    .is_some_and(|matched| matched.as_ref().is_some_and(|l| l.index >= target.index))
+            },
+            "new learner catches up",
+        )
+        .await
+        .is_ok();
+    if caught_up {
+        return Ok(resp);
+    }
+    tracing::warn!(learner = id, "new learner did not catch up (unreachable or not authenticated); rolling back");
+    let ids: BTreeSet<NodeId> = [id].into();
+    raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await?;
+    Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ChangeMembershipError(
+        openraft::error::ChangeMembershipError::LearnerNotFound(openraft::error::LearnerNotFound { node_id: id }),
+    )))
 }
 
 /// Ask this node's Raft core to start an election now (leadership hand-off).

@@ -10,10 +10,21 @@ use tempfile::TempDir;
 
 pub const SECRET: &[u8] = b"test-cluster-secret";
 
-/// A free 127.0.0.1 port (bound then released; tests tolerate the tiny race).
+/// A free 127.0.0.1 port below the kernel's ephemeral range (32768+), so an outgoing
+/// connection can never take it while a test restarts a node on it.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Spread test processes apart, then walk upwards.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 500) as u16 * 20;
+    for _ in 0..10_000 {
+        let off = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20000 + (base - 20000 + off) % 12_000;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
+    panic!("no free port");
 }
 
 pub struct Cluster {
