@@ -232,29 +232,34 @@ fn affinity(inp: &Inputs) -> Check {
     let mut first_break = String::new();
     for s in inp.samples.iter().filter(|s| s.ok()) {
         let Some(backend) = &s.backend else { continue };
-        match pins.get(&s.user) {
-            None => {
+        // A new session (the backend handed out a cookie) pins the user to its backend.
+        if s.new_session || !s.had_cookie {
+            if s.new_session {
                 pins.insert(s.user, backend.clone());
             }
-            Some(pin) if pin == backend => checked += 1,
-            Some(pin) => {
-                checked += 1;
-                let pin_faulted = down_since
-                    .get(pin.as_str())
-                    .is_some_and(|t| *t - inp.timeout_ms <= s.t_ms);
-                if pin_faulted {
-                    repins += 1;
-                    pins.insert(s.user, backend.clone());
-                } else {
-                    if breaks == 0 {
-                        first_break = format!(
-                            ", first: user {} at {:.0} ms on {backend}, pinned to {pin}",
-                            s.user, s.t_ms
-                        );
-                    }
-                    breaks += 1;
-                }
+            continue;
+        }
+        let Some(pin) = pins.get(&s.user) else {
+            continue;
+        };
+        checked += 1;
+        if pin == backend {
+            continue;
+        }
+        let pin_faulted = down_since
+            .get(pin.as_str())
+            .is_some_and(|t| *t - inp.timeout_ms <= s.t_ms);
+        if pin_faulted {
+            repins += 1;
+            pins.insert(s.user, backend.clone());
+        } else {
+            if breaks == 0 {
+                first_break = format!(
+                    ", first: user {} at {:.0} ms on {backend}, pinned to {pin}",
+                    s.user, s.t_ms
+                );
             }
+            breaks += 1;
         }
     }
     Check::new(

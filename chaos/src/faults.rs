@@ -200,13 +200,38 @@ pub fn nft_heal(ns: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn tc_netem(ns: &str, on: bool) -> Result<()> {
-    if on {
-        let mut args = vec!["qdisc", "replace", "dev", "eth0", "root", "netem"];
-        args.extend_from_slice(NETEM);
-        netns::run_in(ns, "tc", &args)?;
-    } else {
-        netns::run_in(ns, "tc", &["qdisc", "del", "dev", "eth0", "root"])?;
+/// nftables table of the netem fallback.
+const NFT_LOSS_TABLE: &str = "fch_loss";
+
+/// Loss and delay with tc netem; where the kernel has no netem (no `sch_netem` module),
+/// 5% random loss both ways with nftables instead, and no delay. Returns what was applied.
+pub fn tc_netem(ns: &str, on: bool) -> Result<String> {
+    if !on {
+        let tc = netns::run_in(ns, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
+        let nft = netns::run_in(ns, "nft", &["delete", "table", "inet", NFT_LOSS_TABLE]);
+        return match (tc, nft) {
+            (Err(e), Err(_)) => Err(e),
+            _ => Ok("removed".into()),
+        };
     }
-    Ok(())
+    let mut args = vec!["qdisc", "replace", "dev", "eth0", "root", "netem"];
+    args.extend_from_slice(NETEM);
+    match netns::run_in(ns, "tc", &args) {
+        Ok(_) => Ok(format!("tc netem {}", NETEM.join(" "))),
+        Err(e) if e.to_string().contains("unknown") => {
+            let rules = format!(
+                "table inet {NFT_LOSS_TABLE} {{\n\
+                 \tchain input {{ type filter hook input priority -20; policy accept;\n\
+                 \t\tiifname \"eth0\" numgen random mod 100 < 5 drop\n\t}}\n\
+                 \tchain output {{ type filter hook output priority -20; policy accept;\n\
+                 \t\toifname \"eth0\" numgen random mod 100 < 5 drop\n\t}}\n}}\n"
+            );
+            let file = tempfile::NamedTempFile::new()?;
+            std::fs::write(file.path(), rules)?;
+            let path = file.path().to_string_lossy().into_owned();
+            netns::run_in(ns, "nft", &["-f", &path])?;
+            Ok("no sch_netem in this kernel: 5% loss via nftables, no delay".into())
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -40,6 +40,10 @@ pub struct Sample {
     pub error: Option<String>,
     pub latency_ms: f64,
     pub backend: Option<String>,
+    /// The request carried the user's session cookie.
+    pub had_cookie: bool,
+    /// The answer started a new session (`Set-Cookie: JSESSIONID=...`).
+    pub new_session: bool,
 }
 
 impl Sample {
@@ -133,12 +137,14 @@ async fn one(
     let latency_ms = sent.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(reply) => {
+            let mut new_session = false;
             for sc in &reply.set_cookies {
                 if let Some(v) = sc
                     .split(';')
                     .next()
                     .and_then(|kv| kv.trim().strip_prefix("JSESSIONID="))
                 {
+                    new_session = true;
                     if let Ok(mut j) = jar.lock() {
                         *j = Some(v.to_string());
                     }
@@ -151,6 +157,8 @@ async fn one(
                 error: None,
                 latency_ms,
                 backend: reply.backend,
+                had_cookie: cookie.is_some(),
+                new_session,
             }
         }
         Err(e) => Sample {
@@ -160,6 +168,8 @@ async fn one(
             error: Some(format!("{e:#}")),
             latency_ms,
             backend: None,
+            had_cookie: cookie.is_some(),
+            new_session: false,
         },
     }
 }

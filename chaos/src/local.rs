@@ -268,7 +268,7 @@ impl Ops for LocalOps {
     fn heal(&self, i: usize) -> Result<()> {
         faults::nft_heal(&self.layout().node_ns(i))
     }
-    fn netem(&self, i: usize, on: bool) -> Result<()> {
+    fn netem(&self, i: usize, on: bool) -> Result<String> {
         faults::tc_netem(&self.layout().node_ns(i), on)
     }
     fn redis(&self, up: bool) -> Result<()> {

@@ -51,8 +51,9 @@ pub trait Ops: Send + Sync {
     /// Cuts node `i` off from its peers' Raft traffic; clients still reach it.
     fn partition(&self, i: usize) -> Result<()>;
     fn heal(&self, i: usize) -> Result<()>;
-    /// Packet loss and delay on node `i`'s link (`on = false` removes it).
-    fn netem(&self, i: usize, on: bool) -> Result<()>;
+    /// Packet loss and delay on node `i`'s link (`on = false` removes it); says what was
+    /// applied.
+    fn netem(&self, i: usize, on: bool) -> Result<String>;
     /// Kills (`up = false`) or starts Redis.
     fn redis(&self, up: bool) -> Result<()>;
     /// Backend names as they appear in `x-backend`.

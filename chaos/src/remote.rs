@@ -154,12 +154,14 @@ impl Ops for RemoteOps {
     fn heal(&self, i: usize) -> Result<()> {
         must(&self.inv.nodes[i].heal)
     }
-    fn netem(&self, i: usize, on: bool) -> Result<()> {
+    fn netem(&self, i: usize, on: bool) -> Result<String> {
         let n = &self.inv.nodes[i];
         if on {
-            optional(&n.netem_on, "netem_on")
+            optional(&n.netem_on, "netem_on")?;
+            Ok(n.netem_on.clone().unwrap_or_default())
         } else {
-            optional(&n.netem_off, "netem_off")
+            optional(&n.netem_off, "netem_off")?;
+            Ok("removed".into())
         }
     }
     fn redis(&self, up: bool) -> Result<()> {

@@ -26,8 +26,11 @@ pub async fn netem(cx: &mut Ctx<'_>) -> Result<()> {
     let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
     let name = cx.ops.node_name(leader);
     cx.tl.mark(format!("netem on {name}"), 7000.0, false);
-    cx.ops.netem(leader, true)?;
+    let applied = cx.ops.netem(leader, true)?;
+    if let Some(last) = cx.tl.events.last_mut() {
+        last.what = format!("netem on {name} ({applied})");
+    }
     cx.tl.until(9000).await;
     cx.tl.mark(format!("netem off {name}"), 1000.0, false);
-    cx.ops.netem(leader, false)
+    cx.ops.netem(leader, false).map(|_| ())
 }
