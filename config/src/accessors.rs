@@ -22,6 +22,16 @@ impl Listener {
         self.bind.parse().ok()
     }
 
+    /// Where this node binds the listener: `bind`, with the IP replaced by
+    /// `[node].listen_ip` when set.
+    pub fn local_bind_addr(&self, listen_ip: Option<std::net::IpAddr>) -> Option<SocketAddr> {
+        let addr = self.bind_addr()?;
+        Some(match listen_ip {
+            Some(ip) => SocketAddr::new(ip, addr.port()),
+            None => addr,
+        })
+    }
+
     /// The networks allowed to send a PROXY header; unparsable entries are skipped.
     pub fn proxy_networks(&self) -> Vec<IpNet> {
         self.proxy_from

@@ -48,6 +48,9 @@ pub struct NodeSection {
     /// How long SIGTERM waits for in-flight requests before exiting anyway.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Local override of the IP every listener binds (ports stay as configured). Lets
+    /// each node bind its own address, e.g. several nodes on one host in tests.
+    pub listen_ip: Option<std::net::IpAddr>,
 }
 
 /// `[cluster]`: this node's Raft identity and its peers.

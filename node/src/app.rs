@@ -5,6 +5,7 @@
 //! first and changes nothing on error, binds any new listener before swapping so a bad
 //! bind also changes nothing, then swaps the snapshot and restarts the health checkers.
 
+use crate::cluster::Cluster;
 use crate::dataplane::DataPlane;
 use crate::health;
 use crate::listener::{self, HttpListenerSpec};
@@ -13,7 +14,7 @@ use fulcrum_config::{Config, ConfigErrors, NodeSection, Protocol};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,6 +35,10 @@ pub enum ApplyError {
         name: String,
         protocol: &'static str,
     },
+    #[error("{0}")]
+    Cluster(#[from] fulcrum_raft::ProposeError),
+    #[error("{0}")]
+    ClusterStart(#[from] crate::cluster::ClusterError),
 }
 
 /// Identity of a bound listener: a changed bind or protocol means a new socket.
@@ -52,6 +57,8 @@ pub struct Node {
     pub connections: TaskTracker,
     /// Serialises config changes so two reloads cannot interleave.
     apply_lock: tokio::sync::Mutex<()>,
+    /// Set when `[cluster]` is configured: changes then go through Raft.
+    pub cluster: Arc<OnceLock<Arc<Cluster>>>,
 }
 
 fn protocol_name(p: Protocol) -> &'static str {
@@ -82,22 +89,87 @@ impl Node {
         let admin_token = read_token(&local)?;
         let config = Arc::new(config);
         let bound = bind_new(&config, &HashMap::new())?;
-        let dp = DataPlane::new(config.clone(), Arc::from(source), 1, Metrics::new());
+        // In a cluster the file is only the seed: version 0 until Raft's version arrives.
+        let version = if config.cluster.is_some() { 0 } else { 1 };
+        let dp = DataPlane::new(config.clone(), Arc::from(source), version, Metrics::new());
         let node = Arc::new(Node {
             dp,
             local,
             config_path,
             admin_token,
-            version: AtomicU64::new(1),
+            version: AtomicU64::new(version),
             listeners: Mutex::new(HashMap::new()),
             health_stop: Mutex::new(CancellationToken::new()),
             stop: CancellationToken::new(),
             connections: TaskTracker::new(),
             apply_lock: tokio::sync::Mutex::new(()),
+            cluster: Arc::new(OnceLock::new()),
         });
         node.start_listeners(&config, bound);
+        if let Some(section) = &config.cluster {
+            let cluster = Arc::new(Cluster::start(&node.local, section, &config).await?);
+            node.dp.registry.set_clustered(true);
+            let _ = node.cluster.set(cluster.clone());
+            tokio::spawn(cluster.follow(node.clone()));
+        }
         node.restart_health();
         Ok(node)
+    }
+
+    /// The Raft member, when this node is part of a cluster.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The operator's way to change the config (admin API, `ctl apply`, SIGHUP):
+    /// validated here, then through Raft in a cluster, or applied locally when alone.
+    pub async fn change_config(&self, text: &str, origin: &str) -> Result<u64, ApplyError> {
+        let Some(cluster) = self.cluster() else {
+            return self.apply_text(text, origin).await;
+        };
+        let config = fulcrum_config::parse(text, origin).map_err(|e| {
+            tracing::warn!(error = %e, "config refused; the running config stays");
+            ApplyError::Invalid(e)
+        })?;
+        let version = cluster.propose_config(&config).await?;
+        tracing::info!(version, origin, "config committed through raft");
+        Ok(version)
+    }
+
+    /// Drain or undrain a backend: through Raft in a cluster, locally when alone.
+    pub async fn change_drain(
+        &self,
+        pool: &str,
+        addr: &str,
+        drained: bool,
+    ) -> Result<bool, ApplyError> {
+        if self.dp.registry.find(pool, addr).is_none() {
+            return Ok(false);
+        }
+        match self.cluster() {
+            Some(cluster) => cluster
+                .propose_drain(pool, addr, drained)
+                .await
+                .map(|_| true)
+                .map_err(Into::into),
+            None => Ok(self.set_drain(pool, addr, drained)),
+        }
+    }
+
+    /// Applies a config version committed through Raft (skips versions already running).
+    pub async fn apply_replicated(&self, text: &str, version: u64) -> Result<(), ApplyError> {
+        let _serialised = self.apply_lock.lock().await;
+        if version <= self.version() && self.version() != 0 {
+            return Ok(());
+        }
+        if self.version() == 0 && self.dp.snapshot().source.trim() != text.trim() {
+            tracing::info!(
+                version,
+                "the cluster's config differs from the local file; Raft's version wins"
+            );
+        }
+        self.apply_with_version(text, "raft", Some(version))
+            .map(|_| ())
     }
 
     pub fn version(&self) -> u64 {
@@ -108,7 +180,7 @@ impl Node {
     /// The node-local sections of `text` are ignored: this node keeps its own.
     pub async fn apply_text(&self, text: &str, origin: &str) -> Result<u64, ApplyError> {
         let _serialised = self.apply_lock.lock().await;
-        let result = self.apply_locked(text, origin);
+        let result = self.apply_with_version(text, origin, None);
         let label = if result.is_ok() { "ok" } else { "refused" };
         self.dp
             .metrics
@@ -123,7 +195,12 @@ impl Node {
         result
     }
 
-    fn apply_locked(&self, text: &str, origin: &str) -> Result<u64, ApplyError> {
+    fn apply_with_version(
+        &self,
+        text: &str,
+        origin: &str,
+        version: Option<u64>,
+    ) -> Result<u64, ApplyError> {
         let mut config = fulcrum_config::parse(text, origin)?;
         let current = self.dp.snapshot();
         // Local sections always come from this node's own file.
@@ -139,7 +216,13 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let bound = bind_new(&config, &running)?;
-        let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
+        let version = match version {
+            Some(v) => {
+                self.version.store(v, Ordering::Relaxed);
+                v
+            }
+            None => self.version.fetch_add(1, Ordering::Relaxed) + 1,
+        };
         self.dp.apply(config.clone(), Arc::from(text), version);
         self.stop_removed_listeners(&config);
         self.start_listeners(&config, bound);
@@ -191,7 +274,12 @@ impl Node {
             token.clone(),
         );
         old.cancel();
-        let hook: health::FlipHook = Arc::new(|_, _, _| {});
+        let cluster = self.cluster.clone();
+        let hook: health::FlipHook = Arc::new(move |pool, backend, healthy| {
+            if let Some(c) = cluster.get() {
+                c.report_health(pool, backend, healthy);
+            }
+        });
         health::spawn_all(&self.dp, &token, hook);
     }
 
@@ -225,11 +313,14 @@ fn bind_new(
                 protocol: protocol_name(l.protocol),
             });
         }
-        let addr = l.bind_addr().ok_or_else(|| ApplyError::Bind {
-            name: l.name.clone(),
-            bind: l.bind.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address"),
-        })?;
+        let listen_ip = config.node.as_ref().and_then(|n| n.listen_ip);
+        let addr = l
+            .local_bind_addr(listen_ip)
+            .ok_or_else(|| ApplyError::Bind {
+                name: l.name.clone(),
+                bind: l.bind.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address"),
+            })?;
         let socket = listener::bind(addr).map_err(|source| ApplyError::Bind {
             name: l.name.clone(),
             bind: l.bind.clone(),

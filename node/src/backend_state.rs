@@ -23,6 +23,9 @@ pub struct BackendState {
     active_healthy: AtomicBool,
     /// Verdict of the cluster (effective health through Raft); true when alone.
     cluster_healthy: AtomicBool,
+    /// In a cluster the Raft verdict decides health, so one node with a bad cable cannot
+    /// eject a backend; alone, this node's own checks decide.
+    clustered: Arc<AtomicBool>,
     /// Operator drain: no new sessions, in-flight work finishes.
     drained: AtomicBool,
     /// Passive ejection deadline, in milliseconds since `epoch` (0 = not ejected).
@@ -33,8 +36,9 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    fn new(epoch: Instant) -> Self {
+    fn new(epoch: Instant, clustered: Arc<AtomicBool>) -> Self {
         BackendState {
+            clustered,
             active_healthy: AtomicBool::new(true),
             cluster_healthy: AtomicBool::new(true),
             drained: AtomicBool::new(false),
@@ -45,9 +49,18 @@ impl BackendState {
         }
     }
 
-    /// Healthy by active checks and by the cluster's verdict.
+    /// Healthy by the verdict that counts: the cluster's when clustered, else our own.
     pub fn healthy(&self) -> bool {
-        self.active_healthy.load(Ordering::Relaxed) && self.cluster_healthy.load(Ordering::Relaxed)
+        if self.clustered.load(Ordering::Relaxed) {
+            self.cluster_healthy.load(Ordering::Relaxed)
+        } else {
+            self.active_healthy.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Sets the effective health computed from every node's observations.
+    pub fn set_cluster_healthy(&self, healthy: bool) {
+        self.cluster_healthy.store(healthy, Ordering::Relaxed);
     }
 
     pub fn active_healthy(&self) -> bool {
@@ -108,6 +121,7 @@ impl BackendState {
 pub struct BackendRegistry {
     states: Mutex<HashMap<(String, String), Arc<BackendState>>>,
     epoch: Instant,
+    clustered: Arc<AtomicBool>,
 }
 
 impl Default for BackendRegistry {
@@ -115,6 +129,7 @@ impl Default for BackendRegistry {
         BackendRegistry {
             states: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            clustered: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -126,8 +141,22 @@ impl BackendRegistry {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         states
             .entry((pool.to_string(), addr.to_string()))
-            .or_insert_with(|| Arc::new(BackendState::new(self.epoch)))
+            .or_insert_with(|| Arc::new(BackendState::new(self.epoch, self.clustered.clone())))
             .clone()
+    }
+
+    /// Switches every backend to the cluster's health verdict.
+    pub fn set_clustered(&self, clustered: bool) {
+        self.clustered.store(clustered, Ordering::Relaxed);
+    }
+
+    /// Every `(pool, addr, state)` currently known.
+    pub fn all(&self) -> Vec<(String, String, Arc<BackendState>)> {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states
+            .iter()
+            .map(|((p, a), s)| (p.clone(), a.clone(), s.clone()))
+            .collect()
     }
 
     /// Looks up an existing state without creating one.

@@ -92,7 +92,7 @@ pub async fn serve_http(
     tracing::info!(listener = %spec.name, "listener stopped accepting");
 }
 
-fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecutor> {
+pub(crate) fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -112,14 +112,16 @@ fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves one client connection: HTTP/1.1 or h2c (sniffed), with upgrades.
-async fn serve_connection(
-    stream: TcpStream,
+pub(crate) async fn serve_connection<S>(
+    stream: S,
     conn: Arc<ConnInfo>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
     idle_timeout: Duration,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     dp.metrics.client_connections.inc();
     let activity = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(ActivityIo {
@@ -166,9 +168,16 @@ async fn serve_connection(
 
 /// Counts reads and writes so the idle watchdog can tell a quiet connection from a
 /// busy one without reading the clock on every I/O.
-struct ActivityIo<T> {
+pub(crate) struct ActivityIo<T> {
     inner: T,
     activity: Arc<AtomicU64>,
+}
+
+impl<T> ActivityIo<T> {
+    /// Wraps `inner`; every completed read or write bumps `activity`.
+    pub(crate) fn new(inner: T, activity: Arc<AtomicU64>) -> Self {
+        ActivityIo { inner, activity }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {

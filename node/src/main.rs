@@ -17,17 +17,21 @@ mod app;
 mod backend_state;
 mod balance;
 mod cli;
+mod cluster;
 mod ctl;
 mod dataplane;
 mod health;
+mod l4; // issue 7: TCP listeners
 mod listener;
 mod logging;
 mod metrics;
 mod pool;
 mod proxy;
+mod proxy_protocol; // issue 7: PROXY protocol v1/v2
 mod router;
 mod run;
 mod snapshot;
+mod tls; // issue 7: HTTPS listeners and backend TLS
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -45,6 +49,11 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match fulcrum_config::load(path) {
         Ok(config) => {
+            // Certificates and keys are files too: refuse what apply would refuse.
+            if let Err(e) = tls::check_config(&config) {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
             println!("{}: OK", path.display());
             println!("{}", config.summary());
             ExitCode::SUCCESS

@@ -100,8 +100,9 @@ async fn wait_for_signals(node: &Arc<Node>) -> std::io::Result<()> {
 
 async fn reload(node: &Arc<Node>) {
     let path = node.config_path.clone();
+    let origin = path.display().to_string();
     match std::fs::read_to_string(&path) {
-        Ok(text) => match node.apply_text(&text, &path.display().to_string()).await {
+        Ok(text) => match node.change_config(&text, &origin).await {
             Ok(version) => tracing::info!(version, "SIGHUP: config reloaded"),
             Err(e) => tracing::warn!(error = %e, "SIGHUP: reload refused"),
         },
@@ -111,6 +112,11 @@ async fn reload(node: &Arc<Node>) {
 
 /// Stop accepting, let in-flight requests and tunnels finish up to the grace period.
 async fn shutdown(node: &Arc<Node>) {
+    if let Some(cluster) = node.cluster() {
+        // Hand leadership (and with it the VIP) to a peer before draining, so a
+        // planned restart moves the VIP in well under a second.
+        cluster.raft.transfer_leadership_or_step_down().await;
+    }
     node.stop.cancel();
     node.connections.close();
     node.dp.tunnels.close();
@@ -127,5 +133,8 @@ async fn shutdown(node: &Arc<Node>) {
             remaining = node.connections.len(),
             "grace period over; exiting with connections open"
         ),
+    }
+    if let Some(cluster) = node.cluster() {
+        cluster.raft.shutdown().await;
     }
 }

@@ -90,7 +90,10 @@ async fn add_learner_checked(
     node: crate::types::PeerNode,
 ) -> Result<
     openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
-    openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, crate::types::PeerNode>>,
+    openraft::error::RaftError<
+        NodeId,
+        openraft::error::ClientWriteError<NodeId, crate::types::PeerNode>,
+    >,
 > {
     let resp = raft.add_learner(id, node, true).await?;
     let target = resp.log_id;
@@ -101,7 +104,9 @@ async fn add_learner_checked(
                 m.replication
                     .as_ref()
                     .and_then(|r| r.get(&id))
-                    .is_some_and(|matched| matched.as_ref().is_some_and(|l| l.index >= target.index))
+                    .is_some_and(|matched| {
+                        matched.as_ref().is_some_and(|l| l.index >= target.index)
+                    })
             },
             "new learner catches up",
         )
@@ -110,12 +115,20 @@ async fn add_learner_checked(
     if caught_up {
         return Ok(resp);
     }
-    tracing::warn!(learner = id, "new learner did not catch up (unreachable or not authenticated); rolling back");
+    tracing::warn!(
+        learner = id,
+        "new learner did not catch up (unreachable or not authenticated); rolling back"
+    );
     let ids: BTreeSet<NodeId> = [id].into();
-    raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await?;
-    Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ChangeMembershipError(
-        openraft::error::ChangeMembershipError::LearnerNotFound(openraft::error::LearnerNotFound { node_id: id }),
-    )))
+    raft.change_membership(ChangeMembers::RemoveNodes(ids), false)
+        .await?;
+    Err(openraft::error::RaftError::APIError(
+        openraft::error::ClientWriteError::ChangeMembershipError(
+            openraft::error::ChangeMembershipError::LearnerNotFound(
+                openraft::error::LearnerNotFound { node_id: id },
+            ),
+        ),
+    ))
 }
 
 /// Ask this node's Raft core to start an election now (leadership hand-off).

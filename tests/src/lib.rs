@@ -4,11 +4,16 @@
 //!   `x-backend` header and can be slowed, failed, toggled unhealthy or killed.
 //! - `process` — starts a real `fulcrum` binary with a generated config and stops it by PID.
 //! - `client`  — a plain HTTP client for the tests, plus raw-socket helpers.
+//! - `tls`     — a test CA (rcgen), certificates on disk, an HTTPS client.
+//! - `tcp_backend` — TCP echo backends (optionally reading PROXY v2) and redis-server.
 
 pub mod backend;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod process;
+pub mod tcp_backend;
+pub mod tls;
 
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_port() -> u16 {

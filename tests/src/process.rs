@@ -59,7 +59,11 @@ impl Fulcrum {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("fulcrum.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("fulcrum.log"))
+            .expect("log file");
         let err = log.try_clone().expect("clone log");
         let child = Command::new(fulcrum_bin())
             .args(["run", "--config"])
@@ -108,6 +112,24 @@ impl Fulcrum {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
+    }
+
+    /// Starts the process again with the same config and data dir (after a kill).
+    pub async fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Replaces the config file (for SIGHUP reload tests).

@@ -9,10 +9,14 @@
 //! | POST | /drain?pool=P&addr=A | token | stop sending new sessions to a backend |
 //! | POST | /undrain?pool=P&addr=A | token | put it back |
 //! | GET | /members | no | cluster members |
+//! | POST | /members/add?id=N&raft=ADDR&admin=ADDR | token | add a node as learner |
+//! | POST | /members/promote?id=N | token | make a learner a voter |
+//! | POST | /members/remove?id=N | token | remove a node from the cluster |
 //!
 //! Mutating calls need `Authorization: Bearer TOKEN` when `node.admin_token_file` is set.
 
 mod auth;
+mod members;
 mod status;
 
 use crate::app::{ApplyError, Node};
@@ -29,7 +33,7 @@ use tokio::net::TcpListener;
 /// Largest config accepted by `PUT /config`.
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 
-type AdminResponse = Response<Full<Bytes>>;
+pub(crate) type AdminResponse = Response<Full<Bytes>>;
 
 /// Serves the admin API until the node stops.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
@@ -70,10 +74,13 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<AdminResponse
         (Method::GET, "/status") => json(StatusCode::OK, &status::status(&node)),
         (Method::GET, "/metrics") => metrics(&node),
         (Method::GET, "/config") => text(StatusCode::OK, &node.dp.snapshot().source),
-        (Method::GET, "/members") => json(StatusCode::OK, &status::members(&node)),
+        (Method::GET, "/members") => json(StatusCode::OK, &status::members(&node).await),
         (Method::PUT, "/config") => put_config(&node, req).await,
-        (Method::POST, "/drain") => drain(&node, &req, true),
-        (Method::POST, "/undrain") => drain(&node, &req, false),
+        (Method::POST, "/drain") => drain(&node, &req, true).await,
+        (Method::POST, "/undrain") => drain(&node, &req, false).await,
+        (Method::POST, "/members/add") => members::add(&node, query_params(&req)).await,
+        (Method::POST, "/members/promote") => members::promote(&node, query_params(&req)).await,
+        (Method::POST, "/members/remove") => members::remove(&node, query_params(&req)).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(resp)
@@ -107,7 +114,7 @@ async fn put_config(node: &Node, req: Request<Incoming>) -> AdminResponse {
     let Ok(toml) = std::str::from_utf8(&body) else {
         return text(StatusCode::BAD_REQUEST, "config must be UTF-8 TOML\n");
     };
-    match node.apply_text(toml, "PUT /config").await {
+    match node.change_config(toml, "PUT /config").await {
         Ok(version) => json(StatusCode::OK, &serde_json::json!({ "version": version })),
         Err(ApplyError::Invalid(errors)) => json(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -116,6 +123,10 @@ async fn put_config(node: &Node, req: Request<Incoming>) -> AdminResponse {
                 "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             }),
         ),
+        Err(e @ ApplyError::Cluster(_)) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": e.to_string(), "errors": [e.to_string()] }),
+        ),
         Err(e) => json(
             StatusCode::UNPROCESSABLE_ENTITY,
             &serde_json::json!({ "error": e.to_string(), "errors": [e.to_string()] }),
@@ -123,28 +134,39 @@ async fn put_config(node: &Node, req: Request<Incoming>) -> AdminResponse {
     }
 }
 
-fn drain(node: &Node, req: &Request<Incoming>, drained: bool) -> AdminResponse {
-    let query = req.uri().query().unwrap_or("");
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| percent_decode(v))
-    };
-    let (Some(pool), Some(addr)) = (param("pool"), param("addr")) else {
+/// Query parameters, percent-decoded.
+pub(crate) fn query_params(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+        .collect()
+}
+
+pub(crate) fn param(params: &[(String, String)], name: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+async fn drain(node: &Node, req: &Request<Incoming>, drained: bool) -> AdminResponse {
+    let params = query_params(req);
+    let (Some(pool), Some(addr)) = (param(&params, "pool"), param(&params, "addr")) else {
         return text(StatusCode::BAD_REQUEST, "need ?pool=NAME&addr=HOST:PORT\n");
     };
-    if node.set_drain(&pool, &addr, drained) {
-        json(
+    match node.change_drain(&pool, &addr, drained).await {
+        Ok(true) => json(
             StatusCode::OK,
             &serde_json::json!({ "pool": pool, "addr": addr, "drained": drained }),
-        )
-    } else {
-        text(
+        ),
+        Ok(false) => text(
             StatusCode::NOT_FOUND,
             &format!("no backend {addr} in pool {pool}\n"),
-        )
+        ),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
     }
 }
 
@@ -168,7 +190,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn text(status: StatusCode, body: &str) -> AdminResponse {
+pub(crate) fn text(status: StatusCode, body: &str) -> AdminResponse {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -178,7 +200,7 @@ fn text(status: StatusCode, body: &str) -> AdminResponse {
     resp
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> AdminResponse {
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> AdminResponse {
     let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
     body.push(b'\n');
     let mut resp = Response::new(Full::new(Bytes::from(body)));

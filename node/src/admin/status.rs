@@ -32,11 +32,29 @@ pub fn status(node: &Node) -> Value {
             json!({ "name": pool.name, "affinity": pool.affinity_mode.as_str(), "backends": backends })
         })
         .collect();
+    let (role, leader_id, term, commit, applied, lease) = match node.cluster() {
+        Some(c) => {
+            let s = c.status();
+            (
+                s.role.as_str().to_string(),
+                json!(s.leader_id),
+                s.term,
+                s.commit_index,
+                s.last_applied,
+                s.lease_fresh,
+            )
+        }
+        None => ("leader".to_string(), json!(node.local.id), 0, 0, 0, true),
+    };
     json!({
         "node_id": node.local.id,
-        "role": "leader",
-        "leader_id": node.local.id,
-        "term": 0,
+        "role": role,
+        "leader_id": leader_id,
+        "term": term,
+        "commit_index": commit,
+        "last_applied": applied,
+        "lease_fresh": lease,
+        "clustered": node.cluster().is_some(),
         "config_version": snapshot.version,
         "vip_held": false,
         "session_store": "disabled",
@@ -45,8 +63,17 @@ pub fn status(node: &Node) -> Value {
 }
 
 /// `GET /members`: a node without `[cluster]` is a cluster of one.
-pub fn members(node: &Node) -> Value {
-    json!([{ "id": node.local.id, "admin": node.local.admin.to_string(), "voter": true, "leader": true }])
+pub async fn members(node: &Node) -> Value {
+    let Some(cluster) = node.cluster() else {
+        return json!([{ "id": node.local.id, "admin": node.local.admin.to_string(), "voter": true, "leader": true }]);
+    };
+    let members = cluster.raft.members().await;
+    Value::Array(
+        members
+            .into_iter()
+            .map(|m| json!({ "id": m.id, "raft": m.raft_addr, "admin": m.admin_addr, "voter": m.voter, "leader": m.is_leader }))
+            .collect(),
+    )
 }
 
 /// Mirrors live backend state into gauges just before a scrape.

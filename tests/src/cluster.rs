@@ -1,0 +1,187 @@
+//! A local Raft cluster of real fulcrum processes on 127.0.0.1 for tests.
+
+use crate::client::get_status;
+use crate::free_port;
+use crate::process::Fulcrum;
+use std::time::{Duration, Instant};
+
+/// Addresses of one member.
+#[derive(Debug, Clone)]
+pub struct MemberPorts {
+    pub id: u64,
+    pub admin: String,
+    pub raft: String,
+    pub web: String,
+}
+
+impl MemberPorts {
+    /// Member `id`; its listeners bind `127.0.0.(10+id):web_port` via `listen_ip`, so
+    /// every node can share one cluster-wide listener config on one host.
+    pub fn new(id: u64, web_port: u16) -> Self {
+        let p = || format!("127.0.0.1:{}", free_port());
+        MemberPorts {
+            id,
+            admin: p(),
+            raft: p(),
+            web: format!("{}:{web_port}", listen_ip(id)),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.web, path)
+    }
+}
+
+/// The loopback address member `id` binds its listeners to.
+pub fn listen_ip(id: u64) -> String {
+    format!("127.0.0.{}", 10 + id)
+}
+
+/// The `[cluster]` peers line for these members.
+pub fn peers_line(members: &[MemberPorts]) -> String {
+    let items: Vec<String> = members
+        .iter()
+        .map(|m| format!("\"{}@{}\"", m.id, m.raft))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A node file: `[node]` + `[cluster]` + the shared balancer part `balancer`.
+pub fn node_config(
+    me: &MemberPorts,
+    peers: &str,
+    secret_file: &str,
+    data_dir: &str,
+    balancer: &str,
+) -> String {
+    format!(
+        r#"[node]
+id = {id}
+admin = "{admin}"
+data_dir = "{data_dir}"
+access_log = "off"
+shutdown_grace = "5s"
+listen_ip = "{ip}"
+
+[cluster]
+raft = "{raft}"
+peers = {peers}
+secret_file = "{secret_file}"
+
+{balancer}
+"#,
+        id = me.id,
+        admin = me.admin,
+        raft = me.raft,
+        ip = listen_ip(me.id),
+    )
+}
+
+/// The shared balancer part: listener `web` on `web_port`, everything to pool `app`.
+pub fn balancer(web_port: u16, backends: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:{web_port}\"\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n\n[[pool]]\nname = \"app\"\nbackends = {backends}\n"
+    )
+}
+
+/// A running cluster; each member has its own temp dir (config, log, data).
+pub struct LocalCluster {
+    pub members: Vec<MemberPorts>,
+    pub nodes: Vec<Fulcrum>,
+    pub secret_dir: tempfile::TempDir,
+    pub web_port: u16,
+    /// Raft data dirs, kept across restarts of a member, removed at the end.
+    pub data_dirs: Vec<tempfile::TempDir>,
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes sharing `balancer(web_port, backends)`; returns once every
+    /// admin API answers.
+    pub async fn start(n: u64, web_port: u16, backends: &str) -> LocalCluster {
+        let balancer = balancer(web_port, backends);
+        let balancer = balancer.as_str();
+        let members: Vec<MemberPorts> = (1..=n).map(|id| MemberPorts::new(id, web_port)).collect();
+        let secret_dir = tempfile::tempdir().expect("tempdir");
+        let secret = secret_dir.path().join("cluster.secret");
+        std::fs::write(&secret, "test-cluster-secret-0123456789\n").expect("secret");
+        let peers = peers_line(&members);
+        let mut nodes = Vec::new();
+        let mut data_dirs = Vec::new();
+        for m in &members {
+            let data = tempfile::tempdir().expect("tempdir");
+            let cfg = node_config(
+                m,
+                &peers,
+                &secret.display().to_string(),
+                &data.path().display().to_string(),
+                balancer,
+            );
+            nodes.push(Fulcrum::start(&cfg, &m.admin).await);
+            data_dirs.push(data);
+        }
+        LocalCluster {
+            members,
+            nodes,
+            secret_dir,
+            web_port,
+            data_dirs,
+        }
+    }
+
+    /// The balancer part of this cluster with other backends.
+    pub fn balancer(&self, backends: &str) -> String {
+        balancer(self.web_port, backends)
+    }
+
+    pub fn secret_path(&self) -> String {
+        self.secret_dir
+            .path()
+            .join("cluster.secret")
+            .display()
+            .to_string()
+    }
+
+    /// Waits until exactly one of `alive` reports itself leader and all agree; returns its index.
+    pub async fn wait_leader(&self, alive: &[usize], within: Duration) -> Option<usize> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let mut leaders = Vec::new();
+            let mut agreed = std::collections::BTreeSet::new();
+            for &i in alive {
+                if let Some(s) = get_status(&self.members[i].admin).await {
+                    if s["role"] == "leader" {
+                        leaders.push(i);
+                    }
+                    agreed.insert(s["leader_id"].as_u64());
+                }
+            }
+            if leaders.len() == 1
+                && agreed.len() == 1
+                && agreed.iter().next() == Some(&Some(self.members[leaders[0]].id))
+            {
+                return Some(leaders[0]);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Waits until every node in `alive` runs config `version`.
+    pub async fn wait_version(&self, alive: &[usize], version: u64, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let mut all = true;
+            for &i in alive {
+                let v = get_status(&self.members[i].admin)
+                    .await
+                    .and_then(|s| s["config_version"].as_u64());
+                all &= v == Some(version);
+            }
+            if all {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+}
