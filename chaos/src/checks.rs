@@ -345,3 +345,107 @@ fn crashes(inp: &Inputs) -> Check {
     };
     Check::new("no unexpected crash", figure, None, down.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(t_ms: f64, user: usize, backend: Option<&str>, new_session: bool) -> Sample {
+        Sample {
+            t_ms,
+            user,
+            status: backend.map(|_| 200),
+            error: backend.is_none().then(|| "connect: refused".to_string()),
+            latency_ms: 1.0,
+            backend: backend.map(str::to_string),
+            had_cookie: !new_session,
+            new_session,
+        }
+    }
+
+    fn inputs<'a>(
+        samples: &'a [Sample],
+        events: &'a [Event],
+        holders: Option<&'a [HolderSample]>,
+    ) -> Inputs<'a> {
+        Inputs {
+            samples,
+            holders,
+            poll_ms: 20.0,
+            events,
+            timeout_ms: 1000.0,
+            expect: Expect {
+                min_availability_pct: 90.0,
+                max_outage_ms: 2000.0,
+                max_failover_ms: 2000.0,
+                max_dual_ms: 0.0,
+            },
+            nodes_end: &[],
+            min_config_version: None,
+        }
+    }
+
+    fn event(t_ms: f64, allow_ms: f64, backend_down: Option<(&str, bool)>) -> Event {
+        Event {
+            t_ms,
+            what: "fault".into(),
+            allow_ms,
+            failover: true,
+            backend_down: backend_down.map(|(n, d)| (n.to_string(), d)),
+        }
+    }
+
+    #[test]
+    fn outage_failover_and_lost() {
+        let samples = vec![
+            sample(0.0, 0, Some("b1"), true),
+            sample(3010.0, 1, None, false),
+            sample(3300.0, 1, None, false),
+            sample(3400.0, 1, Some("b1"), true),
+            sample(9000.0, 1, None, false),
+            sample(9100.0, 1, Some("b1"), false),
+        ];
+        let events = [event(3000.0, 2000.0, None)];
+        let inp = inputs(&samples, &events, None);
+        let outage = longest_outage(&inp);
+        assert_eq!(outage.value, Some(390.0));
+        assert_eq!(failover(&inp).value, Some(400.0));
+        let lost = lost(&inp);
+        assert_eq!(lost.value, Some(1.0));
+        assert!(!lost.pass);
+    }
+
+    #[test]
+    fn affinity_breaks_and_repins() {
+        let samples = vec![
+            sample(0.0, 0, Some("b1"), true),
+            sample(100.0, 0, Some("b1"), false),
+            sample(200.0, 0, Some("b2"), false), // break: b1 healthy
+            sample(5000.0, 0, Some("b2"), false), // b1 down since 4000: one re-pin
+            sample(6000.0, 0, Some("b2"), false),
+        ];
+        let events = [event(4000.0, 2500.0, Some(("b1", true)))];
+        let check = affinity(&inputs(&samples, &events, None));
+        assert_eq!(check.value, Some(1.0));
+        assert!(check.figure.contains("1 re-pins"), "{}", check.figure);
+    }
+
+    #[test]
+    fn dual_holders_measured() {
+        let h = |t: f64, v: [bool; 3]| HolderSample {
+            t_ms: t,
+            holders: v.to_vec(),
+        };
+        let holders = vec![
+            h(0.0, [true, false, false]),
+            h(20.0, [true, true, false]),
+            h(40.0, [true, true, false]),
+            h(60.0, [false, true, false]),
+        ];
+        let inp = inputs(&[], &[], Some(&holders));
+        let check = dual_holders(&inp);
+        assert_eq!(check.value, Some(40.0));
+        assert!(!check.pass);
+        assert_eq!(vip_moved_ms(&holders, 10.0), Some(10.0));
+    }
+}

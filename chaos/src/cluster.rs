@@ -305,3 +305,26 @@ fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
         .ok_or_else(|| anyhow!("path {} is not UTF-8", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_node_files_are_valid() {
+        let spec = ClusterSpec {
+            fulcrum: PathBuf::from("/bin/true"),
+            dir: PathBuf::from("/tmp/fch test"),
+            layout: Layout::new("10.77.60.0/24", 3, 2).expect("layout"),
+            fencing: "strict".into(),
+        };
+        for variant in [0, 1] {
+            for i in 0..3 {
+                let text = spec.node_toml(i, variant);
+                let parsed = fulcrum_config::parse(&text, "node.toml");
+                assert!(parsed.is_ok(), "{text}\n{parsed:?}");
+            }
+        }
+        assert_ne!(spec.balancer_toml(0), spec.balancer_toml(1));
+    }
+}

@@ -272,3 +272,28 @@ pub async fn run(args: RemoteArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_inventory_parses() {
+        let inv: Inventory =
+            toml::from_str(include_str!("../examples/hosts.toml")).expect("example parses");
+        assert_eq!(inv.nodes.len(), 3);
+        assert!(inv.nodes.iter().all(|n| n.vip_check.is_some()));
+        assert_eq!(inv.backends.len(), 2);
+        assert_eq!(target_of(&inv.vip_url).expect("url"), "10.0.0.100:80");
+    }
+
+    #[test]
+    fn vip_url_forms() {
+        assert_eq!(
+            target_of("http://10.0.0.1:8080/x").expect("url"),
+            "10.0.0.1:8080"
+        );
+        assert!(target_of("https://10.0.0.1/").is_err());
+        assert!(target_of("http:///").is_err());
+    }
+}

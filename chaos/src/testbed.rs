@@ -220,3 +220,22 @@ pub fn cleanup() -> Vec<String> {
     }
     removed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_stays_inside_10_77() {
+        let l = Layout::new("10.77.60.0/24", 3, 2).expect("valid");
+        assert_eq!(l.node_ip(0), Ipv4Addr::new(10, 77, 60, 11));
+        assert_eq!(l.backend_ip(1), Ipv4Addr::new(10, 77, 60, 22));
+        assert_eq!(l.vip(), Ipv4Addr::new(10, 77, 60, 100));
+        assert!(Layout::new("10.78.60.0/24", 3, 2).is_err());
+        assert!(Layout::new("192.168.1.0/24", 3, 2).is_err());
+        assert!(Layout::new("10.77.60.0/24", 0, 2).is_err());
+        for ns in l.hosts().iter().map(|(ns, _)| ns) {
+            assert!(ns.starts_with(PREFIX) && ns.len() + 1 <= 15, "{ns}");
+        }
+    }
+}

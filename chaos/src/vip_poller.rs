@@ -277,3 +277,38 @@ impl Drop for Poller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(kind: u16, seq: u32, addr: Option<[u8; 4]>) -> Vec<u8> {
+        let mut body = vec![2u8, 24, 0, 0, 2, 0, 0, 0]; // ifaddrmsg
+        if let Some(a) = addr {
+            body.extend_from_slice(&8u16.to_ne_bytes());
+            body.extend_from_slice(&IFA_LOCAL.to_ne_bytes());
+            body.extend_from_slice(&a);
+        }
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn finds_the_vip_in_a_dump() {
+        let vip = [10, 77, 60, 100];
+        let mut buf = msg(RTM_NEWADDR, 7, Some([10, 77, 60, 11]));
+        buf.extend(msg(RTM_NEWADDR, 7, Some(vip)));
+        assert!(matches!(parse(&buf, 7, vip), Ok(Parsed::More(true))));
+        // A stale reply of another request does not count.
+        assert!(matches!(parse(&buf, 8, vip), Ok(Parsed::More(false))));
+        let done = msg(NLMSG_DONE, 7, None);
+        assert!(matches!(parse(&done, 7, vip), Ok(Parsed::Done(false))));
+        assert!(parse(&buf[..20], 7, vip).is_err());
+    }
+}
