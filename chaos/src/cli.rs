@@ -59,6 +59,10 @@ pub struct LocalArgs {
     /// Send the load here (HOST:PORT) instead of the VIP, e.g. one node's address.
     #[arg(long)]
     pub target: Option<String>,
+    /// Build the test bed, start a cluster, print where everything is, and keep it up for
+    /// this many seconds (or until Ctrl-C) instead of running scenarios.
+    #[arg(long, value_name = "SECS")]
+    pub hold: Option<u64>,
     /// Keep configs and logs in this directory (default: a temporary one, removed).
     #[arg(long)]
     pub keep_logs: Option<PathBuf>,

@@ -121,6 +121,9 @@ fn drive(
         ready_limit: Duration::from_secs(args.load.ready_secs),
         interrupted: interrupted.clone(),
     };
+    if let Some(secs) = args.hold {
+        return hold(&layout, &fulcrum, &dir, &args.fencing, secs, &interrupted);
+    }
     let node_ns: Vec<String> = (0..layout.nodes).map(|i| layout.node_ns(i)).collect();
     let mut outcomes: Vec<Outcome> = Vec::new();
     for name in &names {
@@ -178,6 +181,61 @@ fn drive(
     if failed > 0 {
         bail!("{failed} of {} scenario(s) failed", outcomes.len());
     }
+    Ok(())
+}
+
+/// `--hold`: a cluster to look at by hand, torn down after `secs` or Ctrl-C.
+fn hold(
+    layout: &Layout,
+    fulcrum: &std::path::Path,
+    dir: &std::path::Path,
+    fencing: &str,
+    secs: u64,
+    interrupted: &AtomicBool,
+) -> Result<()> {
+    let spec = ClusterSpec {
+        fulcrum: fulcrum.to_path_buf(),
+        dir: dir.join("hold"),
+        layout: layout.clone(),
+        fencing: fencing.to_string(),
+    };
+    let cluster = LocalCluster::start(spec)?;
+    println!(
+        "cluster up for {secs} s (Ctrl-C ends it); configs and logs in {}",
+        dir.join("hold").display()
+    );
+    println!(
+        "  VIP        http://{}/  (from fch-cl: ip netns exec fch-cl curl -s http://{}/)",
+        layout.vip(),
+        layout.vip()
+    );
+    for i in 0..layout.nodes {
+        println!(
+            "  node n{}    {} in {}, admin {}",
+            i + 1,
+            layout.node_ip(i),
+            layout.node_ns(i),
+            cluster.spec.admin_addr(i)
+        );
+    }
+    for b in 0..layout.backends {
+        println!(
+            "  backend {}  {}:{BACKEND_PORT} in {}",
+            layout.backend_name(b),
+            layout.backend_ip(b),
+            layout.backend_ns(b)
+        );
+    }
+    println!(
+        "  redis      {}:6379 in {}",
+        layout.redis_ip(),
+        Layout::REDIS_NS
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline && !interrupted.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(cluster);
     Ok(())
 }
 

@@ -72,8 +72,13 @@ pub struct BackendCommands {
     pub ok: Option<String>,
 }
 
-/// Runs `cmd` with `sh -c`, bounded by 30 s; an error carries its stderr.
+/// Runs `cmd` with `sh -c`, bounded by 30 s: `Ok(true)` on exit 0, `Ok(false)` otherwise.
 fn shell(cmd: &str) -> Result<bool> {
+    Ok(shell_output(cmd)?.0)
+}
+
+/// Like [`shell`], also returning the end of stderr.
+fn shell_output(cmd: &str) -> Result<(bool, String)> {
     let mut child = Command::new("sh")
         .args(["-c", cmd])
         .stdin(Stdio::null())
@@ -84,7 +89,19 @@ fn shell(cmd: &str) -> Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok(status.success());
+            let mut err = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+            }
+            let tail: String = err
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect();
+            return Ok((status.success(), tail));
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
@@ -96,8 +113,9 @@ fn shell(cmd: &str) -> Result<bool> {
 }
 
 fn must(cmd: &str) -> Result<()> {
-    if !shell(cmd)? {
-        bail!("command failed: {cmd}");
+    let (ok, err) = shell_output(cmd)?;
+    if !ok {
+        bail!("command failed: {cmd}: {err}");
     }
     Ok(())
 }
