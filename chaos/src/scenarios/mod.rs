@@ -17,7 +17,7 @@ use crate::ops::{BackendAction, Ops};
 use crate::vip_poller::{HolderSample, Poller, Probe};
 use anyhow::{bail, Result};
 use serde::Serialize;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -268,7 +268,9 @@ pub async fn run(
         ticker.tick().await;
         print_progress(name, epoch, &progress, poller_ref, ops);
     }
-    eprintln!();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
     let samples = load_task.await.unwrap_or_default();
     let events = cx.tl.events;
     let holders = poller.map(|p| p.finish().unwrap_or_default());
@@ -388,12 +390,19 @@ fn print_progress(
             }
         })
         .unwrap_or_else(|| "n/a".into());
-    eprint!(
-        "\r[{name}] t={:5.1}s sent={} ok={} failed={} vip={holders}      ",
-        epoch.elapsed().as_secs_f64(),
+    let elapsed = epoch.elapsed().as_secs_f64();
+    let line = format!(
+        "[{name}] t={elapsed:5.1}s sent={} ok={} failed={} vip={holders}",
         p.sent.load(Ordering::Relaxed),
         p.ok.load(Ordering::Relaxed),
         p.failed.load(Ordering::Relaxed),
     );
-    let _ = std::io::stderr().flush();
+    let mut err = std::io::stderr();
+    if err.is_terminal() {
+        let _ = write!(err, "\r{line}      ");
+        let _ = err.flush();
+    } else if (elapsed * 2.0).round() as u64 % 4 == 0 {
+        // Logs (CI): one line every 2 s instead of carriage returns.
+        let _ = writeln!(err, "{line}");
+    }
 }
