@@ -211,7 +211,8 @@ impl LocalCluster {
     }
 
     pub fn start_backend(&self, b: usize) -> Result<()> {
-        let exe = std::env::current_exe().context("locating fulcrum-chaos")?;
+        // Our own binary through /proc: still valid if a rebuild replaced the file.
+        let exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
         let name = self.spec.layout.backend_name(b);
         let mut cmd = netns::command_in(&self.spec.layout.backend_ns(b), path_str(&exe)?);
         cmd.args(["backend", "--name", &name, "--listen"])
