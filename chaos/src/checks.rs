@@ -19,6 +19,9 @@ pub struct Event {
     pub failover: bool,
     /// A backend went down (`Some((name, true))`) or came back (`false`).
     pub backend_down: Option<(String, bool)>,
+    /// From here on no two nodes may hold the VIP whatever the fencing mode (a resumed
+    /// zombie must not re-announce without a fresh lease).
+    pub no_dual_after: bool,
 }
 
 /// Bounds a scenario must stay within.
@@ -207,14 +210,29 @@ fn dual_holders(inp: &Inputs) -> Check {
         longest = longest.max(last_dual - begin + inp.poll_ms);
     }
     let sampled = holders.len();
+    let fence = inp
+        .events
+        .iter()
+        .filter(|e| e.no_dual_after)
+        .map(|e| e.t_ms)
+        .fold(f64::INFINITY, f64::min);
+    let after = holders
+        .iter()
+        .filter(|s| s.t_ms > fence && s.holders.iter().filter(|h| **h).count() >= 2)
+        .count();
+    let after_text = if fence.is_finite() {
+        format!(", {after} after {:.0} ms (must be 0)", fence)
+    } else {
+        String::new()
+    };
     Check::new(
         "dual VIP holders",
         format!(
-            "{longest:.0} ms overlap, {count}/{sampled} samples (max {:.0})",
+            "{longest:.0} ms overlap, {count}/{sampled} samples (max {:.0}){after_text}",
             inp.expect.max_dual_ms
         ),
         Some(longest),
-        longest <= inp.expect.max_dual_ms,
+        longest <= inp.expect.max_dual_ms && after == 0,
     )
 }
 
@@ -392,6 +410,7 @@ mod tests {
             allow_ms,
             failover: true,
             backend_down: backend_down.map(|(n, d)| (n.to_string(), d)),
+            no_dual_after: false,
         }
     }
 

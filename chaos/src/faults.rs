@@ -111,6 +111,7 @@ impl Timeline {
             allow_ms,
             failover,
             backend_down: None,
+            no_dual_after: false,
         });
         t_ms
     }
