@@ -31,6 +31,16 @@ fn short_chaos_suite_passes() {
             return;
         }
     }
+    let busy = std::fs::read_dir("/var/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("fch-"))
+        })
+        .unwrap_or(false);
+    if busy {
+        eprintln!("skipped: fch-* namespaces exist (another chaos run, or `fulcrum-chaos local --cleanup` needed)");
+        return;
+    }
     let chaos = PathBuf::from(env!("CARGO_BIN_EXE_fulcrum-chaos"));
     let Some(fulcrum) = chaos.parent().map(|d| d.join("fulcrum")) else {
         panic!("no directory for {}", chaos.display());
@@ -45,7 +55,7 @@ fn short_chaos_suite_passes() {
         .map(|d| d.join("chaos-short-report.json"))
         .unwrap_or_else(|| PathBuf::from("chaos-short-report.json"));
     let status = Command::new(&chaos)
-        .args(["local", "--short", "--subnet", "10.77.61.0/24", "--report"])
+        .args(["local", "--short", "--report"])
         .arg(&report)
         .arg("--fulcrum")
         .arg(&fulcrum)
