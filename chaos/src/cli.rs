@@ -14,6 +14,10 @@ pub struct LoadOpts {
     /// The CI subset: kill-leader, partition-leader, redis-down (about a minute).
     #[arg(long)]
     pub short: bool,
+    /// Run every selected scenario this many times (fresh cluster each time); the summary
+    /// adds medians.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Requests per second (open loop).
     #[arg(long, default_value_t = 100)]
     pub rate: u32,

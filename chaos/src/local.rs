@@ -36,7 +36,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let names = scenarios::select(&args.load.scenario, args.load.short)?;
+    let names = scenarios::select(&args.load.scenario, args.load.short, args.load.repeat)?;
     let fulcrum = resolve_fulcrum(args.fulcrum.clone())?;
     for tool in ["ip", "nft", "tc", "redis-server"] {
         if netns::run("sh", &["-c", &format!("command -v {tool}")]).is_err() {

@@ -239,7 +239,7 @@ pub async fn run(args: RemoteArgs) -> Result<()> {
     if inv.nodes.is_empty() {
         bail!("the inventory lists no [[node]]");
     }
-    let names = scenarios::select(&args.load.scenario, args.load.short)?;
+    let names = scenarios::select(&args.load.scenario, args.load.short, args.load.repeat)?;
     let checks: Option<Vec<String>> = inv.nodes.iter().map(|n| n.vip_check.clone()).collect();
     let ops = RemoteOps {
         target: target_of(&inv.vip_url)?,

@@ -54,6 +54,7 @@ pub fn print_summary(outcomes: &[Outcome]) {
             fmt(value("affinity breaks"), 0),
         );
     }
+    print_medians(outcomes);
     let failed = outcomes.iter().filter(|o| !o.passed()).count();
     println!("\n{} scenario(s), {failed} failed", outcomes.len());
 }
@@ -83,4 +84,57 @@ pub fn write_samples(path: &Path, outcome: &Outcome) -> Result<()> {
         text.push('\n');
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// For scenarios run more than once: the median of each figure.
+fn print_medians(outcomes: &[Outcome]) {
+    let mut names: Vec<&str> = Vec::new();
+    for o in outcomes {
+        if !names.contains(&o.scenario.as_str()) {
+            names.push(&o.scenario);
+        }
+    }
+    let repeated: Vec<&str> = names
+        .into_iter()
+        .filter(|n| outcomes.iter().filter(|o| o.scenario == *n).count() > 1)
+        .collect();
+    if repeated.is_empty() {
+        return;
+    }
+    println!("\nmedians over repeated runs:");
+    for name in repeated {
+        let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.scenario == name).collect();
+        let median = |check: &str| -> String {
+            let mut v: Vec<f64> = runs
+                .iter()
+                .filter_map(|o| {
+                    o.checks
+                        .iter()
+                        .find(|c| c.name == check)
+                        .and_then(|c| c.value)
+                })
+                .collect();
+            if v.is_empty() {
+                return "-".into();
+            }
+            v.sort_by(f64::total_cmp);
+            let mid = v.len() / 2;
+            let m = if v.len() % 2 == 1 {
+                v[mid]
+            } else {
+                (v[mid - 1] + v[mid]) / 2.0
+            };
+            format!("{m:.1}")
+        };
+        let passed = runs.iter().filter(|o| o.passed()).count();
+        println!(
+            "{name:<18} {passed}/{} passed, avail {}%, outage {} ms, failover {} ms, dual {} ms, affinity breaks {}",
+            runs.len(),
+            median("availability"),
+            median("longest outage"),
+            median("VIP failover"),
+            median("dual VIP holders"),
+            median("affinity breaks"),
+        );
+    }
 }

@@ -41,7 +41,16 @@ pub const ALL: &[&str] = &[
 pub const SHORT: &[&str] = &["kill-leader", "partition-leader", "redis-down"];
 
 /// Expands `--scenario` / `--short` into scenario names.
-pub fn select(names: &[String], short: bool) -> Result<Vec<String>> {
+pub fn select(names: &[String], short: bool, repeat: usize) -> Result<Vec<String>> {
+    let once = select_once(names, short)?;
+    let mut out = Vec::new();
+    for _ in 0..repeat.max(1) {
+        out.extend(once.iter().cloned());
+    }
+    Ok(out)
+}
+
+fn select_once(names: &[String], short: bool) -> Result<Vec<String>> {
     if short {
         return Ok(SHORT.iter().map(|s| s.to_string()).collect());
     }
