@@ -105,6 +105,7 @@ impl Node {
             apply_lock: tokio::sync::Mutex::new(()),
             cluster: Arc::new(OnceLock::new()),
         });
+        node.dp.update_sessions(&config);
         node.start_listeners(&config, bound);
         if let Some(section) = &config.cluster {
             let cluster = Arc::new(Cluster::start(&node.local, section, &config).await?);

@@ -8,8 +8,9 @@
 use crate::backend_state::BackendRegistry;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use fulcrum_config::Config;
+use fulcrum_session::{AffinityStore, StoreOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::task::TaskTracker;
@@ -21,6 +22,10 @@ pub struct DataPlane {
     access_log: AtomicBool,
     /// Upgraded (WebSocket) tunnels: hyper's graceful shutdown does not see them.
     pub tunnels: TaskTracker,
+    /// The shared affinity store (Redis), when `[session]` names one.
+    sessions: ArcSwapOption<AffinityStore>,
+    /// The `[session]` section the store was built from, to rebuild only on change.
+    session_config: std::sync::Mutex<Option<fulcrum_config::SessionSection>>,
 }
 
 impl DataPlane {
@@ -40,7 +45,43 @@ impl DataPlane {
             metrics,
             access_log: AtomicBool::new(access_log),
             tunnels: TaskTracker::new(),
+            sessions: ArcSwapOption::empty(),
+            session_config: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The shared affinity store, if Redis is configured.
+    pub fn sessions(&self) -> Option<Arc<AffinityStore>> {
+        self.sessions.load_full()
+    }
+
+    /// (Re)builds the affinity store when the `[session]` section changed. Never blocks
+    /// on Redis: the store connects in the background.
+    pub fn update_sessions(&self, config: &Config) {
+        let wanted = config
+            .session
+            .clone()
+            .filter(|s| s.redis.is_some() || !s.sentinels.is_empty());
+        let mut current = self
+            .session_config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *current == wanted {
+            return;
+        }
+        let store =
+            wanted
+                .as_ref()
+                .and_then(|s| match AffinityStore::new(StoreOptions::from_config(s)) {
+                    Ok(store) => Some(Arc::new(store)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "affinity store disabled: cannot build it");
+                        None
+                    }
+                });
+        tracing::info!(enabled = store.is_some(), "affinity store configured");
+        self.sessions.store(store);
+        *current = wanted;
     }
 
     /// The snapshot a new request should use.
@@ -50,6 +91,7 @@ impl DataPlane {
 
     /// Swaps in a new config version; in-flight requests finish on the old one.
     pub fn apply(&self, config: Arc<Config>, source: Arc<str>, version: u64) {
+        self.update_sessions(&config);
         let snapshot = Snapshot::build(version, config, source, &self.registry, &self.metrics);
         self.current.store(Arc::new(snapshot));
         self.metrics.config_version.set(version as i64);

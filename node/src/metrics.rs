@@ -56,6 +56,33 @@ pub struct Metrics {
     pub retries: Counter,
     pub config_version: Gauge,
     pub reloads: Family<ResultLabels, Counter>,
+    session: SessionMetrics,
+    raft: RaftMetrics,
+}
+
+/// Affinity-store figures, copied from the store's own counters at scrape time.
+#[derive(Default)]
+struct SessionMetrics {
+    redis_errors: Counter,
+    fallbacks: Counter,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    redis_calls: Counter,
+    redis_latency_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    connected: Gauge,
+    last: std::sync::Mutex<fulcrum_session::StoreMetrics>,
+}
+
+/// Raft figures, copied from the status watch at scrape time.
+#[derive(Default)]
+struct RaftMetrics {
+    term: Gauge,
+    commit_index: Gauge,
+    last_applied: Gauge,
+    is_leader: Gauge,
+    lease_fresh: Gauge,
+    leader_changes: Counter,
+    last_leader_changes: std::sync::atomic::AtomicU64,
 }
 
 /// Per-backend handles used on the hot path.
@@ -94,6 +121,8 @@ impl Metrics {
             retries: Counter::default(),
             config_version: Gauge::default(),
             reloads: Family::default(),
+            session: SessionMetrics::default(),
+            raft: RaftMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -151,6 +180,69 @@ impl Metrics {
             "Config reload attempts by result",
             m.reloads.clone(),
         );
+        let sm = &m.session;
+        registry.register(
+            "affinity_redis_errors",
+            "Redis commands that failed, timed out or were skipped by the breaker",
+            sm.redis_errors.clone(),
+        );
+        registry.register(
+            "affinity_fallback",
+            "Affinity decisions made by hashing because Redis was away",
+            sm.fallbacks.clone(),
+        );
+        registry.register(
+            "affinity_cache_hits",
+            "Affinity lookups answered by the local cache",
+            sm.cache_hits.clone(),
+        );
+        registry.register(
+            "affinity_cache_misses",
+            "Affinity lookups that needed Redis",
+            sm.cache_misses.clone(),
+        );
+        registry.register(
+            "affinity_redis_calls",
+            "Redis commands sent for affinity",
+            sm.redis_calls.clone(),
+        );
+        registry.register(
+            "affinity_redis_latency_seconds",
+            "Total time spent in Redis commands",
+            sm.redis_latency_seconds.clone(),
+        );
+        registry.register(
+            "affinity_store_connected",
+            "1 when the affinity store reaches Redis",
+            sm.connected.clone(),
+        );
+        let rm = &m.raft;
+        registry.register("raft_term", "Current Raft term", rm.term.clone());
+        registry.register(
+            "raft_commit_index",
+            "Raft commit index",
+            rm.commit_index.clone(),
+        );
+        registry.register(
+            "raft_last_applied",
+            "Last Raft log index applied",
+            rm.last_applied.clone(),
+        );
+        registry.register(
+            "raft_is_leader",
+            "1 on the Raft leader",
+            rm.is_leader.clone(),
+        );
+        registry.register(
+            "raft_lease_fresh",
+            "1 while the leader holds a fresh quorum lease",
+            rm.lease_fresh.clone(),
+        );
+        registry.register(
+            "raft_leader_changes",
+            "Leader changes seen by this node",
+            rm.leader_changes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -180,6 +272,41 @@ impl Metrics {
                 })
                 .clone(),
         }
+    }
+
+    /// Copies the affinity store's counters (they only grow) into the registry.
+    pub fn observe_session(&self, now: &fulcrum_session::StoreMetrics, connected: bool) {
+        let sm = &self.session;
+        let mut last = sm.last.lock().unwrap_or_else(|p| p.into_inner());
+        let delta = |new: u64, old: u64| new.saturating_sub(old);
+        sm.redis_errors
+            .inc_by(delta(now.redis_errors, last.redis_errors));
+        sm.fallbacks.inc_by(delta(now.fallbacks, last.fallbacks));
+        sm.cache_hits.inc_by(delta(now.cache_hits, last.cache_hits));
+        sm.cache_misses
+            .inc_by(delta(now.cache_misses, last.cache_misses));
+        sm.redis_calls
+            .inc_by(delta(now.redis_calls, last.redis_calls));
+        let micros = delta(now.redis_latency_sum_micros, last.redis_latency_sum_micros);
+        sm.redis_latency_seconds.inc_by(micros as f64 / 1e6);
+        sm.connected.set(i64::from(connected));
+        *last = now.clone();
+    }
+
+    /// Mirrors the Raft status into gauges.
+    pub fn observe_raft(&self, s: &fulcrum_raft::RaftStatus) {
+        let rm = &self.raft;
+        rm.term.set(s.term as i64);
+        rm.commit_index.set(s.commit_index as i64);
+        rm.last_applied.set(s.last_applied as i64);
+        rm.is_leader
+            .set(i64::from(s.role == fulcrum_raft::Role::Leader));
+        rm.lease_fresh.set(i64::from(s.lease_fresh));
+        let before = rm
+            .last_leader_changes
+            .swap(s.leader_changes, std::sync::atomic::Ordering::Relaxed);
+        rm.leader_changes
+            .inc_by(s.leader_changes.saturating_sub(before));
     }
 
     pub fn local_response(&self, what: &str) {

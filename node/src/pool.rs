@@ -8,16 +8,17 @@ use crate::backend_state::{BackendRegistry, BackendState};
 use crate::balance::{self, BackendLoad, Candidate, PickContext, Selector};
 use crate::metrics::{BackendMetrics, Metrics};
 use crate::proxy::body::ProxyBody;
+use crate::tls::UpstreamConnector;
 use fulcrum_config::{AffinityMode, HashKey, Pool};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The pooled keep-alive client towards a pool's backends.
-pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
+/// The pooled keep-alive client towards a pool's backends. Its connector speaks plain
+/// TCP for `http://` backend URIs and TLS for `https://` ones (pools with `tls`).
+pub type UpstreamClient = Client<UpstreamConnector, ProxyBody>;
 
 /// One backend of a compiled pool.
 #[derive(Debug)]
@@ -25,7 +26,8 @@ pub struct PoolBackend {
     /// The address as written in the config; the identity used in pins and cookies.
     pub id: String,
     pub addr: SocketAddr,
-    /// `http://ADDR` — prefix of the absolute URI sent to the client library.
+    /// `http://ADDR`, or `https://ADDR` for a pool with `tls` — prefix of the absolute
+    /// URI sent to the client library (the scheme selects TLS in the connector).
     pub base_uri: String,
     pub weight: u32,
     pub state: Arc<BackendState>,
@@ -46,6 +48,10 @@ pub struct PoolRuntime {
     selector: Arc<dyn Selector>,
     pub hash_key: Option<HashKey>,
     pub affinity_mode: AffinityMode,
+    /// Application cookie learned in `learn` mode.
+    pub affinity_cookie: Option<String>,
+    /// Header carrying the key in `header` mode.
+    pub affinity_header: Option<String>,
     pub cookie: Option<CookieAffinity>,
     pub client: UpstreamClient,
     pub response_timeout: Duration,
@@ -73,10 +79,11 @@ impl PoolRuntime {
             .iter()
             .filter_map(|b| {
                 let addr = b.socket_addr()?;
+                let scheme = if pool.tls.is_some() { "https" } else { "http" };
                 Some(PoolBackend {
                     id: b.addr.clone(),
                     addr,
-                    base_uri: format!("http://{addr}"),
+                    base_uri: format!("{scheme}://{addr}"),
                     weight: b.weight,
                     state: registry.get(&pool.name, &b.addr),
                     metrics: metrics.backend(&pool.name, &b.addr),
@@ -107,6 +114,12 @@ impl PoolRuntime {
             backends,
             hash_key: pool.hash_key(),
             affinity_mode: pool.affinity.mode,
+            affinity_cookie: pool.affinity.cookie.clone(),
+            affinity_header: pool
+                .affinity
+                .header
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
             cookie,
             client: build_client(pool),
             response_timeout: pool.response_timeout,
@@ -137,12 +150,19 @@ impl PoolRuntime {
     }
 }
 
-/// One keep-alive client per pool, so each pool's connect timeout applies.
+/// One keep-alive client per pool, so each pool's connect timeout and TLS apply.
 fn build_client(pool: &Pool) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(pool.connect_timeout));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(30)));
+    let connector = crate::tls::build_upstream_connector(pool).unwrap_or_else(|e| {
+        // Config apply checks backend TLS first (`tls::check_config`), so this only
+        // happens if a CA/key file broke in between: TLS to this pool then fails
+        // verification (502s) instead of the whole config being lost.
+        tracing::error!(pool = %pool.name, error = %e, "backend TLS unusable; TLS connects will fail");
+        crate::tls::build_upstream_connector(&Pool {
+            tls: None,
+            ..pool.clone()
+        })
+        .expect("a connector without TLS files cannot fail")
+    });
     Client::builder(TokioExecutor::new())
         // Without a pool timer hyper-util ignores the idle timeout (TECH_NOTES §5.2).
         .pool_timer(TokioTimer::new())

@@ -12,6 +12,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod process;
+pub mod redis;
 pub mod tcp_backend;
 pub mod tls;
 

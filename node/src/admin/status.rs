@@ -57,9 +57,17 @@ pub fn status(node: &Node) -> Value {
         "clustered": node.cluster().is_some(),
         "config_version": snapshot.version,
         "vip_held": false,
-        "session_store": "disabled",
+        "session_store": session_state(node),
         "pools": pools,
     })
+}
+
+fn session_state(node: &Node) -> &'static str {
+    match node.dp.sessions().map(|s| s.state()) {
+        None | Some(fulcrum_session::StoreState::Disabled) => "disabled",
+        Some(fulcrum_session::StoreState::Connected) => "connected",
+        Some(fulcrum_session::StoreState::Degraded) => "degraded",
+    }
 }
 
 /// `GET /members`: a node without `[cluster]` is a cluster of one.
@@ -78,6 +86,15 @@ pub async fn members(node: &Node) -> Value {
 
 /// Mirrors live backend state into gauges just before a scrape.
 pub fn refresh_gauges(node: &Node) {
+    if let Some(store) = node.dp.sessions() {
+        node.dp.metrics.observe_session(
+            &store.metrics(),
+            store.state() == fulcrum_session::StoreState::Connected,
+        );
+    }
+    if let Some(c) = node.cluster() {
+        node.dp.metrics.observe_raft(&c.status());
+    }
     let snapshot = node.dp.snapshot();
     for pool in snapshot.pools.values() {
         for b in &pool.backends {

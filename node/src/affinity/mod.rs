@@ -4,3 +4,4 @@
 //! - `learn`, `header`, `source-ip`: pins shared through Redis (the session crate).
 
 pub mod cookie;
+pub mod shared;

@@ -12,6 +12,7 @@ pub mod headers;
 mod upgrade;
 
 use crate::affinity::cookie::find_cookie;
+use crate::affinity::shared;
 use crate::balance::{self, PickContext};
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
@@ -108,7 +109,9 @@ async fn route_and_forward(
     }
     let pool = snap.pools.get(&route.pool).ok_or(Local::NoBackend)?.clone();
     let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path(), pool = %pool.name);
-    let choice = choose_backend(&pool, conn, &req).ok_or(Local::NoBackend)?;
+    let choice = choose_backend(dp, &pool, conn, &req)
+        .await
+        .ok_or(Local::NoBackend)?;
     if headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11 {
         return upgrade::forward(dp, &pool, choice.index, conn, req, host)
             .instrument(span)
@@ -123,9 +126,16 @@ async fn route_and_forward(
 struct Choice {
     index: usize,
     set_cookie: bool,
+    /// The shared-affinity key, when the pick came from a Redis pin.
+    session: Option<String>,
 }
 
-fn choose_backend(pool: &PoolRuntime, conn: &ConnInfo, req: &Request<Incoming>) -> Option<Choice> {
+async fn choose_backend(
+    dp: &DataPlane,
+    pool: &PoolRuntime,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+) -> Option<Choice> {
     if let Some(cookie) = &pool.cookie {
         let pinned = find_cookie(req.headers(), &cookie.name)
             .and_then(|v| cookie.signer.verify(v))
@@ -134,6 +144,7 @@ fn choose_backend(pool: &PoolRuntime, conn: &ConnInfo, req: &Request<Incoming>) 
             return Some(Choice {
                 index,
                 set_cookie: false,
+                session: None,
             });
         }
     }
@@ -142,10 +153,22 @@ fn choose_backend(pool: &PoolRuntime, conn: &ConnInfo, req: &Request<Incoming>) 
         hash_key: key.as_deref(),
         client_ip: Some(conn.client.ip()),
     };
-    let index = pool.pick(&ctx, None)?;
+    let pick = || pool.pick(&ctx, None);
+    if let Some(store) = dp.sessions() {
+        if let Some(session) = shared::session_key(pool, req.headers(), conn.client.ip()) {
+            let index = shared::choose(&store, pool, &session, pick).await?;
+            return Some(Choice {
+                index,
+                set_cookie: false,
+                session: Some(session),
+            });
+        }
+    }
+    let index = pick()?;
     Some(Choice {
         index,
         set_cookie: pool.cookie.is_some(),
+        session: None,
     })
 }
 
@@ -176,6 +199,31 @@ fn redirect_to_https(host: Option<&str>, uri: &Uri) -> Response<ProxyBody> {
         resp.headers_mut().insert(http::header::LOCATION, v);
     }
     resp
+}
+
+/// The backend connection failed before any response arrived: refused, reset, or a
+/// pooled keep-alive connection that the backend had closed. Such a backend gets
+/// ejected locally, and an idempotent request without a body can go elsewhere.
+fn is_connection_failure(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_canceled() || h.is_closed();
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
@@ -236,6 +284,11 @@ async fn forward(
         match outcome {
             Ok(resp) => {
                 backend.state.note_success();
+                if pool.affinity_mode == fulcrum_config::AffinityMode::Learn {
+                    if let Some(store) = dp.sessions() {
+                        shared::learn_from_response(&store, &pool, index, resp.headers()).await;
+                    }
+                }
                 let done = RequestDone::new(
                     dp.clone(),
                     pool.clone(),
@@ -261,7 +314,7 @@ async fn forward(
                     .load
                     .connections
                     .fetch_sub(1, Ordering::Relaxed);
-                let connect_failed = err.as_ref().is_some_and(|e| e.is_connect());
+                let connect_failed = err.as_ref().is_some_and(is_connection_failure);
                 let Some(e) = err else {
                     tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
                     return Err(Local::GatewayTimeout);
@@ -286,7 +339,24 @@ async fn forward(
                     hash_key: None,
                     client_ip: Some(conn.client.ip()),
                 };
-                index = pool.pick(&ctx, Some(index)).ok_or(Local::BadGateway)?;
+                let failed = index;
+                let pick = || pool.pick(&ctx, Some(failed));
+                index = match (choice.session.as_deref(), dp.sessions()) {
+                    // Move the session off the dead backend once; every node follows.
+                    (Some(key), Some(store)) => {
+                        shared::repin_after_failure(
+                            &store,
+                            &pool,
+                            key,
+                            &pool.backends[failed].id,
+                            pick,
+                        )
+                        .await
+                    }
+                    _ => pick(),
+                }
+                .filter(|&i| i != failed)
+                .ok_or(Local::BadGateway)?;
                 dp.metrics.retries.inc();
             }
         }

@@ -1,0 +1,144 @@
+//! Shared stickiness through Redis: modes `learn`, `header` and `source-ip`.
+//!
+//! The session key comes from the request (the application's cookie, a header, or the
+//! client address). Its pin lives in Redis via `fulcrum_session::AffinityStore`, so
+//! every node — including the one that takes the VIP after a failover — routes the
+//! session to the same backend. The decision for one request:
+//!
+//! - pinned to a backend that may take it: that backend;
+//! - pinned to a dead or drained backend: pick a new one and re-pin with
+//!   compare-and-set, so every node converges on the same replacement;
+//! - not pinned: `header`/`source-ip` pin on first sight (first writer wins);
+//!   `learn` waits for the backend's `Set-Cookie` (see `learn_from_response`);
+//! - Redis away: a consistent hash of the key over the eligible backends, the same on
+//!   every node, counted as a fallback. Redis trouble never fails a request.
+
+use crate::affinity::cookie::find_cookie;
+use crate::pool::PoolRuntime;
+use fulcrum_config::AffinityMode;
+use fulcrum_session::{fallback_pick, AffinityStore, Lookup};
+use http::HeaderMap;
+use std::net::IpAddr;
+
+/// The affinity key of a request for this pool, if it has one.
+pub fn session_key(pool: &PoolRuntime, headers: &HeaderMap, client: IpAddr) -> Option<String> {
+    match pool.affinity_mode {
+        AffinityMode::Learn => {
+            let name = pool.affinity_cookie.as_deref()?;
+            find_cookie(headers, name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        }
+        AffinityMode::Header => {
+            let name = pool.affinity_header.as_deref()?;
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        }
+        AffinityMode::SourceIp => Some(client.to_canonical().to_string()),
+        AffinityMode::None | AffinityMode::Cookie => None,
+    }
+}
+
+/// Chooses the backend for a request carrying session `key`. `pick` is the pool's
+/// algorithm (excluding nothing). Returns `None` only when no backend may take it.
+pub async fn choose(
+    store: &AffinityStore,
+    pool: &PoolRuntime,
+    key: &str,
+    pick: impl Fn() -> Option<usize>,
+) -> Option<usize> {
+    match store.lookup(&pool.name, key).await {
+        Lookup::Pinned(id) => match pool
+            .sticky_target(&id)
+            .filter(|&i| !pool.backends[i].state.drained())
+        {
+            Some(i) => Some(i),
+            None => repin(store, pool, key, &id, pick).await,
+        },
+        Lookup::Absent if pool.affinity_mode == AffinityMode::Learn => pick(),
+        Lookup::Absent => {
+            let chosen = pick()?;
+            match store.pin(&pool.name, key, &pool.backends[chosen].id).await {
+                Some(winner) => pool.sticky_target(&winner).or(Some(chosen)),
+                None => fallback(store, pool, key),
+            }
+        }
+        Lookup::Unavailable => fallback(store, pool, key),
+    }
+}
+
+/// The pinned backend is gone: move the session once; every node follows the winner.
+async fn repin(
+    store: &AffinityStore,
+    pool: &PoolRuntime,
+    key: &str,
+    dead: &str,
+    pick: impl Fn() -> Option<usize>,
+) -> Option<usize> {
+    let chosen = pick()?;
+    match store
+        .repin(&pool.name, key, dead, &pool.backends[chosen].id)
+        .await
+    {
+        Some(winner) => {
+            tracing::info!(pool = %pool.name, from = dead, to = %winner, "session re-pinned");
+            pool.sticky_target(&winner).or(Some(chosen))
+        }
+        None => fallback(store, pool, key),
+    }
+}
+
+/// A pinned backend failed on connect: re-pin away from it (compare-and-set).
+pub async fn repin_after_failure(
+    store: &AffinityStore,
+    pool: &PoolRuntime,
+    key: &str,
+    dead: &str,
+    pick: impl Fn() -> Option<usize>,
+) -> Option<usize> {
+    repin(store, pool, key, dead, pick).await
+}
+
+/// Redis is away: hash the key over the eligible backends (same answer on every node).
+fn fallback(store: &AffinityStore, pool: &PoolRuntime, key: &str) -> Option<usize> {
+    store.note_fallback();
+    let eligible: Vec<usize> = (0..pool.backends.len())
+        .filter(|&i| pool.backends[i].state.eligible())
+        .collect();
+    let ids: Vec<&str> = eligible
+        .iter()
+        .map(|&i| pool.backends[i].id.as_str())
+        .collect();
+    fallback_pick(key, &ids).map(|j| eligible[j])
+}
+
+/// `learn` mode: when a backend sets the application's session cookie, pin that
+/// session to it (first writer wins). Awaited before the response goes out so the
+/// client's next request, on any node, already finds the pin.
+pub async fn learn_from_response(
+    store: &AffinityStore,
+    pool: &PoolRuntime,
+    backend: usize,
+    headers: &HeaderMap,
+) {
+    let Some(name) = pool.affinity_cookie.as_deref() else {
+        return;
+    };
+    for value in headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        let Some((k, v)) = value.split(';').next().and_then(|kv| kv.split_once('=')) else {
+            continue;
+        };
+        if k.trim() == name && !v.trim().is_empty() {
+            let _ = store
+                .pin(&pool.name, v.trim(), &pool.backends[backend].id)
+                .await;
+        }
+    }
+}
