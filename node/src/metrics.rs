@@ -290,7 +290,7 @@ impl Metrics {
         let micros = delta(now.redis_latency_sum_micros, last.redis_latency_sum_micros);
         sm.redis_latency_seconds.inc_by(micros as f64 / 1e6);
         sm.connected.set(i64::from(connected));
-        *last = now.clone();
+        *last = *now;
     }
 
     /// Mirrors the Raft status into gauges.
