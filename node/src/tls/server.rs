@@ -1,0 +1,180 @@
+//! HTTPS listeners: rustls in front of the same hyper service as plain HTTP.
+//!
+//! Per connection: optional PROXY header (`accept_proxy`), then the TLS handshake
+//! (bounded by the listener's `header_read_timeout`, so a client that stalls mid-hello
+//! is dropped), then `listener::serve_connection` exactly as for plain HTTP, with
+//! `ConnInfo.tls = true` so requests carry `X-Forwarded-Proto: https`. ALPN offers h2
+//! and http/1.1; hyper's auto builder then sees the h2 preface or an HTTP/1 request.
+//!
+//! Reload: a watcher task re-reads the listener's certificates when a new config
+//! version is applied (checked every 250 ms) and when any certificate or key file
+//! changes on disk (modification time or size, checked every 2 s). A reload that fails
+//! (say the key was not rewritten yet) keeps the previous certificates and is retried.
+//! Swapping only affects new handshakes: open connections are never touched.
+
+use super::certs::load_listener_certs;
+use super::resolver::SniResolver;
+use super::TlsError;
+use crate::dataplane::DataPlane;
+use crate::listener::{self, HttpListenerSpec};
+use crate::proxy::ConnInfo;
+use crate::proxy_protocol;
+use fulcrum_config::Listener;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often the watcher looks for a new config version.
+const VERSION_POLL: Duration = Duration::from_millis(250);
+/// Certificate files are stat'ed every this many version polls (2 s).
+const FILE_POLL_EVERY: u32 = 8;
+
+/// The TLS side of one HTTPS listener.
+pub struct TlsServer {
+    name: String,
+    resolver: Arc<SniResolver>,
+    acceptor: TlsAcceptor,
+}
+
+impl TlsServer {
+    /// Loads and checks the listener's certificates and builds its rustls config.
+    pub fn new(listener: &Listener) -> Result<Arc<TlsServer>, TlsError> {
+        let resolver = Arc::new(SniResolver::new(load_listener_certs(listener)?));
+        let mut config = ServerConfig::builder_with_provider(super::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Setup(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(TlsServer {
+            name: listener.name.clone(),
+            resolver,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        }))
+    }
+
+    /// Re-reads the certificates of `listener`; on error the current ones stay.
+    pub fn reload(&self, listener: &Listener) -> Result<(), TlsError> {
+        let set = load_listener_certs(listener)?;
+        for cert in &set.certs {
+            tracing::info!(listener = %self.name, file = %cert.cert_path.display(), names = ?cert.names, "certificate loaded");
+        }
+        self.resolver.swap(set);
+        Ok(())
+    }
+}
+
+/// Accepts HTTPS connections until `stop` fires; connection tasks go into `tracker`.
+pub async fn serve_https(
+    socket: TcpListener,
+    spec: HttpListenerSpec,
+    tls: Arc<TlsServer>,
+    dp: Arc<DataPlane>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let builder = Arc::new(listener::http_builder(&spec));
+    tokio::spawn(watch(tls.clone(), dp.clone(), stop.clone()));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = socket.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(listener = %spec.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(handshake_and_serve(
+            stream,
+            peer,
+            spec.clone(),
+            tls.clone(),
+            builder.clone(),
+            dp.clone(),
+            stop.clone(),
+        ));
+    }
+    tracing::info!(listener = %spec.name, "listener stopped accepting");
+}
+
+async fn handshake_and_serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    spec: HttpListenerSpec,
+    tls: Arc<TlsServer>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    dp: Arc<DataPlane>,
+    stop: CancellationToken,
+) {
+    let snapshot = dp.snapshot();
+    let config = snapshot.config.listener.iter().find(|l| l.name == tls.name);
+    let origin = match proxy_protocol::origin_of(config, &mut stream, peer).await {
+        Ok(origin) => origin,
+        Err(e) => {
+            tracing::debug!(listener = %spec.name, error = %e, "connection refused");
+            return;
+        }
+    };
+    drop(snapshot);
+    let handshake = tokio::time::timeout(spec.header_read_timeout, tls.acceptor.accept(stream));
+    let tls_stream = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(listener = %spec.name, client = %origin.client, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(listener = %spec.name, client = %origin.client, "TLS handshake timed out");
+            return;
+        }
+    };
+    let conn = Arc::new(ConnInfo {
+        listener: spec.name.clone(),
+        client: origin.client,
+        tls: true,
+    });
+    listener::serve_connection(tls_stream, conn, builder, dp, stop, spec.idle_timeout).await;
+}
+
+/// Reloads certificates on a new config version or changed files, until `stop`.
+async fn watch(tls: Arc<TlsServer>, dp: Arc<DataPlane>, stop: CancellationToken) {
+    let mut version = dp.snapshot().version;
+    let mut ticker = tokio::time::interval(VERSION_POLL);
+    let mut until_file_check = FILE_POLL_EVERY;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        until_file_check -= 1;
+        let check_files = until_file_check == 0;
+        if check_files {
+            until_file_check = FILE_POLL_EVERY;
+        }
+        let snapshot = dp.snapshot();
+        let new_version = snapshot.version != version;
+        let files_changed = check_files && tls.resolver.current().files_changed();
+        if !new_version && !files_changed {
+            continue;
+        }
+        version = snapshot.version;
+        let Some(config) = snapshot.config.listener.iter().find(|l| l.name == tls.name) else {
+            continue;
+        };
+        if let Err(e) = tls.reload(config) {
+            tracing::warn!(listener = %tls.name, error = %e, "certificate reload failed; the previous certificates stay");
+        }
+    }
+}
