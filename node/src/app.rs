@@ -10,6 +10,7 @@ use crate::dataplane::DataPlane;
 use crate::health;
 use crate::listener::{self, HttpListenerSpec};
 use crate::metrics::{Metrics, ResultLabels};
+use crate::vip_guard::VipGuard;
 use fulcrum_config::{Config, ConfigErrors, NodeSection, Protocol};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub enum ApplyError {
     Cluster(#[from] fulcrum_raft::ProposeError),
     #[error("{0}")]
     ClusterStart(#[from] crate::cluster::ClusterError),
+    #[error("VIP: {0}")]
+    Vip(#[from] fulcrum_vip::VipError),
 }
 
 /// Identity of a bound listener: a changed bind or protocol means a new socket.
@@ -54,11 +57,15 @@ pub struct Node {
     health_stop: Mutex<CancellationToken>,
     /// Fires once on shutdown: listeners stop, connections finish gracefully.
     pub stop: CancellationToken,
+    /// Stops the VIP's leadership follower (fired before leadership is handed off).
+    pub vip_stop: CancellationToken,
     pub connections: TaskTracker,
     /// Serialises config changes so two reloads cannot interleave.
     apply_lock: tokio::sync::Mutex<()>,
     /// Set when `[cluster]` is configured: changes then go through Raft.
     pub cluster: Arc<OnceLock<Arc<Cluster>>>,
+    /// The floating address, when `[vip]` is configured.
+    pub vip: OnceLock<Arc<VipGuard>>,
 }
 
 fn protocol_name(p: Protocol) -> &'static str {
@@ -101,9 +108,11 @@ impl Node {
             listeners: Mutex::new(HashMap::new()),
             health_stop: Mutex::new(CancellationToken::new()),
             stop: CancellationToken::new(),
+            vip_stop: CancellationToken::new(),
             connections: TaskTracker::new(),
             apply_lock: tokio::sync::Mutex::new(()),
             cluster: Arc::new(OnceLock::new()),
+            vip: OnceLock::new(),
         });
         node.dp.update_sessions(&config);
         node.start_listeners(&config, bound);
@@ -112,6 +121,15 @@ impl Node {
             node.dp.registry.set_clustered(true);
             let _ = node.cluster.set(cluster.clone());
             tokio::spawn(cluster.follow(node.clone()));
+        }
+        if let Some(vip) = VipGuard::start(&config).await? {
+            let _ = node.vip.set(vip.clone());
+            match node.cluster() {
+                Some(cluster) => {
+                    tokio::spawn(vip.follow_leadership(cluster.clone(), node.vip_stop.clone()));
+                }
+                None => vip.hold_alone(),
+            }
         }
         node.restart_health();
         Ok(node)

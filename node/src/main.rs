@@ -31,7 +31,8 @@ mod proxy_protocol; // issue 7: PROXY protocol v1/v2
 mod router;
 mod run;
 mod snapshot;
-mod tls; // issue 7: HTTPS listeners and backend TLS
+mod tls;
+mod vip_guard; // issue 7: HTTPS listeners and backend TLS
 
 use clap::Parser;
 use std::process::ExitCode;

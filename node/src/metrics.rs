@@ -58,6 +58,9 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     session: SessionMetrics,
     raft: RaftMetrics,
+    vip_held: Gauge,
+    vip_transitions: Counter,
+    last_vip_transitions: std::sync::atomic::AtomicU64,
 }
 
 /// Affinity-store figures, copied from the store's own counters at scrape time.
@@ -123,6 +126,9 @@ impl Metrics {
             reloads: Family::default(),
             session: SessionMetrics::default(),
             raft: RaftMetrics::default(),
+            vip_held: Gauge::default(),
+            vip_transitions: Counter::default(),
+            last_vip_transitions: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register(
@@ -243,6 +249,16 @@ impl Metrics {
             "Leader changes seen by this node",
             rm.leader_changes.clone(),
         );
+        registry.register(
+            "vip_held",
+            "1 while this node holds the VIP",
+            m.vip_held.clone(),
+        );
+        registry.register(
+            "vip_transitions",
+            "VIP hold/release transitions on this node",
+            m.vip_transitions.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -291,6 +307,16 @@ impl Metrics {
         sm.redis_latency_seconds.inc_by(micros as f64 / 1e6);
         sm.connected.set(i64::from(connected));
         *last = *now;
+    }
+
+    /// Mirrors the VIP state.
+    pub fn observe_vip(&self, held: bool, transitions: u64) {
+        self.vip_held.set(i64::from(held));
+        let before = self
+            .last_vip_transitions
+            .swap(transitions, std::sync::atomic::Ordering::Relaxed);
+        self.vip_transitions
+            .inc_by(transitions.saturating_sub(before));
     }
 
     /// Mirrors the Raft status into gauges.

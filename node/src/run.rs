@@ -117,6 +117,11 @@ async fn shutdown(node: &Arc<Node>) {
         // planned restart moves the VIP in well under a second.
         cluster.raft.transfer_leadership_or_step_down().await;
     }
+    // The lease lapsed during the hand-off, so the VIP is normally gone already.
+    node.vip_stop.cancel();
+    if let Some(vip) = node.vip.get() {
+        vip.release("shutting down");
+    }
     node.stop.cancel();
     node.connections.close();
     node.dp.tunnels.close();

@@ -11,10 +11,12 @@ pub mod backend;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod netns;
 pub mod process;
 pub mod redis;
 pub mod tcp_backend;
 pub mod tls;
+pub mod vipbed;
 
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_port() -> u16 {

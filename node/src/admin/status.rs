@@ -56,7 +56,7 @@ pub fn status(node: &Node) -> Value {
         "lease_fresh": lease,
         "clustered": node.cluster().is_some(),
         "config_version": snapshot.version,
-        "vip_held": false,
+        "vip_held": node.vip.get().is_some_and(|v| v.held()),
         "session_store": session_state(node),
         "pools": pools,
     })
@@ -94,6 +94,9 @@ pub fn refresh_gauges(node: &Node) {
     }
     if let Some(c) = node.cluster() {
         node.dp.metrics.observe_raft(&c.status());
+    }
+    if let Some(v) = node.vip.get() {
+        node.dp.metrics.observe_vip(v.held(), v.transitions());
     }
     let snapshot = node.dp.snapshot();
     for pool in snapshot.pools.values() {

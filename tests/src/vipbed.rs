@@ -1,0 +1,395 @@
+//! A three-node fulcrum cluster with a VIP in network namespaces, a client and a backend,
+//! plus the two observers the VIP tests need: a prober that sends a request to the VIP
+//! every 20 ms, and a poller that records which node namespaces hold the VIP.
+
+use crate::netns::{exec, Testbed};
+use crate::process::fulcrum_bin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const VIP: &str = "10.77.70.100";
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+pub struct VipCluster {
+    pub bed: Testbed,
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Option<Child>>,
+    backend_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn node_ip(i: usize) -> String {
+    format!("10.77.70.{}", 11 + i)
+}
+
+impl VipCluster {
+    /// Builds the testbed and starts three nodes with `fencing` and VIP `lifetime`.
+    pub fn start(tag: &str, fencing: &str, lifetime: &str) -> VipCluster {
+        let bed = Testbed::new(
+            tag,
+            &[("n1", 11), ("n2", 12), ("n3", 13), ("cl", 2), ("b1", 21)],
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("secret"), "vip-test-secret-0123456789").expect("secret");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        bed.in_ns("b1", move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let _b = crate::backend::TestBackend::start_on(
+                    "10.77.70.21:8080".parse().expect("addr"),
+                    "b1",
+                )
+                .await;
+                let _ = rx.await;
+            });
+        });
+        let mut c = VipCluster {
+            bed,
+            dir,
+            nodes: Vec::new(),
+            backend_stop: Some(tx),
+        };
+        for i in 0..3 {
+            let cfg = c.node_config(i, fencing, lifetime);
+            std::fs::write(c.config_path(i), cfg).expect("config");
+            c.nodes.push(None);
+            c.start_node(i);
+        }
+        c
+    }
+
+    fn config_path(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("n{}.toml", i + 1))
+    }
+
+    fn node_config(&self, i: usize, fencing: &str, lifetime: &str) -> String {
+        let peers: Vec<String> = (0..3)
+            .map(|j| format!("\"{}@{}:7946\"", j + 1, node_ip(j)))
+            .collect();
+        format!(
+            r#"[node]
+id = {id}
+admin = "{ip}:9901"
+data_dir = "{data}"
+access_log = "off"
+shutdown_grace = "3s"
+
+[cluster]
+raft = "{ip}:7946"
+peers = [{peers}]
+secret_file = "{secret}"
+
+[vip]
+address = "{VIP}/24"
+interface = "eth0"
+fencing = "{fencing}"
+lifetime = "{lifetime}"
+
+[[listener]]
+name = "web"
+bind = "0.0.0.0:80"
+
+[[route]]
+listener = "web"
+pool = "app"
+
+[[pool]]
+name = "app"
+backends = [{{ addr = "10.77.70.21:8080" }}]
+"#,
+            id = i + 1,
+            ip = node_ip(i),
+            peers = peers.join(", "),
+            data = self.dir.path().join(format!("data{}", i + 1)).display(),
+            secret = self.dir.path().join("secret").display(),
+        )
+    }
+
+    /// Starts (or restarts) node `i` with its data dir.
+    pub fn start_node(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("n{}.log", i + 1)))
+            .expect("log");
+        let err = log.try_clone().expect("log");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.bed.ns(NODES[i]),
+                fulcrum_bin().to_str().unwrap_or("fulcrum"),
+                "run",
+                "--config",
+            ])
+            .arg(self.config_path(i))
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("start fulcrum");
+        self.nodes[i] = Some(child);
+    }
+
+    pub fn pid(&self, i: usize) -> i32 {
+        self.nodes[i].as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid(i)), sig);
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for node `i` to exit by itself (after SIGTERM).
+    pub fn wait_exit(&mut self, i: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(c) = self.nodes[i].as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.nodes[i] = None;
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `/status` of node `i`, fetched from inside the client namespace.
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let url = format!("http://{}:9901/status", node_ip(i));
+        let (ok, out) = exec(&self.bed.ns("cl"), &["curl", "-s", "-m", "1", &url]);
+        if !ok {
+            return None;
+        }
+        serde_json::from_str(&out).ok()
+    }
+
+    /// Index of the node that holds the VIP and is leader, waiting up to `within`.
+    pub fn wait_holder(&self, within: Duration) -> Option<usize> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            for i in 0..3 {
+                if self.nodes[i].is_some() && self.bed.has_addr(NODES[i], VIP) {
+                    if let Some(s) = self.status(i) {
+                        if s["role"] == "leader" && s["vip_held"] == true {
+                            return Some(i);
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn holders_now(&self) -> Vec<usize> {
+        (0..3)
+            .filter(|&i| self.bed.has_addr(NODES[i], VIP))
+            .collect()
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("n{}.log", i + 1))).unwrap_or_default()
+    }
+
+    /// The MAC the client's neighbour table has for the VIP.
+    pub fn client_arp_mac(&self) -> String {
+        let (_, out) = exec(&self.bed.ns("cl"), &["ip", "neigh", "show", VIP]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn node_mac(&self, i: usize) -> String {
+        self.bed.mac(NODES[i])
+    }
+
+    /// Adds nftables rules in node `i` that drop its Raft traffic (client traffic passes).
+    pub fn partition(&self, i: usize) {
+        let ns = self.bed.ns(NODES[i]);
+        let script = "table inet fnt { chain in { type filter hook input priority 0; tcp dport 7946 drop; tcp sport 7946 drop; }; chain out { type filter hook output priority 0; tcp dport 7946 drop; tcp sport 7946 drop; }; }";
+        let (ok, out) = exec(&ns, &["nft", script]);
+        assert!(ok, "nft failed: {out}");
+    }
+
+    pub fn heal(&self, i: usize) {
+        let (ok, out) = exec(&self.bed.ns(NODES[i]), &["nft", "delete table inet fnt"]);
+        assert!(ok, "nft delete failed: {out}");
+    }
+}
+
+impl Drop for VipCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.signal(i, nix::sys::signal::Signal::SIGCONT);
+            self.kill9(i);
+        }
+        if let Some(tx) = self.backend_stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One probe result: time since the prober started, and whether the VIP answered 200.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub at: Duration,
+    pub ok: bool,
+}
+
+/// Sends `GET /` to the VIP every 20 ms from the client namespace until stopped (or
+/// `limit`), each on a new connection with a 300 ms budget.
+pub struct Prober {
+    pub started: Instant,
+    stop: Arc<AtomicBool>,
+    results: Arc<Mutex<Vec<Probe>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    pub fn start(bed: &Testbed, limit: Duration) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let (s, r) = (stop.clone(), results.clone());
+        let handle = bed.in_ns("cl", move || {
+            while !s.load(Ordering::SeqCst) && started.elapsed() < limit {
+                let t = started.elapsed();
+                let ok = probe_once();
+                if let Ok(mut v) = r.lock() {
+                    v.push(Probe { at: t, ok });
+                }
+                let next = t + Duration::from_millis(20);
+                if let Some(wait) = next.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        });
+        Prober {
+            started,
+            stop,
+            results,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops and returns every probe.
+    pub fn finish(mut self) -> Vec<Probe> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.results.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+fn probe_once() -> bool {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = format!("{VIP}:80").parse().expect("addr");
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+    if s.write_all(b"GET / HTTP/1.1\r\nhost: vip\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if n >= 12 && buf.starts_with(b"HTTP/1.1 200"))
+}
+
+/// Longest run of failed probes after `from` (the outage window), in milliseconds.
+pub fn outage_after(probes: &[Probe], from: Duration) -> u128 {
+    let mut first_fail: Option<Duration> = None;
+    let mut longest = 0u128;
+    for p in probes.iter().filter(|p| p.at >= from) {
+        match (p.ok, first_fail) {
+            (false, None) => first_fail = Some(p.at),
+            (true, Some(f)) => {
+                longest = longest.max((p.at - f).as_millis());
+                first_fail = None;
+            }
+            _ => {}
+        }
+    }
+    if let (Some(f), Some(last)) = (first_fail, probes.last()) {
+        longest = longest.max((last.at - f).as_millis());
+    }
+    longest
+}
+
+/// Samples VIP holders in every node namespace every 20 ms.
+pub struct HolderPoller {
+    stop: Arc<AtomicBool>,
+    max_holders: Arc<Mutex<(usize, Duration)>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HolderPoller {
+    pub fn start(bed_names: [String; 3], limit: Duration) -> HolderPoller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max = Arc::new(Mutex::new((0usize, Duration::ZERO)));
+        let (s, m) = (stop.clone(), max.clone());
+        let handle = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut dual_since: Option<Instant> = None;
+            while !s.load(Ordering::SeqCst) && started.elapsed() < limit {
+                let holders = bed_names.iter().filter(|ns| has_vip(ns)).count();
+                if let Ok(mut g) = m.lock() {
+                    g.0 = g.0.max(holders);
+                    if holders > 1 {
+                        let since = *dual_since.get_or_insert_with(Instant::now);
+                        g.1 = g.1.max(since.elapsed());
+                    } else {
+                        dual_since = None;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        HolderPoller {
+            stop,
+            max_holders: max,
+            handle: Some(handle),
+        }
+    }
+
+    /// (most holders seen at once, longest dual-holder overlap).
+    pub fn finish(mut self) -> (usize, Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.max_holders
+            .lock()
+            .map(|g| *g)
+            .unwrap_or((0, Duration::ZERO))
+    }
+}
+
+fn has_vip(ns: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", ns, "-br", "addr", "show", "dev", "eth0"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {VIP}/")))
+        .unwrap_or(false)
+}
+
+/// The namespace names of the three nodes.
+pub fn node_namespaces(bed: &Testbed) -> [String; 3] {
+    [bed.ns("n1"), bed.ns("n2"), bed.ns("n3")]
+}

@@ -1,0 +1,198 @@
+//! The floating VIP across three real fulcrum nodes in network namespaces: failover on
+//! kill -9 and SIGTERM, partitions, frozen leaders, ARP, and never two holders where
+//! DESIGN.md forbids it. Needs root; skipped (with a message) otherwise.
+
+use fulcrum_tests::netns::can_run;
+use fulcrum_tests::vipbed::{node_namespaces, outage_after, HolderPoller, Prober, VipCluster};
+use nix::sys::signal::Signal;
+use std::time::{Duration, Instant};
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+#[test]
+fn kill9_of_the_leader_moves_the_vip_within_two_seconds() {
+    if !can_run("kill9_of_the_leader_moves_the_vip_within_two_seconds") {
+        return;
+    }
+    let mut c = VipCluster::start("k", "fast", "2s");
+    let mut windows = Vec::new();
+    for run in 0..3 {
+        let leader = c
+            .wait_holder(SETTLE)
+            .unwrap_or_else(|| panic!("no VIP holder (run {run}); log:\n{}", c.log(0)));
+        let prober = Prober::start(&c.bed, Duration::from_secs(15));
+        std::thread::sleep(Duration::from_millis(500));
+        let killed_at = prober.started.elapsed();
+        c.kill9(leader);
+        let new = c.wait_holder(Duration::from_secs(5)).expect("a new holder");
+        std::thread::sleep(Duration::from_millis(1500));
+        let probes = prober.finish();
+        assert!(
+            probes.iter().filter(|p| p.at < killed_at).all(|p| p.ok),
+            "requests failed before the kill"
+        );
+        let window = outage_after(&probes, killed_at);
+        eprintln!(
+            "run {run}: kill -9 of node {} -> node {} holds the VIP; client outage {window} ms",
+            leader + 1,
+            new + 1
+        );
+        assert!(window < 2000, "outage {window} ms");
+        assert!(
+            probes.last().is_some_and(|p| p.ok),
+            "VIP does not answer after the move"
+        );
+        // The client's ARP entry follows the new holder (gratuitous ARP).
+        assert_eq!(
+            c.client_arp_mac(),
+            c.node_mac(new),
+            "client ARP entry still points elsewhere"
+        );
+        windows.push(window);
+        c.start_node(leader);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    windows.sort();
+    eprintln!(
+        "kill -9 failover windows (ms): {windows:?}, median {}",
+        windows[1]
+    );
+}
+
+#[test]
+fn sigterm_of_the_leader_hands_the_vip_over_quickly() {
+    if !can_run("sigterm_of_the_leader_hands_the_vip_over_quickly") {
+        return;
+    }
+    let mut c = VipCluster::start("t", "fast", "2s");
+    let leader = c.wait_holder(SETTLE).expect("holder");
+    let poller = HolderPoller::start(node_namespaces(&c.bed), Duration::from_secs(15));
+    let prober = Prober::start(&c.bed, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(500));
+    let at = prober.started.elapsed();
+    c.signal(leader, Signal::SIGTERM);
+    assert!(
+        c.wait_exit(leader, Duration::from_secs(10)),
+        "node did not exit after SIGTERM"
+    );
+    let new = c.wait_holder(Duration::from_secs(5)).expect("new holder");
+    std::thread::sleep(Duration::from_millis(1000));
+    let probes = prober.finish();
+    let (max_holders, _) = poller.finish();
+    let window = outage_after(&probes, at);
+    eprintln!(
+        "SIGTERM of node {} -> node {}; client outage {window} ms (target < 300 ms)",
+        leader + 1,
+        new + 1
+    );
+    assert!(window < 1000, "planned hand-over took {window} ms");
+    assert_eq!(
+        max_holders, 1,
+        "two nodes held the VIP during a planned hand-over"
+    );
+}
+
+#[test]
+fn a_partitioned_leader_drops_the_vip_and_nobody_shares_it() {
+    if !can_run("a_partitioned_leader_drops_the_vip_and_nobody_shares_it") {
+        return;
+    }
+    let c = VipCluster::start("p", "fast", "2s");
+    let leader = c.wait_holder(SETTLE).expect("holder");
+    let poller = HolderPoller::start(node_namespaces(&c.bed), Duration::from_secs(20));
+    let prober = Prober::start(&c.bed, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    let cut = Instant::now();
+    c.partition(leader);
+    // The old leader must let go within its lease (plus renew/netlink slack).
+    while c.holders_now().contains(&leader) && cut.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let released = cut.elapsed();
+    assert!(
+        !c.holders_now().contains(&leader),
+        "isolated leader still holds the VIP"
+    );
+    let new = c.wait_holder(Duration::from_secs(5)).expect("a new holder");
+    assert_ne!(new, leader);
+    eprintln!(
+        "partition: old leader released after {released:?}, node {} took over after {:?}",
+        new + 1,
+        cut.elapsed()
+    );
+    // Heal: the client must be served within 1 s, whoever ends up leader.
+    let healed = prober.started.elapsed();
+    c.heal(leader);
+    std::thread::sleep(Duration::from_secs(3));
+    let probes = prober.finish();
+    let (max_holders, overlap) = poller.finish();
+    assert_eq!(max_holders, 1, "two holders at once (overlap {overlap:?})");
+    let after_heal = outage_after(&probes, healed + Duration::from_millis(1000));
+    assert_eq!(
+        after_heal, 0,
+        "client not served again within 1 s of the heal"
+    );
+}
+
+fn freeze_leader(fencing: &str, lifetime: &str) -> (usize, Duration) {
+    let c = VipCluster::start(
+        if fencing == "strict" { "s" } else { "f" },
+        fencing,
+        lifetime,
+    );
+    let leader = c.wait_holder(SETTLE).expect("holder");
+    let poller = HolderPoller::start(node_namespaces(&c.bed), Duration::from_secs(20));
+    c.signal(leader, Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3));
+    let new = c.wait_holder(Duration::from_secs(5));
+    c.signal(leader, Signal::SIGCONT);
+    // The resumed node must not re-announce without a fresh lease.
+    std::thread::sleep(Duration::from_secs(2));
+    let holders = c.holders_now();
+    let result = poller.finish();
+    eprintln!(
+        "{fencing}: SIGSTOP node {} for 3 s -> holder {:?}; max holders {}, longest overlap {:?}",
+        leader + 1,
+        new.map(|n| n + 1),
+        result.0,
+        result.1
+    );
+    assert!(
+        new.is_some_and(|n| n != leader),
+        "another node must take the VIP from a frozen leader"
+    );
+    assert_eq!(
+        holders.len(),
+        1,
+        "after SIGCONT exactly one holder: {holders:?}"
+    );
+    assert!(
+        !holders.contains(&leader),
+        "the resumed old leader took the VIP back without a fresh lease"
+    );
+    result
+}
+
+#[test]
+fn a_frozen_leader_never_shares_the_vip_in_strict_mode() {
+    if !can_run("a_frozen_leader_never_shares_the_vip_in_strict_mode") {
+        return;
+    }
+    let (max_holders, overlap) = freeze_leader("strict", "1s");
+    assert_eq!(
+        max_holders, 1,
+        "strict fencing: two holders for {overlap:?}"
+    );
+}
+
+#[test]
+fn a_frozen_leader_overlaps_at_most_the_kernel_lifetime_in_fast_mode() {
+    if !can_run("a_frozen_leader_overlaps_at_most_the_kernel_lifetime_in_fast_mode") {
+        return;
+    }
+    let (_, overlap) = freeze_leader("fast", "1s");
+    assert!(
+        overlap <= Duration::from_millis(1500),
+        "fast fencing overlap {overlap:?} exceeds the 1 s lifetime"
+    );
+}
