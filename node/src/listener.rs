@@ -5,6 +5,10 @@
 //! working after the VIP moves (no listener restart on failover). Each connection runs
 //! in a task tracked by the listener set; on shutdown every connection is asked to
 //! finish gracefully (in-flight requests complete, idle keep-alives close at once).
+//!
+//! A listener with `accept_proxy = true` reads the PROXY header first (see
+//! `proxy_protocol`); `serve_connection` is generic over the byte stream so HTTPS
+//! (`tls::serve_https`) serves its TLS streams with the same code.
 
 use crate::dataplane::DataPlane;
 use crate::proxy::{self, ConnInfo};
@@ -20,7 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -74,22 +78,49 @@ pub async fn serve_http(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(ConnInfo {
-            listener: spec.name.clone(),
-            client: peer,
-            tls: false,
-        });
-        let task = serve_connection(
+        let task = serve_plain(
             stream,
-            conn,
+            peer,
+            spec.clone(),
             builder.clone(),
             dp.clone(),
             stop.clone(),
-            spec.idle_timeout,
         );
         tracker.spawn(task);
     }
     tracing::info!(listener = %spec.name, "listener stopped accepting");
+}
+
+/// One plain-HTTP connection: the client address (from a PROXY header when the
+/// listener has `accept_proxy`; an untrusted or malformed one closes it), then HTTP.
+async fn serve_plain(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    spec: HttpListenerSpec,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    dp: Arc<DataPlane>,
+    stop: CancellationToken,
+) {
+    let snapshot = dp.snapshot();
+    let config = snapshot
+        .config
+        .listener
+        .iter()
+        .find(|l| *l.name == *spec.name);
+    let origin = match crate::proxy_protocol::origin_of(config, &mut stream, peer).await {
+        Ok(origin) => origin,
+        Err(e) => {
+            tracing::debug!(listener = %spec.name, error = %e, "connection refused");
+            return;
+        }
+    };
+    drop(snapshot);
+    let conn = Arc::new(ConnInfo {
+        listener: spec.name.clone(),
+        client: origin.client,
+        tls: false,
+    });
+    serve_connection(stream, conn, builder, dp, stop, spec.idle_timeout).await;
 }
 
 pub(crate) fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecutor> {

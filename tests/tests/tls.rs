@@ -478,3 +478,52 @@ tls = {{ ca = "{ca}", server_name = "{server_name}" }}
         .expect("request");
     assert_eq!(reply.status, 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_header_on_a_plain_http_listener() {
+    let backend = TestBackend::start("one").await;
+    let ports = Ports::new();
+    let config = format!(
+        r#"[node]
+id = 1
+admin = "{admin}"
+data_dir = "/tmp"
+access_log = "off"
+
+[[listener]]
+name = "web"
+bind = "{web}"
+accept_proxy = true
+proxy_from = ["127.0.0.1"]
+
+[[route]]
+listener = "web"
+pool = "app"
+
+[[pool]]
+name = "app"
+backends = [{{ addr = "{backend}" }}]
+"#,
+        admin = ports.admin,
+        web = ports.web,
+        backend = backend.addr,
+    );
+    let _node = Fulcrum::start(&config, &ports.admin).await;
+    let request = b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\n\
+GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let out = raw_exchange(&ports.web, request, Duration::from_secs(5))
+        .await
+        .expect("exchange");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("x-forwarded-for: 203.0.113.9"), "{text}");
+    // Without the header a trusted peer is refused: it must speak PROXY.
+    let out = raw_exchange(
+        &ports.web,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("exchange");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
