@@ -160,16 +160,16 @@ fn failover(inp: &Inputs) -> Check {
             .map(|(_, end)| (end - e.t_ms).max(0.0))
             .unwrap_or(0.0);
         match inp.holders.and_then(|h| vip_moved_ms(h, e.t_ms)) {
-            Some(moved) => figures.push(format!("{ms:.0} (VIP moved {moved:.0})")),
-            None => figures.push(format!("{ms:.0}")),
+            Some(moved) => figures.push(format!("{ms:.0} ms (VIP moved at {moved:.0})")),
+            None => figures.push(format!("{ms:.0} ms")),
         }
         worst = worst.max(ms);
     }
     Check::new(
         "VIP failover",
         format!(
-            "{} ms (max {:.0})",
-            figures.join("/"),
+            "{} (max {:.0})",
+            figures.join("; "),
             inp.expect.max_failover_ms
         ),
         Some(worst),
