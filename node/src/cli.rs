@@ -31,6 +31,8 @@ pub enum Command {
     },
     /// Talk to a node's admin API.
     Ctl(CtlArgs),
+    /// A local three-node cluster on loopback with demo backends, for a first look.
+    Demo,
 }
 
 #[derive(Debug, Args)]

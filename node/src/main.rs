@@ -20,6 +20,7 @@ mod cli;
 mod cluster;
 mod ctl;
 mod dataplane;
+mod demo;
 mod health;
 mod l4; // issue 7: TCP listeners
 mod listener;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         cli::Command::Run { config, threads } => run::run(&config, threads),
         cli::Command::Check { config } => check(&config),
         cli::Command::Ctl(args) => ctl::main(args),
+        cli::Command::Demo => demo::main(),
     }
 }
 
