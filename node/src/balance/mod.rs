@@ -72,6 +72,19 @@ impl BackendLoad {
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
     }
+
+    /// A request starts occupying this backend (counts for least-request and
+    /// least-connections alike).
+    pub fn begin_request(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The request released the backend (answered, failed or abandoned).
+    pub fn end_request(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a selector may look at for one request.

@@ -9,7 +9,6 @@ use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
 use http::Method;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,12 +49,7 @@ impl RequestDone {
 impl OnFinish for RequestDone {
     fn finish(&mut self, bytes: u64) {
         let backend = &self.pool.backends[self.index];
-        backend.state.load.in_flight.fetch_sub(1, Ordering::Relaxed);
-        backend
-            .state
-            .load
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
+        backend.state.load.end_request();
         if self.dp.access_log_enabled() {
             tracing::info!(
                 target: "access",

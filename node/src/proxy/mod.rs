@@ -27,7 +27,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
@@ -269,12 +268,7 @@ async fn forward(
         let backend = &pool.backends[index];
         let req_body = body.take().unwrap_or_else(body::empty);
         let upstream = build_upstream_request(&parts, &backend.base_uri, req_body)?;
-        backend.state.load.in_flight.fetch_add(1, Ordering::Relaxed);
-        backend
-            .state
-            .load
-            .connections
-            .fetch_add(1, Ordering::Relaxed);
+        backend.state.load.begin_request();
         let sent = tokio::time::timeout(pool.response_timeout, pool.client.request(upstream)).await;
         let outcome = match sent {
             Ok(Ok(resp)) => Ok(resp),
@@ -308,12 +302,7 @@ async fn forward(
                 ));
             }
             Err(err) => {
-                backend.state.load.in_flight.fetch_sub(1, Ordering::Relaxed);
-                backend
-                    .state
-                    .load
-                    .connections
-                    .fetch_sub(1, Ordering::Relaxed);
+                backend.state.load.end_request();
                 let connect_failed = err.as_ref().is_some_and(is_connection_failure);
                 let Some(e) = err else {
                     tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
