@@ -154,11 +154,12 @@ fn failover(inp: &Inputs) -> Check {
     for e in events {
         let from = e.t_ms - inp.timeout_ms;
         let to = e.t_ms + e.allow_ms.max(inp.expect.max_failover_ms);
+        // The outage this fault caused: windows that start around it and end after it.
         let ms = windows
             .iter()
-            .find(|(a, _)| *a >= from && *a <= to)
-            .map(|(_, end)| (end - e.t_ms).max(0.0))
-            .unwrap_or(0.0);
+            .filter(|(a, end)| *a >= from && *a <= to && *end > e.t_ms)
+            .map(|(_, end)| end - e.t_ms)
+            .fold(0.0, f64::max);
         match inp.holders.and_then(|h| vip_moved_ms(h, e.t_ms)) {
             Some(moved) => figures.push(format!("{ms:.0} ms (VIP moved at {moved:.0})")),
             None => figures.push(format!("{ms:.0} ms")),
@@ -289,10 +290,18 @@ fn affinity(inp: &Inputs) -> Check {
 }
 
 fn lost(inp: &Inputs) -> Check {
+    // A fault that moves the VIP may take the whole failover budget.
+    let allow = |e: &Event| {
+        if e.failover {
+            e.allow_ms.max(inp.expect.max_failover_ms)
+        } else {
+            e.allow_ms
+        }
+    };
     let expected = |t: f64| {
         inp.events
             .iter()
-            .any(|e| t >= e.t_ms - inp.timeout_ms && t <= e.t_ms + e.allow_ms)
+            .any(|e| t >= e.t_ms - inp.timeout_ms && t <= e.t_ms + allow(e))
     };
     let failed: Vec<&Sample> = inp.samples.iter().filter(|s| !s.ok()).collect();
     let lost: Vec<&&Sample> = failed.iter().filter(|s| !expected(s.t_ms)).collect();
@@ -418,6 +427,9 @@ mod tests {
     fn outage_failover_and_lost() {
         let samples = vec![
             sample(0.0, 0, Some("b1"), true),
+            // A blip that ended before the fault is not its failover.
+            sample(2100.0, 1, None, false),
+            sample(2110.0, 1, Some("b1"), false),
             sample(3010.0, 1, None, false),
             sample(3300.0, 1, None, false),
             sample(3400.0, 1, Some("b1"), true),

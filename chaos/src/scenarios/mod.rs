@@ -78,10 +78,20 @@ fn plan(name: &str, strict: bool) -> (u64, Expect) {
         max_failover_ms: 2000.0,
         max_dual_ms: 0.0,
     };
-    let failover = Expect {
-        min_availability_pct: 90.0,
-        max_outage_ms: 2000.0,
-        ..base
+    // Strict fencing: a new leader first waits out the old holder's kernel lifetime (2 s).
+    let failover = if strict {
+        Expect {
+            min_availability_pct: 70.0,
+            max_outage_ms: 3500.0,
+            max_failover_ms: 3500.0,
+            ..base
+        }
+    } else {
+        Expect {
+            min_availability_pct: 90.0,
+            max_outage_ms: 2000.0,
+            ..base
+        }
     };
     let backend = Expect {
         min_availability_pct: 85.0,
@@ -103,8 +113,8 @@ fn plan(name: &str, strict: bool) -> (u64, Expect) {
             11_000,
             Expect {
                 max_dual_ms: zombie_dual_ms,
-                max_outage_ms: 3000.0,
-                max_failover_ms: 3000.0,
+                max_outage_ms: failover.max_outage_ms.max(3000.0),
+                max_failover_ms: failover.max_failover_ms.max(3000.0),
                 ..failover
             },
         ),
@@ -123,6 +133,7 @@ fn plan(name: &str, strict: bool) -> (u64, Expect) {
             18_000,
             Expect {
                 max_failover_ms: 1000.0,
+                min_availability_pct: 90.0,
                 ..failover
             },
         ),
