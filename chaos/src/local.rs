@@ -51,8 +51,12 @@ pub async fn run(args: LocalArgs) -> Result<()> {
     let flag = interrupted.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted: stopping the load and tearing the test bed down");
+            eprintln!("\ninterrupted: stopping the load and tearing the test bed down (Ctrl-C again to force)");
             flag.store(true, Ordering::SeqCst);
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nforced exit: run `fulcrum-chaos local --cleanup` to remove what is left");
+            std::process::exit(130);
         }
     });
     let driver = std::thread::Builder::new()

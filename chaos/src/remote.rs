@@ -77,8 +77,13 @@ fn shell(cmd: &str) -> Result<bool> {
     Ok(shell_output(cmd)?.0)
 }
 
-/// Like [`shell`], also returning the end of stderr.
+/// Like [`shell`], also returning the end of stderr. Called from the scenario's async
+/// code: the wait (an ssh round trip) must not stall the load generator's worker.
 fn shell_output(cmd: &str) -> Result<(bool, String)> {
+    tokio::task::block_in_place(|| run_shell(cmd))
+}
+
+fn run_shell(cmd: &str) -> Result<(bool, String)> {
     let mut child = Command::new("sh")
         .args(["-c", cmd])
         .stdin(Stdio::null())
@@ -249,8 +254,11 @@ pub async fn run(args: RemoteArgs) -> Result<()> {
     let flag = interrupted.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted: stopping after this step");
+            eprintln!("\ninterrupted: stopping after this step (Ctrl-C again to force)");
             flag.store(true, Ordering::SeqCst);
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
         }
     });
     let settings = Settings {
