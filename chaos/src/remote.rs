@@ -314,6 +314,14 @@ mod tests {
     }
 
     #[test]
+    fn testbed_inventory_parses() {
+        let inv: Inventory = toml::from_str(include_str!("../examples/testbed-inventory.toml"))
+            .expect("testbed inventory parses");
+        assert_eq!(inv.nodes.len(), 3);
+        assert_eq!(target_of(&inv.vip_url).expect("url"), "10.77.60.100:80");
+    }
+
+    #[test]
     fn vip_url_forms() {
         assert_eq!(
             target_of("http://10.0.0.1:8080/x").expect("url"),
