@@ -179,8 +179,8 @@ backends = [{{ addr = "10.77.70.21:8080" }}]
     pub fn wait_holder(&self, within: Duration) -> Option<usize> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            for i in 0..3 {
-                if self.nodes[i].is_some() && self.bed.has_addr(NODES[i], VIP) {
+            for (i, name) in NODES.iter().enumerate() {
+                if self.nodes[i].is_some() && self.bed.has_addr(name, VIP) {
                     if let Some(s) = self.status(i) {
                         if s["role"] == "leader" && s["vip_held"] == true {
                             return Some(i);
