@@ -31,11 +31,8 @@ pub enum ApplyError {
         bind: String,
         source: std::io::Error,
     },
-    #[error("listener {name}: protocol {protocol} is not supported by this build yet")]
-    Unsupported {
-        name: String,
-        protocol: &'static str,
-    },
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
     Cluster(#[from] fulcrum_raft::ProposeError),
     #[error("{0}")]
@@ -150,6 +147,7 @@ impl Node {
             tracing::warn!(error = %e, "config refused; the running config stays");
             ApplyError::Invalid(e)
         })?;
+        crate::tls::check_config(&config)?;
         let version = cluster.propose_config(&config).await?;
         tracing::info!(version, origin, "config committed through raft");
         Ok(version)
@@ -262,14 +260,28 @@ impl Node {
                 max_header_bytes: l.max_header_bytes,
             };
             let token = self.stop.child_token();
-            tracing::info!(listener = %l.name, bind = %l.bind, "listening");
-            tokio::spawn(listener::serve_http(
-                socket,
-                spec,
-                self.dp.clone(),
-                token.clone(),
-                self.connections.clone(),
-            ));
+            let (dp, stop, tracker) = (self.dp.clone(), token.clone(), self.connections.clone());
+            match l.protocol {
+                Protocol::Http => {
+                    tokio::spawn(listener::serve_http(socket, spec, dp, stop, tracker));
+                }
+                Protocol::Https => match crate::tls::TlsServer::new(l) {
+                    Ok(tls) => {
+                        tokio::spawn(crate::tls::serve_https(
+                            socket, spec, tls, dp, stop, tracker,
+                        ));
+                    }
+                    // Checked in `bind_new`; only a file broken in between lands here.
+                    Err(e) => {
+                        tracing::error!(listener = %l.name, error = %e, "not listening");
+                        continue;
+                    }
+                },
+                Protocol::Tcp => {
+                    tokio::spawn(crate::l4::serve_tcp(socket, spec.name, dp, stop, tracker));
+                }
+            }
+            tracing::info!(listener = %l.name, bind = %l.bind, protocol = protocol_name(l.protocol), "listening");
             running.insert(key, token);
         }
     }
@@ -320,17 +332,14 @@ fn bind_new(
     config: &Config,
     running: &HashMap<ListenerKey, CancellationToken>,
 ) -> Result<Vec<(ListenerKey, TcpListener)>, ApplyError> {
+    // Certificate/key files of every HTTPS listener and TLS pool, running or new:
+    // a broken file refuses the whole config (issue 7).
+    crate::tls::check_config(config)?;
     let mut bound = Vec::new();
     for l in &config.listener {
         let key = key_of(l);
         if running.contains_key(&key) {
             continue;
-        }
-        if l.protocol != Protocol::Http {
-            return Err(ApplyError::Unsupported {
-                name: l.name.clone(),
-                protocol: protocol_name(l.protocol),
-            });
         }
         let listen_ip = config.node.as_ref().and_then(|n| n.listen_ip);
         let addr = l
