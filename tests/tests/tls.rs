@@ -171,6 +171,25 @@ async fn rotation_serves_new_cert_and_keeps_open_connections() {
     // The connection opened before the rotation still works.
     let (status, body) = get(&mut open, "a.test", "/").await.expect("old connection");
     assert_eq!((status.as_u16(), body.as_str()), (200, "one"));
+
+    // Rotating the files alone (no apply) is noticed by the 2 s file watcher.
+    let newer = ca.leaf(&["a.test"]);
+    newer.write(dir.path(), "a");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = connect(&ports.web, "a.test", verify.clone())
+            .await
+            .expect("reconnect");
+        if peer_cert(&s) == Some(newer.der.clone()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "file change not picked up; log:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
