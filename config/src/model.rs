@@ -391,7 +391,7 @@ fn default_election_max() -> Duration {
     Duration::from_millis(300)
 }
 fn default_lease() -> Duration {
-    Duration::from_millis(120)
+    Duration::from_millis(140)
 }
 fn default_vip_lifetime() -> Duration {
     Duration::from_secs(2)

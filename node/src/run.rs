@@ -45,11 +45,19 @@ pub fn run(config_path: &Path, threads: Option<usize>) -> ExitCode {
                 .unwrap_or(1)
         })
         .max(1);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
+    // One worker thread means one thread: a current-thread runtime keeps every task
+    // (connections, upstream pools, timers) on it, with no cross-thread wake-ups.
+    let built = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -27,6 +27,14 @@ use tokio_util::sync::CancellationToken;
 const TICK: Duration = Duration::from_millis(10);
 /// Slack on top of the kernel lifetime before a strict-mode claim.
 const STRICT_MARGIN: Duration = Duration::from_millis(300);
+/// Each confirmation lets the VIP task renew for this long; if confirmations stop (the
+/// process froze), the task releases instead of renewing on its own overdue timers.
+const CONFIRM_WINDOW: Duration = Duration::from_millis(150);
+/// A gap between ticks longer than this means this task did not run (frozen process,
+/// starved runtime): the published lease may be stale, so it is not trusted until
+/// `DISTRUST_AFTER_GAP` has passed and the Raft status task had time to re-evaluate.
+const TICK_GAP: Duration = Duration::from_millis(60);
+const DISTRUST_AFTER_GAP: Duration = Duration::from_millis(40);
 
 /// The VIP as the rest of the node sees it.
 pub struct VipGuard {
@@ -70,7 +78,8 @@ impl VipGuard {
             let _span = tracing::info_span!("vip", transition = "hold").entered();
             tracing::info!(reason, "taking the VIP");
         }
-        self.controller.hold(reason);
+        self.controller
+            .hold_until(std::time::Instant::now() + CONFIRM_WINDOW, reason);
     }
 
     /// Releases at once (idempotent).
@@ -84,7 +93,8 @@ impl VipGuard {
 
     /// Without `[cluster]` the only node always holds the VIP.
     pub fn hold_alone(&self) {
-        self.hold("single node without [cluster]");
+        self.held.store(true, Ordering::Relaxed);
+        self.controller.hold("single node without [cluster]");
     }
 
     /// Runs the leadership rule every 10 ms until `stop` fires, then releases.
@@ -98,10 +108,21 @@ impl VipGuard {
         let status = cluster.raft.status();
         let mut leader_since: Option<(u64, Instant)> = None;
         let mut announced_term = 0u64;
+        let mut last_tick = Instant::now();
+        let mut distrust_until: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {}
+            }
+            let now = Instant::now();
+            if now.duration_since(last_tick) > TICK_GAP {
+                tracing::warn!(gap = ?now.duration_since(last_tick), "VIP check did not run on time; re-checking the lease before trusting it");
+                distrust_until = Some(now + DISTRUST_AFTER_GAP);
+            }
+            last_tick = now;
+            if distrust_until.is_some_and(|t| now < t) {
+                continue;
             }
             let s = status.borrow().clone();
             let leading = s.role == Role::Leader && s.lease_fresh;
@@ -133,7 +154,13 @@ impl VipGuard {
                 }
                 self.hold(&format!("leader with a fresh lease in term {}", s.term));
                 announced_term = s.term;
-            } else if announced_term != s.term {
+            } else {
+                self.controller.hold_until(
+                    std::time::Instant::now() + CONFIRM_WINDOW,
+                    "lease confirmed",
+                );
+            }
+            if self.held() && announced_term != s.term {
                 // Leadership confirmed in a new term (e.g. after a healed partition):
                 // re-announce so clients with a stale ARP entry come back.
                 self.controller

@@ -1,13 +1,14 @@
 //! `VipController`: the thread-safe handle the node uses to say "hold" or "release". It only
 //! records the wish and forwards it; the background task in `task.rs` does the work.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::announcer::Announcer;
+use crate::deadline::Deadline;
 use crate::netlink::Netlink;
 use crate::task::{Command, Task};
 use crate::{caps, VipError, VipOptions};
@@ -26,6 +27,10 @@ struct Shared {
     /// in the same order as `held()` changes.
     desired: Mutex<bool>,
     transitions: AtomicU64,
+    /// Set by `hold_until`; the task stops renewing after it.
+    deadline: Arc<Deadline>,
+    /// The task let go because the deadline passed while `desired` stayed true.
+    suspended: Arc<AtomicBool>,
 }
 
 impl VipController {
@@ -42,11 +47,23 @@ impl VipController {
         let (tx, rx) = mpsc::unbounded_channel();
         tracing::info!(vip = %opts.address, prefix = opts.prefix, interface = %opts.interface,
             lifetime = ?opts.lifetime, "VIP controller started");
-        let task = Task::new(opts, netlink, announcer, link, rx);
+        let deadline = Arc::new(Deadline::new());
+        let suspended = Arc::new(AtomicBool::new(false));
+        let task = Task::new(
+            opts,
+            netlink,
+            announcer,
+            link,
+            rx,
+            deadline.clone(),
+            suspended.clone(),
+        );
         Ok(VipController {
             shared: Arc::new(Shared {
                 desired: Mutex::new(false),
                 transitions: AtomicU64::new(0),
+                deadline,
+                suspended,
             }),
             tx,
             task: Some(tokio::spawn(task.run())),
@@ -55,6 +72,21 @@ impl VipController {
 
     /// Take the VIP: add the address with its lifetime, then announce it. Idempotent.
     pub fn hold(&self, reason: &str) {
+        self.shared.deadline.set(None);
+        self.set(true, reason);
+    }
+
+    /// Hold the VIP, but only until `until`: the caller must keep pushing the deadline
+    /// out (e.g. on every lease check). If it stops — frozen or stalled — the task
+    /// releases instead of renewing. A later call with a fresh deadline takes it again.
+    pub fn hold_until(&self, until: std::time::Instant, reason: &str) {
+        self.shared.deadline.set(Some(until));
+        let desired = *lock(&self.shared.desired);
+        if desired && self.shared.suspended.swap(false, Ordering::Relaxed) {
+            self.send(Command::Hold {
+                reason: reason.to_string(),
+            });
+        }
         self.set(true, reason);
     }
 

@@ -19,6 +19,7 @@
 mod announcer;
 mod caps;
 mod controller;
+mod deadline;
 mod error;
 pub mod frames;
 mod netlink;

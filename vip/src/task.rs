@@ -9,9 +9,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::announcer::Announcer;
+use crate::deadline::Deadline;
 use crate::netlink::{LinkInfo, Netlink};
 use crate::schedule::AnnounceSchedule;
 use crate::VipOptions;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Retry delay for a failed add while we should be holding, when lifetime/4 is longer.
 const ADD_RETRY: Duration = Duration::from_millis(200);
@@ -43,6 +46,8 @@ pub(crate) struct Task {
     holding: Option<Holding>,
     /// Consecutive failed adds/renewals.
     add_failures: u32,
+    deadline: Arc<Deadline>,
+    suspended: Arc<AtomicBool>,
 }
 
 impl Task {
@@ -52,6 +57,8 @@ impl Task {
         announcer: Announcer,
         link: LinkInfo,
         rx: mpsc::UnboundedReceiver<Command>,
+        deadline: Arc<Deadline>,
+        suspended: Arc<AtomicBool>,
     ) -> Task {
         Task {
             opts,
@@ -61,6 +68,8 @@ impl Task {
             rx,
             holding: None,
             add_failures: 0,
+            deadline,
+            suspended,
         }
     }
 
@@ -99,6 +108,11 @@ impl Task {
         let span = tracing::info_span!("vip_hold", vip = %self.opts.address, reason);
         async {
             if self.holding.is_some() {
+                return;
+            }
+            if self.deadline.expired() {
+                self.suspended.store(true, Ordering::Relaxed);
+                tracing::warn!("hold deadline already passed; not taking the VIP");
                 return;
             }
             let started = Instant::now();
@@ -151,6 +165,14 @@ impl Task {
     }
 
     async fn on_timer(&mut self) {
+        if self.holding.is_some() && self.deadline.expired() {
+            // The caller stopped confirming (frozen or stalled process): let go rather
+            // than renew or announce a VIP another node may hold by now.
+            self.release("hold deadline passed without confirmation")
+                .await;
+            self.suspended.store(true, Ordering::Relaxed);
+            return;
+        }
         let now = Instant::now();
         if self.holding.as_ref().is_some_and(|h| h.next_renew <= now) {
             self.renew().await;
