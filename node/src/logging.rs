@@ -11,9 +11,15 @@ use tracing_subscriber::Layer;
 
 /// Installs the global subscriber. `access_log` is `stdout`, `off` or a file path.
 pub fn init(access_log: &str) -> Result<(), String> {
+    // One global filter decides at each callsite whether it is enabled at all, so
+    // disabled spans (the per-request `debug` span) cost nothing on the hot path. The
+    // access log's target is always let through; whether it is written is decided by
+    // the layers below and by the proxy, which skips the event when the log is off.
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let filter = EnvFilter::try_new(format!("{base},access=info"))
+        .unwrap_or_else(|_| EnvFilter::new("info,access=info"));
     let diagnostics = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_filter(filter_fn(|meta| meta.target() != "access"));
     let access = match access_log {
         "off" => None,
@@ -42,6 +48,7 @@ pub fn init(access_log: &str) -> Result<(), String> {
         }
     };
     tracing_subscriber::registry()
+        .with(filter)
         .with(diagnostics)
         .with(access)
         .try_init()

@@ -36,6 +36,11 @@ mod tls;
 mod vip_guard; // issue 7: HTTPS listeners and backend TLS
 
 use clap::Parser;
+
+/// mimalloc: the proxy allocates small, short-lived buffers per request; glibc malloc
+/// showed up as ~14% of CPU in a profile under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
