@@ -154,3 +154,14 @@ fn pool_errors_are_all_reported() {
     let text = pool("algorithm = \"consistent-hash\"\nbackends = [{ addr = \"x\", weight = 0 }]");
     assert_eq!(errors(&text).len(), 3);
 }
+
+#[test]
+fn send_proxy_on_a_routed_http_pool_is_refused() {
+    let text = pool("send_proxy = \"v2\"\nbackends = [{ addr = \"127.0.0.1:9001\" }]");
+    assert_one(
+        &text,
+        "\"v2\"",
+        0,
+        "send_proxy is only supported for pools behind tcp listeners",
+    );
+}

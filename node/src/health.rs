@@ -33,8 +33,25 @@ pub fn spawn_all(dp: &Arc<DataPlane>, stop: &CancellationToken, on_flip: FlipHoo
         let Some(pool) = snapshot.pools.get(&pool_cfg.name) else {
             continue;
         };
+        // TLS pools are checked over TLS, as their traffic is (same CA, name, client cert).
+        let tls = match pool_cfg
+            .tls
+            .as_ref()
+            .map(|_| crate::tls::backend::client_config(pool_cfg))
+        {
+            Some(Ok(cfg)) => Some(Arc::new(cfg)),
+            Some(Err(e)) => {
+                tracing::error!(pool = %pool_cfg.name, error = %e, "cannot build TLS for health checks");
+                None
+            }
+            None => None,
+        };
+        let server_name = pool_cfg.tls.as_ref().and_then(|t| t.server_name.clone());
         for backend in &pool.backends {
             let task = Checker {
+                tls: tls
+                    .clone()
+                    .map(|cfg| (cfg, check_server_name(server_name.as_deref(), backend.addr))),
                 dp: dp.clone(),
                 pool: pool.name.clone(),
                 backend: backend.id.clone(),
@@ -60,6 +77,20 @@ struct Checker {
     addr: SocketAddr,
     check: HealthCheck,
     on_flip: FlipHook,
+    /// For pools with `tls`: the client config and the name to verify.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+/// `server_name` when configured, else the backend's IP (as the data plane does).
+fn check_server_name(
+    name: Option<&str>,
+    addr: SocketAddr,
+) -> rustls::pki_types::ServerName<'static> {
+    name.and_then(|n| rustls::pki_types::ServerName::try_from(n.to_string()).ok())
+        .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()))
 }
 
 impl Checker {
@@ -114,13 +145,23 @@ impl Checker {
         let stream = TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        match self.check.kind {
-            CheckKind::Tcp => Ok(()),
-            CheckKind::Http => self.http_probe(stream).await,
+        match (self.check.kind, &self.tls) {
+            (CheckKind::Tcp, _) => Ok(()),
+            (CheckKind::Http, None) => self.http_probe(stream).await,
+            (CheckKind::Http, Some((cfg, name))) => {
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(|e| format!("tls: {e}"))?;
+                self.http_probe(tls).await
+            }
         }
     }
 
-    async fn http_probe(&self, stream: TcpStream) -> Result<(), String> {
+    async fn http_probe<S>(&self, stream: S) -> Result<(), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
                 .await

@@ -546,3 +546,76 @@ GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     .expect("exchange");
     assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
 }
+
+/// Active HTTP checks of a TLS pool go over TLS, with the pool's CA and name: a backend
+/// with a valid certificate stays healthy; with a name it does not carry it is marked down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_a_tls_pool_speak_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new();
+    let ca_path = ca.write(dir.path());
+    let inner = TestBackend::start("secure").await;
+    let addr = tls_backend(&ca, &inner).await;
+    let ports = Ports::new();
+    let config = |server_name: &str| {
+        format!(
+            r#"[node]
+id = 1
+admin = "{admin}"
+data_dir = "/tmp"
+access_log = "off"
+
+[[listener]]
+name = "web"
+bind = "{web}"
+
+[[route]]
+listener = "web"
+pool = "app"
+
+[[pool]]
+name = "app"
+backends = [{{ addr = "{addr}" }}]
+tls = {{ ca = "{ca}", server_name = "{server_name}" }}
+health = {{ path = "/healthz", interval = "200ms", timeout = "150ms", rise = 1, fall = 1 }}
+"#,
+            admin = ports.admin,
+            web = ports.web,
+            ca = ca_path.display(),
+        )
+    };
+    let healthy = |want: bool| {
+        let admin = ports.admin.clone();
+        async move {
+            for _ in 0..50 {
+                let s = fulcrum_tests::client::get_status(&admin).await;
+                if s.and_then(|s| s["pools"][0]["backends"][0]["healthy"].as_bool()) == Some(want) {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    let node = Fulcrum::start(&config("backend.test"), &ports.admin).await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(
+        healthy(true).await,
+        "TLS backend checked over TLS must stay healthy: {}",
+        node.log()
+    );
+    let reply = fulcrum_tests::client::admin_call(
+        &ports.admin,
+        "PUT",
+        "/config",
+        &config("other.test"),
+        None,
+    )
+    .await
+    .expect("apply");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        healthy(false).await,
+        "a certificate without the name must fail the check"
+    );
+}

@@ -21,6 +21,7 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
         .as_ref()
         .is_some_and(|s| s.cookie_secret.is_some());
     let tcp_users = tcp_users(config);
+    let http_users: HashSet<&str> = config.route.iter().map(|r| r.pool.as_str()).collect();
     let mut names = HashSet::new();
     for (i, pool) in config.pool.iter().enumerate() {
         r.name(&[K("pool"), I(i), K("name")], "pool", &pool.name);
@@ -38,6 +39,17 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
         }
         if let Some(h) = &pool.health {
             health::check(i, h, r);
+        }
+        if pool.send_proxy.is_some() && http_users.contains(pool.name.as_str()) {
+            // HTTP pools reuse upstream connections across clients, so a per-connection
+            // PROXY header cannot name the right client.
+            r.error(
+                &[K("pool"), I(i), K("send_proxy")],
+                format!(
+                    "pool `{}` is used by [[route]]s: send_proxy is only supported for pools behind tcp listeners",
+                    pool.name
+                ),
+            );
         }
         check_upstream(i, pool, r);
     }

@@ -12,7 +12,7 @@
 //! The ring provider is passed explicitly everywhere (`builder_with_provider`), so no
 //! process-wide default provider has to be installed.
 
-mod backend;
+pub(crate) mod backend;
 mod certs;
 mod resolver;
 mod server;
