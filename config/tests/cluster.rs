@@ -143,13 +143,13 @@ fn several_cluster_errors_all_reported_in_file_order() {
 
 #[test]
 fn missing_lease_error_points_at_cluster_header() {
-    // `lease` left out (default 120ms) but heartbeat raised above it.
-    let text = cluster(&format!("{PEERS}\nheartbeat = \"130ms\""));
+    // `lease` left out (default 140ms) but heartbeat raised above it.
+    let text = cluster(&format!("{PEERS}\nheartbeat = \"145ms\""));
     assert_one(
         &text,
         "[cluster]",
         0,
-        "lease 120ms must be longer than heartbeat 130ms",
+        "lease 140ms must be longer than heartbeat 145ms",
     );
 }
 
