@@ -133,7 +133,15 @@ async fn dead_backend_sends_new_connections_to_the_other() {
         seen.insert(greeting(&mut c).await.expect("greeting"));
     }
     assert_eq!(seen.len(), 2, "round-robin should reach both: {seen:?}");
+    let dead = one.addr;
     one.kill();
+    // The abort closes the listener asynchronously; a killed process's port refuses.
+    for _ in 0..200 {
+        if TcpStream::connect(dead).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Every new connection reaches `two`: a refused connect is retried elsewhere at
     // once, and the dead backend is ejected for the next ones.
     for i in 0..10 {
