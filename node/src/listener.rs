@@ -54,7 +54,40 @@ pub struct HttpListenerSpec {
     pub max_header_bytes: usize,
 }
 
-/// Accepts connections until `stop` fires; connection tasks go into `tracker`.
+/// Accepts connections until `stop` fires and hands each one (with TCP_NODELAY set)
+/// to `serve`, whose future runs in `tracker`. Shared by the HTTP, HTTPS and TCP
+/// listeners.
+pub(crate) async fn accept_loop<F, Fut>(
+    socket: TcpListener,
+    name: &str,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = socket.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(serve(stream, peer));
+    }
+    tracing::info!(listener = %name, "listener stopped accepting");
+}
+
+/// Accepts plain-HTTP connections until `stop` fires; connection tasks go into `tracker`.
 pub async fn serve_http(
     listener: TcpListener,
     spec: HttpListenerSpec,
@@ -63,32 +96,18 @@ pub async fn serve_http(
     tracker: TaskTracker,
 ) {
     let builder = Arc::new(http_builder(&spec));
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(listener = %spec.name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let task = serve_plain(
+    let name = spec.name.clone();
+    accept_loop(listener, &name, stop.clone(), tracker, |stream, peer| {
+        serve_plain(
             stream,
             peer,
             spec.clone(),
             builder.clone(),
             dp.clone(),
             stop.clone(),
-        );
-        tracker.spawn(task);
-    }
-    tracing::info!(listener = %spec.name, "listener stopped accepting");
+        )
+    })
+    .await;
 }
 
 /// One plain-HTTP connection: the client address (from a PROXY header when the

@@ -27,7 +27,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -41,24 +40,10 @@ pub async fn serve_tcp(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
-            a = socket.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(listener = %name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tracker.spawn(serve_one(stream, peer, name.clone(), dp.clone()));
-    }
-    tracing::info!(listener = %name, "listener stopped accepting");
+    crate::listener::accept_loop(socket, &name, stop, tracker, |stream, peer| {
+        serve_one(stream, peer, name.clone(), dp.clone())
+    })
+    .await;
 }
 
 /// Decrements a gauge or counter when dropped, however the connection ends.

@@ -261,7 +261,12 @@ async fn forward(
     // could not be made; one with a body was consumed by the first attempt.
     let retryable = is_idempotent(&parts.method) && body.is_end_stream();
     let method_for_log = parts.method.clone();
-    let path_for_log = parts.uri.path().to_string();
+    // Only the access log needs a copy of the path; skip the allocation otherwise.
+    let path_for_log = if dp.access_log_enabled() {
+        parts.uri.path().to_string()
+    } else {
+        String::new()
+    };
     let mut index = choice.index;
     let mut body = Some(body.boxed());
     for attempt in 0..2 {
@@ -293,7 +298,6 @@ async fn forward(
                     started,
                 );
                 return Ok(finish_response(
-                    dp,
                     &pool,
                     index,
                     resp,
@@ -375,7 +379,6 @@ fn build_upstream_request(
 }
 
 fn finish_response(
-    dp: &DataPlane,
     pool: &PoolRuntime,
     index: usize,
     resp: Response<Incoming>,
@@ -404,6 +407,5 @@ fn finish_response(
             }
         }
     }
-    let _ = dp;
     Response::from_parts(parts, TrackedBody::new(body, done).boxed())
 }

@@ -82,21 +82,9 @@ pub async fn serve_https(
 ) {
     let builder = Arc::new(listener::http_builder(&spec));
     tokio::spawn(watch(tls.clone(), dp.clone(), stop.clone()));
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
-            a = socket.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(listener = %spec.name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tracker.spawn(handshake_and_serve(
+    let name = spec.name.clone();
+    listener::accept_loop(socket, &name, stop.clone(), tracker, |stream, peer| {
+        handshake_and_serve(
             stream,
             peer,
             spec.clone(),
@@ -104,9 +92,9 @@ pub async fn serve_https(
             builder.clone(),
             dp.clone(),
             stop.clone(),
-        ));
-    }
-    tracing::info!(listener = %spec.name, "listener stopped accepting");
+        )
+    })
+    .await;
 }
 
 async fn handshake_and_serve(
