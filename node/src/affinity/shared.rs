@@ -70,8 +70,9 @@ pub async fn choose(
     }
 }
 
-/// The pinned backend is gone: move the session once; every node follows the winner.
-async fn repin(
+/// The pinned backend is gone (dead, drained, or it just failed on connect): move the
+/// session once with compare-and-set; every node follows the winner.
+pub async fn repin(
     store: &AffinityStore,
     pool: &PoolRuntime,
     key: &str,
@@ -89,17 +90,6 @@ async fn repin(
         }
         None => fallback(store, pool, key),
     }
-}
-
-/// A pinned backend failed on connect: re-pin away from it (compare-and-set).
-pub async fn repin_after_failure(
-    store: &AffinityStore,
-    pool: &PoolRuntime,
-    key: &str,
-    dead: &str,
-    pick: impl Fn() -> Option<usize>,
-) -> Option<usize> {
-    repin(store, pool, key, dead, pick).await
 }
 
 /// Redis is away: hash the key over the eligible backends (same answer on every node).

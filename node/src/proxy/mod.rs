@@ -337,14 +337,7 @@ async fn forward(
                 index = match (choice.session.as_deref(), dp.sessions()) {
                     // Move the session off the dead backend once; every node follows.
                     (Some(key), Some(store)) => {
-                        shared::repin_after_failure(
-                            &store,
-                            &pool,
-                            key,
-                            &pool.backends[failed].id,
-                            pick,
-                        )
-                        .await
+                        shared::repin(&store, &pool, key, &pool.backends[failed].id, pick).await
                     }
                     _ => pick(),
                 }
