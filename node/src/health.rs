@@ -49,9 +49,12 @@ pub fn spawn_all(dp: &Arc<DataPlane>, stop: &CancellationToken, on_flip: FlipHoo
         let server_name = pool_cfg.tls.as_ref().and_then(|t| t.server_name.clone());
         for backend in &pool.backends {
             let task = Checker {
-                tls: tls
-                    .clone()
-                    .map(|cfg| (cfg, check_server_name(server_name.as_deref(), backend.addr))),
+                tls: tls.clone().map(|cfg| {
+                    (
+                        cfg,
+                        crate::tls::backend::server_name_for(server_name.as_deref(), backend.addr),
+                    )
+                }),
                 dp: dp.clone(),
                 pool: pool.name.clone(),
                 backend: backend.id.clone(),
@@ -82,15 +85,6 @@ struct Checker {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
-}
-
-/// `server_name` when configured, else the backend's IP (as the data plane does).
-fn check_server_name(
-    name: Option<&str>,
-    addr: SocketAddr,
-) -> rustls::pki_types::ServerName<'static> {
-    name.and_then(|n| rustls::pki_types::ServerName::try_from(n.to_string()).ok())
-        .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()))
 }
 
 impl Checker {

@@ -134,11 +134,7 @@ async fn serve_plain(
         }
     };
     drop(snapshot);
-    let conn = Arc::new(ConnInfo {
-        listener: spec.name.clone(),
-        client: origin.client,
-        tls: false,
-    });
+    let conn = Arc::new(ConnInfo::new(spec.name.clone(), origin.client, false));
     serve_connection(stream, conn, builder, dp, stop, spec.idle_timeout).await;
 }
 

@@ -33,6 +33,7 @@ mod router;
 mod run;
 mod snapshot;
 mod tls;
+mod upstream;
 mod vip_guard; // issue 7: HTTPS listeners and backend TLS
 
 use clap::Parser;

@@ -1,4 +1,4 @@
-//! A pool as the data plane runs it: backends, selector, affinity and upstream client.
+//! A pool as the data plane runs it: backends, selector, affinity and upstream connections.
 //!
 //! Built once per config version from the `[[pool]]` table. Everything a request needs
 //! is here and immutable; live figures are atomics inside `BackendState`.
@@ -7,18 +7,11 @@ use crate::affinity::cookie::CookieSigner;
 use crate::backend_state::{BackendRegistry, BackendState};
 use crate::balance::{self, BackendLoad, Candidate, PickContext, Selector};
 use crate::metrics::{BackendMetrics, Metrics};
-use crate::proxy::body::ProxyBody;
-use crate::tls::UpstreamConnector;
+use crate::upstream::Upstream;
 use fulcrum_config::{AffinityMode, HashKey, Pool};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The pooled keep-alive client towards a pool's backends. Its connector speaks plain
-/// TCP for `http://` backend URIs and TLS for `https://` ones (pools with `tls`).
-pub type UpstreamClient = Client<UpstreamConnector, ProxyBody>;
 
 /// One backend of a compiled pool.
 #[derive(Debug)]
@@ -26,9 +19,6 @@ pub struct PoolBackend {
     /// The address as written in the config; the identity used in pins and cookies.
     pub id: String,
     pub addr: SocketAddr,
-    /// `http://ADDR`, or `https://ADDR` for a pool with `tls` — prefix of the absolute
-    /// URI sent to the client library (the scheme selects TLS in the connector).
-    pub base_uri: String,
     pub weight: u32,
     pub state: Arc<BackendState>,
     pub metrics: BackendMetrics,
@@ -53,7 +43,8 @@ pub struct PoolRuntime {
     /// Header carrying the key in `header` mode.
     pub affinity_header: Option<String>,
     pub cookie: Option<CookieAffinity>,
-    pub client: UpstreamClient,
+    /// Keep-alive connections to the backends, index-aligned with `backends`.
+    pub upstream: Upstream,
     pub response_timeout: Duration,
 }
 
@@ -79,11 +70,9 @@ impl PoolRuntime {
             .iter()
             .filter_map(|b| {
                 let addr = b.socket_addr()?;
-                let scheme = if pool.tls.is_some() { "https" } else { "http" };
                 Some(PoolBackend {
                     id: b.addr.clone(),
                     addr,
-                    base_uri: format!("{scheme}://{addr}"),
                     weight: b.weight,
                     state: registry.get(&pool.name, &b.addr),
                     metrics: metrics.backend(&pool.name, &b.addr),
@@ -108,6 +97,7 @@ impl PoolRuntime {
             }
             _ => None,
         };
+        let addrs = backends.iter().map(|b| b.addr).collect();
         PoolRuntime {
             name: pool.name.clone(),
             selector: balance::build(pool.algorithm, &candidates, loads),
@@ -121,7 +111,12 @@ impl PoolRuntime {
                 .as_ref()
                 .map(|h| h.to_ascii_lowercase()),
             cookie,
-            client: build_client(pool),
+            upstream: Upstream::new(
+                addrs,
+                pool.connect_timeout,
+                pool.upstream_idle_timeout,
+                crate::tls::backend::upstream_settings(pool),
+            ),
             response_timeout: pool.response_timeout,
         }
     }
@@ -148,26 +143,4 @@ impl PoolRuntime {
             .iter()
             .position(|b| b.id == id && b.state.healthy() && !b.state.ejected())
     }
-}
-
-/// One keep-alive client per pool, so each pool's connect timeout and TLS apply.
-fn build_client(pool: &Pool) -> UpstreamClient {
-    let connector = crate::tls::build_upstream_connector(pool).unwrap_or_else(|e| {
-        // Config apply checks backend TLS first (`tls::check_config`), so this only
-        // happens if a CA/key file broke in between: TLS to this pool then fails
-        // verification (502s) instead of the whole config being lost.
-        tracing::error!(pool = %pool.name, error = %e, "backend TLS unusable; TLS connects will fail");
-        crate::tls::build_upstream_connector(&Pool {
-            tls: None,
-            ..pool.clone()
-        })
-        .expect("a connector without TLS files cannot fail")
-    });
-    Client::builder(TokioExecutor::new())
-        // Without a pool timer hyper-util ignores the idle timeout (TECH_NOTES §5.2).
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(pool.upstream_idle_timeout)
-        .pool_max_idle_per_host(1024)
-        .build(connector)
 }

@@ -4,7 +4,8 @@
 //! backend responses stream through without being buffered). `TrackedBody` wraps a
 //! backend's response body: it counts bytes and, when dropped (finished, failed or
 //! abandoned by the client), ends the request's bookkeeping exactly once — the
-//! backend's in-flight count and the access log line.
+//! backend's in-flight count, the access log line, and handing the backend connection
+//! back to the pool when (and only when) the body was read to its end.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -29,32 +30,37 @@ pub fn empty() -> ProxyBody {
         .boxed()
 }
 
-/// Called once when a response body is done; receives the byte count.
+/// Called once when a response body is done; receives the byte count and whether the
+/// body was read to its end (`false`: cut short by an error or a departed client).
 pub trait OnFinish: Send + Sync + 'static {
-    fn finish(&mut self, bytes: u64);
+    fn finish(&mut self, bytes: u64, complete: bool);
 }
 
 /// A response body that reports its size when it is dropped.
-pub struct TrackedBody<B, F: OnFinish> {
+pub struct TrackedBody<B: Body, F: OnFinish> {
     inner: B,
     bytes: u64,
+    /// The inner body returned its last frame (or `None`).
+    ended: bool,
     on_finish: Option<F>,
 }
 
-impl<B, F: OnFinish> TrackedBody<B, F> {
+impl<B: Body, F: OnFinish> TrackedBody<B, F> {
     pub fn new(inner: B, on_finish: F) -> Self {
         TrackedBody {
             inner,
             bytes: 0,
+            ended: false,
             on_finish: Some(on_finish),
         }
     }
 }
 
-impl<B, F: OnFinish> Drop for TrackedBody<B, F> {
+impl<B: Body, F: OnFinish> Drop for TrackedBody<B, F> {
     fn drop(&mut self) {
         if let Some(mut f) = self.on_finish.take() {
-            f.finish(self.bytes);
+            let complete = self.ended || self.inner.is_end_stream();
+            f.finish(self.bytes, complete);
         }
     }
 }
@@ -72,10 +78,15 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.bytes += data.len() as u64;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                self.ended = self.inner.is_end_stream();
             }
+            Poll::Ready(None) => self.ended = true,
+            _ => {}
         }
         polled
     }

@@ -1,4 +1,5 @@
-//! The end of a proxied request: release the backend and write the access log line.
+//! The end of a proxied request: release the backend, return its connection to the
+//! pool when the response was read whole, and write the access log line.
 //!
 //! `RequestDone` rides inside the response body (`TrackedBody`) and runs when that body
 //! is dropped — after the last byte reached the client, or when the client went away —
@@ -7,20 +8,29 @@
 use super::body::OnFinish;
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
+use crate::upstream::Lease;
 use http::Method;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// What the access log line says about the request itself.
+pub struct RequestLog {
+    pub method: Method,
+    /// Empty when the access log is off (no copy made).
+    pub path: String,
+}
 
 pub struct RequestDone {
     dp: Arc<DataPlane>,
     pool: Arc<PoolRuntime>,
     index: usize,
     client: SocketAddr,
-    method: Method,
-    path: String,
+    log: RequestLog,
     pub started: Instant,
     pub status: u16,
+    /// The backend connection the response is read from.
+    lease: Option<Lease>,
 }
 
 impl RequestDone {
@@ -29,33 +39,38 @@ impl RequestDone {
         pool: Arc<PoolRuntime>,
         index: usize,
         client: SocketAddr,
-        method: Method,
-        path: String,
+        log: RequestLog,
         started: Instant,
+        lease: Lease,
     ) -> Self {
         RequestDone {
             dp,
             pool,
             index,
             client,
-            method,
-            path,
+            log,
             started,
             status: 0,
+            lease: Some(lease),
         }
     }
 }
 
 impl OnFinish for RequestDone {
-    fn finish(&mut self, bytes: u64) {
+    fn finish(&mut self, bytes: u64, complete: bool) {
         let backend = &self.pool.backends[self.index];
         backend.state.load.end_request();
+        // A response cut short leaves its connection mid-message: dropping the lease
+        // closes it. A complete one can carry the next request.
+        if let (true, Some(lease)) = (complete, self.lease.take()) {
+            lease.release();
+        }
         if self.dp.access_log_enabled() {
             tracing::info!(
                 target: "access",
                 client = %self.client,
-                method = %self.method,
-                path = %self.path,
+                method = %self.log.method,
+                path = %self.log.path,
                 pool = %self.pool.name,
                 backend = %backend.id,
                 status = self.status,

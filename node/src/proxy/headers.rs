@@ -5,18 +5,22 @@
 //! named in `Connection`. Towards the backend we then add the forwarding headers
 //! (`X-Forwarded-For` appended, `X-Forwarded-Proto`, `X-Forwarded-Host`, `Via`).
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE, VIA};
-use std::net::IpAddr;
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
+    TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
+};
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// The fixed hop-by-hop headers, plus `Upgrade` (the upgrade path re-adds it).
+static HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -26,20 +30,37 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Removes hop-by-hop headers, including those listed in `Connection`. `Upgrade` is
 /// removed too; the upgrade path re-adds it explicitly.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // One pass of cheap name comparisons (no hashing) finds which fixed ones are
+    // present; most messages carry none, or only `Connection: keep-alive`.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    if present == 0 {
+        return;
     }
-    headers.remove(UPGRADE);
+    if headers.contains_key(CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `close` and `keep-alive` are options, not header names to drop.
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
 }
 
 /// True when the request asks to switch protocols (WebSocket and friends).
@@ -53,21 +74,28 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Adds the forwarding headers for a request that came from `client` over `proto`.
-/// `host` is the host the client asked for (Host header or :authority).
+/// Adds the forwarding headers for a request that came from `client` (the address
+/// as a header value) over `proto`. `host` is the host the client asked for (Host
+/// header or :authority).
 pub fn add_forwarding(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     host: Option<&str>,
     http2: bool,
 ) {
-    let client = client.to_canonical().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.is_empty() => format!("{prior}, {client}"),
-        _ => client,
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| !p.is_empty());
+    let xff = match prior {
+        Some(prior) => client
+            .to_str()
+            .ok()
+            .and_then(|c| HeaderValue::from_str(&format!("{prior}, {c}")).ok()),
+        None => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -116,12 +144,30 @@ mod tests {
     }
 
     #[test]
+    fn strips_keep_alive_and_upgrade_and_leaves_the_rest() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Keep-Alive, Upgrade".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("content-length", "3".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-length"));
+
+        let mut untouched = HeaderMap::new();
+        untouched.insert("host", "a".parse().unwrap());
+        untouched.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        strip_hop_by_hop(&mut untouched);
+        assert_eq!(untouched.len(), 2);
+    }
+
+    #[test]
     fn appends_forwarded_for_and_sets_proto_host_via() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
         add_forwarding(
             &mut h,
-            "10.1.2.3".parse().unwrap(),
+            &HeaderValue::from_static("10.1.2.3"),
             "http",
             Some("shop.example"),
             false,

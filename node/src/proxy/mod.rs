@@ -19,7 +19,7 @@ use crate::pool::PoolRuntime;
 use crate::snapshot::Snapshot;
 use body::{full, ProxyBody, TrackedBody};
 use bytes::Bytes;
-use finish::RequestDone;
+use finish::{RequestDone, RequestLog};
 use fulcrum_config::HashKey;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -37,9 +37,23 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     pub client: SocketAddr,
     pub tls: bool,
+    /// The client address as an `X-Forwarded-For` entry, formatted once per connection.
+    client_ip: HeaderValue,
 }
 
 impl ConnInfo {
+    pub fn new(listener: Arc<str>, client: SocketAddr, tls: bool) -> Self {
+        let text = client.ip().to_canonical().to_string();
+        ConnInfo {
+            listener,
+            client,
+            tls,
+            // An IP address is always a valid header value.
+            client_ip: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+
     fn proto(&self) -> &'static str {
         if self.tls {
             "https"
@@ -116,9 +130,13 @@ async fn route_and_forward(
             .instrument(span)
             .await;
     }
-    forward(dp, pool, choice, conn, req, host)
-        .instrument(span)
-        .await
+    let forwarded = forward(dp, pool, choice, conn, req, host);
+    // A disabled span (the usual case) would still be entered and left on every poll.
+    if span.is_disabled() {
+        forwarded.await
+    } else {
+        forwarded.instrument(span).await
+    }
 }
 
 /// The backend chosen for a request and whether to (re)issue the affinity cookie.
@@ -200,31 +218,6 @@ fn redirect_to_https(host: Option<&str>, uri: &Uri) -> Response<ProxyBody> {
     resp
 }
 
-/// The backend connection failed before any response arrived: refused, reset, or a
-/// pooled keep-alive connection that the backend had closed. Such a backend gets
-/// ejected locally, and an idempotent request without a body can go elsewhere.
-fn is_connection_failure(e: &hyper_util::client::legacy::Error) -> bool {
-    if e.is_connect() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            return h.is_incomplete_message() || h.is_canceled() || h.is_closed();
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-            );
-        }
-        source = err.source();
-    }
-    false
-}
-
 /// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
 fn is_idempotent(method: &Method) -> bool {
     matches!(
@@ -247,7 +240,7 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::add_forwarding(
         &mut parts.headers,
-        conn.client.ip(),
+        &conn.client_ip,
         conn.proto(),
         host.as_deref(),
         http2,
@@ -260,28 +253,32 @@ async fn forward(
     // A request without a body can be replayed on another backend if the connection
     // could not be made; one with a body was consumed by the first attempt.
     let retryable = is_idempotent(&parts.method) && body.is_end_stream();
-    let method_for_log = parts.method.clone();
+    let uri = origin_form(&parts.uri);
     // Only the access log needs a copy of the path; skip the allocation otherwise.
-    let path_for_log = if dp.access_log_enabled() {
-        parts.uri.path().to_string()
-    } else {
-        String::new()
+    let log = RequestLog {
+        method: parts.method.clone(),
+        path: if dp.access_log_enabled() {
+            parts.uri.path().to_string()
+        } else {
+            String::new()
+        },
     };
     let mut index = choice.index;
     let mut body = Some(body.boxed());
     for attempt in 0..2 {
         let backend = &pool.backends[index];
-        let req_body = body.take().unwrap_or_else(body::empty);
-        let upstream = build_upstream_request(&parts, &backend.base_uri, req_body)?;
-        backend.state.load.begin_request();
-        let sent = tokio::time::timeout(pool.response_timeout, pool.client.request(upstream)).await;
-        let outcome = match sent {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(Some(e)),
-            Err(_elapsed) => Err(None),
+        // The last possible attempt takes the headers; an earlier one sends a copy.
+        let headers = if retryable && attempt == 0 {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
         };
-        match outcome {
-            Ok(resp) => {
+        let upstream = upstream_request(&parts.method, uri.clone(), headers, body.take(), backend);
+        backend.state.load.begin_request();
+        let sent =
+            tokio::time::timeout(pool.response_timeout, pool.upstream.send(index, upstream)).await;
+        let err = match sent {
+            Ok(Ok((resp, lease))) => {
                 backend.state.note_success();
                 if pool.affinity_mode == fulcrum_config::AffinityMode::Learn {
                     if let Some(store) = dp.sessions() {
@@ -293,9 +290,9 @@ async fn forward(
                     pool.clone(),
                     index,
                     conn.client,
-                    method_for_log,
-                    path_for_log,
+                    log,
                     started,
+                    lease,
                 );
                 return Ok(finish_response(
                     &pool,
@@ -305,70 +302,100 @@ async fn forward(
                     choice.set_cookie || attempt > 0,
                 ));
             }
-            Err(err) => {
+            Ok(Err(e)) => e,
+            Err(_elapsed) => {
                 backend.state.load.end_request();
-                let connect_failed = err.as_ref().is_some_and(is_connection_failure);
-                let Some(e) = err else {
-                    tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
-                    return Err(Local::GatewayTimeout);
-                };
-                tracing::warn!(pool = %pool.name, backend = %backend.id, error = %e, "backend request failed");
-                if !connect_failed {
-                    return Err(Local::BadGateway);
-                }
-                let backoff = backend.state.note_failure();
-                dp.metrics
-                    .backend_ejections
-                    .get_or_create(&crate::metrics::BackendLabels {
-                        pool: pool.name.clone(),
-                        backend: backend.id.clone(),
-                    })
-                    .inc();
-                tracing::info!(pool = %pool.name, backend = %backend.id, ?backoff, "backend ejected locally after connect failure");
-                if !retryable || attempt > 0 {
-                    return Err(Local::BadGateway);
-                }
-                let ctx = PickContext {
-                    hash_key: None,
-                    client_ip: Some(conn.client.ip()),
-                };
-                let failed = index;
-                let pick = || pool.pick(&ctx, Some(failed));
-                index = match (choice.session.as_deref(), dp.sessions()) {
-                    // Move the session off the dead backend once; every node follows.
-                    (Some(key), Some(store)) => {
-                        shared::repin(&store, &pool, key, &pool.backends[failed].id, pick).await
-                    }
-                    _ => pick(),
-                }
-                .filter(|&i| i != failed)
-                .ok_or(Local::BadGateway)?;
-                dp.metrics.retries.inc();
+                tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
+                return Err(Local::GatewayTimeout);
             }
+        };
+        backend.state.load.end_request();
+        tracing::warn!(pool = %pool.name, backend = %backend.id, error = %err, "backend request failed");
+        if !err.is_connection_failure() {
+            return Err(Local::BadGateway);
         }
+        if err.ejects_backend() {
+            eject_locally(dp, &pool, index);
+        }
+        if !retryable || attempt > 0 {
+            return Err(Local::BadGateway);
+        }
+        index = retry_target(dp, &pool, &choice, conn, index)
+            .await
+            .ok_or(Local::BadGateway)?;
+        dp.metrics.retries.inc();
     }
     Err(Local::BadGateway)
 }
 
-fn build_upstream_request(
-    parts: &http::request::Parts,
-    base_uri: &str,
-    body: ProxyBody,
-) -> Result<Request<ProxyBody>, Local> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let uri: Uri = format!("{base_uri}{path}")
-        .parse()
-        .map_err(|_| Local::BadGateway)?;
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
+/// Ejects a backend from new picks on this node after a failed connection.
+fn eject_locally(dp: &DataPlane, pool: &PoolRuntime, index: usize) {
+    let backend = &pool.backends[index];
+    let backoff = backend.state.note_failure();
+    dp.metrics
+        .backend_ejections
+        .get_or_create(&crate::metrics::BackendLabels {
+            pool: pool.name.clone(),
+            backend: backend.id.clone(),
+        })
+        .inc();
+    tracing::info!(pool = %pool.name, backend = %backend.id, ?backoff, "backend ejected locally after connect failure");
+}
+
+/// Another backend for a request whose connection failed; a Redis-pinned session is
+/// moved off the failed backend once, so every node follows.
+async fn retry_target(
+    dp: &DataPlane,
+    pool: &PoolRuntime,
+    choice: &Choice,
+    conn: &ConnInfo,
+    failed: usize,
+) -> Option<usize> {
+    let ctx = PickContext {
+        hash_key: None,
+        client_ip: Some(conn.client.ip()),
+    };
+    let pick = || pool.pick(&ctx, Some(failed));
+    match (choice.session.as_deref(), dp.sessions()) {
+        (Some(key), Some(store)) => {
+            shared::repin(&store, pool, key, &pool.backends[failed].id, pick).await
+        }
+        _ => pick(),
+    }
+    .filter(|&i| i != failed)
+}
+
+/// The request target as a backend expects it: origin form (`/path?query`). HTTP/2
+/// requests arrive in absolute form.
+pub(super) fn origin_form(uri: &Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri.clone();
+    }
+    uri.path_and_query()
+        .map(|pq| Uri::from(pq.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"))
+}
+
+/// The HTTP/1.1 request sent to `backend`. A request without `Host` (HTTP/1.0) gets
+/// the backend's address, as a direct client would have sent.
+fn upstream_request(
+    method: &Method,
+    uri: Uri,
+    mut headers: http::HeaderMap,
+    body: Option<ProxyBody>,
+    backend: &crate::pool::PoolBackend,
+) -> Request<ProxyBody> {
+    if !headers.contains_key(http::header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&backend.id) {
+            headers.insert(http::header::HOST, v);
+        }
+    }
+    let mut req = Request::new(body.unwrap_or_else(body::empty));
+    *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = parts.headers.clone();
-    Ok(req)
+    *req.headers_mut() = headers;
+    req
 }
 
 fn finish_response(

@@ -9,7 +9,7 @@ use super::body::{self, ProxyBody};
 use super::{headers, ConnInfo, Local};
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -31,7 +31,7 @@ pub(super) async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::add_forwarding(
         &mut parts.headers,
-        conn.client.ip(),
+        &conn.client_ip,
         conn.proto(),
         host.as_deref(),
         false,
@@ -43,29 +43,21 @@ pub(super) async fn forward(
             HeaderValue::from_static("upgrade"),
         );
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let uri: Uri = format!("{}{path}", backend.base_uri)
-        .parse()
-        .map_err(|_| Local::BadGateway)?;
-    parts.uri = uri;
+    parts.uri = super::origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     let upstream = Request::from_parts(parts, body.boxed());
-    let mut resp =
-        match tokio::time::timeout(pool.response_timeout, pool.client.request(upstream)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                if e.is_connect() {
-                    backend.state.note_failure();
-                }
-                tracing::warn!(backend = %backend.id, error = %e, "upgrade request failed");
-                return Err(Local::BadGateway);
+    let sent = pool.upstream.send_upgrade(index, upstream);
+    let mut resp = match tokio::time::timeout(pool.response_timeout, sent).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            if e.ejects_backend() {
+                backend.state.note_failure();
             }
-            Err(_) => return Err(Local::GatewayTimeout),
-        };
+            tracing::warn!(backend = %backend.id, error = %e, "upgrade request failed");
+            return Err(Local::BadGateway);
+        }
+        Err(_) => return Err(Local::GatewayTimeout),
+    };
     backend.metrics.record_status(resp.status().as_u16());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = resp.into_parts();

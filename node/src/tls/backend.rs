@@ -1,9 +1,6 @@
-//! TLS towards backends: the connector behind every pool's keep-alive client.
+//! TLS towards backends: the client side of pools with `tls = { ... }`.
 //!
-//! Every pool uses the same connector type, hyper-rustls' `HttpsConnector` in
-//! `https_or_http` mode: a URI `http://ADDR` connects in clear, `https://ADDR` runs a
-//! TLS handshake first. A pool with `tls = { ... }` gets `https://` backend URIs
-//! (see `pool.rs`) and a client config that:
+//! A pool with `tls` gets a rustls client config that:
 //! - trusts the CA bundle in `tls.ca`, or the system bundle when absent (read from the
 //!   usual Debian / Red Hat / Alpine paths, no extra crate);
 //! - verifies the name `tls.server_name` (also sent as SNI), or by default the
@@ -11,21 +8,17 @@
 //!   since SNI cannot carry an address);
 //! - presents `tls.cert` + `tls.key` as a client certificate (mutual TLS) when set.
 //!
-//! Pools without `tls` get a connector whose TLS half trusts nothing: it is never used
-//! for their `http://` URIs, and costs one small allocation per pool.
+//! The data plane (`upstream`) and the health checker both use it.
 
 use super::certs::{read_chain, read_key};
 use super::TlsError;
+use crate::upstream::TlsSettings;
 use fulcrum_config::Pool;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
-
-/// The connector type of every pool's upstream client.
-pub type UpstreamConnector = HttpsConnector<HttpConnector>;
+use std::sync::Arc;
 
 /// Where distributions keep the system CA bundle.
 const SYSTEM_BUNDLES: [&str; 3] = [
@@ -34,41 +27,37 @@ const SYSTEM_BUNDLES: [&str; 3] = [
     "/etc/ssl/cert.pem",
 ];
 
-/// Builds the connector of one pool (TCP settings from the pool, TLS from `pool.tls`).
-pub fn build_upstream_connector(pool: &Pool) -> Result<UpstreamConnector, TlsError> {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(pool.connect_timeout));
-    http.set_nodelay(true);
-    http.set_keepalive(Some(Duration::from_secs(30)));
-    // The TLS wrapper hands `https://` URIs to the TCP connector too.
-    http.enforce_http(false);
-    let Some(tls) = &pool.tls else {
-        let config = ClientConfig::builder_with_provider(super::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Setup(e.to_string()))?
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth();
-        return Ok(HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http));
-    };
-    let config = client_config(pool)?;
-    let builder = HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http();
-    let builder = match &tls.server_name {
-        Some(name) => {
-            let name = ServerName::try_from(name.clone()).map_err(|e| TlsError::Backend {
-                pool: pool.name.clone(),
-                reason: format!("server_name `{name}`: {e}"),
-            })?;
-            builder.with_server_name_resolver(FixedServerNameResolver::new(name))
-        }
-        None => builder,
-    };
-    Ok(builder.enable_http1().wrap_connector(http))
+/// The TLS settings of a pool's upstream connections: `None` for a pool without
+/// `tls`. Config apply checks backend TLS first (`check_config`), so an error here
+/// means a CA or key file broke in between; the pool then gets a config that trusts
+/// nothing, and TLS connects fail (502) instead of the whole config being lost.
+pub fn upstream_settings(pool: &Pool) -> Option<TlsSettings> {
+    let tls = pool.tls.as_ref()?;
+    let server_name = tls
+        .server_name
+        .as_deref()
+        .and_then(|n| ServerName::try_from(n.to_string()).ok());
+    let config = client_config(pool).or_else(|e| {
+        tracing::error!(pool = %pool.name, error = %e, "backend TLS unusable; TLS connects will fail");
+        trust_nothing()
+    });
+    // Even then the pool stays a TLS pool: without any config its connects fail.
+    Some(TlsSettings::new(config.ok().map(Arc::new), server_name))
+}
+
+/// `server_name` when configured, else the backend's IP address.
+pub fn server_name_for(name: Option<&str>, addr: SocketAddr) -> ServerName<'static> {
+    name.and_then(|n| ServerName::try_from(n.to_string()).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
+}
+
+/// A client config whose handshakes always fail verification.
+fn trust_nothing() -> Result<ClientConfig, TlsError> {
+    Ok(ClientConfig::builder_with_provider(super::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth())
 }
 
 /// The rustls client config of a pool with `tls = { ... }`.

@@ -17,7 +17,6 @@ mod certs;
 mod resolver;
 mod server;
 
-pub use backend::{build_upstream_connector, UpstreamConnector};
 pub use certs::check_config;
 pub use server::{serve_https, TlsServer};
 

@@ -128,11 +128,7 @@ async fn handshake_and_serve(
             return;
         }
     };
-    let conn = Arc::new(ConnInfo {
-        listener: spec.name.clone(),
-        client: origin.client,
-        tls: true,
-    });
+    let conn = Arc::new(ConnInfo::new(spec.name.clone(), origin.client, true));
     listener::serve_connection(tls_stream, conn, builder, dp, stop, spec.idle_timeout).await;
 }
 

@@ -1,0 +1,69 @@
+//! The idle keep-alive connections of one backend.
+//!
+//! A stack, so the most recently used connection goes out first: it is the one least
+//! likely to have been closed by the backend's own keep-alive timeout, and the ones at
+//! the bottom age out together (`reap`). A connection is only put back once its
+//! response was read to the end, so every connection here is free for a new request.
+//! The lock is per backend and held for a push or a pop, never across an await.
+
+use super::ProxySender;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How many idle connections one backend keeps at most; more are closed on return.
+const MAX_IDLE: usize = 1024;
+
+struct Idle {
+    sender: ProxySender,
+    since: Instant,
+}
+
+/// The idle connections of one backend.
+#[derive(Default)]
+pub(super) struct IdleStack {
+    conns: Mutex<Vec<Idle>>,
+}
+
+impl IdleStack {
+    /// The most recently returned connection that is still open and younger than
+    /// `max_idle`. Older ones are dropped, which closes them.
+    pub(super) fn take(&self, max_idle: Duration) -> Option<ProxySender> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(idle) = conns.pop() {
+            if idle.since.elapsed() >= max_idle {
+                // Everything below is older still.
+                conns.clear();
+                return None;
+            }
+            if !idle.sender.is_closed() {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last response was read completely.
+    pub(super) fn put(&self, sender: ProxySender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if conns.len() < MAX_IDLE {
+            conns.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes connections idle for `max_idle` or longer and those the backend closed.
+    pub(super) fn reap(&self, max_idle: Duration) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|idle| idle.since.elapsed() < max_idle && !idle.sender.is_closed());
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.conns.lock().map(|c| c.len()).unwrap_or(0)
+    }
+}

@@ -1,0 +1,237 @@
+//! Keep-alive HTTP/1.1 connections from one pool to its backends.
+//!
+//! Each backend has its own stack of idle connections (`idle`); a request takes the
+//! most recent one that is still open, or opens a new one (`connect`). The connection
+//! goes back to the stack only when its response has been read to the end — the
+//! `Lease` returned with every response carries it until then — so a pooled connection
+//! is always free. A connection the backend closed while idle hands the request back
+//! unsent (hyper's `try_send_request`), and the next connection is tried, so a stale
+//! keep-alive never costs the client anything.
+//!
+//! This replaces a general-purpose pooled client: no URI-keyed pool map, no absolute
+//! URIs to format and parse, one short lock per backend instead of one per client.
+
+mod connect;
+mod idle;
+
+use crate::proxy::body::ProxyBody;
+use connect::ConnectSettings;
+pub(crate) use connect::TlsSettings;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use idle::IdleStack;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// The sending half of one backend connection.
+type ProxySender = http1::SendRequest<ProxyBody>;
+
+/// Why a request could not be sent to a backend or got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP handshake: {0}")]
+    Handshake(hyper::Error),
+    #[error("{source}")]
+    Request {
+        source: hyper::Error,
+        /// The connection had served earlier requests (a keep-alive connection).
+        reused: bool,
+    },
+}
+
+impl UpstreamError {
+    /// The connection failed before any response arrived: refused, timed out, reset,
+    /// or closed mid-request. An idempotent request without a body may go elsewhere.
+    pub fn is_connection_failure(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Tls { .. } | Self::Handshake(_) => true,
+            Self::Request { source, .. } => is_connection_level(source),
+        }
+    }
+
+    /// Whether the failure says something about the backend, so it should be ejected
+    /// locally. A keep-alive connection that broke says little: the backend may simply
+    /// have closed it as it was being reused.
+    pub fn ejects_backend(&self) -> bool {
+        match self {
+            Self::Request { reused: true, .. } => false,
+            other => other.is_connection_failure(),
+        }
+    }
+}
+
+fn is_connection_level(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The connections of one pool, index-aligned with the pool's backends.
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addrs: Vec<SocketAddr>,
+    idle: Vec<IdleStack>,
+    settings: ConnectSettings,
+    idle_timeout: Duration,
+}
+
+/// The connection a response is being read from. `release` puts it back for the next
+/// request; dropping it instead closes the connection (the response was cut short).
+pub struct Lease {
+    sender: ProxySender,
+    inner: Arc<Inner>,
+    index: usize,
+}
+
+impl Lease {
+    /// The response was read completely: the connection may serve another request.
+    pub fn release(self) {
+        self.inner.idle[self.index].put(self.sender);
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("backend", &self.index)
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// Connections to `addrs`; idle ones are closed after `idle_timeout`.
+    pub fn new(
+        addrs: Vec<SocketAddr>,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        tls: Option<TlsSettings>,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            idle: addrs.iter().map(|_| IdleStack::default()).collect(),
+            addrs,
+            settings: ConnectSettings {
+                connect_timeout,
+                tls,
+            },
+            idle_timeout,
+        });
+        spawn_reaper(Arc::downgrade(&inner), idle_timeout);
+        Upstream { inner }
+    }
+
+    /// Sends `req` to backend `index` over a pooled connection or a new one.
+    pub async fn send(
+        &self,
+        index: usize,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        let inner = &self.inner;
+        while let Some(mut sender) = inner.idle[index].take(inner.idle_timeout) {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, self.lease(index, sender))),
+                Err(mut e) => match e.take_message() {
+                    // Closed before a byte was written: try the next connection.
+                    Some(unsent) => req = unsent,
+                    None => {
+                        return Err(UpstreamError::Request {
+                            source: e.into_error(),
+                            reused: true,
+                        })
+                    }
+                },
+            }
+        }
+        let mut sender = connect::open(&inner.settings, inner.addrs[index], false).await?;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, self.lease(index, sender))),
+            Err(source) => Err(UpstreamError::Request {
+                source,
+                reused: false,
+            }),
+        }
+    }
+
+    /// Sends a protocol-upgrade request on a connection of its own, which can switch
+    /// protocols after a 101 and is never pooled.
+    pub async fn send_upgrade(
+        &self,
+        index: usize,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let inner = &self.inner;
+        let mut sender = connect::open(&inner.settings, inner.addrs[index], true).await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| UpstreamError::Request {
+                source,
+                reused: false,
+            })
+    }
+
+    fn lease(&self, index: usize, sender: ProxySender) -> Lease {
+        Lease {
+            sender,
+            inner: self.inner.clone(),
+            index,
+        }
+    }
+}
+
+/// Closes idle connections that outlived `idle_timeout`, until the pool is dropped
+/// (a config change builds a new one). Needs a runtime; without one (unit tests that
+/// only build a pool) idle connections are still aged out when taken.
+fn spawn_reaper(inner: Weak<Inner>, idle_timeout: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let period = (idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    runtime.spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            for stack in &inner.idle {
+                stack.reap(inner.idle_timeout);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;
