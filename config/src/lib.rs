@@ -58,6 +58,20 @@ pub fn parse_balancer(text: &str, origin: &str) -> Result<Config, ConfigErrors> 
     parse(text, origin).map(|c| c.without_local())
 }
 
+/// An error found outside this crate (e.g. a certificate file the node could not use)
+/// at the key `keys` names in `text` (`["cluster", "tls", "cert"]`), or at its closest
+/// existing parent, so it reads `file:line:column: message` like every other error.
+pub fn error_at(
+    text: &str,
+    origin: &str,
+    keys: &[&str],
+    message: impl Into<String>,
+) -> ConfigError {
+    let path: Vec<span::Seg<'_>> = keys.iter().map(|k| span::Seg::K(k)).collect();
+    let offset = span::Locator::new(text).offset(&path);
+    ConfigError::at_offset(origin, text, offset, message)
+}
+
 impl Config {
     /// The cluster-wide part only: drops `[node]`, `[cluster]` and `vip.interface`.
     pub fn without_local(&self) -> Config {

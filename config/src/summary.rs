@@ -56,7 +56,12 @@ fn cluster(out: &mut String, cluster: Option<&ClusterSection>) {
         c.raft,
         c.peers.join(", "),
         c.secret_file.display(),
-        if c.tls.is_some() { "on" } else { "off" },
+        c.tls.as_ref().map_or("off".to_string(), |t| format!(
+            "on (ca {}, cert {}, key {})",
+            t.ca.display(),
+            t.cert.display(),
+            t.key.display()
+        )),
     );
     let _ = writeln!(
         out,

@@ -167,3 +167,22 @@ fn vip_lifetime_and_interface() {
     assert_at(&errs[0], &text, "\"a very", 0, "not a valid interface name");
     assert_at(&errs[1], &text, "\"500ms\"", 0, "at least 1s");
 }
+
+#[test]
+fn peer_tls_needs_ca_cert_and_key_and_errors_can_be_located_there() {
+    let ok = cluster(&format!(
+        "{PEERS}\ntls = {{ ca = \"/etc/ca.pem\", cert = \"/etc/n1.pem\", key = \"/etc/n1.key\" }}"
+    ));
+    let config = parse(&ok, "t").unwrap();
+    let tls = config.cluster.unwrap().tls.unwrap();
+    assert_eq!(tls.key, std::path::PathBuf::from("/etc/n1.key"));
+    // A problem found later (the node reading the files) points at the key's value.
+    let err = fulcrum_config::error_at(&ok, "t", &["cluster", "tls", "key"], "bad key");
+    let (line, column) = common::locate(&ok, "\"/etc/n1.key\"", 0);
+    assert_eq!((err.line, err.column), (line, column), "{err}");
+
+    let text = cluster(&format!(
+        "{PEERS}\ntls = {{ ca = \"/etc/ca.pem\", cert = \"/etc/n1.pem\" }}"
+    ));
+    assert_one(&text, "{ ca", 0, "missing field `key`");
+}

@@ -12,9 +12,10 @@
 //! last config and its own passive view.
 
 use crate::app::Node;
-use fulcrum_config::{ClusterSection, Config, HealthPolicy, NodeSection};
+use fulcrum_config::{ClusterSection, Config, ConfigErrors, HealthPolicy, NodeSection};
 use fulcrum_raft::{
-    ClusterState, Command, Policy, ProposeError, RaftHandle, RaftOptions, RaftStatus,
+    ClusterState, Command, PeerTlsContext, Policy, ProposeError, RaftHandle, RaftOptions,
+    RaftStatus,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -59,6 +60,32 @@ pub fn replicated_text(config: &Config) -> Result<String, ClusterError> {
         .map_err(|e| ClusterError::Render(e.to_string()))
 }
 
+/// Checks the peer TLS files of `[cluster] tls` the way Raft will load them (readable
+/// PEM, key matching the certificate, certificate signed by the CA, valid now and for
+/// this node's peer IP). An error points at `cluster.tls.ca|cert|key` in `text`.
+/// `fulcrum check` and `fulcrum run` call this before anything is bound.
+pub fn check_peer_tls(config: &Config, text: &str, origin: &str) -> Result<(), ConfigErrors> {
+    let Some(section) = &config.cluster else {
+        return Ok(());
+    };
+    let Some(files) = &section.tls else {
+        return Ok(());
+    };
+    let id = config.node.as_ref().map_or(0, |n| n.id);
+    let own_ip = fulcrum_raft::own_peer_ip(id, section.raft, &section.peer_list());
+    PeerTlsContext::load(files, own_ip)
+        .map(|_| ())
+        .map_err(|e| {
+            let keys = ["cluster", "tls", e.file().key()];
+            ConfigErrors::single(fulcrum_config::error_at(
+                text,
+                origin,
+                &keys,
+                format!("peer tls: {e}"),
+            ))
+        })
+}
+
 impl Cluster {
     /// Starts Raft for this node (bootstraps the cluster when nobody has state yet).
     pub async fn start(
@@ -80,6 +107,7 @@ impl Cluster {
             RaftOptions::new(local.id, section.raft, local.data_dir.join("raft"), secret);
         opts.admin_addr = local.admin.to_string();
         opts.peers = section.peer_list();
+        opts.tls = section.tls.clone();
         opts.heartbeat = section.heartbeat;
         opts.election_timeout_min = section.election_timeout_min;
         opts.election_timeout_max = section.election_timeout_max;
@@ -190,4 +218,110 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |e| e + 1);
     &bytes[start..end]
+}
+
+#[cfg(test)]
+mod peer_tls_tests {
+    //! `check_peer_tls` with certificates generated on the spot: what `fulcrum check`
+    //! and `fulcrum run` print for broken `[cluster] tls` files.
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use std::path::Path;
+
+    struct Files {
+        ca: String,
+        cert: String,
+        key: String,
+    }
+
+    /// A CA and a node certificate for 127.0.0.1 in `dir`; a second, unrelated key too.
+    fn generate(dir: &Path) -> (Files, String) {
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("cert");
+        let write = |name: &str, text: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).expect("write");
+            p.display().to_string()
+        };
+        let other = KeyPair::generate().expect("other key");
+        let files = Files {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("node.pem", cert.pem()),
+            key: write("node.key", key.serialize_pem()),
+        };
+        (files, write("other.key", other.serialize_pem()))
+    }
+
+    fn text(f: &Files) -> String {
+        format!(
+            "[node]\nid = 1\nadmin = \"127.0.0.1:9901\"\n\n[cluster]\nraft = \"127.0.0.1:7001\"\npeers = [\"1@127.0.0.1:7001\"]\nsecret_file = \"/tmp/s\"\ntls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}\n",
+            f.ca, f.cert, f.key
+        )
+    }
+
+    /// `t.toml:LINE:COL: ` of the first occurrence of `needle` in `text`.
+    fn at(text: &str, needle: &str) -> String {
+        let offset = text.find(needle).expect("needle in text");
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("t.toml:{line}:{col}: ")
+    }
+
+    fn check(text: &str) -> Result<(), String> {
+        let config = fulcrum_config::parse(text, "t.toml").expect("valid config");
+        check_peer_tls(&config, text, "t.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn good_files_pass() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (files, _) = generate(dir.path());
+        check(&text(&files)).expect("accepted");
+    }
+
+    #[test]
+    fn missing_certificate_is_located_at_cert() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut files, _) = generate(dir.path());
+        files.cert = dir.path().join("missing.pem").display().to_string();
+        let t = text(&files);
+        let err = check(&t).expect_err("refused");
+        let want = at(&t, &format!("\"{}\"", files.cert));
+        assert!(err.starts_with(&want), "{err} (want {want})");
+        assert!(err.contains("peer tls: cannot read"), "{err}");
+        assert!(err.contains("missing.pem"), "{err}");
+    }
+
+    #[test]
+    fn mismatched_key_is_located_at_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut files, other) = generate(dir.path());
+        files.key = other;
+        let t = text(&files);
+        let err = check(&t).expect_err("refused");
+        let want = at(&t, &format!("\"{}\"", files.key));
+        assert!(err.starts_with(&want), "{err} (want {want})");
+        assert!(err.contains("does not match certificate"), "{err}");
+    }
+
+    #[test]
+    fn certificate_without_the_peer_ip_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (files, _) = generate(dir.path());
+        // Same files, but this node is 127.0.0.2 in the peer list.
+        let t = text(&files).replace("127.0.0.1:7001", "127.0.0.2:7001");
+        let err = check(&t).expect_err("refused");
+        assert!(
+            err.contains("not valid for this node's peer address 127.0.0.2"),
+            "{err}"
+        );
+    }
 }

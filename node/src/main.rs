@@ -56,20 +56,32 @@ fn main() -> ExitCode {
 
 /// `fulcrum check`: print the effective config or every error, exit 1 on errors.
 fn check(path: &std::path::Path) -> ExitCode {
-    match fulcrum_config::load(path) {
-        Ok(config) => {
-            // Certificates and keys are files too: refuse what apply would refuse.
-            if let Err(e) = tls::check_config(&config) {
-                eprintln!("{}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-            println!("{}: OK", path.display());
-            println!("{}", config.summary());
-            ExitCode::SUCCESS
+    let origin = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{origin}:1:1: cannot read: {e}");
+            return ExitCode::FAILURE;
         }
+    };
+    let config = match fulcrum_config::parse(&text, &origin) {
+        Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    // Peer TLS files are checked the way Raft will load them, located in the file.
+    if let Err(errors) = cluster::check_peer_tls(&config, &text, &origin) {
+        eprintln!("{errors}");
+        return ExitCode::FAILURE;
     }
+    // Certificates and keys are files too: refuse what apply would refuse.
+    if let Err(e) = tls::check_config(&config) {
+        eprintln!("{origin}: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!("{origin}: OK");
+    println!("{}", config.summary());
+    ExitCode::SUCCESS
 }

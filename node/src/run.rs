@@ -29,6 +29,12 @@ pub fn run(config_path: &Path, threads: Option<usize>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before anything is bound: a broken peer certificate is a config error.
+    let origin = config_path.display().to_string();
+    if let Err(errors) = crate::cluster::check_peer_tls(&config, &text, &origin) {
+        eprintln!("{errors}");
+        return ExitCode::FAILURE;
+    }
     let access_log = config
         .node
         .as_ref()

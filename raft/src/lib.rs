@@ -1,5 +1,6 @@
 //! fulcrum-raft: openraft 0.9 type config, durable redb log/vote store, the replicated
-//! `ClusterState` state machine, and an authenticated TCP peer transport.
+//! `ClusterState` state machine, and an authenticated TCP peer transport (optionally
+//! over mutual TLS with a cluster CA).
 //!
 //! Use: `start(RaftOptions)` -> `RaftHandle`. Watch `status()` (role, leader, term,
 //! `lease_fresh` = hold the VIP) and `cluster_state()` (config TOML + version, node
@@ -9,8 +10,9 @@
 //!
 //! Layout: `types` (openraft type config, `Command`), `state` (`ClusterState`, policy),
 //! `db` + `log_store` + `state_machine` (redb storage), `codec` + `frame` + `auth` +
-//! `rpc` (wire), `network` (client side) + `server` (accept side), `ops` + `propose`
-//! (leader routing), `status` (lease), `bootstrap` + `node` (the facade).
+//! `rpc` (wire), `tls` (optional mutual TLS under the secret check), `network` (client
+//! side) + `server` (accept side), `ops` + `propose` (leader routing), `status`
+//! (lease), `bootstrap` + `node` (the facade).
 //! Never wipe the data dir of a node that is still a member (Raft would lose votes).
 
 pub mod auth;
@@ -28,10 +30,12 @@ pub mod server;
 pub mod state;
 pub mod state_machine;
 pub mod status;
+pub mod tls;
 pub mod types;
 
-pub use node::{start, MemberInfo, RaftError, RaftHandle, RaftOptions};
+pub use node::{own_peer_ip, start, MemberInfo, RaftError, RaftHandle, RaftOptions};
 pub use propose::ProposeError;
 pub use state::{ClusterState, Policy};
 pub use status::{RaftStatus, Role};
+pub use tls::{PeerTlsContext, PeerTlsError, TlsFile};
 pub use types::{Command, NodeId, PeerNode, Response, TypeConfig};

@@ -1,6 +1,10 @@
-//! Client side of the peer transport: one persistent, authenticated TCP connection per
+//! Client side of the peer transport: one persistent, authenticated connection per
 //! (peer, channel), reused across calls, re-dialled on the next call after any failure;
 //! plus openraft's `RaftNetworkFactory` / `RaftNetwork` on top of it.
+//!
+//! A connection is plain TCP, or mutual TLS when peer TLS is configured (the peer's
+//! certificate is verified against the cluster CA and the IP we dial); the
+//! shared-secret handshake always runs on top, inside the TLS stream when there is one.
 //!
 //! Two channels per peer keep a slow forwarded write from delaying heartbeats/votes.
 
@@ -21,6 +25,7 @@ use tokio::net::TcpStream;
 use crate::auth::{self, AuthError};
 use crate::frame::{self, FrameError, MAX_FRAME};
 use crate::rpc::{PeerRequest, PeerResponse};
+use crate::tls::{PeerStream, PeerTlsContext};
 use crate::types::{NodeId, PeerNode, TypeConfig};
 
 /// Which connection to a peer a call uses.
@@ -46,19 +51,31 @@ pub enum CallError {
     Io(#[from] FrameError),
 }
 
+/// Bound on the TCP connect plus both handshakes of a new connection (the call's own
+/// budget usually cuts it shorter), so a silent peer cannot hold a caller forever.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// One persistent connection to one peer address.
 pub struct PeerClient {
     addr: String,
     secret: Arc<[u8]>,
+    tls: Option<Arc<PeerTlsContext>>,
     // A tokio mutex: the connection is held across awaits for one request/response.
-    conn: tokio::sync::Mutex<Option<TcpStream>>,
+    conn: tokio::sync::Mutex<Option<PeerStream>>,
 }
 
 impl PeerClient {
+    /// A client over plain TCP.
     pub fn new(addr: String, secret: Arc<[u8]>) -> Self {
+        Self::with_tls(addr, secret, None)
+    }
+
+    /// A client over mutual TLS when `tls` is set, plain TCP otherwise.
+    pub fn with_tls(addr: String, secret: Arc<[u8]>, tls: Option<Arc<PeerTlsContext>>) -> Self {
         Self {
             addr,
             secret,
+            tls,
             conn: tokio::sync::Mutex::new(None),
         }
     }
@@ -67,16 +84,33 @@ impl PeerClient {
         &self.addr
     }
 
-    async fn dial(&self) -> Result<TcpStream, CallError> {
+    async fn dial(&self) -> Result<PeerStream, CallError> {
+        match tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner()).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Unreachable {
+                addr: self.addr.clone(),
+                reason: format!("connect and handshake took over {DIAL_TIMEOUT:?}"),
+            }),
+        }
+    }
+
+    async fn dial_inner(&self) -> Result<PeerStream, CallError> {
         let unreachable = |reason: String| CallError::Unreachable {
             addr: self.addr.clone(),
             reason,
         };
-        let mut s = TcpStream::connect(&self.addr)
+        let s = TcpStream::connect(&self.addr)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         s.set_nodelay(true)
             .map_err(|e| unreachable(e.to_string()))?;
+        let mut s: PeerStream = match &self.tls {
+            Some(tls) => tls.connect(&self.addr, s).await.map_err(|e| {
+                tracing::warn!(peer = %self.addr, error = %e, "peer TLS handshake failed");
+                unreachable(format!("TLS handshake failed: {e}"))
+            })?,
+            None => Box::new(s),
+        };
         auth::client_handshake(&mut s, &self.secret)
             .await
             .map_err(|e: AuthError| {
@@ -115,15 +149,26 @@ type ClientMap = HashMap<(NodeId, Channel), Arc<PeerClient>>;
 #[derive(Clone)]
 pub struct PeerPool {
     secret: Arc<[u8]>,
+    tls: Option<Arc<PeerTlsContext>>,
     clients: Arc<Mutex<ClientMap>>,
 }
 
 impl PeerPool {
-    pub fn new(secret: &[u8]) -> Self {
+    /// `tls`: mutual TLS for every connection of the pool; `None` = plain TCP.
+    pub fn new(secret: &[u8], tls: Option<Arc<PeerTlsContext>>) -> Self {
         Self {
             secret: secret.into(),
+            tls,
             clients: Arc::default(),
         }
+    }
+
+    fn client(&self, addr: &str) -> Arc<PeerClient> {
+        Arc::new(PeerClient::with_tls(
+            addr.to_string(),
+            self.secret.clone(),
+            self.tls.clone(),
+        ))
     }
 
     /// The client for `id` on `channel`; replaced if the peer's address changed.
@@ -134,9 +179,9 @@ impl PeerPool {
         };
         let entry = map
             .entry((id, channel))
-            .or_insert_with(|| Arc::new(PeerClient::new(addr.to_string(), self.secret.clone())));
+            .or_insert_with(|| self.client(addr));
         if entry.addr() != addr {
-            *entry = Arc::new(PeerClient::new(addr.to_string(), self.secret.clone()));
+            *entry = self.client(addr);
         }
         entry.clone()
     }

@@ -23,6 +23,7 @@ use crate::server::{self, ServerCtx};
 use crate::state::ClusterState;
 use crate::state_machine::StateMachineStore;
 use crate::status::{self, RaftStatus};
+use crate::tls::{PeerTlsContext, PeerTlsError};
 use crate::types::{Command, NodeId, PeerNode, Raft, Response, TypeConfig};
 
 /// Everything needed to run one Raft node. Durations are openraft's timing knobs.
@@ -34,6 +35,9 @@ pub struct RaftOptions {
     /// Static peers `(id, raft address)`, this node included. Empty = one-node cluster.
     pub peers: Vec<(u64, SocketAddr)>,
     pub secret: Vec<u8>,
+    /// Mutual TLS for peer traffic (CA, cert, key files); `None` = plain TCP. The
+    /// shared-secret check runs either way.
+    pub tls: Option<fulcrum_config::PeerTls>,
     pub data_dir: PathBuf,
     pub heartbeat: Duration,
     pub election_timeout_min: Duration,
@@ -53,6 +57,7 @@ impl RaftOptions {
             admin_addr: String::new(),
             peers: Vec::new(),
             secret,
+            tls: None,
             data_dir,
             heartbeat: Duration::from_millis(50),
             election_timeout_min: Duration::from_millis(150),
@@ -75,6 +80,8 @@ pub enum RaftError {
     },
     #[error("raft store: {0}")]
     Store(#[from] DbError),
+    #[error("peer tls: {0}")]
+    Tls(#[from] PeerTlsError),
     #[error("cannot bind raft address {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -193,6 +200,7 @@ async fn open_store(opts: &RaftOptions) -> Result<Opened, RaftError> {
 pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
     check_options(&opts)?;
     let config = Arc::new(raft_config(&opts)?);
+    let tls = load_tls(&opts)?;
     let (log_store, sm, state_rx, pristine, db_ref) = open_store(&opts).await?;
     let listener = TcpListener::bind(opts.raft_addr)
         .await
@@ -200,7 +208,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
             addr: opts.raft_addr,
             source,
         })?;
-    let pool = PeerPool::new(&opts.secret);
+    let pool = PeerPool::new(&opts.secret, tls.clone());
     let factory = NetworkFactory {
         self_id: opts.node_id,
         pool: pool.clone(),
@@ -214,6 +222,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
     let ctx = ServerCtx {
         raft: raft.clone(),
         secret: opts.secret.as_slice().into(),
+        tls,
         shutdown: shutdown_rx.clone(),
     };
     let mut tasks = vec![
@@ -255,8 +264,34 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
     };
     tasks.push(tokio::spawn(bootstrap::registrar(handle.clone())));
     handle.lock_tasks().extend(tasks);
-    tracing::info!(pristine, bootstrapped, "raft node started");
+    tracing::info!(
+        pristine,
+        bootstrapped,
+        peer_tls = opts.tls.is_some(),
+        "raft node started"
+    );
     Ok(handle)
+}
+
+/// Reads and checks the peer TLS files (before anything is bound or opened).
+fn load_tls(o: &RaftOptions) -> Result<Option<Arc<PeerTlsContext>>, RaftError> {
+    let Some(files) = &o.tls else {
+        return Ok(None);
+    };
+    let own_ip = own_peer_ip(o.node_id, o.raft_addr, &o.peers);
+    Ok(Some(Arc::new(PeerTlsContext::load(files, own_ip)?)))
+}
+
+/// The IP peers dial to reach node `id` (its entry in `peers`, else its bind address
+/// `raft_addr`), unless that is a wildcard address. Peer certificates must carry it.
+pub fn own_peer_ip(
+    id: u64,
+    raft_addr: SocketAddr,
+    peers: &[(u64, SocketAddr)],
+) -> Option<std::net::IpAddr> {
+    let own = peers.iter().find(|(p, _)| *p == id);
+    let ip = own.map_or(raft_addr.ip(), |(_, a)| a.ip());
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// The address peers reach us at: our entry in the peer list (the bind address may be

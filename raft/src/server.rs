@@ -1,8 +1,14 @@
 //! Accept side of the peer transport: authenticate every connection, then serve
 //! request/response frames in order, dispatching into the local Raft.
 //!
-//! A peer that fails the handshake is logged with `warn!` and dropped; nothing it sent
-//! reaches Raft. An oversized or undecodable frame closes that connection only.
+//! With peer TLS configured, every connection first completes a mutual TLS handshake
+//! (client certificate signed by the cluster CA), and the shared-secret handshake then
+//! runs inside the TLS stream; without it, both run over plain TCP. Both handshakes
+//! together must finish within `HANDSHAKE_TIMEOUT`.
+//!
+//! A peer that fails either handshake (no or a foreign certificate, plain TCP to a TLS
+//! port, garbage, the wrong secret, silence) is logged with `warn!` and dropped; nothing
+//! it sent reaches Raft. An oversized or undecodable frame closes that connection only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +20,10 @@ use crate::auth;
 use crate::frame::{self, FrameError, MAX_FRAME};
 use crate::ops;
 use crate::rpc::{PeerRequest, PeerResponse};
+use crate::tls::{PeerStream, PeerTlsContext};
 use crate::types::Raft;
 
-/// Time an unauthenticated connection may take to prove itself.
+/// Time an unauthenticated connection may take to prove itself (TLS + secret).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Concurrent peer connections accepted (a cluster has a handful of peers).
 const MAX_CONNECTIONS: usize = 256;
@@ -30,6 +37,8 @@ const FORWARDED_MEMBERSHIP_TTL: Duration = Duration::from_secs(10);
 pub struct ServerCtx {
     pub raft: Raft,
     pub secret: Arc<[u8]>,
+    /// Mutual TLS under the secret handshake; `None` = plain TCP.
+    pub tls: Option<Arc<PeerTlsContext>>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -68,24 +77,39 @@ pub async fn serve(listener: TcpListener, ctx: ServerCtx) {
     tracing::debug!("peer server stopped");
 }
 
-async fn handle_conn(mut stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerCtx) {
+/// Why a connection was refused before it reached Raft.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
+}
+
+/// TLS (when configured), then the shared-secret handshake inside it.
+async fn secure(stream: TcpStream, ctx: &ServerCtx) -> Result<PeerStream, Refusal> {
+    let mut stream: PeerStream = match &ctx.tls {
+        Some(tls) => tls.accept(stream).await.map_err(Refusal::Tls)?,
+        None => Box::new(stream),
+    };
+    auth::server_handshake(&mut stream, &ctx.secret).await?;
+    Ok(stream)
+}
+
+async fn handle_conn(stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerCtx) {
     // Best effort: if nodelay fails the connection still works, only slower.
     let _ = stream.set_nodelay(true);
-    let hs = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        auth::server_handshake(&mut stream, &ctx.secret),
-    );
-    match hs.await {
-        Ok(Ok(())) => {}
+    let mut stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, secure(stream, &ctx)).await {
+        Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "refused unauthenticated peer");
+            tracing::warn!(%peer, error = %e, tls = ctx.tls.is_some(), "refused unauthenticated peer");
             return;
         }
         Err(_) => {
-            tracing::warn!(%peer, "refused peer: handshake timed out");
+            tracing::warn!(%peer, tls = ctx.tls.is_some(), "refused peer: handshake timed out");
             return;
         }
-    }
+    };
     loop {
         let req: PeerRequest = match frame::recv(&mut stream, MAX_FRAME).await {
             Ok(r) => r,

@@ -54,6 +54,18 @@ pub fn node_config(
     data_dir: &str,
     balancer: &str,
 ) -> String {
+    node_config_with(me, peers, secret_file, data_dir, balancer, "")
+}
+
+/// Like `node_config`, with `cluster_extra` lines appended to `[cluster]` (e.g. `tls`).
+pub fn node_config_with(
+    me: &MemberPorts,
+    peers: &str,
+    secret_file: &str,
+    data_dir: &str,
+    balancer: &str,
+    cluster_extra: &str,
+) -> String {
     format!(
         r#"[node]
 id = {id}
@@ -67,6 +79,7 @@ listen_ip = "{ip}"
 raft = "{raft}"
 peers = {peers}
 secret_file = "{secret_file}"
+{cluster_extra}
 
 {balancer}
 "#,
@@ -98,9 +111,20 @@ impl LocalCluster {
     /// Starts `n` nodes sharing `balancer(web_port, backends)`; returns once every
     /// admin API answers.
     pub async fn start(n: u64, web_port: u16, backends: &str) -> LocalCluster {
+        let members: Vec<MemberPorts> = (1..=n).map(|id| MemberPorts::new(id, web_port)).collect();
+        Self::start_members(members, web_port, backends, |_| String::new()).await
+    }
+
+    /// Starts `members` (in order); `cluster_extra(member)` adds lines to that member's
+    /// `[cluster]` section (e.g. its peer `tls`).
+    pub async fn start_members(
+        members: Vec<MemberPorts>,
+        web_port: u16,
+        backends: &str,
+        cluster_extra: impl Fn(&MemberPorts) -> String,
+    ) -> LocalCluster {
         let balancer = balancer(web_port, backends);
         let balancer = balancer.as_str();
-        let members: Vec<MemberPorts> = (1..=n).map(|id| MemberPorts::new(id, web_port)).collect();
         let secret_dir = tempfile::tempdir().expect("tempdir");
         let secret = secret_dir.path().join("cluster.secret");
         std::fs::write(&secret, "test-cluster-secret-0123456789\n").expect("secret");
@@ -109,12 +133,13 @@ impl LocalCluster {
         let mut data_dirs = Vec::new();
         for m in &members {
             let data = tempfile::tempdir().expect("tempdir");
-            let cfg = node_config(
+            let cfg = node_config_with(
                 m,
                 &peers,
                 &secret.display().to_string(),
                 &data.path().display().to_string(),
                 balancer,
+                &cluster_extra(m),
             );
             nodes.push(Fulcrum::start(&cfg, &m.admin).await);
             data_dirs.push(data);

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use fulcrum_raft::{start, RaftHandle, RaftOptions, RaftStatus, Role};
 use tempfile::TempDir;
 
+pub mod certs;
+
 pub const SECRET: &[u8] = b"test-cluster-secret";
 
 /// A free 127.0.0.1 port below the kernel's ephemeral range (32768+), so an outgoing
