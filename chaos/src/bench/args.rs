@@ -26,7 +26,7 @@ pub struct BenchArgs {
     /// Warm-up before each measured window.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Interleaved rounds (each target once per round).
+    /// Interleaved rounds (each target once per mode and round).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
     /// Concurrent connections of wrk and of the handshake client (keep at 64 or below
