@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Proxy throughput: fulcrum against HAProxy and nginx, measured with wrk.
+    /// Proxy throughput (HTTP, HTTPS) and TLS handshake cost: fulcrum against HAProxy and nginx.
     Bench(bench::BenchArgs),
     /// Chaos scenarios on a three-node cluster built in network namespaces on this machine.
     Local(cli::LocalArgs),

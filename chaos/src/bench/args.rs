@@ -1,27 +1,36 @@
 //! Command-line options of `fulcrum-chaos bench` and the settings derived from them.
 
+use super::mode::Mode;
 use super::targets::TargetKind;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// `fulcrum-chaos bench`: HTTP/1.1 keep-alive throughput of fulcrum against HAProxy and
-/// nginx, round-robin over two nginx backends, measured with wrk.
+/// `fulcrum-chaos bench`: HTTP/1.1 and HTTPS throughput and TLS handshake rate of fulcrum
+/// against HAProxy and nginx, round-robin over two plain-HTTP nginx backends.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Targets to measure, comma-separated, in round order.
     #[arg(long, value_delimiter = ',', default_value = "fulcrum,haproxy,nginx")]
     pub targets: Vec<TargetKind>,
+    /// What to measure, comma-separated: `http` (keep-alive, wrk), `https` (keep-alive
+    /// over TLS, wrk), `handshake` (a new TLS connection with a full handshake per
+    /// request, no session resumption; the bench's own rustls client, `--connections` at
+    /// once). Each round measures every mode of every target; the default, all three
+    /// modes of three targets, takes about 6 minutes (printed at the start).
+    #[arg(long, value_delimiter = ',', default_value = "http,https,handshake")]
+    pub modes: Vec<Mode>,
     /// Length of each measured window (whole seconds, e.g. `10s`, `1m`).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Warm-up before each measured window.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Interleaved rounds (each target once per round).
+    /// Interleaved rounds (each target once per mode and round).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
-    /// wrk connections (keep at 64 or below when nginx is compared).
+    /// Concurrent connections of wrk and of the handshake client (keep at 64 or below
+    /// when nginx is compared).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,
     /// The fulcrum binary [default: target/release/fulcrum in the workspace].
@@ -50,6 +59,7 @@ impl BenchArgs {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub targets: Vec<TargetKind>,
+    pub modes: Vec<Mode>,
     pub rounds: usize,
     pub connections: u32,
     pub duration: Duration,
@@ -59,6 +69,27 @@ pub struct Settings {
     /// One-minute load average before the first and after the last measurement.
     pub load_before: Option<f64>,
     pub load_after: Option<f64>,
+}
+
+/// Start-up, readiness probe and stop of one proxy, roughly, on top of wrk's time.
+const OVERHEAD_PER_MEASUREMENT: Duration = Duration::from_secs(1);
+
+impl Settings {
+    /// How many measurements the run makes: every target in every mode, every round.
+    pub fn measurement_count(&self) -> usize {
+        self.rounds * self.modes.len() * self.targets.len()
+    }
+
+    /// About how long the run takes.
+    pub fn expected_duration(&self) -> Duration {
+        let each = self.warmup + self.duration + OVERHEAD_PER_MEASUREMENT;
+        each * u32::try_from(self.measurement_count()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether any mode talks TLS to the targets.
+    pub fn uses_tls(&self) -> bool {
+        self.modes.iter().any(|m| *m != Mode::Http)
+    }
 }
 
 /// `10s`, `1500ms`, `2m` or a bare number of seconds; rounded to whole seconds (wrk's unit).
@@ -97,5 +128,28 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("10h").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn default_run_time_is_estimated() {
+        let settings = Settings {
+            targets: TargetKind::ALL.to_vec(),
+            modes: Mode::ALL.to_vec(),
+            rounds: 3,
+            connections: 64,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            pinned: true,
+            load_before: None,
+            load_after: None,
+        };
+        assert_eq!(settings.measurement_count(), 27);
+        assert_eq!(settings.expected_duration(), Duration::from_secs(27 * 13));
+        assert!(settings.uses_tls());
+        let http_only = Settings {
+            modes: vec![Mode::Http],
+            ..settings
+        };
+        assert!(!http_only.uses_tls());
     }
 }

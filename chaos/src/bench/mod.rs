@@ -1,16 +1,22 @@
 //! `fulcrum-chaos bench`: the proxy throughput benchmark of `reference/MEASURED.md`.
 //!
 //! One nginx process serves two backends; each target proxy is started fresh per
-//! measurement in front of them, warmed up, then measured with `wrk --latency` while its
-//! CPU time is sampled from `/proc`. Targets are interleaved round by round and the
-//! report gives medians and fulcrum's ratios against HAProxy and nginx.
+//! measurement in front of them, warmed up, then measured while its CPU time is sampled
+//! from `/proc`. Modes: HTTP and HTTPS keep-alive (`wrk --latency`), and a full TLS
+//! handshake per request (the bench's own client). Each round measures every mode of
+//! every target in turn; the report gives medians per (target, mode) and fulcrum's
+//! ratios against HAProxy and nginx per mode.
 //!
-//! Files: `args` (CLI), `targets` (proxy configs and start-up), `backends` and `nginx`
-//! (the backend process), `wrk` (load and its output), `procstat` (CPU and RSS),
-//! `stats` (medians, ratios), `report` (table, JSON), `process` and `net` (plumbing).
+//! Files: `args` (CLI), `mode` (what is measured), `targets` (proxy configs and
+//! start-up), `tls` (the run's certificate, client TLS settings), `backends` and `nginx`
+//! (the backend process), `wrk` (load and its output), `handshake` (the new-connection
+//! load), `procstat` (CPU and RSS), `stats` (medians, ratios), `report` (table, JSON),
+//! `process` and `net` (plumbing).
 
 mod args;
 mod backends;
+mod handshake;
+mod mode;
 mod net;
 mod nginx;
 mod process;
@@ -18,17 +24,22 @@ mod procstat;
 mod report;
 mod stats;
 mod targets;
+mod tls;
 mod wrk;
 
 pub use args::{BenchArgs, Settings};
 
 use anyhow::{bail, Context, Result};
 use backends::Backends;
+use handshake::HandshakeRun;
+use mode::Mode;
 use process::{find_program, Pin};
 use stats::{Measurement, Sample};
 use std::path::{Path, PathBuf};
-use targets::{Programs, TargetKind};
-use wrk::WrkRun;
+use std::time::Duration;
+use targets::{Endpoint, Programs, TargetEnv, TargetKind};
+use tls::TlsFiles;
+use wrk::{WrkResult, WrkRun};
 
 /// Runs the benchmark; Ctrl-C stops it and every process it started.
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -43,10 +54,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
 /// Everything a measurement needs, fixed for the whole run.
 struct RunContext {
-    programs: Programs,
+    targets: TargetEnv,
     wrk: PathBuf,
-    backends: Vec<String>,
-    proxy_pin: Pin,
     load_pin: Pin,
     ticks_per_sec: u64,
     settings: Settings,
@@ -69,17 +78,24 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         .prefix("fulcrum-bench-")
         .tempdir()
         .context("creating a temp dir")?;
+    let tls_files = TlsFiles::generate(&temp.path().join("tls"))?;
+    let tls_client = tls_files.client_config()?;
     let backends =
         Backends::start(&programs.nginx, load_pin, &temp.path().join("backends")).await?;
     let mut ctx = RunContext {
-        programs,
+        targets: TargetEnv {
+            programs,
+            backends: backends.addrs(),
+            pin: proxy_pin,
+            tls_files,
+            tls_client,
+        },
         wrk,
-        backends: backends.addrs(),
-        proxy_pin,
         load_pin,
         ticks_per_sec: procstat::clock_ticks()?,
         settings: Settings {
             targets,
+            modes: dedup(&args.modes),
             rounds: args.rounds as usize,
             connections: args.connections,
             duration: args.duration,
@@ -92,8 +108,16 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     };
     eprintln!(
         "backends at {}; files in {}",
-        ctx.backends.join(", "),
+        ctx.targets.backends.join(", "),
         ctx.dir.display()
+    );
+    eprintln!(
+        "{} measurements ({} round(s) x modes {} x targets {}), about {} s",
+        ctx.settings.measurement_count(),
+        ctx.settings.rounds,
+        names(&ctx.settings.modes),
+        names(&ctx.settings.targets),
+        ctx.settings.expected_duration().as_secs()
     );
     let measurements = measure_all(&ctx).await;
     drop(backends);
@@ -108,40 +132,38 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
 async fn measure_all(ctx: &RunContext) -> Vec<Measurement> {
     let mut measurements = Vec::new();
     for round in 1..=ctx.settings.rounds {
-        for kind in &ctx.settings.targets {
-            let outcome = measure(ctx, *kind, round)
-                .await
-                .map_err(|e| format!("{e:#}"));
-            let m = Measurement {
-                kind: *kind,
-                round,
-                outcome,
-            };
-            report::progress(&m, ctx.settings.rounds);
-            measurements.push(m);
+        for mode in &ctx.settings.modes {
+            for kind in &ctx.settings.targets {
+                let outcome = measure(ctx, *kind, *mode, round)
+                    .await
+                    .map_err(|e| format!("{e:#}"));
+                let m = Measurement {
+                    kind: *kind,
+                    mode: *mode,
+                    round,
+                    outcome,
+                };
+                report::progress(&m, ctx.settings.rounds);
+                measurements.push(m);
+            }
         }
     }
     measurements
 }
 
 /// Start the target, warm it up, measure one window, stop it.
-async fn measure(ctx: &RunContext, kind: TargetKind, round: usize) -> Result<Sample> {
-    let dir = ctx.dir.join(format!("{kind}-round{round}"));
-    let mut target =
-        targets::start(kind, &ctx.programs, &ctx.backends, ctx.proxy_pin, &dir).await?;
-    let url = target.endpoint.url();
-    let mut load = WrkRun {
-        wrk: &ctx.wrk,
-        url: &url,
-        connections: ctx.settings.connections,
-        duration: ctx.settings.warmup,
-        pin: ctx.load_pin,
-    };
-    load.run().await.context("warm-up")?;
-    load.duration = ctx.settings.duration;
+async fn measure(ctx: &RunContext, kind: TargetKind, mode: Mode, round: usize) -> Result<Sample> {
+    let dir = ctx.dir.join(format!("{kind}-{mode}-round{round}"));
+    let mut target = targets::start(kind, mode.scheme(), &ctx.targets, &dir).await?;
+    let endpoint = target.endpoint;
+    load(ctx, mode, endpoint, ctx.settings.warmup)
+        .await
+        .context("warm-up")?;
     let pid = target.pid();
     let cpu_before = procstat::cpu_time(pid, ctx.ticks_per_sec)?;
-    let wrk = load.run().await.context("measured window")?;
+    let wrk = load(ctx, mode, endpoint, ctx.settings.duration)
+        .await
+        .context("measured window")?;
     let cpu_after = procstat::cpu_time(pid, ctx.ticks_per_sec)?;
     let peak_rss = procstat::peak_rss_bytes(pid)?;
     target.ensure_running()?;
@@ -152,8 +174,40 @@ async fn measure(ctx: &RunContext, kind: TargetKind, round: usize) -> Result<Sam
     })
 }
 
+/// One window of the mode's load against `endpoint`.
+async fn load(
+    ctx: &RunContext,
+    mode: Mode,
+    endpoint: Endpoint,
+    duration: Duration,
+) -> Result<WrkResult> {
+    match mode {
+        Mode::Http | Mode::Https => {
+            let url = endpoint.url();
+            let run = WrkRun {
+                wrk: &ctx.wrk,
+                url: &url,
+                connections: ctx.settings.connections,
+                duration,
+                pin: ctx.load_pin,
+            };
+            run.run().await
+        }
+        Mode::Handshake => {
+            let run = HandshakeRun {
+                addr: endpoint.addr(),
+                tls: ctx.targets.tls_client.clone(),
+                connections: ctx.settings.connections,
+                duration,
+                pin: ctx.load_pin,
+            };
+            run.run().await
+        }
+    }
+}
+
 fn finish(ctx: &RunContext, measurements: &[Measurement], json: Option<&Path>) -> Result<()> {
-    let summaries = stats::summarize(&ctx.settings.targets, measurements);
+    let summaries = stats::summarize(&ctx.settings.modes, &ctx.settings.targets, measurements);
     let ratios = stats::ratios(&summaries);
     report::print(&ctx.settings, &summaries, &ratios);
     if let Some(path) = json {
@@ -166,14 +220,22 @@ fn finish(ctx: &RunContext, measurements: &[Measurement], json: Option<&Path>) -
     Ok(())
 }
 
-fn dedup(kinds: &[TargetKind]) -> Vec<TargetKind> {
-    let mut out: Vec<TargetKind> = Vec::new();
-    for kind in kinds {
-        if !out.contains(kind) {
-            out.push(*kind);
+fn dedup<T: Copy + PartialEq>(items: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for item in items {
+        if !out.contains(item) {
+            out.push(*item);
         }
     }
     out
+}
+
+fn names<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn install_hint(program: &str) -> String {

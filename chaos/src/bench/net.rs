@@ -1,7 +1,9 @@
-//! Loopback helpers: picking free ports and waiting until an HTTP endpoint answers 200.
+//! Loopback helpers: picking free ports and waiting until an endpoint answers 200 (plain
+//! HTTP here; HTTPS targets pass their TLS probe to `wait_until`).
 
 use super::process::ChildGuard;
 use anyhow::{bail, Context, Result};
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -50,10 +52,24 @@ fn get_ok(addr: SocketAddr) -> bool {
 /// Waits until `port` answers `GET /` with 200, failing early if `child` exits.
 pub async fn wait_ready(port: u16, child: &mut ChildGuard, limit: Duration) -> Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(addr, child, limit, || std::future::ready(get_ok(addr))).await
+}
+
+/// Waits until `probe` of `addr` succeeds, failing early if `child` exits.
+pub async fn wait_until<F, Fut>(
+    addr: SocketAddr,
+    child: &mut ChildGuard,
+    limit: Duration,
+    mut probe: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
     let deadline = Instant::now() + limit;
     loop {
         child.ensure_running()?;
-        if get_ok(addr) {
+        if probe().await {
             return Ok(());
         }
         if Instant::now() >= deadline {

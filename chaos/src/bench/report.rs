@@ -1,7 +1,10 @@
-//! Output of a benchmark run: the progress line per measurement, the table of medians,
-//! the ratios of fulcrum against the other proxies, and the JSON file with every figure.
+//! Output of a benchmark run: the progress line per measurement, the table of medians
+//! per (target, mode), the ratios of fulcrum against the other proxies per mode, and
+//! the JSON file with every figure.
 
+use super::mode::Mode;
 use super::stats::{Measurement, Ratio, Sample, Summary, ERROR_FLAG_RATIO};
+use super::tls;
 use super::Settings;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
@@ -11,10 +14,11 @@ use std::path::Path;
 pub fn progress(m: &Measurement, rounds: usize) {
     match &m.outcome {
         Ok(s) => eprintln!(
-            "[round {}/{rounds}] {:<8} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  \
-             {:.2} µs/req CPU  {:.1} MB  {} errors{}",
+            "[round {}/{rounds}] {:<8} {:<9} {:>9.0} {unit}/s  p50 {:.2} ms  p99 {:.2} ms  \
+             {:.2} µs/{unit} CPU  {:.1} MB  {} errors{}",
             m.round,
             m.kind.name(),
+            m.mode.name(),
             s.wrk.requests_per_sec,
             s.wrk.p50.as_secs_f64() * 1e3,
             s.wrk.p99.as_secs_f64() * 1e3,
@@ -22,11 +26,27 @@ pub fn progress(m: &Measurement, rounds: usize) {
             s.peak_rss_mb(),
             s.wrk.errors(),
             if s.flagged() { "  FLAGGED" } else { "" },
+            unit = m.mode.unit(),
         ),
         Err(e) => eprintln!(
-            "[round {}/{rounds}] {:<8} FAILED: {e}",
+            "[round {}/{rounds}] {:<8} {:<9} FAILED: {e}",
             m.round,
-            m.kind.name()
+            m.kind.name(),
+            m.mode.name()
+        ),
+    }
+}
+
+/// How the mode's load was generated, for the header.
+fn mode_line(mode: Mode, settings: &Settings) -> String {
+    let (c, d) = (settings.connections, settings.duration.as_secs());
+    match mode {
+        Mode::Http => format!("http: wrk -t1 -c{c} -d{d}s --latency http://..."),
+        Mode::Https => format!("https: wrk -t1 -c{c} -d{d}s --latency https://..."),
+        Mode::Handshake => format!(
+            "handshake: {c} rustls clients for {d}s, each a new TCP + TLS connection per \
+             request (Connection: close), no resumption; req/s = handshakes/s, \
+             latency = connect to close"
         ),
     }
 }
@@ -34,12 +54,15 @@ pub fn progress(m: &Measurement, rounds: usize) {
 /// The table of medians and the ratios, to stdout.
 pub fn print(settings: &Settings, summaries: &[Summary], ratios: &[Ratio]) {
     println!(
-        "\nMedians over {} round(s); wrk -t1 -c{} -d{}s --latency; proxy pinned: {}",
-        settings.rounds,
-        settings.connections,
-        settings.duration.as_secs(),
-        settings.pinned
+        "\nMedians over {} round(s); proxy pinned: {}",
+        settings.rounds, settings.pinned
     );
+    for mode in &settings.modes {
+        println!("  {}", mode_line(*mode, settings));
+    }
+    if settings.uses_tls() {
+        println!("  TLS: {}", tls::SETTINGS);
+    }
     let load = |v: Option<f64>| v.map_or("?".to_string(), |l| format!("{l:.2}"));
     println!(
         "Load average (1 min) before {} / after {} (near or above the CPU count, the figures are noisy).\n",
@@ -47,13 +70,14 @@ pub fn print(settings: &Settings, summaries: &[Summary], ratios: &[Ratio]) {
         load(settings.load_after)
     );
     println!(
-        "| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | peak RSS MB | errors | rounds ok/failed/flagged |"
+        "| target | mode | req/s | p50 ms | p99 ms | proxy CPU µs/req | peak RSS MB | errors | rounds ok/failed/flagged |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for s in summaries {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {}/{}/{} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{} |",
             s.kind.label(),
+            s.mode.name(),
             fixed(s.requests_per_sec, 0),
             fixed(s.p50_ms, 2),
             fixed(s.p99_ms, 2),
@@ -65,11 +89,16 @@ pub fn print(settings: &Settings, summaries: &[Summary], ratios: &[Ratio]) {
             s.rounds_flagged,
         );
     }
+    if !ratios.is_empty() {
+        println!();
+    }
     for r in ratios {
+        let unit = r.mode.unit();
         println!(
-            "\nfulcrum / {}: req/s {:.2}x (higher is better), CPU µs/req {:.2}x (lower is better), \
-             p99 {:.2}x (lower is better)",
+            "fulcrum / {} [{}]: {unit}/s {:.2}x (higher is better), CPU µs/{unit} {:.2}x \
+             (lower is better), p99 {:.2}x (lower is better)",
             r.other.label(),
+            r.mode.name(),
             r.requests_per_sec,
             r.cpu_us_per_request,
             r.p99
@@ -101,6 +130,8 @@ pub fn write_json(
             "load_average_before": settings.load_before,
             "load_average_after": settings.load_after,
             "targets": settings.targets.iter().map(|k| k.name()).collect::<Vec<_>>(),
+            "modes": settings.modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            "tls": if settings.uses_tls() { json!(tls::SETTINGS) } else { Value::Null },
         },
         "measurements": measurements.iter().map(measurement_json).collect::<Vec<_>>(),
         "summary": summaries.iter().map(summary_json).collect::<Vec<_>>(),
@@ -129,7 +160,7 @@ fn num(v: f64) -> Value {
 }
 
 fn measurement_json(m: &Measurement) -> Value {
-    let base = json!({ "target": m.kind.name(), "round": m.round });
+    let base = json!({ "target": m.kind.name(), "mode": m.mode.name(), "round": m.round });
     match &m.outcome {
         Ok(s) => merge(base, sample_json(s)),
         Err(e) => merge(base, json!({ "error": e })),
@@ -155,6 +186,7 @@ fn sample_json(s: &Sample) -> Value {
 fn summary_json(s: &Summary) -> Value {
     json!({
         "target": s.kind.name(),
+        "mode": s.mode.name(),
         "rounds_ok": s.rounds_ok,
         "rounds_failed": s.rounds_failed,
         "rounds_flagged": s.rounds_flagged,
@@ -170,6 +202,7 @@ fn summary_json(s: &Summary) -> Value {
 fn ratio_json(r: &Ratio) -> Value {
     json!({
         "fulcrum_over": r.other.name(),
+        "mode": r.mode.name(),
         "requests_per_sec": num(r.requests_per_sec),
         "cpu_us_per_request": num(r.cpu_us_per_request),
         "p99": num(r.p99),

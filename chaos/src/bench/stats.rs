@@ -1,5 +1,6 @@
-//! What one measurement yields, and the per-target medians over all rounds.
+//! What one measurement yields, and the medians per (mode, target) over all rounds.
 
+use super::mode::Mode;
 use super::targets::TargetKind;
 use super::wrk::WrkResult;
 use std::time::Duration;
@@ -35,18 +36,20 @@ impl Sample {
     }
 }
 
-/// One target in one round: its figures, or why it could not be measured.
+/// One target in one mode and round: its figures, or why it could not be measured.
 #[derive(Debug, Clone)]
 pub struct Measurement {
     pub kind: TargetKind,
+    pub mode: Mode,
     pub round: usize,
     pub outcome: Result<Sample, String>,
 }
 
-/// Medians over the successful rounds of one target.
+/// Medians over the successful rounds of one target in one mode.
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub kind: TargetKind,
+    pub mode: Mode,
     pub rounds_ok: usize,
     pub rounds_failed: usize,
     pub rounds_flagged: usize,
@@ -73,16 +76,26 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// One summary per kind, in the given order.
-pub fn summarize(kinds: &[TargetKind], measurements: &[Measurement]) -> Vec<Summary> {
-    kinds
+/// One summary per (mode, kind), modes outermost, both in the given order.
+pub fn summarize(
+    modes: &[Mode],
+    kinds: &[TargetKind],
+    measurements: &[Measurement],
+) -> Vec<Summary> {
+    modes
         .iter()
-        .map(|kind| summarize_one(*kind, measurements))
+        .flat_map(|mode| {
+            kinds
+                .iter()
+                .map(move |kind| summarize_one(*kind, *mode, measurements))
+        })
         .collect()
 }
 
-fn summarize_one(kind: TargetKind, measurements: &[Measurement]) -> Summary {
-    let mine = measurements.iter().filter(|m| m.kind == kind);
+fn summarize_one(kind: TargetKind, mode: Mode, measurements: &[Measurement]) -> Summary {
+    let mine = measurements
+        .iter()
+        .filter(|m| m.kind == kind && m.mode == mode);
     let samples: Vec<&Sample> = mine
         .clone()
         .filter_map(|m| m.outcome.as_ref().ok())
@@ -90,6 +103,7 @@ fn summarize_one(kind: TargetKind, measurements: &[Measurement]) -> Summary {
     let of = |f: fn(&Sample) -> f64| median(samples.iter().map(|s| f(s)).collect());
     Summary {
         kind,
+        mode,
         rounds_ok: samples.len(),
         rounds_failed: mine.filter(|m| m.outcome.is_err()).count(),
         rounds_flagged: samples.iter().filter(|s| s.flagged()).count(),
@@ -102,10 +116,11 @@ fn summarize_one(kind: TargetKind, measurements: &[Measurement]) -> Summary {
     }
 }
 
-/// fulcrum's figures divided by another target's.
+/// fulcrum's figures divided by another target's, in one mode.
 #[derive(Debug, Clone)]
 pub struct Ratio {
     pub other: TargetKind,
+    pub mode: Mode,
     /// Higher is better.
     pub requests_per_sec: f64,
     /// Lower is better.
@@ -114,19 +129,20 @@ pub struct Ratio {
     pub p99: f64,
 }
 
-/// fulcrum against every other summarized target that has figures.
+/// fulcrum against every other summarized target that has figures in the same mode.
 pub fn ratios(summaries: &[Summary]) -> Vec<Ratio> {
-    let Some(ours) = summaries
-        .iter()
-        .find(|s| s.kind == TargetKind::Fulcrum && s.rounds_ok > 0)
-    else {
-        return Vec::new();
-    };
     summaries
         .iter()
         .filter(|s| s.kind != TargetKind::Fulcrum && s.rounds_ok > 0)
-        .map(|other| Ratio {
+        .filter_map(|other| {
+            let ours = summaries.iter().find(|s| {
+                s.kind == TargetKind::Fulcrum && s.mode == other.mode && s.rounds_ok > 0
+            })?;
+            Some((ours, other))
+        })
+        .map(|(ours, other)| Ratio {
             other: other.kind,
+            mode: other.mode,
             requests_per_sec: ours.requests_per_sec / other.requests_per_sec,
             cpu_us_per_request: ours.cpu_us_per_request / other.cpu_us_per_request,
             p99: ours.p99_ms / other.p99_ms,
@@ -143,5 +159,68 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert!(median(Vec::new()).is_nan());
+    }
+
+    fn measurement(kind: TargetKind, mode: Mode, rate: f64, cpu_ms: u64) -> Measurement {
+        let wrk = WrkResult {
+            requests: 1000,
+            requests_per_sec: rate,
+            p50: Duration::from_millis(1),
+            p99: Duration::from_millis(2),
+            socket_errors: Default::default(),
+            non_2xx_3xx: 0,
+        };
+        Measurement {
+            kind,
+            mode,
+            round: 1,
+            outcome: Ok(Sample {
+                wrk,
+                cpu: Duration::from_millis(cpu_ms),
+                peak_rss: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn summaries_and_ratios_stay_within_their_mode() {
+        use Mode::{Handshake, Http};
+        use TargetKind::{Fulcrum, Haproxy};
+        let ms = vec![
+            measurement(Fulcrum, Http, 100.0, 30),
+            measurement(Haproxy, Http, 200.0, 20),
+            measurement(Fulcrum, Handshake, 300.0, 100),
+            measurement(Haproxy, Handshake, 100.0, 400),
+        ];
+        let sums = summarize(&[Http, Handshake], &[Fulcrum, Haproxy], &ms);
+        let order: Vec<_> = sums.iter().map(|s| (s.mode, s.kind)).collect();
+        assert_eq!(
+            order,
+            [
+                (Http, Fulcrum),
+                (Http, Haproxy),
+                (Handshake, Fulcrum),
+                (Handshake, Haproxy)
+            ]
+        );
+        let r = ratios(&sums);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].mode, r[0].other), (Http, Haproxy));
+        assert!((r[0].requests_per_sec - 0.5).abs() < 1e-9);
+        assert!((r[0].cpu_us_per_request - 1.5).abs() < 1e-9);
+        assert_eq!(r[1].mode, Handshake);
+        assert!((r[1].requests_per_sec - 3.0).abs() < 1e-9);
+        assert!((r[1].cpu_us_per_request - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_ratio_without_fulcrum_figures_in_that_mode() {
+        let ms = vec![measurement(TargetKind::Haproxy, Mode::Https, 1.0, 1)];
+        let sums = summarize(
+            &[Mode::Https],
+            &[TargetKind::Fulcrum, TargetKind::Haproxy],
+            &ms,
+        );
+        assert!(ratios(&sums).is_empty());
     }
 }

@@ -1,16 +1,21 @@
 //! The proxies under test: fulcrum, HAProxy and nginx, each given a round-robin,
 //! keep-alive config in front of the same backends and started fresh per measurement.
 //!
-//! Only plain HTTP is generated today; an HTTPS variant would add certificate generation
-//! here and a `Scheme::Https` endpoint, leaving the orchestration untouched.
+//! A target listens either on plain HTTP or on HTTPS with the run's certificate
+//! (`tls.rs`); the backends stay plain HTTP. Only the listener differs between the two.
 
-use super::net::{free_port, free_ports, wait_ready};
+use super::handshake;
+use super::net::{free_port, free_ports, wait_ready, wait_until};
 use super::nginx;
 use super::process::{ChildGuard, Pin};
+use super::tls::TlsFiles;
 use anyhow::{bail, Context, Result};
+use rustls::ClientConfig;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One kind of proxy.
@@ -59,10 +64,12 @@ impl FromStr for TargetKind {
     }
 }
 
-/// How clients talk to a target. Only HTTP exists so far.
+/// How clients talk to a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     Http,
+    /// TLS with the run's certificate, terminated by the proxy.
+    Https,
 }
 
 /// Where a started target listens.
@@ -76,7 +83,12 @@ impl Endpoint {
     pub fn url(&self) -> String {
         match self.scheme {
             Scheme::Http => format!("http://127.0.0.1:{}/", self.port),
+            Scheme::Https => format!("https://127.0.0.1:{}/", self.port),
         }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 }
 
@@ -86,6 +98,19 @@ pub struct Programs {
     pub fulcrum: PathBuf,
     pub haproxy: Option<PathBuf>,
     pub nginx: PathBuf,
+}
+
+/// What every target of a run is started with.
+pub struct TargetEnv {
+    pub programs: Programs,
+    /// `127.0.0.1:PORT` of each backend.
+    pub backends: Vec<String>,
+    /// The CPU the proxy runs on.
+    pub pin: Pin,
+    /// The certificate HTTPS listeners serve.
+    pub tls_files: TlsFiles,
+    /// The client that probes HTTPS listeners (and drives the handshake load).
+    pub tls_client: Arc<ClientConfig>,
 }
 
 /// A started, answering proxy; stopped when dropped.
@@ -106,48 +131,52 @@ impl RunningTarget {
     }
 }
 
-/// Writes the config for `kind` into `dir`, starts it pinned to `pin`, waits for a 200.
+/// Writes the config for `kind` into `dir`, starts it pinned, waits for a 200 over `scheme`.
 pub async fn start(
     kind: TargetKind,
-    programs: &Programs,
-    backends: &[String],
-    pin: Pin,
+    scheme: Scheme,
+    env: &TargetEnv,
     dir: &Path,
 ) -> Result<RunningTarget> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let port = free_port()?;
+    let tls = (scheme == Scheme::Https).then_some(&env.tls_files);
+    let (backends, pin) = (&env.backends, env.pin);
     let mut process = match kind {
-        TargetKind::Fulcrum => start_fulcrum(&programs.fulcrum, port, backends, pin, dir)?,
+        TargetKind::Fulcrum => start_fulcrum(&env.programs.fulcrum, port, backends, tls, pin, dir)?,
         TargetKind::Haproxy => {
-            let Some(haproxy) = &programs.haproxy else {
+            let Some(haproxy) = &env.programs.haproxy else {
                 bail!("haproxy is not installed");
             };
-            start_haproxy(haproxy, port, backends, pin, dir)?
+            start_haproxy(haproxy, port, backends, tls, pin, dir)?
         }
         TargetKind::Nginx => nginx::spawn(
             "nginx proxy",
-            &programs.nginx,
+            &env.programs.nginx,
             pin,
             dir,
-            &nginx_body(port, backends),
+            &nginx_body(port, backends, tls),
         )?,
     };
-    wait_ready(port, &mut process, Duration::from_secs(15))
-        .await
-        .with_context(|| format!("{kind} did not become ready (files in {})", dir.display()))?;
-    Ok(RunningTarget {
-        endpoint: Endpoint {
-            scheme: Scheme::Http,
-            port,
-        },
-        process,
-    })
+    let endpoint = Endpoint { scheme, port };
+    let limit = Duration::from_secs(15);
+    let ready = match scheme {
+        Scheme::Http => wait_ready(port, &mut process, limit).await,
+        Scheme::Https => {
+            let client = &env.tls_client;
+            let addr = endpoint.addr();
+            wait_until(addr, &mut process, limit, || handshake::probe(client, addr)).await
+        }
+    };
+    ready.with_context(|| format!("{kind} did not become ready (files in {})", dir.display()))?;
+    Ok(RunningTarget { endpoint, process })
 }
 
 fn start_fulcrum(
     program: &Path,
     port: u16,
     backends: &[String],
+    tls: Option<&TlsFiles>,
     pin: Pin,
     dir: &Path,
 ) -> Result<ChildGuard> {
@@ -158,7 +187,7 @@ fn start_fulcrum(
     let data = dir.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let conf = dir.join("fulcrum.toml");
-    let text = fulcrum_toml(port, admin, &data, backends);
+    let text = fulcrum_toml(port, admin, &data, backends, tls);
     std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
     let args = [
         "run".to_string(),
@@ -174,11 +203,12 @@ fn start_haproxy(
     program: &Path,
     port: u16,
     backends: &[String],
+    tls: Option<&TlsFiles>,
     pin: Pin,
     dir: &Path,
 ) -> Result<ChildGuard> {
     let conf = dir.join("haproxy.cfg");
-    std::fs::write(&conf, haproxy_config(port, backends))
+    std::fs::write(&conf, haproxy_config(port, backends, tls))
         .with_context(|| format!("writing {}", conf.display()))?;
     let args = [
         "-f".to_string(),
@@ -193,24 +223,42 @@ fn toml_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// fulcrum: one node, one HTTP listener, one round-robin pool, no health checks.
-pub fn fulcrum_toml(port: u16, admin: u16, data_dir: &Path, backends: &[String]) -> String {
+/// fulcrum: one node, one HTTP or HTTPS listener, one round-robin pool, no health checks.
+pub fn fulcrum_toml(
+    port: u16,
+    admin: u16,
+    data_dir: &Path,
+    backends: &[String],
+    tls: Option<&TlsFiles>,
+) -> String {
     let list = backends
         .iter()
         .map(|b| format!("{{ addr = {} }}", toml_str(b)))
         .collect::<Vec<_>>()
         .join(", ");
+    let protocol = match tls {
+        None => "protocol = \"http\"\n".to_string(),
+        Some(files) => format!(
+            "protocol = \"https\"\ntls = [{{ cert = {}, key = {} }}]\n",
+            toml_str(&files.cert.display().to_string()),
+            toml_str(&files.key.display().to_string())
+        ),
+    };
     format!(
         "[node]\nid = 1\nadmin = \"127.0.0.1:{admin}\"\ndata_dir = {}\naccess_log = \"off\"\n\n\
-         [[listener]]\nname = \"bench\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\n\
+         [[listener]]\nname = \"bench\"\nbind = \"127.0.0.1:{port}\"\n{protocol}\n\
          [[route]]\nlistener = \"bench\"\npool = \"b\"\n\n\
          [[pool]]\nname = \"b\"\nalgorithm = \"round-robin\"\nbackends = [{list}]\n",
         toml_str(&data_dir.display().to_string())
     )
 }
 
-/// HAProxy: one thread, HTTP mode, keep-alive both sides, aggressive reuse, no logging.
-pub fn haproxy_config(port: u16, backends: &[String]) -> String {
+/// HAProxy: one thread, HTTP mode, keep-alive both sides, aggressive reuse, no logging;
+/// with `tls`, the bind terminates TLS (certificate and key in one PEM, ALPN http/1.1).
+pub fn haproxy_config(port: u16, backends: &[String], tls: Option<&TlsFiles>) -> String {
+    let ssl = tls.map_or(String::new(), |files| {
+        format!(" ssl crt {} alpn http/1.1", files.combined.display())
+    });
     let servers: String = backends
         .iter()
         .enumerate()
@@ -220,20 +268,33 @@ pub fn haproxy_config(port: u16, backends: &[String]) -> String {
         "global\n    nbthread 1\n    maxconn 4096\n\n\
          defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n    \
          timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n\
-         frontend bench\n    bind 127.0.0.1:{port}\n    default_backend b\n\n\
+         frontend bench\n    bind 127.0.0.1:{port}{ssl}\n    default_backend b\n\n\
          backend b\n    balance roundrobin\n{servers}"
     )
 }
 
-/// nginx as proxy: upstream keepalive 64, HTTP/1.1 to the backends, no access log.
-pub fn nginx_body(port: u16, backends: &[String]) -> String {
+/// nginx as proxy: upstream keepalive 64, HTTP/1.1 to the backends, no access log;
+/// with `tls`, the listener is `ssl` with the run's certificate and TLS 1.2 + 1.3 like
+/// the other two (nginx 1.22's default list stops at TLS 1.2).
+pub fn nginx_body(port: u16, backends: &[String], tls: Option<&TlsFiles>) -> String {
     let servers: String = backends
         .iter()
         .map(|b| format!("        server {b};\n"))
         .collect();
+    let (ssl, certs) = tls.map_or((String::new(), String::new()), |files| {
+        (
+            " ssl".to_string(),
+            format!(
+                "        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_certificate {};\n        \
+                 ssl_certificate_key {};\n",
+                files.cert.display(),
+                files.key.display()
+            ),
+        )
+    });
     format!(
         "    upstream b {{\n{servers}        keepalive 64;\n    }}\n    \
-         server {{\n        listen 127.0.0.1:{port} backlog=4096;\n        \
+         server {{\n        listen 127.0.0.1:{port}{ssl} backlog=4096;\n{certs}        \
          location / {{\n            proxy_pass http://b;\n            \
          proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        \
          }}\n    }}\n"
@@ -247,9 +308,80 @@ mod tests {
     #[test]
     fn fulcrum_config_is_valid_for_the_real_parser() {
         let backends = vec!["127.0.0.1:8081".to_string(), "127.0.0.1:8082".to_string()];
-        let text = fulcrum_toml(8080, 9901, Path::new("/tmp/x y"), &backends);
+        let text = fulcrum_toml(8080, 9901, Path::new("/tmp/x y"), &backends, None);
         let parsed = fulcrum_config::parse(&text, "bench.toml");
         assert!(parsed.is_ok(), "{text}\n{parsed:?}");
+    }
+
+    fn backends() -> Vec<String> {
+        vec!["127.0.0.1:8081".to_string(), "127.0.0.1:8082".to_string()]
+    }
+
+    #[test]
+    fn fulcrum_https_listener_is_valid_for_the_real_parser() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let files = TlsFiles::generate(dir.path())?;
+        let text = fulcrum_toml(8443, 9901, dir.path(), &backends(), Some(&files));
+        assert!(text.contains("protocol = \"https\""), "{text}");
+        let config = fulcrum_config::parse(&text, "bench.toml")
+            .map_err(|e| anyhow::anyhow!("{e:?}\n{text}"))?;
+        let listener = config.listener.first().context("no listener")?;
+        assert_eq!(listener.tls.len(), 1, "{text}");
+        assert_eq!(listener.tls[0].cert, files.cert);
+        assert_eq!(listener.tls[0].key, files.key);
+        Ok(())
+    }
+
+    #[test]
+    fn haproxy_binds_ssl_only_for_https() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let files = TlsFiles::generate(dir.path())?;
+        let plain = haproxy_config(8080, &backends(), None);
+        assert!(plain.contains("    bind 127.0.0.1:8080\n"), "{plain}");
+        assert!(!plain.contains("ssl"), "{plain}");
+        let https = haproxy_config(8443, &backends(), Some(&files));
+        let bind = format!(
+            "    bind 127.0.0.1:8443 ssl crt {} alpn http/1.1\n",
+            files.combined.display()
+        );
+        assert!(https.contains(&bind), "{https}");
+        Ok(())
+    }
+
+    #[test]
+    fn nginx_listens_ssl_only_for_https() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let files = TlsFiles::generate(dir.path())?;
+        let plain = nginx_body(8080, &backends(), None);
+        assert!(
+            plain.contains("listen 127.0.0.1:8080 backlog=4096;"),
+            "{plain}"
+        );
+        assert!(!plain.contains("ssl"), "{plain}");
+        let https = nginx_body(8443, &backends(), Some(&files));
+        assert!(
+            https.contains("listen 127.0.0.1:8443 ssl backlog=4096;"),
+            "{https}"
+        );
+        let cert = format!("ssl_certificate {};", files.cert.display());
+        let key = format!("ssl_certificate_key {};", files.key.display());
+        assert!(https.contains(&cert) && https.contains(&key), "{https}");
+        assert!(https.contains("ssl_protocols TLSv1.2 TLSv1.3;"), "{https}");
+        Ok(())
+    }
+
+    #[test]
+    fn endpoint_urls() {
+        let http = Endpoint {
+            scheme: Scheme::Http,
+            port: 80,
+        };
+        let https = Endpoint {
+            scheme: Scheme::Https,
+            port: 443,
+        };
+        assert_eq!(http.url(), "http://127.0.0.1:80/");
+        assert_eq!(https.url(), "https://127.0.0.1:443/");
     }
 
     #[test]
