@@ -10,6 +10,7 @@
 //! `proxy_protocol`); `serve_connection` is generic over the byte stream so HTTPS
 //! (`tls::serve_https`) serves its TLS streams with the same code.
 
+use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
 use crate::proxy::{self, ConnInfo};
 use hyper::service::service_fn;
@@ -19,7 +20,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -135,7 +135,8 @@ async fn serve_plain(
     };
     drop(snapshot);
     let conn = Arc::new(ConnInfo::new(spec.name.clone(), origin.client, false));
-    serve_connection(stream, conn, builder, dp, stop, spec.idle_timeout).await;
+    let timeouts = (spec.idle_timeout, spec.header_read_timeout);
+    serve_connection(stream, conn, builder, dp, stop, timeouts).await;
 }
 
 pub(crate) fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecutor> {
@@ -143,7 +144,9 @@ pub(crate) fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecut
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(spec.header_read_timeout)
+        // Slow heads are cut off by the connection watchdog (`conn_watch`): hyper's
+        // own timer would be armed for every request, at about a fifth of its CPU.
+        .header_read_timeout(None)
         // hyper answers 431 when a request head does not fit; it refuses values < 8 KiB.
         .max_buf_size(spec.max_header_bytes.max(8192))
         .keep_alive(true);
@@ -164,26 +167,31 @@ pub(crate) async fn serve_connection<S>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
-    idle_timeout: Duration,
+    (idle_timeout, header_timeout): (Duration, Duration),
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     dp.metrics.client_connections.inc();
-    let activity = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(ActivityIo {
-        inner: stream,
-        activity: activity.clone(),
-    });
+    let activity = Arc::new(ConnActivity::default());
+    let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
     let service_dp = dp.clone();
     let service_conn = conn.clone();
-    let service =
-        service_fn(move |req| proxy::handle(service_dp.clone(), service_conn.clone(), req));
+    let service_activity = activity.clone();
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let activity = service_activity.clone();
+        activity.request_started(req.version() == http::Version::HTTP_2);
+        let handled = proxy::handle(service_dp.clone(), service_conn.clone(), req);
+        async move {
+            let response = handled.await;
+            activity.request_answered();
+            response
+        }
+    });
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let tick = (idle_timeout / 4).max(Duration::from_millis(100));
+    let mut watchdog = Watchdog::new(idle_timeout, header_timeout);
+    let tick = watchdog.period();
     let mut ticker = tokio::time::interval(tick);
-    let mut last_seen = 0u64;
-    let mut quiet_for = Duration::ZERO;
     let mut shutting_down = false;
     loop {
         tokio::select! {
@@ -197,14 +205,17 @@ pub(crate) async fn serve_connection<S>(
                 shutting_down = true;
                 connection.as_mut().graceful_shutdown();
             }
-            _ = ticker.tick(), if !shutting_down => {
-                let now = activity.load(Ordering::Relaxed);
-                quiet_for = if now == last_seen { quiet_for + tick } else { Duration::ZERO };
-                last_seen = now;
-                if quiet_for >= idle_timeout {
+            _ = ticker.tick(), if !shutting_down => match watchdog.tick(&activity, tick) {
+                Verdict::Keep => {}
+                Verdict::Idle => {
                     tracing::debug!(client = %conn.client, "closing idle connection");
                     shutting_down = true;
                     connection.as_mut().graceful_shutdown();
+                }
+                Verdict::SlowHead => {
+                    // A head still arriving has no request to finish: just close.
+                    tracing::debug!(client = %conn.client, "request head too slow; closing");
+                    break;
                 }
             }
         }
@@ -212,16 +223,17 @@ pub(crate) async fn serve_connection<S>(
     dp.metrics.client_connections.dec();
 }
 
-/// Counts reads and writes so the idle watchdog can tell a quiet connection from a
-/// busy one without reading the clock on every I/O.
+/// Counts reads and writes so the watchdog can tell a quiet connection from a busy
+/// one, and a head being read from a request being served, without reading the clock
+/// on every I/O (see `conn_watch`).
 pub(crate) struct ActivityIo<T> {
     inner: T,
-    activity: Arc<AtomicU64>,
+    activity: Arc<ConnActivity>,
 }
 
 impl<T> ActivityIo<T> {
-    /// Wraps `inner`; every completed read or write bumps `activity`.
-    pub(crate) fn new(inner: T, activity: Arc<AtomicU64>) -> Self {
+    /// Wraps `inner`; every completed read or write is counted in `activity`.
+    pub(crate) fn new(inner: T, activity: Arc<ConnActivity>) -> Self {
         ActivityIo { inner, activity }
     }
 }
@@ -234,7 +246,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
     ) -> Poll<io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if polled.is_ready() {
-            self.activity.fetch_add(1, Ordering::Relaxed);
+            self.activity.note_read();
         }
         polled
     }
@@ -248,7 +260,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if polled.is_ready() {
-            self.activity.fetch_add(1, Ordering::Relaxed);
+            self.activity.note_write();
         }
         polled
     }
@@ -260,7 +272,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if polled.is_ready() {
-            self.activity.fetch_add(1, Ordering::Relaxed);
+            self.activity.note_write();
         }
         polled
     }

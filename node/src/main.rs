@@ -18,6 +18,7 @@ mod backend_state;
 mod balance;
 mod cli;
 mod cluster;
+mod conn_watch;
 mod ctl;
 mod dataplane;
 mod demo;

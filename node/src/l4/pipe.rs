@@ -7,9 +7,9 @@
 //! pair when nothing moved for `idle_timeout`. It ticks at a quarter of the timeout, so
 //! the close happens between 1 and 1.25 timeouts after the last byte.
 
+use crate::conn_watch::ConnActivity;
 use crate::listener::ActivityIo;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -31,7 +31,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let activity = Arc::new(AtomicU64::new(0));
+    let activity = Arc::new(ConnActivity::default());
     let mut client = ActivityIo::new(client, activity.clone());
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);
@@ -48,7 +48,7 @@ where
                 };
             }
             _ = ticker.tick() => {
-                let now = activity.load(Ordering::Relaxed);
+                let now = activity.io_count();
                 quiet_for = if now == last_seen { quiet_for + tick } else { Duration::ZERO };
                 last_seen = now;
                 if quiet_for >= idle_timeout {

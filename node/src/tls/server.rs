@@ -129,7 +129,8 @@ async fn handshake_and_serve(
         }
     };
     let conn = Arc::new(ConnInfo::new(spec.name.clone(), origin.client, true));
-    listener::serve_connection(tls_stream, conn, builder, dp, stop, spec.idle_timeout).await;
+    let timeouts = (spec.idle_timeout, spec.header_read_timeout);
+    listener::serve_connection(tls_stream, conn, builder, dp, stop, timeouts).await;
 }
 
 /// Reloads certificates on a new config version or changed files, until `stop`.
