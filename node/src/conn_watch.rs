@@ -20,10 +20,10 @@ use std::time::Duration;
 /// The counters one client connection shares with its watchdog.
 #[derive(Debug, Default)]
 pub(crate) struct ConnActivity {
-    /// Completed reads and writes.
-    io: AtomicU64,
     /// Completed reads.
     reads: AtomicU64,
+    /// Completed writes.
+    writes: AtomicU64,
     /// `reads` when the last response head went out.
     reads_when_answered: AtomicU64,
     /// Requests handed to the service and not yet answered.
@@ -35,16 +35,15 @@ pub(crate) struct ConnActivity {
 impl ConnActivity {
     pub(crate) fn note_read(&self) {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        self.io.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn note_write(&self) {
-        self.io.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reads and writes so far.
     pub(crate) fn io_count(&self) -> u64 {
-        self.io.load(Ordering::Relaxed)
+        self.reads.load(Ordering::Relaxed) + self.writes.load(Ordering::Relaxed)
     }
 
     /// A complete request head reached the service.

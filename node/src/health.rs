@@ -46,13 +46,13 @@ pub fn spawn_all(dp: &Arc<DataPlane>, stop: &CancellationToken, on_flip: FlipHoo
             }
             None => None,
         };
-        let server_name = pool_cfg.tls.as_ref().and_then(|t| t.server_name.clone());
+        let server_name = crate::tls::backend::configured_server_name(pool_cfg);
         for backend in &pool.backends {
             let task = Checker {
                 tls: tls.clone().map(|cfg| {
                     (
                         cfg,
-                        crate::tls::backend::server_name_for(server_name.as_deref(), backend.addr),
+                        crate::tls::backend::server_name_for(server_name.as_ref(), backend.addr),
                     )
                 }),
                 dp: dp.clone(),

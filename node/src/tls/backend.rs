@@ -32,22 +32,31 @@ const SYSTEM_BUNDLES: [&str; 3] = [
 /// means a CA or key file broke in between; the pool then gets a config that trusts
 /// nothing, and TLS connects fail (502) instead of the whole config being lost.
 pub fn upstream_settings(pool: &Pool) -> Option<TlsSettings> {
-    let tls = pool.tls.as_ref()?;
-    let server_name = tls
-        .server_name
-        .as_deref()
-        .and_then(|n| ServerName::try_from(n.to_string()).ok());
+    pool.tls.as_ref()?;
     let config = client_config(pool).or_else(|e| {
         tracing::error!(pool = %pool.name, error = %e, "backend TLS unusable; TLS connects will fail");
         trust_nothing()
     });
     // Even then the pool stays a TLS pool: without any config its connects fail.
-    Some(TlsSettings::new(config.ok().map(Arc::new), server_name))
+    Some(TlsSettings::new(
+        config.ok().map(Arc::new),
+        configured_server_name(pool),
+    ))
 }
 
-/// `server_name` when configured, else the backend's IP address.
-pub fn server_name_for(name: Option<&str>, addr: SocketAddr) -> ServerName<'static> {
-    name.and_then(|n| ServerName::try_from(n.to_string()).ok())
+/// The pool's `tls.server_name`, parsed (`check_config` has refused invalid ones).
+pub fn configured_server_name(pool: &Pool) -> Option<ServerName<'static>> {
+    let name = pool.tls.as_ref()?.server_name.as_deref()?;
+    ServerName::try_from(name.to_string()).ok()
+}
+
+/// The name to verify on a backend: `server_name` when configured, else its IP address.
+pub fn server_name_for(
+    configured: Option<&ServerName<'static>>,
+    addr: SocketAddr,
+) -> ServerName<'static> {
+    configured
+        .cloned()
         .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
 }
 

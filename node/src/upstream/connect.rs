@@ -63,10 +63,7 @@ pub(super) async fn open(
             source: std::io::Error::other("no usable TLS client config for this pool"),
         });
     };
-    let name = tls
-        .server_name
-        .clone()
-        .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+    let name = crate::tls::backend::server_name_for(tls.server_name.as_ref(), addr);
     let stream = tokio::time::timeout(settings.connect_timeout, connector.connect(name, tcp))
         .await
         .map_err(|_| UpstreamError::Tls {
