@@ -33,17 +33,17 @@ mod proxy_protocol; // issue 7: PROXY protocol v1/v2
 mod router;
 mod run;
 mod snapshot;
-mod tls;
+mod tls; // issue 7: HTTPS listeners and backend TLS
 mod upstream;
-mod vip_guard; // issue 7: HTTPS listeners and backend TLS
+mod vip_guard;
 
 use clap::Parser;
+use std::process::ExitCode;
 
 /// mimalloc: the proxy allocates small, short-lived buffers per request; glibc malloc
 /// showed up as ~14% of CPU in a profile under load.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
