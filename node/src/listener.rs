@@ -1,4 +1,4 @@
-//! Listeners: bind, accept, and serve each connection with hyper.
+//! Listeners: bind, accept, and serve each connection (`crate::h1`, else hyper).
 //!
 //! Each `[[listener]]` gets an accept loop. Sockets are bound with `SO_REUSEADDR` and
 //! `IP_FREEBIND`, so a listener on the VIP works before this node holds the VIP and keeps
@@ -135,8 +135,12 @@ async fn serve_plain(
     };
     drop(snapshot);
     let conn = Arc::new(ConnInfo::new(spec.name.clone(), origin.client, false));
-    let timeouts = (spec.idle_timeout, spec.header_read_timeout);
-    serve_connection(stream, conn, builder, dp, stop, timeouts).await;
+    let limits = crate::h1::Limits {
+        idle_timeout: spec.idle_timeout,
+        header_timeout: spec.header_read_timeout,
+        max_header_bytes: spec.max_header_bytes,
+    };
+    crate::h1::serve(stream, conn, builder, dp, stop, limits).await;
 }
 
 pub(crate) fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecutor> {
@@ -235,6 +239,11 @@ impl<T> ActivityIo<T> {
     /// Wraps `inner`; every completed read or write is counted in `activity`.
     pub(crate) fn new(inner: T, activity: Arc<ConnActivity>) -> Self {
         ActivityIo { inner, activity }
+    }
+
+    /// The stream without the counting.
+    pub(crate) fn into_inner(self) -> T {
+        self.inner
     }
 }
 

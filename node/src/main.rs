@@ -6,7 +6,8 @@
 //! - `app`        — the running node: config application, listeners, health.
 //! - `dataplane`, `snapshot`, `pool`, `router`, `balance`, `backend_state` — what a
 //!   request needs, compiled per config version.
-//! - `listener`, `proxy` — accepting connections and forwarding requests.
+//! - `listener`, `h1`, `proxy` — accepting connections and forwarding requests
+//!   (`h1`: the hand-written HTTP/1.1 path; `proxy`: hyper's, for everything else).
 //! - `affinity`   — session stickiness.
 //! - `health`     — active checks.
 //! - `admin`, `metrics` — the operator's view; `ctl` is its client.
@@ -22,6 +23,7 @@ mod conn_watch;
 mod ctl;
 mod dataplane;
 mod demo;
+mod h1; // hand-written HTTP/1.1 fast path
 mod health;
 mod l4; // issue 7: TCP listeners
 mod listener;

@@ -6,6 +6,8 @@
 //! conditions. The table is sorted once when a config is compiled, so a lookup is a
 //! linear scan that stops at the first match.
 
+use crate::proxy::lookup::HeaderLookup;
+#[cfg(test)]
 use http::HeaderMap;
 
 /// One compiled route.
@@ -99,7 +101,7 @@ impl RouteTable {
         &self,
         host: Option<&str>,
         path: &str,
-        headers: &HeaderMap,
+        headers: &impl HeaderLookup,
     ) -> Option<&CompiledRoute> {
         let host = host.map(strip_port).unwrap_or("");
         self.routes.iter().find(|r| {
@@ -107,8 +109,8 @@ impl RouteTable {
                 && path.starts_with(r.path_prefix.as_str())
                 && r.headers.iter().all(|(name, value)| {
                     headers
-                        .get(name)
-                        .is_some_and(|v| v.as_bytes() == value.as_bytes())
+                        .first(name.as_str())
+                        .is_some_and(|v| v == value.as_bytes())
                 })
         })
     }

@@ -6,6 +6,7 @@
 //! cookie that another node issued. A cookie that fails verification (forged, from another
 //! pool, or naming a backend this pool no longer has) is ignored, never trusted.
 
+use crate::proxy::lookup::HeaderLookup;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -77,11 +78,10 @@ impl CookieSigner {
 }
 
 /// Finds cookie `name` in the request's `Cookie` headers.
-pub fn find_cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+pub fn find_cookie<'a, H: HeaderLookup>(headers: &'a H, name: &str) -> Option<&'a str> {
     headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .values("cookie")
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)

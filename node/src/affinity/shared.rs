@@ -15,13 +15,17 @@
 
 use crate::affinity::cookie::find_cookie;
 use crate::pool::PoolRuntime;
+use crate::proxy::lookup::HeaderLookup;
 use fulcrum_config::AffinityMode;
 use fulcrum_session::{fallback_pick, AffinityStore, Lookup};
-use http::HeaderMap;
 use std::net::IpAddr;
 
 /// The affinity key of a request for this pool, if it has one.
-pub fn session_key(pool: &PoolRuntime, headers: &HeaderMap, client: IpAddr) -> Option<String> {
+pub fn session_key(
+    pool: &PoolRuntime,
+    headers: &impl HeaderLookup,
+    client: IpAddr,
+) -> Option<String> {
     match pool.affinity_mode {
         AffinityMode::Learn => {
             let name = pool.affinity_cookie.as_deref()?;
@@ -32,8 +36,7 @@ pub fn session_key(pool: &PoolRuntime, headers: &HeaderMap, client: IpAddr) -> O
         AffinityMode::Header => {
             let name = pool.affinity_header.as_deref()?;
             headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
+                .first_str(name)
                 .filter(|v| !v.is_empty())
                 .map(str::to_string)
         }
@@ -105,30 +108,34 @@ fn fallback(store: &AffinityStore, pool: &PoolRuntime, key: &str) -> Option<usiz
     fallback_pick(key, &ids).map(|j| eligible[j])
 }
 
-/// `learn` mode: when a backend sets the application's session cookie, pin that
-/// session to it (first writer wins). Awaited before the response goes out so the
-/// client's next request, on any node, already finds the pin.
-pub async fn learn_from_response(
+/// `learn` mode: the session keys a backend response sets (the application's
+/// cookie in `Set-Cookie`). Read before anything is awaited, so the pinning does not
+/// borrow the response.
+pub fn learned_sessions(pool: &PoolRuntime, headers: &impl HeaderLookup) -> Vec<String> {
+    let Some(name) = pool.affinity_cookie.as_deref() else {
+        return Vec::new();
+    };
+    headers
+        .values("set-cookie")
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .filter_map(|value| value.split(';').next()?.split_once('='))
+        .filter(|(k, v)| k.trim() == name && !v.trim().is_empty())
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+/// `learn` mode: pins the sessions a backend just set to it (first writer wins).
+/// Awaited before the response goes out so the client's next request, on any node,
+/// already finds the pin.
+pub async fn pin_learned(
     store: &AffinityStore,
     pool: &PoolRuntime,
     backend: usize,
-    headers: &HeaderMap,
+    sessions: Vec<String>,
 ) {
-    let Some(name) = pool.affinity_cookie.as_deref() else {
-        return;
-    };
-    for value in headers
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        let Some((k, v)) = value.split(';').next().and_then(|kv| kv.split_once('=')) else {
-            continue;
-        };
-        if k.trim() == name && !v.trim().is_empty() {
-            let _ = store
-                .pin(&pool.name, v.trim(), &pool.backends[backend].id)
-                .await;
-        }
+    for key in sessions {
+        let _ = store
+            .pin(&pool.name, &key, &pool.backends[backend].id)
+            .await;
     }
 }

@@ -21,6 +21,7 @@ pub struct RequestLog {
     pub path: String,
 }
 
+/// The bookkeeping that ends a proxied request, run once by `finish`.
 pub struct RequestDone {
     dp: Arc<DataPlane>,
     pool: Arc<PoolRuntime>,
@@ -41,7 +42,7 @@ impl RequestDone {
         client: SocketAddr,
         log: RequestLog,
         started: Instant,
-        lease: Lease,
+        lease: Option<Lease>,
     ) -> Self {
         RequestDone {
             dp,
@@ -51,7 +52,7 @@ impl RequestDone {
             log,
             started,
             status: 0,
-            lease: Some(lease),
+            lease,
         }
     }
 }

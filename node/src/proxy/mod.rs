@@ -7,8 +7,9 @@
 //! requests without a body only), and stream the response back while counting it.
 
 pub mod body;
-mod finish;
+pub(crate) mod finish;
 pub mod headers;
+pub mod lookup;
 mod upgrade;
 
 use crate::affinity::cookie::find_cookie;
@@ -25,6 +26,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use lookup::HeaderLookup;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +40,7 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     pub tls: bool,
     /// The client address as an `X-Forwarded-For` entry, formatted once per connection.
-    client_ip: HeaderValue,
+    pub(crate) client_ip: HeaderValue,
 }
 
 impl ConnInfo {
@@ -54,7 +56,7 @@ impl ConnInfo {
         }
     }
 
-    fn proto(&self) -> &'static str {
+    pub(crate) fn proto(&self) -> &'static str {
         if self.tls {
             "https"
         } else {
@@ -78,23 +80,33 @@ pub async fn handle(
 /// A response fulcrum makes itself.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Local {
+    /// A request the HTTP/1.1 fast path cannot make sense of (hyper answers its own).
+    BadRequest,
     NoRoute,
     NoBackend,
     BadGateway,
     GatewayTimeout,
 }
 
+impl Local {
+    /// The status, the body text, and the metric label of this response.
+    pub(crate) fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Local::BadRequest => (StatusCode::BAD_REQUEST, "bad request\n", "bad_request"),
+            Local::NoRoute => (StatusCode::NOT_FOUND, "no route\n", "no_route"),
+            Local::NoBackend => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy backend\n",
+                "no_backend",
+            ),
+            Local::BadGateway => (StatusCode::BAD_GATEWAY, "bad gateway\n", "bad_gateway"),
+            Local::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "backend timeout\n", "timeout"),
+        }
+    }
+}
+
 fn local_response(dp: &DataPlane, local: Local) -> Response<ProxyBody> {
-    let (status, text, metric) = match local {
-        Local::NoRoute => (StatusCode::NOT_FOUND, "no route\n", "no_route"),
-        Local::NoBackend => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no healthy backend\n",
-            "no_backend",
-        ),
-        Local::BadGateway => (StatusCode::BAD_GATEWAY, "bad gateway\n", "bad_gateway"),
-        Local::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "backend timeout\n", "timeout"),
-    };
+    let (status, text, metric) = local.parts();
     dp.metrics.local_response(metric);
     let mut resp = Response::new(full(Bytes::from_static(text.as_bytes())));
     *resp.status_mut() = status;
@@ -122,7 +134,8 @@ async fn route_and_forward(
     }
     let pool = snap.pools.get(&route.pool).ok_or(Local::NoBackend)?.clone();
     let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path(), pool = %pool.name);
-    let choice = choose_backend(dp, &pool, conn, &req)
+    let keys = ChoiceKeys::read(dp, &pool, conn, req.headers(), req.uri().path());
+    let choice = choose_backend(dp, &pool, conn, keys)
         .await
         .ok_or(Local::NoBackend)?;
     if headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11 {
@@ -140,46 +153,80 @@ async fn route_and_forward(
 }
 
 /// The backend chosen for a request and whether to (re)issue the affinity cookie.
-struct Choice {
-    index: usize,
-    set_cookie: bool,
+pub(crate) struct Choice {
+    pub index: usize,
+    pub set_cookie: bool,
     /// The shared-affinity key, when the pick came from a Redis pin.
     session: Option<String>,
 }
 
-async fn choose_backend(
+/// What backend choice reads from a request, taken before anything is awaited (so
+/// the choice itself does not borrow the request).
+pub(crate) struct ChoiceKeys {
+    /// The backend a valid affinity cookie names, if it may take the request.
+    cookie_pin: Option<usize>,
+    hash_key: Option<Vec<u8>>,
+    /// The shared-affinity (Redis) key, when a store is configured.
+    session: Option<String>,
+}
+
+impl ChoiceKeys {
+    pub(crate) fn read(
+        dp: &DataPlane,
+        pool: &PoolRuntime,
+        conn: &ConnInfo,
+        headers: &impl HeaderLookup,
+        path: &str,
+    ) -> Self {
+        let cookie_pin = pool.cookie.as_ref().and_then(|cookie| {
+            find_cookie(headers, &cookie.name)
+                .and_then(|v| cookie.signer.verify(v))
+                .and_then(|id| pool.sticky_target(&id))
+        });
+        if cookie_pin.is_some() {
+            return ChoiceKeys {
+                cookie_pin,
+                hash_key: None,
+                session: None,
+            };
+        }
+        ChoiceKeys {
+            cookie_pin,
+            hash_key: hash_key_bytes(pool.hash_key.as_ref(), conn, headers, path),
+            session: dp
+                .sessions()
+                .and_then(|_| shared::session_key(pool, headers, conn.client.ip())),
+        }
+    }
+}
+
+/// Chooses the backend for a request: a valid affinity cookie or Redis pin first,
+/// then the pool's algorithm.
+pub(crate) async fn choose_backend(
     dp: &DataPlane,
     pool: &PoolRuntime,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    keys: ChoiceKeys,
 ) -> Option<Choice> {
-    if let Some(cookie) = &pool.cookie {
-        let pinned = find_cookie(req.headers(), &cookie.name)
-            .and_then(|v| cookie.signer.verify(v))
-            .and_then(|id| pool.sticky_target(&id));
-        if let Some(index) = pinned {
-            return Some(Choice {
-                index,
-                set_cookie: false,
-                session: None,
-            });
-        }
+    if let Some(index) = keys.cookie_pin {
+        return Some(Choice {
+            index,
+            set_cookie: false,
+            session: None,
+        });
     }
-    let key = hash_key_bytes(pool.hash_key.as_ref(), conn, req);
     let ctx = PickContext {
-        hash_key: key.as_deref(),
+        hash_key: keys.hash_key.as_deref(),
         client_ip: Some(conn.client.ip()),
     };
     let pick = || pool.pick(&ctx, None);
-    if let Some(store) = dp.sessions() {
-        if let Some(session) = shared::session_key(pool, req.headers(), conn.client.ip()) {
-            let index = shared::choose(&store, pool, &session, pick).await?;
-            return Some(Choice {
-                index,
-                set_cookie: false,
-                session: Some(session),
-            });
-        }
+    if let (Some(store), Some(session)) = (dp.sessions(), keys.session) {
+        let index = shared::choose(&store, pool, &session, pick).await?;
+        return Some(Choice {
+            index,
+            set_cookie: false,
+            session: Some(session),
+        });
     }
     let index = pick()?;
     Some(Choice {
@@ -193,16 +240,15 @@ async fn choose_backend(
 fn hash_key_bytes(
     key: Option<&HashKey>,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    headers: &impl HeaderLookup,
+    path: &str,
 ) -> Option<Vec<u8>> {
     match key? {
         HashKey::SourceIp => Some(conn.client.ip().to_canonical().to_string().into_bytes()),
-        HashKey::Path => Some(req.uri().path().as_bytes().to_vec()),
-        HashKey::Header(name) => req
-            .headers()
-            .get(name.as_str())
-            .map(|v| v.as_bytes().to_vec()),
-        HashKey::Cookie(name) => find_cookie(req.headers(), name).map(|v| v.as_bytes().to_vec()),
+        HashKey::Path => Some(path.as_bytes().to_vec()),
+        // Lower-cased when the config was parsed.
+        HashKey::Header(name) => headers.first(name).map(<[u8]>::to_vec),
+        HashKey::Cookie(name) => find_cookie(headers, name).map(|v| v.as_bytes().to_vec()),
     }
 }
 
@@ -219,7 +265,7 @@ fn redirect_to_https(host: Option<&str>, uri: &Uri) -> Response<ProxyBody> {
 }
 
 /// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -282,7 +328,8 @@ async fn forward(
                 backend.state.note_success();
                 if pool.affinity_mode == fulcrum_config::AffinityMode::Learn {
                     if let Some(store) = dp.sessions() {
-                        shared::learn_from_response(&store, &pool, index, resp.headers()).await;
+                        let learned = shared::learned_sessions(&pool, resp.headers());
+                        shared::pin_learned(&store, &pool, index, learned).await;
                     }
                 }
                 let done = RequestDone::new(
@@ -292,7 +339,7 @@ async fn forward(
                     conn.client,
                     log,
                     started,
-                    lease,
+                    Some(lease),
                 );
                 return Ok(finish_response(
                     &pool,
@@ -329,7 +376,7 @@ async fn forward(
 }
 
 /// Ejects a backend from new picks on this node after a failed connection.
-fn eject_locally(dp: &DataPlane, pool: &PoolRuntime, index: usize) {
+pub(crate) fn eject_locally(dp: &DataPlane, pool: &PoolRuntime, index: usize) {
     let backend = &pool.backends[index];
     let backoff = backend.state.note_failure();
     dp.metrics
@@ -344,7 +391,7 @@ fn eject_locally(dp: &DataPlane, pool: &PoolRuntime, index: usize) {
 
 /// Another backend for a request whose connection failed; a Redis-pinned session is
 /// moved off the failed backend once, so every node follows.
-async fn retry_target(
+pub(crate) async fn retry_target(
     dp: &DataPlane,
     pool: &PoolRuntime,
     choice: &Choice,

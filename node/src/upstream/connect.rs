@@ -75,7 +75,7 @@ pub(super) async fn open(
 }
 
 /// No Nagle delay (requests are written whole) and TCP keepalive for silent peers.
-fn tune(tcp: &TcpStream) {
+pub(super) fn tune(tcp: &TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "set TCP_NODELAY failed");
     }

@@ -6,28 +6,41 @@
 //! response was read to the end, so every connection here is free for a new request.
 //! The lock is per backend and held for a push or a pop, never across an await.
 
-use super::ProxySender;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How many idle connections one backend keeps at most; more are closed on return.
 const MAX_IDLE: usize = 1024;
 
-struct Idle {
-    sender: ProxySender,
+/// A connection that can wait in an idle stack.
+pub(super) trait Pooled {
+    /// The backend closed it (or it is otherwise unusable) as far as is known
+    /// without blocking.
+    fn is_closed(&self) -> bool;
+}
+
+struct Idle<C> {
+    sender: C,
     since: Instant,
 }
 
 /// The idle connections of one backend.
-#[derive(Default)]
-pub(super) struct IdleStack {
-    conns: Mutex<Vec<Idle>>,
+pub(super) struct IdleStack<C> {
+    conns: Mutex<Vec<Idle<C>>>,
 }
 
-impl IdleStack {
+impl<C> Default for IdleStack<C> {
+    fn default() -> Self {
+        IdleStack {
+            conns: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<C: Pooled> IdleStack<C> {
     /// The most recently returned connection that is still open and younger than
     /// `max_idle`. Older ones are dropped, which closes them.
-    pub(super) fn take(&self, max_idle: Duration) -> Option<ProxySender> {
+    pub(super) fn take(&self, max_idle: Duration) -> Option<C> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(idle) = conns.pop() {
             if idle.since.elapsed() >= max_idle {
@@ -43,7 +56,7 @@ impl IdleStack {
     }
 
     /// Returns a connection whose last response was read completely.
-    pub(super) fn put(&self, sender: ProxySender) {
+    pub(super) fn put(&self, sender: C) {
         if sender.is_closed() {
             return;
         }

@@ -13,6 +13,7 @@
 
 mod connect;
 mod idle;
+mod raw;
 
 use crate::proxy::body::ProxyBody;
 use connect::ConnectSettings;
@@ -20,7 +21,8 @@ pub(crate) use connect::TlsSettings;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use idle::IdleStack;
+use idle::{IdleStack, Pooled};
+pub use raw::BackendConn;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -98,7 +100,9 @@ pub struct Upstream {
 
 struct Inner {
     addrs: Vec<SocketAddr>,
-    idle: Vec<IdleStack>,
+    idle: Vec<IdleStack<ProxySender>>,
+    /// Idle plain connections of the hand-written HTTP/1.1 path.
+    raw_idle: Vec<IdleStack<BackendConn>>,
     settings: ConnectSettings,
     idle_timeout: Duration,
 }
@@ -136,6 +140,7 @@ impl Upstream {
     ) -> Self {
         let inner = Arc::new(Inner {
             idle: addrs.iter().map(|_| IdleStack::default()).collect(),
+            raw_idle: addrs.iter().map(|_| IdleStack::default()).collect(),
             addrs,
             settings: ConnectSettings {
                 connect_timeout,
@@ -200,12 +205,41 @@ impl Upstream {
             })
     }
 
+    /// Whether this pool speaks TLS to its backends (not served by `raw` connections).
+    pub fn is_tls(&self) -> bool {
+        self.inner.settings.tls.is_some()
+    }
+
+    /// An idle plain connection to backend `index`, if one is open.
+    pub fn take_raw(&self, index: usize) -> Option<BackendConn> {
+        let mut conn = self.inner.raw_idle[index].take(self.inner.idle_timeout)?;
+        conn.reused = true;
+        Some(conn)
+    }
+
+    /// A new plain connection to backend `index`.
+    pub async fn open_raw(&self, index: usize) -> Result<BackendConn, UpstreamError> {
+        let inner = &self.inner;
+        BackendConn::open(inner.addrs[index], inner.settings.connect_timeout).await
+    }
+
+    /// Returns a connection whose last response was relayed completely.
+    pub fn put_raw(&self, index: usize, conn: BackendConn) {
+        self.inner.raw_idle[index].put(conn);
+    }
+
     fn lease(&self, index: usize, sender: ProxySender) -> Lease {
         Lease {
             sender,
             inner: self.inner.clone(),
             index,
         }
+    }
+}
+
+impl Pooled for ProxySender {
+    fn is_closed(&self) -> bool {
+        http1::SendRequest::is_closed(self)
     }
 }
 
@@ -227,6 +261,9 @@ fn spawn_reaper(inner: Weak<Inner>, idle_timeout: Duration) {
                 return;
             };
             for stack in &inner.idle {
+                stack.reap(inner.idle_timeout);
+            }
+            for stack in &inner.raw_idle {
                 stack.reap(inner.idle_timeout);
             }
         }

@@ -1,0 +1,538 @@
+//! One request on the hand-written HTTP/1.1 path, from route lookup to the last byte
+//! of the response.
+//!
+//! The decisions are the ones `crate::proxy` makes for hyper's requests — the same
+//! route table, backend choice (affinity cookie, Redis pin, algorithm), retry once
+//! elsewhere when an idempotent body-less request could not reach its backend, local
+//! ejection, metrics and access log — but the bytes move differently: the request head
+//! is rewritten into a reused buffer and written with the first body bytes in one call;
+//! the response head is parsed in the backend connection's buffer, rewritten, and
+//! written with the first body bytes; the body is relayed as it comes, framing intact.
+//! No task per backend connection, no header map, no allocation per request once warm.
+
+use super::chunked::ChunkScanner;
+use super::encode::{self, Forwarding, ResponseExtras};
+use super::head::{HeadView, RequestHead};
+use super::io::write_both;
+use super::response::{Framing, ResponseHead};
+use super::Ctx;
+use crate::affinity::shared;
+use crate::balance;
+use crate::pool::PoolRuntime;
+use crate::proxy::finish::{RequestDone, RequestLog};
+use crate::proxy::{self, Choice, ChoiceKeys, Local};
+use crate::upstream::BackendConn;
+use bytes::{Buf, BytesMut};
+use fulcrum_config::AffinityMode;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+/// How much is read from a socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// The largest response head accepted from a backend.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Informational (1xx) heads relayed before the final one, at most.
+const MAX_INFORMATIONAL: usize = 8;
+
+/// What the connection does after a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    KeepAlive,
+    Close,
+    /// Nothing was consumed or sent: hyper serves this request and the rest.
+    Handoff,
+}
+
+/// The client side of a connection: its stream and reused buffers.
+pub(super) struct Client<S> {
+    pub io: S,
+    /// Bytes read from the client and not yet consumed.
+    pub buf: BytesMut,
+    /// The head being written (to the backend, then to the client).
+    pub out: Vec<u8>,
+    pub head: RequestHead,
+    pub resp: ResponseHead,
+    /// The current request's bytes have left `buf` (its body went to a backend).
+    pub consumed: bool,
+}
+
+/// Why a backend attempt failed.
+enum Failure {
+    /// No connection could be opened.
+    Connect,
+    /// The connection broke before a response byte arrived.
+    Broken {
+        reused: bool,
+    },
+    /// The client's request body could not be read: nothing to answer.
+    ClientGone,
+    Timeout,
+    BadResponse,
+}
+
+/// Serves the request whose head is parsed in `c.head`.
+pub(super) async fn run<S>(c: &mut Client<S>, ctx: &Ctx) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let snapshot = ctx.dp.snapshot();
+    let buf = &c.buf[..c.head.len];
+    let (Some(path), host) = (c.head.path(buf), c.head.host(buf)) else {
+        return local(c, ctx, Local::BadRequest).await;
+    };
+    let Some(route) = snapshot
+        .routes
+        .get(&*ctx.conn.listener)
+        .and_then(|t| t.find(host, path, &c.head.view(buf)))
+    else {
+        return local(c, ctx, Local::NoRoute).await;
+    };
+    if route.redirect_https && !ctx.conn.tls {
+        return Next::Handoff;
+    }
+    let Some(pool) = snapshot.pools.get(&route.pool).cloned() else {
+        return local(c, ctx, Local::NoBackend).await;
+    };
+    if pool.upstream.is_tls() {
+        return Next::Handoff;
+    }
+    let keys = ChoiceKeys::read(&ctx.dp, &pool, &ctx.conn, &c.head.view(buf), path);
+    let choice = proxy::choose_backend(&ctx.dp, &pool, &ctx.conn, keys).await;
+    let Some(choice) = choice else {
+        return local(c, ctx, Local::NoBackend).await;
+    };
+    forward(c, ctx, pool, choice).await
+}
+
+/// Sends the request to the chosen backend (and once more elsewhere if it could not
+/// be delivered), then relays the response.
+async fn forward<S>(c: &mut Client<S>, ctx: &Ctx, pool: Arc<PoolRuntime>, choice: Choice) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let head_len = c.head.len;
+    let length = c.head.content_length;
+    let buffered = length.min((c.buf.len() - head_len) as u64) as usize;
+    let retryable = proxy::is_idempotent(&c.head.method) && length == 0;
+    let head_request = c.head.method == http::Method::HEAD;
+    let client_close = c.head.close;
+    let log = RequestLog {
+        method: c.head.method.clone(),
+        path: if ctx.dp.access_log_enabled() {
+            String::from_utf8_lossy(&c.buf[c.head.target.clone()]).into_owned()
+        } else {
+            String::new()
+        },
+    };
+    c.out.clear();
+    let fwd = Forwarding {
+        client_ip: ctx.conn.client_ip.as_bytes(),
+        proto: ctx.conn.proto(),
+    };
+    encode::request_head(&mut c.out, &c.head, &c.buf, &fwd);
+    let mut index = choice.index;
+    let mut fresh_retry_done = false;
+    let mut attempt = 0;
+    let (up, done) = loop {
+        let backend = &pool.backends[index];
+        backend.state.load.begin_request();
+        let fresh = fresh_retry_done;
+        let sent = send(c, &pool, index, fresh, head_len, buffered, length).await;
+        let failure = match sent {
+            Ok(up) => {
+                let done = RequestDone::new(
+                    ctx.dp.clone(),
+                    pool.clone(),
+                    index,
+                    ctx.conn.client,
+                    log,
+                    started,
+                    None,
+                );
+                break (up, Pending::new(done));
+            }
+            Err(f) => f,
+        };
+        backend.state.load.end_request();
+        let (retry, eject) = match failure {
+            Failure::ClientGone => return Next::Close,
+            Failure::Timeout => {
+                tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
+                return local(c, ctx, Local::GatewayTimeout).await;
+            }
+            Failure::BadResponse => return local(c, ctx, Local::BadGateway).await,
+            // A kept-alive connection the backend had just closed: once more on a new
+            // connection to the same backend.
+            Failure::Broken { reused: true } if retryable && !fresh_retry_done => {
+                fresh_retry_done = true;
+                continue;
+            }
+            Failure::Broken { reused } => (retryable, !reused),
+            Failure::Connect => (retryable, true),
+        };
+        tracing::warn!(pool = %pool.name, backend = %backend.id, "backend request failed");
+        if eject {
+            proxy::eject_locally(&ctx.dp, &pool, index);
+        }
+        if !retry || attempt > 0 {
+            return local(c, ctx, Local::BadGateway).await;
+        }
+        attempt += 1;
+        match proxy::retry_target(&ctx.dp, &pool, &choice, &ctx.conn, index).await {
+            Some(next) => index = next,
+            None => return local(c, ctx, Local::BadGateway).await,
+        }
+        ctx.dp.metrics.retries.inc();
+    };
+    if !c.consumed {
+        c.buf.advance(head_len + buffered);
+        c.consumed = true;
+    }
+    let set_cookie = choice.set_cookie || attempt > 0;
+    respond(
+        c,
+        ctx,
+        &pool,
+        index,
+        up,
+        done,
+        set_cookie,
+        head_request,
+        client_close,
+    )
+    .await
+}
+
+/// Writes the request to backend `index` and waits for its response head.
+async fn send<S>(
+    c: &mut Client<S>,
+    pool: &PoolRuntime,
+    index: usize,
+    fresh: bool,
+    head_len: usize,
+    buffered: usize,
+    length: u64,
+) -> Result<BackendConn, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let pooled = if fresh {
+        None
+    } else {
+        pool.upstream.take_raw(index)
+    };
+    let mut up = match pooled {
+        Some(up) => up,
+        None => pool.upstream.open_raw(index).await.map_err(|e| {
+            tracing::warn!(pool = %pool.name, error = %e, "backend connect failed");
+            Failure::Connect
+        })?,
+    };
+    let reused = up.reused;
+    let body = &c.buf[head_len..head_len + buffered];
+    write_both(&mut up.stream, &c.out, body)
+        .await
+        .map_err(|_| Failure::Broken { reused })?;
+    if length > buffered as u64 {
+        c.buf.advance(head_len + buffered);
+        c.consumed = true;
+        relay_request_body(c, &mut up, length - buffered as u64).await?;
+    }
+    match tokio::time::timeout(pool.response_timeout, read_head(&mut up, &mut c.resp)).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Err(f)) => Err(match f {
+            Failure::Broken { .. } => Failure::Broken { reused },
+            other => other,
+        }),
+        Ok(Ok(())) => Ok(up),
+    }
+}
+
+/// Copies the rest of a `Content-Length` request body from the client.
+async fn relay_request_body<S>(
+    c: &mut Client<S>,
+    up: &mut BackendConn,
+    mut left: u64,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    while left > 0 {
+        c.buf.reserve(READ_CHUNK);
+        let n =
+            c.io.read_buf(&mut c.buf)
+                .await
+                .map_err(|_| Failure::ClientGone)?;
+        if n == 0 {
+            return Err(Failure::ClientGone);
+        }
+        let take = (c.buf.len() as u64).min(left) as usize;
+        up.stream
+            .write_all(&c.buf[..take])
+            .await
+            .map_err(|_| Failure::Broken { reused: false })?;
+        c.buf.advance(take);
+        left -= take as u64;
+    }
+    Ok(())
+}
+
+/// Reads until `resp` holds a complete head (informational ones included).
+async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), Failure> {
+    loop {
+        if !up.buf.is_empty() {
+            match resp.parse(&up.buf) {
+                Ok(true) => return Ok(()),
+                Ok(false) if up.buf.len() < MAX_RESPONSE_HEAD => {}
+                Ok(false) | Err(_) => return Err(Failure::BadResponse),
+            }
+        }
+        up.buf.reserve(READ_CHUNK);
+        match up.stream.read_buf(&mut up.buf).await {
+            Ok(0) | Err(_) if up.buf.is_empty() => return Err(Failure::Broken { reused: false }),
+            Ok(0) | Err(_) => return Err(Failure::BadResponse),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Relays informational heads, then the final head and body, with the bookkeeping.
+#[allow(clippy::too_many_arguments)]
+async fn respond<S>(
+    c: &mut Client<S>,
+    ctx: &Ctx,
+    pool: &PoolRuntime,
+    index: usize,
+    mut up: BackendConn,
+    mut done: Pending,
+    set_cookie: bool,
+    head_request: bool,
+    client_close: bool,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut informational = 0;
+    while c.resp.is_informational() {
+        informational += 1;
+        c.out.clear();
+        encode::response_head(
+            &mut c.out,
+            &c.resp,
+            &up.buf,
+            &ResponseExtras {
+                set_cookie: None,
+                close: false,
+            },
+        );
+        up.buf.advance(c.resp.len);
+        if informational > MAX_INFORMATIONAL || write_both(&mut c.io, &c.out, &[]).await.is_err() {
+            return Next::Close;
+        }
+        let read =
+            tokio::time::timeout(pool.response_timeout, read_head(&mut up, &mut c.resp)).await;
+        if !matches!(read, Ok(Ok(()))) {
+            return Next::Close;
+        }
+    }
+    let backend = &pool.backends[index];
+    backend.state.note_success();
+    if pool.affinity_mode == AffinityMode::Learn {
+        if let Some(store) = ctx.dp.sessions() {
+            let learned = shared::learned_sessions(pool, &HeadView::new(&c.resp.headers, &up.buf));
+            shared::pin_learned(&store, pool, index, learned).await;
+        }
+    }
+    let status = c.resp.status;
+    backend.metrics.record_status(status);
+    let latency = done.started().elapsed();
+    backend.metrics.duration.observe(latency.as_secs_f64());
+    balance::observe_latency(&backend.state.load, latency);
+    done.set_status(status);
+    let framing = c.resp.framing(&up.buf, head_request);
+    let cookie = match (&pool.cookie, set_cookie) {
+        (Some(cookie), true) => Some(format!(
+            "{}={}; Path=/; HttpOnly",
+            cookie.name,
+            cookie.signer.sign(&backend.id)
+        )),
+        _ => None,
+    };
+    let close = client_close || framing == Framing::UntilClose || ctx.closing();
+    c.out.clear();
+    let extras = ResponseExtras {
+        set_cookie: cookie.as_deref(),
+        close,
+    };
+    encode::response_head(&mut c.out, &c.resp, &up.buf, &extras);
+    let backend_keep_alive = c.resp.keep_alive;
+    up.buf.advance(c.resp.len);
+    match relay_body(c, &mut up, framing, &mut done).await {
+        Ok(()) => {
+            done.complete();
+            if backend_keep_alive && framing != Framing::UntilClose && up.buf.is_empty() {
+                pool.upstream.put_raw(index, up);
+            }
+            if close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
+        }
+        Err(e) => {
+            tracing::debug!(pool = %pool.name, backend = %backend.id, error = %e, "response relay ended early");
+            Next::Close
+        }
+    }
+}
+
+/// Why relaying a response body stopped short.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("backend closed before the body was complete")]
+    Truncated,
+    #[error(transparent)]
+    Chunk(#[from] super::chunked::ChunkError),
+}
+
+/// Writes the response head in `c.out`, then the body as framed, from `up` to the
+/// client. The first body bytes go out with the head.
+async fn relay_body<S>(
+    c: &mut Client<S>,
+    up: &mut BackendConn,
+    framing: Framing,
+    done: &mut Pending,
+) -> Result<(), RelayError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut body = BodyEnd::new(framing);
+    let mut first = true;
+    loop {
+        let take = body.take(&up.buf)?;
+        let head: &[u8] = if first { &c.out } else { &[] };
+        write_both(&mut c.io, head, &up.buf[..take]).await?;
+        first = false;
+        up.buf.advance(take);
+        done.bytes += take as u64;
+        if body.is_done() {
+            return Ok(());
+        }
+        up.buf.reserve(READ_CHUNK);
+        if up.stream.read_buf(&mut up.buf).await? == 0 {
+            return match framing {
+                Framing::UntilClose => Ok(()),
+                _ => Err(RelayError::Truncated),
+            };
+        }
+    }
+}
+
+/// Where a response body ends, as its bytes arrive.
+enum BodyEnd {
+    Length(u64),
+    Chunked(ChunkScanner),
+    UntilClose,
+}
+
+impl BodyEnd {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => BodyEnd::Length(0),
+            Framing::Length(n) => BodyEnd::Length(n),
+            Framing::Chunked => BodyEnd::Chunked(ChunkScanner::default()),
+            Framing::UntilClose => BodyEnd::UntilClose,
+        }
+    }
+
+    /// How many of `bytes` belong to the body.
+    fn take(&mut self, bytes: &[u8]) -> Result<usize, RelayError> {
+        Ok(match self {
+            BodyEnd::Length(left) => {
+                let take = (*left).min(bytes.len() as u64);
+                *left -= take;
+                take as usize
+            }
+            BodyEnd::Chunked(scanner) => scanner.feed(bytes)?,
+            BodyEnd::UntilClose => bytes.len(),
+        })
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            BodyEnd::Length(left) => *left == 0,
+            BodyEnd::Chunked(scanner) => scanner.is_done(),
+            BodyEnd::UntilClose => false,
+        }
+    }
+}
+
+/// A request in flight: ends its bookkeeping (in-flight count, access log) exactly
+/// once, also when the connection task is dropped mid-response.
+struct Pending {
+    done: Option<RequestDone>,
+    bytes: u64,
+    complete: bool,
+}
+
+impl Pending {
+    fn new(done: RequestDone) -> Self {
+        Pending {
+            done: Some(done),
+            bytes: 0,
+            complete: false,
+        }
+    }
+
+    fn started(&self) -> Instant {
+        self.done.as_ref().map_or_else(Instant::now, |d| d.started)
+    }
+
+    fn set_status(&mut self, status: u16) {
+        if let Some(done) = &mut self.done {
+            done.status = status;
+        }
+    }
+
+    fn complete(&mut self) {
+        self.complete = true;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        use crate::proxy::body::OnFinish;
+        if let Some(mut done) = self.done.take() {
+            done.finish(self.bytes, self.complete);
+        }
+    }
+}
+
+/// Answers with a response fulcrum makes itself. The request's body is skipped when it
+/// is all here; otherwise the connection closes after the answer.
+async fn local<S>(c: &mut Client<S>, ctx: &Ctx, what: Local) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (status, text, metric) = what.parts();
+    ctx.dp.metrics.local_response(metric);
+    let whole = c.head.len as u64 + c.head.content_length;
+    let close = c.consumed || c.head.close || (c.buf.len() as u64) < whole || ctx.closing();
+    if !close {
+        c.buf.advance(whole as usize);
+        c.consumed = true;
+    }
+    c.out.clear();
+    let reason = status.canonical_reason().unwrap_or("");
+    encode::local_response(&mut c.out, status.as_u16(), reason, text, close);
+    if write_both(&mut c.io, &c.out, &[]).await.is_err() || close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}

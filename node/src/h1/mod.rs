@@ -1,0 +1,232 @@
+//! The hand-written HTTP/1.1 path: plain keep-alive requests without hyper.
+//!
+//! Most traffic through a load balancer is small HTTP/1.1 requests on kept-alive
+//! connections. For those, hyper's general machinery (a header map per message, a task
+//! per backend connection, a body type per direction) cost about half of fulcrum's CPU
+//! per request. This path serves them directly: each client connection is one task
+//! that reads a head into its buffer (`head`), picks the backend the same way the
+//! hyper path does, writes the rewritten head and body to a pooled backend socket,
+//! and relays the response, framing intact (`exchange`, `response`, `chunked`,
+//! `encode`).
+//!
+//! Whatever it does not handle itself — HTTP/2 (h2c preface), HTTP/1.0, chunked or
+//! `Expect` request bodies, upgrades, `CONNECT`, redirects to HTTPS, TLS backends — is
+//! handed to hyper at a request boundary before a byte of that request is consumed:
+//! hyper then serves the connection from that request on, reading the buffered bytes
+//! back through `io::Rewind`. So every feature keeps working and the common case is
+//! fast.
+//!
+//! Idle and slow-head timeouts come from the same counter-based watchdog as hyper's
+//! connections (`conn_watch`); shutdown lets the request in progress finish.
+
+mod chunked;
+mod encode;
+mod exchange;
+mod head;
+mod io;
+mod response;
+
+use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
+use crate::dataplane::DataPlane;
+use crate::listener::{self, ActivityIo};
+use crate::proxy::ConnInfo;
+use bytes::BytesMut;
+use exchange::{Client, Next};
+use head::Parsed;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use io::{write_both, Rewind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+/// The first read buffer of a client connection.
+const CLIENT_BUFFER: usize = 16 * 1024;
+
+/// What every request of one connection shares.
+pub(super) struct Ctx {
+    dp: Arc<DataPlane>,
+    conn: Arc<ConnInfo>,
+    max_header_bytes: usize,
+    /// Finish the request in progress, then close (shutdown or idle).
+    closing: AtomicBool,
+    /// A request is being served.
+    busy: AtomicBool,
+    activity: Arc<ConnActivity>,
+}
+
+impl Ctx {
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+}
+
+/// How a connection's session ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Closed,
+    Handoff,
+}
+
+/// Limits and timeouts of the listener a connection came in on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// Serves one plain client connection, handing it to hyper (`builder`) if a request
+/// needs it.
+pub(crate) async fn serve<S>(
+    stream: S,
+    conn: Arc<ConnInfo>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    dp: Arc<DataPlane>,
+    stop: CancellationToken,
+    limits: Limits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    dp.metrics.client_connections.inc();
+    let activity = Arc::new(ConnActivity::default());
+    let mut client = Client {
+        io: ActivityIo::new(stream, activity.clone()),
+        buf: BytesMut::with_capacity(CLIENT_BUFFER),
+        out: Vec::with_capacity(1024),
+        head: Default::default(),
+        resp: Default::default(),
+        consumed: false,
+    };
+    let ctx = Ctx {
+        dp,
+        conn,
+        max_header_bytes: limits.max_header_bytes,
+        closing: AtomicBool::new(false),
+        busy: AtomicBool::new(false),
+        activity,
+    };
+    let (closing, busy, activity) = (&ctx.closing, &ctx.busy, &ctx.activity);
+    let end = {
+        let session = session(&mut client, &ctx);
+        tokio::pin!(session);
+        let mut watchdog = Watchdog::new(limits.idle_timeout, limits.header_timeout);
+        let tick = watchdog.period();
+        let mut ticker = tokio::time::interval(tick);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                end = &mut session => break end,
+                _ = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    closing.store(true, Ordering::Relaxed);
+                    if !busy.load(Ordering::Relaxed) {
+                        break End::Closed;
+                    }
+                }
+                _ = ticker.tick() => match watchdog.tick(activity, tick) {
+                    Verdict::Keep => {}
+                    Verdict::Idle if !busy.load(Ordering::Relaxed) => {
+                        tracing::debug!(client = %ctx.conn.client, "closing idle connection");
+                        break End::Closed;
+                    }
+                    Verdict::Idle => closing.store(true, Ordering::Relaxed),
+                    Verdict::SlowHead => {
+                        tracing::debug!(client = %ctx.conn.client, "request head too slow; closing");
+                        break End::Closed;
+                    }
+                }
+            }
+        }
+    };
+    let Ctx { dp, conn, .. } = ctx;
+    dp.metrics.client_connections.dec();
+    if end == End::Handoff {
+        let prefix = client.buf.freeze();
+        let stream = Rewind::new(prefix, client.io.into_inner());
+        let timeouts = (limits.idle_timeout, limits.header_timeout);
+        listener::serve_connection(stream, conn, builder, dp, stop, timeouts).await;
+    }
+}
+
+/// Requests one after another until the client leaves, something fails, or a request
+/// goes to hyper.
+async fn session<S>(c: &mut Client<ActivityIo<S>>, ctx: &Ctx) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match read_head(c, ctx.max_header_bytes).await {
+            HeadRead::Ready => {}
+            HeadRead::Closed => return End::Closed,
+            HeadRead::Handoff(reason) => {
+                tracing::trace!(reason, "request handed to hyper");
+                return End::Handoff;
+            }
+            HeadRead::Reject(status) => {
+                reject(c, status).await;
+                return End::Closed;
+            }
+        }
+        c.consumed = false;
+        ctx.activity.request_started(false);
+        ctx.busy.store(true, Ordering::Relaxed);
+        let next = exchange::run(c, ctx).await;
+        ctx.activity.request_answered();
+        ctx.busy.store(false, Ordering::Relaxed);
+        match next {
+            Next::KeepAlive if !ctx.closing() => {}
+            Next::Handoff => return End::Handoff,
+            Next::KeepAlive | Next::Close => return End::Closed,
+        }
+    }
+}
+
+/// The result of waiting for a request head.
+enum HeadRead {
+    Ready,
+    /// The client closed (or broke) the connection.
+    Closed,
+    Handoff(&'static str),
+    Reject(u16),
+}
+
+/// Reads until `c.buf` starts with a complete head, parsed into `c.head`.
+async fn read_head<S>(c: &mut Client<S>, max_header_bytes: usize) -> HeadRead
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        if !c.buf.is_empty() {
+            match c.head.parse(&c.buf) {
+                Parsed::Head if c.head.len > max_header_bytes => return HeadRead::Reject(431),
+                Parsed::Head => return HeadRead::Ready,
+                Parsed::Handoff(reason) => return HeadRead::Handoff(reason),
+                Parsed::Reject(status) => return HeadRead::Reject(status),
+                Parsed::Partial if c.buf.len() > max_header_bytes => return HeadRead::Reject(431),
+                Parsed::Partial => {}
+            }
+        }
+        c.buf.reserve(CLIENT_BUFFER);
+        match c.io.read_buf(&mut c.buf).await {
+            Ok(0) | Err(_) => return HeadRead::Closed,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Answers a request that cannot be served (400, 431) and closes.
+async fn reject<S: AsyncWrite + Unpin>(c: &mut Client<S>, status: u16) {
+    let (reason, text) = match status {
+        431 => (
+            "Request Header Fields Too Large",
+            "request head too large\n",
+        ),
+        _ => ("Bad Request", "bad request\n"),
+    };
+    c.out.clear();
+    encode::local_response(&mut c.out, status, reason, text, true);
+    let _ = write_both(&mut c.io, &c.out, &[]).await;
+}

@@ -1,0 +1,231 @@
+//! Backend response heads on the hand-written HTTP/1.1 path.
+//!
+//! The head is parsed in the backend connection's buffer; what the proxy needs is the
+//! status, where each header is (to copy the head to the client without the hop-by-hop
+//! ones), and how the body is framed (RFC 9112 §6.3): none, a length, chunked, or
+//! until the backend closes. Whether the backend connection may carry another request
+//! follows from the version, `Connection: close` and the framing.
+
+use super::head::{classify, parse_length, HeaderSpan, Kind};
+use std::ops::Range;
+
+/// How many header lines a backend response may have.
+const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the backend closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head; ranges point into the backend connection's buffer.
+#[derive(Debug, Default)]
+pub(super) struct ResponseHead {
+    pub len: usize,
+    pub status: u16,
+    pub reason: Range<usize>,
+    pub headers: Vec<HeaderSpan>,
+    /// Header names listed in `Connection`.
+    pub listed: Vec<Range<usize>>,
+    /// The backend connection may serve another request after this response.
+    pub keep_alive: bool,
+    /// A `Transfer-Encoding` header is present (kept: the body is relayed as it is).
+    transfer_encoding: Option<Range<usize>>,
+    content_length: Option<u64>,
+}
+
+/// Why a backend response head was refused (answered 502).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(super) enum ResponseError {
+    #[error("malformed response head: {0}")]
+    Syntax(httparse::Error),
+    #[error("conflicting or invalid Content-Length")]
+    Length,
+    #[error("unexpected 101 Switching Protocols")]
+    Switching,
+}
+
+impl ResponseHead {
+    /// Parses `buf`; `Ok(false)` means more bytes are needed.
+    pub(super) fn parse(&mut self, buf: &[u8]) -> Result<bool, ResponseError> {
+        let mut raw = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut resp = httparse::Response::new(&mut raw);
+        let len = match resp.parse(buf).map_err(ResponseError::Syntax)? {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => return Ok(false),
+        };
+        let base = buf.as_ptr() as usize;
+        let span = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        self.len = len;
+        self.status = resp.code.unwrap_or(0);
+        if self.status == 101 {
+            return Err(ResponseError::Switching);
+        }
+        self.reason = span(resp.reason.unwrap_or("").as_bytes());
+        self.headers.clear();
+        self.listed.clear();
+        self.transfer_encoding = None;
+        self.content_length = None;
+        let mut close = resp.version != Some(1);
+        for h in resp.headers.iter() {
+            let kind = match classify(h.name.as_bytes()) {
+                Kind::Connection => {
+                    close |= self.connection_options(h.value, base);
+                    Kind::Connection
+                }
+                Kind::ContentLength => {
+                    let n = parse_length(h.value).ok_or(ResponseError::Length)?;
+                    if self.content_length.is_some_and(|prior| prior != n) {
+                        return Err(ResponseError::Length);
+                    }
+                    self.content_length = Some(n);
+                    Kind::ContentLength
+                }
+                Kind::HopByHop if h.name.eq_ignore_ascii_case("transfer-encoding") => {
+                    self.transfer_encoding = Some(span(h.value));
+                    // Relayed unchanged, together with the encoded body.
+                    Kind::Plain
+                }
+                other => other,
+            };
+            self.headers.push(HeaderSpan {
+                name: span(h.name.as_bytes()),
+                value: span(h.value),
+                kind,
+            });
+        }
+        self.keep_alive = !close;
+        Ok(true)
+    }
+
+    /// A 1xx head that another head follows.
+    pub(super) fn is_informational(&self) -> bool {
+        (100..200).contains(&self.status)
+    }
+
+    /// The body framing, given whether the request was `HEAD`.
+    pub(super) fn framing(&self, buf: &[u8], head_request: bool) -> Framing {
+        if head_request || self.status == 204 || self.status == 304 || self.is_informational() {
+            return Framing::Empty;
+        }
+        if let Some(te) = &self.transfer_encoding {
+            let last = buf[te.clone()].rsplit(|&b| b == b',').next().unwrap_or(&[]);
+            return if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            };
+        }
+        match self.content_length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    }
+
+    /// Reads `Connection`; returns whether it says `close`.
+    fn connection_options(&mut self, value: &[u8], base: usize) -> bool {
+        let mut close = false;
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                let start = token.as_ptr() as usize - base;
+                self.listed.push(start..start + token.len());
+            }
+        }
+        close
+    }
+
+    /// Whether header `h` is named in the response's `Connection` header.
+    pub(super) fn is_listed(&self, buf: &[u8], h: &HeaderSpan) -> bool {
+        let name = &buf[h.name.clone()];
+        self.listed
+            .iter()
+            .any(|l| buf[l.clone()].eq_ignore_ascii_case(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &[u8]) -> Result<ResponseHead, ResponseError> {
+        let mut head = ResponseHead::default();
+        assert!(head.parse(text)?, "incomplete");
+        Ok(head)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let length = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n";
+        assert_eq!(
+            parse(length).unwrap().framing(length, false),
+            Framing::Length(12)
+        );
+        assert_eq!(parse(length).unwrap().framing(length, true), Framing::Empty);
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(
+            parse(chunked).unwrap().framing(chunked, false),
+            Framing::Chunked
+        );
+        let gzip = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert_eq!(
+            parse(gzip).unwrap().framing(gzip, false),
+            Framing::UntilClose
+        );
+        let bare = b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n";
+        assert_eq!(
+            parse(bare).unwrap().framing(bare, false),
+            Framing::UntilClose
+        );
+        let none = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n";
+        assert_eq!(parse(none).unwrap().framing(none, false), Framing::Empty);
+    }
+
+    #[test]
+    fn keep_alive_needs_http_1_1_without_close() {
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        let closing = b"HTTP/1.1 200 OK\r\nConnection: close, X-Internal\r\nX-Internal: 1\r\n\r\n";
+        let head = parse(closing).unwrap();
+        assert!(!head.keep_alive);
+        assert!(head.is_listed(closing, &head.headers[1]));
+        assert!(!head.is_listed(closing, &head.headers[0]));
+    }
+
+    #[test]
+    fn bad_heads_are_errors() {
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").err(),
+            Some(ResponseError::Length)
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 101 Switching\r\n\r\n").err(),
+            Some(ResponseError::Switching)
+        );
+        assert!(matches!(
+            parse(b"HTTX/1.1 200 OK\r\n\r\n"),
+            Err(ResponseError::Syntax(_))
+        ));
+        let mut head = ResponseHead::default();
+        assert_eq!(head.parse(b"HTTP/1.1 200 OK\r\nContent-"), Ok(false));
+    }
+}
