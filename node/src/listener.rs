@@ -54,6 +54,17 @@ pub struct HttpListenerSpec {
     pub max_header_bytes: usize,
 }
 
+impl HttpListenerSpec {
+    /// What the hand-written HTTP/1.1 path needs to know of this listener.
+    pub(crate) fn limits(&self) -> crate::h1::Limits {
+        crate::h1::Limits {
+            idle_timeout: self.idle_timeout,
+            header_timeout: self.header_read_timeout,
+            max_header_bytes: self.max_header_bytes,
+        }
+    }
+}
+
 /// Accepts connections until `stop` fires and hands each one (with TCP_NODELAY set)
 /// to `serve`, whose future runs in `tracker`. Shared by the HTTP, HTTPS and TCP
 /// listeners.
@@ -135,12 +146,7 @@ async fn serve_plain(
     };
     drop(snapshot);
     let conn = Arc::new(ConnInfo::new(spec.name.clone(), origin.client, false));
-    let limits = crate::h1::Limits {
-        idle_timeout: spec.idle_timeout,
-        header_timeout: spec.header_read_timeout,
-        max_header_bytes: spec.max_header_bytes,
-    };
-    crate::h1::serve(stream, conn, builder, dp, stop, limits).await;
+    crate::h1::serve(stream, conn, builder, dp, stop, spec.limits()).await;
 }
 
 pub(crate) fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecutor> {

@@ -87,9 +87,11 @@ pub(super) fn response_head(
     ]);
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
+    let coded = head.has_transfer_encoding();
     for h in &head.headers {
         match h.kind {
             Kind::HopByHop | Kind::Connection | Kind::Via => {}
+            Kind::ContentLength if coded => {}
             _ if head.is_listed(buf, h) => {}
             _ => header_line(out, buf, h),
         }
@@ -175,7 +177,7 @@ mod tests {
 
     #[test]
     fn response_head_drops_hop_by_hop_and_adds_cookie_and_close() {
-        let buf = b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nSet-Cookie: app=1\r\n\r\n";
+        let buf = b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nContent-Length: 10\r\nSet-Cookie: app=1\r\n\r\n";
         let mut head = ResponseHead::default();
         assert_eq!(head.parse(buf), Ok(true));
         let mut out = Vec::new();

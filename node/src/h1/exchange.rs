@@ -15,7 +15,7 @@ use super::encode::{self, Forwarding, ResponseExtras};
 use super::head::{HeadView, RequestHead};
 use super::io::write_both;
 use super::response::{Framing, ResponseHead};
-use super::Ctx;
+use super::{Ctx, Phase};
 use crate::affinity::shared;
 use crate::balance;
 use crate::pool::PoolRuntime;
@@ -27,6 +27,7 @@ use fulcrum_config::AffinityMode;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tracing::Instrument;
 
 /// How much is read from a socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -102,7 +103,13 @@ where
     let Some(choice) = choice else {
         return local(c, ctx, Local::NoBackend).await;
     };
-    forward(c, ctx, pool, choice).await
+    let span = tracing::debug_span!("request", method = %c.head.method, path, pool = %pool.name);
+    // A disabled span (the usual case) would still be entered and left on every poll.
+    if span.is_disabled() {
+        forward(c, ctx, pool, choice).await
+    } else {
+        forward(c, ctx, pool, choice).instrument(span).await
+    }
 }
 
 /// Sends the request to the chosen backend (and once more elsewhere if it could not
@@ -139,7 +146,7 @@ where
         let backend = &pool.backends[index];
         backend.state.load.begin_request();
         let fresh = fresh_retry_done;
-        let sent = send(c, &pool, index, fresh, head_len, buffered, length).await;
+        let sent = send(c, ctx, &pool, index, fresh, head_len, buffered, length).await;
         let failure = match sent {
             Ok(up) => {
                 let done = RequestDone::new(
@@ -206,8 +213,10 @@ where
 }
 
 /// Writes the request to backend `index` and waits for its response head.
+#[allow(clippy::too_many_arguments)]
 async fn send<S>(
     c: &mut Client<S>,
+    ctx: &Ctx,
     pool: &PoolRuntime,
     index: usize,
     fresh: bool,
@@ -240,7 +249,10 @@ where
         c.consumed = true;
         relay_request_body(c, &mut up, length - buffered as u64).await?;
     }
-    match tokio::time::timeout(pool.response_timeout, read_head(&mut up, &mut c.resp)).await {
+    ctx.set_phase(Phase::AwaitingBackend);
+    let read = tokio::time::timeout(pool.response_timeout, read_head(&mut up, &mut c.resp)).await;
+    ctx.set_phase(Phase::Relaying);
+    match read {
         Err(_) => Err(Failure::Timeout),
         Ok(Err(f)) => Err(match f {
             Failure::Broken { .. } => Failure::Broken { reused },

@@ -12,8 +12,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-/// Writes `first` then `second` completely, vectored while both have bytes left.
-pub(super) async fn write_both<W>(w: &mut W, mut first: &[u8], mut second: &[u8]) -> io::Result<()>
+/// Writes `first` then `second` completely, vectored while both have bytes left, and
+/// flushes (a no-op on TCP; TLS may hold back a record otherwise).
+pub(super) async fn write_both<W>(w: &mut W, first: &[u8], second: &[u8]) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    write_all_both(w, first, second).await?;
+    w.flush().await
+}
+
+async fn write_all_both<W>(w: &mut W, mut first: &[u8], mut second: &[u8]) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {

@@ -17,7 +17,10 @@
 //! fast.
 //!
 //! Idle and slow-head timeouts come from the same counter-based watchdog as hyper's
-//! connections (`conn_watch`); shutdown lets the request in progress finish.
+//! connections (`conn_watch`); shutdown lets the request in progress finish. A request
+//! whose relay makes no client I/O for the idle timeout (a backend or client that
+//! stalled mid-body) is cut off; waiting for a response head is bounded by the pool's
+//! `response_timeout` instead.
 
 mod chunked;
 mod encode;
@@ -36,7 +39,7 @@ use head::Parsed;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use io::{write_both, Rewind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -52,14 +55,35 @@ pub(super) struct Ctx {
     max_header_bytes: usize,
     /// Finish the request in progress, then close (shutdown or idle).
     closing: AtomicBool,
-    /// A request is being served.
-    busy: AtomicBool,
+    /// Where the request in progress is (a `Phase` as u8).
+    phase: AtomicU8,
     activity: Arc<ConnActivity>,
+}
+
+/// Where a connection is in serving a request; decides what an idle timeout does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    /// Between requests: shutdown or an idle timeout closes at once.
+    Between = 0,
+    /// Waiting for the backend's response head, which `response_timeout` bounds: a
+    /// quiet client connection is expected.
+    AwaitingBackend = 1,
+    /// Moving body bytes: no client I/O for the idle timeout means a side stalled.
+    Relaying = 2,
 }
 
 impl Ctx {
     fn closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    fn phase(&self) -> u8 {
+        self.phase.load(Ordering::Relaxed)
     }
 }
 
@@ -105,10 +129,11 @@ pub(crate) async fn serve<S>(
         conn,
         max_header_bytes: limits.max_header_bytes,
         closing: AtomicBool::new(false),
-        busy: AtomicBool::new(false),
+        phase: AtomicU8::new(Phase::Between as u8),
         activity,
     };
-    let (closing, busy, activity) = (&ctx.closing, &ctx.busy, &ctx.activity);
+    let (closing, activity) = (&ctx.closing, &ctx.activity);
+    let between = || ctx.phase() == Phase::Between as u8;
     let end = {
         let session = session(&mut client, &ctx);
         tokio::pin!(session);
@@ -122,17 +147,19 @@ pub(crate) async fn serve<S>(
                 _ = stop.cancelled(), if !stopping => {
                     stopping = true;
                     closing.store(true, Ordering::Relaxed);
-                    if !busy.load(Ordering::Relaxed) {
+                    if between() {
                         break End::Closed;
                     }
                 }
                 _ = ticker.tick() => match watchdog.tick(activity, tick) {
                     Verdict::Keep => {}
-                    Verdict::Idle if !busy.load(Ordering::Relaxed) => {
-                        tracing::debug!(client = %ctx.conn.client, "closing idle connection");
+                    Verdict::Idle if ctx.phase() == Phase::AwaitingBackend as u8 => {
+                        closing.store(true, Ordering::Relaxed);
+                    }
+                    Verdict::Idle => {
+                        tracing::debug!(client = %ctx.conn.client, "connection idle or stalled; closing");
                         break End::Closed;
                     }
-                    Verdict::Idle => closing.store(true, Ordering::Relaxed),
                     Verdict::SlowHead => {
                         tracing::debug!(client = %ctx.conn.client, "request head too slow; closing");
                         break End::Closed;
@@ -172,10 +199,10 @@ where
         }
         c.consumed = false;
         ctx.activity.request_started(false);
-        ctx.busy.store(true, Ordering::Relaxed);
+        ctx.set_phase(Phase::Relaying);
         let next = exchange::run(c, ctx).await;
         ctx.activity.request_answered();
-        ctx.busy.store(false, Ordering::Relaxed);
+        ctx.set_phase(Phase::Between);
         match next {
             Next::KeepAlive if !ctx.closing() => {}
             Next::Handoff => return End::Handoff,

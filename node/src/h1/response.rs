@@ -105,6 +105,12 @@ impl ResponseHead {
         Ok(true)
     }
 
+    /// The body has a transfer coding, which then decides the framing: a
+    /// `Content-Length` next to it must not reach the client (RFC 9112 §6.3).
+    pub(super) fn has_transfer_encoding(&self) -> bool {
+        self.transfer_encoding.is_some()
+    }
+
     /// A 1xx head that another head follows.
     pub(super) fn is_informational(&self) -> bool {
         (100..200).contains(&self.status)

@@ -2,9 +2,10 @@
 //!
 //! Per connection: optional PROXY header (`accept_proxy`), then the TLS handshake
 //! (bounded by the listener's `header_read_timeout`, so a client that stalls mid-hello
-//! is dropped), then `listener::serve_connection` exactly as for plain HTTP, with
-//! `ConnInfo.tls = true` so requests carry `X-Forwarded-Proto: https`. ALPN offers h2
-//! and http/1.1; hyper's auto builder then sees the h2 preface or an HTTP/1 request.
+//! is dropped), then the same serving as plain HTTP, with `ConnInfo.tls = true` so
+//! requests carry `X-Forwarded-Proto: https`. ALPN offers h2 and http/1.1: an h2
+//! connection goes straight to hyper, an HTTP/1.1 one to the hand-written path
+//! (`crate::h1`), which hands it to hyper should a request need that.
 //!
 //! Reload: a watcher task re-reads the listener's certificates when a new config
 //! version is applied (checked every 250 ms) and when any certificate or key file
@@ -129,8 +130,12 @@ async fn handshake_and_serve(
         }
     };
     let conn = Arc::new(ConnInfo::new(spec.name.clone(), origin.client, true));
-    let timeouts = (spec.idle_timeout, spec.header_read_timeout);
-    listener::serve_connection(tls_stream, conn, builder, dp, stop, timeouts).await;
+    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let timeouts = (spec.idle_timeout, spec.header_read_timeout);
+        listener::serve_connection(tls_stream, conn, builder, dp, stop, timeouts).await;
+    } else {
+        crate::h1::serve(tls_stream, conn, builder, dp, stop, spec.limits()).await;
+    }
 }
 
 /// Reloads certificates on a new config version or changed files, until `stop`.
