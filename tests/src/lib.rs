@@ -6,6 +6,8 @@
 //! - `client`  — a plain HTTP client for the tests, plus raw-socket helpers.
 //! - `tls`     — a test CA (rcgen), certificates on disk, an HTTPS client.
 //! - `tcp_backend` — TCP echo backends (optionally reading PROXY v2) and redis-server.
+//! - `wire`    — byte-exact HTTP/1.1 message reading (heads, chunked, close-delimited).
+//! - `raw_backend` — a scripted raw-socket HTTP/1.1 backend that records what it saw.
 
 pub mod backend;
 pub mod client;
@@ -13,10 +15,12 @@ pub mod cluster;
 pub mod config;
 pub mod netns;
 pub mod process;
+pub mod raw_backend;
 pub mod redis;
 pub mod tcp_backend;
 pub mod tls;
 pub mod vipbed;
+pub mod wire;
 
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
