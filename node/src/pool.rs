@@ -46,6 +46,8 @@ pub struct PoolRuntime {
     /// Keep-alive connections to the backends, index-aligned with `backends`.
     pub upstream: Upstream,
     pub response_timeout: Duration,
+    /// The algorithm reads response latencies (`peak-ewma`); others skip recording them.
+    pub latency_aware: bool,
 }
 
 impl std::fmt::Debug for PoolRuntime {
@@ -118,6 +120,7 @@ impl PoolRuntime {
                 crate::tls::backend::upstream_settings(pool),
             ),
             response_timeout: pool.response_timeout,
+            latency_aware: pool.algorithm == fulcrum_config::Algorithm::PeakEwma,
         }
     }
 

@@ -10,11 +10,12 @@
 //! written with the first body bytes; the body is relayed as it comes, framing intact.
 //! No task per backend connection, no header map, no allocation per request once warm.
 
-use super::chunked::ChunkScanner;
 use super::encode::{self, Forwarding, ResponseExtras};
 use super::head::{HeadView, RequestHead};
 use super::io::write_both;
+use super::relay::{relay_body, READ_CHUNK};
 use super::response::{Framing, ResponseHead};
+use super::timer::ResponseTimer;
 use super::{Ctx, Phase};
 use crate::affinity::shared;
 use crate::balance;
@@ -29,8 +30,6 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tracing::Instrument;
 
-/// How much is read from a socket at a time.
-const READ_CHUNK: usize = 16 * 1024;
 /// The largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Informational (1xx) heads relayed before the final one, at most.
@@ -56,6 +55,8 @@ pub(super) struct Client<S> {
     pub resp: ResponseHead,
     /// The current request's bytes have left `buf` (its body went to a backend).
     pub consumed: bool,
+    /// Bounds each wait for a response head.
+    pub timer: ResponseTimer,
 }
 
 /// Why a backend attempt failed.
@@ -128,7 +129,7 @@ where
     let log = RequestLog {
         method: c.head.method.clone(),
         path: if ctx.dp.access_log_enabled() {
-            String::from_utf8_lossy(&c.buf[c.head.target.clone()]).into_owned()
+            c.head.path(&c.buf).unwrap_or_default().to_string()
         } else {
             String::new()
         },
@@ -250,15 +251,16 @@ where
         relay_request_body(c, &mut up, length - buffered as u64).await?;
     }
     ctx.set_phase(Phase::AwaitingBackend);
-    let read = tokio::time::timeout(pool.response_timeout, read_head(&mut up, &mut c.resp)).await;
+    let limit = pool.response_timeout;
+    let read = c.timer.within(limit, read_head(&mut up, &mut c.resp)).await;
     ctx.set_phase(Phase::Relaying);
     match read {
-        Err(_) => Err(Failure::Timeout),
-        Ok(Err(f)) => Err(match f {
+        None => Err(Failure::Timeout),
+        Some(Err(f)) => Err(match f {
             Failure::Broken { .. } => Failure::Broken { reused },
             other => other,
         }),
-        Ok(Ok(())) => Ok(up),
+        Some(Ok(())) => Ok(up),
     }
 }
 
@@ -362,7 +364,9 @@ where
     backend.metrics.record_status(status);
     let latency = done.started().elapsed();
     backend.metrics.duration.observe(latency.as_secs_f64());
-    balance::observe_latency(&backend.state.load, latency);
+    if pool.latency_aware {
+        balance::observe_latency(&backend.state.load, latency);
+    }
     done.set_status(status);
     let framing = c.resp.framing(&up.buf, head_request);
     let cookie = match (&pool.cookie, set_cookie) {
@@ -382,7 +386,7 @@ where
     encode::response_head(&mut c.out, &c.resp, &up.buf, &extras);
     let backend_keep_alive = c.resp.keep_alive;
     up.buf.advance(c.resp.len);
-    match relay_body(c, &mut up, framing, &mut done).await {
+    match relay_body(c, &mut up, framing, &mut done.bytes).await {
         Ok(()) => {
             done.complete();
             if backend_keep_alive && framing != Framing::UntilClose && up.buf.is_empty() {
@@ -397,89 +401,6 @@ where
         Err(e) => {
             tracing::debug!(pool = %pool.name, backend = %backend.id, error = %e, "response relay ended early");
             Next::Close
-        }
-    }
-}
-
-/// Why relaying a response body stopped short.
-#[derive(Debug, thiserror::Error)]
-enum RelayError {
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("backend closed before the body was complete")]
-    Truncated,
-    #[error(transparent)]
-    Chunk(#[from] super::chunked::ChunkError),
-}
-
-/// Writes the response head in `c.out`, then the body as framed, from `up` to the
-/// client. The first body bytes go out with the head.
-async fn relay_body<S>(
-    c: &mut Client<S>,
-    up: &mut BackendConn,
-    framing: Framing,
-    done: &mut Pending,
-) -> Result<(), RelayError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut body = BodyEnd::new(framing);
-    let mut first = true;
-    loop {
-        let take = body.take(&up.buf)?;
-        let head: &[u8] = if first { &c.out } else { &[] };
-        write_both(&mut c.io, head, &up.buf[..take]).await?;
-        first = false;
-        up.buf.advance(take);
-        done.bytes += take as u64;
-        if body.is_done() {
-            return Ok(());
-        }
-        up.buf.reserve(READ_CHUNK);
-        if up.stream.read_buf(&mut up.buf).await? == 0 {
-            return match framing {
-                Framing::UntilClose => Ok(()),
-                _ => Err(RelayError::Truncated),
-            };
-        }
-    }
-}
-
-/// Where a response body ends, as its bytes arrive.
-enum BodyEnd {
-    Length(u64),
-    Chunked(ChunkScanner),
-    UntilClose,
-}
-
-impl BodyEnd {
-    fn new(framing: Framing) -> Self {
-        match framing {
-            Framing::Empty => BodyEnd::Length(0),
-            Framing::Length(n) => BodyEnd::Length(n),
-            Framing::Chunked => BodyEnd::Chunked(ChunkScanner::default()),
-            Framing::UntilClose => BodyEnd::UntilClose,
-        }
-    }
-
-    /// How many of `bytes` belong to the body.
-    fn take(&mut self, bytes: &[u8]) -> Result<usize, RelayError> {
-        Ok(match self {
-            BodyEnd::Length(left) => {
-                let take = (*left).min(bytes.len() as u64);
-                *left -= take;
-                take as usize
-            }
-            BodyEnd::Chunked(scanner) => scanner.feed(bytes)?,
-            BodyEnd::UntilClose => bytes.len(),
-        })
-    }
-
-    fn is_done(&self) -> bool {
-        match self {
-            BodyEnd::Length(left) => *left == 0,
-            BodyEnd::Chunked(scanner) => scanner.is_done(),
-            BodyEnd::UntilClose => false,
         }
     }
 }

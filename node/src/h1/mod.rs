@@ -6,8 +6,8 @@
 //! per request. This path serves them directly: each client connection is one task
 //! that reads a head into its buffer (`head`), picks the backend the same way the
 //! hyper path does, writes the rewritten head and body to a pooled backend socket,
-//! and relays the response, framing intact (`exchange`, `response`, `chunked`,
-//! `encode`).
+//! and relays the response, framing intact (`exchange`, `response`, `relay`,
+//! `chunked`, `encode`).
 //!
 //! Whatever it does not handle itself — HTTP/2 (h2c preface), HTTP/1.0, chunked or
 //! `Expect` request bodies, upgrades, `CONNECT`, redirects to HTTPS, TLS backends — is
@@ -27,7 +27,9 @@ mod encode;
 mod exchange;
 mod head;
 mod io;
+mod relay;
 mod response;
+mod timer;
 
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
@@ -123,6 +125,7 @@ pub(crate) async fn serve<S>(
         head: Default::default(),
         resp: Default::default(),
         consumed: false,
+        timer: timer::ResponseTimer::new(),
     };
     let ctx = Ctx {
         dp,
@@ -143,6 +146,7 @@ pub(crate) async fn serve<S>(
         let mut stopping = false;
         loop {
             tokio::select! {
+                biased;
                 end = &mut session => break end,
                 _ = stop.cancelled(), if !stopping => {
                     stopping = true;

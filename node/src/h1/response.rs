@@ -7,6 +7,7 @@
 //! follows from the version, `Connection: close` and the framing.
 
 use super::head::{classify, parse_length, HeaderSpan, Kind};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// How many header lines a backend response may have.
@@ -52,9 +53,12 @@ pub(super) enum ResponseError {
 impl ResponseHead {
     /// Parses `buf`; `Ok(false)` means more bytes are needed.
     pub(super) fn parse(&mut self, buf: &[u8]) -> Result<bool, ResponseError> {
-        let mut raw = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut resp = httparse::Response::new(&mut raw);
-        let len = match resp.parse(buf).map_err(ResponseError::Syntax)? {
+        let mut raw = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_RESPONSE_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut raw)
+            .map_err(ResponseError::Syntax)?;
+        let len = match parsed {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(false),
         };

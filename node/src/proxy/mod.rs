@@ -457,7 +457,9 @@ fn finish_response(
     backend.metrics.record_status(status);
     let latency = done.started.elapsed();
     backend.metrics.duration.observe(latency.as_secs_f64());
-    balance::observe_latency(&backend.state.load, latency);
+    if pool.latency_aware {
+        balance::observe_latency(&backend.state.load, latency);
+    }
     done.status = status;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

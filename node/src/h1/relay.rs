@@ -1,0 +1,99 @@
+//! Relaying a response body from a backend connection to the client.
+//!
+//! The body goes through unchanged, framing and all; `BodyEnd` only tracks where it
+//! ends (a byte count, the chunked framing via `ChunkScanner`, or the backend closing)
+//! so that nothing past it is relayed and the backend connection can be reused.
+
+use super::chunked::{ChunkError, ChunkScanner};
+use super::exchange::Client;
+use super::io::write_both;
+use super::response::Framing;
+use crate::upstream::BackendConn;
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+/// How much is read from a socket at a time.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+
+/// Why relaying a response body stopped short.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RelayError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("backend closed before the body was complete")]
+    Truncated,
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+}
+
+/// Writes the response head in `c.out`, then the body as framed, from `up` to the
+/// client. The first body bytes go out with the head; `sent` counts body bytes.
+pub(super) async fn relay_body<S>(
+    c: &mut Client<S>,
+    up: &mut BackendConn,
+    framing: Framing,
+    sent: &mut u64,
+) -> Result<(), RelayError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut body = BodyEnd::new(framing);
+    let mut first = true;
+    loop {
+        let take = body.take(&up.buf)?;
+        let head: &[u8] = if first { &c.out } else { &[] };
+        write_both(&mut c.io, head, &up.buf[..take]).await?;
+        first = false;
+        up.buf.advance(take);
+        *sent += take as u64;
+        if body.is_done() {
+            return Ok(());
+        }
+        up.buf.reserve(READ_CHUNK);
+        if up.stream.read_buf(&mut up.buf).await? == 0 {
+            return match framing {
+                Framing::UntilClose => Ok(()),
+                _ => Err(RelayError::Truncated),
+            };
+        }
+    }
+}
+
+/// Where a response body ends, as its bytes arrive.
+enum BodyEnd {
+    Length(u64),
+    Chunked(ChunkScanner),
+    UntilClose,
+}
+
+impl BodyEnd {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => BodyEnd::Length(0),
+            Framing::Length(n) => BodyEnd::Length(n),
+            Framing::Chunked => BodyEnd::Chunked(ChunkScanner::default()),
+            Framing::UntilClose => BodyEnd::UntilClose,
+        }
+    }
+
+    /// How many of `bytes` belong to the body.
+    fn take(&mut self, bytes: &[u8]) -> Result<usize, RelayError> {
+        Ok(match self {
+            BodyEnd::Length(left) => {
+                let take = (*left).min(bytes.len() as u64);
+                *left -= take;
+                take as usize
+            }
+            BodyEnd::Chunked(scanner) => scanner.feed(bytes)?,
+            BodyEnd::UntilClose => bytes.len(),
+        })
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            BodyEnd::Length(left) => *left == 0,
+            BodyEnd::Chunked(scanner) => scanner.is_done(),
+            BodyEnd::UntilClose => false,
+        }
+    }
+}
