@@ -13,6 +13,7 @@
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
 use crate::proxy::{self, ConnInfo};
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -60,7 +61,8 @@ impl HttpListenerSpec {
         crate::h1::Limits {
             idle_timeout: self.idle_timeout,
             header_timeout: self.header_read_timeout,
-            max_header_bytes: self.max_header_bytes,
+            // The same floor as hyper's buffer (see `http_builder`).
+            max_header_bytes: self.max_header_bytes.max(8192),
         }
     }
 }
@@ -170,9 +172,12 @@ pub(crate) fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecut
     builder
 }
 
-/// Serves one client connection: HTTP/1.1 or h2c (sniffed), with upgrades.
+/// Serves one client connection: HTTP/1.1 or h2c (sniffed), with upgrades. `prefix`
+/// holds bytes already read from `stream` (a request the HTTP/1.1 fast path handed
+/// over); hyper reads them first.
 pub(crate) async fn serve_connection<S>(
     stream: S,
+    prefix: Bytes,
     conn: Arc<ConnInfo>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     dp: Arc<DataPlane>,
@@ -183,7 +188,7 @@ pub(crate) async fn serve_connection<S>(
 {
     dp.metrics.client_connections.inc();
     let activity = Arc::new(ConnActivity::default());
-    let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
+    let io = TokioIo::new(ActivityIo::with_prefix(stream, prefix, activity.clone()));
     let service_dp = dp.clone();
     let service_conn = conn.clone();
     let service_activity = activity.clone();
@@ -235,16 +240,28 @@ pub(crate) async fn serve_connection<S>(
 
 /// Counts reads and writes so the watchdog can tell a quiet connection from a busy
 /// one, and a head being read from a request being served, without reading the clock
-/// on every I/O (see `conn_watch`).
+/// on every I/O (see `conn_watch`). It can also replay bytes that were read from the
+/// stream before it was wrapped (`with_prefix`).
 pub(crate) struct ActivityIo<T> {
     inner: T,
     activity: Arc<ConnActivity>,
+    /// Read first, before `inner`.
+    prefix: Bytes,
 }
 
 impl<T> ActivityIo<T> {
     /// Wraps `inner`; every completed read or write is counted in `activity`.
     pub(crate) fn new(inner: T, activity: Arc<ConnActivity>) -> Self {
-        ActivityIo { inner, activity }
+        Self::with_prefix(inner, Bytes::new(), activity)
+    }
+
+    /// Like `new`, with `prefix` read before anything from `inner`.
+    pub(crate) fn with_prefix(inner: T, prefix: Bytes, activity: Arc<ConnActivity>) -> Self {
+        ActivityIo {
+            inner,
+            activity,
+            prefix,
+        }
     }
 
     /// The stream without the counting.
@@ -259,6 +276,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            self.activity.note_read();
+            return Poll::Ready(Ok(()));
+        }
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if polled.is_ready() {
             self.activity.note_read();
@@ -302,5 +325,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_prefix_is_read_before_the_stream_and_counted() {
+        let (mut far, near) = tokio::io::duplex(64);
+        far.write_all(b" world").await.unwrap();
+        drop(far);
+        let activity = Arc::new(ConnActivity::default());
+        let mut io = ActivityIo::with_prefix(near, Bytes::from_static(b"hello"), activity.clone());
+        let mut all = String::new();
+        io.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+        assert!(
+            activity.io_count() >= 3,
+            "prefix, data and EOF reads counted"
+        );
     }
 }

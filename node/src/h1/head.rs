@@ -163,9 +163,11 @@ impl RequestHead {
                     self.host = self.headers.len();
                 }
                 Kind::Connection => {
-                    if let Some(reason) = self.connection_options(h.value, base) {
-                        return Parsed::Handoff(reason);
+                    let options = connection_options(h.value, base, &mut self.listed);
+                    if options.upgrade {
+                        return Parsed::Handoff("connection: upgrade");
                     }
+                    self.close |= options.close;
                 }
                 Kind::HopByHop if h.name.eq_ignore_ascii_case("transfer-encoding") => {
                     return Parsed::Handoff("transfer-encoding");
@@ -193,28 +195,9 @@ impl RequestHead {
         Parsed::Head
     }
 
-    /// Reads the options of one `Connection` header; `Some` asks for a handoff.
-    fn connection_options(&mut self, value: &[u8], base: usize) -> Option<&'static str> {
-        for token in value.split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            if token.eq_ignore_ascii_case(b"close") {
-                self.close = true;
-            } else if token.eq_ignore_ascii_case(b"upgrade") {
-                return Some("connection: upgrade");
-            } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                let start = token.as_ptr() as usize - base;
-                self.listed.push(start..start + token.len());
-            }
-        }
-        None
-    }
-
     /// Whether header `h` is named in the request's `Connection` header.
     pub(super) fn is_listed(&self, buf: &[u8], h: &HeaderSpan) -> bool {
-        let name = &buf[h.name.clone()];
-        self.listed
-            .iter()
-            .any(|l| buf[l.clone()].eq_ignore_ascii_case(name))
+        named_in(&self.listed, buf, h)
     }
 
     /// The request path without the query, for routing.
@@ -234,6 +217,45 @@ impl RequestHead {
     pub(super) fn view<'h>(&'h self, buf: &'h [u8]) -> HeadView<'h> {
         HeadView::new(&self.headers, buf)
     }
+}
+
+/// What one `Connection` header says besides the header names it lists.
+pub(super) struct ConnectionOptions {
+    pub close: bool,
+    pub upgrade: bool,
+}
+
+/// Reads one `Connection` header (`value` lies in a buffer starting at address
+/// `base`); the header names it lists are added to `listed` as ranges.
+pub(super) fn connection_options(
+    value: &[u8],
+    base: usize,
+    listed: &mut Vec<Range<usize>>,
+) -> ConnectionOptions {
+    let mut options = ConnectionOptions {
+        close: false,
+        upgrade: false,
+    };
+    for token in value.split(|&b| b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            options.close = true;
+        } else if token.eq_ignore_ascii_case(b"upgrade") {
+            options.upgrade = true;
+        } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+            let start = token.as_ptr() as usize - base;
+            listed.push(start..start + token.len());
+        }
+    }
+    options
+}
+
+/// Whether header `h` is one of the `listed` names (from `Connection`).
+pub(super) fn named_in(listed: &[Range<usize>], buf: &[u8], h: &HeaderSpan) -> bool {
+    let name = &buf[h.name.clone()];
+    listed
+        .iter()
+        .any(|l| buf[l.clone()].eq_ignore_ascii_case(name))
 }
 
 /// A strict `Content-Length`: ASCII digits only, no sign, at most 18 of them.

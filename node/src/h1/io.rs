@@ -1,16 +1,8 @@
-//! Small I/O pieces of the hand-written HTTP/1.1 path.
-//!
-//! - `write_both`: a head and the first body bytes in one vectored write, so a small
-//!   message costs one system call.
-//! - `Rewind`: a stream that first yields bytes already read from it. When a request
-//!   is handed to hyper, the bytes of its head are in fulcrum's buffer, not the socket;
-//!   hyper reads them back through `Rewind` as if nothing had happened.
+//! Writing a head and the first body bytes in one vectored write, so a small message
+//! costs one system call.
 
-use bytes::{Buf, Bytes};
 use std::io::{self, IoSlice};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Writes `first` then `second` completely, vectored while both have bytes left, and
 /// flushes (a no-op on TCP; TLS may hold back a record otherwise).
@@ -46,79 +38,10 @@ where
     w.write_all(second).await
 }
 
-/// A stream that replays `prefix` before reading from `inner`.
-pub(crate) struct Rewind<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    pub(crate) fn new(prefix: Bytes, inner: S) -> Self {
-        Rewind { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.prefix.has_remaining() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[tokio::test]
-    async fn rewind_replays_the_prefix_then_reads_on() {
-        let (mut far, near) = tokio::io::duplex(64);
-        far.write_all(b" world").await.unwrap();
-        drop(far);
-        let mut rewound = Rewind::new(Bytes::from_static(b"hello"), near);
-        let mut all = String::new();
-        rewound.read_to_string(&mut all).await.unwrap();
-        assert_eq!(all, "hello world");
-    }
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn write_both_writes_everything_in_order() {

@@ -13,8 +13,8 @@
 //! `Expect` request bodies, upgrades, `CONNECT`, redirects to HTTPS, TLS backends — is
 //! handed to hyper at a request boundary before a byte of that request is consumed:
 //! hyper then serves the connection from that request on, reading the buffered bytes
-//! back through `io::Rewind`. So every feature keeps working and the common case is
-//! fast.
+//! first (`listener::ActivityIo::with_prefix`). So every feature keeps working and the
+//! common case is fast.
 //!
 //! Idle and slow-head timeouts come from the same counter-based watchdog as hyper's
 //! connections (`conn_watch`); shutdown lets the request in progress finish. A request
@@ -40,7 +40,7 @@ use exchange::{Client, Next};
 use head::Parsed;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use io::{write_both, Rewind};
+use io::write_both;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,9 +176,9 @@ pub(crate) async fn serve<S>(
     dp.metrics.client_connections.dec();
     if end == End::Handoff {
         let prefix = client.buf.freeze();
-        let stream = Rewind::new(prefix, client.io.into_inner());
+        let stream = client.io.into_inner();
         let timeouts = (limits.idle_timeout, limits.header_timeout);
-        listener::serve_connection(stream, conn, builder, dp, stop, timeouts).await;
+        listener::serve_connection(stream, prefix, conn, builder, dp, stop, timeouts).await;
     }
 }
 

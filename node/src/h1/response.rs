@@ -6,7 +6,7 @@
 //! until the backend closes. Whether the backend connection may carry another request
 //! follows from the version, `Connection: close` and the framing.
 
-use super::head::{classify, parse_length, HeaderSpan, Kind};
+use super::head::{classify, connection_options, named_in, parse_length, HeaderSpan, Kind};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -81,7 +81,8 @@ impl ResponseHead {
         for h in resp.headers.iter() {
             let kind = match classify(h.name.as_bytes()) {
                 Kind::Connection => {
-                    close |= self.connection_options(h.value, base);
+                    // An `upgrade` option means nothing without a 101, refused above.
+                    close |= connection_options(h.value, base, &mut self.listed).close;
                     Kind::Connection
                 }
                 Kind::ContentLength => {
@@ -140,27 +141,9 @@ impl ResponseHead {
         }
     }
 
-    /// Reads `Connection`; returns whether it says `close`.
-    fn connection_options(&mut self, value: &[u8], base: usize) -> bool {
-        let mut close = false;
-        for token in value.split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            if token.eq_ignore_ascii_case(b"close") {
-                close = true;
-            } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                let start = token.as_ptr() as usize - base;
-                self.listed.push(start..start + token.len());
-            }
-        }
-        close
-    }
-
     /// Whether header `h` is named in the response's `Connection` header.
     pub(super) fn is_listed(&self, buf: &[u8], h: &HeaderSpan) -> bool {
-        let name = &buf[h.name.clone()];
-        self.listed
-            .iter()
-            .any(|l| buf[l.clone()].eq_ignore_ascii_case(name))
+        named_in(&self.listed, buf, h)
     }
 }
 

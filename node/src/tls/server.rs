@@ -20,6 +20,7 @@ use crate::dataplane::DataPlane;
 use crate::listener::{self, HttpListenerSpec};
 use crate::proxy::ConnInfo;
 use crate::proxy_protocol;
+use bytes::Bytes;
 use fulcrum_config::Listener;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
@@ -132,7 +133,8 @@ async fn handshake_and_serve(
     let conn = Arc::new(ConnInfo::new(spec.name.clone(), origin.client, true));
     if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         let timeouts = (spec.idle_timeout, spec.header_read_timeout);
-        listener::serve_connection(tls_stream, conn, builder, dp, stop, timeouts).await;
+        listener::serve_connection(tls_stream, Bytes::new(), conn, builder, dp, stop, timeouts)
+            .await;
     } else {
         crate::h1::serve(tls_stream, conn, builder, dp, stop, spec.limits()).await;
     }

@@ -46,14 +46,7 @@ pub(super) async fn open(
     addr: SocketAddr,
     upgrades: bool,
 ) -> Result<ProxySender, UpstreamError> {
-    let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| UpstreamError::Connect {
-            addr,
-            source: std::io::ErrorKind::TimedOut.into(),
-        })?
-        .map_err(|source| UpstreamError::Connect { addr, source })?;
-    tune(&tcp);
+    let tcp = tcp(addr, settings.connect_timeout).await?;
     let Some(tls) = &settings.tls else {
         return handshake(tcp, addr, upgrades).await;
     };
@@ -74,8 +67,21 @@ pub(super) async fn open(
     handshake(stream, addr, upgrades).await
 }
 
+/// A TCP connection to `addr` within `timeout`, tuned for proxying.
+pub(super) async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| UpstreamError::Connect {
+            addr,
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|source| UpstreamError::Connect { addr, source })?;
+    tune(&tcp);
+    Ok(tcp)
+}
+
 /// No Nagle delay (requests are written whole) and TCP keepalive for silent peers.
-pub(super) fn tune(tcp: &TcpStream) {
+fn tune(tcp: &TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "set TCP_NODELAY failed");
     }

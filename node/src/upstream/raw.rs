@@ -31,14 +31,7 @@ pub struct BackendConn {
 impl BackendConn {
     /// Opens a connection to `addr` within `timeout`.
     pub(super) async fn open(addr: SocketAddr, timeout: Duration) -> Result<Self, UpstreamError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| UpstreamError::Connect {
-                addr,
-                source: std::io::ErrorKind::TimedOut.into(),
-            })?
-            .map_err(|source| UpstreamError::Connect { addr, source })?;
-        super::connect::tune(&stream);
+        let stream = super::connect::tcp(addr, timeout).await?;
         Ok(BackendConn {
             stream,
             buf: BytesMut::with_capacity(BUFFER),
