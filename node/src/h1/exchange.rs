@@ -59,6 +59,15 @@ pub(super) struct Client<S> {
     pub timer: ResponseTimer,
 }
 
+impl<S> Client<S> {
+    /// How many bytes of the current request's body are already in `buf` (valid until
+    /// the request is consumed).
+    fn buffered_body(&self) -> usize {
+        let length = self.head.content_length;
+        length.min((self.buf.len() - self.head.len) as u64) as usize
+    }
+}
+
 /// Why a backend attempt failed.
 enum Failure {
     /// No connection could be opened.
@@ -100,7 +109,7 @@ where
         return Next::Handoff;
     }
     let keys = ChoiceKeys::read(&ctx.dp, &pool, &ctx.conn, &c.head.view(buf), path);
-    let choice = proxy::choose_backend(&ctx.dp, &pool, &ctx.conn, keys).await;
+    let choice = proxy::choose_backend(&pool, &ctx.conn, keys).await;
     let Some(choice) = choice else {
         return local(c, ctx, Local::NoBackend).await;
     };
@@ -120,12 +129,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let head_len = c.head.len;
-    let length = c.head.content_length;
-    let buffered = length.min((c.buf.len() - head_len) as u64) as usize;
-    let retryable = proxy::is_idempotent(&c.head.method) && length == 0;
-    let head_request = c.head.method == http::Method::HEAD;
-    let client_close = c.head.close;
+    let retryable = proxy::is_idempotent(&c.head.method) && c.head.content_length == 0;
     let log = RequestLog {
         method: c.head.method.clone(),
         path: if ctx.dp.access_log_enabled() {
@@ -146,8 +150,7 @@ where
     let (up, done) = loop {
         let backend = &pool.backends[index];
         backend.state.load.begin_request();
-        let fresh = fresh_retry_done;
-        let sent = send(c, ctx, &pool, index, fresh, head_len, buffered, length).await;
+        let sent = send(c, ctx, &pool, index, fresh_retry_done).await;
         let failure = match sent {
             Ok(up) => {
                 let done = RequestDone::new(
@@ -195,35 +198,21 @@ where
         ctx.dp.metrics.retries.inc();
     };
     if !c.consumed {
-        c.buf.advance(head_len + buffered);
+        c.buf.advance(c.head.len + c.buffered_body());
         c.consumed = true;
     }
     let set_cookie = choice.set_cookie || attempt > 0;
-    respond(
-        c,
-        ctx,
-        &pool,
-        index,
-        up,
-        done,
-        set_cookie,
-        head_request,
-        client_close,
-    )
-    .await
+    respond(c, ctx, &pool, index, up, done, set_cookie).await
 }
 
-/// Writes the request to backend `index` and waits for its response head.
-#[allow(clippy::too_many_arguments)]
+/// Writes the request to backend `index` (on a new connection when `fresh`) and
+/// waits for its response head.
 async fn send<S>(
     c: &mut Client<S>,
     ctx: &Ctx,
     pool: &PoolRuntime,
     index: usize,
     fresh: bool,
-    head_len: usize,
-    buffered: usize,
-    length: u64,
 ) -> Result<BackendConn, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -241,6 +230,7 @@ where
         })?,
     };
     let reused = up.reused;
+    let (head_len, length, buffered) = (c.head.len, c.head.content_length, c.buffered_body());
     let body = &c.buf[head_len..head_len + buffered];
     write_both(&mut up.stream, &c.out, body)
         .await
@@ -314,7 +304,6 @@ async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), 
 }
 
 /// Relays informational heads, then the final head and body, with the bookkeeping.
-#[allow(clippy::too_many_arguments)]
 async fn respond<S>(
     c: &mut Client<S>,
     ctx: &Ctx,
@@ -323,8 +312,6 @@ async fn respond<S>(
     mut up: BackendConn,
     mut done: Pending,
     set_cookie: bool,
-    head_request: bool,
-    client_close: bool,
 ) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -368,7 +355,8 @@ where
         balance::observe_latency(&backend.state.load, latency);
     }
     done.set_status(status);
-    let framing = c.resp.framing(&up.buf, head_request);
+    // `c.head` still describes the request: only its bytes left the buffer.
+    let framing = c.resp.framing(&up.buf, c.head.method == http::Method::HEAD);
     let cookie = match (&pool.cookie, set_cookie) {
         (Some(cookie), true) => Some(format!(
             "{}={}; Path=/; HttpOnly",
@@ -377,7 +365,7 @@ where
         )),
         _ => None,
     };
-    let close = client_close || framing == Framing::UntilClose || ctx.closing();
+    let close = c.head.close || framing == Framing::UntilClose || ctx.closing();
     c.out.clear();
     let extras = ResponseExtras {
         set_cookie: cookie.as_deref(),

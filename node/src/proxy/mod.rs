@@ -22,6 +22,7 @@ use body::{full, ProxyBody, TrackedBody};
 use bytes::Bytes;
 use finish::{RequestDone, RequestLog};
 use fulcrum_config::HashKey;
+use fulcrum_session::AffinityStore;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -135,7 +136,7 @@ async fn route_and_forward(
     let pool = snap.pools.get(&route.pool).ok_or(Local::NoBackend)?.clone();
     let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path(), pool = %pool.name);
     let keys = ChoiceKeys::read(dp, &pool, conn, req.headers(), req.uri().path());
-    let choice = choose_backend(dp, &pool, conn, keys)
+    let choice = choose_backend(&pool, conn, keys)
         .await
         .ok_or(Local::NoBackend)?;
     if headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11 {
@@ -166,8 +167,9 @@ pub(crate) struct ChoiceKeys {
     /// The backend a valid affinity cookie names, if it may take the request.
     cookie_pin: Option<usize>,
     hash_key: Option<Vec<u8>>,
-    /// The shared-affinity (Redis) key, when a store is configured.
-    session: Option<String>,
+    /// The shared-affinity (Redis) store and this request's key in it, when a store
+    /// is configured and the pool's mode finds a key.
+    session: Option<(Arc<AffinityStore>, String)>,
 }
 
 impl ChoiceKeys {
@@ -193,9 +195,9 @@ impl ChoiceKeys {
         ChoiceKeys {
             cookie_pin,
             hash_key: hash_key_bytes(pool.hash_key.as_ref(), conn, headers, path),
-            session: dp
-                .sessions()
-                .and_then(|_| shared::session_key(pool, headers, conn.client.ip())),
+            session: dp.sessions().and_then(|store| {
+                shared::session_key(pool, headers, conn.client.ip()).map(|key| (store, key))
+            }),
         }
     }
 }
@@ -203,7 +205,6 @@ impl ChoiceKeys {
 /// Chooses the backend for a request: a valid affinity cookie or Redis pin first,
 /// then the pool's algorithm.
 pub(crate) async fn choose_backend(
-    dp: &DataPlane,
     pool: &PoolRuntime,
     conn: &ConnInfo,
     keys: ChoiceKeys,
@@ -220,7 +221,7 @@ pub(crate) async fn choose_backend(
         client_ip: Some(conn.client.ip()),
     };
     let pick = || pool.pick(&ctx, None);
-    if let (Some(store), Some(session)) = (dp.sessions(), keys.session) {
+    if let Some((store, session)) = keys.session {
         let index = shared::choose(&store, pool, &session, pick).await?;
         return Some(Choice {
             index,
