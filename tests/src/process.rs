@@ -7,6 +7,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Writes `config` to `dir/check.toml` and runs `fulcrum check --config` on it.
+/// Returns whether it succeeded, its stderr, and the file's path as errors print it.
+pub fn check_config(config: &str, dir: &Path) -> (bool, String, String) {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, config).expect("write config");
+    let out = Command::new(fulcrum_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run fulcrum check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.display().to_string(),
+    )
+}
+
 /// Path of the `fulcrum` binary, building it once if needed.
 pub fn fulcrum_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

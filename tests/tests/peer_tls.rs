@@ -11,7 +11,7 @@ use fulcrum_tests::client::{admin_call, fresh_client, get, get_status};
 use fulcrum_tests::cluster::{LocalCluster, MemberPorts};
 use fulcrum_tests::config::backend_list;
 use fulcrum_tests::free_port;
-use fulcrum_tests::process::fulcrum_bin;
+use fulcrum_tests::process::check_config;
 use fulcrum_tests::tls::TestCa;
 use std::path::Path;
 use std::time::Duration;
@@ -221,22 +221,6 @@ async fn a_node_with_a_foreign_ca_certificate_never_converges() {
     assert!(good_refused, "good nodes refuse the foreign certificate");
 }
 
-/// Runs `fulcrum check` on `config`; returns (success, stderr, config path).
-fn check(config: &str, dir: &Path) -> (bool, String, String) {
-    let path = dir.join("peer.toml");
-    std::fs::write(&path, config).expect("write config");
-    let out = std::process::Command::new(fulcrum_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run fulcrum check");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        path.display().to_string(),
-    )
-}
-
 #[test]
 fn check_refuses_missing_and_mismatched_peer_certificates() {
     let dir = tempfile::tempdir().unwrap();
@@ -252,18 +236,18 @@ fn check_refuses_missing_and_mismatched_peer_certificates() {
             key.display()
         )
     };
-    let (ok, err, _) = check(&config(&cert, &key), dir.path());
+    let (ok, err, _) = check_config(&config(&cert, &key), dir.path());
     assert!(ok, "good peer certificate refused: {err}");
 
     let missing = dir.path().join("missing.pem");
-    let (ok, err, path) = check(&config(&missing, &key), dir.path());
+    let (ok, err, path) = check_config(&config(&missing, &key), dir.path());
     assert!(!ok);
     // Line 9 is the `tls = { ... }` line; the column is that of the cert value.
     assert!(err.starts_with(&format!("{path}:9:")), "{err}");
     assert!(err.contains("peer tls: cannot read"), "{err}");
     assert!(err.contains("missing.pem"), "{err}");
 
-    let (ok, err, path) = check(&config(&cert, &other_key), dir.path());
+    let (ok, err, path) = check_config(&config(&cert, &other_key), dir.path());
     assert!(!ok);
     assert!(err.starts_with(&format!("{path}:9:")), "{err}");
     assert!(err.contains("does not match certificate"), "{err}");

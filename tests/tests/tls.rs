@@ -5,7 +5,7 @@
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::client::raw_exchange;
 use fulcrum_tests::config::Ports;
-use fulcrum_tests::process::{fulcrum_bin, Fulcrum};
+use fulcrum_tests::process::{check_config, Fulcrum};
 use fulcrum_tests::tls::{
     alpn, connect, get, http_over, peer_cert, recording_config, verifying_config, Recorder, TestCa,
 };
@@ -311,21 +311,6 @@ async fn proxy_header_only_from_trusted_sources() {
     assert_eq!(status, 200);
 }
 
-/// Runs `fulcrum check` on a config; returns (success, stderr).
-fn check(config: &str, dir: &Path) -> (bool, String) {
-    let path = dir.join("check.toml");
-    std::fs::write(&path, config).expect("write config");
-    let out = std::process::Command::new(fulcrum_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run fulcrum check");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_refuses_broken_certificates_with_clear_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -338,13 +323,13 @@ async fn check_refuses_broken_certificates_with_clear_messages() {
     let backend = TestBackend::start("one").await;
     let ports = Ports::new();
 
-    let (ok, err) = check(
+    let (ok, err, _) = check_config(
         &https_config(&ports, &backend, &[(&ac, &ak)], ""),
         dir.path(),
     );
     assert!(ok, "good pair refused: {err}");
 
-    let (ok, err) = check(
+    let (ok, err, _) = check_config(
         &https_config(&ports, &backend, &[(&ac, &bk)], ""),
         dir.path(),
     );
@@ -352,7 +337,7 @@ async fn check_refuses_broken_certificates_with_clear_messages() {
     assert!(err.contains("does not match certificate"), "{err}");
     assert!(err.contains("b.key") && err.contains("a.pem"), "{err}");
 
-    let (ok, err) = check(
+    let (ok, err, _) = check_config(
         &https_config(&ports, &backend, &[(&ec, &ek)], ""),
         dir.path(),
     );
@@ -360,7 +345,7 @@ async fn check_refuses_broken_certificates_with_clear_messages() {
     assert!(err.contains("expired on 2024-01-01"), "{err}");
 
     let missing = dir.path().join("missing.pem");
-    let (ok, err) = check(
+    let (ok, err, _) = check_config(
         &https_config(&ports, &backend, &[(&missing, &ak)], ""),
         dir.path(),
     );
