@@ -84,8 +84,12 @@ impl Ctx {
         self.phase.store(phase as u8, Ordering::Relaxed);
     }
 
-    fn phase(&self) -> u8 {
-        self.phase.load(Ordering::Relaxed)
+    fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => Phase::Between,
+            1 => Phase::AwaitingBackend,
+            _ => Phase::Relaying,
+        }
     }
 }
 
@@ -136,7 +140,6 @@ pub(crate) async fn serve<S>(
         activity,
     };
     let (closing, activity) = (&ctx.closing, &ctx.activity);
-    let between = || ctx.phase() == Phase::Between as u8;
     let end = {
         let session = session(&mut client, &ctx);
         tokio::pin!(session);
@@ -151,13 +154,13 @@ pub(crate) async fn serve<S>(
                 _ = stop.cancelled(), if !stopping => {
                     stopping = true;
                     closing.store(true, Ordering::Relaxed);
-                    if between() {
+                    if ctx.phase() == Phase::Between {
                         break End::Closed;
                     }
                 }
                 _ = ticker.tick() => match watchdog.tick(activity, tick) {
                     Verdict::Keep => {}
-                    Verdict::Idle if ctx.phase() == Phase::AwaitingBackend as u8 => {
+                    Verdict::Idle if ctx.phase() == Phase::AwaitingBackend => {
                         closing.store(true, Ordering::Relaxed);
                     }
                     Verdict::Idle => {
