@@ -1,6 +1,7 @@
 //! `VipError`: every way the VIP crate can fail at its edge, with messages an operator can act on.
 
 use std::io;
+use std::net::IpAddr;
 
 /// Errors returned by [`crate::VipController::start`], [`crate::remove_stale`] and
 /// [`crate::is_present`]. Failures inside the running controller are logged, not returned:
@@ -37,6 +38,28 @@ pub enum VipError {
     /// The kernel did not answer a netlink request in time.
     #[error("netlink {op} timed out")]
     Timeout { op: &'static str },
+
+    /// The VIP fence cannot work here: the kernel lacks nf_tables (or its netdev family), or
+    /// the process lacks CAP_NET_ADMIN. The node can run without it, fenced only by the
+    /// address lifetime; it should say so with a warning.
+    #[error("nftables not available for the VIP fence ({reason}): {source}; without it a frozen holder is fenced only by the VIP's address lifetime")]
+    NftablesUnavailable {
+        reason: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The kernel refused or failed an nftables request of the VIP fence.
+    #[error("nftables: could not {op}: {source}")]
+    Nftables {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The VIP fence was asked to open or close an address it was not installed for.
+    #[error("the VIP fence does not guard {addr}; install it with every VIP it must guard")]
+    FenceUnknownAddress { addr: IpAddr },
 
     /// Opening or using a socket failed.
     #[error("{op} failed: {source}")]

@@ -11,16 +11,20 @@
 //! - `frames`     — gratuitous ARP and unsolicited IPv6 NA byte layouts.
 //! - `options`    — [`VipOptions`] and its defaults.
 //! - `caps`       — the CAP_NET_ADMIN check at start.
+//! - `fence`      — [`Fence`], the nftables fence: the node's kernel drops ARP / neighbour
+//!   solicitations for the VIP and packets to it unless a lease element with a millisecond
+//!   timeout is present, so a frozen or dead holder stops answering when its lease lapses.
 //! - `error`      — [`VipError`].
 //!
 //! Every socket is opened in the network namespace of the thread that calls `start` (or
-//! `remove_stale` / `is_present`).
+//! `remove_stale` / `is_present` / `Fence::install`).
 
 mod announcer;
 mod caps;
 mod controller;
 mod deadline;
 mod error;
+mod fence;
 pub mod frames;
 mod netlink;
 mod options;
@@ -29,5 +33,6 @@ mod task;
 
 pub use controller::VipController;
 pub use error::VipError;
+pub use fence::{fence_installed, remove_fence, Fence, RefreshMethod};
 pub use netlink::{is_present, remove_stale};
 pub use options::{parse_cidr, VipOptions};

@@ -1,0 +1,210 @@
+//! fulcrum's nftables table, as one transaction that replaces whatever table of that name
+//! exists. In `nft` syntax (for VIP 10.77.0.100 and fd77::100 on `eth0`):
+//!
+//! ```text
+//! table netdev fulcrum {
+//!   set lease4 { type ipv4_addr; flags timeout; }
+//!   set lease6 { type ipv6_addr; flags timeout; }
+//!   set probe  { type ipv4_addr; flags timeout; }   # kernel feature probes only
+//!   chain vip_fence {
+//!     type filter hook ingress device "eth0" priority -500; policy accept;
+//!     arp ptype 0x0800 arp hlen 6 arp plen 4 arp operation request
+//!         arp daddr ip 10.77.0.100 arp daddr ip != @lease4 drop
+//!     ip daddr 10.77.0.100 ip daddr != @lease4 drop
+//!     ip6 daddr fd77::100 ip6 daddr != @lease6 drop
+//!     icmpv6 type nd-neighbor-solicit @th,64,128 fd77::100 (target) != @lease6 drop
+//!   }
+//! }
+//! ```
+//!
+//! A VIP's lease element present = the node answers for it; absent (never added, expired,
+//! deleted) = the node's kernel drops ARP requests / neighbour solicitations for it and every
+//! packet addressed to it as it enters the interface, before the stack sees it. The table has
+//! no owner flag: it outlives the process that installed it, which is the point.
+
+use std::net::IpAddr;
+
+use super::abi::{
+    NFPROTO_NETDEV, NFTA_CHAIN_HOOK, NFTA_CHAIN_NAME, NFTA_CHAIN_POLICY, NFTA_CHAIN_TABLE,
+    NFTA_CHAIN_TYPE, NFTA_HOOK_DEV, NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY, NFTA_RULE_CHAIN,
+    NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE, NFTA_SET_FLAGS, NFTA_SET_ID, NFTA_SET_KEY_LEN,
+    NFTA_SET_KEY_TYPE, NFTA_SET_NAME, NFTA_SET_TABLE, NFTA_TABLE_NAME, NFT_META_L4PROTO,
+    NFT_META_PROTOCOL, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET,
+    NFT_MSG_NEWTABLE, NFT_PAYLOAD_NETWORK_HEADER, NFT_PAYLOAD_TRANSPORT_HEADER, NFT_SET_TIMEOUT,
+    NFT_TYPE_IP6ADDR, NFT_TYPE_IPADDR, NF_ACCEPT, NF_NETDEV_INGRESS, NLM_F_APPEND, NLM_F_CREATE,
+};
+use super::expr::{absent_from, drop_packet, equals, load, Load};
+use super::socket::Batch;
+
+pub(crate) const TABLE: &str = "fulcrum";
+const CHAIN: &str = "vip_fence";
+/// Early in the ingress hook, before any ordinary filter.
+const PRIORITY: i32 = -500;
+
+/// One of the table's sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SetRef {
+    pub name: &'static str,
+    id: u32,
+    key_type: u32,
+    key_len: u32,
+}
+
+pub(crate) const LEASE4: SetRef = SetRef {
+    name: "lease4",
+    id: 1,
+    key_type: NFT_TYPE_IPADDR,
+    key_len: 4,
+};
+pub(crate) const LEASE6: SetRef = SetRef {
+    name: "lease6",
+    id: 2,
+    key_type: NFT_TYPE_IP6ADDR,
+    key_len: 16,
+};
+/// Holds only probe elements (see `probe`); no rule looks at it.
+pub(crate) const PROBE: SetRef = SetRef {
+    name: "probe",
+    id: 3,
+    key_type: NFT_TYPE_IPADDR,
+    key_len: 4,
+};
+
+/// The set holding the lease element of `addr`.
+pub(crate) fn lease_set(addr: IpAddr) -> SetRef {
+    match addr {
+        IpAddr::V4(_) => LEASE4,
+        IpAddr::V6(_) => LEASE6,
+    }
+}
+
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
+const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+const IPPROTO_ICMPV6: u8 = 58;
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+/// ARP for IPv4 over Ethernet, operation request: ptype, hlen, plen, oper at offset 2.
+const ARP_IPV4_REQUEST: [u8; 6] = [0x08, 0x00, 6, 4, 0x00, 0x01];
+
+const fn network(offset: u32, len: u32) -> Load {
+    Load::Payload {
+        base: NFT_PAYLOAD_NETWORK_HEADER,
+        offset,
+        len,
+    }
+}
+
+const fn transport(offset: u32, len: u32) -> Load {
+    Load::Payload {
+        base: NFT_PAYLOAD_TRANSPORT_HEADER,
+        offset,
+        len,
+    }
+}
+
+/// Adds the messages that replace fulcrum's table with a fresh one guarding `vips` on
+/// `interface`, with every lease set empty. Creating the table first makes the delete valid
+/// when none exists; all of it commits at once or not at all.
+pub(crate) fn replace_table(batch: &mut Batch<'_>, interface: &str, vips: &[IpAddr]) {
+    batch.add(NFT_MSG_NEWTABLE, NLM_F_CREATE, NFPROTO_NETDEV, table_name);
+    delete_table(batch);
+    batch.add(NFT_MSG_NEWTABLE, NLM_F_CREATE, NFPROTO_NETDEV, table_name);
+    for set in [LEASE4, LEASE6, PROBE] {
+        add_set(batch, set);
+    }
+    add_chain(batch, interface);
+    for &vip in vips {
+        add_rules(batch, vip);
+    }
+}
+
+/// Adds the message that deletes fulcrum's table with everything in it.
+pub(crate) fn delete_table(batch: &mut Batch<'_>) {
+    batch.add(NFT_MSG_DELTABLE, 0, NFPROTO_NETDEV, table_name);
+}
+
+fn table_name(w: &mut super::message::Writer) {
+    w.str_attr(NFTA_TABLE_NAME, TABLE);
+}
+
+fn add_set(batch: &mut Batch<'_>, set: SetRef) {
+    batch.add(NFT_MSG_NEWSET, NLM_F_CREATE, NFPROTO_NETDEV, |w| {
+        w.str_attr(NFTA_SET_TABLE, TABLE);
+        w.str_attr(NFTA_SET_NAME, set.name);
+        w.u32_attr(NFTA_SET_FLAGS, NFT_SET_TIMEOUT);
+        w.u32_attr(NFTA_SET_KEY_TYPE, set.key_type);
+        w.u32_attr(NFTA_SET_KEY_LEN, set.key_len);
+        w.u32_attr(NFTA_SET_ID, set.id);
+    });
+}
+
+fn add_chain(batch: &mut Batch<'_>, interface: &str) {
+    batch.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, NFPROTO_NETDEV, |w| {
+        w.str_attr(NFTA_CHAIN_TABLE, TABLE);
+        w.str_attr(NFTA_CHAIN_NAME, CHAIN);
+        w.nest(NFTA_CHAIN_HOOK, |w| {
+            w.u32_attr(NFTA_HOOK_HOOKNUM, NF_NETDEV_INGRESS);
+            w.u32_attr(NFTA_HOOK_PRIORITY, PRIORITY as u32);
+            w.str_attr(NFTA_HOOK_DEV, interface);
+        });
+        w.u32_attr(NFTA_CHAIN_POLICY, NF_ACCEPT);
+        w.str_attr(NFTA_CHAIN_TYPE, "filter");
+    });
+}
+
+/// The rules guarding one VIP: address resolution for it and packets to it.
+fn add_rules(batch: &mut Batch<'_>, vip: IpAddr) {
+    match vip {
+        IpAddr::V4(v4) => {
+            let addr = v4.octets();
+            let arp = [
+                (Load::Meta(NFT_META_PROTOCOL), &ETH_P_ARP[..]),
+                (network(2, 6), &ARP_IPV4_REQUEST[..]),
+                (network(24, 4), &addr[..]),
+            ];
+            add_drop_unless_leased(batch, &arp, LEASE4);
+            let ip = [
+                (Load::Meta(NFT_META_PROTOCOL), &ETH_P_IP[..]),
+                (network(16, 4), &addr[..]),
+            ];
+            add_drop_unless_leased(batch, &ip, LEASE4);
+        }
+        IpAddr::V6(v6) => {
+            let addr = v6.octets();
+            let ip6 = [
+                (Load::Meta(NFT_META_PROTOCOL), &ETH_P_IPV6[..]),
+                (network(24, 16), &addr[..]),
+            ];
+            add_drop_unless_leased(batch, &ip6, LEASE6);
+            let solicit = [
+                (Load::Meta(NFT_META_PROTOCOL), &ETH_P_IPV6[..]),
+                (Load::Meta(NFT_META_L4PROTO), &[IPPROTO_ICMPV6][..]),
+                (transport(0, 1), &[ND_NEIGHBOR_SOLICIT][..]),
+                (transport(8, 16), &addr[..]),
+            ];
+            add_drop_unless_leased(batch, &solicit, LEASE6);
+        }
+    }
+}
+
+/// A rule that drops a packet when every `(field, value)` matches and the last field (the
+/// VIP) has no element in `lease`.
+fn add_drop_unless_leased(batch: &mut Batch<'_>, checks: &[(Load, &[u8])], lease: SetRef) {
+    batch.add(
+        NFT_MSG_NEWRULE,
+        NLM_F_CREATE | NLM_F_APPEND,
+        NFPROTO_NETDEV,
+        |w| {
+            w.str_attr(NFTA_RULE_TABLE, TABLE);
+            w.str_attr(NFTA_RULE_CHAIN, CHAIN);
+            w.nest(NFTA_RULE_EXPRESSIONS, |w| {
+                for &(field, value) in checks {
+                    load(w, field);
+                    equals(w, value);
+                }
+                absent_from(w, lease.name, lease.id);
+                drop_packet(w);
+            });
+        },
+    );
+}
