@@ -109,7 +109,8 @@ pub struct VipSection {
     pub interface: Option<String>,
     #[serde(default)]
     pub fencing: Fencing,
-    /// Kernel address lifetime; the address vanishes this long after the last renewal.
+    /// Kernel address lifetime, whole seconds (the kernel counts in seconds); the address
+    /// vanishes this long after the last renewal.
     #[serde(default = "default_vip_lifetime", with = "humantime_serde")]
     pub lifetime: Duration,
 }
@@ -381,17 +382,20 @@ fn default_access_log() -> String {
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(30)
 }
+// Failover timing (see README "Failover"): a lease ping every 5 ms, a fence that a
+// quorum's acknowledgement keeps open for 20 ms, an election after 25 ms of silence
+// (50 ms for a node that is not the designated successor).
 fn default_heartbeat() -> Duration {
-    Duration::from_millis(50)
+    Duration::from_millis(5)
 }
 fn default_election_min() -> Duration {
-    Duration::from_millis(150)
+    Duration::from_millis(25)
 }
 fn default_election_max() -> Duration {
-    Duration::from_millis(300)
+    Duration::from_millis(50)
 }
 fn default_lease() -> Duration {
-    Duration::from_millis(140)
+    Duration::from_millis(20)
 }
 fn default_vip_lifetime() -> Duration {
     Duration::from_secs(2)

@@ -92,6 +92,19 @@ fn lease_below_election_timeout() {
 }
 
 #[test]
+fn vip_lifetime_is_whole_seconds() {
+    let text = format!("[vip]\naddress = \"10.0.0.100/24\"\nlifetime = \"1100ms\"\n{BASE}");
+    assert_one(
+        &text,
+        "\"1100ms\"",
+        0,
+        "lifetime 1s 100ms must be a whole number of seconds",
+    );
+    let text = format!("[vip]\naddress = \"10.0.0.100/24\"\nlifetime = \"3s\"\n{BASE}");
+    assert!(parse(&text, "t").is_ok());
+}
+
+#[test]
 fn vip_address_needs_valid_prefix() {
     let text = format!("[vip]\naddress = \"10.0.0.100/33\"\n{BASE}");
     assert_one(&text, "\"10.0.0.100/33\"", 0, "prefix length");
@@ -120,7 +133,7 @@ fn redis_url_scheme() {
 #[test]
 fn several_cluster_errors_all_reported_in_file_order() {
     let text = cluster(
-        "lease = \"200ms\"\npeers = [\"1@127.0.0.1:7001\", \"x\"]\nelection_timeout_max = \"100ms\"",
+        "lease = \"200ms\"\npeers = [\"1@127.0.0.1:7001\", \"x\"]\nelection_timeout_min = \"150ms\"\nelection_timeout_max = \"100ms\"",
     );
     let errs = errors(&text);
     assert_eq!(errs.len(), 3, "{errs:#?}");
@@ -143,13 +156,13 @@ fn several_cluster_errors_all_reported_in_file_order() {
 
 #[test]
 fn missing_lease_error_points_at_cluster_header() {
-    // `lease` left out (default 140ms) but heartbeat raised above it.
-    let text = cluster(&format!("{PEERS}\nheartbeat = \"145ms\""));
+    // `lease` left out (default 20ms) but heartbeat raised to it.
+    let text = cluster(&format!("{PEERS}\nheartbeat = \"20ms\""));
     assert_one(
         &text,
         "[cluster]",
         0,
-        "lease 140ms must be longer than heartbeat 145ms",
+        "lease 20ms must be longer than heartbeat 20ms",
     );
 }
 

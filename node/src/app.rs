@@ -6,11 +6,11 @@
 //! bind also changes nothing, then swaps the snapshot and restarts the health checkers.
 
 use crate::cluster::Cluster;
+use crate::control::vip_guard::VipGuard;
 use crate::dataplane::DataPlane;
 use crate::health;
 use crate::listener::{self, HttpListenerSpec};
 use crate::metrics::{Metrics, ResultLabels};
-use crate::vip_guard::VipGuard;
 use fulcrum_config::{Config, ConfigErrors, NodeSection, Protocol};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,6 +39,11 @@ pub enum ApplyError {
     ClusterStart(#[from] crate::cluster::ClusterError),
     #[error("VIP: {0}")]
     Vip(#[from] fulcrum_vip::VipError),
+}
+
+/// The control runtime when it runs (`fulcrum run` with `[cluster]`), else this one.
+fn control_runtime() -> tokio::runtime::Handle {
+    crate::control::thread::control_handle().unwrap_or_else(tokio::runtime::Handle::current)
 }
 
 /// Identity of a bound listener: a changed bind or protocol means a new socket.
@@ -113,17 +118,22 @@ impl Node {
         });
         node.dp.update_sessions(&config);
         node.start_listeners(&config, bound);
+        // The guard exists before Raft so that Raft's first vote already shuts its fence.
+        let vip = VipGuard::start(&config, config.cluster.is_some()).await?;
         if let Some(section) = &config.cluster {
-            let cluster = Arc::new(Cluster::start(&node.local, section, &config).await?);
+            let hook = vip.as_ref().map(VipGuard::hook);
+            let cluster = Arc::new(Cluster::start(&node.local, section, &config, hook).await?);
             node.dp.registry.set_clustered(true);
             let _ = node.cluster.set(cluster.clone());
             tokio::spawn(cluster.follow(node.clone()));
         }
-        if let Some(vip) = VipGuard::start(&config).await? {
+        if let Some(vip) = vip {
             let _ = node.vip.set(vip.clone());
             match node.cluster() {
                 Some(cluster) => {
-                    tokio::spawn(vip.follow_leadership(cluster.clone(), node.vip_stop.clone()));
+                    vip.attach_lease(cluster.raft.lease());
+                    let follow = vip.follow_leadership(cluster.clone(), node.vip_stop.clone());
+                    control_runtime().spawn(follow);
                 }
                 None => vip.hold_alone(),
             }

@@ -35,6 +35,8 @@ pub enum ClusterError {
     Render(String),
     #[error(transparent)]
     Raft(#[from] fulcrum_raft::RaftError),
+    #[error("the control thread stopped while Raft started: {0}")]
+    ControlThread(String),
 }
 
 /// A running Raft member inside this node.
@@ -92,6 +94,7 @@ impl Cluster {
         local: &NodeSection,
         section: &ClusterSection,
         config: &Config,
+        step_down_hook: Option<fulcrum_raft::HookSlot>,
     ) -> Result<Cluster, ClusterError> {
         let secret_path = section.secret_file.display().to_string();
         let secret =
@@ -113,7 +116,15 @@ impl Cluster {
         opts.election_timeout_max = section.election_timeout_max;
         opts.lease = section.lease;
         opts.seed_config_toml = replicated_text(config)?;
-        let raft = fulcrum_raft::start(opts).await?;
+        opts.step_down_hook = step_down_hook;
+        // Raft and its lease run on the control thread, apart from the data plane.
+        let raft = match crate::control::thread::control_handle() {
+            Some(control) => control
+                .spawn(fulcrum_raft::start(opts))
+                .await
+                .map_err(|e| ClusterError::ControlThread(e.to_string()))??,
+            None => fulcrum_raft::start(opts).await?,
+        };
         tracing::info!(node = local.id, raft = %section.raft, "raft started");
         Ok(Cluster {
             raft,

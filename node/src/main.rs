@@ -11,6 +11,7 @@
 //! - `affinity`   — session stickiness.
 //! - `health`     — active checks.
 //! - `admin`, `metrics` — the operator's view; `ctl` is its client.
+//! - `control`    — the control thread: Raft, lease, VIP guard and kernel fence.
 
 mod admin;
 mod affinity;
@@ -20,6 +21,7 @@ mod balance;
 mod cli;
 mod cluster;
 mod conn_watch;
+mod control; // issue 21: control thread, VIP guard and fence
 mod ctl;
 mod dataplane;
 mod demo;
@@ -37,7 +39,6 @@ mod run;
 mod snapshot;
 mod tls; // issue 7: HTTPS listeners and backend TLS
 mod upstream;
-mod vip_guard;
 
 use clap::Parser;
 use std::process::ExitCode;

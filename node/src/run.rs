@@ -7,6 +7,7 @@
 
 use crate::admin;
 use crate::app::Node;
+use crate::control::thread::ControlThread;
 use crate::listener;
 use crate::logging;
 use std::path::Path;
@@ -63,6 +64,18 @@ pub fn run(config_path: &Path, threads: Option<usize>) -> ExitCode {
             .enable_all()
             .build()
     };
+    // Raft, the lease and the VIP guard get their own (real-time when allowed) threads.
+    let control = if config.cluster.is_some() {
+        match ControlThread::start() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("cannot start the control thread: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
@@ -70,7 +83,10 @@ pub fn run(config_path: &Path, threads: Option<usize>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, text, config_path))
+    let code = runtime.block_on(serve(config, text, config_path));
+    drop(runtime);
+    drop(control);
+    code
 }
 
 async fn serve(config: fulcrum_config::Config, text: String, config_path: &Path) -> ExitCode {
@@ -124,14 +140,25 @@ async fn reload(node: &Arc<Node>) {
     }
 }
 
-/// Stop accepting, let in-flight requests and tunnels finish up to the grace period.
+/// Planned stop, make before break:
+/// 1. While listeners still accept, hand Raft leadership (and with it the VIP) to a
+///    peer: the successor's vote request shuts this node's fence before it is granted,
+///    and the successor claims as soon as it has the grant.
+/// 2. If this node still leads (no peer took over), shut Raft down: a node that leads
+///    never releases the VIP while it still serves as leader, and a stopped Raft lets
+///    the peers elect at once.
+/// 3. Only then stop accepting and drain in-flight requests up to the grace period.
 async fn shutdown(node: &Arc<Node>) {
+    let mut raft_stopped = false;
     if let Some(cluster) = node.cluster() {
-        // Hand leadership (and with it the VIP) to a peer before draining, so a
-        // planned restart moves the VIP in well under a second.
-        cluster.raft.transfer_leadership_or_step_down().await;
+        let outcome = cluster.raft.hand_off().await;
+        tracing::info!(?outcome, "leadership hand-off before stopping");
+        if cluster.raft.status().borrow().role == fulcrum_raft::Role::Leader {
+            tracing::warn!("still leading after the hand-off; stopping Raft before draining");
+            cluster.raft.shutdown().await;
+            raft_stopped = true;
+        }
     }
-    // The lease lapsed during the hand-off, so the VIP is normally gone already.
     node.vip_stop.cancel();
     if let Some(vip) = node.vip.get() {
         vip.release("shutting down");
@@ -154,6 +181,8 @@ async fn shutdown(node: &Arc<Node>) {
         ),
     }
     if let Some(cluster) = node.cluster() {
-        cluster.raft.shutdown().await;
+        if !raft_stopped {
+            cluster.raft.shutdown().await;
+        }
     }
 }

@@ -90,8 +90,18 @@ fn next_command(h: &RaftHandle) -> Option<Command> {
     None
 }
 
-/// When this node leads: the voter (not itself) with the highest matched log index.
+/// When this node leads: the voter (not itself) with the highest matched log index
+/// (ties: the lowest id).
 pub(crate) fn best_successor(raft: &Raft, self_id: NodeId) -> Option<(NodeId, String)> {
+    best_successor_except(raft, self_id, &[])
+}
+
+/// `best_successor`, skipping the voters in `except`.
+pub(crate) fn best_successor_except(
+    raft: &Raft,
+    self_id: NodeId,
+    except: &[NodeId],
+) -> Option<(NodeId, String)> {
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(self_id) {
         return None;
@@ -100,7 +110,10 @@ pub(crate) fn best_successor(raft: &Raft, self_id: NodeId) -> Option<(NodeId, St
     let replication = m.replication.clone().unwrap_or_default();
     membership
         .voter_ids()
-        .filter(|id| *id != self_id)
-        .max_by_key(|id| replication.get(id).cloned().flatten().map(|l| l.index))
+        .filter(|id| *id != self_id && !except.contains(id))
+        .max_by_key(|id| {
+            let matched = replication.get(id).cloned().flatten().map(|l| l.index);
+            (matched, std::cmp::Reverse(*id))
+        })
         .and_then(|id| membership.get_node(&id).map(|n| (id, n.raft_addr.clone())))
 }

@@ -2,8 +2,9 @@
 //! `ClusterState` state machine, and an authenticated TCP peer transport (optionally
 //! over mutual TLS with a cluster CA).
 //!
-//! Use: `start(RaftOptions)` -> `RaftHandle`. Watch `status()` (role, leader, term,
-//! `lease_fresh` = hold the VIP) and `cluster_state()` (config TOML + version, node
+//! Use: `start(RaftOptions)` -> `RaftHandle`. Watch `status()` (role, leader, term),
+//! `lease().leadership()` (until when this node may hold the VIP, and from when) and
+//! `cluster_state()` (config TOML + version, node
 //! registry, health observations, drains, VIP holder); change things with `propose`
 //! (works on any node: followers forward to the leader; `NoQuorum` after <= 3 s).
 //! Effective backend health: `ClusterState::backend_healthy(pool, backend, live, policy)`.
@@ -11,15 +12,21 @@
 //! Layout: `types` (openraft type config, `Command`), `state` (`ClusterState`, policy),
 //! `db` + `log_store` + `state_machine` (redb storage), `codec` + `frame` + `auth` +
 //! `rpc` (wire), `tls` (optional mutual TLS under the secret check), `network` (client
-//! side) + `server` (accept side), `ops` + `propose` (leader routing), `status`
-//! (lease), `bootstrap` + `node` (the facade).
+//! side) + `server` (accept side) + `admission` (connection slots), `ops` + `propose`
+//! (leader routing), `lease` (leases, fence protocol, pings), `detector` (failure
+//! detection, pre-vote), `events` (the failover chain), `status`, `bootstrap` + `node`
+//! (the facade).
 //! Never wipe the data dir of a node that is still a member (Raft would lose votes).
 
+pub mod admission;
 pub mod auth;
 mod bootstrap;
 pub mod codec;
 pub mod db;
+pub mod detector;
+pub mod events;
 pub mod frame;
+pub mod lease;
 pub mod log_store;
 pub mod network;
 pub mod node;
@@ -33,7 +40,9 @@ pub mod status;
 pub mod tls;
 pub mod types;
 
-pub use node::{own_peer_ip, start, MemberInfo, RaftError, RaftHandle, RaftOptions};
+pub use events::{EventLog, FailoverEvent};
+pub use lease::{HookSlot, Leadership, Lease, LeaseTiming, StepDownHook};
+pub use node::{own_peer_ip, start, HandOff, MemberInfo, RaftError, RaftHandle, RaftOptions};
 pub use propose::ProposeError;
 pub use state::{ClusterState, Policy};
 pub use status::{RaftStatus, Role};

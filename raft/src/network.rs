@@ -6,14 +6,21 @@
 //! certificate is verified against the cluster CA and the IP we dial); the
 //! shared-secret handshake always runs on top, inside the TLS stream when there is one.
 //!
-//! Two channels per peer keep a slow forwarded write from delaying heartbeats/votes.
+//! Separate channels per peer keep a slow forwarded write or a large AppendEntries from
+//! delaying what must be fast: lease pings have their own stream (`Channel::Lease`),
+//! pre-votes and hand-offs their own connection (`Channel::Control`).
+//!
+//! Votes carry fence reports both ways (see `lease`): a granted vote is recorded as a lease
+//! acknowledgement with its report before openraft sees it, and any answer that reveals a
+//! higher term closes this node's fence before openraft steps down.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -24,6 +31,8 @@ use tokio::net::TcpStream;
 
 use crate::auth::{self, AuthError};
 use crate::frame::{self, FrameError, MAX_FRAME};
+use crate::lease::time::now_us;
+use crate::lease::Lease;
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::tls::{PeerStream, PeerTlsContext};
 use crate::types::{NodeId, PeerNode, TypeConfig};
@@ -33,8 +42,12 @@ use crate::types::{NodeId, PeerNode, TypeConfig};
 pub enum Channel {
     /// openraft's AppendEntries / Vote / InstallSnapshot.
     Raft,
-    /// Forwarded writes, membership changes, elect requests.
+    /// Forwarded writes, membership changes.
     App,
+    /// The leader's lease pings (a stream, see `lease::pinger`).
+    Lease,
+    /// Pre-votes and leadership hand-offs.
+    Control,
 }
 
 /// A call failed before a response arrived.
@@ -54,6 +67,10 @@ pub enum CallError {
 /// Bound on the TCP connect plus both handshakes of a new connection (the call's own
 /// budget usually cuts it shorter), so a silent peer cannot hold a caller forever.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An AppendEntries frame above this many bytes is split (openraft retries with fewer
+/// entries), so one large batch can never take longer than its budget forever.
+pub const MAX_APPEND_BYTES: usize = 8 * 1024 * 1024;
 
 /// One persistent connection to one peer address.
 pub struct PeerClient {
@@ -120,19 +137,48 @@ impl PeerClient {
         Ok(s)
     }
 
+    /// A new authenticated connection of its own (for streams such as the lease).
+    pub async fn open_stream(&self) -> Result<PeerStream, CallError> {
+        self.dial().await
+    }
+
+    /// Opens the persistent connection now if there is none, so that a later call (a vote
+    /// during a failover) does not pay for connect and handshake. Never waits for a call
+    /// in progress.
+    pub async fn warm(&self) {
+        let Ok(mut slot) = self.conn.try_lock() else {
+            return;
+        };
+        if slot.is_none() {
+            if let Ok(s) = self.dial().await {
+                *slot = Some(s);
+            }
+        }
+    }
+
     /// Send `req` and wait for its response, all within `ttl`.
     ///
     /// The stream is taken out of the slot for the duration of the exchange and put back
     /// only after a complete response: a timeout or error drops it, so a late reply can
     /// never be mistaken for the answer to the next request.
     pub async fn call(&self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        let body = crate::codec::encode(req).map_err(FrameError::from)?;
+        self.call_encoded(&body, ttl).await
+    }
+
+    /// Like `call`, with the request already encoded (its size is known beforehand).
+    pub async fn call_encoded(
+        &self,
+        body: &[u8],
+        ttl: Duration,
+    ) -> Result<PeerResponse, CallError> {
         let exchange = async {
             let mut slot = self.conn.lock().await;
             let mut stream = match slot.take() {
                 Some(s) => s,
                 None => self.dial().await?,
             };
-            frame::send(&mut stream, req).await?;
+            frame::write_frame(&mut stream, body).await?;
             let resp: PeerResponse = frame::recv(&mut stream, MAX_FRAME).await?;
             *slot = Some(stream);
             Ok(resp)
@@ -199,6 +245,7 @@ impl PeerPool {
 pub struct NetworkFactory {
     pub(crate) self_id: NodeId,
     pub(crate) pool: PeerPool,
+    pub(crate) lease: Arc<Lease>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -209,6 +256,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             self_id: self.self_id,
             target,
             client: self.pool.get(target, &node.raft_addr, Channel::Raft),
+            lease: self.lease.clone(),
         }
     }
 }
@@ -218,6 +266,7 @@ pub struct PeerNetwork {
     self_id: NodeId,
     target: NodeId,
     client: Arc<PeerClient>,
+    lease: Arc<Lease>,
 }
 
 impl PeerNetwork {
@@ -250,10 +299,24 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+        let entries = rpc.entries.len() as u64;
         let req = PeerRequest::AppendEntries(rpc);
-        let resp = self.client.call(&req, option.hard_ttl()).await;
+        let body =
+            crate::codec::encode(&req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if body.len() > MAX_APPEND_BYTES && entries > 1 {
+            // openraft retries with at most this many entries for a while.
+            let hint = (entries / 2).max(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
+        let resp = self.client.call_encoded(&body, option.hard_ttl()).await;
         match resp.map_err(|e| self.map_err(e, RPCTypes::AppendEntries))? {
             PeerResponse::AppendEntries(r) => {
+                if let Ok(AppendEntriesResponse::HigherVote(v)) = &r {
+                    self.lease
+                        .observe_term(v.leader_id().term, "a follower has a newer term");
+                }
                 r.map_err(|e| RemoteError::new(self.target, e).into())
             }
             _ => Err(self.unexpected()),
@@ -283,10 +346,23 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+        let term = rpc.vote.leader_id().term;
         let req = PeerRequest::Vote(rpc);
+        let sent = now_us();
         let resp = self.client.call(&req, option.hard_ttl()).await;
         match resp.map_err(|e| self.map_err(e, RPCTypes::Vote))? {
-            PeerResponse::Vote(r) => r.map_err(|e| RemoteError::new(self.target, e).into()),
+            PeerResponse::Vote(r, report) => {
+                if let Ok(v) = &r {
+                    let received = now_us();
+                    if v.vote_granted {
+                        self.lease
+                            .with(|s| s.on_vote_reply(term, self.target, sent, &report, received));
+                    }
+                    self.lease
+                        .observe_term(v.vote.leader_id().term, "a voter has a newer term");
+                }
+                r.map_err(|e| RemoteError::new(self.target, e).into())
+            }
             _ => Err(self.unexpected()),
         }
     }

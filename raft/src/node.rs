@@ -1,6 +1,16 @@
 //! The facade the `fulcrum` binary uses: `start(RaftOptions)` opens the store, binds the
-//! peer port, starts openraft, bootstraps a fresh cluster from the static peer list, and
-//! returns a cloneable `RaftHandle` (status/state watches, propose, membership, shutdown).
+//! peer port, starts openraft, the lease (pinger, detector) and bootstraps a fresh cluster
+//! from the static peer list, and returns a cloneable `RaftHandle` (status/state/lease
+//! watches, propose, membership, hand-off, shutdown).
+//!
+//! Timing: openraft's own heartbeats and election timer are off. Liveness, leases and
+//! elections are driven by the lease protocol (`lease`, `detector`) at `heartbeat`; the
+//! openraft knobs left are budgets: AppendEntries may take `APPEND_BUDGET` (large config
+//! entries over a slow link), a vote `VOTE_BUDGET`.
+//!
+//! Everything is spawned on the runtime `start` runs in (the node's control thread); calls
+//! made from other runtimes (admin API) hop onto it, so that control-plane sockets are
+//! only ever driven by the control thread.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -13,16 +23,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admission::Admission;
 use crate::bootstrap;
 use crate::db::{self, DbError};
+use crate::detector::{self, Detector};
+use crate::lease::pinger::{self, Driver};
+use crate::lease::{Lease, LeaseTiming};
 use crate::log_store::LogStore;
 use crate::network::{Channel, NetworkFactory, PeerPool};
 use crate::propose::{AppOp, ProposeError, Router};
-use crate::rpc::{MembershipOp, PeerRequest};
+use crate::rpc::{MembershipOp, PeerRequest, PeerResponse};
 use crate::server::{self, ServerCtx};
 use crate::state::ClusterState;
 use crate::state_machine::StateMachineStore;
-use crate::status::{self, RaftStatus};
+use crate::status::{self, RaftStatus, StatusTask};
 use crate::tls::{PeerTlsContext, PeerTlsError};
 use crate::types::{Command, NodeId, PeerNode, Raft, Response, TypeConfig};
 
@@ -39,17 +53,25 @@ pub struct RaftOptions {
     /// shared-secret check runs either way.
     pub tls: Option<fulcrum_config::PeerTls>,
     pub data_dir: PathBuf,
+    /// Lease ping period.
     pub heartbeat: Duration,
+    /// Silence after which the designated successor suspects the leader.
     pub election_timeout_min: Duration,
+    /// Silence after which any voter suspects the leader.
     pub election_timeout_max: Duration,
-    /// A leader's lease is fresh while a quorum acked it within this (< election min+max).
+    /// The fence: a leader's kernel may answer for the VIP until this long after the send
+    /// instant of its newest quorum-acknowledged ping.
     pub lease: Duration,
     /// Balancer config proposed once at bootstrap when the cluster has none.
     pub seed_config_toml: String,
+    /// Shuts the VIP fence when this node stops leading; registered before the peer
+    /// server accepts its first vote request.
+    pub step_down_hook: Option<crate::lease::HookSlot>,
 }
 
 impl RaftOptions {
-    /// Options with openraft's recommended timing (50 ms / 150-300 ms, lease 200 ms).
+    /// Options with fulcrum's default timing (heartbeat 5 ms, lease 20 ms, election
+    /// timeout 25-50 ms).
     pub fn new(node_id: u64, raft_addr: SocketAddr, data_dir: PathBuf, secret: Vec<u8>) -> Self {
         Self {
             node_id,
@@ -59,11 +81,12 @@ impl RaftOptions {
             secret,
             tls: None,
             data_dir,
-            heartbeat: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(150),
-            election_timeout_max: Duration::from_millis(300),
-            lease: Duration::from_millis(200),
+            heartbeat: Duration::from_millis(5),
+            election_timeout_min: Duration::from_millis(25),
+            election_timeout_max: Duration::from_millis(50),
+            lease: Duration::from_millis(20),
             seed_config_toml: String::new(),
+            step_down_hook: None,
         }
     }
 }
@@ -107,10 +130,12 @@ pub(crate) struct Inner {
     pub(crate) raft_addr: String,
     pub(crate) admin_addr: String,
     pub(crate) seed_config_toml: String,
-    pub(crate) election_timeout_max: Duration,
     pub(crate) raft: Raft,
     pub(crate) pool: PeerPool,
     pub(crate) status_rx: watch::Receiver<RaftStatus>,
+    pub(crate) lease: Arc<Lease>,
+    /// The runtime everything of this node runs on (the control thread's).
+    pub(crate) rt: tokio::runtime::Handle,
     pub(crate) state_rx: watch::Receiver<Arc<ClusterState>>,
     pub(crate) shutdown_tx: watch::Sender<bool>,
     pub(crate) shutdown_rx: watch::Receiver<bool>,
@@ -118,6 +143,17 @@ pub(crate) struct Inner {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Lets `shutdown` wait until the store file is really closed.
     pub(crate) db_ref: Weak<redb::Database>,
+}
+
+/// How a planned hand-off went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOff {
+    /// This node did not lead: nothing to hand off.
+    NotLeader,
+    /// Another node leads now.
+    Done,
+    /// No voter took over; this node still leads.
+    Failed,
 }
 
 /// Handle to a running node; cheap to clone.
@@ -129,27 +165,44 @@ pub struct RaftHandle {
 /// Budget for a client proposal before it fails with `NoQuorum`.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on each step of a leadership hand-off.
-pub const HANDOFF_WAIT: Duration = Duration::from_millis(1000);
-/// Slack after the followers' leader lease before asking a successor to campaign.
-const LEASE_MARGIN: Duration = Duration::from_millis(20);
+pub const HANDOFF_WAIT: Duration = Duration::from_millis(500);
+/// Budget of one AppendEntries (openraft's `heartbeat_interval`, whose timer is off).
+const APPEND_BUDGET: Duration = Duration::from_secs(2);
+/// Budget of one vote request (openraft's `election_timeout_min`; its timer is off). It
+/// is also openraft's own vote lease, which only matters right after an append.
+const VOTE_BUDGET: Duration = Duration::from_millis(15);
 /// Budget for a membership change (adding a learner waits until it caught up).
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn raft_config(o: &RaftOptions) -> Result<Config, RaftError> {
+/// openraft's configuration. Its heartbeat and election timers are off (the lease
+/// protocol drives both), so `Config::validate`'s heartbeat < election timeout rule does
+/// not apply: the two knobs are only the RPC budgets here.
+fn raft_config(_o: &RaftOptions) -> Config {
     let ms = |d: Duration| d.as_millis() as u64;
-    let cfg = Config {
+    Config {
         cluster_name: "fulcrum".to_string(),
-        heartbeat_interval: ms(o.heartbeat),
-        election_timeout_min: ms(o.election_timeout_min),
-        election_timeout_max: ms(o.election_timeout_max),
+        heartbeat_interval: ms(APPEND_BUDGET),
+        election_timeout_min: ms(VOTE_BUDGET),
+        election_timeout_max: ms(VOTE_BUDGET) + 1,
+        enable_heartbeat: false,
+        enable_elect: false,
         // Snapshot chunks are small but a busy loopback/LAN can still take > 200 ms.
         install_snapshot_timeout: 1000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(500),
         max_in_snapshot_log_to_keep: 100,
         ..Default::default()
-    };
-    cfg.validate()
-        .map_err(|e| RaftError::Options(e.to_string()))
+    }
+}
+
+fn lease_timing(o: &RaftOptions) -> LeaseTiming {
+    LeaseTiming {
+        heartbeat: o.heartbeat,
+        fence: o.lease,
+        silence: o.election_timeout_min,
+        stagger: o
+            .election_timeout_max
+            .saturating_sub(o.election_timeout_min),
+    }
 }
 
 fn check_options(o: &RaftOptions) -> Result<(), RaftError> {
@@ -162,9 +215,14 @@ fn check_options(o: &RaftOptions) -> Result<(), RaftError> {
             o.node_id
         )));
     }
-    if o.lease >= o.election_timeout_max {
+    if o.heartbeat.is_zero() || o.lease < o.heartbeat * 2 {
         return Err(RaftError::Options(
-            "lease must be shorter than election_timeout_max".into(),
+            "lease must be at least twice the heartbeat (one lost ping must not lapse it)".into(),
+        ));
+    }
+    if o.election_timeout_min >= o.election_timeout_max || o.election_timeout_min <= o.heartbeat {
+        return Err(RaftError::Options(
+            "need heartbeat < election_timeout_min < election_timeout_max".into(),
         ));
     }
     Ok(())
@@ -199,7 +257,13 @@ async fn open_store(opts: &RaftOptions) -> Result<Opened, RaftError> {
 #[tracing::instrument(level = "info", skip_all, fields(node = opts.node_id))]
 pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
     check_options(&opts)?;
-    let config = Arc::new(raft_config(&opts)?);
+    let config = Arc::new(raft_config(&opts));
+    let lease = Lease::new(opts.node_id, lease_timing(&opts));
+    if let Some(hook) = &opts.step_down_hook {
+        lease.set_step_down_hook(hook.0.clone());
+    }
+    let admission = Arc::new(Admission::default());
+    admission.set_peers(opts.peers.iter().map(|(_, a)| a.ip()));
     let tls = load_tls(&opts)?;
     let (log_store, sm, state_rx, pristine, db_ref) = open_store(&opts).await?;
     let listener = TcpListener::bind(opts.raft_addr)
@@ -212,6 +276,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
     let factory = NetworkFactory {
         self_id: opts.node_id,
         pool: pool.clone(),
+        lease: lease.clone(),
     };
     let raft = Raft::new(opts.node_id, config, factory, log_store, sm)
         .await
@@ -223,16 +288,34 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
         raft: raft.clone(),
         secret: opts.secret.as_slice().into(),
         tls,
+        lease: lease.clone(),
+        admission: admission.clone(),
         shutdown: shutdown_rx.clone(),
     };
     let mut tasks = vec![
         tokio::spawn(server::serve(listener, ctx)),
-        tokio::spawn(status::run(
-            raft.clone(),
-            opts.lease,
-            status_tx,
-            shutdown_rx.clone(),
-        )),
+        tokio::spawn(status::run(StatusTask {
+            raft: raft.clone(),
+            lease: lease.clone(),
+            admission,
+            static_peers: opts.peers.clone(),
+            tx: status_tx,
+            shutdown: shutdown_rx.clone(),
+        })),
+        tokio::spawn(pinger::drive(Driver {
+            lease: lease.clone(),
+            raft: raft.clone(),
+            pool: pool.clone(),
+            me: opts.node_id,
+            shutdown: shutdown_rx.clone(),
+        })),
+        tokio::spawn(detector::run(Detector {
+            lease: lease.clone(),
+            raft: raft.clone(),
+            pool: pool.clone(),
+            me: opts.node_id,
+            shutdown: shutdown_rx.clone(),
+        })),
     ];
 
     let bootstrapped = pristine && is_bootstrapper(&opts);
@@ -250,10 +333,11 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
             raft_addr: advertised_addr(&opts),
             admin_addr: opts.admin_addr.clone(),
             seed_config_toml: opts.seed_config_toml.clone(),
-            election_timeout_max: opts.election_timeout_max,
             raft,
             pool,
             status_rx,
+            lease,
+            rt: tokio::runtime::Handle::current(),
             state_rx,
             shutdown_tx,
             shutdown_rx,
@@ -354,9 +438,22 @@ impl RaftHandle {
     /// Commit `cmd` through the leader (forwarded when this node follows). Fails with
     /// `NoQuorum` after at most `PROPOSE_TIMEOUT`.
     pub async fn propose(&self, cmd: Command) -> Result<Response, ProposeError> {
-        self.router()
-            .route(AppOp::Write(cmd), PROPOSE_TIMEOUT)
+        self.route(AppOp::Write(cmd), PROPOSE_TIMEOUT).await
+    }
+
+    /// Runs `op` on the control runtime (its connections belong to that runtime).
+    async fn route(&self, op: AppOp, budget: Duration) -> Result<Response, ProposeError> {
+        let h = self.clone();
+        self.inner
+            .rt
+            .spawn(async move { h.router().route(op, budget).await })
             .await
+            .unwrap_or(Err(ProposeError::Shutdown))
+    }
+
+    /// The lease: what this node may do with the VIP, and the failover event log.
+    pub fn lease(&self) -> &Arc<Lease> {
+        &self.inner.lease
     }
 
     /// Voter ids of the latest membership config this node knows (a conservative
@@ -390,9 +487,7 @@ impl RaftHandle {
     }
 
     async fn membership(&self, op: MembershipOp) -> Result<(), ProposeError> {
-        let op = AppOp::Membership(op);
-        self.router()
-            .route(op, MEMBERSHIP_TIMEOUT)
+        self.route(AppOp::Membership(op), MEMBERSHIP_TIMEOUT)
             .await
             .map(|_| ())
     }
@@ -412,47 +507,71 @@ impl RaftHandle {
         self.membership(MembershipOp::Remove { id }).await
     }
 
-    /// Best-effort hand-off before a planned stop; call `shutdown` afterwards.
+    /// Planned hand-off before a stop; call `shutdown` afterwards.
     ///
-    /// openraft 0.9 has no leadership-transfer API, and every voter (the leader too)
-    /// refuses votes until `election_timeout_max` after it last heard the leader, so no
-    /// hand-off can beat that lease. When this node leads it: stops sending heartbeats
-    /// and disables its own elections (it cannot win again; its lease and `lease_fresh`
-    /// lapse, releasing the VIP), waits out the lease (`election_timeout_max` + margin),
-    /// then asks its most up-to-date voter to campaign at once (`PeerRequest::Elect`).
-    /// Without this a follower only campaigns after lease + a random election timeout.
-    /// Waits up to `HANDOFF_WAIT` for another leader; if none shows up, heartbeats and
-    /// elections are re-enabled. Non-leaders do nothing.
-    pub async fn transfer_leadership_or_step_down(&self) {
+    /// When this node leads: asks its most up-to-date voter to campaign at once
+    /// (`PeerRequest::TakeOver`); that candidate's vote request makes this node close its
+    /// fence and release the VIP just before it grants (see `server`), and the successor
+    /// claims as soon as the grant arrives. Tries the other voters if the first does not
+    /// take over within `HANDOFF_WAIT`. A node that does not lead has nothing to hand off.
+    pub async fn hand_off(&self) -> HandOff {
+        let h = self.clone();
+        self.inner
+            .rt
+            .spawn(async move { h.hand_off_here().await })
+            .await
+            .unwrap_or(HandOff::Failed)
+    }
+
+    async fn hand_off_here(&self) -> HandOff {
         let me = self.inner.node_id;
         let raft = &self.inner.raft;
-        let Some((id, addr)) = bootstrap::best_successor(raft, me) else {
-            return;
-        };
-        raft.runtime_config().heartbeat(false);
-        raft.runtime_config().elect(false);
-        tokio::time::sleep(self.inner.election_timeout_max + LEASE_MARGIN).await;
-        let client = self.inner.pool.get(id, &addr, Channel::App);
-        if let Err(e) = client.call(&PeerRequest::Elect, HANDOFF_WAIT).await {
-            tracing::warn!(successor = id, error = %e, "could not ask successor to campaign");
-        }
-        let mut status = self.status();
-        let moved = async {
-            status
-                .wait_for(|s| s.leader_id.is_some_and(|l| l != me))
+        let mut tried: Vec<NodeId> = Vec::new();
+        loop {
+            let (term, leading) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                (m.current_term, m.current_leader == Some(me))
+            };
+            if !leading {
+                return if tried.is_empty() {
+                    HandOff::NotLeader
+                } else {
+                    HandOff::Done
+                };
+            }
+            let Some((id, addr)) = bootstrap::best_successor_except(raft, me, &tried) else {
+                return HandOff::Failed;
+            };
+            tried.push(id);
+            self.inner
+                .lease
+                .events
+                .record("handoff", term, format!("to {id}"));
+            let client = self.inner.pool.get(id, &addr, Channel::Control);
+            match client
+                .call(&PeerRequest::TakeOver { term }, HANDOFF_WAIT)
                 .await
-                .is_ok()
-        };
-        if let Ok(true) = tokio::time::timeout(HANDOFF_WAIT, moved).await {
-            tracing::info!(successor = ?self.status().borrow().leader_id, "leadership handed off");
-            return;
+            {
+                Ok(PeerResponse::App(Ok(_))) => {}
+                other => {
+                    tracing::warn!(successor = id, answer = ?other.map(|_| ()), "successor did not take over");
+                    continue;
+                }
+            }
+            let mut status = self.status();
+            let moved = async {
+                status
+                    .wait_for(|s| s.leader_id.is_some_and(|l| l != me))
+                    .await
+                    .is_ok()
+            };
+            if let Ok(true) = tokio::time::timeout(HANDOFF_WAIT, moved).await {
+                tracing::info!(successor = ?self.status().borrow().leader_id, "leadership handed off");
+                return HandOff::Done;
+            }
+            tracing::warn!(successor = id, "no successor took over in time");
         }
-        tracing::warn!(
-            successor = id,
-            "no successor took over in time; staying leader"
-        );
-        raft.runtime_config().heartbeat(true);
-        raft.runtime_config().elect(true);
     }
 
     /// Stop Raft, the peer server and background tasks; frees the Raft port. Idempotent.

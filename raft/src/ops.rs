@@ -130,12 +130,3 @@ async fn add_learner_checked(
         ),
     ))
 }
-
-/// Ask this node's Raft core to start an election now (leadership hand-off).
-pub async fn trigger_elect(raft: &Raft) -> Result<Response, AppError> {
-    raft.trigger()
-        .elect()
-        .await
-        .map(|()| Response::default())
-        .map_err(|_| AppError::Shutdown)
-}

@@ -1,5 +1,6 @@
-//! Messages carried on the authenticated peer channel: openraft's three RPCs plus the
-//! application RPCs (forwarded writes and membership changes, leadership hand-off).
+//! Messages carried on the authenticated peer channel: openraft's three RPCs (votes with
+//! their fence reports), the application RPCs (forwarded writes and membership changes),
+//! and the lease protocol's (lease streams, pre-votes, leadership hand-off).
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -8,6 +9,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::lease::wire::{FenceReport, PreVote};
 use crate::types::{Command, NodeId, PeerNode, Response, TypeConfig};
 
 /// A membership change the leader should run.
@@ -31,8 +33,15 @@ pub enum PeerRequest {
     ForwardWrite(Command),
     /// A follower forwards a membership change; the receiver must be the leader.
     Membership(MembershipOp),
-    /// "Start an election now" — sent by a leader that is about to stop.
-    Elect,
+    /// "Start an election now": a leader of `term` that is about to stop asks its chosen
+    /// successor to take over.
+    TakeOver {
+        term: u64,
+    },
+    /// Turns this connection into a lease stream (`LeasePing` in, `LeaseAck` out).
+    OpenLease,
+    /// Would the receiver vote for a campaign (see `lease::wire::PreVote`)?
+    PreVote(PreVote),
 }
 
 /// Why an application RPC failed on the remote side.
@@ -52,9 +61,14 @@ pub enum AppError {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
     AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// The vote answer, with the voter's fence report (empty unless granted).
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>, FenceReport),
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
     App(Result<Response, AppError>),
+    /// The connection is a lease stream from now on.
+    LeaseOpened,
+    /// Pre-vote answer.
+    PreVote(bool),
 }

@@ -1,32 +1,39 @@
-//! Accept side of the peer transport: authenticate every connection, then serve
-//! request/response frames in order, dispatching into the local Raft.
+//! Accept side of the peer transport: admit, authenticate every connection, then serve
+//! request/response frames in order, dispatching into the local Raft and lease.
 //!
 //! With peer TLS configured, every connection first completes a mutual TLS handshake
 //! (client certificate signed by the cluster CA), and the shared-secret handshake then
 //! runs inside the TLS stream; without it, both run over plain TCP. Both handshakes
-//! together must finish within `HANDSHAKE_TIMEOUT`.
+//! together must finish within `HANDSHAKE_TIMEOUT` (LAN scale), and a connection needs a
+//! slot first (`admission`: peers' addresses have their own pool).
 //!
 //! A peer that fails either handshake (no or a foreign certificate, plain TCP to a TLS
-//! port, garbage, the wrong secret, silence) is logged with `warn!` and dropped; nothing
-//! it sent reaches Raft. An oversized or undecodable frame closes that connection only.
+//! port, garbage, the wrong secret, silence) is logged and dropped; nothing it sent
+//! reaches Raft. An oversized or undecodable frame closes that connection only.
+//!
+//! Votes: a granted vote closes this node's fence before the answer leaves, and the answer
+//! carries the fence report (see `lease`). Any request of a newer term than the one this
+//! node leads closes the fence before openraft steps down.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
+use crate::admission::Admission;
 use crate::auth;
+use crate::detector;
 use crate::frame::{self, FrameError, MAX_FRAME};
+use crate::lease::wire::FenceReport;
+use crate::lease::{stream, Lease};
 use crate::ops;
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::tls::{PeerStream, PeerTlsContext};
 use crate::types::Raft;
 
 /// Time an unauthenticated connection may take to prove itself (TLS + secret).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Concurrent peer connections accepted (a cluster has a handful of peers).
-const MAX_CONNECTIONS: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Budget for a write forwarded by a follower (the follower's own budget is ~3 s).
 const FORWARDED_WRITE_TTL: Duration = Duration::from_millis(2500);
 /// Budget for a forwarded membership change (adding a learner waits for catch-up).
@@ -39,13 +46,14 @@ pub struct ServerCtx {
     pub secret: Arc<[u8]>,
     /// Mutual TLS under the secret handshake; `None` = plain TCP.
     pub tls: Option<Arc<PeerTlsContext>>,
+    pub lease: Arc<Lease>,
+    pub admission: Arc<Admission>,
     pub shutdown: watch::Receiver<bool>,
 }
 
 /// Accept connections until `shutdown` flips to true. Dropping the listener on return
 /// frees the port for a restart.
 pub async fn serve(listener: TcpListener, ctx: ServerCtx) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -60,13 +68,13 @@ pub async fn serve(listener: TcpListener, ctx: ServerCtx) {
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many peer connections; refusing");
+        let Some(slot) = ctx.admission.admit(peer.ip()) else {
+            tracing::warn!(%peer, "too many peer connections from this address; refusing");
             continue;
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let mut stop = ctx.shutdown.clone();
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => {}
@@ -86,6 +94,18 @@ enum Refusal {
     Auth(#[from] auth::AuthError),
 }
 
+impl Refusal {
+    /// A connect that closes without a byte (a liveness probe) is not worth a warning.
+    fn is_silent_close(&self) -> bool {
+        match self {
+            Refusal::Auth(auth::AuthError::Frame(FrameError::Io(e))) => {
+                e.kind() == std::io::ErrorKind::UnexpectedEof
+            }
+            _ => false,
+        }
+    }
+}
+
 /// TLS (when configured), then the shared-secret handshake inside it.
 async fn secure(stream: TcpStream, ctx: &ServerCtx) -> Result<PeerStream, Refusal> {
     let mut stream: PeerStream = match &ctx.tls {
@@ -101,6 +121,10 @@ async fn handle_conn(stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerC
     let _ = stream.set_nodelay(true);
     let mut stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, secure(stream, &ctx)).await {
         Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.is_silent_close() => {
+            tracing::debug!(%peer, "peer connection closed before the handshake");
+            return;
+        }
         Ok(Err(e)) => {
             tracing::warn!(%peer, error = %e, tls = ctx.tls.is_some(), "refused unauthenticated peer");
             return;
@@ -119,7 +143,16 @@ async fn handle_conn(stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerC
                 return;
             }
         };
-        let resp = dispatch(&ctx.raft, req).await;
+        if matches!(req, PeerRequest::OpenLease) {
+            if frame::send(&mut stream, &PeerResponse::LeaseOpened)
+                .await
+                .is_ok()
+            {
+                stream::serve(stream, ctx.lease.clone(), ctx.raft.clone()).await;
+            }
+            return;
+        }
+        let resp = dispatch(&ctx, req).await;
         if let Err(e) = frame::send(&mut stream, &resp).await {
             tracing::debug!(%peer, error = %e, "peer write failed");
             return;
@@ -127,11 +160,27 @@ async fn handle_conn(stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerC
     }
 }
 
-async fn dispatch(raft: &Raft, req: PeerRequest) -> PeerResponse {
+async fn dispatch(ctx: &ServerCtx, req: PeerRequest) -> PeerResponse {
+    let raft = &ctx.raft;
     match req {
-        PeerRequest::AppendEntries(r) => PeerResponse::AppendEntries(raft.append_entries(r).await),
-        PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
+        PeerRequest::AppendEntries(r) => {
+            ctx.lease
+                .observe_term(r.vote.leader_id().term, "append entries of a newer term");
+            PeerResponse::AppendEntries(raft.append_entries(r).await)
+        }
+        PeerRequest::Vote(r) => {
+            let term = r.vote.leader_id().term;
+            let candidate = r.vote.leader_id().voted_for();
+            let resp = raft.vote(r).await;
+            let report = match (&resp, candidate) {
+                (Ok(v), Some(c)) if v.vote_granted => ctx.lease.grant(term, c),
+                _ => FenceReport::default(),
+            };
+            PeerResponse::Vote(resp, report)
+        }
         PeerRequest::InstallSnapshot(r) => {
+            ctx.lease
+                .observe_term(r.vote.leader_id().term, "snapshot of a newer term");
             PeerResponse::InstallSnapshot(raft.install_snapshot(r).await)
         }
         PeerRequest::ForwardWrite(cmd) => {
@@ -140,6 +189,11 @@ async fn dispatch(raft: &Raft, req: PeerRequest) -> PeerResponse {
         PeerRequest::Membership(op) => {
             PeerResponse::App(ops::local_membership(raft, op, FORWARDED_MEMBERSHIP_TTL).await)
         }
-        PeerRequest::Elect => PeerResponse::App(ops::trigger_elect(raft).await),
+        PeerRequest::TakeOver { term } => detector::take_over(&ctx.lease, raft, term).await,
+        PeerRequest::PreVote(p) => {
+            PeerResponse::PreVote(detector::answer_prevote(&ctx.lease, raft, p).await)
+        }
+        // Handled by `handle_conn` (the connection changes mode).
+        PeerRequest::OpenLease => PeerResponse::LeaseOpened,
     }
 }

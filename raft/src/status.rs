@@ -1,16 +1,21 @@
-//! `RaftStatus` (role, leader, term, lease freshness, leader-change count) and the task
-//! that maintains it.
+//! `RaftStatus` (role, leader, term, lease, leader-change count) and the task that keeps
+//! it — and the lease's view of Raft (leading term, voters, peer addresses) — current.
 //!
-//! The lease is evaluated on this task's own 10 ms timer, independent of the Raft core:
-//! each time the core publishes metrics we record `last_ack = now - millis_since_quorum_ack`;
-//! between publications the recorded instant just ages. A stalled core therefore stops
-//! refreshing `last_ack` and `lease_fresh` turns false `lease` after the last quorum ack.
+//! Driven by openraft's metrics watch, plus a 10 ms tick so that `lease_fresh` turns false
+//! when the lease runs out even if nothing else happens. The VIP guard does not read this:
+//! it watches `Lease::leadership`, which carries deadlines, not booleans.
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::ServerState;
 use tokio::sync::watch;
 
+use crate::admission::Admission;
+use crate::lease::time::now_us;
+use crate::lease::Lease;
 use crate::types::{NodeId, PeerNode, Raft};
 
 /// This node's Raft role.
@@ -58,48 +63,52 @@ pub struct RaftStatus {
     /// expose the commit index, so this is the applied index (applied <= committed).
     pub commit_index: u64,
     pub last_applied: u64,
-    /// Leader AND a quorum acknowledged it within `lease`: safe to hold the VIP.
+    /// Leader AND a quorum acknowledged it within the lease.
     pub lease_fresh: bool,
+    /// While leading: milliseconds left of the lease (for operators).
+    pub lease_left_ms: Option<u64>,
     /// How many times the known leader changed to a new node since start.
     pub leader_changes: u64,
 }
 
 const TICK: Duration = Duration::from_millis(10);
 
+/// What the status task keeps in line with openraft.
+pub(crate) struct StatusTask {
+    pub raft: Raft,
+    pub lease: Arc<Lease>,
+    pub admission: Arc<Admission>,
+    /// Static peers: their addresses are peers even before the membership names them.
+    pub static_peers: Vec<(u64, SocketAddr)>,
+    pub tx: watch::Sender<RaftStatus>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Keep `tx` up to date until `shutdown` flips to true, then publish `Role::Shutdown`.
-pub(crate) async fn run(
-    raft: Raft,
-    lease: Duration,
-    tx: watch::Sender<RaftStatus>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut metrics = raft.metrics();
-    // Process the current value on the first tick, not only later changes.
-    metrics.mark_changed();
+pub(crate) async fn run(t: StatusTask) {
+    let mut metrics = t.raft.metrics();
+    let mut shutdown = t.shutdown.clone();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_ack: Option<Instant> = None;
-    let mut next = tx.borrow().clone();
+    let mut next = t.tx.borrow().clone();
     // Last leader ever seen: a Some(1) -> None -> Some(1) blip is not a change.
     let mut known_leader: Option<NodeId> = None;
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
+            changed = metrics.changed() => if changed.is_err() { break },
             _ = tick.tick() => {}
         }
-        if metrics.has_changed().unwrap_or(false) {
-            let m = metrics.borrow_and_update().clone();
-            last_ack = match (m.state, m.millis_since_quorum_ack) {
-                (ServerState::Leader, Some(ms)) => {
-                    Instant::now().checked_sub(Duration::from_millis(ms))
-                }
-                _ => None,
-            };
-            update_from_metrics(&mut next, &mut known_leader, &m);
-        }
-        next.lease_fresh =
-            next.role == Role::Leader && last_ack.is_some_and(|t| t.elapsed() < lease);
-        tx.send_if_modified(|cur| {
+        let m = metrics.borrow_and_update().clone();
+        follow_metrics(&t, &m, &next);
+        update_from_metrics(&mut next, &mut known_leader, &m);
+        let now = now_us();
+        let lease_until = t.lease.read(|s| s.leadership(now).lease_until_us);
+        next.lease_fresh = next.role == Role::Leader && lease_until.is_some_and(|u| now < u);
+        next.lease_left_ms = lease_until
+            .filter(|_| next.role == Role::Leader)
+            .map(|u| u.saturating_sub(now) / 1000);
+        t.tx.send_if_modified(|cur| {
             if *cur != next {
                 *cur = next.clone();
                 return true;
@@ -107,10 +116,38 @@ pub(crate) async fn run(
             false
         });
     }
-    tx.send_modify(|s| {
+    t.tx.send_modify(|s| {
         s.role = Role::Shutdown;
         s.lease_fresh = false;
+        s.lease_left_ms = None;
     });
+}
+
+/// Tells the lease which term this node leads and who votes; tells admission who the
+/// peers are.
+fn follow_metrics(
+    t: &StatusTask,
+    m: &openraft::RaftMetrics<NodeId, PeerNode>,
+    before: &RaftStatus,
+) {
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let leading = (m.state == ServerState::Leader).then_some(m.current_term);
+    if leading.is_some() && before.role != Role::Leader {
+        t.lease.events.record("leader", m.current_term, "elected");
+    }
+    t.lease.with(|s| {
+        s.set_voters(voters);
+        s.set_leading(leading);
+    });
+    let mut ips: Vec<IpAddr> = t.static_peers.iter().map(|(_, a)| a.ip()).collect();
+    ips.extend(
+        membership
+            .nodes()
+            .filter_map(|(_, n)| n.raft_addr.parse::<SocketAddr>().ok())
+            .map(|a| a.ip()),
+    );
+    t.admission.set_peers(ips);
 }
 
 #[tracing::instrument(level = "debug", skip_all)]

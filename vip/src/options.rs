@@ -97,7 +97,7 @@ impl VipOptions {
     }
 
     /// The lifetime in whole kernel seconds, rounded up.
-    pub(crate) fn kernel_lifetime_secs(&self) -> u32 {
+    pub fn kernel_lifetime_secs(&self) -> u32 {
         let secs = self.lifetime.as_secs() + u64::from(self.lifetime.subsec_nanos() > 0);
         u32::try_from(secs).unwrap_or(u32::MAX - 1).max(1)
     }

@@ -194,6 +194,16 @@ fn check_vip(vip: &VipSection, r: &mut Report<'_>) {
             &[K("vip"), K("lifetime")],
             "lifetime must be at least 1s (the kernel counts address lifetimes in seconds)",
         );
+    } else if vip.lifetime.subsec_nanos() != 0 {
+        // The kernel would be given the lifetime rounded up, so a strict-mode wait of
+        // the configured value would end before the old holder's address is gone.
+        r.error(
+            &[K("vip"), K("lifetime")],
+            format!(
+                "lifetime {} must be a whole number of seconds (the kernel counts address lifetimes in seconds)",
+                human(vip.lifetime)
+            ),
+        );
     }
 }
 

@@ -16,6 +16,7 @@
 //! Mutating calls need `Authorization: Bearer TOKEN` when `node.admin_token_file` is set.
 
 mod auth;
+mod failover;
 mod members;
 mod status;
 
@@ -74,6 +75,7 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<AdminResponse
         (Method::GET, "/status") => json(StatusCode::OK, &status::status(&node)),
         (Method::GET, "/metrics") => metrics(&node),
         (Method::GET, "/config") => text(StatusCode::OK, &node.dp.snapshot().source),
+        (Method::GET, "/debug/failover") => json(StatusCode::OK, &failover::failover(&node)),
         (Method::GET, "/members") => json(StatusCode::OK, &status::members(&node).await),
         (Method::PUT, "/config") => put_config(&node, req).await,
         (Method::POST, "/drain") => drain(&node, &req, true).await,

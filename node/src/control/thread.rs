@@ -1,0 +1,144 @@
+//! The control thread: Raft, the lease and the VIP guard run on their own runtime, on
+//! their own OS threads, apart from the data plane.
+//!
+//! A data plane saturated by clients (or a machine saturated by other processes) must
+//! not delay a lease ping by more than the fence lasts, or the cluster fails over for
+//! nothing. So the control work gets:
+//! - its own small multi-thread tokio runtime (two workers: the lease pinger and the
+//!   Raft core never wait behind each other's fsync or netlink call);
+//! - `SCHED_FIFO` real-time priority for those threads when the process may set it
+//!   (root or `CAP_SYS_NICE`), so a busy loop at normal priority cannot starve them;
+//! - memory locked (`mlockall`, faulted pages only) when the process may lock it
+//!   (`CAP_IPC_LOCK` or a large enough `RLIMIT_MEMLOCK`), so a page-in cannot stall them.
+//!
+//! What it got is logged at start and shown by `/status` (`control` field).
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::runtime::{Handle, Runtime};
+
+/// Real-time priority of the control threads: above every normal thread, below the
+/// kernel's own real-time threads (which use 50 and up).
+const FIFO_PRIORITY: i32 = 10;
+const WORKERS: usize = 2;
+
+/// What the control thread obtained from the kernel.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ControlReport {
+    /// Scheduling policy of the control threads: `fifo:10` or `normal`.
+    pub scheduling: String,
+    /// Whether the process's memory is locked.
+    pub memory_locked: bool,
+    /// Why something was not obtained (empty when everything was).
+    pub notes: Vec<String>,
+}
+
+/// The control runtime. Dropping it shuts the runtime down in the background.
+pub struct ControlThread {
+    runtime: Option<Runtime>,
+}
+
+static CONTROL: OnceLock<Handle> = OnceLock::new();
+static REPORT: OnceLock<ControlReport> = OnceLock::new();
+
+impl ControlThread {
+    /// Builds the runtime, asks for real-time priority on each of its threads and
+    /// locks memory. Never fails for lack of privilege: it reports instead.
+    pub fn start() -> std::io::Result<ControlThread> {
+        let fifo_ok = Arc::new(AtomicBool::new(true));
+        let fifo_flag = fifo_ok.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKERS)
+            .thread_name("fulcrum-control")
+            .on_thread_start(move || {
+                if let Err(e) = set_fifo(FIFO_PRIORITY) {
+                    fifo_flag.store(false, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "control thread stays at normal priority");
+                }
+            })
+            .enable_all()
+            .build()?;
+        // Make sure the workers exist (and ran on_thread_start) before reporting.
+        runtime.block_on(async {
+            for _ in 0..WORKERS {
+                tokio::task::spawn(async {}).await.ok();
+            }
+        });
+        let mut notes = Vec::new();
+        let scheduling = if fifo_ok.load(Ordering::Relaxed) {
+            format!("fifo:{FIFO_PRIORITY}")
+        } else {
+            notes.push("SCHED_FIFO refused (needs root or CAP_SYS_NICE)".to_string());
+            "normal".to_string()
+        };
+        let memory_locked = match lock_memory() {
+            Ok(()) => true,
+            Err(e) => {
+                notes.push(format!(
+                    "memory not locked: {e} (needs CAP_IPC_LOCK or LimitMEMLOCK=infinity)"
+                ));
+                false
+            }
+        };
+        let report = ControlReport {
+            scheduling,
+            memory_locked,
+            notes,
+        };
+        if report.notes.is_empty() {
+            tracing::info!(scheduling = %report.scheduling, memory_locked, "control thread started");
+        } else {
+            tracing::warn!(scheduling = %report.scheduling, memory_locked, notes = ?report.notes,
+                "control thread started without everything it asked for; failover may slow under CPU load");
+        }
+        let _ = CONTROL.set(runtime.handle().clone());
+        let _ = REPORT.set(report.clone());
+        Ok(ControlThread {
+            runtime: Some(runtime),
+        })
+    }
+}
+
+impl Drop for ControlThread {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// What the control thread got, once started (for `/debug/failover`).
+pub fn control_report() -> Option<&'static ControlReport> {
+    REPORT.get()
+}
+
+/// The control runtime's handle, once started (for work that must run there).
+pub fn control_handle() -> Option<Handle> {
+    CONTROL.get().cloned()
+}
+
+fn set_fifo(priority: i32) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: plain syscall on the calling thread (pid 0) with a valid parameter struct.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Locks current and future pages as they are faulted in (`MCL_ONFAULT`), so thread
+/// stacks and reserved arenas are not pre-faulted.
+fn lock_memory() -> std::io::Result<()> {
+    // SAFETY: mlockall takes only flags and touches no Rust-visible memory.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -1,0 +1,316 @@
+//! Leadership -> VIP: this node's kernel answers for the VIP only while this node leads
+//! with a lease a quorum confirmed, and never before every earlier holder's fence lapsed.
+//!
+//! The guard follows the lease's published [`Leadership`] (a deadline, not a flag: the
+//! decision is taken from the clock, so a stalled publisher cannot keep it open). On
+//! each confirmation it pushes out two deadlines:
+//! - the kernel fence (`fulcrum_vip::Fence`): an nftables element with a millisecond
+//!   timeout, without which the kernel drops ARP and IP for the VIP. A frozen or dead
+//!   holder's kernel stops answering by itself when the lease ends;
+//! - the address task's hold deadline (`VipController::hold_until`): the address with
+//!   its kernel lifetime (whole seconds) is the second fence.
+//!
+//! Release is synchronous through [`StepDownHook`]: the Raft server calls it before it
+//! grants a vote and whenever a higher term shows up, so the fence is shut before the
+//! new leader can hear a grant. Claiming waits for `claim_after` (the moment every
+//! fence the voters know of has lapsed); in `strict` mode also for the old holder's
+//! address lifetime, as the kernel was given it.
+//!
+//! Without the privilege for nftables the fence is off (warned at start); the address
+//! lifetime is then the only kernel-side fence, as in earlier versions.
+
+use crate::cluster::Cluster;
+use fulcrum_config::{Config, Fencing};
+use fulcrum_raft::lease::time::{instant_at, now_us};
+use fulcrum_raft::{HookSlot, Leadership, Lease, StepDownHook};
+use fulcrum_vip::{Fence, VipController, VipError, VipOptions};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Slack on top of the old holder's kernel address lifetime before a strict-mode claim.
+const STRICT_MARGIN: Duration = Duration::from_millis(300);
+
+/// The VIP as the rest of the node sees it.
+pub struct VipGuard {
+    controller: VipController,
+    /// The kernel fence (`None`: unavailable). Its lock also orders a claim against a
+    /// concurrent step-down.
+    fence: Mutex<Option<Fence>>,
+    fenced: bool,
+    address: IpAddr,
+    fencing: Fencing,
+    /// The address lifetime as the kernel was given it (whole seconds).
+    kernel_lifetime: Duration,
+    held: AtomicBool,
+    /// Term in which the VIP is held (0 when not).
+    held_term: AtomicU64,
+    lease: OnceLock<Arc<Lease>>,
+}
+
+impl VipGuard {
+    /// Starts the controller (checks interface and capabilities), removes a VIP left on
+    /// the interface by an earlier run, and installs the kernel fence when `clustered`
+    /// (closed: at start-up this node does not lead yet).
+    pub async fn start(
+        config: &Config,
+        clustered: bool,
+    ) -> Result<Option<Arc<VipGuard>>, VipError> {
+        let Some(section) = &config.vip else {
+            return Ok(None);
+        };
+        let opts = VipOptions::from_section(section, None)?;
+        if fulcrum_vip::remove_stale(opts.address, opts.prefix, &opts.interface).await? {
+            tracing::warn!(vip = %opts.address, interface = %opts.interface, "removed a VIP left over by an earlier run");
+        }
+        let fence = if clustered {
+            install_fence(&opts.interface, opts.address)
+        } else {
+            None
+        };
+        let kernel_lifetime = Duration::from_secs(u64::from(opts.kernel_lifetime_secs()));
+        let address = opts.address;
+        let controller = VipController::start(opts).await?;
+        Ok(Some(Arc::new(VipGuard {
+            controller,
+            fenced: fence.is_some(),
+            fence: Mutex::new(fence),
+            address,
+            fencing: section.fencing,
+            kernel_lifetime,
+            held: AtomicBool::new(false),
+            held_term: AtomicU64::new(0),
+            lease: OnceLock::new(),
+        })))
+    }
+
+    pub fn held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub fn transitions(&self) -> u64 {
+        self.controller.transitions()
+    }
+
+    /// Whether the kernel fence is in place (false: the fallback without nftables).
+    pub fn fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// How long this node's kernel fence stays open for the VIP (`None`: closed or no fence).
+    pub fn fence_open_for(&self) -> Option<Duration> {
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        fence.as_mut()?.expires_in(self.address).ok().flatten()
+    }
+
+    /// Without `[cluster]` the only node always holds the VIP.
+    pub fn hold_alone(&self) {
+        self.held.store(true, Ordering::Relaxed);
+        self.controller.hold("single node without [cluster]");
+    }
+
+    /// The step-down hook to hand to Raft before it starts.
+    pub fn hook(self: &Arc<Self>) -> HookSlot {
+        HookSlot(self.clone())
+    }
+
+    /// Gives the guard the lease (for its event log and timing).
+    pub fn attach_lease(&self, lease: &Arc<Lease>) {
+        let _ = self.lease.set(lease.clone());
+    }
+
+    /// Releases at once (idempotent): fence shut first, then the address.
+    pub fn release(&self, reason: &str) {
+        self.shut(reason);
+        self.controller.release(reason);
+    }
+
+    /// Follows the lease's leadership until `stop` fires, then releases.
+    pub async fn follow_leadership(
+        self: Arc<Self>,
+        cluster: Arc<Cluster>,
+        stop: CancellationToken,
+    ) {
+        let lease = cluster.raft.lease().clone();
+        let mut leadership = lease.leadership();
+        let mut leader_since: Option<(u64, u64)> = None;
+        loop {
+            let current = *leadership.borrow_and_update();
+            let wake = self.evaluate(&lease, current, &mut leader_since);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                changed = leadership.changed() => if changed.is_err() { break },
+                () = sleep_until_us(wake) => {}
+            }
+        }
+        self.release("node shutting down");
+    }
+
+    /// Applies the rule once at the current instant; returns when to look again.
+    fn evaluate(
+        &self,
+        lease: &Lease,
+        l: Leadership,
+        leader_since: &mut Option<(u64, u64)>,
+    ) -> Option<u64> {
+        let now = now_us();
+        if l.term == 0 {
+            *leader_since = None;
+        } else if leader_since.is_none_or(|(t, _)| t != l.term) {
+            *leader_since = Some((l.term, now));
+        }
+        if !l.may_hold(now) {
+            if self.held() {
+                let reason = if l.term == 0 {
+                    "no longer leader"
+                } else {
+                    "lease lapsed (no quorum acknowledgement)"
+                };
+                self.release(reason);
+            }
+            // Leading but not yet allowed: wake when the claim instant comes.
+            return (l.term != 0 && l.lease_until_us.is_some() && now < l.claim_after_us)
+                .then_some(l.claim_after_us);
+        }
+        let until = l.lease_until_us?;
+        if !self.held() {
+            if let Some(wait_until) = self.strict_wait(leader_since, now) {
+                return Some(wait_until.min(until));
+            }
+            lease.with(|s| s.mark_claimed(l.term, l.claim_after_us));
+        }
+        if !self.confirm(lease, l.term, until) && self.held() {
+            self.release("the kernel fence could not be opened");
+        }
+        Some(until)
+    }
+
+    /// In strict mode: until when a new leader still waits for an old holder's address
+    /// lifetime (as the kernel counts it) to run out.
+    fn strict_wait(&self, leader_since: &Option<(u64, u64)>, now: u64) -> Option<u64> {
+        if self.fencing != Fencing::Strict {
+            return None;
+        }
+        let since = leader_since.map_or(now, |(_, at)| at);
+        let ready = since + (self.kernel_lifetime + STRICT_MARGIN).as_micros() as u64;
+        (now < ready).then_some(ready)
+    }
+
+    /// Opens the fence until `until` (µs) and takes or keeps the address; false when the
+    /// leadership no longer allows it or the fence would not open.
+    ///
+    /// Runs under the fence's lock and reads the leadership again there: a step-down
+    /// revokes the leadership before it takes that lock to shut the fence and release, so
+    /// a decision taken just before a step-down can never reopen the fence after it.
+    fn confirm(&self, lease: &Lease, term: u64, until: u64) -> bool {
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_us();
+        let still = lease.read(|s| s.leadership(now));
+        if still.term != term || !still.may_hold(now) {
+            return false;
+        }
+        let until = until.min(still.lease_until_us.unwrap_or(0));
+        if let Some(f) = fence.as_mut() {
+            match f.open_all_until(instant_at(until)) {
+                Ok(given) if !given.is_zero() => {}
+                Ok(_) => return false,
+                Err(e) => {
+                    tracing::error!(error = %e, "opening the VIP fence failed");
+                    return false;
+                }
+            }
+        }
+        if !self.held() {
+            self.take(term, until);
+        } else {
+            self.controller
+                .hold_until(instant_at(until), "lease confirmed");
+            if self.held_term.swap(term, Ordering::Relaxed) != term {
+                // Leadership confirmed in a new term (after a healed partition): peers may
+                // have cached another MAC.
+                self.controller
+                    .reannounce("leadership confirmed in a new term");
+            }
+        }
+        true
+    }
+
+    fn take(&self, term: u64, until: u64) {
+        self.held.store(true, Ordering::Relaxed);
+        self.held_term.store(term, Ordering::Relaxed);
+        let _span = tracing::info_span!("vip", transition = "hold", term).entered();
+        tracing::info!("taking the VIP");
+        self.record("claim", term, "fence open, address and announcement follow");
+        self.controller.hold_until(
+            instant_at(until),
+            &format!("leader with a lease in term {term}"),
+        );
+    }
+
+    /// Shuts the fence and releases the address, under the fence's lock; true when the
+    /// fence is surely shut (or there is none).
+    fn shut(&self, reason: &str) -> bool {
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        let shut = match fence.as_mut().map(Fence::close_all) {
+            None | Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "closing the VIP fence failed; it lapses with the lease");
+                false
+            }
+        };
+        if self.held.swap(false, Ordering::Relaxed) {
+            let _span = tracing::info_span!("vip", transition = "release").entered();
+            tracing::info!(reason, "releasing the VIP");
+            let term = self.held_term.swap(0, Ordering::Relaxed);
+            self.record("release", term, reason);
+            self.controller.release(reason);
+        }
+        shut
+    }
+
+    fn record(&self, what: &'static str, term: u64, detail: &str) {
+        if let Some(lease) = self.lease.get() {
+            lease.events.record(what, term, detail);
+        }
+    }
+}
+
+impl StepDownHook for VipGuard {
+    /// Called by the Raft server before it grants a vote or when a higher term appears.
+    /// Returns how long this kernel may still answer for the VIP.
+    fn step_down(&self, reason: &str) -> Duration {
+        let was_held = self.held();
+        let shut = self.shut(reason);
+        match (shut, self.fenced) {
+            // Fence shut: the kernel drops VIP traffic from now on.
+            (true, true) => Duration::ZERO,
+            // No fence: strict mode tells the new leader to wait out the address lifetime.
+            (true, false) if was_held && self.fencing == Fencing::Strict => self.kernel_lifetime,
+            (true, false) => Duration::ZERO,
+            // Closing failed: the element still lapses by the lease deadline.
+            (false, _) => self.lease.get().map_or(Duration::ZERO, |l| l.timing.fence),
+        }
+    }
+}
+
+/// Installs the fence or explains, once, why the node runs without it.
+fn install_fence(interface: &str, address: IpAddr) -> Option<Fence> {
+    match Fence::install(interface, &[address]) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(error = %e, vip = %address,
+                "VIP fence unavailable (needs nf_tables and CAP_NET_ADMIN): a frozen holder keeps \
+                 answering for the VIP until its address lifetime runs out");
+            None
+        }
+    }
+}
+
+async fn sleep_until_us(at: Option<u64>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(instant_at(t).into()).await,
+        None => std::future::pending().await,
+    }
+}

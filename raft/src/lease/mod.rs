@@ -1,0 +1,167 @@
+//! Leader leases and the VIP fence protocol: who may let its kernel answer for the VIP,
+//! until when, and when a new leader may start to.
+//!
+//! - `rules`  — the decisions as pure functions (model-checked).
+//! - `state`  — `LeaseState`: this node's knowledge, one lock.
+//! - `wire`   — ping, acknowledgement, pre-vote and fence-report messages.
+//! - `time`   — the microsecond clock the rules run on.
+//! - `pinger` — the leader's lease streams to every voter.
+//! - `stream` — the voter's side of a lease stream.
+//!
+//! `Lease` is the shared handle: transport, detector and pinger feed it; the node's VIP
+//! guard watches `leadership()` and registers a [`StepDownHook`] that closes the fence
+//! synchronously whenever this node learns it no longer leads.
+
+pub mod pinger;
+pub mod rules;
+pub mod state;
+pub mod stream;
+pub mod time;
+pub mod wire;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::events::EventLog;
+pub use state::{Following, Leadership, LeaseState};
+use time::now_us;
+pub use wire::FenceReport;
+
+/// Closes this node's fence when it stops leading.
+pub trait StepDownHook: Send + Sync {
+    /// Close the fence and release the VIP now, synchronously. Returns how long this
+    /// node's kernel may still answer for the VIP (zero once closed; the remaining lease
+    /// if closing failed).
+    fn step_down(&self, reason: &str) -> Duration;
+}
+
+/// A [`StepDownHook`] as an option of the node (registered before the node can vote).
+#[derive(Clone)]
+pub struct HookSlot(pub Arc<dyn StepDownHook>);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepDownHook")
+    }
+}
+
+/// The timing of the lease protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// Ping period.
+    pub heartbeat: Duration,
+    /// How long a quorum acknowledgement keeps the fence open (`F`).
+    pub fence: Duration,
+    /// Silence after which a voter suspects its leader.
+    pub silence: Duration,
+    /// Extra wait of a voter that is not the designated successor.
+    pub stagger: Duration,
+}
+
+/// One node's lease knowledge, shared by transport, detector, pinger and VIP guard.
+pub struct Lease {
+    state: Mutex<LeaseState>,
+    tx: watch::Sender<Leadership>,
+    hook: OnceLock<Arc<dyn StepDownHook>>,
+    pub timing: LeaseTiming,
+    pub events: EventLog,
+    /// Wakes the detector (a lease stream from the leader closed).
+    pub wake: Notify,
+    /// Leader whose lease stream closed, and when (the detector confirms the crash).
+    closed_stream: Mutex<Option<(u64, u64)>>,
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+impl Lease {
+    pub fn new(me: u64, timing: LeaseTiming) -> Arc<Lease> {
+        let (tx, _) = watch::channel(Leadership::default());
+        Arc::new(Lease {
+            state: Mutex::new(LeaseState::new(me, us(timing.fence), now_us())),
+            tx,
+            hook: OnceLock::new(),
+            timing,
+            events: EventLog::default(),
+            wake: Notify::new(),
+            closed_stream: Mutex::new(None),
+        })
+    }
+
+    /// Registers the VIP guard's hook (once).
+    pub fn set_step_down_hook(&self, hook: Arc<dyn StepDownHook>) {
+        let _ = self.hook.set(hook);
+    }
+
+    /// Watch what this node may do with the VIP.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.tx.subscribe()
+    }
+
+    /// Runs `f` on the state and publishes the new leadership.
+    pub fn with<R>(&self, f: impl FnOnce(&mut LeaseState) -> R) -> R {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut s);
+        let now = now_us();
+        let l = s.leadership(now);
+        drop(s);
+        self.tx.send_if_modified(|cur| {
+            if *cur != l {
+                *cur = l;
+                return true;
+            }
+            false
+        });
+        r
+    }
+
+    /// Reads the state without publishing.
+    pub fn read<R>(&self, f: impl FnOnce(&LeaseState) -> R) -> R {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&s)
+    }
+
+    /// Closes the fence now (through the hook); returns what remains of it in µs.
+    pub fn step_down(&self, reason: &str) -> u64 {
+        match self.hook.get() {
+            Some(h) => us(h.step_down(reason)),
+            None => 0,
+        }
+    }
+
+    /// A higher `term` was seen somewhere: a lower leadership ends here and now.
+    pub fn observe_term(&self, term: u64, reason: &str) {
+        if self.with(|s| s.observe_term(term)) {
+            self.events.record("step_down", term, reason);
+            self.step_down(reason);
+        }
+    }
+
+    /// Raft granted `candidate` a vote in `term`: record it, close our fence, and build
+    /// the report that goes with the answer.
+    pub fn grant(&self, term: u64, candidate: u64) -> FenceReport {
+        let now = now_us();
+        // Revoke first, then shut the fence: a guard that re-checks the leadership under
+        // the fence's lock can no longer reopen it once the hook has run.
+        self.with(|s| s.on_vote_granted(term, candidate, now));
+        let own = self.step_down("granted a vote");
+        self.read(|s| s.report(own, now))
+    }
+
+    /// A lease stream from `leader` closed (EOF or error): maybe a crash.
+    pub fn stream_closed(&self, leader: u64) {
+        *self.closed_stream.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader, now_us()));
+        self.wake.notify_one();
+    }
+
+    /// Takes the pending "stream closed" notice.
+    pub fn take_closed_stream(&self) -> Option<(u64, u64)> {
+        self.closed_stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}

@@ -1,0 +1,398 @@
+//! `LeaseState`: everything one node knows about leases, as plain data behind one lock.
+//!
+//! Two sides live here because they share one ordering: the *voter* side (which leader it
+//! follows, the bounds it promised, the highest term it granted a vote in) and the *leader*
+//! side (acknowledged ping send instants, the fence reports of its granted votes). Holding
+//! both under one lock makes "record a grant, then build its report" and "accept a ping"
+//! linearizable: a ping is either rejected or its bound is in every report built after it.
+//!
+//! The decisions themselves are the pure functions of `rules.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::rules::{self, Bounds, Micros, NodeId, Suspicion, VoteReport};
+use super::wire::FenceReport;
+
+/// The leader this voter follows, as last confirmed by an accepted ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Following {
+    pub term: u64,
+    pub leader: NodeId,
+    pub last_ping_at: Micros,
+}
+
+/// What the VIP guard needs: publish on every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Leadership {
+    /// The term this node leads (0 when it does not).
+    pub term: u64,
+    /// While leading: the instant until which a majority has acknowledged this node. The
+    /// fence may be open until then, never later. `None`: no lease (not leading, revoked,
+    /// or no majority yet).
+    pub lease_until_us: Option<Micros>,
+    /// Earliest instant this node may open its fence in `term`: every fence its voters
+    /// know of has lapsed by then.
+    pub claim_after_us: Micros,
+}
+
+impl Leadership {
+    /// Whether the fence may be open at `now`.
+    pub fn may_hold(&self, now: Micros) -> bool {
+        self.lease_until_us.is_some_and(|u| now < u) && now >= self.claim_after_us
+    }
+}
+
+/// The lease knowledge of one node.
+#[derive(Debug)]
+pub struct LeaseState {
+    me: NodeId,
+    fence_us: Micros,
+    // voter side
+    granted_term: u64,
+    last_grant_at: Option<Micros>,
+    bounds: Bounds,
+    following: Option<Following>,
+    successor: Option<NodeId>,
+    since: Micros,
+    crash_confirmed: Option<(NodeId, Micros)>,
+    // leader side
+    voters: BTreeSet<NodeId>,
+    leading: Option<u64>,
+    revoked_upto: u64,
+    campaign_term: u64,
+    acks: BTreeMap<NodeId, Micros>,
+    reports: Vec<VoteReport>,
+    claimed: Option<(u64, Micros)>,
+}
+
+impl LeaseState {
+    pub fn new(me: NodeId, fence_us: Micros, now: Micros) -> LeaseState {
+        LeaseState {
+            me,
+            fence_us,
+            granted_term: 0,
+            last_grant_at: None,
+            bounds: Bounds::new(),
+            following: None,
+            successor: None,
+            since: now,
+            crash_confirmed: None,
+            voters: BTreeSet::new(),
+            leading: None,
+            revoked_upto: 0,
+            campaign_term: 0,
+            acks: BTreeMap::new(),
+            reports: Vec::new(),
+            claimed: None,
+        }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn fence_us(&self) -> Micros {
+        self.fence_us
+    }
+
+    // ---- voter side ----
+
+    /// A lease ping of `leader` in `term`; returns whether it is acknowledged.
+    pub fn on_ping(
+        &mut self,
+        term: u64,
+        leader: NodeId,
+        successor: Option<NodeId>,
+        raft_view: Option<(u64, NodeId)>,
+        now: Micros,
+    ) -> bool {
+        if !rules::accept_ping(term, leader, raft_view, self.granted_term) {
+            return false;
+        }
+        rules::extend(&mut self.bounds, leader, now + self.fence_us);
+        let changed = self
+            .following
+            .is_none_or(|f| (f.term, f.leader) != (term, leader));
+        if changed {
+            self.since = now;
+            self.crash_confirmed = None;
+        }
+        self.following = Some(Following {
+            term,
+            leader,
+            last_ping_at: now,
+        });
+        self.successor = successor;
+        true
+    }
+
+    /// Raft on this node granted `candidate` a vote in `term` (called before the answer
+    /// leaves): no ping below `term` is acknowledged from now on, and the candidate may
+    /// count this vote as a lease acknowledgement.
+    pub fn on_vote_granted(&mut self, term: u64, candidate: NodeId, now: Micros) {
+        self.granted_term = self.granted_term.max(term);
+        self.last_grant_at = Some(now);
+        // Voting in a higher term ends this node's own leadership of a lower one.
+        if let Some(t) = self.leading.filter(|t| *t < term) {
+            self.revoked_upto = self.revoked_upto.max(t);
+        }
+        if candidate != self.me {
+            rules::extend(&mut self.bounds, candidate, now + self.fence_us);
+        }
+    }
+
+    /// The fence report of a granted vote: `own_clear_in_us` is what remains of this
+    /// node's own fence after it closed it.
+    pub fn report(&self, own_clear_in_us: Micros, now: Micros) -> FenceReport {
+        FenceReport {
+            own_clear_in_us,
+            acked: self
+                .bounds
+                .iter()
+                .filter(|(_, until)| **until > now)
+                .map(|(node, until)| (*node, until - now))
+                .collect(),
+        }
+    }
+
+    pub fn following(&self) -> Option<Following> {
+        self.following
+    }
+
+    /// The successor the leader designated in its latest ping.
+    pub fn successor(&self) -> Option<NodeId> {
+        self.successor
+    }
+
+    pub fn last_grant_at(&self) -> Option<Micros> {
+        self.last_grant_at
+    }
+
+    /// The leader `leader`'s process was confirmed dead at `now`.
+    pub fn confirm_crash(&mut self, leader: NodeId, now: Micros) {
+        if self.following.is_some_and(|f| f.leader == leader) {
+            self.crash_confirmed = Some((leader, now));
+        }
+    }
+
+    /// Whether this voter suspects its leader now (see `rules::suspect`).
+    pub fn suspicion(&self, now: Micros, silence_after: Micros) -> Option<Suspicion> {
+        let confirmed = match (self.crash_confirmed, self.following) {
+            (Some((l, at)), Some(f)) if l == f.leader => Some(at),
+            _ => None,
+        };
+        rules::suspect(
+            now,
+            self.following.map(|f| f.last_ping_at),
+            self.since,
+            confirmed,
+            silence_after,
+        )
+    }
+
+    /// Raft's view changed to a leader this node has not confirmed by ping yet (or to no
+    /// leader): silence is counted from now, not from the old leader's last ping.
+    pub fn on_raft_leader_changed(&mut self, now: Micros) {
+        self.since = now;
+    }
+
+    // ---- leader side ----
+
+    /// Raft's voter set (membership changes).
+    pub fn set_voters(&mut self, voters: BTreeSet<NodeId>) {
+        self.voters = voters;
+    }
+
+    /// Raft says this node leads `term` (or nothing).
+    pub fn set_leading(&mut self, term: Option<u64>) {
+        if self.leading != term {
+            self.claimed = None;
+        }
+        self.leading = term;
+    }
+
+    pub fn leading(&self) -> Option<u64> {
+        self.leading
+    }
+
+    fn campaign(&mut self, term: u64) -> bool {
+        if term < self.campaign_term || term <= self.revoked_upto {
+            return false;
+        }
+        if term > self.campaign_term {
+            self.campaign_term = term;
+            self.acks.clear();
+            self.reports.clear();
+        }
+        true
+    }
+
+    /// A vote this node requested at `sent` in `term` was granted by `voter`, which
+    /// reported `report` (received at `received`).
+    pub fn on_vote_reply(
+        &mut self,
+        term: u64,
+        voter: NodeId,
+        sent: Micros,
+        report: &FenceReport,
+        received: Micros,
+    ) {
+        if !self.campaign(term) {
+            return;
+        }
+        self.acks.insert(voter, sent);
+        self.reports.retain(|r| r.from != voter);
+        self.reports.push(VoteReport {
+            from: voter,
+            own_clear_at: received + report.own_clear_in_us,
+            bounds: report
+                .acked
+                .iter()
+                .map(|(node, left)| (*node, received + left))
+                .collect(),
+        });
+    }
+
+    /// `voter` acknowledged a ping this node sent at `sent` in `term`.
+    pub fn on_ping_acked(&mut self, term: u64, voter: NodeId, sent: Micros) {
+        if !self.campaign(term) {
+            return;
+        }
+        let newest = self.acks.entry(voter).or_insert(sent);
+        if *newest < sent {
+            *newest = sent;
+        }
+    }
+
+    /// A higher term was seen: leadership of every term up to `term - 1` is over.
+    /// Returns true when this node was leading a lower term (its fence must close now).
+    pub fn observe_term(&mut self, term: u64) -> bool {
+        match self.leading {
+            Some(t) if t < term => {
+                self.revoked_upto = self.revoked_upto.max(t);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What the VIP guard may do at `now`.
+    pub fn leadership(&self, now: Micros) -> Leadership {
+        let Some(term) = self.leading.filter(|t| *t > self.revoked_upto) else {
+            return Leadership::default();
+        };
+        let acks = if term == self.campaign_term {
+            &self.acks
+        } else {
+            &BTreeMap::new()
+        };
+        let start = rules::quorum_ack(&self.voters, self.me, acks, now);
+        // Once claimed in a term, later reports can no longer move the claim instant.
+        let claim_after_us = match self.claimed {
+            Some((t, at)) if t == term => at,
+            _ => {
+                let reports: &[VoteReport] = if term == self.campaign_term {
+                    &self.reports
+                } else {
+                    &[]
+                };
+                rules::claim_after(self.me, &self.bounds, reports)
+            }
+        };
+        Leadership {
+            term,
+            lease_until_us: start.map(|s| s + self.fence_us),
+            claim_after_us,
+        }
+    }
+
+    /// The guard opened the fence in `term` at `claim_after_us`.
+    pub fn mark_claimed(&mut self, term: u64, claim_after_us: Micros) {
+        if self.leading == Some(term) {
+            self.claimed.get_or_insert((term, claim_after_us));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const F: Micros = 20_000;
+
+    fn voters() -> BTreeSet<NodeId> {
+        [1, 2, 3].into()
+    }
+
+    #[test]
+    fn a_grant_makes_older_pings_rejected_and_is_in_the_report() {
+        let mut s = LeaseState::new(3, F, 0);
+        assert!(s.on_ping(5, 1, Some(2), Some((5, 1)), 1_000));
+        s.on_vote_granted(6, 2, 2_000);
+        // Raft's view still says (5, 1) for a moment: the ping is refused anyway.
+        assert!(!s.on_ping(5, 1, Some(2), Some((5, 1)), 2_500));
+        let r = s.report(0, 3_000);
+        let acked: BTreeMap<NodeId, Micros> = r.acked.into_iter().collect();
+        assert_eq!(acked.get(&1), Some(&(1_000 + F - 3_000)));
+        assert_eq!(acked.get(&2), Some(&(2_000 + F - 3_000)));
+    }
+
+    #[test]
+    fn leader_lease_from_votes_then_pings_and_revocation() {
+        let mut s = LeaseState::new(1, F, 0);
+        s.set_voters(voters());
+        let report = FenceReport {
+            own_clear_in_us: 0,
+            acked: vec![(3, 4_000)],
+        };
+        s.on_vote_reply(7, 2, 1_000, &report, 1_200);
+        s.set_leading(Some(7));
+        let l = s.leadership(1_500);
+        assert_eq!(l.lease_until_us, Some(1_000 + F));
+        assert_eq!(l.claim_after_us, 1_200 + 4_000, "waits for node 3's fence");
+        s.on_ping_acked(7, 3, 10_000);
+        assert_eq!(s.leadership(10_100).lease_until_us, Some(10_000 + F));
+        // An ack of an older term is ignored.
+        s.on_ping_acked(6, 2, 15_000);
+        assert_eq!(s.leadership(15_100).lease_until_us, Some(10_000 + F));
+        assert!(s.observe_term(8));
+        assert_eq!(s.leadership(15_200).lease_until_us, None);
+        s.on_ping_acked(7, 3, 16_000);
+        assert_eq!(s.leadership(16_100), Leadership::default());
+    }
+
+    #[test]
+    fn claim_instant_freezes_once_claimed() {
+        let mut s = LeaseState::new(1, F, 0);
+        s.set_voters(voters());
+        let r = FenceReport {
+            own_clear_in_us: 0,
+            acked: vec![],
+        };
+        s.on_vote_reply(2, 2, 100, &r, 150);
+        s.set_leading(Some(2));
+        let l = s.leadership(200);
+        assert_eq!(
+            l.claim_after_us, 150,
+            "voter 2's own fence closed when it answered"
+        );
+        s.mark_claimed(2, l.claim_after_us);
+        let late = FenceReport {
+            own_clear_in_us: 0,
+            acked: vec![(3, 50_000)],
+        };
+        s.on_vote_reply(2, 3, 100, &late, 300);
+        assert_eq!(s.leadership(400).claim_after_us, 150);
+    }
+
+    #[test]
+    fn silence_counts_from_the_last_accepted_ping() {
+        let mut s = LeaseState::new(2, F, 0);
+        assert!(s.on_ping(1, 1, Some(2), Some((1, 1)), 10_000));
+        assert_eq!(s.suspicion(30_000, 25_000), None);
+        assert_eq!(s.suspicion(36_000, 25_000), Some(Suspicion::Silence));
+        s.confirm_crash(1, 12_000);
+        assert_eq!(s.suspicion(12_500, 25_000), Some(Suspicion::Crash));
+        assert_eq!(s.successor(), Some(2));
+    }
+}
