@@ -47,8 +47,8 @@ fn three_node_example_loads() {
     let c = load(&example("three-node-1.toml")).unwrap();
     let cluster = c.cluster.as_ref().unwrap();
     assert_eq!(cluster.peer_list().len(), 3);
-    assert_eq!(cluster.heartbeat, Duration::from_millis(50));
-    assert_eq!(cluster.lease, Duration::from_millis(140));
+    assert_eq!(cluster.heartbeat, Duration::from_millis(5));
+    assert_eq!(cluster.lease, Duration::from_millis(20));
     let stat = c.pool.iter().find(|p| p.name == "static").unwrap();
     assert_eq!(stat.hash_key(), Some(HashKey::Path));
     assert_eq!(c.route.len(), 3);
@@ -60,7 +60,7 @@ fn summary_names_the_effective_config() {
     let s = c.summary();
     for needle in [
         "node 1: admin 127.0.0.1:9901",
-        "heartbeat 50ms, election timeout 150ms..300ms, lease 140ms",
+        "heartbeat 5ms, election timeout 25ms..50ms, lease 20ms",
         "web http 127.0.0.1:8080",
         "route host shop.example path /api -> pool api",
         "route host * path / -> pool static",
