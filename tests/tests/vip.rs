@@ -40,7 +40,8 @@ fn kill9_of_the_leader_moves_the_vip_within_two_seconds() {
         assert!(window < 2000, "outage {window} ms");
         assert!(
             probes.last().is_some_and(|p| p.ok),
-            "VIP does not answer after the move"
+            "VIP does not answer after the move; new holder's log:\n{}",
+            c.log(new)
         );
         // The client's ARP entry follows the new holder (gratuitous ARP).
         assert_eq!(
@@ -195,4 +196,91 @@ fn a_frozen_leader_overlaps_at_most_the_kernel_lifetime_in_fast_mode() {
         overlap <= Duration::from_millis(1500),
         "fast fencing overlap {overlap:?} exceeds the 1 s lifetime"
     );
+}
+
+/// Opens `per_node` unauthenticated connections to every node's Raft port from the client
+/// namespace, again and again (a host on the LAN holding the peer port's slots), until
+/// `stop` is set or `limit` passes. Returns how many connects were started.
+fn flood_raft_ports(
+    c: &VipCluster,
+    per_node: usize,
+    limit: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::OwnedFd;
+    c.bed.in_ns("cl", move || {
+        let started = Instant::now();
+        let mut batches: std::collections::VecDeque<Vec<OwnedFd>> = Default::default();
+        let mut opened = 0;
+        while started.elapsed() < limit && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut batch = Vec::with_capacity(per_node * 3);
+            for node in 0..3u8 {
+                let addr = SockaddrIn::new(10, 77, 70, 11 + node, 7946);
+                for _ in 0..per_node {
+                    let Ok(fd) = socket(
+                        AddressFamily::Inet,
+                        SockType::Stream,
+                        SockFlag::SOCK_NONBLOCK,
+                        None,
+                    ) else {
+                        break;
+                    };
+                    // EINPROGRESS is the expected answer of a non-blocking connect.
+                    let _ = connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
+                    batch.push(fd);
+                    opened += 1;
+                }
+            }
+            batches.push_back(batch);
+            // Hold two rounds of connections (about 400 ms) before letting the oldest go.
+            if batches.len() > 2 {
+                batches.pop_front();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        opened
+    })
+}
+
+#[test]
+fn a_connection_flood_on_the_raft_port_does_not_stop_a_failover() {
+    if !can_run("a_connection_flood_on_the_raft_port_does_not_stop_a_failover") {
+        return;
+    }
+    // Enough descriptors for the flood (3 nodes x 300 connections x 2 rounds held).
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let mut c = VipCluster::start("d", "fast", "2s");
+    let leader = c.wait_holder(SETTLE).expect("holder");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = flood_raft_ports(&c, 300, Duration::from_secs(15), stop.clone());
+    // Let the flood fill whatever slots it can before the leader dies.
+    std::thread::sleep(Duration::from_millis(1500));
+    let prober = Prober::start(&c.bed, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let killed_at = prober.started.elapsed();
+    c.kill9(leader);
+    let new = c.wait_holder(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1000));
+    let probes = prober.finish();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let opened = flood.join().unwrap_or(0);
+    let window = outage_after(&probes, killed_at);
+    eprintln!(
+        "flood of {opened} connections to the Raft ports; kill -9 of node {} -> holder {:?}, outage {window} ms",
+        leader + 1,
+        new.map(|n| n + 1)
+    );
+    assert!(opened >= 900, "the flood did not run ({opened} connects)");
+    assert!(
+        new.is_some_and(|n| n != leader),
+        "no new holder while the Raft ports were flooded; log:\n{}",
+        c.log((leader + 1) % 3)
+    );
+    assert!(window < 2000, "outage {window} ms under the flood");
 }
