@@ -11,7 +11,8 @@ pub struct LoadOpts {
     /// backend-500, rolling-restart, config-change, or `all`.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<String>,
-    /// The CI subset: kill-leader, partition-leader, redis-down (about a minute).
+    /// The CI subset: kill-leader, partition-leader, freeze-leader, redis-down,
+    /// rolling-restart (about two minutes).
     #[arg(long)]
     pub short: bool,
     /// Run every selected scenario this many times (fresh cluster each time); the summary
@@ -33,6 +34,9 @@ pub struct LoadOpts {
     /// VIP holder sampling period in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub poll_ms: u64,
+    /// Sampling period around resume events (SIGCONT), in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    pub dense_poll_ms: u64,
     /// How long to wait for the cluster to serve before a scenario, in seconds.
     #[arg(long, default_value_t = 25)]
     pub ready_secs: u64,
@@ -70,6 +74,11 @@ pub struct LocalArgs {
     /// Keep configs and logs in this directory (default: a temporary one, removed).
     #[arg(long)]
     pub keep_logs: Option<PathBuf>,
+    /// Run the scenarios with faults that do nothing (no process signalled, partition
+    /// rules that match no packet): every fault scenario must then FAIL on its premises.
+    /// For testing the checks themselves.
+    #[arg(long, hide = true)]
+    pub noop_fault: bool,
 }
 
 #[derive(Debug, Args)]

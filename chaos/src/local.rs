@@ -6,15 +6,18 @@
 //! start from the client's side of the bridge. Processes are started through
 //! `ip netns exec`, the VIP poller reads netlink sockets opened inside each node namespace.
 
+use crate::checks::{HolderSample, WireSample};
 use crate::cli::LocalArgs;
 use crate::cluster::{ClusterSpec, LocalCluster, BACKEND_PORT, RAFT_PORT};
 use crate::faults;
 use crate::netns;
 use crate::ops::{BackendAction, NodeAction, Ops};
+use crate::poller::Probe;
 use crate::report;
 use crate::scenarios::{self, Outcome, Settings};
 use crate::testbed::{self, Layout, Testbed};
 use crate::vip_poller::NetlinkProbe;
+use crate::wire_probe::WireProbe;
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -121,10 +124,15 @@ fn drive(
         timeout: Duration::from_millis(args.load.timeout_ms),
         keep_alive: args.load.keep_alive,
         strict: args.fencing == "strict",
-        poll_interval: Duration::from_millis(args.load.poll_ms.max(5)),
+        poll_interval: Duration::from_millis(args.load.poll_ms.max(2)),
+        dense_poll_interval: Duration::from_millis(args.load.dense_poll_ms.max(1)),
         ready_limit: Duration::from_secs(args.load.ready_secs),
         interrupted: interrupted.clone(),
+        noop: args.noop_fault,
     };
+    if args.noop_fault {
+        eprintln!("--noop-fault: faults do nothing; every fault scenario must fail its premises");
+    }
     if let Some(secs) = args.hold {
         return hold(&layout, &fulcrum, &dir, &args.fencing, secs, &interrupted);
     }
@@ -148,9 +156,12 @@ fn drive(
                 .target
                 .clone()
                 .unwrap_or_else(|| format!("{}:80", layout.vip())),
+            noop: args.noop_fault,
         };
-        let probe = NetlinkProbe::new(&node_ns, layout.vip())?;
-        let outcome = rt.block_on(scenarios::run(name, &ops, Some(Box::new(probe)), &settings));
+        let holders = NetlinkProbe::new(&node_ns, layout.vip())?;
+        let holders: Box<dyn Probe<Sample = HolderSample>> = Box::new(holders);
+        let wire = wire_probe(&layout)?;
+        let outcome = rt.block_on(scenarios::run(name, &ops, Ok(holders), Ok(wire), &settings));
         report::print_outcome(&outcome);
         if args.keep_logs.is_some() {
             let path = dir.join(name).join("requests.jsonl");
@@ -186,6 +197,15 @@ fn drive(
         bail!("{failed} of {} scenario(s) failed", outcomes.len());
     }
     Ok(())
+}
+
+/// The wire probe on the client's `eth0` (this thread is in `fch-cl`).
+fn wire_probe(layout: &Layout) -> Result<Box<dyn Probe<Sample = WireSample>>> {
+    let macs = (0..layout.nodes)
+        .map(|i| testbed::mac_of(&layout.node_ns(i)))
+        .collect::<Result<Vec<_>>>()?;
+    let probe = WireProbe::new("eth0", layout.probe_ip(), layout.vip(), macs)?;
+    Ok(Box::new(probe))
 }
 
 /// `--hold`: a cluster to look at by hand, torn down after `secs` or Ctrl-C.
@@ -258,6 +278,9 @@ fn reset_nodes(layout: &Layout) {
 struct LocalOps {
     cluster: LocalCluster,
     target: String,
+    /// `--noop-fault`: signals reach no process, partition rules match no packet, and
+    /// link, Redis and backend faults are skipped.
+    noop: bool,
 }
 
 impl LocalOps {
@@ -302,6 +325,9 @@ impl Ops for LocalOps {
         self.target.clone()
     }
     fn node(&self, i: usize, action: NodeAction) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
         let signal = match action {
             NodeAction::Kill => Signal::SIGKILL,
             NodeAction::Freeze => Signal::SIGSTOP,
@@ -311,6 +337,9 @@ impl Ops for LocalOps {
         self.cluster.signal_node(i, signal)
     }
     fn start(&self, i: usize) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
         self.cluster.start_node(i)
     }
     fn wait_exit(&self, i: usize, limit: Duration) -> bool {
@@ -321,19 +350,30 @@ impl Ops for LocalOps {
     }
     fn partition(&self, i: usize) -> Result<()> {
         let l = self.layout();
-        let peers: Vec<_> = (0..l.nodes)
-            .filter(|p| *p != i)
-            .map(|p| l.node_ip(p))
-            .collect();
+        let peers: Vec<_> = if self.noop {
+            // Rules that match nothing: the probe address never speaks Raft.
+            vec![l.probe_ip()]
+        } else {
+            (0..l.nodes)
+                .filter(|p| *p != i)
+                .map(|p| l.node_ip(p))
+                .collect()
+        };
         faults::nft_partition(&l.node_ns(i), &peers, RAFT_PORT)
     }
     fn heal(&self, i: usize) -> Result<()> {
         faults::nft_heal(&self.layout().node_ns(i))
     }
     fn netem(&self, i: usize, on: bool) -> Result<String> {
+        if self.noop {
+            return Ok("no-op".into());
+        }
         faults::tc_netem(&self.layout().node_ns(i), on)
     }
     fn redis(&self, up: bool) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
         if up {
             self.cluster.start_redis()
         } else {
@@ -346,6 +386,9 @@ impl Ops for LocalOps {
             .collect()
     }
     fn backend(&self, b: usize, action: BackendAction) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
         match action {
             BackendAction::Kill => self.cluster.kill_backend(b),
             BackendAction::Start => self.cluster.start_backend(b),

@@ -15,11 +15,14 @@ mod load;
 mod local;
 mod netns;
 mod ops;
+mod poller;
 mod remote;
 mod report;
 mod scenarios;
+mod status_poller;
 mod testbed;
 mod vip_poller;
+mod wire_probe;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -4,11 +4,13 @@
 //! Without a `vip_check` command on every node there is no VIP poller: the dual-holder
 //! check then says "not sampled" and leader finding relies on `/status` alone.
 
+use crate::checks::{HolderSample, WireSample};
 use crate::cli::RemoteArgs;
 use crate::ops::{BackendAction, NodeAction, Ops};
 use crate::report;
+use crate::scenarios::Observer;
 use crate::scenarios::{self, Outcome, Settings};
-use crate::vip_poller::{CommandProbe, Probe};
+use crate::vip_poller::CommandProbe;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_json::json;
@@ -269,18 +271,22 @@ pub async fn run(args: RemoteArgs) -> Result<()> {
         strict: false,
         // Remote checks go over ssh: sample no faster than every 100 ms.
         poll_interval: Duration::from_millis(args.load.poll_ms.max(100)),
+        dense_poll_interval: Duration::from_millis(args.load.poll_ms.max(100)),
         ready_limit: Duration::from_secs(args.load.ready_secs),
         interrupted: interrupted.clone(),
+        noop: false,
     };
     let mut outcomes: Vec<Outcome> = Vec::new();
     for name in &names {
         if interrupted.load(Ordering::SeqCst) {
             break;
         }
-        let probe: Option<Box<dyn Probe>> = checks
-            .clone()
-            .map(|commands| Box::new(CommandProbe { commands }) as Box<dyn Probe>);
-        let outcome = scenarios::run(name, &ops, probe, &settings).await;
+        let holders: Observer<HolderSample> = match checks.clone() {
+            Some(commands) => Ok(Box::new(CommandProbe { commands })),
+            None => Err("no vip_check command on every node of the inventory".into()),
+        };
+        let wire: Observer<WireSample> = Err("remote runs have no wire probe".into());
+        let outcome = scenarios::run(name, &ops, holders, wire, &settings).await;
         report::print_outcome(&outcome);
         outcomes.push(outcome);
     }

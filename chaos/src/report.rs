@@ -20,6 +20,18 @@ pub fn print_outcome(o: &Outcome) {
     for e in &o.events {
         println!("   {:>8.0} ms  {}", e.t_ms, e.what);
     }
+    let c = &o.counts;
+    println!(
+        "   samples: load {}/{}/{} (before/during/after the faults), VIP holders {} (netlink), \
+         wire {}, /status {}, pinned requests {}",
+        c.load_before,
+        c.load_during,
+        c.load_after,
+        c.holder_samples,
+        c.wire_samples,
+        c.status_samples,
+        c.pinned
+    );
     let width = o.checks.iter().map(|c| c.name.len()).max().unwrap_or(10);
     for c in &o.checks {
         let mark = if c.pass { "ok  " } else { "FAIL" };
@@ -30,8 +42,18 @@ pub fn print_outcome(o: &Outcome) {
 /// Prints the one-line-per-scenario summary.
 pub fn print_summary(outcomes: &[Outcome]) {
     println!(
-        "\n{:<18} {:>6} {:>9} {:>10} {:>16} {:>9} {:>8}",
-        "scenario", "result", "avail %", "outage ms", "failover ms", "dual ms", "affinity"
+        "\n{:<18} {:>6} {:>9} {:>10} {:>11} {:>8} {:>8}  {:>15} {:>7} {:>6} {:>6}  failed checks",
+        "scenario",
+        "result",
+        "avail %",
+        "outage ms",
+        "failover ms",
+        "dual ms",
+        "affinity",
+        "load b/d/a",
+        "netlink",
+        "wire",
+        "pinned",
     );
     for o in outcomes {
         let value = |name: &str| {
@@ -43,8 +65,15 @@ pub fn print_summary(outcomes: &[Outcome]) {
         let fmt = |v: Option<f64>, prec: usize| {
             v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"))
         };
+        let c = &o.counts;
+        let failed: Vec<&str> = o
+            .checks
+            .iter()
+            .filter(|c| !c.pass)
+            .map(|c| c.name.as_str())
+            .collect();
         println!(
-            "{:<18} {:>6} {:>9} {:>10} {:>16} {:>9} {:>8}",
+            "{:<18} {:>6} {:>9} {:>10} {:>11} {:>8} {:>8}  {:>15} {:>7} {:>6} {:>6}  {}",
             o.scenario,
             if o.passed() { "PASS" } else { "FAIL" },
             fmt(value("availability"), 2),
@@ -52,6 +81,11 @@ pub fn print_summary(outcomes: &[Outcome]) {
             fmt(value("VIP failover"), 0),
             fmt(value("dual VIP holders"), 0),
             fmt(value("affinity breaks"), 0),
+            format!("{}/{}/{}", c.load_before, c.load_during, c.load_after),
+            c.holder_samples,
+            c.wire_samples,
+            c.pinned,
+            failed.join(", "),
         );
     }
     print_medians(outcomes);

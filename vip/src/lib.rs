@@ -27,6 +27,7 @@ mod options;
 mod schedule;
 mod task;
 
+pub use announcer::link_address;
 pub use controller::VipController;
 pub use error::VipError;
 pub use netlink::{is_present, remove_stale};
