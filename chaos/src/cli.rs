@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub struct LoadOpts {
     /// Scenarios to run (comma-separated or repeated): kill-leader, kill-follower,
     /// freeze-leader, partition-leader, netem, redis-down, backend-kill, backend-hang,
-    /// backend-500, rolling-restart, config-change, or `all`.
+    /// backend-500, rolling-restart, config-change, crash-node-leader, cpu-hog, or `all`.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<String>,
     /// The CI subset: kill-leader, partition-leader, freeze-leader, redis-down,
@@ -16,7 +16,7 @@ pub struct LoadOpts {
     #[arg(long)]
     pub short: bool,
     /// Run every selected scenario this many times (fresh cluster each time); the summary
-    /// adds medians.
+    /// adds medians and worst cases.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
     /// Requests per second (open loop).
@@ -40,6 +40,12 @@ pub struct LoadOpts {
     /// How long to wait for the cluster to serve before a scenario, in seconds.
     #[arg(long, default_value_t = 25)]
     pub ready_secs: u64,
+    /// cpu-hog: how long the CPU stays saturated, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub hog_secs: u64,
+    /// cpu-hog: busy processes (0: three per core).
+    #[arg(long, default_value_t = 0)]
+    pub hog_procs: usize,
     /// Write every figure as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,

@@ -151,6 +151,7 @@ impl Timeline {
             allow_ms,
             failover,
             backend_down: None,
+            cpu: None,
             no_dual_after: false,
         });
         t_ms

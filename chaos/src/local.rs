@@ -6,10 +6,11 @@
 //! start from the client's side of the bridge. Processes are started through
 //! `ip netns exec`, the VIP poller reads netlink sockets opened inside each node namespace.
 
-use crate::checks::{HolderSample, WireSample};
+use crate::checks::{CpuUse, HolderSample, WireSample};
 use crate::cli::LocalArgs;
 use crate::cluster::{ClusterSpec, LocalCluster, BACKEND_PORT, RAFT_PORT};
 use crate::faults;
+use crate::hog::Hog;
 use crate::netns;
 use crate::ops::{BackendAction, NodeAction, Ops};
 use crate::poller::Probe;
@@ -25,7 +26,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub async fn run(args: LocalArgs) -> Result<()> {
@@ -129,6 +130,8 @@ fn drive(
         ready_limit: Duration::from_secs(args.load.ready_secs),
         interrupted: interrupted.clone(),
         noop: args.noop_fault,
+        hog: Duration::from_secs(args.load.hog_secs),
+        hog_procs: args.load.hog_procs,
     };
     if args.noop_fault {
         eprintln!("--noop-fault: faults do nothing; every fault scenario must fail its premises");
@@ -157,6 +160,7 @@ fn drive(
                 .clone()
                 .unwrap_or_else(|| format!("{}:80", layout.vip())),
             noop: args.noop_fault,
+            hog: Mutex::new(None),
         };
         let holders = NetlinkProbe::new(&node_ns, layout.vip())?;
         let holders: Box<dyn Probe<Sample = HolderSample>> = Box::new(holders);
@@ -263,11 +267,15 @@ fn hold(
     Ok(())
 }
 
-/// Between scenarios: no VIP, partition or netem may outlive the cluster that caused it.
+/// Between scenarios: no VIP, partition, netem or downed link may outlive the cluster
+/// that caused it.
 fn reset_nodes(layout: &Layout) {
     let vip = format!("{}/24", layout.vip());
     for i in 0..layout.nodes {
         let ns = layout.node_ns(i);
+        if let Err(e) = testbed::set_link(layout, i, true) {
+            eprintln!("warning: link up of {ns}: {e:#}");
+        }
         let _ = netns::run_in(&ns, "ip", &["addr", "del", &vip, "dev", "eth0"]);
         let _ = faults::nft_heal(&ns);
         let _ = faults::tc_netem(&ns, false);
@@ -279,8 +287,10 @@ struct LocalOps {
     cluster: LocalCluster,
     target: String,
     /// `--noop-fault`: signals reach no process, partition rules match no packet, and
-    /// link, Redis and backend faults are skipped.
+    /// link, Redis and backend faults are skipped (and a hog starts no process).
     noop: bool,
+    /// The running CPU hog, if any (dropping it kills its processes).
+    hog: Mutex<Option<Hog>>,
 }
 
 impl LocalOps {
@@ -399,5 +409,29 @@ impl Ops for LocalOps {
     }
     fn config_toml(&self, variant: u32) -> Option<String> {
         Some(self.cluster.spec.node_toml(0, variant))
+    }
+    fn link(&self, i: usize, up: bool) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
+        testbed::set_link(self.layout(), i, up)
+    }
+    fn hog_start(&self, procs: usize, limit: Duration) -> Result<()> {
+        let hog = if self.noop {
+            Hog::watch()?
+        } else {
+            Hog::start(procs, limit)?
+        };
+        let mut slot = self.hog.lock().map_err(|_| anyhow!("hog lock poisoned"))?;
+        *slot = Some(hog);
+        Ok(())
+    }
+    fn hog_stop(&self) -> Result<CpuUse> {
+        let hog = self
+            .hog
+            .lock()
+            .map_err(|_| anyhow!("hog lock poisoned"))?
+            .take();
+        hog.ok_or_else(|| anyhow!("no cpu hog running"))?.stop()
     }
 }

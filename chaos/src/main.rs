@@ -10,6 +10,7 @@ mod checks;
 mod cli;
 mod cluster;
 mod faults;
+mod hog;
 mod httpc;
 mod load;
 mod local;
@@ -49,6 +50,13 @@ enum Command {
     /// A tiny HTTP backend for the test bed (used internally).
     #[command(hide = true)]
     Backend(backend::BackendArgs),
+    /// A busy loop for the cpu-hog scenario (used internally).
+    #[command(hide = true)]
+    Hog {
+        /// Spin this long, then exit.
+        #[arg(long)]
+        secs: u64,
+    },
 }
 
 #[tokio::main]
@@ -59,6 +67,10 @@ async fn main() -> ExitCode {
         Command::Local(args) => local::run(args).await,
         Command::Remote(args) => remote::run(args).await,
         Command::Backend(args) => backend::run(args).await,
+        Command::Hog { secs } => {
+            hog::busy(secs);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,5 +57,10 @@ async fn round(admins: &[String], epoch: Instant) -> StatusSample {
     for call in calls {
         nodes.push(call.await.ok().flatten());
     }
-    StatusSample { t_ms, nodes }
+    let done_ms = epoch.elapsed().as_secs_f64() * 1000.0;
+    StatusSample {
+        t_ms,
+        done_ms,
+        nodes,
+    }
 }

@@ -122,6 +122,40 @@ pub fn mac_of(ns: &str) -> Result<[u8; 6]> {
         .map_err(|_| anyhow!("MAC {text:?} of {ns} is not 6 bytes"))
 }
 
+/// Node `i` learns the wire probe's MAC for the probe address (a permanent neighbour
+/// entry), so it can answer a probe without an ARP exchange of its own (see
+/// `wire_probe.rs`). Taking the link down flushes the entry: call again after link up.
+pub fn teach_probe(layout: &Layout, i: usize) -> Result<()> {
+    let ip = layout.probe_ip().to_string();
+    let mac = mac_text(&PROBE_MAC);
+    let args = [
+        "neigh",
+        "replace",
+        &ip,
+        "lladdr",
+        &mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ];
+    netns::run_in(&layout.node_ns(i), "ip", &args).map(|_| ())
+}
+
+/// Takes `eth0` of node `i` down or up (an interface inside the node's namespace: the
+/// bridge side loses carrier, so frames to the node vanish without a reset).
+pub fn set_link(layout: &Layout, i: usize, up: bool) -> Result<()> {
+    let state = if up { "up" } else { "down" };
+    netns::run(
+        "ip",
+        &["-n", &layout.node_ns(i), "link", "set", "eth0", state],
+    )?;
+    if up {
+        teach_probe(layout, i)?;
+    }
+    Ok(())
+}
+
 /// The built test bed; dropping it tears everything down.
 pub struct Testbed {
     created: Vec<String>,
@@ -173,26 +207,9 @@ impl Testbed {
         Ok(bed)
     }
 
-    /// Every node knows the wire probe's MAC for its address, so it can answer a probe
-    /// without an ARP exchange of its own (see `wire_probe.rs`).
+    /// Every node knows the wire probe's MAC for its address (see [`teach_probe`]).
     fn teach_probe_address(&self, layout: &Layout) -> Result<()> {
-        let ip = layout.probe_ip().to_string();
-        let mac = mac_text(&PROBE_MAC);
-        for i in 0..layout.nodes {
-            let args = [
-                "neigh",
-                "replace",
-                &ip,
-                "lladdr",
-                &mac,
-                "dev",
-                "eth0",
-                "nud",
-                "permanent",
-            ];
-            netns::run_in(&layout.node_ns(i), "ip", &args)?;
-        }
-        Ok(())
+        (0..layout.nodes).try_for_each(|i| teach_probe(layout, i))
     }
 
     fn add_ns(&mut self, ns: &str) -> Result<()> {

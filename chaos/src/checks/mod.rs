@@ -14,6 +14,7 @@ mod end_state;
 pub mod holders;
 mod load_checks;
 pub mod premises;
+mod steady;
 #[cfg(test)]
 mod synth;
 #[cfg(test)]
@@ -46,6 +47,12 @@ pub enum Fault {
     BackendDown,
     BackendUp,
     ConfigPut,
+    /// The node's link goes down (with a kill -9: the node "dies", peers hear silence).
+    LinkDown,
+    LinkUp,
+    /// Busy-loop processes start (more than cores) / stop.
+    HogOn,
+    HogOff,
 }
 
 impl Fault {
@@ -58,6 +65,8 @@ impl Fault {
             Fault::NetemOn => Some(Fault::NetemOff),
             Fault::RedisDown => Some(Fault::RedisUp),
             Fault::BackendDown => Some(Fault::BackendUp),
+            Fault::LinkDown => Some(Fault::LinkUp),
+            Fault::HogOn => Some(Fault::HogOff),
             _ => None,
         }
     }
@@ -80,6 +89,20 @@ pub struct Event {
     /// From here on no two nodes may hold the VIP whatever the fencing mode (a resumed
     /// zombie must not re-announce without a fresh lease).
     pub no_dual_after: bool,
+    /// What a CPU hog measured over its window (set on its `HogOn` event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUse>,
+}
+
+/// CPU use over a hog's window, from `/proc`: evidence the machine was saturated.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuUse {
+    pub procs: usize,
+    pub cores: usize,
+    /// CPU time the hog processes got, in % of every core over the window.
+    pub hog_pct: f64,
+    /// Idle time of the whole machine, in % of every core over the window.
+    pub idle_pct: f64,
 }
 
 /// Bounds a scenario must stay within.
@@ -116,6 +139,8 @@ pub struct Plan {
     pub expect: Expect,
     pub enough: Enough,
     pub premises: Vec<Premise>,
+    /// No leader change and no VIP move may happen between this fault and its repair.
+    pub steady_during: Option<Fault>,
 }
 
 /// A pass/fail verdict with its figure.
@@ -179,7 +204,11 @@ pub struct WireSample {
 /// One round of `/status` calls; `None` where a node did not answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusSample {
+    /// When the round started (every call was sent then).
     pub t_ms: f64,
+    /// When its last answer came in (or its last call gave up): an answer seen in this
+    /// round was given somewhere between the two.
+    pub done_ms: f64,
     pub nodes: Vec<Option<NodeStatus>>,
 }
 
@@ -243,6 +272,9 @@ pub fn evaluate(inp: &Inputs) -> Vec<Check> {
         end_state::converged(inp),
         end_state::crashes(inp),
     ]);
+    if let Some(fault) = inp.plan.steady_during {
+        out.push(steady::steady(inp, fault));
+    }
     out
 }
 

@@ -46,6 +46,14 @@ const EFFECT_DELAY_MS: f64 = 300.0;
 const RESUME_ANSWER_MS: f64 = 3000.0;
 /// A request this slow (or failed) is evidence of loss on the link (a retransmission).
 const NETEM_SLOW_MS: f64 = 200.0;
+/// A node whose link is down answers nothing on the wire from this long after the fault.
+const LINK_DOWN_SLACK_MS: f64 = 50.0;
+/// Wire samples a link-down window needs before its silence means anything.
+const LINK_DOWN_MIN_SAMPLES: usize = 10;
+/// A CPU hog took effect when its processes got at least this share of every core...
+const HOG_MIN_PCT: f64 = 25.0;
+/// ...and the machine was idle at most this share of the time.
+const HOG_MAX_IDLE_PCT: f64 = 10.0;
 
 impl Fault {
     pub fn label(self) -> &'static str {
@@ -65,6 +73,10 @@ impl Fault {
             Fault::BackendDown => "backend fault",
             Fault::BackendUp => "backend repair",
             Fault::ConfigPut => "config change",
+            Fault::LinkDown => "link down",
+            Fault::LinkUp => "link up",
+            Fault::HogOn => "cpu hog",
+            Fault::HogOff => "cpu hog end",
         }
     }
 }
@@ -310,6 +322,8 @@ fn takes_effect(inp: &Inputs, e: &Event) -> Result<String, String> {
             .ok_or_else(|| "no node marked a backend unhealthy during the backend fault".into()),
         Fault::NetemOn => slowed(inp, e, end),
         Fault::ConfigPut => config_applied(inp, e),
+        Fault::LinkDown => silent_on_wire(inp, e, end),
+        Fault::HogOn => saturated(e),
         other => Err(format!("no evidence is defined for {}", other.label())),
     }
 }
@@ -318,8 +332,11 @@ fn takes_effect(inp: &Inputs, e: &Event) -> Result<String, String> {
 /// answers again after SIGCONT).
 fn silent(inp: &Inputs, e: &Event, end: f64) -> Result<String, String> {
     let t = target_of(e)?;
-    // Up to (not including) the repair: a restarted node answers again at once.
-    let seen: Vec<&StatusSample> = statuses_in(inp.rec, e.t_ms + EFFECT_DELAY_MS, end).collect();
+    // Up to (not including) the repair: a restarted or resumed node answers again at
+    // once, so a round still waiting for answers at the repair proves nothing.
+    let seen: Vec<&StatusSample> = statuses_in(inp.rec, e.t_ms + EFFECT_DELAY_MS, end)
+        .filter(|s| s.done_ms < end)
+        .collect();
     if seen.is_empty() {
         return Err(format!(
             "no /status sample between the {} of {} and its repair",
@@ -542,6 +559,57 @@ fn releases(inp: &Inputs, e: &Event, within_ms: f64) -> Result<String, String> {
             ));
         }
         text.push_str(&format!(", silent on the wire after {quiet:.0} ms"));
+    }
+    Ok(text)
+}
+
+/// A node whose link went down answers neither ARP nor TCP for the VIP until its repair:
+/// its peers and clients hear silence, not a closed socket (a reset).
+fn silent_on_wire(inp: &Inputs, e: &Event, end: f64) -> Result<String, String> {
+    let t = target_of(e)?;
+    let wire = wire_view(inp.rec)
+        .ok_or_else(|| "no wire probe: nothing can show that the link went silent".to_string())?;
+    let seen: Vec<_> = wire
+        .iter()
+        .filter(|w| !w.failed && w.t_ms > e.t_ms + LINK_DOWN_SLACK_MS && w.t_ms < end)
+        .collect();
+    if seen.len() < LINK_DOWN_MIN_SAMPLES {
+        return Err(format!(
+            "{} wire samples while the link of {} was down (need {LINK_DOWN_MIN_SAMPLES})",
+            seen.len(),
+            node_name(t)
+        ));
+    }
+    let answered = |w: &&&crate::checks::WireSample| {
+        w.arp.get(t).copied().unwrap_or(false) || w.tcp.get(t).copied().unwrap_or(false)
+    };
+    if let Some(w) = seen.iter().find(answered) {
+        return Err(format!(
+            "{} still answered on the wire {:.0} ms after its link went down",
+            node_name(t),
+            w.t_ms - e.t_ms
+        ));
+    }
+    Ok(format!(
+        "{} silent on the wire in {} samples",
+        node_name(t),
+        seen.len()
+    ))
+}
+
+/// The hog processes got CPU and the machine had (almost) no idle time.
+fn saturated(e: &Event) -> Result<String, String> {
+    let cpu = e
+        .cpu
+        .ok_or_else(|| "the CPU use of the hog was not measured".to_string())?;
+    let text = format!(
+        "{} busy processes on {} cores got {:.0}% of the CPU, idle {:.1}%",
+        cpu.procs, cpu.cores, cpu.hog_pct, cpu.idle_pct
+    );
+    if cpu.procs <= cpu.cores || cpu.hog_pct < HOG_MIN_PCT || cpu.idle_pct > HOG_MAX_IDLE_PCT {
+        return Err(format!(
+            "{text} (need more processes than cores, at least {HOG_MIN_PCT:.0}% and idle at most {HOG_MAX_IDLE_PCT:.0}%)"
+        ));
     }
     Ok(text)
 }

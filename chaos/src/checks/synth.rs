@@ -3,7 +3,9 @@
 //! have recorded: load samples every 10 ms, holder and wire samples every 20 ms, `/status`
 //! rounds every 100 ms. The no-op variant keeps the timeline and drops every change.
 
-use super::{Event, Fault, HolderSample, NodeEnd, Probed, Recording, StatusSample, WireSample};
+use super::{
+    CpuUse, Event, Fault, HolderSample, NodeEnd, Probed, Recording, StatusSample, WireSample,
+};
 use crate::faults::NodeStatus;
 use crate::load::Sample;
 
@@ -26,6 +28,10 @@ pub struct World {
     pub slow: bool,
     /// Users pinned to b1 are served by b2 (b1 is down).
     pub b1_down: bool,
+    /// The node's link is down: it answers nothing on the wire.
+    pub link_down: [bool; NODES],
+    /// The term every node reports.
+    pub term: u64,
 }
 
 impl World {
@@ -41,6 +47,8 @@ impl World {
             outage: false,
             slow: false,
             b1_down: false,
+            link_down: [false; NODES],
+            term: 1,
         }
     }
 }
@@ -81,6 +89,7 @@ impl Story {
             failover,
             backend_down: None,
             no_dual_after: false,
+            cpu: None,
         });
         self
     }
@@ -112,10 +121,20 @@ impl Story {
     }
 
     /// The same timeline with faults that did nothing (so the harness also saw no
-    /// process exit).
+    /// process exit, and a hog measured an idle machine without processes).
     pub fn noop(mut self) -> Story {
         self.phases.truncate(1);
         self.events.retain(|e| e.fault != Fault::Exited);
+        for e in &mut self.events {
+            if e.cpu.is_some() {
+                e.cpu = Some(CpuUse {
+                    procs: 0,
+                    cores: 2,
+                    hog_pct: 0.0,
+                    idle_pct: 60.0,
+                });
+            }
+        }
         self
     }
 
@@ -177,10 +196,12 @@ impl Story {
         self.ticks(20.0)
             .map(|t| {
                 let w = self.world(t);
+                let answers: Vec<bool> =
+                    (0..NODES).map(|i| w.holds[i] && !w.link_down[i]).collect();
                 WireSample {
                     t_ms: t + 1.0,
-                    arp: w.holds.to_vec(),
-                    tcp: w.holds.to_vec(),
+                    arp: answers.clone(),
+                    tcp: answers,
                     strangers: 0,
                     failed: false,
                 }
@@ -198,7 +219,7 @@ impl Story {
                             node_id: Some(i as u64 + 1),
                             role: Some(if w.leader[i] { "leader" } else { "follower" }.into()),
                             leader_id: None,
-                            term: Some(1),
+                            term: Some(w.term),
                             config_version: Some(w.version),
                             vip_held: Some(w.holds[i]),
                             lease_fresh: Some(w.lease[i]),
@@ -207,7 +228,11 @@ impl Story {
                         })
                     })
                     .collect();
-                StatusSample { t_ms: t, nodes }
+                StatusSample {
+                    t_ms: t,
+                    done_ms: t + 2.0,
+                    nodes,
+                }
             })
             .collect()
     }
@@ -253,6 +278,25 @@ pub fn good(scenario: &str) -> Story {
             5000.0,
         )
         .at(7000.0, |w| w.answering[0] = true),
+        "crash-node-leader" => move_to_n2(
+            Story::new(12_000.0)
+                .event(3000.0, Fault::LinkDown, n1, 2000.0, true)
+                .event(3001.0, Fault::Kill, n1, 2000.0, false)
+                .event(7000.0, Fault::LinkUp, n1, 0.0, false)
+                .event(7000.0, Fault::Start, n1, 0.0, false)
+                .at(3000.0, |w| {
+                    w.answering[0] = false;
+                    w.link_down[0] = true;
+                    w.outage = true;
+                }),
+            3450.0,
+            5000.0,
+        )
+        .at(7000.0, |w| {
+            w.answering[0] = true;
+            w.link_down[0] = false;
+        }),
+        "cpu-hog" => cpu_hog(),
         "kill-follower" => Story::new(12_000.0)
             .event(3000.0, Fault::Kill, Some(1), 0.0, false)
             .event(7000.0, Fault::Start, Some(1), 0.0, false)
@@ -311,6 +355,23 @@ pub fn good(scenario: &str) -> Story {
         }
         other => panic!("no story for {other}"),
     }
+}
+
+/// Six busy processes on two cores for the default hog length; nothing moves.
+pub fn cpu_hog() -> Story {
+    let hog_ms = crate::scenarios::plan::DEFAULT_HOG_MS as f64;
+    let margin = crate::scenarios::plan::HOG_MARGIN_MS as f64;
+    Story::new(hog_ms + 2.0 * margin)
+        .event(margin, Fault::HogOn, None, 0.0, false)
+        .tag(|e| {
+            e.cpu = Some(CpuUse {
+                procs: 6,
+                cores: 2,
+                hog_pct: 80.0,
+                idle_pct: 0.5,
+            })
+        })
+        .event(margin + hog_ms, Fault::HogOff, None, 0.0, false)
 }
 
 /// n2 and n3 stopped and restarted in turn, then n1 (the leader) hands over to n2.

@@ -59,7 +59,10 @@ fn a_good_run_judged_against_another_scenario_fails() {
         let rec = good(name).render();
         for other in ALL.iter().filter(|o| **o != *name) {
             // The three backend scenarios share one plan: they cannot tell each other apart.
-            let twins = name.starts_with("backend-") && other.starts_with("backend-");
+            // A node death (link down + kill -9) includes a process kill: it may pass as
+            // kill-leader (not the other way round: kill-leader's node answers on the wire).
+            let twins = (name.starts_with("backend-") && other.starts_with("backend-"))
+                || (*name == "crash-node-leader" && *other == "kill-leader");
             if twins {
                 continue;
             }
@@ -291,4 +294,138 @@ fn outage_failover_and_lost() {
     let lost = get("requests lost");
     assert_eq!(lost.value, Some(1.0));
     assert!(!lost.pass);
+}
+
+/// A `/status` round that started while n1 was frozen but got n1's answer only after
+/// the resume says nothing about the freeze; one that finished before it does.
+#[test]
+fn an_answer_after_the_resume_does_not_disprove_the_freeze() {
+    let p = plan("freeze-leader", false);
+    let effect = |rec: &Recording| {
+        judge(rec, &p)
+            .into_iter()
+            .find(|c| c.name == "premise: freeze takes effect")
+            .expect("premise")
+    };
+    let mut rec = good("freeze-leader").render();
+    let late = rec
+        .statuses
+        .iter_mut()
+        .rev()
+        .find(|s| s.t_ms < 6000.0)
+        .expect("a round before the resume");
+    late.done_ms = 6100.0;
+    late.nodes[0] = late.nodes[1].clone();
+    let c = effect(&rec);
+    assert!(c.pass, "{}", c.figure);
+    let late = rec
+        .statuses
+        .iter_mut()
+        .rev()
+        .find(|s| s.t_ms < 6000.0)
+        .expect("a round before the resume");
+    late.done_ms = 5990.0;
+    let c = effect(&rec);
+    assert!(
+        !c.pass && c.figure.contains("still answered"),
+        "{}",
+        c.figure
+    );
+}
+
+/// crash-node-leader: a node whose link stayed up (it answered on the wire) did not die
+/// in silence.
+#[test]
+fn a_node_death_without_silence_fails() {
+    let mut rec = good("crash-node-leader").render();
+    if let Probed::Samples(w) = &mut rec.wire {
+        for s in w.iter_mut().filter(|s| s.t_ms > 3000.0 && s.t_ms < 5000.0) {
+            s.tcp[0] = true;
+        }
+    }
+    let c = judge(&rec, &plan("crash-node-leader", false))
+        .into_iter()
+        .find(|c| c.name == "premise: link down takes effect")
+        .expect("premise");
+    assert!(
+        !c.pass && c.figure.contains("still answered"),
+        "{}",
+        c.figure
+    );
+}
+
+fn steady_check(story: Story) -> Check {
+    judge(&story.render(), &plan("cpu-hog", false))
+        .into_iter()
+        .find(|c| c.name == "steady leadership and VIP")
+        .expect("steady check")
+}
+
+#[test]
+fn cpu_hog_fails_on_a_leader_change_or_a_vip_flap() {
+    let c = steady_check(super::synth::cpu_hog());
+    assert!(c.pass, "{}", c.figure);
+    // A new election that n1 wins again: same leader, new term.
+    let c = steady_check(super::synth::cpu_hog().at(20_000.0, |w| w.term = 2));
+    assert!(
+        !c.pass && c.figure.contains("1 term changes"),
+        "{}",
+        c.figure
+    );
+    // The lease lapses for 40 ms: the VIP is dropped and retaken, no leader change.
+    let c = steady_check(
+        super::synth::cpu_hog()
+            .at(30_000.0, |w| w.holds[0] = false)
+            .at(30_040.0, |w| w.holds[0] = true),
+    );
+    assert!(!c.pass && c.figure.contains("2 VIP moves"), "{}", c.figure);
+    // Leadership moves to n2.
+    let c = steady_check(super::synth::cpu_hog().at(40_000.0, |w| {
+        w.leader = [false, true, false];
+        w.holds = [false, true, false];
+    }));
+    assert!(
+        !c.pass && c.figure.contains("1 leader changes"),
+        "{}",
+        c.figure
+    );
+}
+
+#[test]
+fn cpu_hog_needs_more_processes_than_cores_and_a_busy_machine() {
+    let premise = |cpu: CpuUse| {
+        let mut rec = super::synth::cpu_hog().render();
+        if let Some(e) = rec.events.iter_mut().find(|e| e.fault == Fault::HogOn) {
+            e.cpu = Some(cpu);
+        }
+        judge(&rec, &plan("cpu-hog", false))
+            .into_iter()
+            .find(|c| c.name == "premise: cpu hog takes effect")
+            .expect("premise")
+    };
+    let good = CpuUse {
+        procs: 6,
+        cores: 2,
+        hog_pct: 80.0,
+        idle_pct: 0.5,
+    };
+    assert!(premise(good).pass);
+    for bad in [
+        CpuUse { procs: 2, ..good },
+        CpuUse {
+            hog_pct: 5.0,
+            ..good
+        },
+        CpuUse {
+            idle_pct: 40.0,
+            ..good
+        },
+    ] {
+        let c = premise(bad);
+        assert!(
+            !c.pass && c.figure.starts_with("premise not met"),
+            "{}",
+            c.figure
+        );
+    }
 }

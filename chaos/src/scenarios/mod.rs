@@ -6,6 +6,7 @@
 //! judge the recording against the scenario's plan (`plan.rs`, `checks/`).
 
 mod config_change;
+mod cpu;
 mod deps;
 mod network;
 mod nodes;
@@ -28,6 +29,7 @@ use std::time::Duration;
 /// Every scenario, in the order `all` runs them.
 pub const ALL: &[&str] = &[
     "kill-leader",
+    "crash-node-leader",
     "kill-follower",
     "freeze-leader",
     "partition-leader",
@@ -38,6 +40,7 @@ pub const ALL: &[&str] = &[
     "backend-500",
     "rolling-restart",
     "config-change",
+    "cpu-hog",
 ];
 
 /// The CI subset (about two minutes).
@@ -87,6 +90,9 @@ pub struct Ctx<'a> {
     pub sampling: Arc<Sampling>,
     /// `--noop-fault`: faults are announced on the timeline but do nothing.
     pub noop: bool,
+    /// How long cpu-hog saturates the CPU, and with how many processes (0: 3 per core).
+    pub hog: Duration,
+    pub hog_procs: usize,
 }
 
 impl Ctx<'_> {
@@ -124,6 +130,9 @@ pub struct Settings {
     pub interrupted: Arc<AtomicBool>,
     /// Faults do nothing (the checks must then fail on their premises).
     pub noop: bool,
+    /// cpu-hog: how long, and how many busy processes (0: three per core).
+    pub hog: Duration,
+    pub hog_procs: usize,
 }
 
 /// Everything one scenario produced.
@@ -169,6 +178,8 @@ impl Outcome {
 async fn play(name: &str, cx: &mut Ctx<'_>) -> Result<Option<u64>> {
     match name {
         "kill-leader" => nodes::kill_leader(cx).await?,
+        "crash-node-leader" => nodes::crash_node_leader(cx).await?,
+        "cpu-hog" => cpu::cpu_hog(cx).await?,
         "kill-follower" => nodes::kill_follower(cx).await?,
         "freeze-leader" => nodes::freeze_leader(cx).await?,
         "rolling-restart" => nodes::rolling_restart(cx).await?,

@@ -17,6 +17,25 @@ pub async fn kill_leader(cx: &mut Ctx<'_>) -> Result<()> {
     restart(cx.ops, &mut cx.tl, leader, 0.0)
 }
 
+/// Death of the leader's node at 3 s: its link goes down first (peers and clients hear
+/// silence, never a reset), then kill -9 of its process; at 7 s the link comes back and
+/// the process starts again.
+pub async fn crash_node_leader(cx: &mut Ctx<'_>) -> Result<()> {
+    cx.tl.until(3000).await;
+    let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
+    let name = cx.ops.node_name(leader);
+    let t = Some(leader);
+    let what = format!("link down {name}");
+    cx.tl.mark(Fault::LinkDown, t, what, 2000.0, true);
+    cx.ops.link(leader, false)?;
+    node_action(cx.ops, &mut cx.tl, leader, NodeAction::Kill, 2000.0, false)?;
+    cx.tl.until(7000).await;
+    cx.tl
+        .mark(Fault::LinkUp, t, format!("link up {name}"), 0.0, false);
+    cx.ops.link(leader, true)?;
+    restart(cx.ops, &mut cx.tl, leader, 0.0)
+}
+
 /// kill -9 a follower at 3 s (nothing may fail); start it again at 7 s.
 pub async fn kill_follower(cx: &mut Ctx<'_>) -> Result<()> {
     cx.tl.until(3000).await;

@@ -19,14 +19,31 @@ const ENOUGH: Enough = Enough {
     max_unknown_share: 0.05,
 };
 
-/// The plan of scenario `name` (`strict`: `fencing = "strict"` in the configs).
+/// How long cpu-hog saturates the CPU in the checks' own tests (`--hog-secs` default).
+#[cfg(test)]
+pub const DEFAULT_HOG_MS: u64 = 60_000;
+/// cpu-hog: the hog starts this long after the load, and the load runs this long after it.
+pub const HOG_MARGIN_MS: u64 = 3_000;
+
+/// The plan of scenario `name` (`strict`: `fencing = "strict"` in the configs), with the
+/// default hog length (the checks' own tests).
+#[cfg(test)]
 pub fn plan(name: &str, strict: bool) -> Plan {
-    let (load_ms, expect) = bounds(name, strict);
+    plan_for(name, strict, DEFAULT_HOG_MS)
+}
+
+/// The plan of scenario `name`; cpu-hog saturates the CPU for `hog_ms`.
+pub fn plan_for(name: &str, strict: bool, hog_ms: u64) -> Plan {
+    let (mut load_ms, expect) = bounds(name, strict);
+    if name == "cpu-hog" {
+        load_ms = hog_ms + 2 * HOG_MARGIN_MS;
+    }
     Plan {
         load_ms,
         expect,
         enough: ENOUGH,
         premises: premises(name, &expect),
+        steady_during: (name == "cpu-hog").then_some(Fault::HogOn),
     }
 }
 
@@ -48,6 +65,17 @@ fn premises(name: &str, expect: &Expect) -> Vec<Premise> {
             TakesEffect(Fault::Kill),
             moves(Fault::Kill, every),
         ],
+        // Node death: the link goes down first (peers hear silence), then kill -9.
+        "crash-node-leader" => vec![
+            Leads {
+                fault: Fault::LinkDown,
+                which: every,
+            },
+            TakesEffect(Fault::LinkDown),
+            TakesEffect(Fault::Kill),
+            moves(Fault::LinkDown, every),
+        ],
+        "cpu-hog" => vec![TakesEffect(Fault::HogOn)],
         "kill-follower" => vec![
             Follows {
                 fault: Fault::Kill,
@@ -139,7 +167,7 @@ fn bounds(name: &str, strict: bool) -> (u64, Expect) {
     // keeps the address until its lifetime (2 s) runs out. Strict fencing: never two.
     let zombie_dual_ms = if strict { 0.0 } else { 2300.0 };
     match name {
-        "kill-leader" => (
+        "kill-leader" | "crash-node-leader" => (
             12_000,
             Expect {
                 max_dual_ms: zombie_dual_ms,

@@ -95,7 +95,8 @@ pub async fn run(
     wire_probe: Observer<WireSample>,
     settings: &Settings,
 ) -> Outcome {
-    let plan = plan::plan(name, settings.strict);
+    let hog_ms = u64::try_from(settings.hog.as_millis()).unwrap_or(u64::MAX / 4);
+    let plan = plan::plan_for(name, settings.strict, hog_ms);
     if let Err(e) = wait_ready(ops, settings.ready_limit, &settings.interrupted).await {
         return Outcome::failed_before(name, Check::failed("cluster ready", format!("{e:#}")));
     }
@@ -139,6 +140,8 @@ pub async fn run(
         holders: holders.as_ref(),
         sampling: sampling.clone(),
         noop: settings.noop,
+        hog: settings.hog,
+        hog_procs: settings.hog_procs,
     };
     let script_result = drive(name, &mut cx, epoch, &progress, settings).await;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
