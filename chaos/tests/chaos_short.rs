@@ -1,6 +1,6 @@
 //! The CI chaos run: `fulcrum-chaos local --short` (kill -9 of the leader, leader
-//! partition, freeze of the leader, Redis down, rolling restart) against real fulcrum
-//! binaries in network namespaces. Needs root, iproute2, nftables, redis-server and a
+//! partition, freeze of the leader, Redis down, rolling restart), then freeze-leader with
+//! strict fencing, against real fulcrum binaries in network namespaces. Needs root, iproute2, nftables, redis-server and a
 //! built `fulcrum` next to `fulcrum-chaos` (`cargo build --workspace --bins`).
 //!
 //! In CI (`CI=true`) a missing prerequisite FAILS the test with the reason, and leftover
@@ -93,23 +93,49 @@ fn short_chaos_suite_passes() {
         }
         cleanup(&chaos, &stale);
     }
+    let short = run_chaos(&chaos, &fulcrum, "chaos-short-report.json", &["--short"]);
+    assert_scenarios_ran(&short, SHORT);
+    // freeze-leader in the other fencing mode too: it is the scenario that failed before.
+    let strict = run_chaos(
+        &chaos,
+        &fulcrum,
+        "chaos-short-strict-report.json",
+        &["--scenario", "freeze-leader", "--fencing", "strict"],
+    );
+    assert_scenarios_ran(&strict, &["freeze-leader"]);
+}
+
+/// The CI subset of `fulcrum-chaos local --short`.
+const SHORT: &[&str] = &[
+    "kill-leader",
+    "partition-leader",
+    "freeze-leader",
+    "redis-down",
+    "rolling-restart",
+];
+
+/// Runs `fulcrum-chaos local ARGS`, which must succeed; returns its JSON report's path.
+fn run_chaos(chaos: &Path, fulcrum: &Path, report: &str, args: &[&str]) -> PathBuf {
     let report = chaos
         .parent()
-        .map(|d| d.join("chaos-short-report.json"))
-        .unwrap_or_else(|| PathBuf::from("chaos-short-report.json"));
-    let status = Command::new(&chaos)
-        .args(["local", "--short", "--report"])
+        .map(|d| d.join(report))
+        .unwrap_or_else(|| PathBuf::from(report));
+    let status = Command::new(chaos)
+        .arg("local")
+        .args(args)
+        .arg("--report")
         .arg(&report)
         .arg("--fulcrum")
-        .arg(&fulcrum)
+        .arg(fulcrum)
         .status()
         .expect("running fulcrum-chaos");
     assert!(
         status.success(),
-        "the short chaos suite failed (table above, figures in {})",
+        "fulcrum-chaos local {} failed (table above, figures in {})",
+        args.join(" "),
         report.display()
     );
-    assert_every_scenario_ran(&report);
+    report
 }
 
 /// CI: the namespaces of an earlier, killed run are removed, and must be gone.
@@ -131,8 +157,8 @@ fn cleanup(chaos: &Path, stale: &[String]) {
 }
 
 /// The exit status alone could hide a run that judged nothing: the report must list
-/// every scenario of the CI subset, each with checks that all passed and load samples.
-fn assert_every_scenario_ran(report: &Path) {
+/// every scenario wanted, each with checks that all passed and load samples.
+fn assert_scenarios_ran(report: &Path, wanted: &[&str]) {
     let text = std::fs::read_to_string(report).expect("reading the chaos report");
     let doc: serde_json::Value = serde_json::from_str(&text).expect("parsing the chaos report");
     assert_eq!(
@@ -147,14 +173,8 @@ fn assert_every_scenario_ran(report: &Path) {
         .iter()
         .filter_map(|s| s["scenario"].as_str())
         .collect();
-    for want in [
-        "kill-leader",
-        "partition-leader",
-        "freeze-leader",
-        "redis-down",
-        "rolling-restart",
-    ] {
-        assert!(names.contains(&want), "{want} missing from {names:?}");
+    for want in wanted {
+        assert!(names.contains(want), "{want} missing from {names:?}");
     }
     for s in scenarios {
         let name = s["scenario"].as_str().unwrap_or("?");
