@@ -181,16 +181,31 @@ async fn redis_death_costs_users_nothing_and_pins_return_with_it() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s = get_status(&p1.admin).await.unwrap();
     assert_eq!(s["session_store"], "degraded");
-    // Both nodes hash a new key the same way while Redis is away.
-    let x1 = get(&fresh_client(), &p1.url("/"), &[("x-user", "fresh-key")])
-        .await
-        .unwrap()
-        .backend;
-    let x2 = get(&fresh_client(), &p2.url("/"), &[("x-user", "fresh-key")])
-        .await
-        .unwrap()
-        .backend;
-    assert_eq!(x1, x2, "fallback hashing must agree across nodes");
+    // Both nodes hash new keys the same way while Redis is away: every answer a 200 from
+    // a named backend, the same per key on both nodes, and both backends used (two
+    // failures, or an always-the-same answer, would "agree" too).
+    let mut chosen = std::collections::BTreeSet::new();
+    for k in 0..20 {
+        let key = format!("fresh-key-{k}");
+        let mut answers = Vec::new();
+        for p in [&p1, &p2] {
+            let r = get(&fresh_client(), &p.url("/"), &[("x-user", key.as_str())])
+                .await
+                .expect("an answer while Redis is away");
+            assert_eq!(r.status, 200, "{key} on {}", p.url("/"));
+            answers.push(r.backend.expect("x-backend on the answer"));
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "fallback hashing must agree across nodes for {key}"
+        );
+        chosen.insert(answers[0].clone());
+    }
+    assert_eq!(
+        chosen.len(),
+        2,
+        "fallback hashing spreads 20 keys over both backends: {chosen:?}"
+    );
     redis.restart().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
