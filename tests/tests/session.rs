@@ -48,32 +48,53 @@ async fn learned_session_sticks_across_nodes_and_survives_node_death() {
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
     let (p1, mut n1, p2, _n2) = two_nodes(&redis, &[&a, &b], LEARN, "30m").await;
     let client = fresh_client();
-    // The backend that answers /setcookie issues JSESSIONID=s1; fulcrum learns it.
-    let first = get(&client, &p1.url("/setcookie?c=s1"), &[]).await.unwrap();
-    let pinned = first.backend.clone().unwrap();
-    assert!(first.headers.get("set-cookie").is_some());
-    for ports in [&p1, &p2] {
-        for _ in 0..50 {
-            let r = get(&client, &ports.url("/"), &[("cookie", "JSESSIONID=s1")])
+    // Ten sessions learned and served through node 1 only: node 2 never sees them before
+    // node 1 dies, so it can only know their pins from Redis.
+    let mut pins = Vec::new();
+    for s in 0..10 {
+        // The backend that answers /setcookie issues JSESSIONID=sN; fulcrum learns it.
+        let first = get(&client, &p1.url(&format!("/setcookie?c=s{s}")), &[])
+            .await
+            .expect("learning request");
+        assert!(first.headers.get("set-cookie").is_some());
+        let pinned = first
+            .backend
+            .clone()
+            .expect("x-backend on the learning answer");
+        pins.push((format!("JSESSIONID=s{s}"), pinned));
+    }
+    for (cookie, pinned) in &pins {
+        for _ in 0..5 {
+            let r = get(&client, &p1.url("/"), &[("cookie", cookie.as_str())])
                 .await
-                .unwrap();
+                .expect("request through node 1");
             assert_eq!(
                 r.backend.as_deref(),
                 Some(pinned.as_str()),
-                "session left its backend"
+                "{cookie} left its backend"
             );
         }
     }
-    // kill -9 node 1: the session through node 2 still lands on its backend.
+    let backends: std::collections::BTreeSet<&str> = pins.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(
+        backends.len(),
+        2,
+        "the sessions must be pinned to both backends, or a node that always picks one would pass"
+    );
+    // kill -9 node 1: every session's first request through node 2 lands on its pin.
     n1.kill9();
-    for _ in 0..10 {
-        let r = get(&client, &p2.url("/"), &[("cookie", "JSESSIONID=s1")])
+    for (cookie, pinned) in &pins {
+        let r = get(&client, &p2.url("/"), &[("cookie", cookie.as_str())])
             .await
-            .unwrap();
-        assert_eq!(r.backend.as_deref(), Some(pinned.as_str()));
+            .expect("request through node 2");
+        assert_eq!(
+            r.backend.as_deref(),
+            Some(pinned.as_str()),
+            "{cookie} through node 2 after node 1 died"
+        );
     }
     assert_eq!(
-        get_status(&p2.admin).await.unwrap()["session_store"],
+        get_status(&p2.admin).await.expect("node 2 status")["session_store"],
         "connected"
     );
 }
