@@ -8,14 +8,15 @@ use std::path::PathBuf;
 pub struct LoadOpts {
     /// Scenarios to run (comma-separated or repeated): kill-leader, kill-follower,
     /// freeze-leader, partition-leader, netem, redis-down, backend-kill, backend-hang,
-    /// backend-500, rolling-restart, config-change, or `all`.
+    /// backend-500, rolling-restart, config-change, crash-node-leader, cpu-hog, or `all`.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<String>,
-    /// The CI subset: kill-leader, partition-leader, redis-down (about a minute).
+    /// The CI subset: kill-leader, partition-leader, freeze-leader, redis-down,
+    /// rolling-restart (about two minutes).
     #[arg(long)]
     pub short: bool,
     /// Run every selected scenario this many times (fresh cluster each time); the summary
-    /// adds medians.
+    /// adds medians and worst cases.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
     /// Requests per second (open loop).
@@ -33,9 +34,18 @@ pub struct LoadOpts {
     /// VIP holder sampling period in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub poll_ms: u64,
+    /// Sampling period around resume events (SIGCONT), in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    pub dense_poll_ms: u64,
     /// How long to wait for the cluster to serve before a scenario, in seconds.
     #[arg(long, default_value_t = 25)]
     pub ready_secs: u64,
+    /// cpu-hog: how long the CPU stays saturated, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub hog_secs: u64,
+    /// cpu-hog: busy processes (0: three per core).
+    #[arg(long, default_value_t = 0)]
+    pub hog_procs: usize,
     /// Write every figure as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -70,6 +80,11 @@ pub struct LocalArgs {
     /// Keep configs and logs in this directory (default: a temporary one, removed).
     #[arg(long)]
     pub keep_logs: Option<PathBuf>,
+    /// Run the scenarios with faults that do nothing (no process signalled, partition
+    /// rules that match no packet): every fault scenario must then FAIL on its premises.
+    /// For testing the checks themselves.
+    #[arg(long, hide = true)]
+    pub noop_fault: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,11 +4,12 @@
 //! Leader finding asks every node's `/status`; when several claim leadership (or none
 //! answers), the VIP holder seen by the poller decides.
 
-use crate::checks::Event;
+use crate::checks::{Event, Fault};
 use crate::httpc;
 use crate::netns;
 use crate::ops::{BackendAction, NodeAction, Ops};
 use anyhow::{bail, Result};
+use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ const NFT_TABLE: &str = "fch_partition";
 pub const NETEM: &[&str] = &["loss", "5%", "delay", "30ms", "5ms"];
 
 /// One node's answer to `/status`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct NodeStatus {
     pub node_id: Option<u64>,
     pub role: Option<String>,
@@ -27,10 +28,21 @@ pub struct NodeStatus {
     pub term: Option<u64>,
     pub config_version: Option<u64>,
     pub vip_held: Option<bool>,
+    /// A quorum confirmed this node's leadership recently (leaders only).
+    pub lease_fresh: Option<bool>,
+    /// `connected`, `degraded` or `disabled`.
+    pub session_store: Option<String>,
+    /// Backends this node's health checks hold down, over every pool.
+    pub unhealthy: Option<usize>,
 }
 
 pub async fn status(ops: &dyn Ops, i: usize) -> Result<NodeStatus> {
-    let v = httpc::status(&ops.admin(i), ADMIN_TIMEOUT).await?;
+    status_at(&ops.admin(i), ADMIN_TIMEOUT).await
+}
+
+/// `/status` of the node whose admin API is at `admin`.
+pub async fn status_at(admin: &str, timeout: Duration) -> Result<NodeStatus> {
+    let v = httpc::status(admin, timeout).await?;
     Ok(NodeStatus {
         node_id: v.get("node_id").and_then(|r| r.as_u64()),
         role: v.get("role").and_then(|r| r.as_str()).map(str::to_string),
@@ -38,7 +50,26 @@ pub async fn status(ops: &dyn Ops, i: usize) -> Result<NodeStatus> {
         term: v.get("term").and_then(|r| r.as_u64()),
         config_version: v.get("config_version").and_then(|r| r.as_u64()),
         vip_held: v.get("vip_held").and_then(|r| r.as_bool()),
+        lease_fresh: v.get("lease_fresh").and_then(|r| r.as_bool()),
+        session_store: v
+            .get("session_store")
+            .and_then(|r| r.as_str())
+            .map(str::to_string),
+        unhealthy: unhealthy_backends(&v),
     })
+}
+
+/// Backends reported `healthy: false` across every pool of a `/status` answer.
+fn unhealthy_backends(v: &serde_json::Value) -> Option<usize> {
+    let pools = v.get("pools")?.as_array()?;
+    Some(
+        pools
+            .iter()
+            .filter_map(|p| p.get("backends").and_then(|b| b.as_array()))
+            .flatten()
+            .filter(|b| b.get("healthy").and_then(|h| h.as_bool()) == Some(false))
+            .count(),
+    )
 }
 
 /// Every node's status (None where it did not answer).
@@ -103,14 +134,24 @@ impl Timeline {
         self.epoch.elapsed().as_secs_f64() * 1000.0
     }
     /// Marks an event that happens now.
-    pub fn mark(&mut self, what: String, allow_ms: f64, failover: bool) -> f64 {
+    pub fn mark(
+        &mut self,
+        fault: Fault,
+        target: Option<usize>,
+        what: String,
+        allow_ms: f64,
+        failover: bool,
+    ) -> f64 {
         let t_ms = self.now_ms();
         self.events.push(Event {
             t_ms,
             what,
+            fault,
+            target,
             allow_ms,
             failover,
             backend_down: None,
+            cpu: None,
             no_dual_after: false,
         });
         t_ms
@@ -131,12 +172,19 @@ pub fn node_action(
     failover: bool,
 ) -> Result<()> {
     let what = format!("{action:?} {}", ops.node_name(i)).to_lowercase();
-    tl.mark(what, allow_ms, failover);
+    let fault = match action {
+        NodeAction::Kill => Fault::Kill,
+        NodeAction::Freeze => Fault::Freeze,
+        NodeAction::Resume => Fault::Resume,
+        NodeAction::Stop => Fault::Stop,
+    };
+    tl.mark(fault, Some(i), what, allow_ms, failover);
     ops.node(i, action)
 }
 
 pub fn restart(ops: &dyn Ops, tl: &mut Timeline, i: usize, allow_ms: f64) -> Result<()> {
-    tl.mark(format!("start {}", ops.node_name(i)), allow_ms, false);
+    let what = format!("start {}", ops.node_name(i));
+    tl.mark(Fault::Start, Some(i), what, allow_ms, false);
     ops.start(i)
 }
 
@@ -148,16 +196,18 @@ pub fn backend(
     allow_ms: f64,
 ) -> Result<()> {
     let name = ops.backend_names().get(b).cloned().unwrap_or_default();
-    tl.mark(
-        format!("backend {name} {action:?}").to_lowercase(),
-        allow_ms,
-        false,
+    let down = matches!(
+        action,
+        BackendAction::Kill | BackendAction::Hang | BackendAction::Fail
     );
+    let fault = if down {
+        Fault::BackendDown
+    } else {
+        Fault::BackendUp
+    };
+    let what = format!("backend {name} {action:?}").to_lowercase();
+    tl.mark(fault, None, what, allow_ms, false);
     if let Some(last) = tl.events.last_mut() {
-        let down = matches!(
-            action,
-            BackendAction::Kill | BackendAction::Hang | BackendAction::Fail
-        );
         last.backend_down = Some((name, down));
     }
     ops.backend(b, action)

@@ -6,15 +6,19 @@
 //! start from the client's side of the bridge. Processes are started through
 //! `ip netns exec`, the VIP poller reads netlink sockets opened inside each node namespace.
 
+use crate::checks::{CpuUse, HolderSample, WireSample};
 use crate::cli::LocalArgs;
 use crate::cluster::{ClusterSpec, LocalCluster, BACKEND_PORT, RAFT_PORT};
 use crate::faults;
+use crate::hog::Hog;
 use crate::netns;
 use crate::ops::{BackendAction, NodeAction, Ops};
+use crate::poller::Probe;
 use crate::report;
 use crate::scenarios::{self, Outcome, Settings};
 use crate::testbed::{self, Layout, Testbed};
 use crate::vip_poller::NetlinkProbe;
+use crate::wire_probe::WireProbe;
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -22,7 +26,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub async fn run(args: LocalArgs) -> Result<()> {
@@ -121,10 +125,17 @@ fn drive(
         timeout: Duration::from_millis(args.load.timeout_ms),
         keep_alive: args.load.keep_alive,
         strict: args.fencing == "strict",
-        poll_interval: Duration::from_millis(args.load.poll_ms.max(5)),
+        poll_interval: Duration::from_millis(args.load.poll_ms.max(2)),
+        dense_poll_interval: Duration::from_millis(args.load.dense_poll_ms.max(1)),
         ready_limit: Duration::from_secs(args.load.ready_secs),
         interrupted: interrupted.clone(),
+        noop: args.noop_fault,
+        hog: Duration::from_secs(args.load.hog_secs),
+        hog_procs: args.load.hog_procs,
     };
+    if args.noop_fault {
+        eprintln!("--noop-fault: faults do nothing; every fault scenario must fail its premises");
+    }
     if let Some(secs) = args.hold {
         return hold(&layout, &fulcrum, &dir, &args.fencing, secs, &interrupted);
     }
@@ -148,9 +159,13 @@ fn drive(
                 .target
                 .clone()
                 .unwrap_or_else(|| format!("{}:80", layout.vip())),
+            noop: args.noop_fault,
+            hog: Mutex::new(None),
         };
-        let probe = NetlinkProbe::new(&node_ns, layout.vip())?;
-        let outcome = rt.block_on(scenarios::run(name, &ops, Some(Box::new(probe)), &settings));
+        let holders = NetlinkProbe::new(&node_ns, layout.vip())?;
+        let holders: Box<dyn Probe<Sample = HolderSample>> = Box::new(holders);
+        let wire = wire_probe(&layout)?;
+        let outcome = rt.block_on(scenarios::run(name, &ops, Ok(holders), Ok(wire), &settings));
         report::print_outcome(&outcome);
         if args.keep_logs.is_some() {
             let path = dir.join(name).join("requests.jsonl");
@@ -186,6 +201,15 @@ fn drive(
         bail!("{failed} of {} scenario(s) failed", outcomes.len());
     }
     Ok(())
+}
+
+/// The wire probe on the client's `eth0` (this thread is in `fch-cl`).
+fn wire_probe(layout: &Layout) -> Result<Box<dyn Probe<Sample = WireSample>>> {
+    let macs = (0..layout.nodes)
+        .map(|i| testbed::mac_of(&layout.node_ns(i)))
+        .collect::<Result<Vec<_>>>()?;
+    let probe = WireProbe::new("eth0", layout.probe_ip(), layout.vip(), macs)?;
+    Ok(Box::new(probe))
 }
 
 /// `--hold`: a cluster to look at by hand, torn down after `secs` or Ctrl-C.
@@ -243,11 +267,15 @@ fn hold(
     Ok(())
 }
 
-/// Between scenarios: no VIP, partition or netem may outlive the cluster that caused it.
+/// Between scenarios: no VIP, partition, netem or downed link may outlive the cluster
+/// that caused it.
 fn reset_nodes(layout: &Layout) {
     let vip = format!("{}/24", layout.vip());
     for i in 0..layout.nodes {
         let ns = layout.node_ns(i);
+        if let Err(e) = testbed::set_link(layout, i, true) {
+            eprintln!("warning: link up of {ns}: {e:#}");
+        }
         let _ = netns::run_in(&ns, "ip", &["addr", "del", &vip, "dev", "eth0"]);
         let _ = faults::nft_heal(&ns);
         let _ = faults::tc_netem(&ns, false);
@@ -258,6 +286,11 @@ fn reset_nodes(layout: &Layout) {
 struct LocalOps {
     cluster: LocalCluster,
     target: String,
+    /// `--noop-fault`: signals reach no process, partition rules match no packet, and
+    /// link, Redis and backend faults are skipped (and a hog starts no process).
+    noop: bool,
+    /// The running CPU hog, if any (dropping it kills its processes).
+    hog: Mutex<Option<Hog>>,
 }
 
 impl LocalOps {
@@ -302,6 +335,9 @@ impl Ops for LocalOps {
         self.target.clone()
     }
     fn node(&self, i: usize, action: NodeAction) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
         let signal = match action {
             NodeAction::Kill => Signal::SIGKILL,
             NodeAction::Freeze => Signal::SIGSTOP,
@@ -311,6 +347,9 @@ impl Ops for LocalOps {
         self.cluster.signal_node(i, signal)
     }
     fn start(&self, i: usize) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
         self.cluster.start_node(i)
     }
     fn wait_exit(&self, i: usize, limit: Duration) -> bool {
@@ -321,19 +360,30 @@ impl Ops for LocalOps {
     }
     fn partition(&self, i: usize) -> Result<()> {
         let l = self.layout();
-        let peers: Vec<_> = (0..l.nodes)
-            .filter(|p| *p != i)
-            .map(|p| l.node_ip(p))
-            .collect();
+        let peers: Vec<_> = if self.noop {
+            // Rules that match nothing: the probe address never speaks Raft.
+            vec![l.probe_ip()]
+        } else {
+            (0..l.nodes)
+                .filter(|p| *p != i)
+                .map(|p| l.node_ip(p))
+                .collect()
+        };
         faults::nft_partition(&l.node_ns(i), &peers, RAFT_PORT)
     }
     fn heal(&self, i: usize) -> Result<()> {
         faults::nft_heal(&self.layout().node_ns(i))
     }
     fn netem(&self, i: usize, on: bool) -> Result<String> {
+        if self.noop {
+            return Ok("no-op".into());
+        }
         faults::tc_netem(&self.layout().node_ns(i), on)
     }
     fn redis(&self, up: bool) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
         if up {
             self.cluster.start_redis()
         } else {
@@ -346,6 +396,9 @@ impl Ops for LocalOps {
             .collect()
     }
     fn backend(&self, b: usize, action: BackendAction) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
         match action {
             BackendAction::Kill => self.cluster.kill_backend(b),
             BackendAction::Start => self.cluster.start_backend(b),
@@ -356,5 +409,29 @@ impl Ops for LocalOps {
     }
     fn config_toml(&self, variant: u32) -> Option<String> {
         Some(self.cluster.spec.node_toml(0, variant))
+    }
+    fn link(&self, i: usize, up: bool) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
+        testbed::set_link(self.layout(), i, up)
+    }
+    fn hog_start(&self, procs: usize, limit: Duration) -> Result<()> {
+        let hog = if self.noop {
+            Hog::watch()?
+        } else {
+            Hog::start(procs, limit)?
+        };
+        let mut slot = self.hog.lock().map_err(|_| anyhow!("hog lock poisoned"))?;
+        *slot = Some(hog);
+        Ok(())
+    }
+    fn hog_stop(&self) -> Result<CpuUse> {
+        let hog = self
+            .hog
+            .lock()
+            .map_err(|_| anyhow!("hog lock poisoned"))?
+            .take();
+        hog.ok_or_else(|| anyhow!("no cpu hog running"))?.stop()
     }
 }

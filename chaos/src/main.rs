@@ -10,16 +10,20 @@ mod checks;
 mod cli;
 mod cluster;
 mod faults;
+mod hog;
 mod httpc;
 mod load;
 mod local;
 mod netns;
 mod ops;
+mod poller;
 mod remote;
 mod report;
 mod scenarios;
+mod status_poller;
 mod testbed;
 mod vip_poller;
+mod wire_probe;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -46,6 +50,13 @@ enum Command {
     /// A tiny HTTP backend for the test bed (used internally).
     #[command(hide = true)]
     Backend(backend::BackendArgs),
+    /// A busy loop for the cpu-hog scenario (used internally).
+    #[command(hide = true)]
+    Hog {
+        /// Spin this long, then exit.
+        #[arg(long)]
+        secs: u64,
+    },
 }
 
 #[tokio::main]
@@ -56,6 +67,10 @@ async fn main() -> ExitCode {
         Command::Local(args) => local::run(args).await,
         Command::Remote(args) => remote::run(args).await,
         Command::Backend(args) => backend::run(args).await,
+        Command::Hog { secs } => {
+            hog::busy(secs);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

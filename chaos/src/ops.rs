@@ -4,6 +4,7 @@
 //! namespaces) and by an inventory of real hosts (`remote.rs`: shell commands, usually
 //! ssh). Scenarios and faults are written once against this trait.
 
+use crate::checks::CpuUse;
 use anyhow::Result;
 use std::time::Duration;
 
@@ -54,6 +55,13 @@ pub trait Ops: Send + Sync {
     /// Packet loss and delay on node `i`'s link (`on = false` removes it); says what was
     /// applied.
     fn netem(&self, i: usize, on: bool) -> Result<String>;
+    /// Takes node `i`'s link down (frames to and from it vanish: peers hear silence, not
+    /// a reset) or up again.
+    fn link(&self, i: usize, up: bool) -> Result<()>;
+    /// Starts `procs` busy processes (0: three per core) for at most `limit`.
+    fn hog_start(&self, procs: usize, limit: Duration) -> Result<()>;
+    /// Stops them and says how much CPU they got.
+    fn hog_stop(&self) -> Result<CpuUse>;
     /// Kills (`up = false`) or starts Redis.
     fn redis(&self, up: bool) -> Result<()>;
     /// Backend names as they appear in `x-backend`.

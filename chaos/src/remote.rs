@@ -4,11 +4,13 @@
 //! Without a `vip_check` command on every node there is no VIP poller: the dual-holder
 //! check then says "not sampled" and leader finding relies on `/status` alone.
 
+use crate::checks::{CpuUse, HolderSample, WireSample};
 use crate::cli::RemoteArgs;
 use crate::ops::{BackendAction, NodeAction, Ops};
 use crate::report;
+use crate::scenarios::Observer;
 use crate::scenarios::{self, Outcome, Settings};
-use crate::vip_poller::{CommandProbe, Probe};
+use crate::vip_poller::CommandProbe;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_json::json;
@@ -47,6 +49,9 @@ pub struct NodeCommands {
     pub heal: String,
     pub netem_on: Option<String>,
     pub netem_off: Option<String>,
+    /// Take the node's link down / up (crash-node-leader: the node dies in silence).
+    pub link_down: Option<String>,
+    pub link_up: Option<String>,
     /// Exit status 0 when this node has the VIP on its interface.
     pub vip_check: Option<String>,
     /// Exit status 0 while the fulcrum process runs.
@@ -218,6 +223,20 @@ impl Ops for RemoteOps {
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
     }
+    fn link(&self, i: usize, up: bool) -> Result<()> {
+        let n = &self.inv.nodes[i];
+        if up {
+            optional(&n.link_up, "link_up")
+        } else {
+            optional(&n.link_down, "link_down")
+        }
+    }
+    fn hog_start(&self, _procs: usize, _limit: Duration) -> Result<()> {
+        bail!("cpu-hog runs on the local test bed only (it measures this machine's CPU)")
+    }
+    fn hog_stop(&self) -> Result<CpuUse> {
+        bail!("no cpu hog on remote hosts")
+    }
 }
 
 /// `http://HOST[:PORT][/...]` -> `HOST:PORT`.
@@ -269,18 +288,24 @@ pub async fn run(args: RemoteArgs) -> Result<()> {
         strict: false,
         // Remote checks go over ssh: sample no faster than every 100 ms.
         poll_interval: Duration::from_millis(args.load.poll_ms.max(100)),
+        dense_poll_interval: Duration::from_millis(args.load.poll_ms.max(100)),
         ready_limit: Duration::from_secs(args.load.ready_secs),
         interrupted: interrupted.clone(),
+        noop: false,
+        hog: Duration::from_secs(args.load.hog_secs),
+        hog_procs: args.load.hog_procs,
     };
     let mut outcomes: Vec<Outcome> = Vec::new();
     for name in &names {
         if interrupted.load(Ordering::SeqCst) {
             break;
         }
-        let probe: Option<Box<dyn Probe>> = checks
-            .clone()
-            .map(|commands| Box::new(CommandProbe { commands }) as Box<dyn Probe>);
-        let outcome = scenarios::run(name, &ops, probe, &settings).await;
+        let holders: Observer<HolderSample> = match checks.clone() {
+            Some(commands) => Ok(Box::new(CommandProbe { commands })),
+            None => Err("no vip_check command on every node of the inventory".into()),
+        };
+        let wire: Observer<WireSample> = Err("remote runs have no wire probe".into());
+        let outcome = scenarios::run(name, &ops, holders, wire, &settings).await;
         report::print_outcome(&outcome);
         outcomes.push(outcome);
     }

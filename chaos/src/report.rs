@@ -20,6 +20,18 @@ pub fn print_outcome(o: &Outcome) {
     for e in &o.events {
         println!("   {:>8.0} ms  {}", e.t_ms, e.what);
     }
+    let c = &o.counts;
+    println!(
+        "   samples: load {}/{}/{} (before/during/after the faults), VIP holders {} (netlink), \
+         wire {}, /status {}, pinned requests {}",
+        c.load_before,
+        c.load_during,
+        c.load_after,
+        c.holder_samples,
+        c.wire_samples,
+        c.status_samples,
+        c.pinned
+    );
     let width = o.checks.iter().map(|c| c.name.len()).max().unwrap_or(10);
     for c in &o.checks {
         let mark = if c.pass { "ok  " } else { "FAIL" };
@@ -30,8 +42,18 @@ pub fn print_outcome(o: &Outcome) {
 /// Prints the one-line-per-scenario summary.
 pub fn print_summary(outcomes: &[Outcome]) {
     println!(
-        "\n{:<18} {:>6} {:>9} {:>10} {:>16} {:>9} {:>8}",
-        "scenario", "result", "avail %", "outage ms", "failover ms", "dual ms", "affinity"
+        "\n{:<18} {:>6} {:>9} {:>10} {:>11} {:>8} {:>8}  {:>15} {:>7} {:>6} {:>6}  failed checks",
+        "scenario",
+        "result",
+        "avail %",
+        "outage ms",
+        "failover ms",
+        "dual ms",
+        "affinity",
+        "load b/d/a",
+        "netlink",
+        "wire",
+        "pinned",
     );
     for o in outcomes {
         let value = |name: &str| {
@@ -43,8 +65,15 @@ pub fn print_summary(outcomes: &[Outcome]) {
         let fmt = |v: Option<f64>, prec: usize| {
             v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"))
         };
+        let c = &o.counts;
+        let failed: Vec<&str> = o
+            .checks
+            .iter()
+            .filter(|c| !c.pass)
+            .map(|c| c.name.as_str())
+            .collect();
         println!(
-            "{:<18} {:>6} {:>9} {:>10} {:>16} {:>9} {:>8}",
+            "{:<18} {:>6} {:>9} {:>10} {:>11} {:>8} {:>8}  {:>15} {:>7} {:>6} {:>6}  {}",
             o.scenario,
             if o.passed() { "PASS" } else { "FAIL" },
             fmt(value("availability"), 2),
@@ -52,6 +81,11 @@ pub fn print_summary(outcomes: &[Outcome]) {
             fmt(value("VIP failover"), 0),
             fmt(value("dual VIP holders"), 0),
             fmt(value("affinity breaks"), 0),
+            format!("{}/{}/{}", c.load_before, c.load_during, c.load_after),
+            c.holder_samples,
+            c.wire_samples,
+            c.pinned,
+            failed.join(", "),
         );
     }
     print_medians(outcomes);
@@ -86,7 +120,8 @@ pub fn write_samples(path: &Path, outcome: &Outcome) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// For scenarios run more than once: the median of each figure.
+/// For scenarios run more than once: the median and the worst run of each figure
+/// (the lowest availability, the highest of the others).
 fn print_medians(outcomes: &[Outcome]) {
     let mut names: Vec<&str> = Vec::new();
     for o in outcomes {
@@ -101,11 +136,11 @@ fn print_medians(outcomes: &[Outcome]) {
     if repeated.is_empty() {
         return;
     }
-    println!("\nmedians over repeated runs:");
+    println!("\nover repeated runs, median / worst (n = runs with the figure):");
     for name in repeated {
         let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.scenario == name).collect();
-        let median = |check: &str| -> String {
-            let mut v: Vec<f64> = runs
+        let figure = |check: &str, higher_is_worse: bool| -> String {
+            let v: Vec<f64> = runs
                 .iter()
                 .filter_map(|o| {
                     o.checks
@@ -114,27 +149,59 @@ fn print_medians(outcomes: &[Outcome]) {
                         .and_then(|c| c.value)
                 })
                 .collect();
-            if v.is_empty() {
-                return "-".into();
+            match median_worst(&v, higher_is_worse) {
+                Some((m, w)) => format!("{m:.1} / {w:.1} (n={})", v.len()),
+                None => "-".into(),
             }
-            v.sort_by(f64::total_cmp);
-            let mid = v.len() / 2;
-            let m = if v.len() % 2 == 1 {
-                v[mid]
-            } else {
-                (v[mid - 1] + v[mid]) / 2.0
-            };
-            format!("{m:.1}")
         };
         let passed = runs.iter().filter(|o| o.passed()).count();
         println!(
-            "{name:<18} {passed}/{} passed, avail {}%, outage {} ms, failover {} ms, dual {} ms, affinity breaks {}",
+            "{name:<18} {passed}/{} passed; failover ms {}; outage ms {}; avail % {}; dual ms {}; affinity breaks {}",
             runs.len(),
-            median("availability"),
-            median("longest outage"),
-            median("VIP failover"),
-            median("dual VIP holders"),
-            median("affinity breaks"),
+            figure("VIP failover", true),
+            figure("longest outage", true),
+            figure("availability", false),
+            figure("dual VIP holders", true),
+            figure("affinity breaks", true),
+        );
+    }
+}
+
+/// The median of `v` and its worst value (the highest, or the lowest when lower is worse).
+fn median_worst(v: &[f64], higher_is_worse: bool) -> Option<(f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    };
+    let worst = if higher_is_worse {
+        v[v.len() - 1]
+    } else {
+        v[0]
+    };
+    Some((median, worst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_worst;
+
+    #[test]
+    fn median_and_worst() {
+        assert_eq!(median_worst(&[], true), None);
+        assert_eq!(
+            median_worst(&[500.0, 300.0, 900.0], true),
+            Some((500.0, 900.0))
+        );
+        assert_eq!(
+            median_worst(&[99.0, 95.0, 97.0, 96.0], false),
+            Some((96.5, 95.0))
         );
     }
 }

@@ -12,7 +12,8 @@
 //! (which also removes the veth pairs); [`cleanup`] removes leftovers of a crashed run.
 
 use crate::netns;
-use anyhow::{bail, Context, Result};
+use crate::wire_probe::PROBE_MAC;
+use anyhow::{anyhow, bail, Context, Result};
 use std::net::Ipv4Addr;
 
 /// Prefix of every namespace, bridge and host-side link this tool creates.
@@ -67,6 +68,10 @@ impl Layout {
     pub fn client_ip(&self) -> Ipv4Addr {
         self.ip(2)
     }
+    /// The wire probe's own address (no namespace has it; see `wire_probe.rs`).
+    pub fn probe_ip(&self) -> Ipv4Addr {
+        self.ip(3)
+    }
     pub fn vip(&self) -> Ipv4Addr {
         self.ip(100)
     }
@@ -92,6 +97,63 @@ impl Layout {
         hosts.push((Self::CLIENT_NS.to_string(), self.client_ip()));
         hosts
     }
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(":")
+}
+
+/// The MAC of `eth0` in namespace `ns`.
+pub fn mac_of(ns: &str) -> Result<[u8; 6]> {
+    let out = netns::run("ip", &["-n", ns, "-o", "link", "show", "eth0"])?;
+    let text = out
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .ok_or_else(|| anyhow!("no MAC for eth0 in {ns}"))?;
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("MAC {text:?} of {ns}"))?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow!("MAC {text:?} of {ns} is not 6 bytes"))
+}
+
+/// Node `i` learns the wire probe's MAC for the probe address (a permanent neighbour
+/// entry), so it can answer a probe without an ARP exchange of its own (see
+/// `wire_probe.rs`). Taking the link down flushes the entry: call again after link up.
+pub fn teach_probe(layout: &Layout, i: usize) -> Result<()> {
+    let ip = layout.probe_ip().to_string();
+    let mac = mac_text(&PROBE_MAC);
+    let args = [
+        "neigh",
+        "replace",
+        &ip,
+        "lladdr",
+        &mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ];
+    netns::run_in(&layout.node_ns(i), "ip", &args).map(|_| ())
+}
+
+/// Takes `eth0` of node `i` down or up (an interface inside the node's namespace: the
+/// bridge side loses carrier, so frames to the node vanish without a reset).
+pub fn set_link(layout: &Layout, i: usize, up: bool) -> Result<()> {
+    let state = if up { "up" } else { "down" };
+    netns::run(
+        "ip",
+        &["-n", &layout.node_ns(i), "link", "set", "eth0", state],
+    )?;
+    if up {
+        teach_probe(layout, i)?;
+    }
+    Ok(())
 }
 
 /// The built test bed; dropping it tears everything down.
@@ -141,7 +203,13 @@ impl Testbed {
             netns::run_in(&ns, "ip", &["addr", "add", &cidr, "dev", "eth0"])?;
             netns::run_in(&ns, "ip", &["link", "set", "eth0", "up"])?;
         }
+        bed.teach_probe_address(layout)?;
         Ok(bed)
+    }
+
+    /// Every node knows the wire probe's MAC for its address (see [`teach_probe`]).
+    fn teach_probe_address(&self, layout: &Layout) -> Result<()> {
+        (0..layout.nodes).try_for_each(|i| teach_probe(layout, i))
     }
 
     fn add_ns(&mut self, ns: &str) -> Result<()> {

@@ -1,38 +1,23 @@
-//! Who holds the VIP, sampled every few milliseconds in every node's namespace.
+//! Who has the VIP configured, per node: the probes the holder poller runs.
 //!
 //! Locally, one NETLINK_ROUTE socket per node namespace (created by a thread that entered
 //! the namespace) is asked for its IPv4 addresses (RTM_GETADDR dump): about 0.1 ms per
-//! namespace, so a 20 ms period keeps up easily. Remotely, an inventory's `vip_check`
-//! command per node (exit 0 = holds) is run in parallel. Samples are timestamped against
-//! the scenario's epoch.
+//! namespace, so even a 2 ms period keeps up. Remotely, an inventory's `vip_check`
+//! command per node (exit 0 = holds, 1 = does not) is run in parallel. A probe that fails
+//! reports `None` (unknown), never "not holding".
 
+use crate::checks::HolderSample;
 use crate::netns;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::poller::Probe;
+use anyhow::{bail, Context, Result};
 use nix::sys::socket::{
     recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
     SockProtocol, SockType,
 };
 use nix::sys::time::{TimeVal, TimeValLike};
-use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-/// One look at every node: `holders[i]` is true when node `i` has the VIP.
-#[derive(Debug, Clone, Serialize)]
-pub struct HolderSample {
-    pub t_ms: f64,
-    pub holders: Vec<bool>,
-}
-
-/// Something that can tell, per node, whether it holds the VIP right now.
-pub trait Probe: Send {
-    fn probe(&mut self) -> Vec<bool>;
-}
 
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
@@ -159,11 +144,12 @@ fn parse(buf: &[u8], seq: u32, vip: [u8; 4]) -> Result<Parsed> {
 }
 
 impl Probe for NetlinkProbe {
-    fn probe(&mut self) -> Vec<bool> {
-        // An unanswered namespace (deleted mid-run) reads as "not holding".
-        (0..self.sockets.len())
-            .map(|i| self.holds(i).unwrap_or(false))
-            .collect()
+    type Sample = HolderSample;
+    fn probe(&mut self, t_ms: f64, _period: std::time::Duration) -> HolderSample {
+        let holders = (0..self.sockets.len())
+            .map(|i| self.holds(i).ok())
+            .collect();
+        HolderSample { t_ms, holders }
     }
 }
 
@@ -173,7 +159,8 @@ pub struct CommandProbe {
 }
 
 impl Probe for CommandProbe {
-    fn probe(&mut self) -> Vec<bool> {
+    type Sample = HolderSample;
+    fn probe(&mut self, t_ms: f64, _period: std::time::Duration) -> HolderSample {
         let handles: Vec<_> = self
             .commands
             .iter()
@@ -186,95 +173,20 @@ impl Probe for CommandProbe {
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .status()
-                        .map(|s| s.success())
-                        .unwrap_or(false)
+                        .ok()
+                        .and_then(|s| match s.code() {
+                            Some(0) => Some(true),
+                            Some(1) => Some(false),
+                            _ => None,
+                        })
                 })
             })
             .collect();
-        handles
+        let holders = handles
             .into_iter()
-            .map(|h| h.join().unwrap_or(false))
-            .collect()
-    }
-}
-
-/// A running poller thread.
-pub struct Poller {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Vec<HolderSample>>>,
-    /// The latest sample, for leader finding and the progress line.
-    pub latest: Arc<Mutex<Vec<bool>>>,
-}
-
-impl Poller {
-    /// Samples every `interval` until [`Poller::finish`] (bounded to `limit` anyway).
-    pub fn start(
-        mut probe: Box<dyn Probe>,
-        interval: Duration,
-        epoch: Instant,
-        limit: Duration,
-    ) -> Result<Poller> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let latest = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, latest2) = (stop.clone(), latest.clone());
-        let handle = std::thread::Builder::new()
-            .name("vip-poller".into())
-            .spawn(move || {
-                let mut samples = Vec::new();
-                let mut next = Instant::now();
-                while !stop2.load(Ordering::SeqCst) && epoch.elapsed() < limit {
-                    let t_ms = epoch.elapsed().as_secs_f64() * 1000.0;
-                    let holders = probe.probe();
-                    if let Ok(mut l) = latest2.lock() {
-                        l.clone_from(&holders);
-                    }
-                    samples.push(HolderSample { t_ms, holders });
-                    next += interval;
-                    let now = Instant::now();
-                    if next > now {
-                        std::thread::sleep(next - now);
-                    } else {
-                        next = now;
-                    }
-                }
-                samples
-            })
-            .context("spawning the VIP poller")?;
-        Ok(Poller {
-            stop,
-            handle: Some(handle),
-            latest,
-        })
-    }
-
-    /// Stops the poller and returns every sample.
-    pub fn finish(mut self) -> Result<Vec<HolderSample>> {
-        self.stop.store(true, Ordering::SeqCst);
-        let handle = self
-            .handle
-            .take()
-            .ok_or_else(|| anyhow!("poller already finished"))?;
-        handle.join().map_err(|_| anyhow!("VIP poller panicked"))
-    }
-
-    /// Current holders (indices).
-    pub fn holders(&self) -> Vec<usize> {
-        let latest = self.latest.lock().map(|l| l.clone()).unwrap_or_default();
-        latest
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| **h)
-            .map(|(i, _)| i)
-            .collect()
-    }
-}
-
-impl Drop for Poller {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+            .map(|h| h.join().ok().flatten())
+            .collect();
+        HolderSample { t_ms, holders }
     }
 }
 

@@ -4,6 +4,7 @@
 //! them), also when a test panics.
 
 use nix::sched::{setns, CloneFlags};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
@@ -11,13 +12,27 @@ use std::process::Command;
 pub const IFACE: &str = "eth0";
 
 /// True when the namespace tests can run here (root and iproute2); says why otherwise.
+/// In CI (`CI=true`) a missing prerequisite is a failure, never a skip; elsewhere the
+/// skip is also appended to `$FULCRUM_SKIP_LOG` (when set) for `.ci/run`'s summary.
 pub fn can_run(test: &str) -> bool {
     let root = std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false);
     let ip = Command::new("ip").arg("-V").output().is_ok();
     if !root || !ip {
-        eprintln!("SKIPPED {test}: needs root and iproute2 (root={root}, ip={ip})");
+        let why = format!("needs root and iproute2 (root={root}, ip={ip})");
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!ci, "{test} cannot run in CI (CI=true): {why}");
+        eprintln!("SKIPPED {test}: {why}");
+        if let Some(path) = std::env::var_os("FULCRUM_SKIP_LOG") {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path);
+            if let Ok(mut f) = file {
+                let _ = writeln!(f, "{test}: {why}");
+            }
+        }
     }
     root && ip
 }

@@ -48,32 +48,53 @@ async fn learned_session_sticks_across_nodes_and_survives_node_death() {
     let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
     let (p1, mut n1, p2, _n2) = two_nodes(&redis, &[&a, &b], LEARN, "30m").await;
     let client = fresh_client();
-    // The backend that answers /setcookie issues JSESSIONID=s1; fulcrum learns it.
-    let first = get(&client, &p1.url("/setcookie?c=s1"), &[]).await.unwrap();
-    let pinned = first.backend.clone().unwrap();
-    assert!(first.headers.get("set-cookie").is_some());
-    for ports in [&p1, &p2] {
-        for _ in 0..50 {
-            let r = get(&client, &ports.url("/"), &[("cookie", "JSESSIONID=s1")])
+    // Ten sessions learned and served through node 1 only: node 2 never sees them before
+    // node 1 dies, so it can only know their pins from Redis.
+    let mut pins = Vec::new();
+    for s in 0..10 {
+        // The backend that answers /setcookie issues JSESSIONID=sN; fulcrum learns it.
+        let first = get(&client, &p1.url(&format!("/setcookie?c=s{s}")), &[])
+            .await
+            .expect("learning request");
+        assert!(first.headers.get("set-cookie").is_some());
+        let pinned = first
+            .backend
+            .clone()
+            .expect("x-backend on the learning answer");
+        pins.push((format!("JSESSIONID=s{s}"), pinned));
+    }
+    for (cookie, pinned) in &pins {
+        for _ in 0..5 {
+            let r = get(&client, &p1.url("/"), &[("cookie", cookie.as_str())])
                 .await
-                .unwrap();
+                .expect("request through node 1");
             assert_eq!(
                 r.backend.as_deref(),
                 Some(pinned.as_str()),
-                "session left its backend"
+                "{cookie} left its backend"
             );
         }
     }
-    // kill -9 node 1: the session through node 2 still lands on its backend.
+    let backends: std::collections::BTreeSet<&str> = pins.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(
+        backends.len(),
+        2,
+        "the sessions must be pinned to both backends, or a node that always picks one would pass"
+    );
+    // kill -9 node 1: every session's first request through node 2 lands on its pin.
     n1.kill9();
-    for _ in 0..10 {
-        let r = get(&client, &p2.url("/"), &[("cookie", "JSESSIONID=s1")])
+    for (cookie, pinned) in &pins {
+        let r = get(&client, &p2.url("/"), &[("cookie", cookie.as_str())])
             .await
-            .unwrap();
-        assert_eq!(r.backend.as_deref(), Some(pinned.as_str()));
+            .expect("request through node 2");
+        assert_eq!(
+            r.backend.as_deref(),
+            Some(pinned.as_str()),
+            "{cookie} through node 2 after node 1 died"
+        );
     }
     assert_eq!(
-        get_status(&p2.admin).await.unwrap()["session_store"],
+        get_status(&p2.admin).await.expect("node 2 status")["session_store"],
         "connected"
     );
 }
@@ -181,16 +202,31 @@ async fn redis_death_costs_users_nothing_and_pins_return_with_it() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s = get_status(&p1.admin).await.unwrap();
     assert_eq!(s["session_store"], "degraded");
-    // Both nodes hash a new key the same way while Redis is away.
-    let x1 = get(&fresh_client(), &p1.url("/"), &[("x-user", "fresh-key")])
-        .await
-        .unwrap()
-        .backend;
-    let x2 = get(&fresh_client(), &p2.url("/"), &[("x-user", "fresh-key")])
-        .await
-        .unwrap()
-        .backend;
-    assert_eq!(x1, x2, "fallback hashing must agree across nodes");
+    // Both nodes hash new keys the same way while Redis is away: every answer a 200 from
+    // a named backend, the same per key on both nodes, and both backends used (two
+    // failures, or an always-the-same answer, would "agree" too).
+    let mut chosen = std::collections::BTreeSet::new();
+    for k in 0..20 {
+        let key = format!("fresh-key-{k}");
+        let mut answers = Vec::new();
+        for p in [&p1, &p2] {
+            let r = get(&fresh_client(), &p.url("/"), &[("x-user", key.as_str())])
+                .await
+                .expect("an answer while Redis is away");
+            assert_eq!(r.status, 200, "{key} on {}", p.url("/"));
+            answers.push(r.backend.expect("x-backend on the answer"));
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "fallback hashing must agree across nodes for {key}"
+        );
+        chosen.insert(answers[0].clone());
+    }
+    assert_eq!(
+        chosen.len(),
+        2,
+        "fallback hashing spreads 20 keys over both backends: {chosen:?}"
+    );
     redis.restart().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);

@@ -31,6 +31,7 @@ mod options;
 mod schedule;
 mod task;
 
+pub use announcer::link_address;
 pub use controller::VipController;
 pub use error::VipError;
 pub use fence::{fence_installed, remove_fence, Fence, RefreshMethod};

@@ -85,7 +85,9 @@ fn renewal_keeps_a_short_lifetime_vip_present() {
             start.elapsed()
         );
         if polls % 10 == 0 {
-            max_lft_seen = max_lft_seen.max(valid_lft(&lab.addr_lines("a", VIP)));
+            let lft = valid_lft(&lab.addr_lines("a", VIP))
+                .unwrap_or_else(|why| panic!("the VIP's kernel lifetime: {why}"));
+            max_lft_seen = max_lft_seen.max(lft);
         }
         polls += 1;
         std::thread::sleep(Duration::from_millis(50));
@@ -100,13 +102,36 @@ fn renewal_keeps_a_short_lifetime_vip_present() {
     rt.block_on(ctrl.shutdown());
 }
 
-/// The `valid_lft Nsec` value from an `ip -o addr` line (0 when absent).
-fn valid_lft(lines: &[String]) -> u32 {
-    lines
-        .iter()
-        .filter_map(|l| l.split("valid_lft ").nth(1))
-        .filter_map(|rest| rest.split("sec").next())
-        .filter_map(|n| n.trim().parse().ok())
-        .max()
-        .unwrap_or(0)
+/// The largest `valid_lft Nsec` of `ip -o addr` lines; an error when no line has one or
+/// a line says `forever` (an address without a lifetime is exactly what must not pass).
+fn valid_lft(lines: &[String]) -> Result<u32, String> {
+    let mut max = None;
+    for l in lines {
+        let Some(rest) = l.split("valid_lft ").nth(1) else {
+            continue;
+        };
+        let word = rest.split_whitespace().next().unwrap_or("");
+        if word == "forever" {
+            return Err(format!("valid_lft forever in {l:?}"));
+        }
+        let secs: u32 = word
+            .strip_suffix("sec")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("unreadable valid_lft {word:?} in {l:?}"))?;
+        max = Some(max.map_or(secs, |m: u32| m.max(secs)));
+    }
+    max.ok_or_else(|| format!("no valid_lft in {lines:?}"))
+}
+
+#[test]
+fn valid_lft_reads_seconds_and_refuses_forever() {
+    let line = |lft: &str| {
+        vec![format!(
+            "2: eth0    inet 10.77.0.100/24 scope global eth0\\       valid_lft {lft} preferred_lft {lft}"
+        )]
+    };
+    assert_eq!(valid_lft(&line("1sec")), Ok(1));
+    assert!(valid_lft(&line("forever")).is_err());
+    assert!(valid_lft(&[]).is_err());
+    assert!(valid_lft(&["2: eth0 inet 10.77.0.100/24".to_string()]).is_err());
 }

@@ -2,6 +2,7 @@
 //! may fail and every node must end on the new version.
 
 use super::Ctx;
+use crate::checks::Fault;
 use crate::{faults, httpc};
 use anyhow::{anyhow, Result};
 use std::time::Duration;
@@ -18,10 +19,16 @@ pub async fn config_change(cx: &mut Ctx<'_>) -> Result<Option<u64>> {
         .config_toml(1)
         .ok_or_else(|| anyhow!("no alternative config to apply"))?;
     cx.tl.mark(
+        Fault::ConfigPut,
+        Some(follower),
         format!("PUT /config on {}", cx.ops.node_name(follower)),
         0.0,
         false,
     );
+    if cx.noop {
+        // `--noop-fault`: the change is announced but never sent.
+        return Ok(before);
+    }
     let version = httpc::put_config(&cx.ops.admin(follower), toml, Duration::from_secs(3)).await?;
     Ok(version.or(before.map(|v| v + 1)))
 }

@@ -1,6 +1,7 @@
 //! Scenarios on what fulcrum depends on: Redis (affinity store) and the backends.
 
 use super::Ctx;
+use crate::checks::Fault;
 use crate::faults;
 use crate::ops::BackendAction;
 use anyhow::Result;
@@ -11,10 +12,12 @@ const DETECT_MS: f64 = 2500.0;
 /// kill -9 Redis at 3 s, start it at 8 s: nothing may fail and pins must hold.
 pub async fn redis_down(cx: &mut Ctx<'_>) -> Result<()> {
     cx.tl.until(3000).await;
-    cx.tl.mark("kill redis".into(), 0.0, false);
+    cx.tl
+        .mark(Fault::RedisDown, None, "kill redis".into(), 0.0, false);
     cx.ops.redis(false)?;
     cx.tl.until(8000).await;
-    cx.tl.mark("start redis".into(), 0.0, false);
+    cx.tl
+        .mark(Fault::RedisUp, None, "start redis".into(), 0.0, false);
     cx.ops.redis(true)
 }
 

@@ -2,6 +2,7 @@
 //! it), and packet loss plus delay on the leader's link.
 
 use super::Ctx;
+use crate::checks::Fault;
 use crate::faults;
 use anyhow::Result;
 
@@ -12,10 +13,18 @@ pub async fn partition_leader(cx: &mut Ctx<'_>) -> Result<()> {
     cx.tl.until(3000).await;
     let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
     let name = cx.ops.node_name(leader);
-    cx.tl.mark(format!("partition {name}"), 2000.0, true);
+    let t = Some(leader);
+    cx.tl.mark(
+        Fault::Partition,
+        t,
+        format!("partition {name}"),
+        2000.0,
+        true,
+    );
     cx.ops.partition(leader)?;
     cx.tl.until(8000).await;
-    cx.tl.mark(format!("heal {name}"), 1000.0, true);
+    cx.tl
+        .mark(Fault::Heal, t, format!("heal {name}"), 1000.0, true);
     cx.ops.heal(leader)
 }
 
@@ -25,12 +34,20 @@ pub async fn netem(cx: &mut Ctx<'_>) -> Result<()> {
     cx.tl.until(3000).await;
     let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
     let name = cx.ops.node_name(leader);
-    cx.tl.mark(format!("netem on {name}"), 7000.0, false);
+    let t = Some(leader);
+    cx.tl
+        .mark(Fault::NetemOn, t, format!("netem on {name}"), 7000.0, false);
     let applied = cx.ops.netem(leader, true)?;
     if let Some(last) = cx.tl.events.last_mut() {
         last.what = format!("netem on {name} ({applied})");
     }
     cx.tl.until(9000).await;
-    cx.tl.mark(format!("netem off {name}"), 1000.0, false);
+    cx.tl.mark(
+        Fault::NetemOff,
+        t,
+        format!("netem off {name}"),
+        1000.0,
+        false,
+    );
     cx.ops.netem(leader, false).map(|_| ())
 }

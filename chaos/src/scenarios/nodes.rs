@@ -2,6 +2,7 @@
 //! the leader, and a rolling restart (SIGTERM + start, one node at a time).
 
 use super::Ctx;
+use crate::checks::Fault;
 use crate::faults::{self, node_action, restart};
 use crate::ops::NodeAction;
 use anyhow::Result;
@@ -13,6 +14,25 @@ pub async fn kill_leader(cx: &mut Ctx<'_>) -> Result<()> {
     let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
     node_action(cx.ops, &mut cx.tl, leader, NodeAction::Kill, 2000.0, true)?;
     cx.tl.until(7000).await;
+    restart(cx.ops, &mut cx.tl, leader, 0.0)
+}
+
+/// Death of the leader's node at 3 s: its link goes down first (peers and clients hear
+/// silence, never a reset), then kill -9 of its process; at 7 s the link comes back and
+/// the process starts again.
+pub async fn crash_node_leader(cx: &mut Ctx<'_>) -> Result<()> {
+    cx.tl.until(3000).await;
+    let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
+    let name = cx.ops.node_name(leader);
+    let t = Some(leader);
+    let what = format!("link down {name}");
+    cx.tl.mark(Fault::LinkDown, t, what, 2000.0, true);
+    cx.ops.link(leader, false)?;
+    node_action(cx.ops, &mut cx.tl, leader, NodeAction::Kill, 2000.0, false)?;
+    cx.tl.until(7000).await;
+    cx.tl
+        .mark(Fault::LinkUp, t, format!("link up {name}"), 0.0, false);
+    cx.ops.link(leader, true)?;
     restart(cx.ops, &mut cx.tl, leader, 0.0)
 }
 
@@ -32,6 +52,9 @@ pub async fn freeze_leader(cx: &mut Ctx<'_>) -> Result<()> {
     cx.tl.until(3000).await;
     let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
     node_action(cx.ops, &mut cx.tl, leader, NodeAction::Freeze, 2500.0, true)?;
+    // Sample densely around the resume: a re-announce may last only milliseconds.
+    cx.tl.until(6000 - DENSE_LEAD_MS).await;
+    cx.dense(true);
     cx.tl.until(6000).await;
     node_action(cx.ops, &mut cx.tl, leader, NodeAction::Resume, 0.0, false)?;
     if let Some(resume) = cx.tl.events.last_mut() {
@@ -39,8 +62,15 @@ pub async fn freeze_leader(cx: &mut Ctx<'_>) -> Result<()> {
         // from here on is a re-announce without a lease.
         resume.no_dual_after = true;
     }
+    cx.tl.until(6000 + DENSE_TAIL_MS).await;
+    cx.dense(false);
     Ok(())
 }
+
+/// Dense sampling starts this long before a resume...
+const DENSE_LEAD_MS: u64 = 100;
+/// ...and lasts this long after it.
+const DENSE_TAIL_MS: u64 = 1500;
 
 /// SIGTERM and restart every node in turn, followers first, the leader last.
 pub async fn rolling_restart(cx: &mut Ctx<'_>) -> Result<()> {
@@ -54,7 +84,10 @@ pub async fn rolling_restart(cx: &mut Ctx<'_>) -> Result<()> {
         let is_leader = now_leader == Some(i);
         let allow = if is_leader { 1000.0 } else { 0.0 };
         node_action(cx.ops, &mut cx.tl, i, NodeAction::Stop, allow, is_leader)?;
-        if !cx.ops.wait_exit(i, Duration::from_secs(5)) {
+        if cx.ops.wait_exit(i, Duration::from_secs(5)) && cx.ops.running(i) != Some(true) {
+            let what = format!("{} exited", cx.ops.node_name(i));
+            cx.tl.mark(Fault::Exited, Some(i), what, 0.0, false);
+        } else {
             node_action(cx.ops, &mut cx.tl, i, NodeAction::Kill, 0.0, false)?;
         }
         restart(cx.ops, &mut cx.tl, i, 0.0)?;

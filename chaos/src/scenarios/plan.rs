@@ -1,0 +1,228 @@
+//! What each scenario is judged against, in one table: how long the load runs, the
+//! bounds of its figures, how much data a verdict needs, and its premises (the evidence
+//! that the fault hit the right node and took effect).
+
+use crate::checks::{Enough, Expect, Fault, Plan, Premise, Which};
+
+/// The leader lease of the generated configs (the config default, `cluster.lease`).
+const LEASE_MS: f64 = 140.0;
+/// The guard's tick and the netlink delete on top of the lease before the VIP is gone.
+const RELEASE_SLACK_MS: f64 = 50.0;
+
+/// Data a verdict needs by default (at the default 100 requests/s and 20 ms sampling).
+const ENOUGH: Enough = Enough {
+    load: [100, 100, 100],
+    max_send_gap_ms: 500.0,
+    pinned: 200,
+    pinned_after_fault: 50,
+    holder_share: 0.5,
+    max_unknown_share: 0.05,
+};
+
+/// How long cpu-hog saturates the CPU in the checks' own tests (`--hog-secs` default).
+#[cfg(test)]
+pub const DEFAULT_HOG_MS: u64 = 60_000;
+/// cpu-hog: the hog starts this long after the load, and the load runs this long after it.
+pub const HOG_MARGIN_MS: u64 = 3_000;
+
+/// The plan of scenario `name` (`strict`: `fencing = "strict"` in the configs), with the
+/// default hog length (the checks' own tests).
+#[cfg(test)]
+pub fn plan(name: &str, strict: bool) -> Plan {
+    plan_for(name, strict, DEFAULT_HOG_MS)
+}
+
+/// The plan of scenario `name`; cpu-hog saturates the CPU for `hog_ms`.
+pub fn plan_for(name: &str, strict: bool, hog_ms: u64) -> Plan {
+    let (mut load_ms, expect) = bounds(name, strict);
+    if name == "cpu-hog" {
+        load_ms = hog_ms + 2 * HOG_MARGIN_MS;
+    }
+    Plan {
+        load_ms,
+        expect,
+        enough: ENOUGH,
+        premises: premises(name, &expect),
+        steady_during: (name == "cpu-hog").then_some(Fault::HogOn),
+    }
+}
+
+/// The premises of each scenario.
+fn premises(name: &str, expect: &Expect) -> Vec<Premise> {
+    use Premise::*;
+    let every = Which::Every;
+    let moves = |after: Fault, which: Which| NewLeaderAndHolder {
+        after,
+        which,
+        within_ms: expect.max_failover_ms,
+    };
+    match name {
+        "kill-leader" => vec![
+            Leads {
+                fault: Fault::Kill,
+                which: every,
+            },
+            TakesEffect(Fault::Kill),
+            moves(Fault::Kill, every),
+        ],
+        // Node death: the link goes down first (peers hear silence), then kill -9.
+        "crash-node-leader" => vec![
+            Leads {
+                fault: Fault::LinkDown,
+                which: every,
+            },
+            TakesEffect(Fault::LinkDown),
+            TakesEffect(Fault::Kill),
+            moves(Fault::LinkDown, every),
+        ],
+        "cpu-hog" => vec![TakesEffect(Fault::HogOn)],
+        "kill-follower" => vec![
+            Follows {
+                fault: Fault::Kill,
+                which: every,
+            },
+            TakesEffect(Fault::Kill),
+        ],
+        "freeze-leader" => vec![
+            Leads {
+                fault: Fault::Freeze,
+                which: every,
+            },
+            TakesEffect(Fault::Freeze),
+            moves(Fault::Freeze, every),
+        ],
+        "partition-leader" => vec![
+            Leads {
+                fault: Fault::Partition,
+                which: every,
+            },
+            TakesEffect(Fault::Partition),
+            Releases {
+                after: Fault::Partition,
+                within_ms: LEASE_MS + RELEASE_SLACK_MS,
+            },
+            moves(Fault::Partition, every),
+        ],
+        "netem" => vec![
+            Leads {
+                fault: Fault::NetemOn,
+                which: every,
+            },
+            TakesEffect(Fault::NetemOn),
+        ],
+        "redis-down" => vec![TakesEffect(Fault::RedisDown)],
+        "backend-kill" | "backend-hang" | "backend-500" => vec![TakesEffect(Fault::BackendDown)],
+        "rolling-restart" => vec![
+            Follows {
+                fault: Fault::Stop,
+                which: Which::AllButLast,
+            },
+            Leads {
+                fault: Fault::Stop,
+                which: Which::Last,
+            },
+            TakesEffect(Fault::Stop),
+            moves(Fault::Stop, Which::Last),
+        ],
+        "config-change" => vec![
+            Follows {
+                fault: Fault::ConfigPut,
+                which: every,
+            },
+            TakesEffect(Fault::ConfigPut),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Load length and bounds of a scenario.
+fn bounds(name: &str, strict: bool) -> (u64, Expect) {
+    let base = Expect {
+        min_availability_pct: 99.0,
+        max_outage_ms: 1000.0,
+        max_failover_ms: 2000.0,
+        max_dual_ms: 0.0,
+    };
+    // Strict fencing: a new leader first waits out the old holder's kernel lifetime (2 s).
+    let failover = if strict {
+        Expect {
+            min_availability_pct: 70.0,
+            max_outage_ms: 3500.0,
+            max_failover_ms: 3500.0,
+            ..base
+        }
+    } else {
+        Expect {
+            min_availability_pct: 90.0,
+            max_outage_ms: 2000.0,
+            ..base
+        }
+    };
+    let backend = Expect {
+        min_availability_pct: 85.0,
+        max_outage_ms: 2500.0,
+        ..base
+    };
+    // Fast fencing: a new leader claims at once while a killed or frozen holder's kernel
+    // keeps the address until its lifetime (2 s) runs out. Strict fencing: never two.
+    let zombie_dual_ms = if strict { 0.0 } else { 2300.0 };
+    match name {
+        "kill-leader" | "crash-node-leader" => (
+            12_000,
+            Expect {
+                max_dual_ms: zombie_dual_ms,
+                ..failover
+            },
+        ),
+        "freeze-leader" => (
+            11_000,
+            Expect {
+                max_dual_ms: zombie_dual_ms,
+                max_outage_ms: failover.max_outage_ms.max(3000.0),
+                max_failover_ms: failover.max_failover_ms.max(3000.0),
+                ..failover
+            },
+        ),
+        "partition-leader" => (13_000, failover),
+        "netem" => (
+            12_000,
+            Expect {
+                min_availability_pct: 85.0,
+                max_outage_ms: 2500.0,
+                ..base
+            },
+        ),
+        "backend-kill" | "backend-hang" | "backend-500" => (12_000, backend),
+        // A planned stop hands leadership over first: the window must stay small.
+        "rolling-restart" => (
+            18_000,
+            Expect {
+                max_failover_ms: 1000.0,
+                min_availability_pct: 90.0,
+                ..failover
+            },
+        ),
+        "config-change" => (8_000, base),
+        _ => (11_000, base),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios::ALL;
+
+    #[test]
+    fn every_scenario_declares_premises() {
+        for name in ALL {
+            let p = plan(name, false);
+            assert!(!p.premises.is_empty(), "{name} has no premise");
+            assert!(
+                p.premises
+                    .iter()
+                    .any(|p| matches!(p, Premise::TakesEffect(_))),
+                "{name} never checks that its fault took effect"
+            );
+        }
+    }
+}
