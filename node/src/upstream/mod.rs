@@ -14,6 +14,7 @@
 mod connect;
 mod idle;
 mod raw;
+mod stop_sending;
 
 use crate::proxy::body::ProxyBody;
 use connect::ConnectSettings;
