@@ -32,6 +32,15 @@ impl Listener {
         })
     }
 
+    /// Whether `ip` is inside one of `trusted_proxies` (unparsable entries, which
+    /// validation refuses, trust nobody). Parses as it goes: no allocation.
+    pub fn trusts_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|s| IpNet::parse(s).ok())
+            .any(|net| net.contains(ip))
+    }
+
     /// The networks allowed to send a PROXY header; unparsable entries are skipped.
     pub fn proxy_networks(&self) -> Vec<IpNet> {
         self.proxy_from

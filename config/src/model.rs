@@ -191,6 +191,38 @@ pub struct Listener {
     pub max_header_bytes: usize,
     /// Pool used by a `tcp` listener (TCP listeners have no routes).
     pub pool: Option<String>,
+    /// Networks whose `X-Forwarded-For` / `Forwarded` / `X-Real-IP` are kept and appended
+    /// to. From any other client these headers are replaced with what fulcrum saw.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Which path a backend receives: the normalised one routing matched (default) or
+    /// the bytes the client sent.
+    #[serde(default)]
+    pub forward_path: ForwardPath,
+    /// Routing also merges runs of `/` into one (`//admin` matches `/admin`).
+    #[serde(default)]
+    pub merge_slashes: bool,
+}
+
+/// The request path a backend receives. Routing always matches the normalised path
+/// (percent-encoded unreserved characters decoded, dot segments removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardPath {
+    /// The path routing matched, so backend and router agree on what was asked for.
+    #[default]
+    Normalized,
+    /// The path exactly as the client sent it.
+    AsReceived,
+}
+
+impl ForwardPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardPath::Normalized => "normalized",
+            ForwardPath::AsReceived => "as-received",
+        }
+    }
 }
 
 /// A certificate chain and its private key, both PEM files.
@@ -216,6 +248,10 @@ pub struct Route {
     pub pool: String,
     #[serde(default)]
     pub redirect_https: bool,
+    /// Protocols a client may switch to on this route (`Upgrade` tokens, compared
+    /// case-insensitively); other tokens are not forwarded. `h2c` is never allowed.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
 }
 
 /// How a pool picks a backend.
@@ -441,6 +477,9 @@ fn default_response_timeout() -> Duration {
 }
 fn default_upstream_idle() -> Duration {
     Duration::from_secs(60)
+}
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".to_string()]
 }
 fn default_weight() -> u32 {
     1

@@ -167,6 +167,15 @@ fn listener(out: &mut String, l: &Listener) {
             l.proxy_from.join(", ")
         );
     }
+    if l.protocol != crate::Protocol::Tcp {
+        let _ = writeln!(
+            out,
+            "    forwarding headers appended to from [{}], replaced from anyone else; forwards the {} path{}",
+            l.trusted_proxies.join(", "),
+            l.forward_path.as_str(),
+            if l.merge_slashes { ", slashes merged" } else { "" },
+        );
+    }
 }
 
 fn pools(out: &mut String, pools: &[Pool]) {

@@ -144,3 +144,64 @@ fn port_zero_binds_never_collide() {
         + "\n[[listener]]\nname = \"web2\"\nbind = \"127.0.0.1:0\"\n";
     assert!(fulcrum_config::parse(&text, "t").is_ok());
 }
+
+#[test]
+fn trusted_proxies_must_be_networks() {
+    let text = BASE.replace(
+        "bind = \"127.0.0.1:8080\"",
+        "bind = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.internal\"]",
+    );
+    assert_one(&text, "\"proxy.internal\"", 0, "not an IP address");
+}
+
+#[test]
+fn trusted_proxies_and_path_settings_are_read() {
+    let text = BASE.replace(
+        "bind = \"127.0.0.1:8080\"",
+        "bind = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nforward_path = \"as-received\"\nmerge_slashes = true",
+    );
+    let config = fulcrum_config::parse(&text, "t").unwrap();
+    let l = &config.listener[0];
+    assert_eq!(l.trusted_proxies, ["10.0.0.0/8", "::1"]);
+    assert_eq!(l.forward_path, fulcrum_config::ForwardPath::AsReceived);
+    assert!(l.merge_slashes);
+    let defaults = fulcrum_config::parse(BASE, "t").unwrap();
+    let d = &defaults.listener[0];
+    assert!(d.trusted_proxies.is_empty());
+    assert_eq!(d.forward_path, fulcrum_config::ForwardPath::Normalized);
+    assert!(!d.merge_slashes);
+}
+
+#[test]
+fn forward_path_must_be_known() {
+    let text = BASE.replace(
+        "bind = \"127.0.0.1:8080\"",
+        "bind = \"127.0.0.1:8080\"\nforward_path = \"raw\"",
+    );
+    assert_one(&text, "\"raw\"", 0, "unknown variant");
+}
+
+#[test]
+fn trusted_proxies_on_a_tcp_listener() {
+    let text = with(
+        "\n[[listener]]\nname = \"db\"\nbind = \"127.0.0.1:5432\"\nprotocol = \"tcp\"\npool = \"app\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+    );
+    assert_one(&text, "[\"10.0.0.0/8\"]", 0, "for http/https listeners");
+}
+
+#[test]
+fn trusted_proxies_decide_who_is_trusted() {
+    let text = BASE.replace(
+        "bind = \"127.0.0.1:8080\"",
+        "bind = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::1\"]",
+    );
+    let config = fulcrum_config::parse(&text, "t").unwrap();
+    let l = &config.listener[0];
+    assert!(l.trusts_proxy("10.1.2.3".parse().unwrap()));
+    assert!(l.trusts_proxy("::ffff:10.1.2.3".parse().unwrap()));
+    assert!(l.trusts_proxy("2001:db8::1".parse().unwrap()));
+    assert!(!l.trusts_proxy("2001:db8::2".parse().unwrap()));
+    assert!(!l.trusts_proxy("127.0.0.1".parse().unwrap()));
+    let base = fulcrum_config::parse(BASE, "t").unwrap();
+    assert!(!base.listener[0].trusts_proxy("127.0.0.1".parse().unwrap()));
+}

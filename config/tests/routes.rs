@@ -50,3 +50,42 @@ fn routes_differing_in_headers_are_fine() {
         with("\n[[route]]\nlistener = \"web\"\npool = \"app\"\nheaders = { x-canary = \"1\" }\n");
     assert!(fulcrum_config::parse(&text, "t").is_ok());
 }
+
+#[test]
+fn upgrades_default_to_websocket_and_can_be_set() {
+    let config = fulcrum_config::parse(BASE, "t").unwrap();
+    assert_eq!(config.route[0].upgrades, ["websocket"]);
+    let text = BASE.replace(
+        "pool = \"app\"\n\n",
+        "pool = \"app\"\nupgrades = [\"websocket\", \"TLS/1.3\"]\n\n",
+    );
+    let config = fulcrum_config::parse(&text, "t").unwrap();
+    assert_eq!(config.route[0].upgrades, ["websocket", "TLS/1.3"]);
+    let none = BASE.replace("pool = \"app\"\n\n", "pool = \"app\"\nupgrades = []\n\n");
+    assert!(fulcrum_config::parse(&none, "t").unwrap().route[0]
+        .upgrades
+        .is_empty());
+}
+
+#[test]
+fn h2c_upgrade_is_refused() {
+    let text = BASE.replace(
+        "pool = \"app\"\n\n",
+        "pool = \"app\"\nupgrades = [\"websocket\", \"H2C\"]\n\n",
+    );
+    assert_one(&text, "\"H2C\"", 0, "never tunnelled");
+}
+
+#[test]
+fn upgrade_tokens_must_be_protocol_names() {
+    let text = BASE.replace(
+        "pool = \"app\"\n\n",
+        "pool = \"app\"\nupgrades = [\"web socket\"]\n\n",
+    );
+    assert_one(
+        &text,
+        "\"web socket\"",
+        0,
+        "not a valid upgrade protocol name",
+    );
+}

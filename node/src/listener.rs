@@ -146,8 +146,14 @@ async fn serve_plain(
             return;
         }
     };
+    let trusted = config.is_some_and(|l| l.trusts_proxy(origin.client.ip()));
     drop(snapshot);
-    let conn = Arc::new(ConnInfo::new(spec.name.clone(), origin.client, false));
+    let conn = Arc::new(ConnInfo::new(
+        spec.name.clone(),
+        origin.client,
+        false,
+        trusted,
+    ));
     crate::h1::serve(stream, conn, builder, dp, stop, spec.limits()).await;
 }
 
@@ -186,7 +192,7 @@ pub(crate) async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    dp.metrics.client_connections.inc();
+    let _open = OpenConnection::count(&dp.metrics.client_connections);
     let activity = Arc::new(ConnActivity::default());
     let io = TokioIo::new(ActivityIo::with_prefix(stream, prefix, activity.clone()));
     let service_dp = dp.clone();
@@ -235,7 +241,23 @@ pub(crate) async fn serve_connection<S>(
             }
         }
     }
-    dp.metrics.client_connections.dec();
+}
+
+/// One open client connection in the `client_connections` gauge, for as long as it
+/// lives: the count goes down however the connection's task ends.
+pub(crate) struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    pub(crate) fn count(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        OpenConnection(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Counts reads and writes so the watchdog can tell a quiet connection from a busy

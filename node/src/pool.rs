@@ -118,6 +118,7 @@ impl PoolRuntime {
                 pool.connect_timeout,
                 pool.upstream_idle_timeout,
                 crate::tls::backend::upstream_settings(pool),
+                metrics.backend_unsolicited.clone(),
             ),
             response_timeout: pool.response_timeout,
             latency_aware: pool.algorithm == fulcrum_config::Algorithm::PeakEwma,

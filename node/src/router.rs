@@ -5,8 +5,14 @@
 //! beats no host, then the longest path prefix, then the route with more header
 //! conditions. The table is sorted once when a config is compiled, so a lookup is a
 //! linear scan that stops at the first match.
+//!
+//! The host given to `find` is the host part of a validated authority
+//! (`proxy::authority`); it is compared as ASCII bytes, so no client input is ever
+//! sliced as text. The path is the normalised one (`proxy::path`), with the listener's
+//! `PathPolicy` carried here so both HTTP paths read it with the routes.
 
 use crate::proxy::lookup::HeaderLookup;
+use crate::proxy::path::PathPolicy;
 #[cfg(test)]
 use http::HeaderMap;
 
@@ -18,6 +24,8 @@ pub struct CompiledRoute {
     headers: Vec<(http::HeaderName, String)>,
     pub pool: String,
     pub redirect_https: bool,
+    /// Protocols a client may upgrade to, lower case (`websocket`, `name/version`).
+    pub upgrades: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,14 +48,17 @@ impl HostMatch {
         }
     }
 
-    fn matches(&self, host: &str) -> bool {
+    /// Compares ASCII bytes: a host that is not ASCII simply matches no name.
+    fn matches(&self, host: &[u8]) -> bool {
         match self {
             HostMatch::Any => true,
-            HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
-            HostMatch::Wildcard(suffix) => {
-                host.len() > suffix.len()
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-            }
+            HostMatch::Exact(h) => h.as_bytes().eq_ignore_ascii_case(host),
+            HostMatch::Wildcard(suffix) => host
+                .len()
+                .checked_sub(suffix.len())
+                .filter(|&start| start > 0)
+                .and_then(|start| host.get(start..))
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix.as_bytes())),
         }
     }
 
@@ -60,14 +71,15 @@ impl HostMatch {
     }
 }
 
-/// The routes of one listener, most specific first.
+/// The routes of one listener, most specific first, and how it treats paths.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<CompiledRoute>,
+    pub paths: PathPolicy,
 }
 
 impl RouteTable {
-    pub fn build(routes: &[&fulcrum_config::Route]) -> Self {
+    pub fn build(routes: &[&fulcrum_config::Route], paths: PathPolicy) -> Self {
         let mut compiled: Vec<CompiledRoute> = routes
             .iter()
             .map(|r| CompiledRoute {
@@ -84,6 +96,7 @@ impl RouteTable {
                     .collect(),
                 pool: r.pool.clone(),
                 redirect_https: r.redirect_https,
+                upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
             })
             .collect();
         compiled.sort_by(|a, b| {
@@ -93,20 +106,24 @@ impl RouteTable {
                 a.headers.len(),
             ))
         });
-        RouteTable { routes: compiled }
+        RouteTable {
+            routes: compiled,
+            paths,
+        }
     }
 
-    /// The most specific route for this request, if any.
+    /// The most specific route for a request to `host` (the host part of its
+    /// authority, `proxy::authority::host_part`; empty when it has none) and the
+    /// normalised `path`.
     pub fn find(
         &self,
-        host: Option<&str>,
-        path: &str,
+        host: &[u8],
+        path: &[u8],
         headers: &impl HeaderLookup,
     ) -> Option<&CompiledRoute> {
-        let host = host.map(strip_port).unwrap_or("");
         self.routes.iter().find(|r| {
             r.host.matches(host)
-                && path.starts_with(r.path_prefix.as_str())
+                && path.starts_with(r.path_prefix.as_bytes())
                 && r.headers.iter().all(|(name, value)| {
                     headers
                         .first(name.as_str())
@@ -116,12 +133,20 @@ impl RouteTable {
     }
 }
 
-/// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_inclusive(']').next().unwrap_or(host);
+impl CompiledRoute {
+    /// Whether a client may switch to `protocol` (an `Upgrade` token) on this route: a
+    /// configured name matches any version of it, `name/version` only that version.
+    pub fn allows_upgrade(&self, protocol: &[u8]) -> bool {
+        let name = protocol.split(|&b| b == b'/').next().unwrap_or_default();
+        self.upgrades.iter().any(|allowed| {
+            let allowed = allowed.as_bytes();
+            if allowed.contains(&b'/') {
+                allowed.eq_ignore_ascii_case(protocol)
+            } else {
+                allowed.eq_ignore_ascii_case(name)
+            }
+        })
     }
-    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
 
 #[cfg(test)]
@@ -137,7 +162,13 @@ mod tests {
             headers: Default::default(),
             pool: pool.into(),
             redirect_https: false,
+            upgrades: vec!["websocket".into()],
         }
+    }
+
+    fn table(routes: &[Route]) -> RouteTable {
+        let refs: Vec<&Route> = routes.iter().collect();
+        RouteTable::build(&refs, PathPolicy::default())
     }
 
     #[test]
@@ -149,30 +180,31 @@ mod tests {
             route(Some("shop.example"), None, "shop"),
             route(Some("*.example"), Some("/api"), "wild"),
         ];
-        let refs: Vec<&Route> = routes.iter().collect();
-        let table = RouteTable::build(&refs);
+        let table = table(&routes);
         let h = HeaderMap::new();
-        let pool =
-            |host: Option<&str>, path: &str| table.find(host, path, &h).map(|r| r.pool.as_str());
-        assert_eq!(pool(None, "/"), Some("default"));
-        assert_eq!(pool(None, "/api/x"), Some("api"));
-        assert_eq!(pool(None, "/api/v2/x"), Some("v2"));
-        assert_eq!(pool(Some("shop.example:8080"), "/api"), Some("shop"));
-        assert_eq!(pool(Some("a.example"), "/api"), Some("wild"));
-        assert_eq!(pool(Some("a.example"), "/other"), Some("default"));
+        let pool = |host: &str, path: &str| {
+            let host = crate::proxy::authority::host_part(host.as_bytes());
+            table
+                .find(host, path.as_bytes(), &h)
+                .map(|r| r.pool.as_str())
+        };
+        assert_eq!(pool("", "/"), Some("default"));
+        assert_eq!(pool("", "/api/x"), Some("api"));
+        assert_eq!(pool("", "/api/v2/x"), Some("v2"));
+        assert_eq!(pool("shop.example:8080", "/api"), Some("shop"));
+        assert_eq!(pool("SHOP.example.", "/api"), Some("shop"));
+        assert_eq!(pool("a.example", "/api"), Some("wild"));
+        assert_eq!(pool("A.EXAMPLE:80", "/api"), Some("wild"));
+        assert_eq!(pool(".example", "/api"), Some("api"));
+        assert_eq!(pool("a.example", "/other"), Some("default"));
     }
 
     #[test]
     fn no_match_is_none() {
         let routes = [route(Some("a.test"), Some("/x"), "p")];
-        let refs: Vec<&Route> = routes.iter().collect();
-        let table = RouteTable::build(&refs);
-        assert!(table
-            .find(Some("b.test"), "/x", &HeaderMap::new())
-            .is_none());
-        assert!(table
-            .find(Some("a.test"), "/y", &HeaderMap::new())
-            .is_none());
+        let table = table(&routes);
+        assert!(table.find(b"b.test", b"/x", &HeaderMap::new()).is_none());
+        assert!(table.find(b"a.test", b"/y", &HeaderMap::new()).is_none());
     }
 
     #[test]
@@ -180,17 +212,54 @@ mod tests {
         let mut r = route(None, None, "canary");
         r.headers.insert("x-canary".into(), "1".into());
         let routes = [route(None, None, "main"), r];
-        let refs: Vec<&Route> = routes.iter().collect();
-        let table = RouteTable::build(&refs);
+        let table = table(&routes);
         let mut h = HeaderMap::new();
         assert_eq!(
-            table.find(None, "/", &h).map(|r| r.pool.as_str()),
+            table.find(b"", b"/", &h).map(|r| r.pool.as_str()),
             Some("main")
         );
         h.insert("x-canary", "1".parse().unwrap());
         assert_eq!(
-            table.find(None, "/", &h).map(|r| r.pool.as_str()),
+            table.find(b"", b"/", &h).map(|r| r.pool.as_str()),
             Some("canary")
         );
+    }
+
+    #[test]
+    fn hosts_that_are_not_ascii_match_no_name_and_never_panic() {
+        let routes = [
+            route(Some("*.example.com"), None, "wild"),
+            route(Some("shop.example"), None, "shop"),
+            route(None, None, "default"),
+        ];
+        let table = table(&routes);
+        let h = HeaderMap::new();
+        // Offset `len - suffix len` falls inside a multi-byte character: text slicing
+        // there panicked.
+        for host in ["üüüüüüüa", "ab.exampleé.com", "€€€€€€€€€€€€€", "ü"]
+        {
+            let found = table
+                .find(host.as_bytes(), b"/", &h)
+                .map(|r| r.pool.as_str());
+            assert_eq!(found, Some("default"), "{host}");
+        }
+        for host in ["é.example.com".as_bytes(), b"\xff\xfe.example.com"] {
+            let found = table.find(host, b"/", &h).map(|r| r.pool.as_str());
+            assert_eq!(found, Some("wild"), "{host:?}");
+        }
+    }
+
+    #[test]
+    fn upgrades_match_by_name_or_exact_version() {
+        let mut r = route(None, None, "p");
+        r.upgrades = vec!["WebSocket".into(), "foo/2".into()];
+        let table = table(&[r]);
+        let route = table.find(b"", b"/", &HeaderMap::new()).unwrap();
+        assert!(route.allows_upgrade(b"websocket"));
+        assert!(route.allows_upgrade(b"websocket/13"));
+        assert!(route.allows_upgrade(b"FOO/2"));
+        assert!(!route.allows_upgrade(b"foo/3"));
+        assert!(!route.allows_upgrade(b"foo"));
+        assert!(!route.allows_upgrade(b"h2c"));
     }
 }

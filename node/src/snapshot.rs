@@ -55,7 +55,8 @@ impl Snapshot {
                     .iter()
                     .filter(|r| r.listener == l.name)
                     .collect();
-                (l.name.clone(), RouteTable::build(&mine))
+                let paths = crate::proxy::path::PathPolicy::from_listener(l);
+                (l.name.clone(), RouteTable::build(&mine, paths))
             })
             .collect();
         registry.retain(|pool, addr| {

@@ -8,11 +8,13 @@
 //! - `tcp_backend` — TCP echo backends (optionally reading PROXY v2) and redis-server.
 //! - `wire`    — byte-exact HTTP/1.1 message reading (heads, chunked, close-delimited).
 //! - `raw_backend` — a scripted raw-socket HTTP/1.1 backend that records what it saw.
+//! - `hostile` — a corpus of attack requests, raw send-and-see, a backend answering early.
 
 pub mod backend;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod hostile;
 pub mod netns;
 pub mod process;
 pub mod raw_backend;

@@ -10,7 +10,7 @@
 
 use std::io;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Upper bound of a message head (request or status line plus header fields).
@@ -111,9 +111,10 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// A TCP connection with a read buffer and a per-read timeout.
-pub struct WireConn {
-    pub stream: TcpStream,
+/// A connection (TCP unless said otherwise, e.g. TLS) with a read buffer and a
+/// per-read timeout.
+pub struct WireConn<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
     pub timeout: Duration,
 }
@@ -126,8 +127,10 @@ impl WireConn {
             Duration::from_secs(5),
         ))
     }
+}
 
-    pub fn new(stream: TcpStream, timeout: Duration) -> WireConn {
+impl<S: AsyncRead + AsyncWrite + Unpin> WireConn<S> {
+    pub fn new(stream: S, timeout: Duration) -> WireConn<S> {
         WireConn {
             stream,
             buf: Vec::new(),

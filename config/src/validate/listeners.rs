@@ -1,4 +1,5 @@
-//! Checks of `[[listener]]` entries: names, bind addresses, TLS, PROXY protocol, tcp pools.
+//! Checks of `[[listener]]` entries: names, bind addresses, TLS, PROXY protocol, tcp pools,
+//! trusted forwarding proxies.
 
 use super::Report;
 use crate::model::{Config, Listener, Protocol};
@@ -26,6 +27,7 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
         check_proxy(i, l, r);
         check_pool(i, l, &pools, r);
         check_limits(i, l, r);
+        check_trusted_proxies(i, l, r);
     }
 }
 
@@ -134,6 +136,27 @@ fn check_pool(i: usize, l: &Listener, pools: &HashSet<&str>, r: &mut Report<'_>)
             ),
         ),
         _ => {}
+    }
+}
+
+/// `trusted_proxies` entries are networks, and only mean something on HTTP listeners.
+fn check_trusted_proxies(i: usize, l: &Listener, r: &mut Report<'_>) {
+    if l.protocol == Protocol::Tcp && !l.trusted_proxies.is_empty() {
+        r.error(
+            &[K("listener"), I(i), K("trusted_proxies")],
+            format!(
+                "tcp listener `{}` forwards no HTTP headers; trusted_proxies is for http/https listeners",
+                l.name
+            ),
+        );
+    }
+    for (j, net) in l.trusted_proxies.iter().enumerate() {
+        if let Err(e) = IpNet::parse(net) {
+            r.error(
+                &[K("listener"), I(i), K("trusted_proxies"), I(j)],
+                format!("trusted_proxies: {e}"),
+            );
+        }
     }
 }
 

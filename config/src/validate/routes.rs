@@ -82,6 +82,20 @@ fn check_matchers(i: usize, route: &Route, r: &mut Report<'_>) {
             );
         }
     }
+    for (j, token) in route.upgrades.iter().enumerate() {
+        let at = [K("route"), I(i), K("upgrades"), I(j)];
+        if token.eq_ignore_ascii_case("h2c") {
+            r.error(
+                &at,
+                "`h2c` is never tunnelled: the h2c upgrade is deprecated (RFC 9113 §3.1) and would carry requests past routing; clients can speak h2c with prior knowledge instead",
+            );
+        } else if !is_protocol(token) {
+            r.error(
+                &at,
+                format!("`{token}` is not a valid upgrade protocol name"),
+            );
+        }
+    }
     for name in route.headers.keys() {
         if !is_token(name) {
             r.error(
@@ -108,6 +122,14 @@ fn check_host(host: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `protocol-name ["/" protocol-version]` (RFC 9110 §7.8).
+fn is_protocol(text: &str) -> bool {
+    match text.split_once('/') {
+        Some((name, version)) => is_token(name) && is_token(version),
+        None => is_token(text),
+    }
 }
 
 fn match_key(route: &Route) -> MatchKey {

@@ -4,11 +4,13 @@
 //! where the body ends, so the backend connection can carry the next request and the
 //! client sees a complete message. `ChunkScanner` walks the framing (RFC 9112 §7.1):
 //! `size [;ext] CRLF data CRLF` ... `0 CRLF [trailer lines] CRLF`, skipping data in
-//! bulk. Bare LF is accepted as a line end, as most parsers do; anything else
-//! malformed is an error and the connection is closed.
+//! bulk. Every line must end in CRLF: a bare LF or a bare CR is an error (§2.2 lets a
+//! recipient accept a bare LF, but a proxy that relays the bytes unchanged would hand
+//! the next hop framing it may read differently), and so is anything else malformed.
+//! The relay then stops (`relay`): nothing past the error reaches the client.
 
 /// Why a chunked body could not be followed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 pub(super) enum ChunkError {
     #[error("bad chunk size")]
     Size,
@@ -16,6 +18,10 @@ pub(super) enum ChunkError {
     DataEnd,
     #[error("chunk line too long")]
     LineTooLong,
+    #[error("bare CR or LF in chunk framing")]
+    BareLineEnd,
+    #[error("control character in a chunk extension or trailer")]
+    Control,
 }
 
 /// The longest chunk-size line (with extensions) or trailer line accepted.
@@ -27,17 +33,20 @@ enum State {
     Size {
         digits: u32,
     },
-    /// After the size: extensions up to the line end.
-    SizeLine,
+    /// After the size: extensions up to the CR.
+    Extension,
+    /// After the CR of a size line.
+    SizeLf,
     /// Skipping chunk data.
     Data(u64),
-    /// Expecting CR or LF after data.
+    /// Expecting the CR, then the LF, after data.
     DataCr,
     DataLf,
     /// At the start of a trailer line (or the final blank line).
     TrailerStart,
-    /// Inside a trailer line.
+    /// Inside a trailer line, and after its CR.
     Trailer,
+    TrailerLf,
     /// Saw CR at the start of a trailer line: the final LF must follow.
     EndLf,
     Done,
@@ -66,7 +75,7 @@ impl ChunkScanner {
     /// the body ended inside `bytes`).
     pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
         let mut i = 0;
-        while i < bytes.len() && self.state != State::Done {
+        while let (Some(&b), false) = (bytes.get(i), self.state == State::Done) {
             if let State::Data(left) = self.state {
                 let take = left.min((bytes.len() - i) as u64);
                 i += take as usize;
@@ -77,7 +86,7 @@ impl ChunkScanner {
                 };
                 continue;
             }
-            self.step(bytes[i])?;
+            self.step(b)?;
             i += 1;
         }
         Ok(i)
@@ -89,73 +98,73 @@ impl ChunkScanner {
     }
 
     fn step(&mut self, b: u8) -> Result<(), ChunkError> {
-        self.state = match self.state {
-            State::Size { digits } => match (b as char).to_digit(16) {
-                Some(d) if digits < 16 => {
-                    self.size = self.size << 4 | u64::from(d);
-                    State::Size { digits: digits + 1 }
-                }
-                Some(_) => return Err(ChunkError::Size),
-                None if digits == 0 => return Err(ChunkError::Size),
-                None => {
-                    self.line = 0;
-                    self.end_of_size(b)?
-                }
-            },
-            State::SizeLine => {
-                self.line += 1;
-                if self.line > MAX_LINE {
-                    return Err(ChunkError::LineTooLong);
-                }
-                self.end_of_size(b)?
+        self.state = match (self.state, b) {
+            (State::Size { digits }, _) => self.size_byte(digits, b)?,
+            (State::Extension | State::Trailer, b'\r') => self.line_end(),
+            (State::Extension | State::Trailer, _) => self.line_byte(b)?,
+            (State::SizeLf, b'\n') if self.size == 0 => State::TrailerStart,
+            (State::SizeLf, b'\n') => State::Data(self.size),
+            (State::DataCr, b'\r') => State::DataLf,
+            (State::DataLf, b'\n') => {
+                self.size = 0;
+                State::Size { digits: 0 }
             }
-            State::DataCr => match b {
-                b'\r' => State::DataLf,
-                b'\n' => self.next_chunk(),
-                _ => return Err(ChunkError::DataEnd),
-            },
-            State::DataLf if b == b'\n' => self.next_chunk(),
-            State::DataLf => return Err(ChunkError::DataEnd),
-            State::TrailerStart => match b {
-                b'\r' => State::EndLf,
-                b'\n' => State::Done,
-                _ => {
-                    self.line = 1;
-                    State::Trailer
-                }
-            },
-            State::Trailer => {
-                self.line += 1;
-                if self.line > MAX_LINE {
-                    return Err(ChunkError::LineTooLong);
-                }
-                if b == b'\n' {
-                    State::TrailerStart
-                } else {
-                    State::Trailer
-                }
+            (State::DataCr | State::DataLf, _) => return Err(ChunkError::DataEnd),
+            (State::TrailerStart, b'\r') => State::EndLf,
+            (State::TrailerStart, b'\n') => return Err(ChunkError::BareLineEnd),
+            (State::TrailerStart, _) => {
+                self.line = 0;
+                self.state = State::Trailer;
+                self.line_byte(b)?
             }
-            State::EndLf if b == b'\n' => State::Done,
-            State::EndLf => return Err(ChunkError::DataEnd),
-            State::Data(_) | State::Done => self.state,
+            (State::TrailerLf, b'\n') => State::TrailerStart,
+            (State::EndLf, b'\n') => State::Done,
+            (State::SizeLf | State::TrailerLf | State::EndLf, _) => {
+                return Err(ChunkError::BareLineEnd)
+            }
+            (State::Data(_) | State::Done, _) => self.state,
         };
         Ok(())
     }
 
-    /// A byte after the size digits: extensions and CR continue the line, LF ends it.
-    fn end_of_size(&mut self, b: u8) -> Result<State, ChunkError> {
-        match b {
-            b'\n' if self.size == 0 => Ok(State::TrailerStart),
-            b'\n' => Ok(State::Data(self.size)),
-            b'\r' | b';' | b' ' | b'\t' => Ok(State::SizeLine),
-            _ if matches!(self.state, State::SizeLine) => Ok(State::SizeLine),
-            _ => Err(ChunkError::Size),
+    /// A byte of the size line while digits may still come.
+    fn size_byte(&mut self, digits: u32, b: u8) -> Result<State, ChunkError> {
+        match ((b as char).to_digit(16), b) {
+            (Some(d), _) if digits < 16 => {
+                self.size = self.size << 4 | u64::from(d);
+                Ok(State::Size { digits: digits + 1 })
+            }
+            (Some(_), _) => Err(ChunkError::Size),
+            (None, _) if digits == 0 => Err(ChunkError::Size),
+            (None, b'\r') => Ok(self.line_end()),
+            (None, b';' | b' ' | b'\t') => {
+                self.line = 1;
+                Ok(State::Extension)
+            }
+            (None, b'\n') => Err(ChunkError::BareLineEnd),
+            (None, _) => Err(ChunkError::Size),
         }
     }
 
-    fn next_chunk(&mut self) -> State {
-        self.size = 0;
-        State::Size { digits: 0 }
+    /// A byte inside an extension or a trailer line (not CR).
+    fn line_byte(&mut self, b: u8) -> Result<State, ChunkError> {
+        self.line += 1;
+        if self.line > MAX_LINE {
+            return Err(ChunkError::LineTooLong);
+        }
+        match b {
+            b'\n' => Err(ChunkError::BareLineEnd),
+            b'\t' | b' '..=b'~' | 0x80..=0xff => Ok(self.state),
+            _ => Err(ChunkError::Control),
+        }
+    }
+
+    /// The CR that ends a size or trailer line.
+    fn line_end(&self) -> State {
+        match self.state {
+            State::Trailer => State::TrailerLf,
+            _ => State::SizeLf,
+        }
     }
 }
 
@@ -192,13 +201,36 @@ mod tests {
         assert_eq!(end_of(b"5\r\nhel", 2), Ok(None));
         assert_eq!(end_of(b"0\r\nX-Trailer: 1\r\n", 1), Ok(None));
         assert_eq!(end_of(b"0\r\n\r\n", 1), Ok(Some(5)));
-        assert_eq!(end_of(b"0\n\n", 1), Ok(Some(3)));
+        assert_eq!(end_of(b"0 ; a=\"b c\"\r\n\r\n", 3), Ok(Some(15)));
+    }
+
+    #[test]
+    fn bare_line_ends_are_errors_wherever_they_are() {
+        for (body, err) in [
+            (&b"0\n\n"[..], ChunkError::BareLineEnd),
+            (b"5\nhello\r\n0\r\n\r\n", ChunkError::BareLineEnd),
+            (b"5\r\nhello\n0\r\n\r\n", ChunkError::DataEnd),
+            (b"5\r\nhello\r0\r\n\r\n", ChunkError::DataEnd),
+            (b"5\rhello\r\n", ChunkError::BareLineEnd),
+            (b"5;ext\nhello\r\n", ChunkError::BareLineEnd),
+            (b"5;a\rb\r\nhello\r\n", ChunkError::BareLineEnd),
+            (b"0\r\nX: 1\n\r\n", ChunkError::BareLineEnd),
+            (b"0\r\nX: 1\rY\r\n\r\n", ChunkError::BareLineEnd),
+            (b"0\r\n\n", ChunkError::BareLineEnd),
+            (b"0\r\n\rX", ChunkError::BareLineEnd),
+            (b"1;\x00\r\nx\r\n", ChunkError::Control),
+        ] {
+            for step in [1, 4, body.len()] {
+                assert_eq!(end_of(body, step), Err(err), "{body:?} step {step}");
+            }
+        }
     }
 
     #[test]
     fn malformed_framing_is_an_error() {
         assert_eq!(end_of(b"zz\r\n", 1), Err(ChunkError::Size));
         assert_eq!(end_of(b"\r\n", 1), Err(ChunkError::Size));
+        assert_eq!(end_of(b"5 x\r\n", 1), Ok(None));
         assert_eq!(end_of(b"11111111111111111\r\n", 1), Err(ChunkError::Size));
         assert_eq!(end_of(b"3\r\nabcX\r\n", 1), Err(ChunkError::DataEnd));
         assert_eq!(end_of(b"3x\r\n", 1), Err(ChunkError::Size));

@@ -13,15 +13,16 @@
 use super::encode::{self, Forwarding, ResponseExtras};
 use super::head::{HeadView, RequestHead};
 use super::io::write_both;
-use super::relay::{relay_body, READ_CHUNK};
+use super::relay::{relay_body, RelayError, READ_CHUNK};
 use super::response::{Framing, ResponseHead};
 use super::timer::ResponseTimer;
+use super::upload::{self, Delivered, UploadError};
 use super::{Ctx, Phase};
 use crate::affinity::shared;
 use crate::balance;
 use crate::pool::PoolRuntime;
 use crate::proxy::finish::{RequestDone, RequestLog};
-use crate::proxy::{self, Choice, ChoiceKeys, Local};
+use crate::proxy::{self, authority, path, Choice, ChoiceKeys, Local};
 use crate::upstream::BackendConn;
 use bytes::{Buf, BytesMut};
 use fulcrum_config::AffinityMode;
@@ -57,6 +58,10 @@ pub(super) struct Client<S> {
     pub consumed: bool,
     /// Bounds each wait for a response head.
     pub timer: ResponseTimer,
+    /// The current request's normalised path, when it differs from the one sent.
+    pub path: Vec<u8>,
+    /// `path` holds the path to forward (normalised, and the listener forwards that).
+    pub forward_normalized: bool,
 }
 
 impl<S> Client<S> {
@@ -76,7 +81,11 @@ enum Failure {
     Broken {
         reused: bool,
     },
-    /// The client's request body could not be read: nothing to answer.
+    /// The backend stopped taking the request body and closed without answering:
+    /// 502, but no sign of an unhealthy backend (nothing to eject).
+    Aborted,
+    /// The client's request body ended early: the client's fault (400 if it still
+    /// listens).
     ClientGone,
     Timeout,
     BadResponse,
@@ -88,15 +97,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let snapshot = ctx.dp.snapshot();
-    let buf = &c.buf[..c.head.len];
-    let (Some(path), host) = (c.head.path(buf), c.head.host(buf)) else {
-        return local(c, ctx, Local::BadRequest).await;
+    let Some(table) = snapshot.routes.get(&*ctx.conn.listener) else {
+        return local(c, ctx, Local::NoRoute).await;
     };
-    let Some(route) = snapshot
-        .routes
-        .get(&*ctx.conn.listener)
-        .and_then(|t| t.find(host, path, &c.head.view(buf)))
-    else {
+    let buf = c.buf.get(..c.head.len).unwrap_or_default();
+    let sent_path = c.head.path(buf);
+    let path = match path::normalize(sent_path, table.paths.merge_slashes, &mut c.path) {
+        Ok(false) => sent_path,
+        Ok(true) => c.path.as_slice(),
+        Err(_) => return local(c, ctx, Local::BadRequest).await,
+    };
+    c.forward_normalized = path != sent_path && table.paths.forward_normalized;
+    let host = authority::host_part(c.head.host(buf));
+    let Some(route) = table.find(host, path, &c.head.view(buf)) else {
         return local(c, ctx, Local::NoRoute).await;
     };
     if route.redirect_https && !ctx.conn.tls {
@@ -113,7 +126,7 @@ where
     let Some(choice) = choice else {
         return local(c, ctx, Local::NoBackend).await;
     };
-    let span = tracing::debug_span!("request", method = %c.head.method, path, pool = %pool.name);
+    let span = tracing::debug_span!("request", method = %c.head.method, path = %String::from_utf8_lossy(path), pool = %pool.name);
     // A disabled span (the usual case) would still be entered and left on every poll.
     if span.is_disabled() {
         forward(c, ctx, pool, choice).await
@@ -130,10 +143,12 @@ where
 {
     let started = Instant::now();
     let retryable = proxy::is_idempotent(&c.head.method) && c.head.content_length == 0;
+    let forwarded_path = c.forward_normalized.then_some(c.path.as_slice());
     let log = RequestLog {
         method: c.head.method.clone(),
         path: if ctx.dp.access_log_enabled() {
-            c.head.path(&c.buf).unwrap_or_default().to_string()
+            let sent = c.head.path(&c.buf);
+            String::from_utf8_lossy(forwarded_path.unwrap_or(sent)).into_owned()
         } else {
             String::new()
         },
@@ -141,18 +156,20 @@ where
     c.out.clear();
     let fwd = Forwarding {
         client_ip: ctx.conn.client_ip.as_bytes(),
+        forwarded: ctx.conn.forwarded.as_bytes(),
         proto: ctx.conn.proto(),
+        trusted: ctx.conn.trusted,
     };
-    encode::request_head(&mut c.out, &c.head, &c.buf, &fwd);
+    encode::request_head(&mut c.out, &c.head, &c.buf, forwarded_path, &fwd);
     let mut index = choice.index;
     let mut fresh_retry_done = false;
     let mut attempt = 0;
-    let (up, done) = loop {
+    let (up, delivered, done) = loop {
         let backend = &pool.backends[index];
         backend.state.load.begin_request();
         let sent = send(c, ctx, &pool, index, fresh_retry_done).await;
         let failure = match sent {
-            Ok(up) => {
+            Ok((up, delivered)) => {
                 let done = RequestDone::new(
                     ctx.dp.clone(),
                     pool.clone(),
@@ -162,18 +179,25 @@ where
                     started,
                     None,
                 );
-                break (up, Pending::new(done));
+                break (up, delivered, Pending::new(done));
             }
             Err(f) => f,
         };
         backend.state.load.end_request();
         let (retry, eject) = match failure {
-            Failure::ClientGone => return Next::Close,
+            Failure::ClientGone => {
+                tracing::debug!(client = %ctx.conn.client, "request body cut short by the client");
+                return local(c, ctx, Local::ClientError).await;
+            }
             Failure::Timeout => {
                 tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
                 return local(c, ctx, Local::GatewayTimeout).await;
             }
             Failure::BadResponse => return local(c, ctx, Local::BadGateway).await,
+            Failure::Aborted => {
+                tracing::info!(pool = %pool.name, backend = %backend.id, "backend closed during the request body without answering");
+                return local(c, ctx, Local::BadGateway).await;
+            }
             // A kept-alive connection the backend had just closed: once more on a new
             // connection to the same backend.
             Failure::Broken { reused: true } if retryable && !fresh_retry_done => {
@@ -202,18 +226,23 @@ where
         c.consumed = true;
     }
     let set_cookie = choice.set_cookie || attempt > 0;
-    respond(c, ctx, &pool, index, up, done, set_cookie).await
+    let next = respond(c, ctx, &pool, index, up, done, set_cookie, delivered).await;
+    if delivered == Delivered::Partial {
+        upload::linger(c).await;
+        return Next::Close;
+    }
+    next
 }
 
 /// Writes the request to backend `index` (on a new connection when `fresh`) and
-/// waits for its response head.
+/// waits for its response head, which may come before the whole body went out.
 async fn send<S>(
     c: &mut Client<S>,
     ctx: &Ctx,
     pool: &PoolRuntime,
     index: usize,
     fresh: bool,
-) -> Result<BackendConn, Failure>
+) -> Result<(BackendConn, Delivered), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -231,14 +260,18 @@ where
     };
     let reused = up.reused;
     let (head_len, length, buffered) = (c.head.len, c.head.content_length, c.buffered_body());
-    let body = &c.buf[head_len..head_len + buffered];
-    write_both(&mut up.stream, &c.out, body)
-        .await
-        .map_err(|_| Failure::Broken { reused })?;
-    if length > buffered as u64 {
+    let body = c.buf.get(head_len..head_len + buffered).unwrap_or_default();
+    // A failed write may be the backend having answered and closed: read on.
+    let mut delivered = match write_both(&mut up.stream, &c.out, body).await {
+        Ok(()) => Delivered::Whole,
+        Err(_) => Delivered::Partial,
+    };
+    if delivered == Delivered::Whole && length > buffered as u64 {
         c.buf.advance(head_len + buffered);
         c.consumed = true;
-        relay_request_body(c, &mut up, length - buffered as u64).await?;
+        delivered = upload::relay(c, &mut up, length - buffered as u64)
+            .await
+            .map_err(|UploadError::ClientGone| Failure::ClientGone)?;
     }
     ctx.set_phase(Phase::AwaitingBackend);
     let limit = pool.response_timeout;
@@ -246,42 +279,13 @@ where
     ctx.set_phase(Phase::Relaying);
     match read {
         None => Err(Failure::Timeout),
-        Some(Err(f)) => Err(match f {
-            Failure::Broken { .. } => Failure::Broken { reused },
-            other => other,
-        }),
-        Some(Ok(())) => Ok(up),
-    }
-}
-
-/// Copies the rest of a `Content-Length` request body from the client.
-async fn relay_request_body<S>(
-    c: &mut Client<S>,
-    up: &mut BackendConn,
-    mut left: u64,
-) -> Result<(), Failure>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    use tokio::io::AsyncWriteExt;
-    while left > 0 {
-        c.buf.reserve(READ_CHUNK);
-        let n =
-            c.io.read_buf(&mut c.buf)
-                .await
-                .map_err(|_| Failure::ClientGone)?;
-        if n == 0 {
-            return Err(Failure::ClientGone);
+        Some(Err(Failure::Broken { .. })) if delivered == Delivered::Partial && length > 0 => {
+            Err(Failure::Aborted)
         }
-        let take = (c.buf.len() as u64).min(left) as usize;
-        up.stream
-            .write_all(&c.buf[..take])
-            .await
-            .map_err(|_| Failure::Broken { reused: false })?;
-        c.buf.advance(take);
-        left -= take as u64;
+        Some(Err(Failure::Broken { .. })) => Err(Failure::Broken { reused }),
+        Some(Err(other)) => Err(other),
+        Some(Ok(())) => Ok((up, delivered)),
     }
-    Ok(())
 }
 
 /// Reads until `resp` holds a complete head (informational ones included).
@@ -304,6 +308,9 @@ async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), 
 }
 
 /// Relays informational heads, then the final head and body, with the bookkeeping.
+/// After a `Partial` request the client connection closes and the backend
+/// connection, mid-request, is never reused.
+#[allow(clippy::too_many_arguments)]
 async fn respond<S>(
     c: &mut Client<S>,
     ctx: &Ctx,
@@ -312,6 +319,7 @@ async fn respond<S>(
     mut up: BackendConn,
     mut done: Pending,
     set_cookie: bool,
+    delivered: Delivered,
 ) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -365,7 +373,10 @@ where
         )),
         _ => None,
     };
-    let close = c.head.close || framing == Framing::UntilClose || ctx.closing();
+    let close = c.head.close
+        || framing == Framing::UntilClose
+        || ctx.closing()
+        || delivered == Delivered::Partial;
     c.out.clear();
     let extras = ResponseExtras {
         set_cookie: cookie.as_deref(),
@@ -377,7 +388,12 @@ where
     match relay_body(c, &mut up, framing, &mut done.bytes).await {
         Ok(()) => {
             done.complete();
-            if backend_keep_alive && framing != Framing::UntilClose && up.buf.is_empty() {
+            let reusable = backend_keep_alive
+                && framing != Framing::UntilClose
+                && delivered == Delivered::Whole;
+            if reusable {
+                // Bytes past the response (a body after a HEAD, say) are counted
+                // and the connection closed.
                 pool.upstream.put_raw(index, up);
             }
             if close {
@@ -385,6 +401,12 @@ where
             } else {
                 Next::KeepAlive
             }
+        }
+        Err(RelayError::Unsent(e)) => {
+            // Nothing reached the client yet: it gets a proper answer, not a bare close.
+            tracing::warn!(pool = %pool.name, backend = %backend.id, error = %e, "malformed response body");
+            done.set_status(502);
+            local(c, ctx, Local::BadGateway).await
         }
         Err(e) => {
             tracing::debug!(pool = %pool.name, backend = %backend.id, error = %e, "response relay ended early");

@@ -4,11 +4,13 @@
 //! here those become byte ranges into the connection's read buffer plus the few facts
 //! the proxy acts on (body length, `Connection` options, where `Host` is). Anything
 //! the fast path does not handle itself — HTTP/1.0, `Transfer-Encoding`, `Expect`,
-//! upgrades, `CONNECT`, absolute-form targets, a missing `Host` — is reported as
-//! `Parsed::Handoff` before a byte is consumed, so hyper can serve the connection from
-//! that request on. Smuggling-prone input (conflicting `Content-Length`, two `Host`
-//! headers, malformed syntax) is refused with 400.
+//! upgrades, `CONNECT`, absolute-form targets — is reported as `Parsed::Handoff`
+//! before a byte is consumed, so hyper can serve the connection from that request on.
+//! Smuggling-prone input (conflicting `Content-Length`, no `Host`, two `Host` headers
+//! or one that is not `uri-host[:port]`, malformed syntax) is refused with 400
+//! (RFC 9112 §3.2, §6.3).
 
+use crate::proxy::authority;
 use crate::proxy::lookup::HeaderLookup;
 use http::Method;
 use std::mem::MaybeUninit;
@@ -29,8 +31,13 @@ pub(super) enum Kind {
     HopByHop,
     Connection,
     ContentLength,
+    /// Decides the framing: hands a request to hyper, is kept in a response.
+    TransferEncoding,
     Host,
+    /// Replaced, or appended to for a trusted proxy (`encode::Forwarding`).
     XForwardedFor,
+    Forwarded,
+    XRealIp,
     /// Replaced by fulcrum's own value.
     XForwardedProto,
     XForwardedHost,
@@ -45,14 +52,18 @@ pub(super) fn classify(name: &[u8]) -> Kind {
         3 if is("via") => Kind::Via,
         4 if is("host") => Kind::Host,
         7 if is("trailer") || is("upgrade") => Kind::HopByHop,
+        9 if is("forwarded") => Kind::Forwarded,
+        9 if is("x-real-ip") => Kind::XRealIp,
         10 if is("connection") => Kind::Connection,
         10 if is("keep-alive") => Kind::HopByHop,
         14 if is("content-length") => Kind::ContentLength,
+        // Connection-specific (RFC 9113 §3.2.1), whatever `Connection` says.
+        14 if is("http2-settings") => Kind::HopByHop,
         15 if is("x-forwarded-for") => Kind::XForwardedFor,
         16 if is("proxy-connection") => Kind::HopByHop,
         16 if is("x-forwarded-host") => Kind::XForwardedHost,
         17 if is("x-forwarded-proto") => Kind::XForwardedProto,
-        17 if is("transfer-encoding") => Kind::HopByHop,
+        17 if is("transfer-encoding") => Kind::TransferEncoding,
         18 if is("proxy-authenticate") => Kind::HopByHop,
         19 if is("proxy-authorization") => Kind::HopByHop,
         _ => Kind::Plain,
@@ -136,6 +147,10 @@ impl RequestHead {
         if !target.starts_with('/') {
             return Parsed::Handoff("target not in origin form");
         }
+        // A URI is ASCII (RFC 3986 §2); hyper refuses the rest the same way.
+        if !target.is_ascii() {
+            return Parsed::Reject(400);
+        }
         let base = buf.as_ptr() as usize;
         let span = |s: &[u8]| {
             let start = s.as_ptr() as usize - base;
@@ -158,6 +173,7 @@ impl RequestHead {
                     (Some(n), Some(prior)) if n == prior => {}
                     _ => return Parsed::Reject(400),
                 },
+                Kind::Host if !authority::is_valid(h.value) => return Parsed::Reject(400),
                 Kind::Host => {
                     hosts += 1;
                     self.host = self.headers.len();
@@ -169,9 +185,7 @@ impl RequestHead {
                     }
                     self.close |= options.close;
                 }
-                Kind::HopByHop if h.name.eq_ignore_ascii_case("transfer-encoding") => {
-                    return Parsed::Handoff("transfer-encoding");
-                }
+                Kind::TransferEncoding => return Parsed::Handoff("transfer-encoding"),
                 Kind::HopByHop if h.name.eq_ignore_ascii_case("upgrade") => {
                     return Parsed::Handoff("upgrade");
                 }
@@ -186,10 +200,9 @@ impl RequestHead {
                 kind,
             });
         }
-        match hosts {
-            0 => return Parsed::Handoff("no host"),
-            1 => {}
-            _ => return Parsed::Reject(400),
+        // HTTP/1.1 needs exactly one (HTTP/1.0 went to hyper above).
+        if hosts != 1 {
+            return Parsed::Reject(400);
         }
         self.content_length = length.unwrap_or(0);
         Parsed::Head
@@ -200,17 +213,30 @@ impl RequestHead {
         named_in(&self.listed, buf, h)
     }
 
-    /// The request path without the query, for routing.
-    pub(super) fn path<'b>(&self, buf: &'b [u8]) -> Option<&'b str> {
-        let target = &buf[self.target.clone()];
-        let path = target.split(|&b| b == b'?').next().unwrap_or(target);
-        std::str::from_utf8(path).ok()
+    /// The request path as sent, without the query (ASCII, checked by `parse`).
+    pub(super) fn path<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        self.split_target(buf).0
     }
 
-    /// The Host header's value as text.
-    pub(super) fn host<'b>(&self, buf: &'b [u8]) -> Option<&'b str> {
-        let h = self.headers.get(self.host)?;
-        std::str::from_utf8(&buf[h.value.clone()]).ok()
+    /// The query with its `?`, or nothing.
+    pub(super) fn query<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        self.split_target(buf).1
+    }
+
+    fn split_target<'b>(&self, buf: &'b [u8]) -> (&'b [u8], &'b [u8]) {
+        let target = buf.get(self.target.clone()).unwrap_or_default();
+        match target.iter().position(|&b| b == b'?') {
+            Some(q) => target.split_at(q),
+            None => (target, &[]),
+        }
+    }
+
+    /// The Host header's value (validated by `parse`).
+    pub(super) fn host<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        self.headers
+            .get(self.host)
+            .and_then(|h| buf.get(h.value.clone()))
+            .unwrap_or_default()
     }
 
     /// Header access for routing and affinity, against the buffer the head came from.
@@ -328,8 +354,9 @@ mod tests {
         assert!(matches!(parsed, Parsed::Head), "{parsed:?}");
         assert_eq!(head.len, text.len() - 4);
         assert_eq!(head.method, Method::GET);
-        assert_eq!(head.path(text), Some("/a/b"));
-        assert_eq!(head.host(text), Some("shop.example"));
+        assert_eq!(head.path(text), b"/a/b");
+        assert_eq!(head.query(text), b"?x=1");
+        assert_eq!(head.host(text), b"shop.example");
         assert!(!head.close);
         assert_eq!(head.listed.len(), 1);
         assert_eq!(&text[head.listed[0].clone()], b"X-Secret");
@@ -359,7 +386,12 @@ mod tests {
 
     #[test]
     fn smuggling_shapes_are_refused() {
-        let cases: [&[u8]; 6] = [
+        let cases: [&[u8]; 11] = [
+            b"GET / HTTP/1.1\r\nX: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: \xc3\xa9.example.com\r\n\r\n",
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
@@ -383,7 +415,7 @@ mod tests {
 
     #[test]
     fn what_hyper_serves_is_handed_off_untouched() {
-        let cases: [&[u8]; 8] = [
+        let cases: [&[u8]; 7] = [
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             b"GET / HTTP/1.0\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
@@ -391,7 +423,6 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
             b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"GET / HTTP/1.1\r\nX: y\r\n\r\n",
         ];
         for case in cases {
             assert!(
@@ -417,7 +448,10 @@ mod tests {
 
     #[test]
     fn classify_knows_the_rewritten_and_hop_by_hop_headers() {
-        assert_eq!(classify(b"Transfer-Encoding"), Kind::HopByHop);
+        assert_eq!(classify(b"Transfer-Encoding"), Kind::TransferEncoding);
+        assert_eq!(classify(b"HTTP2-Settings"), Kind::HopByHop);
+        assert_eq!(classify(b"Forwarded"), Kind::Forwarded);
+        assert_eq!(classify(b"x-real-ip"), Kind::XRealIp);
         assert_eq!(classify(b"KEEP-ALIVE"), Kind::HopByHop);
         assert_eq!(classify(b"x-forwarded-proto"), Kind::XForwardedProto);
         assert_eq!(classify(b"Content-Length"), Kind::ContentLength);

@@ -30,6 +30,7 @@ mod io;
 mod relay;
 mod response;
 mod timer;
+mod upload;
 
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
@@ -120,7 +121,7 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    dp.metrics.client_connections.inc();
+    let open = listener::OpenConnection::count(&dp.metrics.client_connections);
     let activity = Arc::new(ConnActivity::default());
     let mut client = Client {
         io: ActivityIo::new(stream, activity.clone()),
@@ -130,6 +131,8 @@ pub(crate) async fn serve<S>(
         resp: Default::default(),
         consumed: false,
         timer: timer::ResponseTimer::new(),
+        path: Vec::new(),
+        forward_normalized: false,
     };
     let ctx = Ctx {
         dp,
@@ -175,8 +178,8 @@ pub(crate) async fn serve<S>(
             }
         }
     };
+    drop(open);
     let Ctx { dp, conn, .. } = ctx;
-    dp.metrics.client_connections.dec();
     if end == End::Handoff {
         let prefix = client.buf.freeze();
         let stream = client.io.into_inner();

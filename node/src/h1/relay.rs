@@ -2,7 +2,9 @@
 //!
 //! The body goes through unchanged, framing and all; `BodyEnd` only tracks where it
 //! ends (a byte count, the chunked framing via `ChunkScanner`, or the backend closing)
-//! so that nothing past it is relayed and the backend connection can be reused.
+//! so that nothing past it is relayed and the backend connection can be reused. The
+//! head is written together with the first body bytes, after they were checked, so
+//! framing found malformed there is reported before anything went out (`Unsent`).
 
 use super::chunked::{ChunkError, ChunkScanner};
 use super::exchange::Client;
@@ -24,6 +26,10 @@ pub(super) enum RelayError {
     Truncated,
     #[error(transparent)]
     Chunk(#[from] ChunkError),
+    /// The framing was malformed in the bytes that came with the head: nothing has
+    /// been written to the client, which can still get a 502.
+    #[error("{0} (before any byte reached the client)")]
+    Unsent(ChunkError),
 }
 
 /// Writes the response head in `c.out`, then the body as framed, from `up` to the
@@ -40,7 +46,10 @@ where
     let mut body = BodyEnd::new(framing);
     let mut first = true;
     loop {
-        let take = body.take(&up.buf)?;
+        let take = match body.take(&up.buf) {
+            Err(RelayError::Chunk(e)) if first => return Err(RelayError::Unsent(e)),
+            taken => taken?,
+        };
         let head: &[u8] = if first { &c.out } else { &[] };
         write_both(&mut c.io, head, &up.buf[..take]).await?;
         first = false;

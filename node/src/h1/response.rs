@@ -93,10 +93,10 @@ impl ResponseHead {
                     self.content_length = Some(n);
                     Kind::ContentLength
                 }
-                Kind::HopByHop if h.name.eq_ignore_ascii_case("transfer-encoding") => {
-                    self.transfer_encoding = Some(span(h.value));
+                Kind::TransferEncoding => {
                     // Relayed unchanged, together with the encoded body.
-                    Kind::Plain
+                    self.transfer_encoding = Some(span(h.value));
+                    Kind::TransferEncoding
                 }
                 other => other,
             };

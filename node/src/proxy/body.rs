@@ -5,12 +5,16 @@
 //! backend's response body: it counts bytes and, when dropped (finished, failed or
 //! abandoned by the client), ends the request's bookkeeping exactly once — the
 //! backend's in-flight count, the access log line, and handing the backend connection
-//! back to the pool when (and only when) the body was read to its end.
+//! back to the pool when (and only when) the body was read to its end. `ClientBody`
+//! wraps a client's request body and remembers whether the client broke it, so a
+//! failed exchange is blamed on the right side.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// A streaming body in either direction.
@@ -28,6 +32,61 @@ pub fn empty() -> ProxyBody {
     http_body_util::Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// A client's request body on its way to a backend. When it fails (malformed
+/// chunked framing, a body shorter than its length, a reset), the failure is the
+/// client's: `ClientFailed` tells the proxy so after the backend exchange fails.
+pub struct ClientBody {
+    inner: hyper::body::Incoming,
+    failed: Arc<AtomicBool>,
+}
+
+/// Whether the client broke its request body; readable after the body is gone.
+#[derive(Clone)]
+pub struct ClientFailed(Arc<AtomicBool>);
+
+impl ClientFailed {
+    pub fn load(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientBody {
+    pub fn new(inner: hyper::body::Incoming) -> Self {
+        ClientBody {
+            inner,
+            failed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn failed(&self) -> ClientFailed {
+        ClientFailed(self.failed.clone())
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Called once when a response body is done; receives the byte count and whether the

@@ -1,37 +1,38 @@
 //! The HTTP proxy: one request from route lookup to streamed response.
 //!
-//! Steps, each in its own small function: find the route (404 when none), pick a
-//! backend (affinity first, then the pool's algorithm; 503 when no backend may take it),
-//! rewrite headers, send over the pool's keep-alive client with a response timeout,
-//! retry once on another backend when the connection could not even be made (idempotent
-//! requests without a body only), and stream the response back while counting it.
+//! Steps, each in its own small function: check what the request asks for
+//! (`request`: authority and normalised path, 400 when malformed), find the route
+//! (404 when none), pick a backend (affinity first, then the pool's algorithm; 503
+//! when no backend may take it), then either switch protocols (`upgrade`, only to a
+//! protocol the route allows) or forward (`forward`).
 
+pub mod authority;
 pub mod body;
 pub(crate) mod finish;
+mod forward;
 pub mod headers;
 pub mod lookup;
+pub mod path;
+pub(crate) mod request;
 mod upgrade;
 
 use crate::affinity::cookie::find_cookie;
 use crate::affinity::shared;
-use crate::balance::{self, PickContext};
+use crate::balance::PickContext;
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
 use crate::snapshot::Snapshot;
-use body::{full, ProxyBody, TrackedBody};
+use body::{full, ProxyBody};
 use bytes::Bytes;
-use finish::{RequestDone, RequestLog};
 use fulcrum_config::HashKey;
 use fulcrum_session::AffinityStore;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use lookup::HeaderLookup;
+use request::Target;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use tracing::Instrument;
 
 /// What the proxy knows about the client connection a request came on.
@@ -40,20 +41,35 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     pub client: SocketAddr,
     pub tls: bool,
+    /// The client is one of the listener's `trusted_proxies`: its forwarding headers
+    /// are appended to instead of replaced.
+    pub trusted: bool,
     /// The client address as an `X-Forwarded-For` entry, formatted once per connection.
     pub(crate) client_ip: HeaderValue,
+    /// This hop as a `Forwarded` element (`for=...;proto=...`, RFC 7239).
+    pub(crate) forwarded: HeaderValue,
 }
 
 impl ConnInfo {
-    pub fn new(listener: Arc<str>, client: SocketAddr, tls: bool) -> Self {
-        let text = client.ip().to_canonical().to_string();
+    pub fn new(listener: Arc<str>, client: SocketAddr, tls: bool, trusted: bool) -> Self {
+        let ip = client.ip().to_canonical();
+        let proto = if tls { "https" } else { "http" };
+        // RFC 7239 §6: an IPv6 node is quoted and bracketed.
+        let forwarded = match ip {
+            std::net::IpAddr::V4(v4) => format!("for={v4};proto={proto}"),
+            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
+        };
+        // An IP address is always a valid header value.
+        let value = |text: String| {
+            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        };
         ConnInfo {
             listener,
             client,
             tls,
-            // An IP address is always a valid header value.
-            client_ip: HeaderValue::from_str(&text)
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            trusted,
+            client_ip: value(ip.to_string()),
+            forwarded: value(forwarded),
         }
     }
 
@@ -81,8 +97,10 @@ pub async fn handle(
 /// A response fulcrum makes itself.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Local {
-    /// A request the HTTP/1.1 fast path cannot make sense of (hyper answers its own).
+    /// A request that is malformed: bad or missing authority, bad path escapes.
     BadRequest,
+    /// The client broke its own request (its body ended early or was malformed).
+    ClientError,
     NoRoute,
     NoBackend,
     BadGateway,
@@ -94,6 +112,7 @@ impl Local {
     pub(crate) fn parts(self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Local::BadRequest => (StatusCode::BAD_REQUEST, "bad request\n", "bad_request"),
+            Local::ClientError => (StatusCode::BAD_REQUEST, "bad request\n", "client"),
             Local::NoRoute => (StatusCode::NOT_FOUND, "no route\n", "no_route"),
             Local::NoBackend => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -124,27 +143,30 @@ async fn route_and_forward(
     conn: &Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Local> {
-    let host = headers::request_host(&req);
-    let route = snap
-        .routes
-        .get(&*conn.listener)
-        .and_then(|t| t.find(host.as_deref(), req.uri().path(), req.headers()))
+    let table = snap.routes.get(&*conn.listener).ok_or(Local::NoRoute)?;
+    let target = Target::read(&req, table.paths)?;
+    let route = table
+        .find(target.host(), target.path.as_bytes(), req.headers())
         .ok_or(Local::NoRoute)?;
     if route.redirect_https && !conn.tls {
-        return Ok(redirect_to_https(host.as_deref(), req.uri()));
+        return Ok(redirect_to_https(target.host(), req.uri()));
     }
     let pool = snap.pools.get(&route.pool).ok_or(Local::NoBackend)?.clone();
-    let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path(), pool = %pool.name);
-    let keys = ChoiceKeys::read(dp, &pool, conn, req.headers(), req.uri().path());
+    let span = tracing::debug_span!("request", method = %req.method(), path = %target.path, pool = %pool.name);
+    let keys = ChoiceKeys::read(dp, &pool, conn, req.headers(), target.path.as_bytes());
     let choice = choose_backend(&pool, conn, keys)
         .await
         .ok_or(Local::NoBackend)?;
-    if headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11 {
-        return upgrade::forward(dp, &pool, choice.index, conn, req, host)
+    let upgrade = match req.version() {
+        Version::HTTP_11 => headers::allowed_upgrade(req.headers(), |p| route.allows_upgrade(p)),
+        _ => None,
+    };
+    if let Some(protocols) = upgrade {
+        return upgrade::forward(dp, &pool, choice.index, conn, req, target, protocols)
             .instrument(span)
             .await;
     }
-    let forwarded = forward(dp, pool, choice, conn, req, host);
+    let forwarded = forward::forward(dp, pool, choice, conn, req, target);
     // A disabled span (the usual case) would still be entered and left on every poll.
     if span.is_disabled() {
         forwarded.await
@@ -178,7 +200,7 @@ impl ChoiceKeys {
         pool: &PoolRuntime,
         conn: &ConnInfo,
         headers: &impl HeaderLookup,
-        path: &str,
+        path: &[u8],
     ) -> Self {
         let cookie_pin = pool.cookie.as_ref().and_then(|cookie| {
             find_cookie(headers, &cookie.name)
@@ -242,20 +264,23 @@ fn hash_key_bytes(
     key: Option<&HashKey>,
     conn: &ConnInfo,
     headers: &impl HeaderLookup,
-    path: &str,
+    path: &[u8],
 ) -> Option<Vec<u8>> {
     match key? {
         HashKey::SourceIp => Some(conn.client.ip().to_canonical().to_string().into_bytes()),
-        HashKey::Path => Some(path.as_bytes().to_vec()),
+        HashKey::Path => Some(path.to_vec()),
         // Lower-cased when the config was parsed.
         HashKey::Header(name) => headers.first(name).map(<[u8]>::to_vec),
         HashKey::Cookie(name) => find_cookie(headers, name).map(|v| v.as_bytes().to_vec()),
     }
 }
 
-fn redirect_to_https(host: Option<&str>, uri: &Uri) -> Response<ProxyBody> {
-    let host = host.unwrap_or("localhost");
-    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+/// 308 to the same path on https; `host` is the routed host part (port dropped).
+fn redirect_to_https(host: &[u8], uri: &Uri) -> Response<ProxyBody> {
+    let host = match host {
+        [] => "localhost",
+        host => std::str::from_utf8(host).unwrap_or("localhost"),
+    };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
@@ -271,109 +296,6 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-async fn forward(
-    dp: &Arc<DataPlane>,
-    pool: Arc<PoolRuntime>,
-    choice: Choice,
-    conn: &Arc<ConnInfo>,
-    req: Request<Incoming>,
-    host: Option<String>,
-) -> Result<Response<ProxyBody>, Local> {
-    let started = Instant::now();
-    let (mut parts, body) = req.into_parts();
-    let http2 = parts.version == Version::HTTP_2;
-    headers::strip_hop_by_hop(&mut parts.headers);
-    headers::add_forwarding(
-        &mut parts.headers,
-        &conn.client_ip,
-        conn.proto(),
-        host.as_deref(),
-        http2,
-    );
-    if http2 {
-        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            parts.headers.insert(http::header::HOST, h);
-        }
-    }
-    // A request without a body can be replayed on another backend if the connection
-    // could not be made; one with a body was consumed by the first attempt.
-    let retryable = is_idempotent(&parts.method) && body.is_end_stream();
-    let uri = origin_form(&parts.uri);
-    // Only the access log needs a copy of the path; skip the allocation otherwise.
-    let log = RequestLog {
-        method: parts.method.clone(),
-        path: if dp.access_log_enabled() {
-            parts.uri.path().to_string()
-        } else {
-            String::new()
-        },
-    };
-    let mut index = choice.index;
-    let mut body = Some(body.boxed());
-    for attempt in 0..2 {
-        let backend = &pool.backends[index];
-        // The last possible attempt takes the headers; an earlier one sends a copy.
-        let headers = if retryable && attempt == 0 {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-        let upstream = upstream_request(&parts.method, uri.clone(), headers, body.take(), backend);
-        backend.state.load.begin_request();
-        let sent =
-            tokio::time::timeout(pool.response_timeout, pool.upstream.send(index, upstream)).await;
-        let err = match sent {
-            Ok(Ok((resp, lease))) => {
-                backend.state.note_success();
-                if pool.affinity_mode == fulcrum_config::AffinityMode::Learn {
-                    if let Some(store) = dp.sessions() {
-                        let learned = shared::learned_sessions(&pool, resp.headers());
-                        shared::pin_learned(&store, &pool, index, learned).await;
-                    }
-                }
-                let done = RequestDone::new(
-                    dp.clone(),
-                    pool.clone(),
-                    index,
-                    conn.client,
-                    log,
-                    started,
-                    Some(lease),
-                );
-                return Ok(finish_response(
-                    &pool,
-                    index,
-                    resp,
-                    done,
-                    choice.set_cookie || attempt > 0,
-                ));
-            }
-            Ok(Err(e)) => e,
-            Err(_elapsed) => {
-                backend.state.load.end_request();
-                tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
-                return Err(Local::GatewayTimeout);
-            }
-        };
-        backend.state.load.end_request();
-        tracing::warn!(pool = %pool.name, backend = %backend.id, error = %err, "backend request failed");
-        if !err.is_connection_failure() {
-            return Err(Local::BadGateway);
-        }
-        if err.ejects_backend() {
-            eject_locally(dp, &pool, index);
-        }
-        if !retryable || attempt > 0 {
-            return Err(Local::BadGateway);
-        }
-        index = retry_target(dp, &pool, &choice, conn, index)
-            .await
-            .ok_or(Local::BadGateway)?;
-        dp.metrics.retries.inc();
-    }
-    Err(Local::BadGateway)
 }
 
 /// Ejects a backend from new picks on this node after a failed connection.
@@ -411,71 +333,4 @@ pub(crate) async fn retry_target(
         _ => pick(),
     }
     .filter(|&i| i != failed)
-}
-
-/// The request target as a backend expects it: origin form (`/path?query`). HTTP/2
-/// requests arrive in absolute form.
-pub(super) fn origin_form(uri: &Uri) -> Uri {
-    if uri.scheme().is_none() && uri.authority().is_none() {
-        return uri.clone();
-    }
-    uri.path_and_query()
-        .map(|pq| Uri::from(pq.clone()))
-        .unwrap_or_else(|| Uri::from_static("/"))
-}
-
-/// The HTTP/1.1 request sent to `backend`. A request without `Host` (HTTP/1.0) gets
-/// the backend's address, as a direct client would have sent.
-fn upstream_request(
-    method: &Method,
-    uri: Uri,
-    mut headers: http::HeaderMap,
-    body: Option<ProxyBody>,
-    backend: &crate::pool::PoolBackend,
-) -> Request<ProxyBody> {
-    if !headers.contains_key(http::header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(&backend.id) {
-            headers.insert(http::header::HOST, v);
-        }
-    }
-    let mut req = Request::new(body.unwrap_or_else(body::empty));
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    req
-}
-
-fn finish_response(
-    pool: &PoolRuntime,
-    index: usize,
-    resp: Response<Incoming>,
-    mut done: RequestDone,
-    set_cookie: bool,
-) -> Response<ProxyBody> {
-    let backend = &pool.backends[index];
-    let status = resp.status().as_u16();
-    backend.metrics.record_status(status);
-    let latency = done.started.elapsed();
-    backend.metrics.duration.observe(latency.as_secs_f64());
-    if pool.latency_aware {
-        balance::observe_latency(&backend.state.load, latency);
-    }
-    done.status = status;
-    let (mut parts, body) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    headers::append_via(&mut parts.headers, "1.1 fulcrum");
-    if set_cookie {
-        if let Some(cookie) = &pool.cookie {
-            let value = format!(
-                "{}={}; Path=/; HttpOnly",
-                cookie.name,
-                cookie.signer.sign(&backend.id)
-            );
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                parts.headers.append(http::header::SET_COOKIE, v);
-            }
-        }
-    }
-    Response::from_parts(parts, TrackedBody::new(body, done).boxed())
 }

@@ -1,11 +1,16 @@
 //! Protocol upgrades (WebSocket): forward the handshake, then splice the two streams.
 //!
-//! The client's `OnUpgrade` must be taken before the request is moved. When the backend
-//! answers `101 Switching Protocols`, both sides are upgraded and a tracked task copies
-//! bytes both ways until either side closes. Tunnels are tracked separately because
-//! hyper's graceful shutdown does not see them once the 101 is sent.
+//! Only protocols the route allows (`upgrades`, default `websocket`) are offered to
+//! the backend; `h2c` never is (the caller forwards a request offering nothing
+//! allowed as a plain one), and a 101 must switch to one of the offered protocols.
+//! The client's `OnUpgrade` must be taken before the request is moved. When the
+//! backend answers `101 Switching Protocols`, both sides are upgraded and a tracked
+//! task copies bytes both ways until either side closes. Tunnels are tracked
+//! separately because hyper's graceful shutdown does not see them once the 101 is
+//! sent.
 
 use super::body::{self, ProxyBody};
+use super::request::Target;
 use super::{headers, ConnInfo, Local};
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
@@ -16,41 +21,40 @@ use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// Forwards an upgrade request offering `protocols` (the allowed ones only).
 pub(super) async fn forward(
     dp: &Arc<DataPlane>,
     pool: &Arc<PoolRuntime>,
     index: usize,
     conn: &Arc<ConnInfo>,
     mut req: Request<Incoming>,
-    host: Option<String>,
+    target: Target,
+    protocols: HeaderValue,
 ) -> Result<Response<ProxyBody>, Local> {
     let backend = &pool.backends[index];
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
-    let upgrade_value = parts.headers.get(http::header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
-    headers::add_forwarding(
-        &mut parts.headers,
-        &conn.client_ip,
-        conn.proto(),
-        host.as_deref(),
-        false,
-    );
-    if let Some(v) = upgrade_value {
-        parts.headers.insert(http::header::UPGRADE, v);
-        parts.headers.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
+    let host = target.authority.as_deref();
+    headers::add_forwarding(&mut parts.headers, conn, host, false);
+    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        parts.headers.insert(http::header::HOST, h);
     }
-    parts.uri = super::origin_form(&parts.uri);
+    parts
+        .headers
+        .insert(http::header::UPGRADE, protocols.clone());
+    parts.headers.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    parts.uri = target.uri;
     parts.version = Version::HTTP_11;
     let upstream = Request::from_parts(parts, body.boxed());
     let sent = pool.upstream.send_upgrade(index, upstream);
     let mut resp = match tokio::time::timeout(pool.response_timeout, sent).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
-            if e.ejects_backend() {
+            if e.ejects_backend(false) {
                 backend.state.note_failure();
             }
             tracing::warn!(backend = %backend.id, error = %e, "upgrade request failed");
@@ -62,6 +66,10 @@ pub(super) async fn forward(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = resp.into_parts();
         return Ok(Response::from_parts(parts, body.boxed()));
+    }
+    if !switches_to_offered(&resp, &protocols) {
+        tracing::warn!(backend = %backend.id, "101 to a protocol that was not offered");
+        return Err(Local::BadGateway);
     }
     let backend_upgrade = hyper::upgrade::on(&mut resp);
     let load = backend.state.load.clone();
@@ -85,4 +93,21 @@ pub(super) async fn forward(
     });
     let (parts, _) = resp.into_parts();
     Ok(Response::from_parts(parts, body::empty()))
+}
+
+/// Whether a 101 names (in `Upgrade`) one of the protocols that were offered.
+fn switches_to_offered(resp: &Response<Incoming>, offered: &HeaderValue) -> bool {
+    let Some(chosen) = resp
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let chosen = chosen.trim();
+    offered
+        .to_str()
+        .unwrap_or_default()
+        .split(',')
+        .any(|p| p.trim().eq_ignore_ascii_case(chosen))
 }

@@ -117,6 +117,7 @@ async fn handshake_and_serve(
             return;
         }
     };
+    let trusted = config.is_some_and(|l| l.trusts_proxy(origin.client.ip()));
     drop(snapshot);
     let handshake = tokio::time::timeout(spec.header_read_timeout, tls.acceptor.accept(stream));
     let tls_stream = match handshake.await {
@@ -130,7 +131,12 @@ async fn handshake_and_serve(
             return;
         }
     };
-    let conn = Arc::new(ConnInfo::new(spec.name.clone(), origin.client, true));
+    let conn = Arc::new(ConnInfo::new(
+        spec.name.clone(),
+        origin.client,
+        true,
+        trusted,
+    ));
     if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         let timeouts = (spec.idle_timeout, spec.header_read_timeout);
         listener::serve_connection(tls_stream, Bytes::new(), conn, builder, dp, stop, timeouts)

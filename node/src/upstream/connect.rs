@@ -1,7 +1,10 @@
 //! Opening a new connection to a backend: TCP, then TLS for pools with `tls`, then
 //! the HTTP/1.1 handshake. The connection itself runs as its own task; what comes
-//! back is the `SendRequest` half that the proxy sends requests through.
+//! back is the `SendRequest` half that the proxy sends requests through. Connections
+//! that never switch protocols sit on `StopSending`, so an early answer to an upload
+//! is read rather than lost to the write error.
 
+use super::stop_sending::StopSending;
 use super::{ProxySender, UpstreamError};
 use crate::proxy::body::ProxyBody;
 use hyper::client::conn::http1;
@@ -47,6 +50,24 @@ pub(super) async fn open(
     upgrades: bool,
 ) -> Result<ProxySender, UpstreamError> {
     let tcp = tcp(addr, settings.connect_timeout).await?;
+    if upgrades {
+        // A tunnel must see every write error; only request/response connections
+        // stop sending quietly.
+        return open_on(settings, tcp, addr, true).await;
+    }
+    open_on(settings, StopSending::new(tcp), addr, false).await
+}
+
+/// TLS (for pools with `tls`) and the HTTP/1.1 handshake on an open connection.
+async fn open_on<S>(
+    settings: &ConnectSettings,
+    tcp: S,
+    addr: SocketAddr,
+    upgrades: bool,
+) -> Result<ProxySender, UpstreamError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let Some(tls) = &settings.tls else {
         return handshake(tcp, addr, upgrades).await;
     };

@@ -14,6 +14,7 @@
 mod connect;
 mod idle;
 mod raw;
+mod stop_sending;
 
 use crate::proxy::body::ProxyBody;
 use connect::ConnectSettings;
@@ -22,6 +23,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use idle::{IdleStack, Pooled};
+use prometheus_client::metrics::counter::Counter;
 pub use raw::BackendConn;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -65,10 +67,13 @@ impl UpstreamError {
 
     /// Whether the failure says something about the backend, so it should be ejected
     /// locally. A keep-alive connection that broke says little: the backend may simply
-    /// have closed it as it was being reused.
-    pub fn ejects_backend(&self) -> bool {
+    /// have closed it as it was being reused. Nor does one that broke while a request
+    /// body (`had_body`) was on its way: the backend may have refused the body and
+    /// closed (RFC 9112 §9.5), which any client can make it do.
+    pub fn ejects_backend(&self, had_body: bool) -> bool {
         match self {
             Self::Request { reused: true, .. } => false,
+            Self::Request { .. } if had_body => false,
             other => other.is_connection_failure(),
         }
     }
@@ -105,6 +110,8 @@ struct Inner {
     raw_idle: Vec<IdleStack<BackendConn>>,
     settings: ConnectSettings,
     idle_timeout: Duration,
+    /// Plain connections dropped because the backend sent bytes nobody asked for.
+    unsolicited: Counter,
 }
 
 /// The connection a response is being read from. `release` puts it back for the next
@@ -131,12 +138,14 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Upstream {
-    /// Connections to `addrs`; idle ones are closed after `idle_timeout`.
+    /// Connections to `addrs`; idle ones are closed after `idle_timeout`. Connections
+    /// dropped for unsolicited bytes are counted in `unsolicited`.
     pub fn new(
         addrs: Vec<SocketAddr>,
         connect_timeout: Duration,
         idle_timeout: Duration,
         tls: Option<TlsSettings>,
+        unsolicited: Counter,
     ) -> Self {
         let inner = Arc::new(Inner {
             idle: addrs.iter().map(|_| IdleStack::default()).collect(),
@@ -147,6 +156,7 @@ impl Upstream {
                 tls,
             },
             idle_timeout,
+            unsolicited,
         });
         spawn_reaper(Arc::downgrade(&inner), idle_timeout);
         Upstream { inner }
@@ -210,20 +220,28 @@ impl Upstream {
         self.inner.settings.tls.is_some()
     }
 
-    /// An idle plain connection to backend `index`, if one is open.
+    /// An idle plain connection to backend `index` that is silent right now (asked
+    /// of the kernel, as the request is about to be written), if one is open.
     pub fn take_raw(&self, index: usize) -> Option<BackendConn> {
-        let mut conn = self.inner.raw_idle[index].take(self.inner.idle_timeout)?;
-        conn.reused = true;
-        Some(conn)
+        let stack = &self.inner.raw_idle[index];
+        while let Some(mut conn) = stack.take(self.inner.idle_timeout) {
+            if conn.probe_now() == raw::Idle::Quiet {
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+        None
     }
 
     /// A new plain connection to backend `index`.
     pub async fn open_raw(&self, index: usize) -> Result<BackendConn, UpstreamError> {
         let inner = &self.inner;
-        BackendConn::open(inner.addrs[index], inner.settings.connect_timeout).await
+        let timeout = inner.settings.connect_timeout;
+        BackendConn::open(inner.addrs[index], timeout, inner.unsolicited.clone()).await
     }
 
-    /// Returns a connection whose last response was relayed completely.
+    /// Returns a connection whose last response was relayed completely; one with
+    /// bytes past that response is dropped (and counted) instead.
     pub fn put_raw(&self, index: usize, conn: BackendConn) {
         self.inner.raw_idle[index].put(conn);
     }

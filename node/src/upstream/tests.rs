@@ -55,7 +55,13 @@ async fn fetch(up: &Upstream) -> Result<String, UpstreamError> {
 }
 
 fn upstream(addr: SocketAddr, idle: Duration) -> Upstream {
-    Upstream::new(vec![addr], Duration::from_secs(1), idle, None)
+    Upstream::new(
+        vec![addr],
+        Duration::from_secs(1),
+        idle,
+        None,
+        Counter::default(),
+    )
 }
 
 #[tokio::test]
@@ -113,5 +119,61 @@ async fn a_refused_connect_is_a_connection_failure_that_ejects() {
     drop(listener);
     let up = upstream(addr, Duration::from_secs(30));
     let err = fetch(&up).await.expect_err("nothing listens");
-    assert!(err.is_connection_failure() && err.ejects_backend(), "{err}");
+    assert!(err.is_connection_failure(), "{err}");
+    assert!(
+        err.ejects_backend(false) && err.ejects_backend(true),
+        "{err}"
+    );
+}
+
+/// A backend that writes `greeting` on every new connection, unasked, after `delay`.
+async fn chatty_backend(greeting: &'static [u8], delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = sock.write_all(greeting).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_connection_with_unsolicited_bytes_is_dropped_and_counted() {
+    let addr = chatty_backend(b"HTTP/1.1 200 OK\r\n", Duration::from_millis(50)).await;
+    let counter = Counter::default();
+    let up = Upstream::new(
+        vec![addr],
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+        None,
+        counter.clone(),
+    );
+    let conn = up.open_raw(0).await.expect("connect");
+    // Quiet when returned, so it is pooled.
+    up.put_raw(0, conn);
+    assert_eq!(up.inner.raw_idle[0].len(), 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        up.take_raw(0).is_none(),
+        "a connection that spoke unasked is never handed out"
+    );
+    assert_eq!(counter.get(), 1);
+    // A quiet one is handed out and marked reused.
+    let quiet = chatty_backend(b"late", Duration::from_secs(3)).await;
+    let up = Upstream::new(
+        vec![quiet],
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+        None,
+        counter.clone(),
+    );
+    let conn = up.open_raw(0).await.expect("connect");
+    up.put_raw(0, conn);
+    assert!(up.take_raw(0).is_some_and(|c| c.reused));
+    assert_eq!(counter.get(), 1);
 }

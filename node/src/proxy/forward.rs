@@ -1,0 +1,199 @@
+//! One request served by hyper, from the chosen backend to the streamed response.
+//!
+//! The request is rewritten (hop-by-hop headers out, forwarding headers in, `Host`
+//! set to the authority it was routed on, origin-form target), sent over the pool's
+//! keep-alive connections with a response timeout, and retried once on another
+//! backend when the connection could not even be made (idempotent requests without a
+//! body only). A failure while a request body was on its way is nobody's health
+//! problem: the client's own (its body broke: 400, `ClientBody`) or a backend that
+//! stopped taking the body (502, not ejected); only failed connects and broken
+//! body-less exchanges eject a backend. The response goes back with hop-by-hop headers
+//! removed and, next to a transfer coding, without `Content-Length` (RFC 9112 §6.3).
+
+use super::body::{self, ClientBody, ProxyBody, TrackedBody};
+use super::finish::{RequestDone, RequestLog};
+use super::request::Target;
+use super::{eject_locally, headers, is_idempotent, retry_target, Choice, ConnInfo, Local};
+use crate::affinity::shared;
+use crate::balance;
+use crate::dataplane::DataPlane;
+use crate::pool::PoolRuntime;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Forwards `req` (validated as `target`) to the backend `choice` names.
+pub(super) async fn forward(
+    dp: &Arc<DataPlane>,
+    pool: Arc<PoolRuntime>,
+    choice: Choice,
+    conn: &Arc<ConnInfo>,
+    req: Request<Incoming>,
+    target: Target,
+) -> Result<Response<ProxyBody>, Local> {
+    let started = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    let http2 = parts.version == Version::HTTP_2;
+    let host = target.authority.as_deref();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::add_forwarding(&mut parts.headers, conn, host, http2);
+    // The authority routing used: the absolute-form target's or `:authority`
+    // replaces whatever `Host` said.
+    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        parts.headers.insert(http::header::HOST, h);
+    }
+    // A request without a body can be replayed on another backend if the connection
+    // could not be made; one with a body was consumed by the first attempt.
+    let has_body = !body.is_end_stream();
+    let retryable = is_idempotent(&parts.method) && !has_body;
+    // Only the access log needs a copy of the path; skip the allocation otherwise.
+    let log = RequestLog {
+        method: parts.method.clone(),
+        path: if dp.access_log_enabled() {
+            target.uri.path().to_string()
+        } else {
+            String::new()
+        },
+    };
+    let client_body = ClientBody::new(body);
+    let client_failed = client_body.failed();
+    let mut index = choice.index;
+    let mut body = Some(client_body.boxed());
+    for attempt in 0..2 {
+        let backend = &pool.backends[index];
+        // The last possible attempt takes the headers; an earlier one sends a copy.
+        let headers = if retryable && attempt == 0 {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        let upstream = upstream_request(
+            &parts.method,
+            target.uri.clone(),
+            headers,
+            body.take(),
+            backend,
+        );
+        backend.state.load.begin_request();
+        let sent =
+            tokio::time::timeout(pool.response_timeout, pool.upstream.send(index, upstream)).await;
+        let err = match sent {
+            Ok(Ok((resp, _))) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                // Nobody asked it to switch (`Upgrade` was not forwarded).
+                backend.state.load.end_request();
+                tracing::warn!(pool = %pool.name, backend = %backend.id, "unrequested 101 from backend");
+                return Err(Local::BadGateway);
+            }
+            Ok(Ok((resp, lease))) => {
+                backend.state.note_success();
+                if pool.affinity_mode == fulcrum_config::AffinityMode::Learn {
+                    if let Some(store) = dp.sessions() {
+                        let learned = shared::learned_sessions(&pool, resp.headers());
+                        shared::pin_learned(&store, &pool, index, learned).await;
+                    }
+                }
+                let done = RequestDone::new(
+                    dp.clone(),
+                    pool.clone(),
+                    index,
+                    conn.client,
+                    log,
+                    started,
+                    Some(lease),
+                );
+                let set_cookie = choice.set_cookie || attempt > 0;
+                return Ok(finish_response(&pool, index, resp, done, set_cookie));
+            }
+            Ok(Err(e)) => e,
+            Err(_elapsed) => {
+                backend.state.load.end_request();
+                tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
+                return Err(Local::GatewayTimeout);
+            }
+        };
+        backend.state.load.end_request();
+        if client_failed.load() {
+            tracing::debug!(client = %conn.client, error = %err, "request body broken by the client");
+            return Err(Local::ClientError);
+        }
+        tracing::warn!(pool = %pool.name, backend = %backend.id, error = %err, "backend request failed");
+        if !err.is_connection_failure() {
+            return Err(Local::BadGateway);
+        }
+        if err.ejects_backend(has_body) {
+            eject_locally(dp, &pool, index);
+        }
+        if !retryable || attempt > 0 {
+            return Err(Local::BadGateway);
+        }
+        index = retry_target(dp, &pool, &choice, conn, index)
+            .await
+            .ok_or(Local::BadGateway)?;
+        dp.metrics.retries.inc();
+    }
+    Err(Local::BadGateway)
+}
+
+/// The HTTP/1.1 request sent to `backend`. A request without `Host` (HTTP/1.0) gets
+/// the backend's address, as a direct client would have sent.
+fn upstream_request(
+    method: &Method,
+    uri: Uri,
+    mut headers: http::HeaderMap,
+    body: Option<ProxyBody>,
+    backend: &crate::pool::PoolBackend,
+) -> Request<ProxyBody> {
+    if !headers.contains_key(http::header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&backend.id) {
+            headers.insert(http::header::HOST, v);
+        }
+    }
+    let mut req = Request::new(body.unwrap_or_else(body::empty));
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    req
+}
+
+fn finish_response(
+    pool: &PoolRuntime,
+    index: usize,
+    resp: Response<Incoming>,
+    mut done: RequestDone,
+    set_cookie: bool,
+) -> Response<ProxyBody> {
+    let backend = &pool.backends[index];
+    let status = resp.status().as_u16();
+    backend.metrics.record_status(status);
+    let latency = done.started.elapsed();
+    backend.metrics.duration.observe(latency.as_secs_f64());
+    if pool.latency_aware {
+        balance::observe_latency(&backend.state.load, latency);
+    }
+    done.status = status;
+    let (mut parts, body) = resp.into_parts();
+    // RFC 9112 §6.3: with a transfer coding, a Content-Length means nothing and must
+    // not reach the client, who would frame the re-encoded body by it.
+    if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    }
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::append_via(&mut parts.headers, "1.1 fulcrum");
+    if set_cookie {
+        if let Some(cookie) = &pool.cookie {
+            let value = format!(
+                "{}={}; Path=/; HttpOnly",
+                cookie.name,
+                cookie.signer.sign(&backend.id)
+            );
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                parts.headers.append(http::header::SET_COOKIE, v);
+            }
+        }
+    }
+    Response::from_parts(parts, TrackedBody::new(body, done).boxed())
+}
