@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fulcrum_session::StoreOptions;
+use fulcrum_session::{Pinned, StoreOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
@@ -198,4 +198,12 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
+}
+
+/// The backend Redis holds after a pin, or `None` if the pin was only held locally (or lost).
+pub fn stored(p: Option<Pinned>) -> Option<String> {
+    match p {
+        Some(Pinned::Stored(b)) => Some(b),
+        _ => None,
+    }
 }
