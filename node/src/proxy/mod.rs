@@ -153,7 +153,8 @@ async fn route_and_forward(
     }
 }
 
-/// The backend chosen for a request and whether to (re)issue the affinity cookie.
+/// The backend chosen for a request and whether to (re)issue the affinity cookie (or,
+/// in the shared modes, the fallback cookie).
 pub(crate) struct Choice {
     pub index: usize,
     pub set_cookie: bool,
@@ -170,6 +171,8 @@ pub(crate) struct ChoiceKeys {
     /// The shared-affinity (Redis) store and this request's key in it, when a store
     /// is configured and the pool's mode finds a key.
     session: Option<(Arc<AffinityStore>, String)>,
+    /// The backend a valid fallback cookie names (shared-affinity pools).
+    fallback_pin: Option<String>,
 }
 
 impl ChoiceKeys {
@@ -190,14 +193,23 @@ impl ChoiceKeys {
                 cookie_pin,
                 hash_key: None,
                 session: None,
+                fallback_pin: None,
             };
         }
+        let session = dp.sessions().and_then(|store| {
+            shared::session_key(pool, headers, conn.client.ip()).map(|key| (store, key))
+        });
+        let fallback_pin = match (&session, &pool.fallback) {
+            (Some(_), Some(fallback)) => {
+                find_cookie(headers, &fallback.name).and_then(|v| fallback.verify(v))
+            }
+            _ => None,
+        };
         ChoiceKeys {
             cookie_pin,
             hash_key: hash_key_bytes(pool.hash_key.as_ref(), conn, headers, path),
-            session: dp.sessions().and_then(|store| {
-                shared::session_key(pool, headers, conn.client.ip()).map(|key| (store, key))
-            }),
+            session,
+            fallback_pin,
         }
     }
 }
@@ -222,10 +234,11 @@ pub(crate) async fn choose_backend(
     };
     let pick = || pool.pick(&ctx, None);
     if let Some((store, session)) = keys.session {
-        let index = shared::choose(&store, pool, &session, pick).await?;
+        let hint = keys.fallback_pin.as_deref();
+        let (index, issue) = shared::choose(&store, pool, &session, hint, pick).await?;
         return Some(Choice {
             index,
-            set_cookie: false,
+            set_cookie: issue && pool.fallback.is_some(),
             session: Some(session),
         });
     }
@@ -327,10 +340,11 @@ async fn forward(
         let err = match sent {
             Ok(Ok((resp, lease))) => {
                 backend.state.note_success();
+                let mut learned = false;
                 if pool.affinity_mode == fulcrum_config::AffinityMode::Learn {
                     if let Some(store) = dp.sessions() {
-                        let learned = shared::learned_sessions(&pool, resp.headers());
-                        shared::pin_learned(&store, &pool, index, learned).await;
+                        let sessions = shared::learned_sessions(&pool, resp.headers());
+                        learned = shared::pin_learned(&store, &pool, index, sessions).await;
                     }
                 }
                 let done = RequestDone::new(
@@ -347,7 +361,7 @@ async fn forward(
                     index,
                     resp,
                     done,
-                    choice.set_cookie || attempt > 0,
+                    choice.set_cookie || attempt > 0 || learned,
                 ));
             }
             Ok(Err(e)) => e,
@@ -466,12 +480,7 @@ fn finish_response(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, "1.1 fulcrum");
     if set_cookie {
-        if let Some(cookie) = &pool.cookie {
-            let value = format!(
-                "{}={}; Path=/; HttpOnly",
-                cookie.name,
-                cookie.signer.sign(&backend.id)
-            );
+        if let Some(value) = pool.affinity_set_cookie(index) {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 parts.headers.append(http::header::SET_COOKIE, v);
             }
