@@ -126,11 +126,11 @@ pub enum Fencing {
     Strict,
 }
 
-/// `[session]`: the shared affinity store and the cookie signing key.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+/// `[session]`: the shared affinity store and the cookie signing keys.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSection {
-    /// `redis://...` or `redis+sentinel://...`.
+    /// `redis://...`, `redis+sentinel://...` or `redis+cluster://...`.
     pub redis: Option<String>,
     #[serde(default)]
     pub sentinels: Vec<String>,
@@ -142,6 +142,34 @@ pub struct SessionSection {
     pub timeout: Duration,
     /// HMAC key for `affinity.mode = "cookie"`; must be the same on every node.
     pub cookie_secret: Option<String>,
+    /// Name prefix of the signed fallback cookie that shared-affinity pools (`learn`,
+    /// `header`, `source-ip`) give a new session (the pool name is appended); `""` turns the
+    /// cookie off.
+    #[serde(default = "default_fallback_cookie")]
+    pub fallback_cookie: String,
+    /// Files holding the fallback cookie's HMAC keys: the first signs, all verify (rotation).
+    /// Empty: a key derived from the cluster secret (no cookie without `[cluster]`).
+    #[serde(default)]
+    pub fallback_keys: Vec<PathBuf>,
+}
+
+impl Default for SessionSection {
+    fn default() -> Self {
+        Self {
+            redis: None,
+            sentinels: Vec::new(),
+            master_name: None,
+            ttl: default_session_ttl(),
+            timeout: default_redis_timeout(),
+            cookie_secret: None,
+            fallback_cookie: default_fallback_cookie(),
+            fallback_keys: Vec::new(),
+        }
+    }
+}
+
+fn default_fallback_cookie() -> String {
+    "fulcrum_pin".to_string()
 }
 
 /// Protocol a listener speaks to clients.

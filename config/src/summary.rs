@@ -103,9 +103,14 @@ fn session(out: &mut String, session: Option<&SessionSection>) {
         ),
         (None, true) => "no redis".to_string(),
     };
+    let fallback = match (s.fallback_cookie.is_empty(), s.fallback_keys.len()) {
+        (true, _) => "off".to_string(),
+        (false, 0) => format!("{}_POOL, key from the cluster secret", s.fallback_cookie),
+        (false, n) => format!("{}_POOL, {n} key file(s)", s.fallback_cookie),
+    };
     let _ = writeln!(
         out,
-        "session: {store}, ttl {}, timeout {}, cookie_secret {}",
+        "session: {store}, ttl {}, timeout {}, cookie_secret {}, fallback cookie {fallback}",
         h(s.ttl),
         h(s.timeout),
         if s.cookie_secret.is_some() {

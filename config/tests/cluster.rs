@@ -127,7 +127,32 @@ fn sentinels_need_master_name() {
 #[test]
 fn redis_url_scheme() {
     let text = format!("[session]\nredis = \"127.0.0.1:6379\"\n{BASE}");
-    assert_one(&text, "\"127.0.0.1:6379\"", 0, "redis:// or rediss://");
+    assert_one(&text, "\"127.0.0.1:6379\"", 0, "or redis+cluster:// URL");
+}
+
+#[test]
+fn redis_cluster_url_and_fallback_cookie() {
+    let text = format!(
+        "[session]\nredis = \"redis+cluster://127.0.0.1:7000,127.0.0.1:7001\"\n\
+         fallback_keys = [\"/etc/fulcrum/pin.key\", \"/etc/fulcrum/pin.old\"]\n{BASE}"
+    );
+    let s = parse(&text, "t").unwrap().session.unwrap();
+    assert_eq!(s.fallback_cookie, "fulcrum_pin");
+    assert_eq!(s.fallback_keys.len(), 2);
+    let off = format!("[session]\nredis = \"redis://h:1\"\nfallback_cookie = \"\"\n{BASE}");
+    assert_eq!(
+        parse(&off, "t").unwrap().session.unwrap().fallback_cookie,
+        ""
+    );
+}
+
+#[test]
+fn fallback_cookie_name_and_keys_are_checked() {
+    let text = format!("[session]\nredis = \"redis://h:1\"\nfallback_cookie = \"pin;x\"\n{BASE}");
+    assert_one(&text, "\"pin;x\"", 0, "cookie name");
+    let text =
+        format!("[session]\nredis = \"redis://h:1\"\nfallback_keys = [\"/k\", \"\"]\n{BASE}");
+    assert_one(&text, "\"\"]", 0, "empty file path");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! is here and immutable; live figures are atomics inside `BackendState`.
 
 use crate::affinity::cookie::CookieSigner;
+use crate::affinity::fallback::{FallbackCookie, FallbackKeys};
 use crate::backend_state::{BackendRegistry, BackendState};
 use crate::balance::{self, BackendLoad, Candidate, PickContext, Selector};
 use crate::metrics::{BackendMetrics, Metrics};
@@ -43,6 +44,8 @@ pub struct PoolRuntime {
     /// Header carrying the key in `header` mode.
     pub affinity_header: Option<String>,
     pub cookie: Option<CookieAffinity>,
+    /// Signed cookie naming a shared-affinity session's backend, for when Redis cannot say.
+    pub fallback: Option<FallbackCookie>,
     /// Keep-alive connections to the backends, index-aligned with `backends`.
     pub upstream: Upstream,
     pub response_timeout: Duration,
@@ -66,6 +69,7 @@ impl PoolRuntime {
         registry: &BackendRegistry,
         metrics: &Metrics,
         cookie_secret: Option<&str>,
+        fallback: &FallbackKeys,
     ) -> Self {
         let backends: Vec<PoolBackend> = pool
             .backends
@@ -113,6 +117,7 @@ impl PoolRuntime {
                 .as_ref()
                 .map(|h| h.to_ascii_lowercase()),
             cookie,
+            fallback: fallback.for_pool(&pool.name, pool.affinity.mode),
             upstream: Upstream::new(
                 addrs,
                 pool.connect_timeout,
@@ -142,6 +147,20 @@ impl PoolRuntime {
 
     /// The index of a backend by id, if it may take this (returning) session.
     /// A drained backend keeps the sessions it has; an unhealthy one does not.
+    /// The `Set-Cookie` value that ties the client to `index`: the affinity cookie in
+    /// `cookie` mode, the fallback cookie in the shared modes.
+    pub fn affinity_set_cookie(&self, index: usize) -> Option<String> {
+        let backend = &self.backends.get(index)?.id;
+        if let Some(cookie) = &self.cookie {
+            return Some(format!(
+                "{}={}; Path=/; HttpOnly",
+                cookie.name,
+                cookie.signer.sign(backend)
+            ));
+        }
+        self.fallback.as_ref().map(|f| f.set_cookie(backend))
+    }
+
     pub fn sticky_target(&self, id: &str) -> Option<usize> {
         self.backends
             .iter()

@@ -4,6 +4,7 @@
 //! once at its start and keeps using it to the end, so a reload never changes the rules
 //! under a running request; the next request sees the new version.
 
+use crate::affinity::fallback::FallbackKeys;
 use crate::backend_state::BackendRegistry;
 use crate::metrics::Metrics;
 use crate::pool::PoolRuntime;
@@ -36,13 +37,23 @@ impl Snapshot {
             .session
             .as_ref()
             .and_then(|s| s.cookie_secret.as_deref());
+        let fallback = FallbackKeys::load(&config).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "no fallback cookie: cannot read its key");
+            FallbackKeys::default()
+        });
         let pools: HashMap<String, Arc<PoolRuntime>> = config
             .pool
             .iter()
             .map(|p| {
                 (
                     p.name.clone(),
-                    Arc::new(PoolRuntime::build(p, registry, metrics, cookie_secret)),
+                    Arc::new(PoolRuntime::build(
+                        p,
+                        registry,
+                        metrics,
+                        cookie_secret,
+                        &fallback,
+                    )),
                 )
             })
             .collect();

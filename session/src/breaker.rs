@@ -106,6 +106,17 @@ impl Breaker {
         *mode = Mode::Closed { failures: 0 };
     }
 
+    /// Closes the breaker for a new server (a promoted master): the failures that opened it
+    /// were the old server's. If the new one fails too, the breaker opens again after
+    /// [`FAILURE_THRESHOLD`] failures.
+    pub fn reset(&self) {
+        let mut mode = self.lock();
+        if !matches!(*mode, Mode::Closed { .. }) {
+            info!("new redis master: affinity circuit breaker closed");
+        }
+        *mode = Mode::Closed { failures: 0 };
+    }
+
     /// Records a failure; returns true when this failure opened the breaker.
     pub fn on_failure(&self, now: Instant) -> bool {
         let mut mode = self.lock();
@@ -198,6 +209,19 @@ mod tests {
         assert_eq!(b.admit(t0 + ms(300)), Admit::Probe);
         assert_eq!(b.admit(t0 + ms(350)), Admit::Refuse);
         assert_eq!(b.admit(t0 + ms(401)), Admit::Probe);
+    }
+
+    #[test]
+    fn reset_closes_an_open_breaker() {
+        let b = Breaker::new(ms(50));
+        let t0 = Instant::now();
+        for _ in 0..FAILURE_THRESHOLD {
+            b.on_failure(t0);
+        }
+        assert_eq!(b.admit(t0 + ms(1)), Admit::Refuse);
+        b.reset();
+        assert_eq!(b.admit(t0 + ms(2)), Admit::Go);
+        assert!(b.is_closed());
     }
 
     #[test]

@@ -1,15 +1,22 @@
 //! The Redis side of affinity: key layout and the handful of commands the store sends.
 //!
-//! A pin is a plain string key `fulcrum:aff:{pool}:{key}` holding the backend id, with a TTL.
+//! A pin is a plain string key `fulcrum:aff:POOL:KEY` holding the backend id, with a TTL.
+//! On a Redis Cluster the key carries a hash tag of its own, `fulcrum:aff:{TAG}:POOL:KEY`
+//! where TAG is 16 hex digits of a hash of (POOL, KEY): every command touches one key, so
+//! nothing needs two pins in one slot, and the tag spreads the pins evenly over the slots
+//! whatever the pool names or the (client-chosen) keys contain; a key with its own `{...}`
+//! cannot steer its pin to a slot of the client's choosing. Everything about one session
+//! would share its tag, should the data model ever need a second key per session.
 //! Writes that must not race (first pin, re-pin) are Lua scripts, so they are atomic on every
 //! Redis version without `SET ... NX GET` (7.0+) or `IFEQ` (8.4+). Reads use `GETEX` (6.2+),
 //! which reads and pushes the TTL forward in one round trip.
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+use crate::conn::Conn;
 
 /// First writer wins: returns the value stored afterwards (ours or the earlier writer's).
 static PIN: LazyLock<Script> = LazyLock::new(|| {
@@ -36,9 +43,18 @@ return ARGV[2]",
 /// (cookies, headers) and must not make Redis keys or cache entries arbitrarily large.
 pub const MAX_RAW_KEY: usize = 128;
 
+/// How pin keys are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// One Redis (direct or Sentinel): `fulcrum:aff:POOL:KEY`.
+    Plain,
+    /// Redis Cluster: `fulcrum:aff:{TAG}:POOL:KEY`.
+    Tagged,
+}
+
 /// The Redis key of a pin. Pool names come from the config; keys are client-supplied but
 /// Redis keys are binary-safe, so no escaping is needed.
-pub fn redis_key(pool: &str, key: &str) -> String {
+pub fn redis_key(layout: KeyLayout, pool: &str, key: &str) -> String {
     let hashed;
     let key = if key.len() > MAX_RAW_KEY {
         hashed = format!("#{:032x}", xxh3_128(key.as_bytes()));
@@ -46,17 +62,31 @@ pub fn redis_key(pool: &str, key: &str) -> String {
     } else {
         key
     };
-    let mut k = String::with_capacity(12 + pool.len() + 1 + key.len());
+    let mut k = String::with_capacity(12 + 19 + pool.len() + 1 + key.len());
     k.push_str("fulcrum:aff:");
+    if layout == KeyLayout::Tagged {
+        k.push('{');
+        k.push_str(&format!("{:016x}", session_tag(pool, key)));
+        k.push_str("}:");
+    }
     k.push_str(pool);
     k.push(':');
     k.push_str(key);
     k
 }
 
+/// The cluster hash tag of a session: depends on the pool and key only.
+fn session_tag(pool: &str, key: &str) -> u64 {
+    let mut bytes = Vec::with_capacity(pool.len() + 1 + key.len());
+    bytes.extend_from_slice(pool.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(key.as_bytes());
+    xxh3_64(&bytes)
+}
+
 /// Reads a pin; with `refresh_ttl` the read also resets its TTL (GETEX).
 pub async fn read(
-    mut cm: ConnectionManager,
+    mut cm: Conn,
     key: &str,
     refresh_ttl: Option<u64>,
 ) -> RedisResult<Option<String>> {
@@ -72,7 +102,7 @@ pub async fn read(
 }
 
 /// Pushes a pin's TTL forward; false when the key no longer exists.
-pub async fn expire(mut cm: ConnectionManager, key: &str, ttl: u64) -> RedisResult<bool> {
+pub async fn expire(mut cm: Conn, key: &str, ttl: u64) -> RedisResult<bool> {
     redis::cmd("EXPIRE")
         .arg(key)
         .arg(ttl)
@@ -80,12 +110,7 @@ pub async fn expire(mut cm: ConnectionManager, key: &str, ttl: u64) -> RedisResu
         .await
 }
 
-pub async fn pin(
-    mut cm: ConnectionManager,
-    key: &str,
-    backend: &str,
-    ttl: u64,
-) -> RedisResult<String> {
+pub async fn pin(mut cm: Conn, key: &str, backend: &str, ttl: u64) -> RedisResult<String> {
     let mut inv = PIN.key(key);
     inv.arg(backend).arg(ttl);
     let winner = inv.invoke_async(&mut cm).await?;
@@ -93,7 +118,7 @@ pub async fn pin(
 }
 
 pub async fn repin(
-    mut cm: ConnectionManager,
+    mut cm: Conn,
     key: &str,
     dead: &str,
     new: &str,
@@ -105,7 +130,7 @@ pub async fn repin(
     Ok(winner)
 }
 
-pub async fn ping(mut cm: ConnectionManager) -> RedisResult<()> {
+pub async fn ping(mut cm: Conn) -> RedisResult<()> {
     redis::cmd("PING").query_async(&mut cm).await
 }
 
@@ -113,13 +138,64 @@ pub async fn ping(mut cm: ConnectionManager) -> RedisResult<()> {
 mod tests {
     use super::*;
 
+    use KeyLayout::{Plain, Tagged};
+
     #[test]
     fn key_layout() {
-        assert_eq!(redis_key("web", "abc"), "fulcrum:aff:web:abc");
+        assert_eq!(redis_key(Plain, "web", "abc"), "fulcrum:aff:web:abc");
         let long = "x".repeat(5000);
-        let k = redis_key("web", &long);
+        let k = redis_key(Plain, "web", &long);
         assert!(k.len() < 60, "{k}");
-        assert_eq!(k, redis_key("web", &long));
-        assert_ne!(k, redis_key("web", &"y".repeat(5000)));
+        assert_eq!(k, redis_key(Plain, "web", &long));
+        assert_ne!(k, redis_key(Plain, "web", &"y".repeat(5000)));
+    }
+
+    /// The slot Redis Cluster computes for a key: CRC16 (XMODEM) of its hash tag, mod 16384.
+    fn slot(key: &str) -> u16 {
+        let bytes = key.as_bytes();
+        let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+            let len = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+            (len > 0).then(|| &bytes[open + 1..open + 1 + len])
+        });
+        let mut crc: u16 = 0;
+        for &b in tagged.unwrap_or(bytes) {
+            crc ^= u16::from(b) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    #[test]
+    fn tagged_keys_carry_their_own_tag() {
+        let k = redis_key(Tagged, "web", "abc");
+        assert!(k.starts_with("fulcrum:aff:{"), "{k}");
+        assert!(k.ends_with("}:web:abc"), "{k}");
+        assert_eq!(k, redis_key(Tagged, "web", "abc"));
+        assert_ne!(k, redis_key(Tagged, "api", "abc"));
+        // Known vector of the slot function (from the Redis Cluster specification).
+        assert_eq!(slot("123456789"), 12739);
+        // A client-chosen tag inside the key does not choose the slot.
+        let a = redis_key(Tagged, "web", "{same}1");
+        let b = redis_key(Tagged, "web", "{same}2");
+        assert_ne!(slot(&a), slot(&b), "{a} {b}");
+    }
+
+    #[test]
+    fn tagged_keys_spread_over_the_slots() {
+        // Three masters own thirds of the slot space; 3000 sessions land about evenly.
+        let mut thirds = [0u32; 3];
+        for i in 0..3000 {
+            let s = slot(&redis_key(Tagged, "web", &format!("session-{i}")));
+            thirds[usize::from(s) * 3 / 16384] += 1;
+        }
+        for t in thirds {
+            assert!((900..=1100).contains(&t), "uneven: {thirds:?}");
+        }
     }
 }

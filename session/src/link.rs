@@ -1,14 +1,17 @@
-//! The connection to Redis: one auto-reconnecting `ConnectionManager` (a multiplexed
-//! connection shared by all callers), and for Sentinel setups the `SentinelClient` that says
-//! which server is the master.
+//! The connection to Redis: one [`Conn`] shared by all callers, and for Sentinel setups the
+//! `SentinelClient` that says which server is the master.
 //!
-//! * Direct URL: the manager is created lazily in `Link::new` (no network I/O); it connects on
-//!   first use and reconnects by itself after a Redis restart.
+//! * Direct URL: an auto-reconnecting `ConnectionManager`, created lazily in `Link::new`
+//!   (no network I/O); it connects on first use and reconnects after a Redis restart.
+//! * Redis Cluster: the redis crate's cluster connection, created pending (it connects in the
+//!   background); it learns the slot map, follows `MOVED` / `ASK` and refreshes the map when
+//!   a master fails over.
 //! * Sentinel: the manager is created by `resolve` (called by the background monitor, never on
 //!   a request's path). Because a manager keeps reconnecting to the address it was built with,
 //!   errors that suggest a failover (I/O, timeout, `READONLY` from a demoted master) mark the
-//!   link for re-resolution; the monitor then asks the sentinels again and swaps in a manager
-//!   for the new master if the address changed.
+//!   link for re-resolution, and so does a `+switch-master` announcement (see
+//!   `sentinel_watch`); the monitor then asks the sentinels again and swaps in a manager for
+//!   the new master if the address changed.
 //!
 //! `exec` bounds every command by a deadline (the store's `timeout`).
 
@@ -18,18 +21,20 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, RedisError};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::conn::Conn;
 use crate::error::SessionError;
-use crate::options::{SentinelTarget, Target};
+use crate::options::{ClusterTarget, SentinelTarget, Target};
 
 /// Why a command produced no answer.
 #[derive(Debug)]
 pub enum CallError {
-    /// No manager yet (sentinel not resolved).
+    /// No connection yet (sentinel not resolved).
     NotConnected,
     /// The deadline passed.
     Timeout,
@@ -46,9 +51,18 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// What `resolve` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// Not a Sentinel link, or the sentinels name the master already in use.
+    Unchanged,
+    /// The link now talks to this new master.
+    Switched(String),
+}
+
 pub struct Link {
-    /// The manager in use and the address it was built for.
-    manager: RwLock<Option<(ConnectionManager, ConnectionAddr)>>,
+    /// The connection in use and the address it was built for.
+    conn: RwLock<Option<(Conn, String)>>,
     sentinel: Option<tokio::sync::Mutex<SentinelClient>>,
     needs_resolve: AtomicBool,
     timeout: Duration,
@@ -57,31 +71,29 @@ pub struct Link {
 impl Link {
     /// Builds the link without any network I/O. Must run inside a tokio runtime.
     pub fn new(target: &Target, timeout: Duration) -> Result<Self, SessionError> {
-        let (manager, sentinel) = match target {
-            Target::Direct(url) => {
-                let client =
-                    redis::Client::open(url.as_str()).map_err(|e| SessionError::InvalidUrl {
-                        url: url.clone(),
-                        reason: e.to_string(),
-                    })?;
-                let addr = client.get_connection_info().addr().clone();
-                let cm = ConnectionManager::new_lazy_with_config(client, manager_config(timeout))?;
-                (Some((cm, addr)), None)
-            }
+        let (conn, sentinel) = match target {
+            Target::Direct(url) => (Some(direct(url, timeout)?), None),
+            Target::Cluster(c) => (Some(cluster(c, timeout)?), None),
             Target::Sentinel(s) => (None, Some(tokio::sync::Mutex::new(sentinel_client(s)?))),
         };
         Ok(Self {
             needs_resolve: AtomicBool::new(sentinel.is_some()),
-            manager: RwLock::new(manager),
+            conn: RwLock::new(conn),
             sentinel,
             timeout,
         })
     }
 
-    fn current(&self) -> Option<ConnectionManager> {
+    fn current(&self) -> Option<Conn> {
         // The guarded value is only ever replaced whole, so a poisoned lock is still valid.
-        let guard = self.manager.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().map(|(cm, _)| cm.clone())
+        let guard = self.conn.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|(c, _)| c.clone())
+    }
+
+    /// The address of the server (or the seed nodes of the cluster) in use.
+    pub fn address(&self) -> Option<String> {
+        let guard = self.conn.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|(_, addr)| addr.clone())
     }
 
     pub fn is_sentinel(&self) -> bool {
@@ -93,11 +105,18 @@ impl Link {
         self.sentinel.is_some() && self.needs_resolve.load(Relaxed)
     }
 
+    /// Marks the link for re-resolution (a sentinel announced a switch, or lost us).
+    pub fn request_resolve(&self) {
+        if self.sentinel.is_some() {
+            self.needs_resolve.store(true, Relaxed);
+        }
+    }
+
     /// Asks the sentinels for the master and swaps in a manager for it when it moved.
     /// Bounded by a few call timeouts; only the background monitor calls this.
-    pub async fn resolve(&self) -> Result<(), CallError> {
+    pub async fn resolve(&self) -> Result<Resolved, CallError> {
         let Some(sentinel) = &self.sentinel else {
-            return Ok(());
+            return Ok(Resolved::Unchanged);
         };
         let budget = (self.timeout * 4).max(Duration::from_millis(200));
         let client = tokio::time::timeout(budget, async {
@@ -106,22 +125,19 @@ impl Link {
         .await
         .map_err(|_| CallError::Timeout)?
         .map_err(CallError::Redis)?;
-        let addr = client.get_connection_info().addr().clone();
-        let same = self.current_addr().is_some_and(|a| a == addr);
-        if !same {
-            info!(master = %addr, "sentinel: using redis master");
-            let cm = ConnectionManager::new_lazy_with_config(client, manager_config(self.timeout))
-                .map_err(CallError::Redis)?;
-            *self.manager.write().unwrap_or_else(|p| p.into_inner()) = Some((cm, addr));
+        let addr = client.get_connection_info().addr().to_string();
+        if self.address().as_deref() == Some(addr.as_str()) {
+            // `needs_resolve` stays set until a command succeeds: while the master is
+            // failing, the sentinels are asked again (rate-limited by the monitor) until they
+            // name a new one.
+            return Ok(Resolved::Unchanged);
         }
-        // `needs_resolve` stays set until a command succeeds: while the master is failing,
-        // the sentinels are asked again (rate-limited by the monitor) until they name a new one.
-        Ok(())
-    }
-
-    fn current_addr(&self) -> Option<ConnectionAddr> {
-        let guard = self.manager.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().map(|(_, addr)| addr.clone())
+        info!(master = %addr, "sentinel: using redis master");
+        let cm = ConnectionManager::new_lazy_with_config(client, manager_config(self.timeout))
+            .map_err(CallError::Redis)?;
+        *self.conn.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((Conn::Single(cm), addr.clone()));
+        Ok(Resolved::Switched(addr))
     }
 
     /// Runs `op` on the connection, bounded by the call timeout. A failure that arrives at once
@@ -130,16 +146,16 @@ impl Link {
     /// instead of failing a request that could have succeeded.
     pub async fn exec<T, F, Fut>(&self, op: F) -> Result<T, CallError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let deadline = Instant::now() + self.timeout;
-        let cm = self.current().ok_or(CallError::NotConnected)?;
-        let result = match tokio::time::timeout_at(deadline, op(cm.clone())).await {
+        let conn = self.current().ok_or(CallError::NotConnected)?;
+        let result = match tokio::time::timeout_at(deadline, op(conn.clone())).await {
             Err(_) => Err(CallError::Timeout),
             Ok(Err(e)) if is_dead_connection(&e) && Instant::now() < deadline => {
                 debug!(error = %e, "redis connection dead, retrying once on the new one");
-                match tokio::time::timeout_at(deadline, op(cm)).await {
+                match tokio::time::timeout_at(deadline, op(conn)).await {
                     Err(_) => Err(CallError::Timeout),
                     Ok(r) => r.map_err(CallError::Redis),
                 }
@@ -158,8 +174,8 @@ impl Link {
             CallError::NotConnected | CallError::Timeout => true,
             CallError::Redis(e) => e.is_io_error() || e.code() == Some("READONLY"),
         };
-        if self.sentinel.is_some() && suggests_failover {
-            self.needs_resolve.store(true, Relaxed);
+        if suggests_failover {
+            self.request_resolve();
         }
     }
 }
@@ -168,16 +184,52 @@ fn is_dead_connection(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error()
 }
 
+/// How long one connection attempt may take: a few call timeouts, within 100 ms .. 1 s.
+fn connect_timeout(timeout: Duration) -> Duration {
+    (timeout * 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
 /// Reconnect quickly and give up quickly: a request never waits longer than the call timeout
 /// anyway, and the breaker takes over when Redis stays away.
 fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
-    let connect = (timeout * 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(connect))
+        .set_connection_timeout(Some(connect_timeout(timeout)))
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(2)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500))
+}
+
+fn direct(url: &str, timeout: Duration) -> Result<(Conn, String), SessionError> {
+    let client = redis::Client::open(url).map_err(|e| SessionError::InvalidUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    let addr = client.get_connection_info().addr().to_string();
+    let cm = ConnectionManager::new_lazy_with_config(client, manager_config(timeout))?;
+    Ok((Conn::Single(cm), addr))
+}
+
+/// The cluster connection retries a command a couple of times (after `MOVED`, `ASK`, a
+/// refused connection or `CLUSTERDOWN` while a replica is being promoted); `exec`'s deadline
+/// bounds the whole.
+fn cluster(c: &ClusterTarget, timeout: Duration) -> Result<(Conn, String), SessionError> {
+    let mut builder = ClusterClientBuilder::new(c.nodes.clone())
+        .retries(3)
+        .min_retry_wait(5)
+        .max_retry_wait(50);
+    if let Some(user) = &c.username {
+        builder = builder.username(user);
+    }
+    if let Some(pw) = &c.password {
+        builder = builder.password(pw);
+    }
+    let client = builder.build()?;
+    let config = ClusterConfig::new()
+        .set_connection_timeout(connect_timeout(timeout))
+        .set_response_timeout(timeout);
+    let conn = client.get_pending_async_connection_with_config(config);
+    Ok((Conn::Cluster(conn), c.nodes.join(",")))
 }
 
 fn sentinel_client(s: &SentinelTarget) -> Result<SentinelClient, SessionError> {

@@ -1,5 +1,7 @@
 //! Counters of the store, kept as relaxed atomics so the hot path never locks for them,
 //! and the plain snapshot ([`StoreMetrics`]) handed to the node's metrics endpoint.
+//! Round trips per request come from these: `redis_calls` against the lookups
+//! (`cache_hits + cache_misses`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -24,6 +26,18 @@ pub struct StoreMetrics {
     pub breaker_opens: u64,
     /// Lookups answered with a cached pin older than `cache_ttl` because Redis was away.
     pub stale_hits: u64,
+    /// Pins Redis could not take, held by this node to be written later.
+    pub held_pins: u64,
+    /// Pins that could not even be held (the queue was full).
+    pub held_dropped: u64,
+    /// Held pins written to Redis as they were.
+    pub held_written: u64,
+    /// Held pins that found another node's pin in Redis (that pin won).
+    pub held_superseded: u64,
+    /// Lookups answered from a held pin because Redis was still away.
+    pub held_hits: u64,
+    /// Pins held right now (a gauge, unlike the counters above).
+    pub held_now: u64,
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +50,11 @@ pub(crate) struct Counters {
     pub redis_calls: AtomicU64,
     pub breaker_opens: AtomicU64,
     pub stale_hits: AtomicU64,
+    pub held_pins: AtomicU64,
+    pub held_dropped: AtomicU64,
+    pub held_written: AtomicU64,
+    pub held_superseded: AtomicU64,
+    pub held_hits: AtomicU64,
 }
 
 impl Counters {
@@ -49,7 +68,8 @@ impl Counters {
         self.redis_calls.fetch_add(1, Relaxed);
     }
 
-    pub fn snapshot(&self) -> StoreMetrics {
+    /// The counters, with `held_now` (not a counter) filled in by the caller.
+    pub fn snapshot(&self, held_now: usize) -> StoreMetrics {
         StoreMetrics {
             cache_hits: self.cache_hits.load(Relaxed),
             cache_misses: self.cache_misses.load(Relaxed),
@@ -59,6 +79,12 @@ impl Counters {
             redis_calls: self.redis_calls.load(Relaxed),
             breaker_opens: self.breaker_opens.load(Relaxed),
             stale_hits: self.stale_hits.load(Relaxed),
+            held_pins: self.held_pins.load(Relaxed),
+            held_dropped: self.held_dropped.load(Relaxed),
+            held_written: self.held_written.load(Relaxed),
+            held_superseded: self.held_superseded.load(Relaxed),
+            held_hits: self.held_hits.load(Relaxed),
+            held_now: held_now as u64,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Store options ([`StoreOptions`]) and where they point: no Redis, one Redis URL, or a set
-//! of Sentinels that name the current master.
+//! Store options ([`StoreOptions`]) and where they point: no Redis, one Redis URL, a set
+//! of Sentinels that name the current master, or a Redis Cluster.
 //!
 //! Sentinel can be given two ways, both resolved by the redis crate's `SentinelClient`:
 //! * `redis = "redis+sentinel://[:password@]host:port,host:port/master_name[/db]"`, or
@@ -7,6 +7,11 @@
 //!
 //! The password in a sentinel URL is the Redis master's password (sentinels themselves are
 //! reached without auth). A sentinel port defaults to 26379.
+//!
+//! A Redis Cluster is `redis+cluster://[user:password@]host:port,host:port[/]`: a few seed
+//! nodes (any of them, masters or replicas); the redis crate's cluster client learns the
+//! rest of the topology from them. A cluster node's port defaults to 6379 and the database is
+//! always 0 (Redis Cluster has no other).
 
 use std::time::Duration;
 
@@ -17,7 +22,7 @@ use crate::error::SessionError;
 /// Everything the store needs; build it from the config with [`StoreOptions::from_config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// `redis://host:port/db`, `rediss://...`, or `redis+sentinel://...`.
+    /// `redis://host:port/db`, `rediss://...`, `redis+sentinel://...` or `redis+cluster://...`.
     pub redis_url: Option<String>,
     /// Sentinel addresses (`host:port` or `redis://host:port`), used with `master_name`.
     pub sentinels: Vec<String>,
@@ -32,14 +37,20 @@ pub struct StoreOptions {
     /// How long a cached pin is trusted before Redis is asked again, i.e. how late a re-pin
     /// made by another node can be noticed.
     pub cache_ttl: Duration,
+    /// Most pins held locally while Redis cannot take them (see `AffinityStore::hold`).
+    pub held_capacity: usize,
 }
 
 /// Default number of cached pins (about 100 bytes each).
 pub const DEFAULT_CACHE_CAPACITY: usize = 50_000;
 /// Default trust window of a cached pin.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Default bound of the held-pin queue (about 150 bytes a pin).
+pub const DEFAULT_HELD_CAPACITY: usize = 100_000;
 const DEFAULT_SENTINEL_PORT: u16 = 26379;
+const DEFAULT_REDIS_PORT: u16 = 6379;
 const SENTINEL_SCHEME: &str = "redis+sentinel://";
+const CLUSTER_SCHEME: &str = "redis+cluster://";
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -51,6 +62,7 @@ impl Default for StoreOptions {
             timeout: Duration::from_millis(50),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             cache_ttl: DEFAULT_CACHE_TTL,
+            held_capacity: DEFAULT_HELD_CAPACITY,
         }
     }
 }
@@ -75,6 +87,9 @@ impl StoreOptions {
             (None, true) => Ok(None),
             (Some(url), _) if url.starts_with(SENTINEL_SCHEME) => {
                 parse_sentinel_url(url, self.master_name.as_deref()).map(Some)
+            }
+            (Some(url), true) if url.starts_with(CLUSTER_SCHEME) => {
+                parse_cluster_url(url).map(Some)
             }
             (Some(url), true) => Ok(Some(Target::Direct(url.clone()))),
             (Some(_), false) => Err(SessionError::InvalidOptions(
@@ -106,7 +121,7 @@ impl StoreOptions {
         let sentinels = self
             .sentinels
             .iter()
-            .map(|s| parse_host_port(strip_scheme(s), s))
+            .map(|s| parse_host_port(strip_scheme(s), s, DEFAULT_SENTINEL_PORT))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Target::Sentinel(SentinelTarget {
             sentinels,
@@ -124,6 +139,15 @@ pub(crate) enum Target {
     Direct(String),
     /// The master named by Sentinels; re-resolved after failover.
     Sentinel(SentinelTarget),
+    /// A Redis Cluster, reached through these seed nodes.
+    Cluster(ClusterTarget),
+}
+
+impl Target {
+    /// True for a Redis Cluster: pin keys then carry a hash tag.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +155,14 @@ pub(crate) struct SentinelTarget {
     pub sentinels: Vec<(String, u16)>,
     pub master: String,
     pub db: i64,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClusterTarget {
+    /// Seed nodes as `redis://host:port` URLs.
+    pub nodes: Vec<String>,
+    pub username: Option<String>,
     pub password: Option<String>,
 }
 
@@ -145,22 +177,64 @@ fn invalid(url: &str, reason: &str) -> SessionError {
     }
 }
 
+/// `user:password@rest` split into (user, password, rest); empty parts are `None`.
+fn split_userinfo(rest: &str) -> (Option<String>, Option<String>, &str) {
+    let Some((userinfo, rest)) = rest.rsplit_once('@') else {
+        return (None, None, rest);
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, p),
+        None => ("", userinfo),
+    };
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    (some(user), some(password), rest)
+}
+
+/// `h1:p1,h2:p2` (empty items skipped), each with `default_port` when it has none.
+fn parse_host_list(
+    hosts: &str,
+    url: &str,
+    default_port: u16,
+) -> Result<Vec<(String, u16)>, SessionError> {
+    hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| parse_host_port(h, url, default_port))
+        .collect()
+}
+
+/// `redis+cluster://[user:password@]h1:p1,h2:p2[/]`.
+fn parse_cluster_url(url: &str) -> Result<Target, SessionError> {
+    let rest = &url[CLUSTER_SCHEME.len()..];
+    let (username, password, rest) = split_userinfo(rest);
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.is_empty() && path != "0" {
+        return Err(invalid(url, "a Redis Cluster has only database 0"));
+    }
+    let nodes = parse_host_list(hosts, url, DEFAULT_REDIS_PORT)?;
+    if nodes.is_empty() {
+        return Err(invalid(url, "no cluster node address"));
+    }
+    let nodes = nodes
+        .into_iter()
+        .map(|(h, p)| match h.contains(':') {
+            true => format!("redis://[{h}]:{p}"),
+            false => format!("redis://{h}:{p}"),
+        })
+        .collect();
+    Ok(Target::Cluster(ClusterTarget {
+        nodes,
+        username,
+        password,
+    }))
+}
+
 /// `redis+sentinel://[user:password@]h1:p1,h2:p2/master[/db]`.
 fn parse_sentinel_url(url: &str, master_opt: Option<&str>) -> Result<Target, SessionError> {
     let rest = &url[SENTINEL_SCHEME.len()..];
-    let (userinfo, rest) = match rest.rsplit_once('@') {
-        Some((u, r)) => (Some(u), r),
-        None => (None, rest),
-    };
-    let password = userinfo
-        .map(|u| u.split_once(':').map_or(u, |(_, p)| p).to_string())
-        .filter(|p| !p.is_empty());
+    let (_user, password, rest) = split_userinfo(rest);
     let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let sentinels = hosts
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(|h| parse_host_port(h, url))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sentinels = parse_host_list(hosts, url, DEFAULT_SENTINEL_PORT)?;
     if sentinels.is_empty() {
         return Err(invalid(url, "no sentinel address"));
     }
@@ -183,7 +257,7 @@ fn parse_sentinel_url(url: &str, master_opt: Option<&str>) -> Result<Target, Ses
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`.
-fn parse_host_port(s: &str, url: &str) -> Result<(String, u16), SessionError> {
+fn parse_host_port(s: &str, url: &str, default_port: u16) -> Result<(String, u16), SessionError> {
     let s = s.trim_end_matches('/');
     let (host, port) = if let Some(v6) = s.strip_prefix('[') {
         let (h, after) = v6
@@ -201,7 +275,7 @@ fn parse_host_port(s: &str, url: &str) -> Result<(String, u16), SessionError> {
     }
     let port = match port {
         Some(p) => p.parse().map_err(|_| invalid(url, "bad port"))?,
-        None => DEFAULT_SENTINEL_PORT,
+        None => default_port,
     };
     Ok((host.to_string(), port))
 }
@@ -262,6 +336,35 @@ mod tests {
             panic!()
         };
         assert_eq!(s.sentinels, vec![("127.0.0.1".into(), 26379)]);
+    }
+
+    #[test]
+    fn cluster_url_is_parsed() {
+        let t = opts(Some("redis+cluster://:pw@127.0.0.1:7000,[::1]:7001,h3/"))
+            .target()
+            .unwrap();
+        let Some(Target::Cluster(c)) = t else {
+            panic!("not a cluster: {t:?}")
+        };
+        assert_eq!(
+            c.nodes,
+            vec![
+                "redis://127.0.0.1:7000",
+                "redis://[::1]:7001",
+                "redis://h3:6379"
+            ]
+        );
+        assert_eq!((c.username, c.password.as_deref()), (None, Some("pw")));
+        let t = opts(Some("redis+cluster://app:pw@10.0.0.1:7000"))
+            .target()
+            .unwrap();
+        let Some(Target::Cluster(c)) = t else {
+            panic!("not a cluster: {t:?}")
+        };
+        assert_eq!(c.username.as_deref(), Some("app"));
+        assert!(opts(Some("redis+cluster://h:1/3")).target().is_err());
+        assert!(opts(Some("redis+cluster:///")).target().is_err());
+        assert!(opts(Some("redis+cluster://h:port")).target().is_err());
     }
 
     #[test]

@@ -1,27 +1,30 @@
 //! [`AffinityStore`]: the facade the data plane calls on its hot path.
 //!
-//! Order of business for a lookup: local cache (no I/O), then one Redis read bounded by the
-//! call timeout and gated by the circuit breaker. Nothing here returns an error: when Redis
-//! cannot answer, the caller gets `Unavailable` / `None` and falls back (see
-//! [`fallback_pick`](crate::fallback_pick)), so a Redis outage never fails a user request.
+//! Order of business for a lookup: local cache (no I/O), then a pin this node holds because
+//! Redis could not take it (written now if Redis answers, else answered locally), then one
+//! Redis read bounded by the call timeout and gated by the circuit breaker. Nothing here
+//! returns an error: when Redis cannot answer, the caller gets `Unavailable` / `None` and
+//! falls back (see [`fallback_pick`](crate::fallback_pick)), so a Redis outage never fails a
+//! user request.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use redis::aio::ConnectionManager;
-use redis::RedisError;
-use tracing::debug;
+use tokio::sync::watch;
 
-use crate::breaker::{Admit, Breaker};
+use crate::breaker::Breaker;
 use crate::cache::{Cache, Cached};
-use crate::commands::{self, redis_key};
+use crate::commands::{self, redis_key, KeyLayout};
 use crate::error::SessionError;
+use crate::flush;
+use crate::inner::{Accounting, Inner};
 use crate::link::Link;
+use crate::master::MasterInfo;
 use crate::metrics::{Counters, StoreMetrics};
 use crate::monitor;
-use crate::options::StoreOptions;
+use crate::options::{StoreOptions, Target};
+use crate::pending::{HoldResult, PendingPins};
+use crate::sentinel_watch;
 
 /// Answer of [`AffinityStore::lookup`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +35,25 @@ pub enum Lookup {
     Absent,
     /// Redis could not answer in time (or is not configured): fall back.
     Unavailable,
+}
+
+/// Where a pin ended up ([`AffinityStore::pin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pinned {
+    /// Redis holds the pin and it names this backend: ours, or an earlier writer's.
+    Stored(String),
+    /// Redis could not take it: this node holds it, answers from it, and writes it when Redis
+    /// answers again.
+    Held(String),
+}
+
+impl Pinned {
+    /// The backend the session is pinned to.
+    pub fn backend(&self) -> &str {
+        match self {
+            Pinned::Stored(b) | Pinned::Held(b) => b,
+        }
+    }
 }
 
 /// Health of the store, for status pages and metrics.
@@ -45,36 +67,16 @@ pub enum StoreState {
     Disabled,
 }
 
-/// Session-affinity store: local cache + Redis + circuit breaker. Cheap to clone.
+/// Session-affinity store: local cache + held pins + Redis + circuit breaker. Cheap to clone.
 #[derive(Clone)]
 pub struct AffinityStore {
     inner: Arc<Inner>,
 }
 
-/// Whether a command is counted in the user-facing metrics (health pings are not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Accounting {
-    User,
-    Health,
-}
-
-pub(crate) struct Inner {
-    pub(crate) link: Option<Link>,
-    pub(crate) breaker: Breaker,
-    cache: Cache,
-    counters: Counters,
-    ttl_secs: u64,
-    last_ok: AtomicBool,
-    /// Milliseconds since `epoch` when the last Redis command finished; lets the monitor
-    /// ping only when the store has been idle.
-    last_activity_ms: AtomicU64,
-    epoch: Instant,
-}
-
 impl AffinityStore {
-    /// Builds the store. Does no network I/O: the connection is made lazily and a background
-    /// monitor (spawned here, so a tokio runtime is needed when Redis is configured) warms it
-    /// up, probes a tripped breaker and follows Sentinel failovers.
+    /// Builds the store. Does no network I/O: the connection is made lazily and background
+    /// tasks (spawned here, so a tokio runtime is needed when Redis is configured) warm it
+    /// up, probe a tripped breaker, write held pins and follow Sentinel failovers.
     pub fn new(opts: StoreOptions) -> Result<Self, SessionError> {
         let target = opts.target()?;
         let link = match &target {
@@ -84,31 +86,46 @@ impl AffinityStore {
                 Some(Link::new(t, opts.timeout)?)
             }
         };
-        let inner = Arc::new(Inner {
+        let layout = match target.as_ref().is_some_and(Target::is_cluster) {
+            true => KeyLayout::Tagged,
+            false => KeyLayout::Plain,
+        };
+        let (closed_tx, closed_rx) = watch::channel(());
+        let inner = Arc::new(Inner::new(
             link,
-            breaker: Breaker::new(opts.timeout),
-            cache: Cache::new(opts.cache_capacity, opts.cache_ttl, opts.ttl),
-            counters: Counters::default(),
-            ttl_secs: opts.ttl.as_secs().max(1),
-            last_ok: AtomicBool::new(false),
-            last_activity_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-        });
+            Breaker::new(opts.timeout),
+            Cache::new(opts.cache_capacity, opts.cache_ttl, opts.ttl),
+            PendingPins::new(opts.held_capacity, opts.ttl),
+            layout,
+            opts.ttl.as_secs().max(1),
+            closed_tx,
+        ));
+        if let Some(address) = inner.link.as_ref().and_then(Link::address) {
+            inner.master.using(&address);
+        }
         if inner.link.is_some() {
-            tokio::spawn(monitor::run(Arc::downgrade(&inner)));
+            tokio::spawn(monitor::run(Arc::downgrade(&inner), inner.wake.clone()));
+        }
+        if let Some(Target::Sentinel(s)) = &target {
+            sentinel_watch::spawn(&inner, &s.sentinels, &s.master, &closed_rx);
         }
         Ok(Self { inner })
     }
 
-    /// The backend currently pinned for (pool, key): local cache first, then Redis (one
-    /// GET/GETEX round trip with timeout). If Redis cannot answer but this node saw a pin
-    /// within the pin TTL, that pin is returned (Redis being away, nobody can have re-pinned).
+    fn key(&self, pool: &str, key: &str) -> String {
+        redis_key(self.inner.layout, pool, key)
+    }
+
+    /// The backend currently pinned for (pool, key): local cache first, then a pin this node
+    /// holds, then Redis (one GET/GETEX round trip with timeout). If Redis cannot answer but
+    /// this node saw a pin within the pin TTL, that pin is returned (Redis being away, nobody
+    /// can have re-pinned).
     pub async fn lookup(&self, pool: &str, key: &str) -> Lookup {
         let inner = &self.inner;
         if inner.link.is_none() {
             return Lookup::Unavailable;
         }
-        let rkey = redis_key(pool, key);
+        let rkey = self.key(pool, key);
         let now = Instant::now();
         let cached = inner.cache.get(&rkey, now);
         let refresh_on_read = match &cached {
@@ -126,10 +143,13 @@ impl AffinityStore {
             Cached::Missing => true,
         };
         Counters::bump(&inner.counters.cache_misses);
+        if let Some(held) = inner.pending.get(&rkey, now) {
+            return self.write_held(&rkey, held).await;
+        }
         let ttl = refresh_on_read.then_some(inner.ttl_secs);
         let k = rkey.as_str();
         let answer = inner
-            .call(Accounting::User, |cm| commands::read(cm, k, ttl))
+            .call(Accounting::Read, |c| commands::read(c, k, ttl))
             .await;
         match (answer, cached) {
             (Some(Some(backend)), _) => {
@@ -148,18 +168,69 @@ impl AffinityStore {
         }
     }
 
-    /// First writer wins (SET NX EX ttl, as a script). Returns the backend that is pinned
-    /// afterwards (ours or the earlier writer's), or None when Redis is unavailable.
-    pub async fn pin(&self, pool: &str, key: &str, backend: &str) -> Option<String> {
+    /// A lookup found a pin this node holds: one round trip both writes it (first writer
+    /// wins) and says what Redis holds. Redis still away: the held pin answers.
+    async fn write_held(&self, rkey: &str, held: String) -> Lookup {
         let inner = &self.inner;
-        let rkey = redis_key(pool, key);
+        let ttl = inner.ttl_secs;
+        let h = held.as_str();
+        match inner
+            .call(Accounting::Write, |c| commands::pin(c, rkey, h, ttl))
+            .await
+        {
+            Some(winner) => {
+                flush::settled(inner, rkey, &held, &winner);
+                Lookup::Pinned(winner)
+            }
+            None => {
+                Counters::bump(&inner.counters.held_hits);
+                Lookup::Pinned(held)
+            }
+        }
+    }
+
+    /// First writer wins (SET NX EX ttl, as a script). Returns where the pin ended up: in
+    /// Redis (ours or the earlier writer's backend), or held by this node when Redis could not
+    /// take it. `None` only when there is no Redis or the held-pin queue is full.
+    pub async fn pin(&self, pool: &str, key: &str, backend: &str) -> Option<Pinned> {
+        let inner = &self.inner;
+        inner.link.as_ref()?;
+        let rkey = self.key(pool, key);
         let (k, ttl) = (rkey.as_str(), inner.ttl_secs);
         let now = Instant::now();
-        let winner = inner
-            .call(Accounting::User, |cm| commands::pin(cm, k, backend, ttl))
-            .await?;
-        inner.cache.put(&rkey, &winner, now, winner == backend);
-        Some(winner)
+        match inner
+            .call(Accounting::Write, |c| commands::pin(c, k, backend, ttl))
+            .await
+        {
+            Some(winner) => {
+                inner.pending.settle(&rkey, backend);
+                inner.cache.put(&rkey, &winner, now, winner == backend);
+                Some(Pinned::Stored(winner))
+            }
+            None => self.hold_key(&rkey, backend, now),
+        }
+    }
+
+    /// Holds a pin without trying Redis (the caller has just been told Redis is away): this
+    /// node answers from it and writes it when Redis answers again. `None` when there is no
+    /// Redis or the held-pin queue is full.
+    pub fn hold(&self, pool: &str, key: &str, backend: &str) -> Option<Pinned> {
+        self.inner.link.as_ref()?;
+        self.hold_key(&self.key(pool, key), backend, Instant::now())
+    }
+
+    fn hold_key(&self, rkey: &str, backend: &str, now: Instant) -> Option<Pinned> {
+        let inner = &self.inner;
+        match inner.pending.hold(rkey, backend, now) {
+            HoldResult::Held => {
+                Counters::bump(&inner.counters.held_pins);
+                Some(Pinned::Held(backend.to_string()))
+            }
+            HoldResult::Full => {
+                Counters::bump(&inner.counters.held_dropped);
+                None
+            }
+        }
     }
 
     /// Compare-and-set re-pin: replace only if the pin still names `dead` (or has expired);
@@ -167,14 +238,13 @@ impl AffinityStore {
     /// session at once therefore agree on one new backend.
     pub async fn repin(&self, pool: &str, key: &str, dead: &str, new: &str) -> Option<String> {
         let inner = &self.inner;
-        let rkey = redis_key(pool, key);
+        let rkey = self.key(pool, key);
         let (k, ttl) = (rkey.as_str(), inner.ttl_secs);
         let now = Instant::now();
         let winner = inner
-            .call(Accounting::User, |cm| {
-                commands::repin(cm, k, dead, new, ttl)
-            })
+            .call(Accounting::Write, |c| commands::repin(c, k, dead, new, ttl))
             .await?;
+        inner.pending.settle(&rkey, dead);
         inner.cache.put(&rkey, &winner, now, winner == new);
         Some(winner)
     }
@@ -183,7 +253,9 @@ impl AffinityStore {
         let inner = &self.inner;
         if inner.link.is_none() {
             StoreState::Disabled
-        } else if inner.last_ok.load(Relaxed) && inner.breaker.is_closed() {
+        } else if inner.last_ok.load(std::sync::atomic::Ordering::Relaxed)
+            && inner.breaker.is_closed()
+        {
             StoreState::Connected
         } else {
             StoreState::Degraded
@@ -191,7 +263,12 @@ impl AffinityStore {
     }
 
     pub fn metrics(&self) -> StoreMetrics {
-        self.inner.counters.snapshot()
+        self.inner.counters.snapshot(self.inner.pending.len())
+    }
+
+    /// The server pins are written to, since when, and when the first write to it landed.
+    pub fn master(&self) -> Option<MasterInfo> {
+        self.inner.master.info()
     }
 
     /// Counts one use of the fallback choice (the caller decides when it falls back).
@@ -205,7 +282,7 @@ impl AffinityStore {
         tokio::spawn(async move {
             let (k, ttl) = (rkey.as_str(), inner.ttl_secs);
             let exists = inner
-                .call(Accounting::User, |cm| commands::expire(cm, k, ttl))
+                .call(Accounting::Read, |c| commands::expire(c, k, ttl))
                 .await;
             if exists == Some(false) {
                 // The pin expired or was deleted in Redis: stop serving it from the cache.
@@ -221,66 +298,6 @@ impl std::fmt::Debug for AffinityStore {
             .field("state", &self.state())
             .field("metrics", &self.metrics())
             .finish()
-    }
-}
-
-impl Inner {
-    /// One Redis command through the breaker, with metrics and state bookkeeping.
-    /// `None` means "no answer" for whatever reason; details go to the debug log.
-    pub(crate) async fn call<T, F, Fut>(&self, acct: Accounting, op: F) -> Option<T>
-    where
-        F: Fn(ConnectionManager) -> Fut,
-        Fut: Future<Output = Result<T, RedisError>>,
-    {
-        let link = self.link.as_ref()?;
-        let user = acct == Accounting::User;
-        let start = Instant::now();
-        if self.breaker.admit(start) == Admit::Refuse {
-            if user {
-                Counters::bump(&self.counters.redis_errors);
-            }
-            return None;
-        }
-        let result = link.exec(op).await;
-        let end = Instant::now();
-        if user {
-            self.counters.record_call(end - start);
-        }
-        // +1 so that a call finishing within the first millisecond still reads as "used".
-        self.last_activity_ms
-            .store(self.millis_at(end) + 1, Relaxed);
-        match result {
-            Ok(v) => {
-                self.last_ok.store(true, Relaxed);
-                self.breaker.on_success();
-                Some(v)
-            }
-            Err(e) => {
-                debug!(error = %e, "redis command failed");
-                self.last_ok.store(false, Relaxed);
-                if user {
-                    Counters::bump(&self.counters.redis_errors);
-                }
-                if self.breaker.on_failure(end) {
-                    Counters::bump(&self.counters.breaker_opens);
-                }
-                None
-            }
-        }
-    }
-
-    fn millis_at(&self, t: Instant) -> u64 {
-        u64::try_from(t.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Time since the last Redis command finished (since creation if none).
-    pub(crate) fn idle_for(&self, now: Instant) -> Duration {
-        let last = self.last_activity_ms.load(Relaxed).saturating_sub(1);
-        Duration::from_millis(self.millis_at(now).saturating_sub(last))
-    }
-
-    pub(crate) fn never_used(&self) -> bool {
-        self.last_activity_ms.load(Relaxed) == 0
     }
 }
 
@@ -302,6 +319,7 @@ mod tests {
         });
         assert_send(&handle);
         assert_eq!(handle.await.unwrap(), None);
+        assert_eq!(store.hold("p", "k", "b"), None);
         assert!(format!("{store:?}").contains("Disabled"));
     }
 }

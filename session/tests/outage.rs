@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{opts, wait_until, RedisProc};
-use fulcrum_session::{AffinityStore, Lookup, StoreState};
+use common::{opts, stored, wait_until, RedisProc};
+use fulcrum_session::{AffinityStore, Lookup, Pinned, StoreState};
 
 const TIMEOUT: Duration = Duration::from_millis(50);
 /// Generous bound for one call that waits out the timeout (2 shared cores, debug build).
@@ -48,7 +48,7 @@ async fn killed_redis_degrades_then_restart_recovers() {
     let mut redis = RedisProc::start();
     let port = redis.port;
     let store = AffinityStore::new(opts(&redis.url())).unwrap();
-    store.pin("web", "known", "b1").await.unwrap();
+    stored(store.pin("web", "known", "b1").await).unwrap();
     assert_eq!(
         store.lookup("web", "known").await,
         Lookup::Pinned("b1".into())
@@ -58,7 +58,12 @@ async fn killed_redis_degrades_then_restart_recovers() {
     redis.kill();
     drive_until_breaker_opens(&store).await;
     assert_calls_are_instant(&store).await;
-    assert_eq!(store.pin("web", "x", "b").await, None);
+    // The pin Redis cannot take is held by this node, and answered from there.
+    assert_eq!(
+        store.pin("web", "x", "b").await,
+        Some(Pinned::Held("b".into()))
+    );
+    assert_eq!(store.lookup("web", "x").await, Lookup::Pinned("b".into()));
     assert_eq!(store.repin("web", "x", "a", "b").await, None);
     assert!(store.metrics().redis_errors >= 3);
     // A pin this node saw before the outage is still served (stale) while Redis is away.
@@ -82,7 +87,7 @@ async fn killed_redis_degrades_then_restart_recovers() {
         restarted_at.elapsed()
     );
     assert_eq!(
-        store.pin("web", "after-restart", "b2").await.as_deref(),
+        stored(store.pin("web", "after-restart", "b2").await).as_deref(),
         Some("b2")
     );
 }
@@ -91,7 +96,7 @@ async fn killed_redis_degrades_then_restart_recovers() {
 async fn frozen_redis_is_bounded_and_recovers_on_sigcont() {
     let redis = RedisProc::start();
     let store = AffinityStore::new(opts(&redis.url())).unwrap();
-    store.pin("web", "s", "b1").await.unwrap();
+    stored(store.pin("web", "s", "b1").await).unwrap();
     assert_eq!(store.state(), StoreState::Connected);
 
     redis.freeze();
@@ -113,7 +118,10 @@ async fn frozen_redis_is_bounded_and_recovers_on_sigcont() {
     .expect("no recovery after SIGCONT");
     eprintln!("connected again {took:?} after SIGCONT");
     assert_eq!(store.lookup("web", "s2").await, Lookup::Absent);
-    assert_eq!(store.pin("web", "s2", "b3").await.as_deref(), Some("b3"));
+    assert_eq!(
+        stored(store.pin("web", "s2", "b3").await).as_deref(),
+        Some("b3")
+    );
 }
 
 #[tokio::test]
@@ -131,5 +139,8 @@ async fn store_started_while_redis_is_down_connects_when_it_comes_up() {
     })
     .await
     .expect("never connected");
-    assert_eq!(store.pin("web", "late", "b1").await.as_deref(), Some("b1"));
+    assert_eq!(
+        stored(store.pin("web", "late", "b1").await).as_deref(),
+        Some("b1")
+    );
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{opts, raw, raw_get, wait_until, RedisProc};
+use common::{opts, raw, raw_get, stored, wait_until, RedisProc};
 use fulcrum_session::{AffinityStore, Lookup, StoreOptions, StoreState};
 
 #[tokio::test]
@@ -16,7 +16,7 @@ async fn pin_is_seen_by_a_second_node() {
 
     assert_eq!(node2.lookup("web", "sess-1").await, Lookup::Absent);
     assert_eq!(
-        node1.pin("web", "sess-1", "b1").await.as_deref(),
+        stored(node1.pin("web", "sess-1", "b1").await).as_deref(),
         Some("b1")
     );
     assert_eq!(
@@ -43,7 +43,7 @@ async fn concurrent_first_sight_has_one_winner() {
     for i in 0..20 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            store.pin("web", "new-user", &format!("backend-{i}")).await
+            stored(store.pin("web", "new-user", &format!("backend-{i}")).await)
         }));
     }
     let mut winners = Vec::new();
@@ -67,7 +67,7 @@ async fn repin_is_compare_and_set() {
     let redis = RedisProc::start();
     let node1 = AffinityStore::new(opts(&redis.url())).unwrap();
     let node2 = AffinityStore::new(opts(&redis.url())).unwrap();
-    node1.pin("web", "s", "A").await.unwrap();
+    stored(node1.pin("web", "s", "A").await).unwrap();
 
     assert_eq!(
         node1.repin("web", "s", "A", "B").await.as_deref(),
@@ -95,7 +95,7 @@ async fn repin_by_another_node_is_seen_within_cache_ttl() {
     let redis = RedisProc::start();
     let node1 = AffinityStore::new(opts(&redis.url())).unwrap();
     let node2 = AffinityStore::new(opts(&redis.url())).unwrap();
-    node1.pin("web", "s", "A").await.unwrap();
+    stored(node1.pin("web", "s", "A").await).unwrap();
     assert_eq!(node1.lookup("web", "s").await, Lookup::Pinned("A".into()));
     node2.repin("web", "s", "A", "B").await.unwrap();
     let took = wait_until(Duration::from_secs(3), || async {
@@ -119,7 +119,7 @@ async fn warm_cache_does_not_touch_redis() {
         ..opts(&redis.url())
     })
     .unwrap();
-    node1.pin("web", "s", "b7").await.unwrap();
+    stored(node1.pin("web", "s", "b7").await).unwrap();
     assert_eq!(node2.lookup("web", "s").await, Lookup::Pinned("b7".into()));
     let before = node2.metrics();
     assert_eq!((before.cache_misses, before.redis_calls), (1, 1));
@@ -144,7 +144,7 @@ async fn unused_pin_expires() {
         ..opts(&redis.url())
     })
     .unwrap();
-    store.pin("web", "idle", "b1").await.unwrap();
+    stored(store.pin("web", "idle", "b1").await).unwrap();
     assert!(raw_get(redis.port, "fulcrum:aff:web:idle").await.is_some());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(raw_get(redis.port, "fulcrum:aff:web:idle").await, None);
@@ -160,7 +160,7 @@ async fn used_pin_is_kept_alive_without_a_refresh_per_request() {
         ..opts(&redis.url())
     })
     .unwrap();
-    store.pin("web", "busy", "b1").await.unwrap();
+    stored(store.pin("web", "busy", "b1").await).unwrap();
     // 4 s of use at 100 lookups/s: twice the TTL.
     for _ in 0..400 {
         assert_eq!(

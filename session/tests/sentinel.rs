@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{opts, raw, raw_get, wait_until, RedisProc};
+use common::{opts, raw, raw_get, stored, wait_until, RedisProc};
 use fulcrum_session::{AffinityStore, Lookup, StoreOptions, StoreState};
 
 const MASTER: &str = "fulcrum-test";
@@ -37,7 +37,10 @@ async fn store_uses_the_master_named_by_sentinel() {
     })
     .await
     .expect("never connected through sentinel");
-    assert_eq!(store.pin("web", "s", "b1").await.as_deref(), Some("b1"));
+    assert_eq!(
+        stored(store.pin("web", "s", "b1").await).as_deref(),
+        Some("b1")
+    );
     assert_eq!(
         raw_get(master.port, "fulcrum:aff:web:s").await.as_deref(),
         Some("b1")
@@ -87,7 +90,7 @@ async fn store_follows_a_sentinel_failover() {
     .await
     .expect("never connected through sentinel");
     assert_eq!(
-        store.pin("web", "before", "b1").await.as_deref(),
+        stored(store.pin("web", "before", "b1").await).as_deref(),
         Some("b1")
     );
     // Let the pin reach the replica before the master dies.
@@ -100,7 +103,7 @@ async fn store_follows_a_sentinel_failover() {
     master.kill();
     let killed = Instant::now();
     let took = wait_until(Duration::from_secs(30), || async {
-        store.pin("web", "after", "b2").await.as_deref() == Some("b2")
+        stored(store.pin("web", "after", "b2").await).as_deref() == Some("b2")
     })
     .await
     .expect("store never wrote to the promoted replica");

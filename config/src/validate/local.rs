@@ -214,13 +214,14 @@ fn check_session(s: &SessionSection, r: &mut Report<'_>) {
             "redis://",
             "rediss://",
             "redis+sentinel://",
+            "redis+cluster://",
             "redis+unix://",
             "unix://",
         ];
         if !schemes.iter().any(|p| url.starts_with(p)) {
             r.error(
                 &at("redis"),
-                format!("redis `{url}` must be a redis:// or rediss:// URL"),
+                format!("redis `{url}` must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL"),
             );
         }
         if !s.sentinels.is_empty() {
@@ -238,6 +239,24 @@ fn check_session(s: &SessionSection, r: &mut Report<'_>) {
     }
     r.positive(&at("ttl"), "ttl", s.ttl);
     r.positive(&at("timeout"), "timeout", s.timeout);
+    let name = &s.fallback_cookie;
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    {
+        r.error(
+            &at("fallback_cookie"),
+            format!("fallback_cookie `{name}`: a cookie name of letters, digits, `_`, `-` and `.` (or \"\" for none)"),
+        );
+    }
+    for (i, key) in s.fallback_keys.iter().enumerate() {
+        if key.as_os_str().is_empty() {
+            r.error(
+                &[K("session"), K("fallback_keys"), I(i)],
+                "fallback_keys: an empty file path",
+            );
+        }
+    }
     if let Some(secret) = &s.cookie_secret {
         if secret.len() < MIN_COOKIE_SECRET_BYTES {
             r.error(

@@ -349,10 +349,11 @@ where
     }
     let backend = &pool.backends[index];
     backend.state.note_success();
+    let mut set_cookie = set_cookie;
     if pool.affinity_mode == AffinityMode::Learn {
         if let Some(store) = ctx.dp.sessions() {
             let learned = shared::learned_sessions(pool, &HeadView::new(&c.resp.headers, &up.buf));
-            shared::pin_learned(&store, pool, index, learned).await;
+            set_cookie |= shared::pin_learned(&store, pool, index, learned).await;
         }
     }
     let status = c.resp.status;
@@ -365,13 +366,9 @@ where
     done.set_status(status);
     // `c.head` still describes the request: only its bytes left the buffer.
     let framing = c.resp.framing(&up.buf, c.head.method == http::Method::HEAD);
-    let cookie = match (&pool.cookie, set_cookie) {
-        (Some(cookie), true) => Some(format!(
-            "{}={}; Path=/; HttpOnly",
-            cookie.name,
-            cookie.signer.sign(&backend.id)
-        )),
-        _ => None,
+    let cookie = match set_cookie {
+        true => pool.affinity_set_cookie(index),
+        false => None,
     };
     let close = c.head.close
         || framing == Framing::UntilClose

@@ -89,10 +89,11 @@ pub(super) async fn forward(
             }
             Ok(Ok((resp, lease))) => {
                 backend.state.note_success();
+                let mut learned = false;
                 if pool.affinity_mode == fulcrum_config::AffinityMode::Learn {
                     if let Some(store) = dp.sessions() {
-                        let learned = shared::learned_sessions(&pool, resp.headers());
-                        shared::pin_learned(&store, &pool, index, learned).await;
+                        let sessions = shared::learned_sessions(&pool, resp.headers());
+                        learned = shared::pin_learned(&store, &pool, index, sessions).await;
                     }
                 }
                 let done = RequestDone::new(
@@ -104,7 +105,7 @@ pub(super) async fn forward(
                     started,
                     Some(lease),
                 );
-                let set_cookie = choice.set_cookie || attempt > 0;
+                let set_cookie = choice.set_cookie || attempt > 0 || learned;
                 return Ok(finish_response(&pool, index, resp, done, set_cookie));
             }
             Ok(Err(e)) => e,
@@ -184,12 +185,7 @@ fn finish_response(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, "1.1 fulcrum");
     if set_cookie {
-        if let Some(cookie) = &pool.cookie {
-            let value = format!(
-                "{}={}; Path=/; HttpOnly",
-                cookie.name,
-                cookie.signer.sign(&backend.id)
-            );
+        if let Some(value) = pool.affinity_set_cookie(index) {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 parts.headers.append(http::header::SET_COOKIE, v);
             }

@@ -175,7 +175,8 @@ async fn route_and_forward(
     }
 }
 
-/// The backend chosen for a request and whether to (re)issue the affinity cookie.
+/// The backend chosen for a request and whether to (re)issue the affinity cookie (or,
+/// in the shared modes, the fallback cookie).
 pub(crate) struct Choice {
     pub index: usize,
     pub set_cookie: bool,
@@ -192,6 +193,8 @@ pub(crate) struct ChoiceKeys {
     /// The shared-affinity (Redis) store and this request's key in it, when a store
     /// is configured and the pool's mode finds a key.
     session: Option<(Arc<AffinityStore>, String)>,
+    /// The backend a valid fallback cookie names (shared-affinity pools).
+    fallback_pin: Option<String>,
 }
 
 impl ChoiceKeys {
@@ -212,14 +215,23 @@ impl ChoiceKeys {
                 cookie_pin,
                 hash_key: None,
                 session: None,
+                fallback_pin: None,
             };
         }
+        let session = dp.sessions().and_then(|store| {
+            shared::session_key(pool, headers, conn.client.ip()).map(|key| (store, key))
+        });
+        let fallback_pin = match (&session, &pool.fallback) {
+            (Some(_), Some(fallback)) => {
+                find_cookie(headers, &fallback.name).and_then(|v| fallback.verify(v))
+            }
+            _ => None,
+        };
         ChoiceKeys {
             cookie_pin,
             hash_key: hash_key_bytes(pool.hash_key.as_ref(), conn, headers, path),
-            session: dp.sessions().and_then(|store| {
-                shared::session_key(pool, headers, conn.client.ip()).map(|key| (store, key))
-            }),
+            session,
+            fallback_pin,
         }
     }
 }
@@ -244,10 +256,11 @@ pub(crate) async fn choose_backend(
     };
     let pick = || pool.pick(&ctx, None);
     if let Some((store, session)) = keys.session {
-        let index = shared::choose(&store, pool, &session, pick).await?;
+        let hint = keys.fallback_pin.as_deref();
+        let (index, issue) = shared::choose(&store, pool, &session, hint, pick).await?;
         return Some(Choice {
             index,
-            set_cookie: false,
+            set_cookie: issue && pool.fallback.is_some(),
             session: Some(session),
         });
     }

@@ -7,10 +7,12 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fulcrum_session::StoreOptions;
+use fulcrum_session::{Pinned, StoreOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
+
+pub mod cluster;
 
 pub const REDIS: &str = "/usr/bin/redis-server";
 
@@ -69,13 +71,18 @@ impl RedisProc {
     /// A sentinel on a free port watching `master_port` under `name` (quorum 1, fast
     /// failure detection).
     pub fn start_sentinel(master_port: u16, name: &str) -> Self {
+        Self::start_sentinel_with(master_port, name, 1, 500)
+    }
+
+    /// A sentinel with the given quorum and `down-after-milliseconds`.
+    pub fn start_sentinel_with(master_port: u16, name: &str, quorum: u32, down_ms: u64) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
         let text = format!(
             "port {port}\nbind 127.0.0.1\ndir {}\n\
-             sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
-             sentinel down-after-milliseconds {name} 500\n\
+             sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
+             sentinel down-after-milliseconds {name} {down_ms}\n\
              sentinel failover-timeout {name} 2000\n",
             dir.path().display()
         );
@@ -98,6 +105,11 @@ impl RedisProc {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// True until the process was killed by the test.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     fn pid(&self) -> Pid {
@@ -198,4 +210,12 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
+}
+
+/// The backend Redis holds after a pin, or `None` if the pin was only held locally (or lost).
+pub fn stored(p: Option<Pinned>) -> Option<String> {
+    match p {
+        Some(Pinned::Stored(b)) => Some(b),
+        _ => None,
+    }
 }
