@@ -10,7 +10,7 @@
 //!
 //! Layout: `types` (openraft type config, `Command`), `state` (`ClusterState`, policy),
 //! `db` + `log_store` + `state_machine` (redb storage), `codec` + `frame` + `auth` +
-//! `rpc` (wire), `tls` (optional mutual TLS under the secret check), `network` (client
+//! `sealed` (every frame MACed with per-connection keys) + `rpc` (wire), `tls` (optional mutual TLS under the secret check), `network` (client
 //! side) + `server` (accept side), `ops` + `propose` (leader routing), `status`
 //! (lease), `bootstrap` + `node` (the facade).
 //! Never wipe the data dir of a node that is still a member (Raft would lose votes).
@@ -26,6 +26,7 @@ pub mod node;
 pub mod ops;
 pub mod propose;
 pub mod rpc;
+pub mod sealed;
 pub mod server;
 pub mod state;
 pub mod state_machine;

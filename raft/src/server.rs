@@ -8,7 +8,8 @@
 //!
 //! A peer that fails either handshake (no or a foreign certificate, plain TCP to a TLS
 //! port, garbage, the wrong secret, silence) is logged with `warn!` and dropped; nothing
-//! it sent reaches Raft. An oversized or undecodable frame closes that connection only.
+//! it sent reaches Raft. An oversized or undecodable frame closes that connection only,
+//! and so does a frame whose seal does not verify (`sealed`: altered or injected).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::auth;
-use crate::frame::{self, FrameError, MAX_FRAME};
+use crate::frame::{FrameError, MAX_FRAME};
 use crate::ops;
 use crate::rpc::{PeerRequest, PeerResponse};
+use crate::sealed::SealedConn;
 use crate::tls::{PeerStream, PeerTlsContext};
 use crate::types::Raft;
 
@@ -87,13 +89,13 @@ enum Refusal {
 }
 
 /// TLS (when configured), then the shared-secret handshake inside it.
-async fn secure(stream: TcpStream, ctx: &ServerCtx) -> Result<PeerStream, Refusal> {
+async fn secure(stream: TcpStream, ctx: &ServerCtx) -> Result<SealedConn<PeerStream>, Refusal> {
     let mut stream: PeerStream = match &ctx.tls {
         Some(tls) => tls.accept(stream).await.map_err(Refusal::Tls)?,
         None => Box::new(stream),
     };
-    auth::server_handshake(&mut stream, &ctx.secret).await?;
-    Ok(stream)
+    let keys = auth::server_handshake(&mut stream, &ctx.secret).await?;
+    Ok(SealedConn::new(stream, keys))
 }
 
 async fn handle_conn(stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerCtx) {
@@ -111,7 +113,7 @@ async fn handle_conn(stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerC
         }
     };
     loop {
-        let req: PeerRequest = match frame::recv(&mut stream, MAX_FRAME).await {
+        let req: PeerRequest = match stream.recv(MAX_FRAME).await {
             Ok(r) => r,
             Err(FrameError::Io(_)) => return, // peer hung up
             Err(e) => {
@@ -120,7 +122,7 @@ async fn handle_conn(stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerC
             }
         };
         let resp = dispatch(&ctx.raft, req).await;
-        if let Err(e) = frame::send(&mut stream, &resp).await {
+        if let Err(e) = stream.send(&resp).await {
             tracing::debug!(%peer, error = %e, "peer write failed");
             return;
         }

@@ -8,11 +8,13 @@
 //! - `tcp_backend` — TCP echo backends (optionally reading PROXY v2) and redis-server.
 //! - `wire`    — byte-exact HTTP/1.1 message reading (heads, chunked, close-delimited).
 //! - `raw_backend` — a scripted raw-socket HTTP/1.1 backend that records what it saw.
+//! - `mitm`    — a forwarding man-in-the-middle that alters one frame on command.
 
 pub mod backend;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod mitm;
 pub mod netns;
 pub mod process;
 pub mod raw_backend;
