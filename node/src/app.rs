@@ -316,7 +316,7 @@ impl Node {
         );
         old.cancel();
         let cluster = self.cluster.clone();
-        let hook: health::FlipHook = Arc::new(move |pool, backend, healthy| {
+        let hook: health::VerdictHook = Arc::new(move |pool, backend, healthy| {
             if let Some(c) = cluster.get() {
                 c.report_health(pool, backend, healthy);
             }

@@ -122,6 +122,25 @@ fn print_status(text: &str) {
         v["config_version"],
         v["vip_held"]
     );
+    println!(
+        "config running {} committed {}",
+        v["config_version_running"], v["config_version_committed"]
+    );
+    let e = &v["config_apply_error"];
+    if e.is_object() {
+        println!(
+            "config apply error: version {} failing since {} ({} attempts, {}): {}",
+            e["version"],
+            e["since"].as_str().unwrap_or("?"),
+            e["attempts"],
+            if e["retrying"] == true {
+                "retrying"
+            } else {
+                "waiting for a newer version"
+            },
+            e["reason"].as_str().unwrap_or("?")
+        );
+    }
     for pool in v["pools"].as_array().into_iter().flatten() {
         println!("pool {}", pool["name"].as_str().unwrap_or("?"));
         for b in pool["backends"].as_array().into_iter().flatten() {

@@ -3,8 +3,11 @@
 //! One task per backend probes it every `interval` (HTTP GET of `path`, or a TCP
 //! connect), each probe bounded by `timeout`. `fall` failures in a row mark the backend
 //! down, `rise` successes in a row mark it up again (hysteresis, as in HAProxy and
-//! Pingora). Only a flip is reported (`on_flip`), which is what the cluster layer turns
-//! into a Raft proposal. The tasks of a config version stop when the next one starts.
+//! Pingora). A checker starts without a verdict: its first one (after `rise` successes
+//! or `fall` failures in a row, whichever comes first) is reported, then every flip
+//! (`on_verdict`); the cluster's health reporter turns them into Raft proposals. A
+//! restarted node therefore reports what it really sees, never an assumed "healthy".
+//! The tasks of a config version stop when the next one starts.
 
 use crate::dataplane::DataPlane;
 use crate::metrics::CheckLabels;
@@ -20,11 +23,12 @@ use tokio_util::sync::CancellationToken;
 /// Largest health response body read when checking `expect_body`.
 const MAX_CHECK_BODY: usize = 64 * 1024;
 
-/// Called when this node's view of a backend flips: `(pool, backend, healthy)`.
-pub type FlipHook = Arc<dyn Fn(&str, &str, bool) + Send + Sync>;
+/// Called with a checker's first verdict on a backend and on every flip after it:
+/// `(pool, backend, healthy)`.
+pub type VerdictHook = Arc<dyn Fn(&str, &str, bool) + Send + Sync>;
 
 /// Starts the checkers for the current snapshot; they stop when `stop` is cancelled.
-pub fn spawn_all(dp: &Arc<DataPlane>, stop: &CancellationToken, on_flip: FlipHook) {
+pub fn spawn_all(dp: &Arc<DataPlane>, stop: &CancellationToken, on_verdict: VerdictHook) {
     let snapshot = dp.snapshot();
     for pool_cfg in &snapshot.config.pool {
         let Some(check) = pool_cfg.health.clone() else {
@@ -60,7 +64,7 @@ pub fn spawn_all(dp: &Arc<DataPlane>, stop: &CancellationToken, on_flip: FlipHoo
                 backend: backend.id.clone(),
                 addr: backend.addr,
                 check: check.clone(),
-                on_flip: on_flip.clone(),
+                on_verdict: on_verdict.clone(),
             };
             let stop = stop.clone();
             tokio::spawn(async move {
@@ -79,7 +83,7 @@ struct Checker {
     backend: String,
     addr: SocketAddr,
     check: HealthCheck,
-    on_flip: FlipHook,
+    on_verdict: VerdictHook,
     /// For pools with `tls`: the client config and the name to verify.
     tls: Option<(
         Arc<rustls::ClientConfig>,
@@ -90,7 +94,7 @@ struct Checker {
 impl Checker {
     async fn run(self) {
         let state = self.dp.registry.get(&self.pool, &self.backend);
-        let (mut successes, mut failures) = (0u32, 0u32);
+        let mut hysteresis = Hysteresis::new(self.check.rise, self.check.fall);
         let mut ticker = tokio::time::interval(self.check.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -98,31 +102,22 @@ impl Checker {
             let result = tokio::time::timeout(self.check.timeout, self.probe()).await;
             let ok = matches!(result, Ok(Ok(())));
             self.count(ok);
-            if ok {
-                successes += 1;
-                failures = 0;
-            } else {
-                failures += 1;
-                successes = 0;
+            if !ok {
                 let reason = match result {
                     Ok(Err(reason)) => reason,
                     _ => "timeout".to_string(),
                 };
                 tracing::debug!(pool = %self.pool, backend = %self.backend, %reason, "health check failed");
             }
-            let healthy = state.active_healthy();
-            let flip_to = if !healthy && successes >= self.check.rise {
-                Some(true)
-            } else if healthy && failures >= self.check.fall {
-                Some(false)
-            } else {
-                None
+            let Some(healthy) = hysteresis.record(ok) else {
+                continue;
             };
-            if let Some(now_healthy) = flip_to {
-                state.set_active_healthy(now_healthy);
-                tracing::info!(pool = %self.pool, backend = %self.backend, healthy = now_healthy, "backend health changed");
-                (self.on_flip)(&self.pool, &self.backend, now_healthy);
+            if state.set_active_healthy(healthy) {
+                tracing::info!(pool = %self.pool, backend = %self.backend, healthy, "backend health changed");
+            } else {
+                tracing::debug!(pool = %self.pool, backend = %self.backend, healthy, "health verdict");
             }
+            (self.on_verdict)(&self.pool, &self.backend, healthy);
         }
     }
 
@@ -196,4 +191,96 @@ impl Checker {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Rise/fall hysteresis of one checker, starting without a verdict.
+#[derive(Debug)]
+struct Hysteresis {
+    rise: u32,
+    fall: u32,
+    successes: u32,
+    failures: u32,
+    verdict: Option<bool>,
+}
+
+impl Hysteresis {
+    fn new(rise: u32, fall: u32) -> Self {
+        Hysteresis {
+            rise,
+            fall,
+            successes: 0,
+            failures: 0,
+            verdict: None,
+        }
+    }
+
+    /// Counts one probe; returns the verdict when it is first reached or flips.
+    fn record(&mut self, ok: bool) -> Option<bool> {
+        if ok {
+            self.successes = self.successes.saturating_add(1);
+            self.failures = 0;
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.successes = 0;
+        }
+        let reached = if self.successes >= self.rise {
+            Some(true)
+        } else if self.failures >= self.fall {
+            Some(false)
+        } else {
+            None
+        };
+        match reached {
+            Some(v) if self.verdict != Some(v) => {
+                self.verdict = Some(v);
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Hysteresis;
+
+    fn run(h: &mut Hysteresis, probes: &[bool]) -> Vec<Option<bool>> {
+        probes.iter().map(|ok| h.record(*ok)).collect()
+    }
+
+    #[test]
+    fn first_verdict_is_reported_even_when_it_is_healthy() {
+        let mut h = Hysteresis::new(2, 3);
+        assert_eq!(run(&mut h, &[true, true, true]), [None, Some(true), None]);
+    }
+
+    #[test]
+    fn first_verdict_down_after_fall_failures() {
+        let mut h = Hysteresis::new(2, 3);
+        assert_eq!(
+            run(&mut h, &[false, false, false, false]),
+            [None, None, Some(false), None]
+        );
+    }
+
+    #[test]
+    fn flips_need_rise_or_fall_in_a_row() {
+        let mut h = Hysteresis::new(2, 2);
+        let probes = [
+            true, true, false, true, false, false, true, false, true, true,
+        ];
+        let want = [
+            None,
+            Some(true),
+            None,
+            None,
+            None,
+            Some(false),
+            None,
+            None,
+            None,
+            Some(true),
+        ];
+        assert_eq!(run(&mut h, &probes), want);
+    }
 }

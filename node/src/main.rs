@@ -9,7 +9,7 @@
 //! - `listener`, `h1`, `proxy` — accepting connections and forwarding requests
 //!   (`h1`: the hand-written HTTP/1.1 path; `proxy`: hyper's, for everything else).
 //! - `affinity`   — session stickiness.
-//! - `health`     — active checks.
+//! - `health`     — active checks; `control` — the health reporter (verdicts -> Raft).
 //! - `admin`, `metrics` — the operator's view; `ctl` is its client.
 //! - `control`    — the control thread: Raft, lease, VIP guard and kernel fence.
 
@@ -21,7 +21,7 @@ mod balance;
 mod cli;
 mod cluster;
 mod conn_watch;
-mod control; // issue 21: control thread, VIP guard and fence
+mod control; // control thread, VIP guard and fence, health reporter
 mod ctl;
 mod dataplane;
 mod demo;

@@ -57,11 +57,23 @@ pub struct Metrics {
     pub retries: Counter,
     pub config_version: Gauge,
     pub reloads: Family<ResultLabels, Counter>,
+    pub config: ConfigMetrics,
     session: SessionMetrics,
     raft: RaftMetrics,
     vip_held: Gauge,
     vip_transitions: Counter,
     last_vip_transitions: std::sync::atomic::AtomicU64,
+}
+
+/// Where this node stands with the replicated config (issue 23: no silent divergence).
+#[derive(Default)]
+pub struct ConfigMetrics {
+    /// Failed attempts to apply a committed version (each retry counts).
+    pub apply_failures: Counter,
+    /// The version this node runs; set at scrape time.
+    pub version_running: Gauge,
+    /// The version committed in Raft; set at scrape time.
+    pub version_committed: Gauge,
 }
 
 /// Affinity-store figures, copied from the store's own counters at scrape time.
@@ -126,6 +138,7 @@ impl Metrics {
             retries: Counter::default(),
             config_version: Gauge::default(),
             reloads: Family::default(),
+            config: ConfigMetrics::default(),
             session: SessionMetrics::default(),
             raft: RaftMetrics::default(),
             vip_held: Gauge::default(),
@@ -192,6 +205,21 @@ impl Metrics {
             "config_reloads",
             "Config reload attempts by result",
             m.reloads.clone(),
+        );
+        registry.register(
+            "config_apply_failures",
+            "Failed attempts to apply a committed config version (retries count)",
+            m.config.apply_failures.clone(),
+        );
+        registry.register(
+            "config_version_running",
+            "Version of the balancer config this node runs",
+            m.config.version_running.clone(),
+        );
+        registry.register(
+            "config_version_committed",
+            "Version of the balancer config committed in the cluster",
+            m.config.version_committed.clone(),
         );
         let sm = &m.session;
         registry.register(

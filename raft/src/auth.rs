@@ -6,6 +6,11 @@
 //! 3. client checks `server_proof`, -> `Proof { HMAC(k, "cli" | sn | cn) }`
 //! 4. server checks it, -> `Welcome`
 //!
+//! Both ends then derive the connection's frame keys from the secret and both nonces,
+//! one per direction: `HMAC(k, "c2s" | cn | sn)` and `HMAC(k, "s2c" | cn | sn)`; every
+//! later frame is sealed with them (`sealed`). Version 2 of the handshake: version 1
+//! peers sent unsealed frames.
+//!
 //! Both sides contribute a fresh random nonce, so neither proof can be replayed, and the
 //! distinct labels stop a proof from one direction being reflected back as the other.
 //! Proofs are compared in constant time (`Mac::verify_slice`).
@@ -16,9 +21,10 @@ use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::frame::{self, FrameError, MAX_HANDSHAKE_FRAME};
+use crate::sealed::SessionKeys;
 
 type HmacSha256 = Hmac<Sha256>;
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Handshake failure: the connection is closed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +67,33 @@ fn mac(secret: &[u8], label: &[u8], a: &[u8], b: &[u8]) -> Result<HmacSha256, Au
     Ok(m)
 }
 
+/// The frame keys of the connection with nonces `cn` (client) and `sn` (server).
+fn session_keys(
+    secret: &[u8],
+    client_nonce: &[u8],
+    server_nonce: &[u8],
+    client: bool,
+) -> Result<SessionKeys, AuthError> {
+    let key = |label: &[u8]| -> Result<[u8; 32], AuthError> {
+        Ok(mac(secret, label, client_nonce, server_nonce)?
+            .finalize()
+            .into_bytes()
+            .into())
+    };
+    let (c2s, s2c) = (key(b"c2s")?, key(b"s2c")?);
+    Ok(if client {
+        SessionKeys {
+            send: c2s,
+            recv: s2c,
+        }
+    } else {
+        SessionKeys {
+            send: s2c,
+            recv: c2s,
+        }
+    })
+}
+
 fn check_secret(secret: &[u8]) -> Result<(), AuthError> {
     if secret.is_empty() {
         return Err(AuthError::EmptySecret);
@@ -68,8 +101,9 @@ fn check_secret(secret: &[u8]) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// Client side: prove we know `secret` and check that the server does too.
-pub async fn client_handshake<S>(s: &mut S, secret: &[u8]) -> Result<(), AuthError>
+/// Client side: prove we know `secret` and check that the server does too; returns the
+/// keys that seal the connection's frames.
+pub async fn client_handshake<S>(s: &mut S, secret: &[u8]) -> Result<SessionKeys, AuthError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -90,11 +124,12 @@ where
     };
     frame::send(s, &proof).await?;
     let _: Welcome = frame::recv(s, MAX_HANDSHAKE_FRAME).await?;
-    Ok(())
+    session_keys(secret, &client_nonce, &ch.server_nonce, true)
 }
 
-/// Server side: the peer is trusted only if this returns `Ok`.
-pub async fn server_handshake<S>(s: &mut S, secret: &[u8]) -> Result<(), AuthError>
+/// Server side: the peer is trusted only if this returns `Ok`, and only for frames sealed
+/// with the returned keys.
+pub async fn server_handshake<S>(s: &mut S, secret: &[u8]) -> Result<SessionKeys, AuthError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -115,23 +150,43 @@ where
         .verify_slice(&p.client_proof)
         .map_err(|_| AuthError::BadProof)?;
     frame::send(s, &Welcome).await?;
-    Ok(())
+    session_keys(secret, &hello.client_nonce, &server_nonce, false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    async fn run(client_secret: &'static [u8], server_secret: &'static [u8]) -> (bool, bool) {
+    type Keys = Result<SessionKeys, AuthError>;
+
+    async fn handshake(client_secret: &'static [u8], server_secret: &'static [u8]) -> (Keys, Keys) {
         let (mut a, mut b) = tokio::io::duplex(4096);
-        let c = tokio::spawn(async move { client_handshake(&mut a, client_secret).await.is_ok() });
-        let s = tokio::spawn(async move { server_handshake(&mut b, server_secret).await.is_ok() });
+        let c = tokio::spawn(async move { client_handshake(&mut a, client_secret).await });
+        let s = tokio::spawn(async move { server_handshake(&mut b, server_secret).await });
         (c.await.unwrap(), s.await.unwrap())
+    }
+
+    async fn run(client_secret: &'static [u8], server_secret: &'static [u8]) -> (bool, bool) {
+        let (c, s) = handshake(client_secret, server_secret).await;
+        (c.is_ok(), s.is_ok())
     }
 
     #[tokio::test]
     async fn same_secret_authenticates_both_ways() {
         assert_eq!(run(b"k1", b"k1").await, (true, true));
+    }
+
+    /// Each end sends with the key the other receives with; the two directions differ,
+    /// and a new connection gets new keys.
+    #[tokio::test]
+    async fn session_keys_pair_up_per_direction_and_per_connection() {
+        let (c, s) = handshake(b"k1", b"k1").await;
+        let (c, s) = (c.unwrap(), s.unwrap());
+        assert_eq!(c.send, s.recv);
+        assert_eq!(c.recv, s.send);
+        assert_ne!(c.send, c.recv);
+        let (c2, _) = handshake(b"k1", b"k1").await;
+        assert_ne!(c2.unwrap().send, c.send);
     }
 
     #[tokio::test]

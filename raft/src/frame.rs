@@ -23,6 +23,10 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("malformed frame: {0}")]
     Codec(#[from] CodecError),
+    /// A sealed frame whose tag does not verify (`sealed`): altered, forged, replayed,
+    /// reordered or reflected.
+    #[error("frame authentication failed: altered, forged or replayed frame")]
+    BadMac,
 }
 
 /// Write one frame (header and body in a single write so Nagle never splits them).

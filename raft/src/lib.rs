@@ -11,8 +11,8 @@
 //!
 //! Layout: `types` (openraft type config, `Command`), `state` (`ClusterState`, policy),
 //! `db` + `log_store` + `state_machine` (redb storage), `codec` + `frame` + `auth` +
-//! `rpc` (wire), `tls` (optional mutual TLS under the secret check), `network` (client
-//! side) + `server` (accept side) + `admission` (connection slots), `ops` + `propose`
+//! `sealed` (every frame MACed with per-connection keys) + `rpc` (wire), `tls` (optional
+//! mutual TLS under the secret check), `network` (client side) + `server` (accept side) + `admission` (connection slots), `ops` + `propose`
 //! (leader routing), `lease` (leases, fence protocol, pings), `detector` (failure
 //! detection, pre-vote), `events` (the failover chain), `status`, `bootstrap` + `node`
 //! (the facade).
@@ -33,6 +33,7 @@ pub mod node;
 pub mod ops;
 pub mod propose;
 pub mod rpc;
+pub mod sealed;
 pub mod server;
 pub mod state;
 pub mod state_machine;

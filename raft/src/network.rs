@@ -4,7 +4,8 @@
 //!
 //! A connection is plain TCP, or mutual TLS when peer TLS is configured (the peer's
 //! certificate is verified against the cluster CA and the IP we dial); the
-//! shared-secret handshake always runs on top, inside the TLS stream when there is one.
+//! shared-secret handshake always runs on top, inside the TLS stream when there is one,
+//! and every frame after it is sealed with the connection's keys (`sealed`).
 //!
 //! Separate channels per peer keep a slow forwarded write or a large AppendEntries from
 //! delaying what must be fast: lease pings have their own stream (`Channel::Lease`),
@@ -30,10 +31,11 @@ use openraft::raft::{
 use tokio::net::TcpStream;
 
 use crate::auth::{self, AuthError};
-use crate::frame::{self, FrameError, MAX_FRAME};
+use crate::frame::{FrameError, MAX_FRAME};
 use crate::lease::time::now_us;
 use crate::lease::Lease;
 use crate::rpc::{PeerRequest, PeerResponse};
+use crate::sealed::SealedConn;
 use crate::tls::{PeerStream, PeerTlsContext};
 use crate::types::{NodeId, PeerNode, TypeConfig};
 
@@ -78,7 +80,7 @@ pub struct PeerClient {
     secret: Arc<[u8]>,
     tls: Option<Arc<PeerTlsContext>>,
     // A tokio mutex: the connection is held across awaits for one request/response.
-    conn: tokio::sync::Mutex<Option<PeerStream>>,
+    conn: tokio::sync::Mutex<Option<SealedConn<PeerStream>>>,
 }
 
 impl PeerClient {
@@ -101,7 +103,7 @@ impl PeerClient {
         &self.addr
     }
 
-    async fn dial(&self) -> Result<PeerStream, CallError> {
+    async fn dial(&self) -> Result<SealedConn<PeerStream>, CallError> {
         match tokio::time::timeout(DIAL_TIMEOUT, self.dial_inner()).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Unreachable {
@@ -111,7 +113,7 @@ impl PeerClient {
         }
     }
 
-    async fn dial_inner(&self) -> Result<PeerStream, CallError> {
+    async fn dial_inner(&self) -> Result<SealedConn<PeerStream>, CallError> {
         let unreachable = |reason: String| CallError::Unreachable {
             addr: self.addr.clone(),
             reason,
@@ -128,17 +130,17 @@ impl PeerClient {
             })?,
             None => Box::new(s),
         };
-        auth::client_handshake(&mut s, &self.secret)
+        let keys = auth::client_handshake(&mut s, &self.secret)
             .await
             .map_err(|e: AuthError| {
                 tracing::warn!(peer = %self.addr, error = %e, "peer authentication failed");
                 unreachable(e.to_string())
             })?;
-        Ok(s)
+        Ok(SealedConn::new(s, keys))
     }
 
     /// A new authenticated connection of its own (for streams such as the lease).
-    pub async fn open_stream(&self) -> Result<PeerStream, CallError> {
+    pub async fn open_stream(&self) -> Result<SealedConn<PeerStream>, CallError> {
         self.dial().await
     }
 
@@ -178,8 +180,8 @@ impl PeerClient {
                 Some(s) => s,
                 None => self.dial().await?,
             };
-            frame::write_frame(&mut stream, body).await?;
-            let resp: PeerResponse = frame::recv(&mut stream, MAX_FRAME).await?;
+            stream.send_encoded(body.to_vec()).await?;
+            let resp: PeerResponse = stream.recv(MAX_FRAME).await?;
             *slot = Some(stream);
             Ok(resp)
         };

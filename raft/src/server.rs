@@ -9,7 +9,8 @@
 //!
 //! A peer that fails either handshake (no or a foreign certificate, plain TCP to a TLS
 //! port, garbage, the wrong secret, silence) is logged and dropped; nothing it sent
-//! reaches Raft. An oversized or undecodable frame closes that connection only.
+//! reaches Raft. An oversized or undecodable frame closes that connection only, and so
+//! does a frame whose seal does not verify (`sealed`: altered or injected).
 //!
 //! Votes: a granted vote closes this node's fence before the answer leaves, and the answer
 //! carries the fence report (see `lease`). Any request of a newer term than the one this
@@ -24,11 +25,12 @@ use tokio::sync::watch;
 use crate::admission::Admission;
 use crate::auth;
 use crate::detector;
-use crate::frame::{self, FrameError, MAX_FRAME};
+use crate::frame::{FrameError, MAX_FRAME};
 use crate::lease::wire::FenceReport;
 use crate::lease::{stream, Lease};
 use crate::ops;
 use crate::rpc::{PeerRequest, PeerResponse};
+use crate::sealed::SealedConn;
 use crate::tls::{PeerStream, PeerTlsContext};
 use crate::types::Raft;
 
@@ -107,13 +109,13 @@ impl Refusal {
 }
 
 /// TLS (when configured), then the shared-secret handshake inside it.
-async fn secure(stream: TcpStream, ctx: &ServerCtx) -> Result<PeerStream, Refusal> {
+async fn secure(stream: TcpStream, ctx: &ServerCtx) -> Result<SealedConn<PeerStream>, Refusal> {
     let mut stream: PeerStream = match &ctx.tls {
         Some(tls) => tls.accept(stream).await.map_err(Refusal::Tls)?,
         None => Box::new(stream),
     };
-    auth::server_handshake(&mut stream, &ctx.secret).await?;
-    Ok(stream)
+    let keys = auth::server_handshake(&mut stream, &ctx.secret).await?;
+    Ok(SealedConn::new(stream, keys))
 }
 
 async fn handle_conn(stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerCtx) {
@@ -135,7 +137,7 @@ async fn handle_conn(stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerC
         }
     };
     loop {
-        let req: PeerRequest = match frame::recv(&mut stream, MAX_FRAME).await {
+        let req: PeerRequest = match stream.recv(MAX_FRAME).await {
             Ok(r) => r,
             Err(FrameError::Io(_)) => return, // peer hung up
             Err(e) => {
@@ -144,16 +146,13 @@ async fn handle_conn(stream: TcpStream, peer: std::net::SocketAddr, ctx: ServerC
             }
         };
         if matches!(req, PeerRequest::OpenLease) {
-            if frame::send(&mut stream, &PeerResponse::LeaseOpened)
-                .await
-                .is_ok()
-            {
+            if stream.send(&PeerResponse::LeaseOpened).await.is_ok() {
                 stream::serve(stream, ctx.lease.clone(), ctx.raft.clone()).await;
             }
             return;
         }
         let resp = dispatch(&ctx, req).await;
-        if let Err(e) = frame::send(&mut stream, &resp).await {
+        if let Err(e) = stream.send(&resp).await {
             tracing::debug!(%peer, error = %e, "peer write failed");
             return;
         }

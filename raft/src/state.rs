@@ -2,6 +2,9 @@
 //! node registry, per-observer backend health, drain flags, VIP holder — and the health
 //! policy that folds observations into one effective verdict.
 //!
+//! Health reports carry the observer's sequence number; an older report that commits
+//! after a newer one (a retry that was stuck behind a partition) changes nothing.
+//!
 //! Shapes are bincode-friendly: nested `BTreeMap<String, ..>` instead of tuple keys.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +36,14 @@ impl From<fulcrum_config::HealthPolicy> for Policy {
     }
 }
 
+/// One observer's latest report about one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    pub healthy: bool,
+    /// The observer's sequence number of this report.
+    pub seq: u64,
+}
+
 /// The replicated cluster state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -42,8 +53,8 @@ pub struct ClusterState {
     pub config_version: u64,
     /// Node registry: id -> addresses.
     pub nodes: BTreeMap<NodeId, PeerNode>,
-    /// pool -> backend -> observer -> healthy (as last reported by that observer).
-    pub health: BTreeMap<String, BTreeMap<String, BTreeMap<NodeId, bool>>>,
+    /// pool -> backend -> observer -> its newest report (highest `seq`).
+    pub health: BTreeMap<String, BTreeMap<String, BTreeMap<NodeId, Observation>>>,
     /// pool -> drained backends.
     pub drained: BTreeMap<String, BTreeSet<String>>,
     /// Which node should hold the VIP.
@@ -76,10 +87,13 @@ impl ClusterState {
                 pool,
                 backend,
                 healthy,
+                seq,
             } => {
-                let per_backend = self.health.entry(pool.clone()).or_default();
-                let observers = per_backend.entry(backend.clone()).or_default();
-                observers.insert(*observer, *healthy);
+                let report = Observation {
+                    healthy: *healthy,
+                    seq: *seq,
+                };
+                self.record_observation(pool, backend, *observer, report);
             }
             Command::SetDrain {
                 pool,
@@ -93,6 +107,25 @@ impl ClusterState {
     fn set_config(&mut self, toml: &str) {
         self.config_toml = toml.to_string();
         self.config_version += 1;
+    }
+
+    /// Keeps `report` unless this observer already reported on this backend with the
+    /// same or a higher sequence number.
+    fn record_observation(
+        &mut self,
+        pool: &str,
+        backend: &str,
+        observer: NodeId,
+        report: Observation,
+    ) {
+        let per_backend = self.health.entry(pool.to_string()).or_default();
+        let observers = per_backend.entry(backend.to_string()).or_default();
+        match observers.get(&observer) {
+            Some(newer) if newer.seq >= report.seq => {}
+            _ => {
+                observers.insert(observer, report);
+            }
+        }
     }
 
     fn set_drain(&mut self, pool: &str, backend: &str, drained: bool) {
@@ -112,9 +145,31 @@ impl ClusterState {
         self.drained.get(pool).is_some_and(|s| s.contains(backend))
     }
 
-    /// Raw observations for one backend: observer -> healthy.
-    pub fn observations(&self, pool: &str, backend: &str) -> Option<&BTreeMap<NodeId, bool>> {
+    /// Raw observations for one backend: observer -> its newest report.
+    pub fn observations(
+        &self,
+        pool: &str,
+        backend: &str,
+    ) -> Option<&BTreeMap<NodeId, Observation>> {
         self.health.get(pool).and_then(|p| p.get(backend))
+    }
+
+    /// What `observer` last reported about one backend (`None`: never reported).
+    pub fn observed(&self, pool: &str, backend: &str, observer: NodeId) -> Option<bool> {
+        self.observations(pool, backend)
+            .and_then(|obs| obs.get(&observer))
+            .map(|o| o.healthy)
+    }
+
+    /// The highest sequence number of any report of `observer` (0: none).
+    pub fn last_report_seq(&self, observer: NodeId) -> u64 {
+        self.health
+            .values()
+            .flat_map(|backends| backends.values())
+            .filter_map(|observers| observers.get(&observer))
+            .map(|o| o.seq)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Effective health of one backend.
@@ -143,7 +198,7 @@ impl ClusterState {
         let n = live_voters.len();
         let down = live_voters
             .iter()
-            .filter(|id| obs.get(id) == Some(&false))
+            .filter(|id| obs.get(id).is_some_and(|o| !o.healthy))
             .count();
         let unhealthy = match policy {
             Policy::Majority => 2 * down > n,
@@ -158,12 +213,20 @@ impl ClusterState {
 mod tests {
     use super::*;
 
+    /// A report with a fresh, increasing sequence number (per test process: fine, the
+    /// rule only compares reports of one observer).
     fn report(st: &mut ClusterState, observer: u64, healthy: bool) {
+        let seq = st.last_report_seq(observer) + 1;
+        report_seq(st, observer, healthy, seq);
+    }
+
+    fn report_seq(st: &mut ClusterState, observer: u64, healthy: bool, seq: u64) {
         st.apply(&Command::ReportHealth {
             observer,
             pool: "api".into(),
             backend: "10.0.0.1:80".into(),
             healthy,
+            seq,
         });
     }
 
@@ -209,6 +272,46 @@ mod tests {
             healthy(&st, &[], Policy::Any),
             "no live voters: no ejection"
         );
+    }
+
+    /// Observer 1 reported "down" (seq 7), the partition delayed it, and its newer "up"
+    /// (seq 8) committed first: the late "down" is ignored, under every policy.
+    #[test]
+    fn a_stale_report_that_commits_after_a_newer_one_is_ignored() {
+        let mut st = ClusterState::default();
+        report_seq(&mut st, 1, true, 8);
+        report_seq(&mut st, 1, false, 7);
+        assert_eq!(st.observed("api", "10.0.0.1:80", 1), Some(true));
+        for p in [Policy::Majority, Policy::Any, Policy::All] {
+            assert!(healthy(&st, &[1], p), "{p:?}");
+        }
+        // A duplicate of the newest report (a retried proposal) changes nothing either.
+        report_seq(&mut st, 1, false, 8);
+        assert_eq!(st.observed("api", "10.0.0.1:80", 1), Some(true));
+        // A newer report wins.
+        report_seq(&mut st, 1, false, 9);
+        assert_eq!(st.observed("api", "10.0.0.1:80", 1), Some(false));
+        assert_eq!(st.last_report_seq(1), 9);
+    }
+
+    /// Sequence numbers are per observer: another node's higher numbers do not make
+    /// this observer's reports stale.
+    #[test]
+    fn sequence_numbers_are_compared_per_observer_and_backend() {
+        let mut st = ClusterState::default();
+        report_seq(&mut st, 2, false, 1000);
+        report_seq(&mut st, 1, false, 5);
+        assert_eq!(st.observed("api", "10.0.0.1:80", 1), Some(false));
+        st.apply(&Command::ReportHealth {
+            observer: 1,
+            pool: "api".into(),
+            backend: "10.0.0.2:80".into(),
+            healthy: false,
+            seq: 3,
+        });
+        assert_eq!(st.observed("api", "10.0.0.2:80", 1), Some(false));
+        assert_eq!(st.last_report_seq(1), 5);
+        assert_eq!(st.last_report_seq(3), 0);
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //! same fsynced transaction as each `apply` batch, so a restart resumes exactly where it
 //! stopped. The current snapshot is stored too, so `get_current_snapshot` survives a
 //! restart. Every apply / install publishes the new state on a watch channel.
+//!
+//! The stored snapshot never goes backwards: openraft runs the snapshot builder on a
+//! copy of the state, concurrently with snapshot installation, so a build that started
+//! before a newer snapshot was installed would otherwise overwrite it with an older one.
+//! Every snapshot write compares last log ids inside its own (serialised) redb write
+//! transaction and keeps the newer snapshot (`keep_newest_snapshot`).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -24,6 +30,7 @@ use crate::types::{
     Entry, LogId, Response, Snapshot, SnapshotData, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
+use redb::WriteTransaction;
 
 const KEY_STATE: &str = "state";
 const KEY_SNAPSHOT: &str = "snapshot";
@@ -85,8 +92,8 @@ impl StateMachineStore {
         let data = self.data.clone();
         db::write(&self.db, move |tx| {
             db::put_encoded(tx, SM, KEY_STATE, &data)?;
-            if let Some(s) = &snapshot {
-                db::put_encoded(tx, SM, KEY_SNAPSHOT, s)?;
+            if let Some(s) = snapshot {
+                keep_newest_snapshot(tx, s)?;
             }
             Ok(())
         })
@@ -185,6 +192,29 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
+/// Stores `candidate` as the current snapshot unless the stored one is at least as new
+/// (by last log id); returns the snapshot that is current afterwards.
+fn keep_newest_snapshot(
+    tx: &WriteTransaction,
+    candidate: StoredSnapshot,
+) -> Result<StoredSnapshot, DbError> {
+    let current: Option<StoredSnapshot> = db::get_decoded(&tx.open_table(SM)?, KEY_SNAPSHOT)?;
+    match current {
+        Some(current) if current.meta.last_log_id >= candidate.meta.last_log_id => {
+            tracing::info!(
+                kept = ?current.meta.last_log_id,
+                skipped = ?candidate.meta.last_log_id,
+                "a newer snapshot is already stored; the older one is not written"
+            );
+            Ok(current)
+        }
+        _ => {
+            db::put_encoded(tx, SM, KEY_SNAPSHOT, &candidate)?;
+            Ok(candidate)
+        }
+    }
+}
+
 /// Builds a snapshot from a copy of the state taken when openraft asked for a builder.
 pub struct SnapshotBuilder {
     db: Db,
@@ -207,7 +237,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 Some(l) => format!("{}-{}-{seq}", l.leader_id, l.index),
                 None => format!("--{seq}"),
             };
-            let stored = StoredSnapshot {
+            let built = StoredSnapshot {
                 meta: Meta {
                     last_log_id: last,
                     last_membership: membership,
@@ -215,11 +245,109 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 },
                 data: bytes,
             };
-            db::put_encoded(tx, SM, KEY_SNAPSHOT, &stored)?;
-            Ok(stored)
+            // A snapshot installed while this one was being built may be newer: it stays,
+            // and openraft is handed that one (its engine ignores metadata it already has).
+            keep_newest_snapshot(tx, built)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(stored.into_snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The builder/installer interleaving, forced by call order on one real redb file.
+    use super::*;
+    use crate::types::{Command, Entry};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId as RaftLogId};
+
+    fn log_id(index: u64) -> LogId {
+        RaftLogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn set_config(index: u64, toml: &str) -> Entry {
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(Command::SetConfig { toml: toml.into() }),
+        }
+    }
+
+    async fn open(dir: &tempfile::TempDir) -> StateMachineStore {
+        let db = db::open(&dir.path().join("raft.redb")).unwrap();
+        StateMachineStore::open(db).await.unwrap().0
+    }
+
+    /// A snapshot of a state whose last entry (index `index`) set config `toml`.
+    fn snapshot_at(index: u64, toml: &str) -> (SnapshotMeta, Box<SnapshotData>) {
+        let mut state = ClusterState::default();
+        state.apply(&Command::SetConfig { toml: toml.into() });
+        let meta = Meta {
+            last_log_id: Some(log_id(index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("leader-{index}"),
+        };
+        let data = codec::encode(&state).unwrap();
+        (meta, Box::new(Cursor::new(data)))
+    }
+
+    fn config_of(snapshot: &Snapshot) -> String {
+        let state: ClusterState = codec::decode(snapshot.snapshot.get_ref()).unwrap();
+        state.config_toml
+    }
+
+    /// openraft asks for a builder at index 2, a snapshot up to index 9 is installed
+    /// from the leader, then the builder finishes: the stored snapshot stays at 9.
+    #[tokio::test]
+    async fn a_slow_builder_does_not_overwrite_a_newer_installed_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(&dir).await;
+        sm.apply(vec![set_config(1, "v1"), set_config(2, "v2")])
+            .await
+            .unwrap();
+        let mut slow_builder = sm.get_snapshot_builder().await;
+
+        let (meta, data) = snapshot_at(9, "from-leader");
+        sm.install_snapshot(&meta, data).await.unwrap();
+        let built = slow_builder.build_snapshot().await.unwrap();
+
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("a snapshot");
+        assert_eq!(current.meta.last_log_id, Some(log_id(9)));
+        assert_eq!(config_of(&current), "from-leader");
+        assert_eq!(
+            built.meta.last_log_id,
+            Some(log_id(9)),
+            "openraft is handed the snapshot that is really stored"
+        );
+        // The installed state is still what a restart resumes from.
+        drop((sm, slow_builder));
+        let reopened = open(&dir).await;
+        assert_eq!(reopened.last_applied(), Some(log_id(9)));
+    }
+
+    /// The normal order still works: a build after newer entries replaces the snapshot.
+    #[tokio::test]
+    async fn a_newer_build_replaces_an_older_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(&dir).await;
+        let (meta, data) = snapshot_at(3, "installed");
+        sm.install_snapshot(&meta, data).await.unwrap();
+        sm.apply(vec![set_config(4, "v4")]).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("a snapshot");
+        assert_eq!(current.meta.last_log_id, Some(log_id(4)));
+        assert_eq!(config_of(&current), "v4");
     }
 }

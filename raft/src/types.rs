@@ -39,12 +39,15 @@ pub enum Command {
         raft_addr: String,
         admin_addr: String,
     },
-    /// `observer`'s own view of one backend.
+    /// `observer`'s own view of one backend. `seq` is the observer's report counter,
+    /// monotonic across its restarts: a report that commits after a newer one from the
+    /// same observer about the same backend is ignored.
     ReportHealth {
         observer: NodeId,
         pool: String,
         backend: String,
         healthy: bool,
+        seq: u64,
     },
     /// Operator drain flag for one backend.
     SetDrain {

@@ -301,6 +301,7 @@ async fn lagging_node_catches_up_from_a_snapshot() {
                     pool: "p".into(),
                     backend: format!("b{}", batch * 50 + i),
                     healthy: i % 2 == 0,
+                    seq: batch * 50 + i + 1,
                 };
                 h.propose(cmd).await
             }

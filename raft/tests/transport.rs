@@ -72,7 +72,7 @@ async fn hostile_clients_are_cut_off_and_server_keeps_serving() {
     assert!(client_handshake(&mut s, b"not-the-secret").await.is_err());
     let mut s = TcpStream::connect(addr).await.unwrap();
     let hello = Hello {
-        version: 1,
+        version: 2,
         client_nonce: [7; 32],
     };
     frame::send(&mut s, &hello).await.unwrap();

@@ -9,12 +9,14 @@
 //! - `wire`    — byte-exact HTTP/1.1 message reading (heads, chunked, close-delimited).
 //! - `raw_backend` — a scripted raw-socket HTTP/1.1 backend that records what it saw.
 //! - `hostile` — a corpus of attack requests, raw send-and-see, a backend answering early.
+//! - `mitm`    — a forwarding man-in-the-middle that alters one frame on command.
 
 pub mod backend;
 pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod hostile;
+pub mod mitm;
 pub mod netns;
 pub mod process;
 pub mod raw_backend;

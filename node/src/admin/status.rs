@@ -6,6 +6,8 @@ use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
 /// `GET /status`: the fields DESIGN.md promises, plus a little more.
+/// `config_version` is the version running (contract), as is `config_version_running`;
+/// `config_version_committed` is Raft's, and `config_apply_error` says why they differ.
 pub fn status(node: &Node) -> Value {
     let snapshot = node.dp.snapshot();
     let mut names: Vec<&String> = snapshot.pools.keys().collect();
@@ -18,9 +20,11 @@ pub fn status(node: &Node) -> Value {
                 .backends
                 .iter()
                 .map(|b| {
+                    let observers = observers(node, &pool.name, &b.id);
                     json!({
                         "addr": b.id,
                         "healthy": b.state.healthy(),
+                        "observers": observers,
                         "drained": b.state.drained(),
                         "ejected": b.state.ejected(),
                         "active_connections": b.state.load.connections.load(Ordering::Relaxed),
@@ -56,9 +60,44 @@ pub fn status(node: &Node) -> Value {
         "lease_fresh": lease,
         "clustered": node.cluster().is_some(),
         "config_version": snapshot.version,
+        "config_version_running": snapshot.version,
+        "config_version_committed": committed_version(node, snapshot.version),
+        "config_apply_error": apply_error(node),
         "vip_held": node.vip.get().is_some_and(|v| v.held()),
         "session_store": session_state(node),
         "pools": pools,
+    })
+}
+
+/// What each node last reported about a backend: `{"1": true, "2": false}`.
+fn observers(node: &Node, pool: &str, backend: &str) -> Value {
+    let Some(cluster) = node.cluster() else {
+        return json!({ node.local.id.to_string(): node.dp.registry.find(pool, backend).map(|s| s.active_healthy()) });
+    };
+    let map: serde_json::Map<String, Value> = cluster
+        .observations(pool, backend)
+        .into_iter()
+        .map(|(id, healthy)| (id.to_string(), Value::Bool(healthy)))
+        .collect();
+    Value::Object(map)
+}
+
+fn committed_version(node: &Node, running: u64) -> u64 {
+    node.cluster().map_or(running, |c| c.committed_version())
+}
+
+/// `{version, reason, since, attempts, retrying}` of the committed version this node
+/// could not apply, or null.
+fn apply_error(node: &Node) -> Value {
+    let Some(failure) = node.cluster().and_then(|c| c.apply_failure()) else {
+        return Value::Null;
+    };
+    json!({
+        "version": failure.version,
+        "reason": failure.reason,
+        "since": humantime::format_rfc3339_seconds(failure.since).to_string(),
+        "attempts": failure.attempts,
+        "retrying": failure.retrying,
     })
 }
 
@@ -99,6 +138,11 @@ pub fn refresh_gauges(node: &Node) {
         node.dp.metrics.observe_vip(v.held(), v.transitions());
     }
     let snapshot = node.dp.snapshot();
+    let config = &node.dp.metrics.config;
+    config.version_running.set(snapshot.version as i64);
+    config
+        .version_committed
+        .set(committed_version(node, snapshot.version) as i64);
     for pool in snapshot.pools.values() {
         for b in &pool.backends {
             let labels = BackendLabels {

@@ -19,7 +19,8 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::frame::{self, MAX_HANDSHAKE_FRAME};
+use crate::frame::MAX_HANDSHAKE_FRAME;
+use crate::sealed::{SealedConn, SealedReader, SealedWriter};
 use crate::network::{Channel, PeerPool};
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::tls::PeerStream;
@@ -152,12 +153,12 @@ async fn ping_voter(t: PingTarget) {
     }
 }
 
-async fn open(t: &PingTarget) -> Option<PeerStream> {
+async fn open(t: &PingTarget) -> Option<SealedConn<PeerStream>> {
     let client = t.pool.get(t.id, &t.addr, Channel::Lease);
     let opened = tokio::time::timeout(OPEN_BUDGET, async {
         let mut s = client.open_stream().await.ok()?;
-        frame::send(&mut s, &PeerRequest::OpenLease).await.ok()?;
-        match frame::recv::<_, PeerResponse>(&mut s, MAX_HANDSHAKE_FRAME).await {
+        s.send(&PeerRequest::OpenLease).await.ok()?;
+        match s.recv::<PeerResponse>(MAX_HANDSHAKE_FRAME).await {
             Ok(PeerResponse::LeaseOpened) => Some(s),
             _ => None,
         }
@@ -174,8 +175,8 @@ async fn open(t: &PingTarget) -> Option<PeerStream> {
 
 type Sent = Arc<Mutex<VecDeque<(u64, u64)>>>;
 
-async fn run_stream(t: &PingTarget, stream: PeerStream) {
-    let (rd, wr) = tokio::io::split(stream);
+async fn run_stream(t: &PingTarget, stream: SealedConn<PeerStream>) {
+    let (rd, wr) = stream.into_split();
     let sent: Sent = Arc::new(Mutex::new(VecDeque::with_capacity(IN_FLIGHT)));
     let last_ack = Arc::new(AtomicU64::new(now_us()));
     tokio::select! {
@@ -186,7 +187,7 @@ async fn run_stream(t: &PingTarget, stream: PeerStream) {
 
 async fn write_pings(
     t: &PingTarget,
-    mut wr: WriteHalf<PeerStream>,
+    mut wr: SealedWriter<WriteHalf<PeerStream>>,
     sent: Sent,
     last_ack: Arc<AtomicU64>,
 ) {
@@ -220,7 +221,7 @@ async fn write_pings(
             }
             s.push_back((seq, now_us()));
         }
-        if frame::send(&mut wr, &ping).await.is_err() {
+        if wr.send(&ping).await.is_err() {
             return;
         }
     }
@@ -228,12 +229,12 @@ async fn write_pings(
 
 async fn read_acks(
     t: &PingTarget,
-    mut rd: ReadHalf<PeerStream>,
+    mut rd: SealedReader<ReadHalf<PeerStream>>,
     sent: Sent,
     last_ack: Arc<AtomicU64>,
 ) {
     loop {
-        let ack: LeaseAck = match frame::recv(&mut rd, MAX_HANDSHAKE_FRAME).await {
+        let ack: LeaseAck = match rd.recv(MAX_HANDSHAKE_FRAME).await {
             Ok(a) => a,
             Err(_) => return,
         };

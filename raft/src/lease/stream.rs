@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use crate::frame::{self, MAX_HANDSHAKE_FRAME};
+use crate::frame::MAX_HANDSHAKE_FRAME;
+use crate::sealed::SealedConn;
 use crate::tls::PeerStream;
 use crate::types::Raft;
 
@@ -26,10 +27,10 @@ pub fn raft_view(raft: &Raft) -> (u64, Option<(u64, u64)>) {
 }
 
 /// Serves pings until the leader closes the stream or a write fails.
-pub async fn serve(mut stream: PeerStream, lease: Arc<Lease>, raft: Raft) {
+pub async fn serve(mut stream: SealedConn<PeerStream>, lease: Arc<Lease>, raft: Raft) {
     let mut pinger: Option<u64> = None;
     loop {
-        let ping: LeasePing = match frame::recv(&mut stream, MAX_HANDSHAKE_FRAME).await {
+        let ping: LeasePing = match stream.recv(MAX_HANDSHAKE_FRAME).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(leader = ?pinger, error = %e, "lease stream ended");
@@ -47,7 +48,7 @@ pub async fn serve(mut stream: PeerStream, lease: Arc<Lease>, raft: Raft) {
             accepted,
             term,
         };
-        if let Err(e) = frame::send(&mut stream, &ack).await {
+        if let Err(e) = stream.send(&ack).await {
             tracing::debug!(leader = ping.leader, error = %e, "lease ack not sent");
             break;
         }
