@@ -175,6 +175,19 @@ backends = [{{ addr = "10.77.70.21:8080" }}]
         serde_json::from_str(&out).ok()
     }
 
+    /// `/debug/failover` of every running node (events, lease, fence), for failure messages.
+    pub fn failover_debug(&self) -> String {
+        (0..3)
+            .filter(|&i| self.nodes[i].is_some())
+            .map(|i| {
+                let url = format!("http://{}:9901/debug/failover", node_ip(i));
+                let (_, out) = exec(&self.bed.ns("cl"), &["curl", "-s", "-m", "1", &url]);
+                format!("node {}: {out}", i + 1)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Index of the node that holds the VIP and is leader, waiting up to `within`.
     pub fn wait_holder(&self, within: Duration) -> Option<usize> {
         let deadline = Instant::now() + within;

@@ -27,9 +27,16 @@ fn kill9_of_the_leader_moves_the_vip_within_two_seconds() {
         let new = c.wait_holder(Duration::from_secs(5)).expect("a new holder");
         std::thread::sleep(Duration::from_millis(1500));
         let probes = prober.finish();
+        let early: Vec<_> = probes
+            .iter()
+            .filter(|p| p.at < killed_at && !p.ok)
+            .map(|p| p.at.as_millis())
+            .collect();
         assert!(
-            probes.iter().filter(|p| p.at < killed_at).all(|p| p.ok),
-            "requests failed before the kill"
+            early.is_empty(),
+            "requests failed before the kill (at {early:?} ms, kill at {} ms); nodes:\n{}",
+            killed_at.as_millis(),
+            c.failover_debug()
         );
         let window = outage_after(&probes, killed_at);
         eprintln!(
