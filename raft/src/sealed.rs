@@ -135,7 +135,13 @@ pub struct SealedWriter<W> {
 impl<W: AsyncWrite + Unpin> SealedWriter<W> {
     /// See [`SealedConn::send`].
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), FrameError> {
-        seal_and_send(&mut self.stream, &self.key, &mut self.sent, codec::encode(msg)?).await
+        seal_and_send(
+            &mut self.stream,
+            &self.key,
+            &mut self.sent,
+            codec::encode(msg)?,
+        )
+        .await
     }
 }
 

@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::frame::MAX_HANDSHAKE_FRAME;
-use crate::sealed::{SealedConn, SealedReader, SealedWriter};
 use crate::network::{Channel, PeerPool};
 use crate::rpc::{PeerRequest, PeerResponse};
+use crate::sealed::{SealedConn, SealedReader, SealedWriter};
 use crate::tls::PeerStream;
 use crate::types::{NodeId, Raft};
 
