@@ -26,6 +26,7 @@ struct Shared {
     name: String,
     healthy: AtomicBool,
     requests: AtomicU64,
+    health_checks: AtomicU64,
 }
 
 /// A running test backend. Dropping it (or `kill`) closes its listener and connections.
@@ -49,6 +50,7 @@ impl TestBackend {
             name: name.to_string(),
             healthy: AtomicBool::new(true),
             requests: AtomicU64::new(0),
+            health_checks: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         TestBackend { addr, shared, task }
@@ -65,6 +67,11 @@ impl TestBackend {
     /// Requests served so far (health checks excluded).
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// `/healthz` requests answered so far (whatever they answered).
+    pub fn health_checks(&self) -> u64 {
+        self.shared.health_checks.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and drops every connection, like a killed process.
@@ -112,7 +119,9 @@ async fn respond(
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
-    if path != "/healthz" {
+    if path == "/healthz" {
+        shared.health_checks.fetch_add(1, Ordering::SeqCst);
+    } else {
         shared.requests.fetch_add(1, Ordering::SeqCst);
     }
     let mut status = StatusCode::OK;

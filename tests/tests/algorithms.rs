@@ -71,8 +71,19 @@ async fn least_connections_sends_new_work_to_the_idle_backend() {
     // One slow request occupies one backend.
     let url = ports.url("/slow?ms=3000");
     let slow = tokio::spawn(async move { get(&fresh_client(), &url, &[]).await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let busy = if bs[0].requests() == 1 { "b0" } else { "b1" };
+    // Only once the slow request has reached a backend is one of them busy: wait for it
+    // (bounded) instead of guessing with a sleep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let busy = loop {
+        match (bs[0].requests(), bs[1].requests()) {
+            (1, 0) => break "b0",
+            (0, 1) => break "b1",
+            (0, 0) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            other => panic!("the slow request never reached exactly one backend: {other:?}"),
+        }
+    };
     let client = fresh_client();
     for _ in 0..10 {
         let r = get(&client, &ports.url("/"), &[]).await.expect("request");

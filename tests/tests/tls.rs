@@ -583,7 +583,23 @@ health = {{ path = "/healthz", interval = "200ms", timeout = "150ms", rise = 1, 
         }
     };
     let node = Fulcrum::start(&config("backend.test"), &ports.admin).await;
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // Healthy, and still healthy after several more checks (interval 200 ms, fall 1): one
+    // failed TLS check would have marked it down.
+    assert!(
+        healthy(true).await,
+        "TLS backend checked over TLS must become healthy: {}",
+        node.log()
+    );
+    let checks_before = inner.health_checks();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while inner.health_checks() < checks_before + 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no further health checks: {}",
+            node.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(
         healthy(true).await,
         "TLS backend checked over TLS must stay healthy: {}",
