@@ -5,7 +5,8 @@
 //! `vip/src/fence/`). A second test checks that mutated protocols (claiming without waiting,
 //! an old leader that grants its vote without closing its fence, a lease counted from when
 //! the acknowledgement arrived instead of when the ping left) *do* break the property, so the
-//! model is not vacuous.
+//! model is not vacuous; and that `open_until` without the atomicity assumed here (a thread
+//! stalled or frozen between reading the clock and the kernel's commit) breaks it too.
 //!
 //! The protocol, as modelled:
 //! - The leader pings each voter whenever it likes (every heartbeat or any other schedule).
@@ -39,9 +40,10 @@
 //!   between nodes, and real durations are a few ticks. The fence's kernel rounding (it
 //!   lapses up to two jiffies *early*, never late) is safe and not modelled.
 //! - `open_until` is atomic: reading the clock and the kernel's commit happen at one instant.
-//!   In the real call a freeze between the two commits a stale timeout on resume; the fence
+//!   In the real call a stall or freeze between the two commits a stale timeout; the fence
 //!   re-issues such a slow call at once with the time then left (closing it), which narrows
-//!   that window to the re-issue's duration but does not close it.
+//!   that window to the re-issue's duration but does not close it (variant `OpenNotAtomic`
+//!   finds it). Closing it needs a deadline the kernel checks in absolute time.
 //! - Logs, commit indexes and the up-to-date check of votes: the fence's safety does not
 //!   depend on them. A vote request and its answer are one step (the voter's decision is what
 //!   matters; a delayed answer only delays the candidate). Pre-vote and vote happen together
@@ -101,6 +103,8 @@ struct Node {
     promise: u8,
     /// Leader: ticks until it may open its fence (`claim_after`).
     claim_wait: u8,
+    /// `OpenNotAtomic` only: the timeout `open_until` computed and has not yet committed.
+    reading: Option<u8>,
 }
 
 impl Node {
@@ -112,6 +116,7 @@ impl Node {
             fence: 0,
             promise: 0,
             claim_wait: 0,
+            reading: None,
         }
     }
 
@@ -131,6 +136,7 @@ impl Node {
         }
         self.promise = self.promise.max(self.claim_wait);
         self.claim_wait = 0;
+        self.reading = None;
         self.role = Role::Follower;
     }
 }
@@ -298,6 +304,8 @@ enum Action {
     Resume(u8),
     Crash(u8),
     Restart(u8),
+    /// `OpenNotAtomic` only: `open_until` reaches the kernel with the timeout it computed.
+    Commit(u8),
 }
 
 /// The protocol, or one broken on purpose.
@@ -310,6 +318,10 @@ enum Variant {
     OldLeaderKeepsFence,
     /// The leader counts its lease from when an acknowledgement arrives, not from the ping.
     LeaseFromReceipt,
+    /// Not a protocol change but the real `open_until` without the model's atomicity: the
+    /// thread can be frozen between reading the clock and the kernel's commit, and commits a
+    /// stale timeout on resume. The re-issue of a slow call closes it only *after* that.
+    OpenNotAtomic,
 }
 
 struct LeaseModel {
@@ -352,6 +364,9 @@ impl Model for LeaseModel {
             let others = NODES.into_iter().filter(move |&o| o != n);
             match (node.process, node.role) {
                 (Proc::Running, Role::Leader) => {
+                    if node.reading.is_some() {
+                        actions.push(Action::Commit(n));
+                    }
                     for other in others {
                         actions.push(Action::Ping {
                             leader: n,
@@ -457,6 +472,10 @@ impl Model for LeaseModel {
                 s.nodes[n as usize].process = Proc::Crashed;
                 s.events += 1;
             }
+            Action::Commit(n) => {
+                let node = &mut s.nodes[n as usize];
+                node.fence = node.fence.max(node.reading.take()?);
+            }
             Action::Restart(n) => {
                 let node = &mut s.nodes[n as usize];
                 // Term (and vote) are on disk; the fence table is reinstalled closed; the
@@ -532,7 +551,11 @@ impl LeaseModel {
         // after): a ping sent, taken and acknowledged at the instant the wait ends opens the
         // fence at least as long, so no behaviour of the real leader is lost.
         if l.claim_wait == 0 || self.variant == Variant::ClaimWithoutWaiting {
-            l.fence = l.fence.max(left); // Fence::open_until(send time + LEASE - MARGIN)
+            if self.variant == Variant::OpenNotAtomic {
+                l.reading = Some(left);
+            } else {
+                l.fence = l.fence.max(left); // Fence::open_until(send time + LEASE - MARGIN)
+            }
         }
     }
 
@@ -613,6 +636,7 @@ fn broken_protocols_open_two_fences() {
         Variant::ClaimWithoutWaiting,
         Variant::OldLeaderKeepsFence,
         Variant::LeaseFromReceipt,
+        Variant::OpenNotAtomic,
     ] {
         // Breadth first: the shortest counterexample.
         let start = Instant::now();
