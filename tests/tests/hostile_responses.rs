@@ -364,3 +364,44 @@ async fn malformed_chunk_framing_is_a_502_and_never_relayed() {
         assert!(!text.contains("hello\n0"), "{what} (hyper): {text:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_headers_named_in_connection_never_desync_a_tls_client() {
+    use fulcrum_tests::tls::{connect, verifying_config, TestCa};
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca.leaf(&["localhost"]).write(dir.path(), "web");
+    for (what, answer) in listing_framing("tls-body") {
+        let b = RawBackend::start(move |_| Action::raw(answer.clone())).await;
+        let ports = Ports::new();
+        let cfg = config(&ports, &b.backend_list()).replace(
+            "header_read_timeout = \"2s\"\n",
+            &format!(
+                "header_read_timeout = \"2s\"\nprotocol = \"https\"\ntls = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+                cert.display(),
+                key.display()
+            ),
+        );
+        let _node = Fulcrum::start(&cfg, &ports.admin).await;
+        let tls = verifying_config(&ca.pem(), &[b"http/1.1"]);
+        let mut s = connect(&ports.web, "localhost", tls)
+            .await
+            .expect("tls connect");
+        let two = "GET /c/1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /c/2 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        s.write_all(two.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout(QUIET, s.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(
+            split_responses(&out),
+            ["tls-body", "tls-body"],
+            "{what}: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}
