@@ -1,7 +1,9 @@
 //! Added latency of `AffinityStore::lookup`: cold cache (one Redis GETEX round trip) against
 //! warm cache (local map only). Starts its own redis-server on a free loopback port.
 //!
-//! `cargo run --release -p fulcrum-session --example latency [N]` (N lookups, default 10000).
+//! `cargo run --release -p fulcrum-session --example latency [N] [cluster]` (N lookups, default
+//! 10000; `cluster`: against a real three-master Redis Cluster on loopback instead of one
+//! redis-server). Prints Redis round trips per lookup from the store's own counters.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -46,9 +48,18 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000)
         .min(200_000);
-    let redis = common::RedisProc::start();
+    let on_cluster = std::env::args().any(|a| a == "cluster");
+    let (redis, cluster) = match on_cluster {
+        true => (None, Some(common::cluster::Cluster::start(3).await)),
+        false => (Some(common::RedisProc::start()), None),
+    };
+    let url = match (&redis, &cluster) {
+        (Some(r), _) => r.url(),
+        (_, Some(c)) => c.url(),
+        _ => unreachable!("one of the two was started"),
+    };
     let opts = StoreOptions {
-        redis_url: Some(redis.url()),
+        redis_url: Some(url.clone()),
         timeout: Duration::from_millis(100),
         cache_ttl: Duration::from_secs(600),
         cache_capacity: n * 2,
@@ -73,22 +84,35 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
+    let m0 = node2.metrics();
     let cold = time_lookups(&node2, &keys).await;
+    let m1 = node2.metrics();
     let warm = time_lookups(&node2, &keys).await;
-    println!("redis-server on 127.0.0.1:{}, {n} sessions", redis.port);
+    let m2 = node2.metrics();
+    println!("{url}, {n} sessions");
+    let per = |a: fulcrum_session::StoreMetrics, b: fulcrum_session::StoreMetrics| {
+        (b.redis_calls - a.redis_calls) as f64 / n as f64
+    };
+    println!(
+        "redis round trips per lookup: cold {:.3}, warm (pin cached) {:.3}",
+        per(m0, m1),
+        per(m1, m2)
+    );
     report("pin (Lua, first sight)", pins);
     report("lookup cold (GETEX)", cold);
     report("lookup warm (local cache)", warm);
     println!("node2 metrics: {:?}", node2.metrics());
 
-    concurrent_cold(&redis, &keys).await;
-    frozen(&redis, &node2).await;
+    concurrent_cold(&url, &keys).await;
+    if let Some(redis) = &redis {
+        frozen(redis, &node2).await;
+    }
 }
 
 /// Cold lookups from 32 tasks at once over the one multiplexed connection.
-async fn concurrent_cold(redis: &common::RedisProc, keys: &[String]) {
+async fn concurrent_cold(url: &str, keys: &[String]) {
     let store = AffinityStore::new(StoreOptions {
-        redis_url: Some(redis.url()),
+        redis_url: Some(url.to_string()),
         timeout: Duration::from_millis(100),
         ..StoreOptions::default()
     })
