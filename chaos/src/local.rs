@@ -141,14 +141,17 @@ fn drive(
     }
     let node_ns: Vec<String> = (0..layout.nodes).map(|i| layout.node_ns(i)).collect();
     let mut outcomes: Vec<Outcome> = Vec::new();
-    for name in &names {
+    for (run, name) in names.iter().enumerate() {
         if interrupted.load(Ordering::SeqCst) {
             break;
         }
         eprintln!("[{name}] starting a fresh cluster");
+        // A directory per run: with --repeat, a scenario's second cluster must not start
+        // from the first one's Raft state.
+        let run_dir = dir.join(format!("{:02}-{name}", run + 1));
         let spec = ClusterSpec {
             fulcrum: fulcrum.clone(),
-            dir: dir.join(name),
+            dir: run_dir.clone(),
             layout: layout.clone(),
             fencing: args.fencing.clone(),
         };
@@ -168,7 +171,7 @@ fn drive(
         let outcome = rt.block_on(scenarios::run(name, &ops, Ok(holders), Ok(wire), &settings));
         report::print_outcome(&outcome);
         if args.keep_logs.is_some() {
-            let path = dir.join(name).join("requests.jsonl");
+            let path = run_dir.join("requests.jsonl");
             if let Err(e) = report::write_samples(&path, &outcome) {
                 eprintln!("warning: {e:#}");
             }
