@@ -406,3 +406,61 @@ fn has_vip(ns: &str) -> bool {
 pub fn node_namespaces(bed: &Testbed) -> [String; 3] {
     [bed.ns("n1"), bed.ns("n2"), bed.ns("n3")]
 }
+
+/// Watches the client's segment for ARP frames whose sender is the VIP (gratuitous ARP,
+/// ARP replies for the VIP), for `limit`. Sees what a 20 ms address poller cannot: a
+/// re-announce that lasts a millisecond.
+pub struct AnnounceWatcher {
+    handle: Option<std::thread::JoinHandle<Vec<(Duration, String)>>>,
+}
+
+impl AnnounceWatcher {
+    pub fn start(bed: &Testbed, limit: Duration) -> AnnounceWatcher {
+        let vip: std::net::Ipv4Addr = VIP.parse().expect("vip");
+        let handle = bed.in_ns("cl", move || watch_announcements(vip, limit));
+        AnnounceWatcher {
+            handle: Some(handle),
+        }
+    }
+
+    /// Waits for the watch to end; returns each announcement: when, and the sender's MAC
+    /// (as `ip link` prints it).
+    pub fn finish(mut self) -> Vec<(Duration, String)> {
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+fn watch_announcements(vip: std::net::Ipv4Addr, limit: Duration) -> Vec<(Duration, String)> {
+    use nix::sys::socket::{
+        recv, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol,
+        SockType,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::empty(),
+        SockProtocol::EthAll,
+    )
+    .expect("packet socket (needs root)");
+    let timeout = nix::sys::time::TimeVal::new(0, 50_000);
+    setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).expect("receive timeout");
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 2048];
+    while started.elapsed() < limit {
+        let Ok(n) = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) else {
+            continue;
+        };
+        let f = &buf[..n];
+        // Ethernet type ARP, sender MAC at 22..28, sender IP at 28..32.
+        if n >= 42 && f[12..14] == [0x08, 0x06] && f[28..32] == vip.octets() {
+            let mac: Vec<String> = f[22..28].iter().map(|b| format!("{b:02x}")).collect();
+            seen.push((started.elapsed(), mac.join(":")));
+        }
+    }
+    seen
+}

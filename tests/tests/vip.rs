@@ -3,7 +3,9 @@
 //! DESIGN.md forbids it. Needs root; skipped (with a message) otherwise.
 
 use fulcrum_tests::netns::can_run;
-use fulcrum_tests::vipbed::{node_namespaces, outage_after, HolderPoller, Prober, VipCluster};
+use fulcrum_tests::vipbed::{
+    node_namespaces, outage_after, AnnounceWatcher, HolderPoller, Prober, VipCluster,
+};
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
@@ -150,12 +152,31 @@ fn freeze_leader(fencing: &str, lifetime: &str) -> (usize, Duration) {
     );
     let leader = c.wait_holder(SETTLE).expect("holder");
     let poller = HolderPoller::start(node_namespaces(&c.bed), Duration::from_secs(20));
+    // Every announcement of the VIP on the client's segment, frame by frame.
+    let watcher = AnnounceWatcher::start(&c.bed, Duration::from_millis(5500));
+    let watch_started = Instant::now();
     c.signal(leader, Signal::SIGSTOP);
     std::thread::sleep(Duration::from_secs(3));
     let new = c.wait_holder(Duration::from_secs(5));
+    let resumed_at = watch_started.elapsed();
     c.signal(leader, Signal::SIGCONT);
-    // The resumed node must not re-announce without a fresh lease.
     std::thread::sleep(Duration::from_secs(2));
+    let announced = watcher.finish();
+    let old_mac = c.node_mac(leader);
+    // The watcher works: the new holder's announcements were seen.
+    assert!(
+        announced.iter().any(|(_, mac)| *mac != old_mac),
+        "no announcement of the new holder seen on the wire: {announced:?}"
+    );
+    // The resumed node must not re-announce without a fresh lease.
+    let late: Vec<_> = announced
+        .iter()
+        .filter(|(at, mac)| *mac == old_mac && *at >= resumed_at)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the resumed old leader announced the VIP on the wire: {late:?} (resumed at {resumed_at:?})"
+    );
     let holders = c.holders_now();
     let result = poller.finish();
     eprintln!(
