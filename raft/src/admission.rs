@@ -52,11 +52,12 @@ impl Admission {
 
     /// A slot for a connection from `addr`, or `None` when its pool is full.
     pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Option<Slot> {
-        let peer = self
-            .peers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&addr);
+        let peer = {
+            let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+            // Peers on loopback (a cluster on one host) dial from any 127.0.0.0/8 source
+            // the kernel picks; a process on the same host can do worse than a flood.
+            peers.contains(&addr) || (addr.is_loopback() && peers.iter().any(IpAddr::is_loopback))
+        };
         let (total_cap, per_cap) = if peer {
             (PEER_SLOTS, PER_PEER_ADDR)
         } else {
@@ -106,6 +107,24 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_sources_count_as_peers_of_a_loopback_cluster() {
+        let a = Arc::new(Admission::default());
+        a.set_peers(["127.0.0.21".parse().unwrap(), "127.0.0.22".parse().unwrap()]);
+        let from: IpAddr = "127.0.0.1".parse().unwrap();
+        let held: Vec<Slot> = (0..PER_OTHER_ADDR + 4)
+            .filter_map(|_| a.admit(from))
+            .collect();
+        assert_eq!(held.len(), PER_OTHER_ADDR + 4);
+        // A LAN cluster gives loopback no special treatment.
+        let b = Arc::new(Admission::default());
+        b.set_peers(["10.77.1.1".parse().unwrap()]);
+        let held: Vec<Slot> = (0..PER_OTHER_ADDR + 4)
+            .filter_map(|_| b.admit(from))
+            .collect();
+        assert_eq!(held.len(), PER_OTHER_ADDR);
+    }
 
     #[test]
     fn a_flooding_stranger_cannot_take_the_peers_slots() {
