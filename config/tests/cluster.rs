@@ -42,6 +42,12 @@ fn peer_ids_unique() {
 }
 
 #[test]
+fn peer_ids_start_at_one() {
+    let text = cluster("peers = [\"1@127.0.0.1:7001\", \"0@127.0.0.1:7000\"]");
+    assert_one(&text, "\"0@", 0, "peer ids start at 1");
+}
+
+#[test]
 fn peers_must_include_this_node() {
     let text = cluster("peers = [\"2@127.0.0.1:7002\", \"3@127.0.0.1:7003\"]");
     assert_one(&text, "[\"2@", 0, "must include this node (node.id = 1)");

@@ -63,6 +63,8 @@ fn check_peers(cluster: &ClusterSection, r: &mut Report<'_>) -> HashMap<u64, Soc
         let path = [K("cluster"), K("peers"), I(i)];
         match parse_peer_detailed(peer) {
             Err(e) => r.error(&path, e),
+            // Id 0 stands for "unknown node" in the lease protocol.
+            Ok((0, _)) => r.error(&path, "peer ids start at 1"),
             Ok((id, addr)) => {
                 // The first entry of an id or address wins; later ones are the mistake.
                 match (ids.entry(id), addrs.get(&addr).copied()) {

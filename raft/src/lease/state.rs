@@ -42,6 +42,10 @@ impl Leadership {
     }
 }
 
+/// Stands for "some node this one may have acknowledged before it restarted" (node ids
+/// start at 1).
+pub const UNKNOWN_HOLDER: NodeId = 0;
+
 /// The lease knowledge of one node.
 #[derive(Debug)]
 pub struct LeaseState {
@@ -67,12 +71,18 @@ pub struct LeaseState {
 
 impl LeaseState {
     pub fn new(me: NodeId, fence_us: Micros, now: Micros) -> LeaseState {
+        // Promises are not stored on disk: before a restart this node may have acknowledged
+        // a leader whose fence is still open. Until one fence length has passed it reports
+        // that bound for an unknown holder (`UNKNOWN_HOLDER`), so no candidate it votes for
+        // claims before that fence has surely lapsed.
+        let mut bounds = Bounds::new();
+        bounds.insert(UNKNOWN_HOLDER, now + fence_us);
         LeaseState {
             me,
             fence_us,
             granted_term: 0,
             last_grant_at: None,
-            bounds: Bounds::new(),
+            bounds,
             following: None,
             successor: None,
             since: now,
@@ -320,8 +330,23 @@ mod tests {
 
     const F: Micros = 20_000;
 
+    /// A node that has run for longer than one fence (no restart bound left).
+    fn settled(me: NodeId) -> LeaseState {
+        let mut s = LeaseState::new(me, F, 0);
+        s.bounds.remove(&UNKNOWN_HOLDER);
+        s
+    }
+
     fn voters() -> BTreeSet<NodeId> {
         [1, 2, 3].into()
+    }
+
+    #[test]
+    fn a_restarted_voter_reports_an_unknown_holder_for_one_fence() {
+        let s = LeaseState::new(2, F, 1_000);
+        let r = s.report(0, 1_500);
+        assert_eq!(r.acked, vec![(UNKNOWN_HOLDER, F - 500)]);
+        assert!(s.report(0, 1_000 + F).acked.is_empty());
     }
 
     #[test]
@@ -339,7 +364,7 @@ mod tests {
 
     #[test]
     fn leader_lease_from_votes_then_pings_and_revocation() {
-        let mut s = LeaseState::new(1, F, 0);
+        let mut s = settled(1);
         s.set_voters(voters());
         let report = FenceReport {
             own_clear_in_us: 0,
@@ -363,7 +388,7 @@ mod tests {
 
     #[test]
     fn claim_instant_freezes_once_claimed() {
-        let mut s = LeaseState::new(1, F, 0);
+        let mut s = settled(1);
         s.set_voters(voters());
         let r = FenceReport {
             own_clear_in_us: 0,
