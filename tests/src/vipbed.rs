@@ -361,7 +361,7 @@ impl HolderPoller {
             let started = Instant::now();
             let mut dual_since: Option<Instant> = None;
             while !s.load(Ordering::SeqCst) && started.elapsed() < limit {
-                let holders = bed_names.iter().filter(|ns| has_vip(ns)).count();
+                let holders = holders_at_one_instant(&bed_names);
                 if let Ok(mut g) = m.lock() {
                     g.0 = g.0.max(holders);
                     if holders > 1 {
@@ -392,6 +392,20 @@ impl HolderPoller {
             .map(|g| *g)
             .unwrap_or((0, Duration::ZERO))
     }
+}
+
+/// How many namespaces held the VIP at one common instant. One `ip` call takes
+/// milliseconds, so a pass over three namespaces is not an instant: a hand-over that
+/// happens between two checks would show the old and the new holder both. When a pass
+/// sees several holders, they are checked again in reverse order; a node that held at its
+/// first and its second check held throughout (an address is not released and re-added
+/// within milliseconds), so nodes that pass both checks held at the same instant.
+fn holders_at_one_instant(bed_names: &[String; 3]) -> usize {
+    let seen: Vec<&String> = bed_names.iter().filter(|ns| has_vip(ns)).collect();
+    if seen.len() < 2 {
+        return seen.len();
+    }
+    seen.iter().rev().filter(|ns| has_vip(ns)).count()
 }
 
 fn has_vip(ns: &str) -> bool {
