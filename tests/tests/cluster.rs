@@ -208,7 +208,18 @@ async fn a_fourth_node_joins_as_learner_becomes_voter_and_leaves() {
             .any(|m| m["id"] == 4 && m["voter"] == true),
         "{members}"
     );
-    assert!(get_status(&fourth.admin).await.unwrap()["config_version"] == 1);
+    // The new voter runs the cluster's config once it has applied the log (asynchronously
+    // after the promotion): wait for it, within a liveness bound.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut version = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        version = get_status(&fourth.admin).await.unwrap()["config_version"].clone();
+        if version == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(version, 1, "node 4 never ran the cluster's config");
     let remove = admin_call(admin, "POST", "/members/remove?id=4", "", None)
         .await
         .unwrap();
