@@ -13,30 +13,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{free_addr, options, wait_until, SECRET};
+use common::{assert_closed, single_node, wait_until, SECRET};
 use fulcrum_raft::auth::client_handshake;
 use fulcrum_raft::frame;
 use fulcrum_raft::network::PeerClient;
 use fulcrum_raft::rpc::{PeerRequest, PeerResponse};
 use fulcrum_raft::sealed::SealedConn;
-use fulcrum_raft::{start, Command, RaftHandle};
+use fulcrum_raft::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-async fn single_node() -> (tempfile::TempDir, SocketAddr, RaftHandle) {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let o = options(1, &[(1, addr)], dir.path().join("n1"), SECRET);
-    let h = start(o).await.unwrap();
-    let leader = wait_until(|| h.status().borrow().lease_fresh, Duration::from_secs(5));
-    assert!(leader.await, "single node leads");
-    let seeded = wait_until(
-        || h.cluster_state().borrow().config_version == 1,
-        Duration::from_secs(3),
-    );
-    assert!(seeded.await);
-    (dir, addr, h)
-}
 
 fn set_config(toml: &str) -> PeerRequest {
     PeerRequest::ForwardWrite(Command::SetConfig { toml: toml.into() })
@@ -170,17 +155,6 @@ async fn a_frame_altered_by_a_man_in_the_middle_is_refused_and_the_connection_dr
         (3, "# pool-good\n")
     );
     h.shutdown().await;
-}
-
-/// The server closed the connection: a read sees EOF (or a reset) within 3 s.
-async fn assert_closed(s: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    let r = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
-    match r {
-        Ok(Ok(0)) | Ok(Err(_)) => {}
-        Ok(Ok(n)) => panic!("server sent {n} bytes instead of closing"),
-        Err(_) => panic!("server kept the connection open"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,17 +3,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{free_addr, options, wait_until, Cluster, SECRET};
+use common::{assert_closed, free_addr, options, single_node, Cluster, SECRET};
 use fulcrum_raft::auth::client_handshake;
 use fulcrum_raft::frame::{self, write_frame};
 use fulcrum_raft::network::PeerClient;
 use fulcrum_raft::rpc::{PeerRequest, PeerResponse};
-use fulcrum_raft::{start, Command, ProposeError, RaftHandle};
+use fulcrum_raft::{start, Command, ProposeError};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Same wire shapes as the private handshake messages, to play a cheating client.
@@ -30,32 +29,6 @@ struct Challenge {
 #[derive(Serialize, Deserialize)]
 struct Proof {
     client_proof: Vec<u8>,
-}
-
-async fn single_node() -> (tempfile::TempDir, SocketAddr, RaftHandle) {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let o = options(1, &[(1, addr)], dir.path().join("n1"), SECRET);
-    let h = start(o).await.unwrap();
-    let leader = wait_until(|| h.status().borrow().lease_fresh, Duration::from_secs(5));
-    assert!(leader.await, "single node leads");
-    let seeded = wait_until(
-        || h.cluster_state().borrow().config_version == 1,
-        Duration::from_secs(3),
-    );
-    assert!(seeded.await);
-    (dir, addr, h)
-}
-
-/// The server closed the connection: a read sees EOF (or a reset) within 3 s.
-async fn assert_closed(s: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    let r = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
-    match r {
-        Ok(Ok(0)) | Ok(Err(_)) => {}
-        Ok(Ok(n)) => panic!("server sent {n} bytes instead of closing"),
-        Err(_) => panic!("server kept the connection open"),
-    }
 }
 
 fn write_cmd(s: &str) -> PeerRequest {

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use fulcrum_raft::{start, RaftHandle, RaftOptions, RaftStatus, Role};
 use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 pub mod certs;
 
@@ -142,4 +144,31 @@ pub async fn wait_until<F: Fn() -> bool>(f: F, timeout: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     false
+}
+
+/// A one-node cluster that leads and has its seed config (for transport tests).
+pub async fn single_node() -> (tempfile::TempDir, SocketAddr, RaftHandle) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let o = options(1, &[(1, addr)], dir.path().join("n1"), SECRET);
+    let h = start(o).await.unwrap();
+    let leader = wait_until(|| h.status().borrow().lease_fresh, Duration::from_secs(5));
+    assert!(leader.await, "single node leads");
+    let seeded = wait_until(
+        || h.cluster_state().borrow().config_version == 1,
+        Duration::from_secs(3),
+    );
+    assert!(seeded.await);
+    (dir, addr, h)
+}
+
+/// The server closed the connection: a read sees EOF (or a reset) within 3 s.
+pub async fn assert_closed(s: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+    match r {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("server sent {n} bytes instead of closing"),
+        Err(_) => panic!("server kept the connection open"),
+    }
 }

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::io::{self, Read};
-use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fulcrum_vip::frames::{icmpv6_checksum, Mac};
-use nix::libc;
-use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
+use fulcrum_vip::link_address;
+use socket2::{Domain, Protocol, Socket, Type};
 
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -32,7 +31,7 @@ pub fn parse_mac(text: &str) -> Mac {
 /// answer: ARP for IPv4, a neighbour solicitation for IPv6.
 pub struct Resolver {
     socket: Socket,
-    ifindex: i32,
+    ifindex: u32,
     mac: Mac,
     rx: Vec<u8>,
 }
@@ -43,7 +42,7 @@ impl Resolver {
     fn open(iface: &str, mac: Mac, ethertype: u16) -> Resolver {
         let proto = Protocol::from(i32::from(ethertype.to_be()));
         let socket = Socket::new(Domain::PACKET, Type::RAW, Some(proto)).expect("packet socket");
-        let ifindex = nix::net::if_::if_nametoindex(iface).expect("ifindex") as i32;
+        let ifindex = nix::net::if_::if_nametoindex(iface).expect("ifindex");
         Resolver {
             socket,
             ifindex,
@@ -80,7 +79,7 @@ impl Resolver {
     }
 
     fn send(&self, ethertype: u16, dst: Mac, frame: &[u8]) {
-        let addr = link_address(self.ifindex, ethertype, dst);
+        let addr = link_address(self.ifindex, ethertype, dst).expect("link address");
         let sent = self.socket.send_to(frame, &addr).expect("send frame");
         assert_eq!(sent, frame.len());
     }
@@ -117,22 +116,6 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
-}
-
-/// A `sockaddr_ll` naming the outgoing interface, ethertype and destination MAC.
-fn link_address(ifindex: i32, ethertype: u16, dst: Mac) -> SockAddr {
-    let mut storage = SockAddrStorage::zeroed();
-    // SAFETY: sockaddr_ll is one of this platform's sockaddr types and fits in the storage
-    // (view_as asserts the size).
-    let ll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
-    ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
-    ll.sll_protocol = ethertype.to_be();
-    ll.sll_ifindex = ifindex;
-    ll.sll_halen = 6;
-    ll.sll_addr[..6].copy_from_slice(&dst);
-    let len = size_of::<libc::sockaddr_ll>() as socket2::socklen_t;
-    // SAFETY: the family is AF_PACKET and the storage holds an initialised sockaddr_ll of `len`.
-    unsafe { SockAddr::new(storage, len) }
 }
 
 /// An Ethernet broadcast ARP request: who has `target`? tell `sender` (at `mac`).
