@@ -124,7 +124,6 @@ impl VipGuard {
     /// Releases at once (idempotent): fence shut first, then the address.
     pub fn release(&self, reason: &str) {
         self.shut(reason);
-        self.controller.release(reason);
     }
 
     /// Follows the lease's leadership until `stop` fires, then releases.
