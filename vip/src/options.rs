@@ -10,6 +10,17 @@ use crate::VipError;
 /// means a frozen holder keeps the address longer, so anything beyond a minute is a mistake.
 const MAX_LIFETIME: Duration = Duration::from_secs(60);
 
+/// How long an address can stay on a Linux link after its lifetime ran out.
+///
+/// The kernel removes expired addresses from one periodic check (`check_lifetime`). A change
+/// of any other address (a renewal by another holder, DHCP) runs that check at once and puts
+/// the next run at least `ADDRCONF_TIMER_FUZZ_MAX` (1 s) later, so an address that expires in
+/// between lingers until that run. Measured on kernel 6.18: an address with a 2 s lifetime was
+/// gone 2.01-2.04 s after its last renewal on a quiet host, but up to 2.45 s with another
+/// address renewed every 0.5 s and up to 2.78 s with one renewed every 0.93 s
+/// (`tests/lifetime.rs` checks the bound).
+pub const KERNEL_EXPIRY_SLACK: Duration = Duration::from_secs(1);
+
 /// How to hold one floating address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipOptions {
@@ -104,6 +115,12 @@ impl VipOptions {
     pub fn kernel_lifetime_secs(&self) -> u32 {
         let secs = self.lifetime.as_secs() + u64::from(self.lifetime.subsec_nanos() > 0);
         u32::try_from(secs).unwrap_or(u32::MAX - 1).max(1)
+    }
+
+    /// The longest the address can outlive its last renewal on a Linux kernel: the lifetime
+    /// as the kernel got it plus `KERNEL_EXPIRY_SLACK`. A strict-mode claim waits this long.
+    pub fn kernel_expiry_bound(&self) -> Duration {
+        Duration::from_secs(u64::from(self.kernel_lifetime_secs())) + KERNEL_EXPIRY_SLACK
     }
 
     /// How often the address is re-added to push its expiry out.

@@ -6,7 +6,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::{can_run, controller_in, opts, present, wait_for, Lab};
+use common::{can_run, controller_in, ip, opts, present, wait_for, Lab};
 
 const VIP: &str = "10.77.50.100";
 
@@ -134,4 +134,82 @@ fn valid_lft_reads_seconds_and_refuses_forever() {
     assert!(valid_lft(&line("forever")).is_err());
     assert!(valid_lft(&[]).is_err());
     assert!(valid_lft(&["2: eth0 inet 10.77.0.100/24".to_string()]).is_err());
+}
+
+/// The kernel removes an expired address only at its next lifetime check, and a change of
+/// any other address (here: one renewed every 0.93 s, as another holder or DHCP would) puts
+/// that check up to a second out. `kernel_expiry_bound`, which a strict-mode claim waits
+/// out, must cover that; the lifetime alone (what strict mode used to wait, plus 300 ms) does
+/// not.
+#[test]
+fn an_expired_address_is_gone_within_the_kernel_expiry_bound() {
+    if !can_run("an_expired_address_is_gone_within_the_kernel_expiry_bound") {
+        return;
+    }
+    let lab = Lab::new("xb", &["a"]);
+    let a = lab.ns("a");
+    let mut o = opts("10.77.50.200", 24);
+    o.lifetime = Duration::from_secs(1);
+    let bound = o.kernel_expiry_bound();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewer = {
+        let (a, stop) = (a.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ip(&[
+                    "-n",
+                    &a,
+                    "addr",
+                    "replace",
+                    "10.77.50.201/24",
+                    "dev",
+                    common::IFACE,
+                    "valid_lft",
+                    "5",
+                    "preferred_lft",
+                    "5",
+                ]);
+                std::thread::sleep(Duration::from_millis(930));
+            }
+        })
+    };
+    let vip: IpAddr = "10.77.50.200".parse().unwrap();
+    let mut lived = Vec::new();
+    for round in 0..4u64 {
+        // Different phases against the renewer's period.
+        std::thread::sleep(Duration::from_millis(170 * round));
+        ip(&[
+            "-n",
+            &a,
+            "addr",
+            "replace",
+            "10.77.50.200/24",
+            "dev",
+            common::IFACE,
+            "valid_lft",
+            "1",
+            "preferred_lft",
+            "1",
+        ]);
+        let gone = wait_for(
+            bound + Duration::from_secs(1),
+            Duration::from_millis(5),
+            || !present(&a, vip),
+        );
+        lived.push(gone);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = renewer.join();
+    println!("MEASURED address with a 1 s lifetime gone after {lived:?} (bound {bound:?})");
+    for gone in lived {
+        let gone = gone.expect("the kernel must remove an expired address");
+        assert!(
+            gone >= Duration::from_millis(950),
+            "removed before its lifetime: {gone:?}"
+        );
+        assert!(
+            gone <= bound + Duration::from_millis(50),
+            "outlived the kernel expiry bound {bound:?}: {gone:?}"
+        );
+    }
 }

@@ -30,8 +30,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Slack on top of the old holder's kernel address lifetime before a strict-mode claim.
-const STRICT_MARGIN: Duration = Duration::from_millis(300);
+/// Margin on top of the longest an old holder's address can outlive its last renewal
+/// (`VipOptions::kernel_expiry_bound`, which already includes the kernel's own slack)
+/// before a strict-mode claim.
+const STRICT_MARGIN: Duration = Duration::from_millis(100);
 
 /// The VIP as the rest of the node sees it.
 pub struct VipGuard {
@@ -42,8 +44,9 @@ pub struct VipGuard {
     fenced: bool,
     address: IpAddr,
     fencing: Fencing,
-    /// The address lifetime as the kernel was given it (whole seconds).
-    kernel_lifetime: Duration,
+    /// The longest the address can outlive its last renewal: the lifetime as the kernel was
+    /// given it (whole seconds) plus the kernel's expiry slack.
+    address_outlives: Duration,
     held: AtomicBool,
     /// Term in which the VIP is held (0 when not).
     held_term: AtomicU64,
@@ -70,7 +73,7 @@ impl VipGuard {
         } else {
             None
         };
-        let kernel_lifetime = Duration::from_secs(u64::from(opts.kernel_lifetime_secs()));
+        let address_outlives = opts.kernel_expiry_bound();
         let address = opts.address;
         let controller = VipController::start(opts).await?;
         Ok(Some(Arc::new(VipGuard {
@@ -79,7 +82,7 @@ impl VipGuard {
             fence: Mutex::new(fence),
             address,
             fencing: section.fencing,
-            kernel_lifetime,
+            address_outlives,
             held: AtomicBool::new(false),
             held_term: AtomicU64::new(0),
             lease: OnceLock::new(),
@@ -193,7 +196,7 @@ impl VipGuard {
             return None;
         }
         let since = leader_since.map_or(now, |(_, at)| at);
-        let ready = since + (self.kernel_lifetime + STRICT_MARGIN).as_micros() as u64;
+        let ready = since + (self.address_outlives + STRICT_MARGIN).as_micros() as u64;
         (now < ready).then_some(ready)
     }
 
@@ -285,8 +288,9 @@ impl StepDownHook for VipGuard {
         match (shut, self.fenced) {
             // Fence shut: the kernel drops VIP traffic from now on.
             (true, true) => Duration::ZERO,
-            // No fence: strict mode tells the new leader to wait out the address lifetime.
-            (true, false) if was_held && self.fencing == Fencing::Strict => self.kernel_lifetime,
+            // No fence: strict mode tells the new leader to wait out the address lifetime
+            // (in case the release did not reach the kernel).
+            (true, false) if was_held && self.fencing == Fencing::Strict => self.address_outlives,
             (true, false) => Duration::ZERO,
             // Closing failed: the element still lapses by the lease deadline.
             (false, _) => self.lease.get().map_or(Duration::ZERO, |l| l.timing.fence),
