@@ -10,8 +10,10 @@
 //! - `raw_backend` — a scripted raw-socket HTTP/1.1 backend that records what it saw.
 //! - `hostile` — a corpus of attack requests, raw send-and-see, a backend answering early.
 //! - `mitm`    — a forwarding man-in-the-middle that alters one frame on command.
+//! - `choked_backend` — a backend whose accept queue the test fills, so SYNs get dropped.
 
 pub mod backend;
+pub mod choked_backend;
 pub mod client;
 pub mod cluster;
 pub mod config;

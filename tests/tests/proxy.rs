@@ -2,6 +2,7 @@
 //! h2c, WebSocket, retries, affinity cookies.
 
 use fulcrum_tests::backend::TestBackend;
+use fulcrum_tests::choked_backend::ChokedBackend;
 use fulcrum_tests::client::{fresh_client, get, h2c_get, keepalive_client, raw_exchange};
 use fulcrum_tests::config::{backend_list, single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
@@ -320,4 +321,68 @@ async fn affinity_cookie_sticks_and_forged_cookie_is_ignored() {
         backends.insert(r.backend.unwrap());
     }
     assert_eq!(backends.len(), 2, "a forged cookie must not pin anything");
+}
+
+/// A lost SYN (a lossy link) must not move a pinned session: a connect that timed out is
+/// tried once more on the same backend before the proxy gives up on it (HAProxy's
+/// `retries` before `redispatch`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_timeout_retries_the_pinned_backend_before_moving_the_session() {
+    let a = TestBackend::start("a").await;
+    let mut b = ChokedBackend::start("b").expect("choked backend");
+    let ports = Ports::new();
+    let backends = format!(
+        r#"[{{ addr = "{}" }}, {{ addr = "{}" }}]"#,
+        a.addr,
+        b.addr()
+    );
+    let cfg = single_node(
+        &ports,
+        &backends,
+        "affinity = { mode = \"cookie\" }\nconnect_timeout = \"400ms\"",
+        "[session]\ncookie_secret = \"test-secret-0123456789abcdef\"",
+    );
+    let _node = Fulcrum::start(&cfg, &ports.admin).await;
+    let client = fresh_client();
+    // A session pinned to b.
+    let mut cookie = None;
+    for _ in 0..4 {
+        let r = get(&client, &ports.url("/"), &[]).await.expect("request");
+        if r.backend.as_deref() == Some("b") {
+            let set = r.headers.get("set-cookie").expect("affinity cookie");
+            let set = set.to_str().expect("ascii cookie");
+            cookie = set.split(';').next().map(str::to_string);
+            break;
+        }
+    }
+    let cookie = cookie.expect("round robin reaches b within 4 requests");
+
+    b.choke().expect("fill b's accept queue");
+    assert!(
+        !b.connect_gets_through(Duration::from_millis(100)),
+        "premise: while choked, a connect to b must time out"
+    );
+    let served_before = b.served();
+    b.unchoke_after(Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    let r = get(&client, &ports.url("/"), &[("cookie", cookie.as_str())])
+        .await
+        .expect("pinned request");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(350),
+        "premise: the first connect must have timed out (answered in {took:?})"
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.backend.as_deref(),
+        Some("b"),
+        "one timed-out connect moved the session off its healthy backend"
+    );
+    assert_eq!(b.served(), served_before + 1);
+    // And it stays pinned afterwards (b was not ejected).
+    let r = get(&client, &ports.url("/"), &[("cookie", cookie.as_str())])
+        .await
+        .expect("next pinned request");
+    assert_eq!(r.backend.as_deref(), Some("b"));
 }

@@ -75,8 +75,11 @@ impl<S> Client<S> {
 
 /// Why a backend attempt failed.
 enum Failure {
-    /// No connection could be opened.
-    Connect,
+    /// No connection could be opened (`timed_out`: no answer to the SYN in time, maybe
+    /// one lost SYN; see `UpstreamError::is_connect_timeout`).
+    Connect {
+        timed_out: bool,
+    },
     /// The connection broke before a response byte arrived.
     Broken {
         reused: bool,
@@ -163,6 +166,7 @@ where
     encode::request_head(&mut c.out, &c.head, &c.buf, forwarded_path, &fwd);
     let mut index = choice.index;
     let mut fresh_retry_done = false;
+    let mut same_again_done = false;
     let mut attempt = 0;
     let (up, delivered, done) = loop {
         let backend = &pool.backends[index];
@@ -205,7 +209,16 @@ where
                 continue;
             }
             Failure::Broken { reused } => (retryable, !reused),
-            Failure::Connect => (retryable, true),
+            // A connect that timed out: once more to the same backend before giving up on
+            // it (and on a session pinned to it).
+            Failure::Connect { timed_out: true }
+                if retryable && !same_again_done && attempt == 0 =>
+            {
+                same_again_done = true;
+                ctx.dp.metrics.retries.inc();
+                continue;
+            }
+            Failure::Connect { .. } => (retryable, true),
         };
         tracing::warn!(pool = %pool.name, backend = %backend.id, "backend request failed");
         if eject {
@@ -255,7 +268,9 @@ where
         Some(up) => up,
         None => pool.upstream.open_raw(index).await.map_err(|e| {
             tracing::warn!(pool = %pool.name, error = %e, "backend connect failed");
-            Failure::Connect
+            Failure::Connect {
+                timed_out: e.is_connect_timeout(),
+            }
         })?,
     };
     let reused = up.reused;

@@ -62,10 +62,14 @@ pub(super) async fn forward(
     let client_failed = client_body.failed();
     let mut index = choice.index;
     let mut body = Some(client_body.boxed());
-    for attempt in 0..2 {
+    // Up to three attempts: a timed-out connect once more on the same backend, then one
+    // other backend (see `UpstreamError::is_connect_timeout`).
+    let mut same_again_done = false;
+    let mut redispatched = false;
+    for attempt in 0..3 {
         let backend = &pool.backends[index];
         // The last possible attempt takes the headers; an earlier one sends a copy.
-        let headers = if retryable && attempt == 0 {
+        let headers = if retryable && attempt < 2 {
             parts.headers.clone()
         } else {
             std::mem::take(&mut parts.headers)
@@ -124,12 +128,18 @@ pub(super) async fn forward(
         if !err.is_connection_failure() {
             return Err(Local::BadGateway);
         }
+        if retryable && err.is_connect_timeout() && !same_again_done && !redispatched {
+            same_again_done = true;
+            dp.metrics.retries.inc();
+            continue;
+        }
         if err.ejects_backend(has_body) {
             eject_locally(dp, &pool, index);
         }
-        if !retryable || attempt > 0 {
+        if !retryable || redispatched {
             return Err(Local::BadGateway);
         }
+        redispatched = true;
         index = retry_target(dp, &pool, &choice, conn, index)
             .await
             .ok_or(Local::BadGateway)?;

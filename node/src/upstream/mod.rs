@@ -65,6 +65,14 @@ impl UpstreamError {
         }
     }
 
+    /// A connect that timed out. It may be one lost SYN, which the kernel would resend only
+    /// after a second: worth one more try on the same backend before ejecting it and moving
+    /// its sessions (HAProxy's `retries` before `redispatch`). A refused connect is not
+    /// retried there: nobody listens.
+    pub fn is_connect_timeout(&self) -> bool {
+        matches!(self, Self::Connect { source, .. } if source.kind() == std::io::ErrorKind::TimedOut)
+    }
+
     /// Whether the failure says something about the backend, so it should be ejected
     /// locally. A keep-alive connection that broke says little: the backend may simply
     /// have closed it as it was being reused. Nor does one that broke while a request
