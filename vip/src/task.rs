@@ -116,15 +116,29 @@ impl Task {
                 return;
             }
             let started = Instant::now();
-            // The interface may have been re-created or changed MAC (bond failover) since start.
-            self.refresh_link().await;
             self.holding = Some(Holding {
                 next_renew: started,
                 schedule: None,
             });
+            // The address first: every millisecond before the announcement is an outage.
             self.renew().await;
-            if self.holding.as_ref().is_some_and(|h| h.schedule.is_some()) {
-                tracing::info!(took = ?started.elapsed(), "VIP held");
+            if !self.has_schedule() {
+                // The interface may have been re-created since start: `renew` looked it up
+                // again after the failure; once more with the fresh index.
+                self.renew().await;
+            }
+            if !self.has_schedule() {
+                return;
+            }
+            self.announce_due();
+            tracing::info!(took = ?started.elapsed(), "VIP held and announced");
+            // Its MAC may have changed since start (bond failover): the first burst would
+            // then have named the old one; check now that the VIP is served, and start over.
+            let mac = self.link.mac;
+            self.refresh_link().await;
+            if self.link.mac != mac {
+                self.reannounce("the interface's MAC changed");
+                self.announce_due();
             }
         }
         .instrument(span)
@@ -177,6 +191,15 @@ impl Task {
         if self.holding.as_ref().is_some_and(|h| h.next_renew <= now) {
             self.renew().await;
         }
+        self.announce_due();
+    }
+
+    fn has_schedule(&self) -> bool {
+        self.holding.as_ref().is_some_and(|h| h.schedule.is_some())
+    }
+
+    /// Sends the announcements that are due now.
+    fn announce_due(&mut self) {
         let due = match self.holding.as_mut().and_then(|h| h.schedule.as_mut()) {
             Some(s) => s.take_due(Instant::now()),
             None => 0,
