@@ -39,6 +39,8 @@ pub enum ApplyError {
     ClusterStart(#[from] crate::cluster::ClusterError),
     #[error("VIP: {0}")]
     Vip(#[from] fulcrum_vip::VipError),
+    #[error("the control runtime stopped: {0}")]
+    ControlRuntime(#[from] tokio::task::JoinError),
 }
 
 /// The control runtime when it runs (`fulcrum run` with `[cluster]`), else this one.
@@ -119,7 +121,15 @@ impl Node {
         node.dp.update_sessions(&config);
         node.start_listeners(&config, bound);
         // The guard exists before Raft so that Raft's first vote already shuts its fence.
-        let vip = VipGuard::start(&config, config.cluster.is_some()).await?;
+        // Started on the control runtime: the address task it spawns then runs on the control
+        // thread (real-time priority when allowed), not behind data-plane work; a claim on a
+        // busy machine waited 4-7 ms for the data-plane runtime to run that task.
+        let vip = {
+            let (config, clustered) = (config.clone(), config.cluster.is_some());
+            control_runtime()
+                .spawn(async move { VipGuard::start(&config, clustered).await })
+                .await??
+        };
         if let Some(section) = &config.cluster {
             let hook = vip.as_ref().map(VipGuard::hook);
             let cluster = Arc::new(Cluster::start(&node.local, section, &config, hook).await?);
