@@ -70,6 +70,7 @@ impl Announcer {
 
 /// A `sockaddr_ll` naming the outgoing interface, ethertype and destination MAC (also
 /// used by the chaos suite's wire probe to put its own frames on a test bed's wire).
+#[allow(unsafe_code)] // one of the workspace's documented unsafe blocks (see the root Cargo.toml)
 pub fn link_address(ifindex: u32, ethertype: u16, dst: Mac) -> io::Result<SockAddr> {
     let ifindex =
         i32::try_from(ifindex).map_err(|_| io::Error::other("interface index out of range"))?;

@@ -34,6 +34,7 @@ fn count_one() {
 
 // SAFETY: every method forwards to the system allocator with the caller's arguments
 // unchanged; counting touches only a thread-local Cell, which does not allocate.
+#[allow(unsafe_code)] // test-only: a counting allocator that forwards to the system one
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count_one();

@@ -118,6 +118,7 @@ pub fn control_handle() -> Option<Handle> {
     CONTROL.get().cloned()
 }
 
+#[allow(unsafe_code)] // one of the workspace's documented unsafe blocks (see the root Cargo.toml)
 fn set_fifo(priority: i32) -> std::io::Result<()> {
     let param = libc::sched_param {
         sched_priority: priority,
@@ -133,6 +134,7 @@ fn set_fifo(priority: i32) -> std::io::Result<()> {
 
 /// Locks current and future pages as they are faulted in (`MCL_ONFAULT`), so thread
 /// stacks and reserved arenas are not pre-faulted.
+#[allow(unsafe_code)] // one of the workspace's documented unsafe blocks (see the root Cargo.toml)
 fn lock_memory() -> std::io::Result<()> {
     // SAFETY: mlockall takes only flags and touches no Rust-visible memory.
     let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };

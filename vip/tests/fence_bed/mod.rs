@@ -118,6 +118,7 @@ fn add_vip(ns: &str, vip: IpAddr) {
 
 /// Puts the calling thread on SCHED_FIFO (as the node's control thread will be when it may);
 /// returns whether that worked. Used for the thread that refreshes the lease.
+#[allow(unsafe_code)] // test-only: the same syscall as the node's control thread
 pub fn try_realtime() -> bool {
     let param = nix::libc::sched_param { sched_priority: 10 };
     // SAFETY: sched_setscheduler only reads the sched_param behind the valid pointer; pid 0
@@ -155,12 +156,7 @@ impl Asker {
 /// CLOCK_MONOTONIC in nanoseconds: the clock `Instant` reads on Linux, and the same in every
 /// process, so a child can tell the test its deadlines.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = nix::libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through the valid pointer.
-    let rc = unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("clock_gettime(CLOCK_MONOTONIC)");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
