@@ -15,27 +15,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
-pub fn run(config_path: &Path, threads: Option<usize>) -> ExitCode {
-    let text = match std::fs::read_to_string(config_path) {
-        Ok(t) => t,
+/// `fulcrum run`: loads the config, sets up logging, the runtimes and signals, and runs the
+/// node until SIGTERM or SIGINT.
+pub fn run_process(config_path: &Path, threads: Option<usize>) -> ExitCode {
+    let loaded = match crate::load(config_path) {
+        Ok(l) => l,
         Err(e) => {
-            eprintln!("{}:1:1: cannot read: {e}", config_path.display());
+            eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let config = match fulcrum_config::parse(&text, &config_path.display().to_string()) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Before anything is bound: a broken peer certificate is a config error.
-    let origin = config_path.display().to_string();
-    if let Err(errors) = crate::cluster::check_peer_tls(&config, &text, &origin) {
-        eprintln!("{errors}");
-        return ExitCode::FAILURE;
-    }
+    let config = loaded.config;
+    let text = loaded.text;
     let access_log = config
         .node
         .as_ref()
@@ -83,49 +74,85 @@ pub fn run(config_path: &Path, threads: Option<usize>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(config, text, config_path));
+    let stop = async {
+        if let Err(e) = stop_signal().await {
+            tracing::error!(error = %e, "signal handling failed");
+        }
+    };
+    let code = match runtime.block_on(run(config, text, config_path, stop)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    };
     drop(runtime);
     drop(control);
     code
 }
 
-async fn serve(config: fulcrum_config::Config, text: String, config_path: &Path) -> ExitCode {
-    let node = match Node::start(config, text, config_path.to_path_buf()).await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let admin_socket = match listener::bind(node.local.admin) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot bind admin address {}: {e}", node.local.admin);
-            return ExitCode::FAILURE;
-        }
-    };
-    tokio::spawn(admin::serve(node.clone(), admin_socket));
-    tracing::info!(node = node.local.id, admin = %node.local.admin, version = node.version(), "fulcrum node running");
-    if let Err(e) = wait_for_signals(&node).await {
-        tracing::error!(error = %e, "signal handling failed");
-    }
-    shutdown(&node).await;
-    ExitCode::SUCCESS
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Start(#[from] crate::app::ApplyError),
+    #[error("cannot bind admin address {addr}: {source}")]
+    AdminBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
-/// Handles SIGHUP reloads until SIGTERM or SIGINT arrives.
-async fn wait_for_signals(node: &Arc<Node>) -> std::io::Result<()> {
-    let mut hup = signal(SignalKind::hangup())?;
+/// Runs a node from `config` (parsed from `text`, the file at `config_path`) until `stop`
+/// resolves, then stops it gracefully: hand-off of leadership and the VIP, then drain.
+/// SIGHUP re-reads `config_path` and applies it while the node runs.
+pub async fn run(
+    config: fulcrum_config::Config,
+    text: String,
+    config_path: &Path,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    let node = Node::start(config, text, config_path.to_path_buf()).await?;
+    let admin_socket = listener::bind(node.local.admin).map_err(|source| RunError::AdminBind {
+        addr: node.local.admin,
+        source,
+    })?;
+    tokio::spawn(admin::serve(node.clone(), admin_socket));
+    tracing::info!(node = node.local.id, admin = %node.local.admin, version = node.version(), "fulcrum node running");
+    tokio::select! {
+        () = stop => {}
+        () = reload_on_hangup(&node) => {}
+    }
+    shutdown(&node).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => reload(node).await,
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
-        }
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
+    Ok(())
+}
+
+/// Applies the config file again on every SIGHUP; never resolves unless signal handling
+/// cannot be set up.
+async fn reload_on_hangup(node: &Arc<Node>) {
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot handle SIGHUP; reloads disabled");
+            return std::future::pending().await;
+        }
+    };
+    while hup.recv().await.is_some() {
+        reload(node).await;
+    }
+    std::future::pending().await
 }
 
 async fn reload(node: &Arc<Node>) {

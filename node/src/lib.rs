@@ -1,0 +1,90 @@
+//! The fulcrum node as a library: `fulcrum run` and the other commands of the binary are thin
+//! calls into it (`main.rs` only parses the command line).
+//!
+//! Entry points:
+//! - [`run`]: runs a node from a loaded config until a stop future resolves, then stops it
+//!   gracefully (hand-off, drain); [`run_process`] is `fulcrum run` around it (runtimes,
+//!   logging, signals).
+//! - [`check`]: `fulcrum check`; [`load`]: the config loading both share.
+//! - [`ctl`], [`demo`]: `fulcrum ctl`, `fulcrum demo`.
+//!
+//! Modules:
+//! - `cli`        — the command line (clap).
+//! - `load`       — reading, parsing and checking a config file.
+//! - `run`        — process lifecycle: runtime, logging, signals, graceful shutdown.
+//! - `app`        — the running node: config application, listeners, health.
+//! - `dataplane`, `snapshot`, `pool`, `router`, `balance`, `backend_state` — what a
+//!   request needs, compiled per config version.
+//! - `listener`, `h1`, `proxy`, `upstream` — accepting connections and forwarding requests
+//!   (`h1`: the hand-written HTTP/1.1 path; `proxy`: hyper's, for everything else;
+//!   `upstream`: backend connections and their pools).
+//! - `l4`, `proxy_protocol`, `tls`, `conn_watch` — TCP listeners, PROXY protocol, TLS
+//!   termination and backend TLS, idle-connection accounting.
+//! - `affinity`   — session stickiness.
+//! - `health`     — active checks; `control` — the health reporter (verdicts -> Raft).
+//! - `admin`, `metrics`, `logging` — the operator's view; `ctl` is its client; `demo` a
+//!   local cluster for a first look.
+//! - `cluster`    — the node's side of Raft: start, config proposals, following commits.
+//! - `control`    — the control thread: Raft, lease, VIP guard and kernel fence.
+
+mod admin;
+mod affinity;
+mod app;
+mod backend_state;
+mod balance;
+pub mod cli;
+mod cluster;
+mod conn_watch;
+mod control; // control thread, VIP guard and fence, health reporter
+mod ctl;
+mod dataplane;
+mod demo;
+mod h1; // hand-written HTTP/1.1 fast path
+mod health;
+mod l4; // issue 7: TCP listeners
+mod listener;
+mod load;
+mod logging;
+mod metrics;
+mod pool;
+mod proxy;
+mod proxy_protocol; // issue 7: PROXY protocol v1/v2
+mod router;
+mod run;
+mod snapshot;
+mod tls; // issue 7: HTTPS listeners and backend TLS
+mod upstream;
+
+pub use load::{load, LoadError, Loaded};
+pub use run::{run, run_process, RunError};
+
+use std::process::ExitCode;
+
+/// `fulcrum ctl`: one admin call.
+pub fn ctl(args: cli::CtlArgs) -> ExitCode {
+    ctl::main(args)
+}
+
+/// `fulcrum demo`: a local three-node cluster on loopback.
+pub fn demo() -> ExitCode {
+    demo::main()
+}
+
+/// `fulcrum check`: print the effective config or every error, exit 1 on errors.
+pub fn check(path: &std::path::Path) -> ExitCode {
+    let loaded = match load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Certificates and keys are files too: refuse what apply would refuse.
+    if let Err(e) = tls::check_config(&loaded.config) {
+        eprintln!("{}: {e}", loaded.origin);
+        return ExitCode::FAILURE;
+    }
+    println!("{}: OK", loaded.origin);
+    println!("{}", loaded.config.summary());
+    ExitCode::SUCCESS
+}
