@@ -49,6 +49,7 @@ mod metrics;
 mod pool;
 mod proxy;
 mod proxy_protocol; // issue 7: PROXY protocol v1/v2
+mod request; // the request core both HTTP paths share (issue 14)
 mod router;
 mod run;
 mod snapshot;

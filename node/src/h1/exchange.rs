@@ -23,6 +23,7 @@ use crate::balance;
 use crate::pool::PoolRuntime;
 use crate::proxy::finish::{RequestDone, RequestLog};
 use crate::proxy::{self, authority, path, Choice, ChoiceKeys, Local};
+use crate::request::retry::{AttemptFailure, NextAttempt, Retries};
 use crate::upstream::BackendConn;
 use bytes::{Buf, BytesMut};
 use fulcrum_config::AffinityMode;
@@ -165,13 +166,13 @@ where
     };
     encode::request_head(&mut c.out, &c.head, &c.buf, forwarded_path, &fwd);
     let mut index = choice.index;
-    let mut fresh_retry_done = false;
-    let mut same_again_done = false;
-    let mut attempt = 0;
+    let mut fresh = false;
+    let mut moved = false;
+    let mut retries = Retries::default();
     let (up, delivered, done) = loop {
         let backend = &pool.backends[index];
         backend.state.load.begin_request();
-        let sent = send(c, ctx, &pool, index, fresh_retry_done).await;
+        let sent = send(c, ctx, &pool, index, fresh).await;
         let failure = match sent {
             Ok((up, delivered)) => {
                 let done = RequestDone::new(
@@ -188,7 +189,7 @@ where
             Err(f) => f,
         };
         backend.state.load.end_request();
-        let (retry, eject) = match failure {
+        let failure = match failure {
             Failure::ClientGone => {
                 tracing::debug!(client = %ctx.conn.client, "request body cut short by the client");
                 return local(c, ctx, Local::ClientError).await;
@@ -200,37 +201,35 @@ where
             Failure::BadResponse => return local(c, ctx, Local::BadGateway).await,
             Failure::Aborted => {
                 tracing::info!(pool = %pool.name, backend = %backend.id, "backend closed during the request body without answering");
-                return local(c, ctx, Local::BadGateway).await;
+                AttemptFailure::Broken {
+                    reused: false,
+                    during_body: true,
+                }
             }
-            // A kept-alive connection the backend had just closed: once more on a new
-            // connection to the same backend.
-            Failure::Broken { reused: true } if retryable && !fresh_retry_done => {
-                fresh_retry_done = true;
-                continue;
-            }
-            Failure::Broken { reused } => (retryable, !reused),
-            // A connect that timed out: once more to the same backend before giving up on
-            // it (and on a session pinned to it).
-            Failure::Connect { timed_out: true }
-                if retryable && !same_again_done && attempt == 0 =>
-            {
-                same_again_done = true;
-                ctx.dp.metrics.retries.inc();
-                continue;
-            }
-            Failure::Connect { .. } => (retryable, true),
+            Failure::Broken { reused } => AttemptFailure::Broken {
+                reused,
+                during_body: false,
+            },
+            Failure::Connect { timed_out } => AttemptFailure::Connect { timed_out },
         };
-        tracing::warn!(pool = %pool.name, backend = %backend.id, "backend request failed");
-        if eject {
+        let decision = retries.after(failure, retryable);
+        if decision.eject {
             proxy::eject_locally(&ctx.dp, &pool, index);
         }
-        if !retry || attempt > 0 {
-            return local(c, ctx, Local::BadGateway).await;
-        }
-        attempt += 1;
-        match proxy::retry_target(&ctx.dp, &pool, &choice, &ctx.conn, index).await {
-            Some(next) => index = next,
-            None => return local(c, ctx, Local::BadGateway).await,
+        match decision.next {
+            NextAttempt::GiveUp => {
+                tracing::warn!(pool = %pool.name, backend = %backend.id, ?failure, "backend request failed");
+                return local(c, ctx, Local::BadGateway).await;
+            }
+            NextAttempt::SameBackend => fresh = true,
+            NextAttempt::OtherBackend => {
+                tracing::warn!(pool = %pool.name, backend = %backend.id, ?failure, "backend request failed; trying another backend");
+                moved = true;
+                match proxy::retry_target(&ctx.dp, &pool, &choice, &ctx.conn, index).await {
+                    Some(next) => index = next,
+                    None => return local(c, ctx, Local::BadGateway).await,
+                }
+            }
         }
         ctx.dp.metrics.retries.inc();
     };
@@ -238,7 +237,7 @@ where
         c.buf.advance(c.head.len + c.buffered_body());
         c.consumed = true;
     }
-    let set_cookie = choice.set_cookie || attempt > 0;
+    let set_cookie = choice.set_cookie || moved;
     let next = respond(c, ctx, &pool, index, up, done, set_cookie, delivered).await;
     if delivered == Delivered::Partial {
         upload::linger(c).await;

@@ -18,6 +18,7 @@ use crate::affinity::shared;
 use crate::balance;
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
+use crate::request::retry::{NextAttempt, Retries};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -62,10 +63,10 @@ pub(super) async fn forward(
     let client_failed = client_body.failed();
     let mut index = choice.index;
     let mut body = Some(client_body.boxed());
-    // Up to three attempts: a timed-out connect once more on the same backend, then one
-    // other backend (see `UpstreamError::is_connect_timeout`).
-    let mut same_again_done = false;
-    let mut redispatched = false;
+    // Up to three attempts: at most one more on the same backend and one on another
+    // (`request::retry` decides).
+    let mut retries = Retries::default();
+    let mut moved = false;
     for attempt in 0..3 {
         let backend = &pool.backends[index];
         // The last possible attempt takes the headers; an earlier one sends a copy.
@@ -109,7 +110,7 @@ pub(super) async fn forward(
                     started,
                     Some(lease),
                 );
-                let set_cookie = choice.set_cookie || attempt > 0 || learned;
+                let set_cookie = choice.set_cookie || moved || learned;
                 return Ok(finish_response(&pool, index, resp, done, set_cookie));
             }
             Ok(Err(e)) => e,
@@ -125,24 +126,23 @@ pub(super) async fn forward(
             return Err(Local::ClientError);
         }
         tracing::warn!(pool = %pool.name, backend = %backend.id, error = %err, "backend request failed");
-        if !err.is_connection_failure() {
+        let Some(failure) = err.attempt_failure(has_body) else {
             return Err(Local::BadGateway);
-        }
-        if retryable && err.is_connect_timeout() && !same_again_done && !redispatched {
-            same_again_done = true;
-            dp.metrics.retries.inc();
-            continue;
-        }
-        if err.ejects_backend(has_body) {
+        };
+        let decision = retries.after(failure, retryable);
+        if decision.eject {
             eject_locally(dp, &pool, index);
         }
-        if !retryable || redispatched {
-            return Err(Local::BadGateway);
+        match decision.next {
+            NextAttempt::GiveUp => return Err(Local::BadGateway),
+            NextAttempt::SameBackend => {}
+            NextAttempt::OtherBackend => {
+                moved = true;
+                index = retry_target(dp, &pool, &choice, conn, index)
+                    .await
+                    .ok_or(Local::BadGateway)?;
+            }
         }
-        redispatched = true;
-        index = retry_target(dp, &pool, &choice, conn, index)
-            .await
-            .ok_or(Local::BadGateway)?;
         dp.metrics.retries.inc();
     }
     Err(Local::BadGateway)

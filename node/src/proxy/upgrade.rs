@@ -54,7 +54,9 @@ pub(super) async fn forward(
     let mut resp = match tokio::time::timeout(pool.response_timeout, sent).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
-            if e.ejects_backend(false) {
+            // An upgrade is never retried, but a failure that is the backend's still counts.
+            let fault = e.attempt_failure(false);
+            if fault.is_some_and(crate::request::retry::is_backends_fault) {
                 backend.state.note_failure();
             }
             tracing::warn!(backend = %backend.id, error = %e, "upgrade request failed");

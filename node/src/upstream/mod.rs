@@ -17,6 +17,7 @@ mod raw;
 mod stop_sending;
 
 use crate::proxy::body::ProxyBody;
+use crate::request::retry::AttemptFailure;
 use connect::ConnectSettings;
 pub(crate) use connect::TlsSettings;
 use http::{Request, Response};
@@ -65,25 +66,28 @@ impl UpstreamError {
         }
     }
 
-    /// A connect that timed out. It may be one lost SYN, which the kernel would resend only
-    /// after a second: worth one more try on the same backend before ejecting it and moving
-    /// its sessions (HAProxy's `retries` before `redispatch`). A refused connect is not
-    /// retried there: nobody listens.
+    /// A connect that timed out (rather than refused): maybe one lost SYN.
     pub fn is_connect_timeout(&self) -> bool {
         matches!(self, Self::Connect { source, .. } if source.kind() == std::io::ErrorKind::TimedOut)
     }
 
-    /// Whether the failure says something about the backend, so it should be ejected
-    /// locally. A keep-alive connection that broke says little: the backend may simply
-    /// have closed it as it was being reused. Nor does one that broke while a request
-    /// body (`had_body`) was on its way: the backend may have refused the body and
-    /// closed (RFC 9112 §9.5), which any client can make it do.
-    pub fn ejects_backend(&self, had_body: bool) -> bool {
-        match self {
-            Self::Request { reused: true, .. } => false,
-            Self::Request { .. } if had_body => false,
-            other => other.is_connection_failure(),
+    /// The failure as the retry decision sees it (`request::retry`), or `None` when it is
+    /// not a connection failure (nothing to retry: a malformed response, for example).
+    /// `had_body`: a request body was on its way.
+    pub fn attempt_failure(&self, had_body: bool) -> Option<AttemptFailure> {
+        if !self.is_connection_failure() {
+            return None;
         }
+        Some(match self {
+            Self::Connect { .. } => AttemptFailure::Connect {
+                timed_out: self.is_connect_timeout(),
+            },
+            Self::Tls { .. } | Self::Handshake(_) => AttemptFailure::Connect { timed_out: false },
+            Self::Request { reused, .. } => AttemptFailure::Broken {
+                reused: *reused,
+                during_body: had_body,
+            },
+        })
     }
 }
 

@@ -120,8 +120,9 @@ async fn a_refused_connect_is_a_connection_failure_that_ejects() {
     let up = upstream(addr, Duration::from_secs(30));
     let err = fetch(&up).await.expect_err("nothing listens");
     assert!(err.is_connection_failure(), "{err}");
-    assert!(
-        err.ejects_backend(false) && err.ejects_backend(true),
+    assert_eq!(
+        err.attempt_failure(true),
+        Some(crate::request::retry::AttemptFailure::Connect { timed_out: false }),
         "{err}"
     );
 }
