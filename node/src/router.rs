@@ -11,8 +11,8 @@
 //! sliced as text. The path is the normalised one (`proxy::path`), with the listener's
 //! `PathPolicy` carried here so both HTTP paths read it with the routes.
 
-use crate::proxy::lookup::HeaderLookup;
-use crate::proxy::path::PathPolicy;
+use crate::request::lookup::HeaderLookup;
+use crate::request::path::PathPolicy;
 #[cfg(test)]
 use http::HeaderMap;
 
@@ -183,7 +183,7 @@ mod tests {
         let table = table(&routes);
         let h = HeaderMap::new();
         let pool = |host: &str, path: &str| {
-            let host = crate::proxy::authority::host_part(host.as_bytes());
+            let host = crate::request::authority::host_part(host.as_bytes());
             table
                 .find(host, path.as_bytes(), &h)
                 .map(|r| r.pool.as_str())

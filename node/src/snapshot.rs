@@ -66,7 +66,7 @@ impl Snapshot {
                     .iter()
                     .filter(|r| r.listener == l.name)
                     .collect();
-                let paths = crate::proxy::path::PathPolicy::from_listener(l);
+                let paths = crate::request::path::PathPolicy::from_listener(l);
                 (l.name.clone(), RouteTable::build(&mine, paths))
             })
             .collect();

@@ -6,7 +6,7 @@
 //! cookie that another node issued. A cookie that fails verification (forged, from another
 //! pool, or naming a backend this pool no longer has) is ignored, never trusted.
 
-use crate::proxy::lookup::HeaderLookup;
+use crate::request::lookup::HeaderLookup;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};

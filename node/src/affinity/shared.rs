@@ -20,7 +20,7 @@
 
 use crate::affinity::cookie::find_cookie;
 use crate::pool::PoolRuntime;
-use crate::proxy::lookup::HeaderLookup;
+use crate::request::lookup::HeaderLookup;
 use fulcrum_config::AffinityMode;
 use fulcrum_session::{fallback_pick, AffinityStore, Lookup};
 use std::net::IpAddr;

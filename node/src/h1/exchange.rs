@@ -21,9 +21,12 @@ use super::{Ctx, Phase};
 use crate::affinity::shared;
 use crate::balance;
 use crate::pool::PoolRuntime;
-use crate::proxy::finish::{RequestDone, RequestLog};
-use crate::proxy::{self, authority, path, Choice, ChoiceKeys, Local};
+use crate::request::choice::{self, Choice, ChoiceKeys};
+use crate::request::finish::{RequestDone, RequestLog};
+use crate::request::local::Local;
+use crate::request::redispatch;
 use crate::request::retry::{AttemptFailure, NextAttempt, Retries};
+use crate::request::{authority, path};
 use crate::upstream::BackendConn;
 use bytes::{Buf, BytesMut};
 use fulcrum_config::AffinityMode;
@@ -126,7 +129,7 @@ where
         return Next::Handoff;
     }
     let keys = ChoiceKeys::read(&ctx.dp, &pool, &ctx.conn, &c.head.view(buf), path);
-    let choice = proxy::choose_backend(&pool, &ctx.conn, keys).await;
+    let choice = choice::choose_backend(&pool, &ctx.conn, keys).await;
     let Some(choice) = choice else {
         return local(c, ctx, Local::NoBackend).await;
     };
@@ -146,7 +149,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let retryable = proxy::is_idempotent(&c.head.method) && c.head.content_length == 0;
+    let retryable =
+        crate::request::retry::is_idempotent(&c.head.method) && c.head.content_length == 0;
     let forwarded_path = c.forward_normalized.then_some(c.path.as_slice());
     let log = RequestLog {
         method: c.head.method.clone(),
@@ -214,7 +218,7 @@ where
         };
         let decision = retries.after(failure, retryable);
         if decision.eject {
-            proxy::eject_locally(&ctx.dp, &pool, index);
+            redispatch::eject_locally(&ctx.dp, &pool, index);
         }
         match decision.next {
             NextAttempt::GiveUp => {
@@ -225,7 +229,7 @@ where
             NextAttempt::OtherBackend => {
                 tracing::warn!(pool = %pool.name, backend = %backend.id, ?failure, "backend request failed; trying another backend");
                 moved = true;
-                match proxy::retry_target(&ctx.dp, &pool, &choice, &ctx.conn, index).await {
+                match redispatch::retry_target(&ctx.dp, &pool, &choice, &ctx.conn, index).await {
                     Some(next) => index = next,
                     None => return local(c, ctx, Local::BadGateway).await,
                 }
@@ -460,7 +464,7 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        use crate::proxy::body::OnFinish;
+        use crate::request::finish::OnFinish;
         if let Some(mut done) = self.done.take() {
             done.finish(self.bytes, self.complete);
         }

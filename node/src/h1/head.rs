@@ -10,8 +10,8 @@
 //! or one that is not `uri-host[:port]`, malformed syntax) is refused with 400
 //! (RFC 9112 §3.2, §6.3).
 
-use crate::proxy::authority;
-use crate::proxy::lookup::HeaderLookup;
+use crate::request::authority;
+use crate::request::lookup::HeaderLookup;
 use http::Method;
 use std::mem::MaybeUninit;
 use std::ops::Range;

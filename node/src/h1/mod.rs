@@ -35,7 +35,7 @@ mod upload;
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
 use crate::listener::{self, ActivityIo};
-use crate::proxy::ConnInfo;
+use crate::request::conn::ConnInfo;
 use bytes::BytesMut;
 use exchange::{Client, Next};
 use head::Parsed;

@@ -9,6 +9,7 @@
 //! wraps a client's request body and remembers whether the client broke it, so a
 //! failed exchange is blamed on the right side.
 
+pub use crate::request::finish::OnFinish;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
@@ -87,12 +88,6 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Called once when a response body is done; receives the byte count and whether the
-/// body was read to its end (`false`: cut short by an error or a departed client).
-pub trait OnFinish: Send + Sync + 'static {
-    fn finish(&mut self, bytes: u64, complete: bool);
 }
 
 /// A response body that reports its size when it is dropped.

@@ -11,13 +11,18 @@
 //! removed and, next to a transfer coding, without `Content-Length` (RFC 9112 §6.3).
 
 use super::body::{self, ClientBody, ProxyBody, TrackedBody};
-use super::finish::{RequestDone, RequestLog};
+use super::headers;
 use super::request::Target;
-use super::{eject_locally, headers, is_idempotent, retry_target, Choice, ConnInfo, Local};
 use crate::affinity::shared;
 use crate::balance;
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
+use crate::request::choice::Choice;
+use crate::request::conn::ConnInfo;
+use crate::request::finish::{RequestDone, RequestLog};
+use crate::request::local::Local;
+use crate::request::redispatch::{eject_locally, retry_target};
+use crate::request::retry::is_idempotent;
 use crate::request::retry::{NextAttempt, Retries};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;

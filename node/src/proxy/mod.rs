@@ -6,81 +6,26 @@
 //! when no backend may take it), then either switch protocols (`upgrade`, only to a
 //! protocol the route allows) or forward (`forward`).
 
-pub mod authority;
 pub mod body;
-pub(crate) mod finish;
 mod forward;
 pub mod headers;
-pub mod lookup;
-pub mod path;
 pub(crate) mod request;
 mod upgrade;
 
-use crate::affinity::cookie::find_cookie;
-use crate::affinity::shared;
-use crate::balance::PickContext;
+use crate::request::choice::{choose_backend, ChoiceKeys};
+pub use crate::request::conn::ConnInfo;
+use crate::request::local::Local;
+
 use crate::dataplane::DataPlane;
-use crate::pool::PoolRuntime;
 use crate::snapshot::Snapshot;
 use body::{full, ProxyBody};
 use bytes::Bytes;
-use fulcrum_config::HashKey;
-use fulcrum_session::AffinityStore;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use lookup::HeaderLookup;
 use request::Target;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tracing::Instrument;
-
-/// What the proxy knows about the client connection a request came on.
-#[derive(Debug)]
-pub struct ConnInfo {
-    pub listener: Arc<str>,
-    pub client: SocketAddr,
-    pub tls: bool,
-    /// The client is one of the listener's `trusted_proxies`: its forwarding headers
-    /// are appended to instead of replaced.
-    pub trusted: bool,
-    /// The client address as an `X-Forwarded-For` entry, formatted once per connection.
-    pub(crate) client_ip: HeaderValue,
-    /// This hop as a `Forwarded` element (`for=...;proto=...`, RFC 7239).
-    pub(crate) forwarded: HeaderValue,
-}
-
-impl ConnInfo {
-    pub fn new(listener: Arc<str>, client: SocketAddr, tls: bool, trusted: bool) -> Self {
-        let ip = client.ip().to_canonical();
-        let proto = if tls { "https" } else { "http" };
-        // RFC 7239 §6: an IPv6 node is quoted and bracketed.
-        let forwarded = match ip {
-            std::net::IpAddr::V4(v4) => format!("for={v4};proto={proto}"),
-            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
-        };
-        // An IP address is always a valid header value.
-        let value = |text: String| {
-            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-        };
-        ConnInfo {
-            listener,
-            client,
-            tls,
-            trusted,
-            client_ip: value(ip.to_string()),
-            forwarded: value(forwarded),
-        }
-    }
-
-    pub(crate) fn proto(&self) -> &'static str {
-        if self.tls {
-            "https"
-        } else {
-            "http"
-        }
-    }
-}
 
 /// Entry point for every request on an HTTP listener. Never fails: problems become
 /// a short local response.
@@ -92,37 +37,6 @@ pub async fn handle(
     let snapshot = dp.snapshot();
     let response = route_and_forward(&dp, &snapshot, &conn, req).await;
     Ok(response.unwrap_or_else(|local| local_response(&dp, local)))
-}
-
-/// A response fulcrum makes itself.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Local {
-    /// A request that is malformed: bad or missing authority, bad path escapes.
-    BadRequest,
-    /// The client broke its own request (its body ended early or was malformed).
-    ClientError,
-    NoRoute,
-    NoBackend,
-    BadGateway,
-    GatewayTimeout,
-}
-
-impl Local {
-    /// The status, the body text, and the metric label of this response.
-    pub(crate) fn parts(self) -> (StatusCode, &'static str, &'static str) {
-        match self {
-            Local::BadRequest => (StatusCode::BAD_REQUEST, "bad request\n", "bad_request"),
-            Local::ClientError => (StatusCode::BAD_REQUEST, "bad request\n", "client"),
-            Local::NoRoute => (StatusCode::NOT_FOUND, "no route\n", "no_route"),
-            Local::NoBackend => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no healthy backend\n",
-                "no_backend",
-            ),
-            Local::BadGateway => (StatusCode::BAD_GATEWAY, "bad gateway\n", "bad_gateway"),
-            Local::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "backend timeout\n", "timeout"),
-        }
-    }
 }
 
 fn local_response(dp: &DataPlane, local: Local) -> Response<ProxyBody> {
@@ -175,119 +89,6 @@ async fn route_and_forward(
     }
 }
 
-/// The backend chosen for a request and whether to (re)issue the affinity cookie (or,
-/// in the shared modes, the fallback cookie).
-pub(crate) struct Choice {
-    pub index: usize,
-    pub set_cookie: bool,
-    /// The shared-affinity key, when the pick came from a Redis pin.
-    session: Option<String>,
-}
-
-/// What backend choice reads from a request, taken before anything is awaited (so
-/// the choice itself does not borrow the request).
-pub(crate) struct ChoiceKeys {
-    /// The backend a valid affinity cookie names, if it may take the request.
-    cookie_pin: Option<usize>,
-    hash_key: Option<Vec<u8>>,
-    /// The shared-affinity (Redis) store and this request's key in it, when a store
-    /// is configured and the pool's mode finds a key.
-    session: Option<(Arc<AffinityStore>, String)>,
-    /// The backend a valid fallback cookie names (shared-affinity pools).
-    fallback_pin: Option<String>,
-}
-
-impl ChoiceKeys {
-    pub(crate) fn read(
-        dp: &DataPlane,
-        pool: &PoolRuntime,
-        conn: &ConnInfo,
-        headers: &impl HeaderLookup,
-        path: &[u8],
-    ) -> Self {
-        let cookie_pin = pool.cookie.as_ref().and_then(|cookie| {
-            find_cookie(headers, &cookie.name)
-                .and_then(|v| cookie.signer.verify(v))
-                .and_then(|id| pool.sticky_target(&id))
-        });
-        if cookie_pin.is_some() {
-            return ChoiceKeys {
-                cookie_pin,
-                hash_key: None,
-                session: None,
-                fallback_pin: None,
-            };
-        }
-        let session = dp.sessions().and_then(|store| {
-            shared::session_key(pool, headers, conn.client.ip()).map(|key| (store, key))
-        });
-        let fallback_pin = match (&session, &pool.fallback) {
-            (Some(_), Some(fallback)) => {
-                find_cookie(headers, &fallback.name).and_then(|v| fallback.verify(v))
-            }
-            _ => None,
-        };
-        ChoiceKeys {
-            cookie_pin,
-            hash_key: hash_key_bytes(pool.hash_key.as_ref(), conn, headers, path),
-            session,
-            fallback_pin,
-        }
-    }
-}
-
-/// Chooses the backend for a request: a valid affinity cookie or Redis pin first,
-/// then the pool's algorithm.
-pub(crate) async fn choose_backend(
-    pool: &PoolRuntime,
-    conn: &ConnInfo,
-    keys: ChoiceKeys,
-) -> Option<Choice> {
-    if let Some(index) = keys.cookie_pin {
-        return Some(Choice {
-            index,
-            set_cookie: false,
-            session: None,
-        });
-    }
-    let ctx = PickContext {
-        hash_key: keys.hash_key.as_deref(),
-        client_ip: Some(conn.client.ip()),
-    };
-    let pick = || pool.pick(&ctx, None);
-    if let Some((store, session)) = keys.session {
-        let hint = keys.fallback_pin.as_deref();
-        let (index, issue) = shared::choose(&store, pool, &session, hint, pick).await?;
-        return Some(Choice {
-            index,
-            set_cookie: issue && pool.fallback.is_some(),
-            session: Some(session),
-        });
-    }
-    let index = pick()?;
-    Some(Choice {
-        index,
-        set_cookie: pool.cookie.is_some(),
-        session: None,
-    })
-}
-
-/// Extracts the consistent-hash key of a request per the pool's `hash_key`.
-fn hash_key_bytes(
-    key: Option<&HashKey>,
-    conn: &ConnInfo,
-    headers: &impl HeaderLookup,
-    path: &[u8],
-) -> Option<Vec<u8>> {
-    match key? {
-        HashKey::SourceIp => Some(conn.client.ip().to_canonical().to_string().into_bytes()),
-        HashKey::Path => Some(path.to_vec()),
-        // Lower-cased when the config was parsed.
-        HashKey::Header(name) => headers.first(name).map(<[u8]>::to_vec),
-        HashKey::Cookie(name) => find_cookie(headers, name).map(|v| v.as_bytes().to_vec()),
-    }
-}
-
 /// 308 to the same path on https; `host` is the routed host part (port dropped).
 fn redirect_to_https(host: &[u8], uri: &Uri) -> Response<ProxyBody> {
     let host = match host {
@@ -301,49 +102,4 @@ fn redirect_to_https(host: &[u8], uri: &Uri) -> Response<ProxyBody> {
         resp.headers_mut().insert(http::header::LOCATION, v);
     }
     resp
-}
-
-/// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
-pub(crate) fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
-/// Ejects a backend from new picks on this node after a failed connection.
-pub(crate) fn eject_locally(dp: &DataPlane, pool: &PoolRuntime, index: usize) {
-    let backend = &pool.backends[index];
-    let backoff = backend.state.note_failure();
-    dp.metrics
-        .backend_ejections
-        .get_or_create(&crate::metrics::BackendLabels {
-            pool: pool.name.clone(),
-            backend: backend.id.clone(),
-        })
-        .inc();
-    tracing::info!(pool = %pool.name, backend = %backend.id, ?backoff, "backend ejected locally after connect failure");
-}
-
-/// Another backend for a request whose connection failed; a Redis-pinned session is
-/// moved off the failed backend once, so every node follows.
-pub(crate) async fn retry_target(
-    dp: &DataPlane,
-    pool: &PoolRuntime,
-    choice: &Choice,
-    conn: &ConnInfo,
-    failed: usize,
-) -> Option<usize> {
-    let ctx = PickContext {
-        hash_key: None,
-        client_ip: Some(conn.client.ip()),
-    };
-    let pick = || pool.pick(&ctx, Some(failed));
-    match (choice.session.as_deref(), dp.sessions()) {
-        (Some(key), Some(store)) => {
-            shared::repin(&store, pool, key, &pool.backends[failed].id, pick).await
-        }
-        _ => pick(),
-    }
-    .filter(|&i| i != failed)
 }

@@ -9,9 +9,9 @@
 //! is normalised (`path`) for routing and, unless the listener says otherwise, for
 //! the backend. Each violation is a 400 (`Local::BadRequest`).
 
-use super::authority;
-use super::path::{self, PathPolicy};
 use super::Local;
+use crate::request::authority;
+use crate::request::path::{self, PathPolicy};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Uri, Version};
 

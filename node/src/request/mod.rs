@@ -1,7 +1,22 @@
-//! The transport-neutral request core: decisions both HTTP paths (the hand-written HTTP/1.1
-//! codec in `h1` and hyper's in `proxy`) make the same way, so a policy is written once.
+//! The transport-neutral request core: what both HTTP paths (the hand-written HTTP/1.1
+//! codec in `h1` and hyper's in `proxy`) decide the same way, written once. Neither codec
+//! imports the other; both import this.
 //!
-//! - `retry` — after a failed attempt: the same backend again, another one, or give up;
-//!   and whether the failure is the backend's (eject it locally).
+//! - `conn`       — what is known about the client connection (`ConnInfo`).
+//! - `authority`, `path` — the request target checked and normalised (400 when malformed).
+//! - `lookup`     — header lookup over either path's header representation.
+//! - `choice`     — backend choice: affinity cookie, Redis pin, then the pool's algorithm.
+//! - `retry`      — after a failed attempt: same backend, another one, or give up; eject?
+//! - `redispatch` — local ejection and the other backend (moving a pinned session).
+//! - `finish`     — accounting when a request is done (metrics, access log, load).
+//! - `local`      — the responses fulcrum makes itself.
 
+pub mod authority;
+pub mod choice;
+pub mod conn;
+pub(crate) mod finish;
+pub mod local;
+pub mod lookup;
+pub mod path;
+pub mod redispatch;
 pub mod retry;

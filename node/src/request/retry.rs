@@ -13,6 +13,16 @@
 //!   connection that broke, or one that broke while a body was being sent (a backend may
 //!   refuse a body and close, RFC 9112 §9.5, which any client can make it do), is not.
 
+use http::Method;
+
+/// Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
+pub(crate) fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
 /// How one attempt failed, as far as the decision cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptFailure {

@@ -5,7 +5,6 @@
 //! is dropped — after the last byte reached the client, or when the client went away —
 //! so in-flight counts stay exact whatever happens to the stream.
 
-use super::body::OnFinish;
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
 use crate::upstream::Lease;
@@ -13,6 +12,12 @@ use http::Method;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Called once when a response body is done; receives the byte count and whether the
+/// body was read to its end (`false`: cut short by an error or a departed client).
+pub trait OnFinish: Send + Sync + 'static {
+    fn finish(&mut self, bytes: u64, complete: bool);
+}
 
 /// What the access log line says about the request itself.
 pub struct RequestLog {

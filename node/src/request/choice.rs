@@ -1,0 +1,127 @@
+//! Backend choice for one request, the same on both HTTP paths: a valid affinity cookie or a
+//! Redis pin first (with the fallback cookie as a hint), then the pool's algorithm with the
+//! consistent-hash key the pool asks for.
+
+use crate::affinity::cookie::find_cookie;
+use crate::affinity::shared;
+use crate::balance::PickContext;
+use crate::dataplane::DataPlane;
+use crate::pool::PoolRuntime;
+use crate::request::conn::ConnInfo;
+use crate::request::lookup::HeaderLookup;
+use fulcrum_config::HashKey;
+use fulcrum_session::AffinityStore;
+use std::sync::Arc;
+
+/// The backend chosen for a request and whether to (re)issue the affinity cookie (or,
+/// in the shared modes, the fallback cookie).
+pub(crate) struct Choice {
+    pub index: usize,
+    pub set_cookie: bool,
+    /// The shared-affinity key, when the pick came from a Redis pin.
+    pub(crate) session: Option<String>,
+}
+
+/// What backend choice reads from a request, taken before anything is awaited (so
+/// the choice itself does not borrow the request).
+pub(crate) struct ChoiceKeys {
+    /// The backend a valid affinity cookie names, if it may take the request.
+    cookie_pin: Option<usize>,
+    hash_key: Option<Vec<u8>>,
+    /// The shared-affinity (Redis) store and this request's key in it, when a store
+    /// is configured and the pool's mode finds a key.
+    session: Option<(Arc<AffinityStore>, String)>,
+    /// The backend a valid fallback cookie names (shared-affinity pools).
+    fallback_pin: Option<String>,
+}
+
+impl ChoiceKeys {
+    pub(crate) fn read(
+        dp: &DataPlane,
+        pool: &PoolRuntime,
+        conn: &ConnInfo,
+        headers: &impl HeaderLookup,
+        path: &[u8],
+    ) -> Self {
+        let cookie_pin = pool.cookie.as_ref().and_then(|cookie| {
+            find_cookie(headers, &cookie.name)
+                .and_then(|v| cookie.signer.verify(v))
+                .and_then(|id| pool.sticky_target(&id))
+        });
+        if cookie_pin.is_some() {
+            return ChoiceKeys {
+                cookie_pin,
+                hash_key: None,
+                session: None,
+                fallback_pin: None,
+            };
+        }
+        let session = dp.sessions().and_then(|store| {
+            shared::session_key(pool, headers, conn.client.ip()).map(|key| (store, key))
+        });
+        let fallback_pin = match (&session, &pool.fallback) {
+            (Some(_), Some(fallback)) => {
+                find_cookie(headers, &fallback.name).and_then(|v| fallback.verify(v))
+            }
+            _ => None,
+        };
+        ChoiceKeys {
+            cookie_pin,
+            hash_key: hash_key_bytes(pool.hash_key.as_ref(), conn, headers, path),
+            session,
+            fallback_pin,
+        }
+    }
+}
+
+/// Chooses the backend for a request: a valid affinity cookie or Redis pin first,
+/// then the pool's algorithm.
+pub(crate) async fn choose_backend(
+    pool: &PoolRuntime,
+    conn: &ConnInfo,
+    keys: ChoiceKeys,
+) -> Option<Choice> {
+    if let Some(index) = keys.cookie_pin {
+        return Some(Choice {
+            index,
+            set_cookie: false,
+            session: None,
+        });
+    }
+    let ctx = PickContext {
+        hash_key: keys.hash_key.as_deref(),
+        client_ip: Some(conn.client.ip()),
+    };
+    let pick = || pool.pick(&ctx, None);
+    if let Some((store, session)) = keys.session {
+        let hint = keys.fallback_pin.as_deref();
+        let (index, issue) = shared::choose(&store, pool, &session, hint, pick).await?;
+        return Some(Choice {
+            index,
+            set_cookie: issue && pool.fallback.is_some(),
+            session: Some(session),
+        });
+    }
+    let index = pick()?;
+    Some(Choice {
+        index,
+        set_cookie: pool.cookie.is_some(),
+        session: None,
+    })
+}
+
+/// Extracts the consistent-hash key of a request per the pool's `hash_key`.
+fn hash_key_bytes(
+    key: Option<&HashKey>,
+    conn: &ConnInfo,
+    headers: &impl HeaderLookup,
+    path: &[u8],
+) -> Option<Vec<u8>> {
+    match key? {
+        HashKey::SourceIp => Some(conn.client.ip().to_canonical().to_string().into_bytes()),
+        HashKey::Path => Some(path.to_vec()),
+        // Lower-cased when the config was parsed.
+        HashKey::Header(name) => headers.first(name).map(<[u8]>::to_vec),
+        HashKey::Cookie(name) => find_cookie(headers, name).map(|v| v.as_bytes().to_vec()),
+    }
+}
