@@ -114,16 +114,20 @@ pub fn write_json(
         if all.is_empty() {
             continue;
         }
-        let (crash, silence) = crate::chain::stats::suspect_reasons(&all);
-        chains.insert(
-            o.scenario.clone(),
-            json!({
-                "failovers": all.len(),
-                "suspect_crash": crash,
-                "suspect_silence": silence,
-                "links": crate::chain::stats::per_link(&all),
-            }),
-        );
+        let mut kinds = serde_json::Map::new();
+        for (kind, group) in crate::chain::stats::by_fault(&all) {
+            let (crash, silence) = crate::chain::stats::suspect_reasons(&group);
+            kinds.insert(
+                kind,
+                json!({
+                    "failovers": group.len(),
+                    "suspect_crash": crash,
+                    "suspect_silence": silence,
+                    "links": crate::chain::stats::per_link(&group),
+                }),
+            );
+        }
+        chains.insert(o.scenario.clone(), serde_json::Value::Object(kinds));
     }
     let doc = json!({
         "mode": mode,

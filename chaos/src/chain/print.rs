@@ -32,25 +32,24 @@ pub fn print_run(chains: &[Chain]) {
     }
 }
 
-/// Per link, the median and worst over every chain of one scenario.
+/// Per kind of fault, per link, the median and worst over every chain of one scenario.
 pub fn print_repeated(name: &str, chains: &[&Chain]) {
-    if chains.is_empty() {
-        return;
-    }
-    println!(
-        "{name}: chain over {} failover(s), ms after the fault, median / worst (n):",
-        chains.len()
-    );
-    let (crash, silence) = stats::suspect_reasons(chains);
-    for l in stats::per_link(chains) {
-        let why = if l.link == "suspect" {
-            format!("  [crash {crash}, silence {silence}]")
-        } else {
-            String::new()
-        };
+    for (kind, group) in stats::by_fault(chains) {
         println!(
-            "     {:<16} {:>+7.1} / {:>+7.1} (n={}){why}",
-            l.link, l.median_ms, l.worst_ms, l.n
+            "{name} ({kind}): chain over {} failover(s), ms after the fault, median / worst (n):",
+            group.len()
         );
+        let (crash, silence) = stats::suspect_reasons(&group);
+        for l in stats::per_link(&group) {
+            let why = if l.link == "suspect" {
+                format!("  [crash {crash}, silence {silence}]")
+            } else {
+                String::new()
+            };
+            println!(
+                "     {:<16} {:>+7.1} / {:>+7.1} (n={}){why}",
+                l.link, l.median_ms, l.worst_ms, l.n
+            );
+        }
     }
 }

@@ -35,6 +35,21 @@ pub fn per_link(chains: &[&Chain]) -> Vec<LinkStat> {
         .collect()
 }
 
+/// The chains grouped by the kind of fault (the first word of its name: `kill`,
+/// `partition`, `heal`, ...), in order of first appearance: a partition's chain and its
+/// heal's are different things.
+pub fn by_fault<'a>(chains: &[&'a Chain]) -> Vec<(String, Vec<&'a Chain>)> {
+    let mut groups: Vec<(String, Vec<&'a Chain>)> = Vec::new();
+    for c in chains {
+        let kind = c.fault.split_whitespace().next().unwrap_or("").to_string();
+        match groups.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, g)) => g.push(c),
+            None => groups.push((kind, vec![*c])),
+        }
+    }
+    groups
+}
+
 /// How many first suspicions were a confirmed crash, and how many silence.
 pub fn suspect_reasons(chains: &[&Chain]) -> (usize, usize) {
     let count = |r: &str| {
@@ -84,5 +99,18 @@ mod tests {
         assert_eq!((s[1].median_ms, s[1].worst_ms), (19.0, 28.0));
         assert_eq!((s[2].median_ms, s[2].n), (20.0, 1));
         assert_eq!(suspect_reasons(&[&a, &b, &c]), (2, 1));
+    }
+
+    #[test]
+    fn a_partition_and_its_heal_are_grouped_apart() {
+        let mut p1 = chain(&[("claim", 35.0, "")]);
+        p1.fault = "partition n1".into();
+        let mut h1 = chain(&[("answer", 2.0, "")]);
+        h1.fault = "heal n1".into();
+        let mut p2 = p1.clone();
+        p2.fault = "partition n2".into();
+        let g = by_fault(&[&p1, &h1, &p2]);
+        let kinds: Vec<(&str, usize)> = g.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
+        assert_eq!(kinds, [("partition", 2), ("heal", 1)]);
     }
 }
