@@ -35,9 +35,10 @@ const PROBE_BUDGET: Duration = Duration::from_millis(20);
 /// After a lease stream closed: budget of each probe, and the pause between probes.
 ///
 /// A killed process's kernel closes its file descriptors one by one, and the lease stream
-/// can close before the Raft listener (fd order is our explanation, not verified): a
-/// probe sent at once is then accepted by the dying listener, or its SYN is lost when the
-/// listener goes. Measured on the test bed (debug build, 6 kills of the leader, 2 voters
+/// can close before the Raft listener: a probe sent at once is then accepted by the dying
+/// listener, or its SYN is lost when the listener goes. (Not ascending fd order: on the
+/// test bed the listener is fd 20 and the leader's lease streams fds 21-24; why the
+/// streams go first was not verified.) Measured on the test bed (debug build, 6 kills of the leader, 2 voters
 /// each): the stream closed 1.4-3.3 ms after the kill, and a single probe answered
 /// "accepted" for 9 and nothing for 1 of the 12 closed streams. So the detector probes
 /// again, briefly, until the port refuses or half the silence threshold has passed
