@@ -132,6 +132,7 @@ fn drive(
         noop: args.noop_fault,
         hog: Duration::from_secs(args.load.hog_secs),
         hog_procs: args.load.hog_procs,
+        same_clock: true,
     };
     if args.noop_fault {
         eprintln!("--noop-fault: faults do nothing; every fault scenario must fail its premises");

@@ -6,6 +6,7 @@
 
 mod backend;
 mod bench;
+mod chain;
 mod checks;
 mod cli;
 mod cluster;

@@ -32,6 +32,7 @@ pub fn print_outcome(o: &Outcome) {
         c.status_samples,
         c.pinned
     );
+    crate::chain::print::print_run(&o.chains);
     let width = o.checks.iter().map(|c| c.name.len()).max().unwrap_or(10);
     for c in &o.checks {
         let mark = if c.pass { "ok  " } else { "FAIL" };
@@ -100,10 +101,39 @@ pub fn write_json(
     outcomes: &[Outcome],
     settings: serde_json::Value,
 ) -> Result<()> {
+    let mut chains = serde_json::Map::new();
+    for o in outcomes {
+        if chains.contains_key(&o.scenario) {
+            continue;
+        }
+        let all: Vec<&crate::chain::Chain> = outcomes
+            .iter()
+            .filter(|x| x.scenario == o.scenario)
+            .flat_map(|x| x.chains.iter())
+            .collect();
+        if all.is_empty() {
+            continue;
+        }
+        let mut kinds = serde_json::Map::new();
+        for (kind, group) in crate::chain::stats::by_fault(&all) {
+            let (crash, silence) = crate::chain::stats::suspect_reasons(&group);
+            kinds.insert(
+                kind,
+                json!({
+                    "failovers": group.len(),
+                    "suspect_crash": crash,
+                    "suspect_silence": silence,
+                    "links": crate::chain::stats::per_link(&group),
+                }),
+            );
+        }
+        chains.insert(o.scenario.clone(), serde_json::Value::Object(kinds));
+    }
     let doc = json!({
         "mode": mode,
         "settings": settings,
         "passed": outcomes.iter().all(|o| o.passed()),
+        "chain_medians": chains,
         "scenarios": outcomes,
     });
     let text = serde_json::to_string_pretty(&doc).context("encoding the report")?;
@@ -137,7 +167,7 @@ fn print_medians(outcomes: &[Outcome]) {
         return;
     }
     println!("\nover repeated runs, median / worst (n = runs with the figure):");
-    for name in repeated {
+    for name in repeated.iter().copied() {
         let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.scenario == name).collect();
         let figure = |check: &str, higher_is_worse: bool| -> String {
             let v: Vec<f64> = runs
@@ -165,10 +195,18 @@ fn print_medians(outcomes: &[Outcome]) {
             figure("affinity breaks", true),
         );
     }
+    for name in &repeated {
+        let chains: Vec<&crate::chain::Chain> = outcomes
+            .iter()
+            .filter(|o| o.scenario == *name)
+            .flat_map(|o| o.chains.iter())
+            .collect();
+        crate::chain::print::print_repeated(name, &chains);
+    }
 }
 
 /// The median of `v` and its worst value (the highest, or the lowest when lower is worse).
-fn median_worst(v: &[f64], higher_is_worse: bool) -> Option<(f64, f64)> {
+pub fn median_worst(v: &[f64], higher_is_worse: bool) -> Option<(f64, f64)> {
     if v.is_empty() {
         return None;
     }

@@ -95,6 +95,7 @@ fn short_chaos_suite_passes() {
     }
     let short = run_chaos(&chaos, &fulcrum, "chaos-short-report.json", &["--short"]);
     assert_scenarios_ran(&short, SHORT);
+    assert_kill_chain(&short);
     // freeze-leader in the other fencing mode too: it is the scenario that failed before.
     let strict = run_chaos(
         &chaos,
@@ -183,6 +184,42 @@ fn assert_scenarios_ran(report: &Path, wanted: &[&str]) {
         let during = s["counts"]["load_during"].as_u64().unwrap_or(0);
         assert!(during > 0, "{name}: no request during the fault window");
     }
+}
+
+/// kill-leader's failover chain was read from the survivors and is in causal order:
+/// suspicion, leader, claim, first gratuitous ARP; the first answered request after the
+/// claim.
+fn assert_kill_chain(report: &Path) {
+    let text = std::fs::read_to_string(report).expect("reading the chaos report");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("parsing the chaos report");
+    let kill = doc["scenarios"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["scenario"] == "kill-leader"))
+        .expect("kill-leader in the report");
+    let chains = kill["chains"].as_array().expect("chains of kill-leader");
+    assert_eq!(chains.len(), 1, "one failover event: {chains:?}");
+    let links = chains[0]["links"].as_array().expect("links");
+    let at = |name: &str| {
+        links
+            .iter()
+            .find(|l| l["link"] == name)
+            .and_then(|l| l["ms"].as_f64())
+            .unwrap_or_else(|| panic!("no {name} in the kill-leader chain: {links:?}"))
+    };
+    let order = ["suspect", "leader", "claim", "garp"].map(at);
+    assert!(
+        order.windows(2).all(|w| w[0] <= w[1]) && order[0] >= 0.0,
+        "suspect, leader, claim, garp out of order: {order:?}"
+    );
+    // The old holder is dead: nothing can be answered before the new one claimed.
+    let answer = at("answer");
+    assert!(
+        answer >= order[2] && answer < 2000.0,
+        "first answer at {answer} ms, claim at {} ms",
+        order[2]
+    );
+    let read = chains[0]["nodes_read"].as_array().map_or(0, Vec::len);
+    assert!(read >= 2, "/debug/failover of the survivors: {read} read");
 }
 
 fn is_root() -> bool {

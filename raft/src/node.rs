@@ -171,6 +171,9 @@ const APPEND_BUDGET: Duration = Duration::from_secs(2);
 /// Budget of one vote request (openraft's `election_timeout_min`; its timer is off). It
 /// is also openraft's own vote lease, which only matters right after an append.
 const VOTE_BUDGET: Duration = Duration::from_millis(15);
+/// openraft's own vote lease (its `election_timeout_max`): after an AppendEntries a
+/// follower refuses every vote for this long, whatever our detector knows.
+const RAFT_VOTE_LEASE: Duration = Duration::from_millis(VOTE_BUDGET.as_millis() as u64 + 1);
 /// Budget for a membership change (adding a learner waits until it caught up).
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -183,7 +186,7 @@ fn raft_config(_o: &RaftOptions) -> Config {
         cluster_name: "fulcrum".to_string(),
         heartbeat_interval: ms(APPEND_BUDGET),
         election_timeout_min: ms(VOTE_BUDGET),
-        election_timeout_max: ms(VOTE_BUDGET) + 1,
+        election_timeout_max: ms(RAFT_VOTE_LEASE),
         enable_heartbeat: false,
         enable_elect: false,
         // Snapshot chunks are small but a busy loopback/LAN can still take > 200 ms.
@@ -315,6 +318,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
             pool: pool.clone(),
             me: opts.node_id,
             shutdown: shutdown_rx.clone(),
+            raft_vote_lease: RAFT_VOTE_LEASE,
         })),
     ];
 

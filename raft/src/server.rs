@@ -165,7 +165,9 @@ async fn dispatch(ctx: &ServerCtx, req: PeerRequest) -> PeerResponse {
         PeerRequest::AppendEntries(r) => {
             ctx.lease
                 .observe_term(r.vote.leader_id().term, "append entries of a newer term");
-            PeerResponse::AppendEntries(raft.append_entries(r).await)
+            let resp = raft.append_entries(r).await;
+            ctx.lease.appended();
+            PeerResponse::AppendEntries(resp)
         }
         PeerRequest::Vote(r) => {
             let term = r.vote.leader_id().term;

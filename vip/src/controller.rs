@@ -2,7 +2,7 @@
 //! records the wish and forwards it; the background task in `task.rs` does the work.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::announcer::Announcer;
 use crate::deadline::Deadline;
 use crate::netlink::Netlink;
-use crate::task::{Command, Task};
+use crate::task::{AnnounceHook, Command, Task};
 use crate::{caps, VipError, VipOptions};
 
 /// Holds or releases one VIP on command. Cheap to call from any thread; the address work runs
@@ -31,6 +31,8 @@ struct Shared {
     deadline: Arc<Deadline>,
     /// The task let go because the deadline passed while `desired` stayed true.
     suspended: Arc<AtomicBool>,
+    /// Told when the first announcement of a holding period (or re-announce) is out.
+    on_announce: Arc<OnceLock<AnnounceHook>>,
 }
 
 impl VipController {
@@ -49,6 +51,7 @@ impl VipController {
             lifetime = ?opts.lifetime, "VIP controller started");
         let deadline = Arc::new(Deadline::new());
         let suspended = Arc::new(AtomicBool::new(false));
+        let on_announce = Arc::new(OnceLock::new());
         let task = Task::new(
             opts,
             netlink,
@@ -57,13 +60,15 @@ impl VipController {
             rx,
             deadline.clone(),
             suspended.clone(),
-        );
+        )
+        .with_announce_hook(on_announce.clone());
         Ok(VipController {
             shared: Arc::new(Shared {
                 desired: Mutex::new(false),
                 transitions: AtomicU64::new(0),
                 deadline,
                 suspended,
+                on_announce,
             }),
             tx,
             task: Some(tokio::spawn(task.run())),
@@ -88,6 +93,13 @@ impl VipController {
             });
         }
         self.set(true, reason);
+    }
+
+    /// Registers (once) what to call right after the first gratuitous ARP / NA of each
+    /// holding period or re-announce goes out, with `"hold"` or `"reannounce"`: the
+    /// failover chain records it.
+    pub fn on_first_announcement(&self, hook: AnnounceHook) {
+        let _ = self.shared.on_announce.set(hook);
     }
 
     /// Drop the VIP at once and stop announcing it. Idempotent.

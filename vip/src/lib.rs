@@ -37,3 +37,4 @@ pub use error::VipError;
 pub use fence::{fence_installed, remove_fence, Fence, RefreshMethod};
 pub use netlink::{is_present, remove_stale};
 pub use options::{parse_cidr, VipOptions, KERNEL_EXPIRY_SLACK};
+pub use task::AnnounceHook;

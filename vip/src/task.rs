@@ -14,7 +14,11 @@ use crate::netlink::{LinkInfo, Netlink};
 use crate::schedule::AnnounceSchedule;
 use crate::VipOptions;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// Called right after the first announcement of a holding period (`"hold"`) or of a
+/// re-announce (`"reannounce"`) went out.
+pub type AnnounceHook = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 /// Retry delay for a failed add while we should be holding, when lifetime/4 is longer.
 const ADD_RETRY: Duration = Duration::from_millis(200);
@@ -48,6 +52,9 @@ pub(crate) struct Task {
     add_failures: u32,
     deadline: Arc<Deadline>,
     suspended: Arc<AtomicBool>,
+    on_announce: Arc<OnceLock<AnnounceHook>>,
+    /// The next announcement is the first of a holding period or re-announce (which).
+    first_due: Option<&'static str>,
 }
 
 impl Task {
@@ -70,7 +77,15 @@ impl Task {
             add_failures: 0,
             deadline,
             suspended,
+            on_announce: Arc::new(OnceLock::new()),
+            first_due: None,
         }
+    }
+
+    /// Where the first-announcement hook will be registered.
+    pub fn with_announce_hook(mut self, hook: Arc<OnceLock<AnnounceHook>>) -> Task {
+        self.on_announce = hook;
+        self
     }
 
     pub async fn run(mut self) {
@@ -175,6 +190,7 @@ impl Task {
         {
             tracing::info!(vip = %self.opts.address, reason, "re-announcing VIP");
             *s = AnnounceSchedule::new(Instant::now(), &self.opts.bursts, self.opts.refresh);
+            self.first_due = Some("reannounce");
         }
     }
 
@@ -229,6 +245,7 @@ impl Task {
                 if h.schedule.is_none() {
                     let plan = AnnounceSchedule::new(now, &self.opts.bursts, self.opts.refresh);
                     h.schedule = Some(plan);
+                    self.first_due = Some("hold");
                 }
                 if self.add_failures > 0 {
                     tracing::info!(vip = %self.opts.address, failures = self.add_failures,
@@ -258,7 +275,7 @@ impl Task {
         }
     }
 
-    fn announce(&self, frames: u32) {
+    fn announce(&mut self, frames: u32) {
         for _ in 0..frames {
             if let Err(e) = self.announcer.announce(self.link, self.opts.address) {
                 tracing::warn!(vip = %self.opts.address, error = %e, "sending an announcement failed");
@@ -267,6 +284,9 @@ impl Task {
         }
         if frames > 0 {
             tracing::debug!(vip = %self.opts.address, frames, "announced VIP");
+            if let (Some(what), Some(hook)) = (self.first_due.take(), self.on_announce.get()) {
+                hook(what);
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{can_run, controller_in, ip, opts, present, wait_for, Lab, IFACE};
@@ -129,12 +130,25 @@ fn reannounce_starts_a_fresh_burst_and_hold_after_release_works() {
     o.bursts = vec![(Duration::ZERO, 3)];
     o.refresh = Duration::ZERO; // one burst, then silence: only reannounce can fix b
     let (rt, ctrl) = controller_in(&a, o);
+    // The failover chain's `garp`: one call per holding period or re-announce, after the
+    // address is in place.
+    let firsts: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let seen = firsts.clone();
+    ctrl.on_first_announcement(Arc::new(move |what| {
+        seen.lock().unwrap_or_else(|p| p.into_inner()).push(what)
+    }));
+    let got = || firsts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     ctrl.hold("test");
     wait_for(Duration::from_secs(2), Duration::from_millis(2), || {
         present(&a, vip)
     })
     .expect("present");
     std::thread::sleep(Duration::from_millis(200)); // let the only burst finish
+    assert_eq!(
+        got(),
+        ["hold"],
+        "one first announcement for a 3-frame burst"
+    );
 
     plant_stale_entry(&lab, "b", VIP);
     assert_eq!(
@@ -150,6 +164,7 @@ fn reannounce_starts_a_fresh_burst_and_hold_after_release_works() {
     );
     println!("MEASURED reannounce -> b's entry on a's MAC: {t:?}");
     assert!(t.is_some(), "b still has {:?}", lab.neigh("b", VIP));
+    assert_eq!(got(), ["hold", "reannounce"]);
 
     ctrl.release("test");
     ctrl.reannounce("ignored while released");
@@ -162,6 +177,15 @@ fn reannounce_starts_a_fresh_burst_and_hold_after_release_works() {
         present(&a, vip)
     })
     .expect("held again");
+    wait_for(Duration::from_secs(1), Duration::from_millis(2), || {
+        got().len() == 3
+    })
+    .expect("a first announcement after holding again");
+    assert_eq!(
+        got(),
+        ["hold", "reannounce", "hold"],
+        "nothing reported while released"
+    );
     assert_eq!(ctrl.transitions(), 3);
     rt.block_on(ctrl.shutdown());
 }

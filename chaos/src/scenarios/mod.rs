@@ -15,6 +15,7 @@ mod runner;
 
 pub use runner::{run, Observer};
 
+use crate::chain::Chain;
 use crate::checks::{Check, Counts, Event, HolderSample, NodeEnd};
 use crate::faults::Timeline;
 use crate::load::Sample;
@@ -133,6 +134,8 @@ pub struct Settings {
     /// cpu-hog: how long, and how many busy processes (0: three per core).
     pub hog: Duration,
     pub hog_procs: usize,
+    /// The nodes run on this host (one CLOCK_MONOTONIC): read and print the failover chain.
+    pub same_clock: bool,
 }
 
 /// Everything one scenario produced.
@@ -150,6 +153,8 @@ pub struct Outcome {
     pub counts: Counts,
     /// Holder transitions only (first sample and every change).
     pub vip_transitions: Vec<HolderSample>,
+    /// The failover chain of each failover event (local runs).
+    pub chains: Vec<Chain>,
     #[serde(skip)]
     pub samples: Vec<Sample>,
 }
@@ -170,6 +175,7 @@ impl Outcome {
             latency_p99_ms: None,
             counts: Counts::default(),
             vip_transitions: Vec::new(),
+            chains: Vec::new(),
             samples: Vec::new(),
         }
     }

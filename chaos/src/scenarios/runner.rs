@@ -2,6 +2,7 @@
 //! verdicts.
 
 use super::{plan, play, Ctx, Outcome, Settings};
+use crate::chain;
 use crate::checks::{self, Check, HolderSample, NodeEnd, Probed, Recording, WireSample};
 use crate::faults::{self, Timeline};
 use crate::httpc;
@@ -144,6 +145,14 @@ pub async fn run(
         hog_procs: settings.hog_procs,
     };
     let script_result = drive(name, &mut cx, epoch, &progress, settings).await;
+    // The failover chain: every node's recorded steps, read once the faults are over
+    // (a dead node's steps died with it; a frozen one answers again after its resume).
+    let chain_docs = if settings.same_clock {
+        chain::fetch::read_all(ops).await
+    } else {
+        Vec::new()
+    };
+    let epoch_us = chain::fetch::epoch_us(epoch);
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     while !load_task.is_finished() {
         ticker.tick().await;
@@ -181,7 +190,14 @@ pub async fn run(
         timeout_ms: settings.timeout.as_secs_f64() * 1000.0,
     });
     checks.extend(extra);
-    outcome(name, checks, rec)
+    let chains = if settings.same_clock {
+        chains_of(&rec, &chain_docs, epoch_us, settings.timeout)
+    } else {
+        Vec::new()
+    };
+    let mut out = outcome(name, checks, rec);
+    out.chains = chains;
+    out
 }
 
 /// Plays the fault script while printing progress; stops early on Ctrl-C.
@@ -211,6 +227,39 @@ async fn drive(
     }
 }
 
+/// How long after a failover fault its chain may run (or until the next failover).
+const CHAIN_WINDOW_MS: f64 = 2000.0;
+
+/// One chain per failover event of the timeline.
+fn chains_of(
+    rec: &Recording,
+    docs: &[chain::NodeDoc],
+    epoch_us: u64,
+    timeout: Duration,
+) -> Vec<chain::Chain> {
+    let failovers: Vec<&checks::Event> = rec.events.iter().filter(|e| e.failover).collect();
+    let timeout_ms = timeout.as_secs_f64() * 1000.0;
+    failovers
+        .iter()
+        .enumerate()
+        .map(|(k, e)| {
+            let end_ms = failovers
+                .get(k + 1)
+                .map_or(e.t_ms + CHAIN_WINDOW_MS, |next| {
+                    next.t_ms.min(e.t_ms + CHAIN_WINDOW_MS)
+                });
+            let at_us = |ms: f64| epoch_us + (ms * 1000.0).max(0.0) as u64;
+            let w = chain::extract::Window {
+                fault_us: at_us(e.t_ms),
+                end_us: at_us(end_ms),
+                fault_t_ms: e.t_ms,
+            };
+            let answer = chain::extract::first_answer_ms(&rec.samples, e.t_ms, end_ms, timeout_ms);
+            chain::extract::chain(&e.what, w, docs, answer)
+        })
+        .collect()
+}
+
 fn outcome(name: &str, checks: Vec<Check>, rec: Recording) -> Outcome {
     let mut latencies: Vec<f64> = rec
         .samples
@@ -236,6 +285,7 @@ fn outcome(name: &str, checks: Vec<Check>, rec: Recording) -> Outcome {
         latency_p99_ms: pct(0.99),
         counts,
         vip_transitions: transitions,
+        chains: Vec::new(),
         events: rec.events,
         nodes_end: rec.nodes_end,
         samples: rec.samples,

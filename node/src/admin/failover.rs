@@ -1,8 +1,9 @@
 //! `GET /debug/failover`: what this node knows about the last failovers, for operators
 //! and for the chaos suite's chain report.
 //!
-//! - `events`: the recorded steps (last ping, suspicion, pre-vote, election, lease,
-//!   claim, release, hand-off) with their CLOCK_MONOTONIC instants in microseconds, so
+//! - `events`: the recorded steps (last ping, suspicion, stream closed and the probe's
+//!   verdict, crash confirmed, pre-vote, election, lease, claim, first gratuitous ARP
+//!   (`garp`), release, hand-off) with their CLOCK_MONOTONIC instants in microseconds, so
 //!   the events of nodes on one host line up on one clock;
 //! - `lease`: what this node may do with the VIP now (term, lease left, claim instant);
 //! - `fence`: whether the kernel fence is installed and how long it stays open;

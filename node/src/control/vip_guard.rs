@@ -122,6 +122,11 @@ impl VipGuard {
     /// Gives the guard the lease (for its event log and timing).
     pub fn attach_lease(&self, lease: &Arc<Lease>) {
         let _ = self.lease.set(lease.clone());
+        let lease = lease.clone();
+        self.controller
+            .on_first_announcement(Arc::new(move |what: &'static str| {
+                lease.events.record("garp", 0, what);
+            }));
     }
 
     /// Releases at once (idempotent): fence shut first, then the address.

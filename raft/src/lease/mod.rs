@@ -19,6 +19,7 @@ pub mod stream;
 pub mod time;
 pub mod wire;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -71,6 +72,9 @@ pub struct Lease {
     pub wake: Notify,
     /// Leader whose lease stream closed, and when (the detector confirms the crash).
     closed_stream: Mutex<Option<(u64, u64)>>,
+    /// When this node last handled an AppendEntries (µs): openraft refuses votes for its
+    /// own vote lease after that (see `detector`).
+    last_append_us: AtomicU64,
 }
 
 fn us(d: Duration) -> u64 {
@@ -88,6 +92,7 @@ impl Lease {
             events: EventLog::default(),
             wake: Notify::new(),
             closed_stream: Mutex::new(None),
+            last_append_us: AtomicU64::new(0),
         })
     }
 
@@ -155,6 +160,16 @@ impl Lease {
     pub fn stream_closed(&self, leader: u64) {
         *self.closed_stream.lock().unwrap_or_else(|p| p.into_inner()) = Some((leader, now_us()));
         self.wake.notify_one();
+    }
+
+    /// This node just handled an AppendEntries.
+    pub fn appended(&self) {
+        self.last_append_us.store(now_us(), Ordering::Relaxed);
+    }
+
+    /// When this node last handled an AppendEntries (µs; 0: never).
+    pub fn last_append_us(&self) -> u64 {
+        self.last_append_us.load(Ordering::Relaxed)
     }
 
     /// Takes the pending "stream closed" notice.
