@@ -106,6 +106,13 @@ async fn serve(config: fulcrum_config::Config, text: String, config_path: &Path)
         }
     };
     tokio::spawn(admin::serve(node.clone(), admin_socket));
+    // All nodes of a cluster run one [vip]: a node whose file differs does not join.
+    if let Err(e) = crate::control::vip_agree::check_peers(&node).await {
+        tracing::error!(error = %e, "refusing to run");
+        eprintln!("{e}");
+        shutdown(&node).await;
+        return ExitCode::FAILURE;
+    }
     tracing::info!(node = node.local.id, admin = %node.local.admin, version = node.version(), "fulcrum node running");
     if let Err(e) = wait_for_signals(&node).await {
         tracing::error!(error = %e, "signal handling failed");
