@@ -93,7 +93,7 @@ impl VipCluster {
         self.dir.path().join(format!("n{}.toml", i + 1))
     }
 
-    fn node_config(&self, i: usize, fencing: &str, lifetime: &str) -> String {
+    pub fn node_config(&self, i: usize, fencing: &str, lifetime: &str) -> String {
         let peers: Vec<String> = (0..3)
             .map(|j| format!("\"{}@{}:7946\"", j + 1, node_ip(j)))
             .collect();
