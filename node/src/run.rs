@@ -90,6 +90,7 @@ pub fn run(config_path: &Path, threads: Option<usize>) -> ExitCode {
 }
 
 async fn serve(config: fulcrum_config::Config, text: String, config_path: &Path) -> ExitCode {
+    crate::control::vip_agree::mark_started();
     let node = match Node::start(config, text, config_path.to_path_buf()).await {
         Ok(n) => n,
         Err(e) => {
@@ -107,30 +108,51 @@ async fn serve(config: fulcrum_config::Config, text: String, config_path: &Path)
     };
     tokio::spawn(admin::serve(node.clone(), admin_socket));
     // All nodes of a cluster run one [vip]: a node whose file differs does not join.
-    if let Err(e) = crate::control::vip_agree::check_peers(&node).await {
-        tracing::error!(error = %e, "refusing to run");
-        eprintln!("{e}");
-        shutdown(&node).await;
-        return ExitCode::FAILURE;
-    }
+    // Checked alongside the signal handling, so a signal during the check is handled.
+    let (refused_tx, refused) = tokio::sync::oneshot::channel();
+    let checked = node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::control::vip_agree::check_peers(&checked).await {
+            let _ = refused_tx.send(e);
+        }
+    });
     tracing::info!(node = node.local.id, admin = %node.local.admin, version = node.version(), "fulcrum node running");
-    if let Err(e) = wait_for_signals(&node).await {
-        tracing::error!(error = %e, "signal handling failed");
-    }
+    let code = match wait_for_signals(&node, refused).await {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(e)) => {
+            tracing::error!(error = %e, "refusing to run");
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "signal handling failed");
+            ExitCode::SUCCESS
+        }
+    };
     shutdown(&node).await;
-    ExitCode::SUCCESS
+    code
 }
 
-/// Handles SIGHUP reloads until SIGTERM or SIGINT arrives.
-async fn wait_for_signals(node: &Arc<Node>) -> std::io::Result<()> {
+/// Handles SIGHUP reloads until SIGTERM or SIGINT arrives, or the `[vip]` check refuses
+/// this node (`Some`).
+async fn wait_for_signals(
+    node: &Arc<Node>,
+    mut refused: tokio::sync::oneshot::Receiver<crate::control::vip_agree::VipDisagreement>,
+) -> std::io::Result<Option<crate::control::vip_agree::VipDisagreement>> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut checking = true;
     loop {
         tokio::select! {
             _ = hup.recv() => reload(node).await,
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(None) }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(None) }
+            r = &mut refused, if checking => match r {
+                Ok(e) => return Ok(Some(e)),
+                // The check passed (its sender is gone).
+                Err(_) => checking = false,
+            },
         }
     }
 }

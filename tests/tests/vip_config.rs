@@ -103,7 +103,7 @@ fn a_node_started_with_another_vip_section_refuses_to_join() {
     c.write_config(other, "strict", "2s", &format!("{VIP}/24"));
     c.start_node(other);
     assert!(
-        c.wait_exit(other, Duration::from_secs(15)),
+        c.wait_exit(other, Duration::from_secs(40)),
         "node {} with fencing strict kept running in a fast cluster; log:\n{}",
         other + 1,
         c.log(other)
@@ -118,6 +118,16 @@ fn a_node_started_with_another_vip_section_refuses_to_join() {
         vec![holder],
         "one holder while the node was refused"
     );
+    // The running nodes stay, even when their own start-up check still ran when the
+    // refused node came up (it started after them).
+    for j in (0..3).filter(|j| *j != other) {
+        assert!(
+            !c.wait_exit(j, Duration::from_millis(100)),
+            "node {} exited; log:\n{}",
+            j + 1,
+            c.log(j)
+        );
+    }
     // With the cluster's [vip] back in its file, the same node joins.
     c.write_config(other, "fast", "2s", &format!("{VIP}/24"));
     c.start_node(other);

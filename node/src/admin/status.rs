@@ -66,6 +66,7 @@ pub fn status(node: &Node) -> Value {
         "config_apply_error": apply_error(node),
         "vip_held": node.vip.get().is_some_and(|v| v.held()),
         "vip": VipSetting::to_json(VipSetting::of(&snapshot.config).as_ref()),
+        "uptime_ms": crate::control::vip_agree::uptime_ms(),
         "session_store": session_state(node),
         "pools": pools,
     })

@@ -11,8 +11,10 @@
 //!   an error that names the section; a file without `[vip]`, or with the same one,
 //!   applies as before (operators apply the file they deploy);
 //! - a node that starts into a cluster asks every member whose admin address it knows
-//!   for its `[vip]` (`GET /status`, field `vip`) and refuses to run when one differs
-//!   ([`check_peers`]), so all running nodes hold one address with one fencing mode.
+//!   for its `[vip]` (`GET /status`, field `vip`) and refuses to run when one that has
+//!   been up longer (`uptime_ms`) differs ([`check_peers`]), so all running nodes hold one
+//!   address with one fencing mode. A peer that started after it with another `[vip]` is
+//!   only logged: that peer's own check refuses it, and the running node stays.
 
 use crate::app::Node;
 use fulcrum_config::{Config, ConfigErrors, Fencing};
@@ -21,11 +23,27 @@ use std::fmt;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How long a starting node keeps asking peers it cannot reach yet.
-const PEER_CHECK_WINDOW: Duration = Duration::from_secs(5);
+/// How long a starting node keeps asking peers it cannot reach yet, or whose admin
+/// address it does not know yet (it learns them from the log as it catches up). The
+/// check runs beside the node, so a long window delays nothing.
+const PEER_CHECK_WINDOW: Duration = Duration::from_secs(30);
 /// One peer's `/status` call.
 const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 const PEER_RETRY: Duration = Duration::from_millis(250);
+
+/// When this process started (first touched by `mark_started` at start-up).
+static STARTED: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// Records the process start; call once, early.
+pub fn mark_started() {
+    std::sync::LazyLock::force(&STARTED);
+}
+
+/// Milliseconds since start (the `uptime_ms` field of `/status`).
+pub fn uptime_ms() -> u64 {
+    STARTED.elapsed().as_millis() as u64
+}
 
 /// The cluster-wide part of `[vip]`: what every node must agree on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,7 +167,8 @@ pub struct VipDisagreement {
 
 /// Asks every other member whose admin address is known for its `[vip]`, for up to
 /// [`PEER_CHECK_WINDOW`] while some are unreachable or unknown; the first one that
-/// differs is an error. Members that never answer are not checked (logged).
+/// differs and has been up longer than this node is an error. Members that never answer
+/// are not checked (logged).
 pub async fn check_peers(node: &Node) -> Result<(), VipDisagreement> {
     let Some(cluster) = node.cluster() else {
         return Ok(());
@@ -169,10 +188,16 @@ pub async fn check_peers(node: &Node) -> Result<(), VipDisagreement> {
                 continue;
             }
             match peer_setting(&m.admin_addr).await {
-                Ok(theirs) if theirs == ours => {
+                Ok((theirs, _)) if theirs == ours => {
                     checked.insert(m.id);
                 }
-                Ok(theirs) => {
+                // A peer that started after this node: its own check refuses it.
+                Ok((theirs, Some(up))) if up < uptime_ms() => {
+                    tracing::warn!(peer = m.id, admin = %m.admin_addr, theirs = %describe(theirs.as_ref()), ours = %describe(ours.as_ref()),
+                        "a peer that started after this node runs another [vip]; it should refuse to run");
+                    checked.insert(m.id);
+                }
+                Ok((theirs, _)) => {
                     return Err(VipDisagreement {
                         peer: m.id,
                         admin: m.admin_addr.clone(),
@@ -202,7 +227,8 @@ pub async fn check_peers(node: &Node) -> Result<(), VipDisagreement> {
     }
 }
 
-async fn peer_setting(admin: &str) -> Result<Option<VipSetting>, String> {
+/// A peer's `[vip]` and how long it has been up (None: it does not say).
+async fn peer_setting(admin: &str) -> Result<(Option<VipSetting>, Option<u64>), String> {
     let call = crate::ctl::call(admin, http::Method::GET, "/status", None, None);
     let (status, body) = tokio::time::timeout(PEER_CALL_TIMEOUT, call)
         .await
@@ -212,7 +238,7 @@ async fn peer_setting(admin: &str) -> Result<Option<VipSetting>, String> {
         return Err(format!("/status answered {status}"));
     }
     let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    VipSetting::from_json(&v)
+    Ok((VipSetting::from_json(&v)?, v["uptime_ms"].as_u64()))
 }
 
 #[cfg(test)]
