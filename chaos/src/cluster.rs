@@ -78,7 +78,7 @@ backends = [{backends}]
             fencing = self.fencing,
             redis = l.redis_ip(),
             backends = backends.join(", "),
-        )
+        ) + &crate::config_variants::extra(variant)
     }
 
     /// A whole node file: local sections plus the balancer config.
@@ -319,7 +319,7 @@ mod tests {
             layout: Layout::new("10.77.60.0/24", 3, 2).expect("layout"),
             fencing: "strict".into(),
         };
-        for variant in [0, 1] {
+        for variant in [0, 1, 2, 100] {
             for i in 0..3 {
                 let text = spec.node_toml(i, variant);
                 let parsed = fulcrum_config::parse(&text, "node.toml");

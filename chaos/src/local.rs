@@ -165,6 +165,7 @@ fn drive(
                 .unwrap_or_else(|| format!("{}:80", layout.vip())),
             noop: args.noop_fault,
             hog: Mutex::new(None),
+            squatter: crate::squat::Squatter::default(),
         };
         let holders = NetlinkProbe::new(&node_ns, layout.vip())?;
         let holders: Box<dyn Probe<Sample = HolderSample>> = Box::new(holders);
@@ -184,6 +185,7 @@ fn drive(
     drop(rt);
     drop(bed);
     report::print_summary(&outcomes);
+    crate::converge::print_times(&outcomes);
     if let Some(path) = &args.load.report {
         let settings = json!({
             "subnet": args.subnet, "rate": args.load.rate, "users": args.load.users,
@@ -295,6 +297,8 @@ struct LocalOps {
     noop: bool,
     /// The running CPU hog, if any (dropping it kills its processes).
     hog: Mutex<Option<Hog>>,
+    /// What occupies a port on a node (port-busy), if anything.
+    squatter: crate::squat::Squatter,
 }
 
 impl LocalOps {
@@ -413,6 +417,17 @@ impl Ops for LocalOps {
     }
     fn config_toml(&self, variant: u32) -> Option<String> {
         Some(self.cluster.spec.node_toml(0, variant))
+    }
+    fn squat(&self, i: usize, port: u16, on: bool) -> Result<()> {
+        if self.noop {
+            return Ok(());
+        }
+        if on {
+            let l = self.layout();
+            self.squatter.start(&l.node_ns(i), l.node_ip(i), port)
+        } else {
+            self.squatter.stop()
+        }
     }
     fn link(&self, i: usize, up: bool) -> Result<()> {
         if self.noop {

@@ -69,4 +69,10 @@ pub trait Ops: Send + Sync {
     fn backend(&self, b: usize, action: BackendAction) -> Result<()>;
     /// A whole config file for `PUT /config`; `variant` 0 is the deployed one.
     fn config_toml(&self, variant: u32) -> Option<String>;
+    /// Occupies TCP `port` on every address of node `i` with another process (`on`), or
+    /// frees it again. Only the local test bed can.
+    fn squat(&self, i: usize, port: u16, on: bool) -> Result<()> {
+        let _ = (i, port, on);
+        anyhow::bail!("occupying a port on a node is only supported on the local test bed")
+    }
 }

@@ -6,6 +6,7 @@
 //! bind also changes nothing, then swaps the snapshot and restarts the health checkers.
 
 use crate::cluster::Cluster;
+use crate::control::vip_agree::{self, VipSetting};
 use crate::control::vip_guard::VipGuard;
 use crate::dataplane::DataPlane;
 use crate::health;
@@ -168,6 +169,9 @@ impl Node {
             ApplyError::Invalid(e)
         })?;
         crate::tls::check_config(&config)?;
+        vip_agree::check_change(&self.dp.snapshot().config, &config, text, origin).inspect_err(
+            |e| tracing::warn!(error = %e, "config refused; the running config stays"),
+        )?;
         let version = cluster.propose_config(&config).await?;
         tracing::info!(version, origin, "config committed through raft");
         Ok(version)
@@ -217,7 +221,9 @@ impl Node {
     /// The node-local sections of `text` are ignored: this node keeps its own.
     pub async fn apply_text(&self, text: &str, origin: &str) -> Result<u64, ApplyError> {
         let _serialised = self.apply_lock.lock().await;
-        let result = self.apply_with_version(text, origin, None);
+        let result = self
+            .check_vip(text, origin)
+            .and_then(|()| self.apply_with_version(text, origin, None));
         let label = if result.is_ok() { "ok" } else { "refused" };
         self.dp
             .metrics
@@ -232,6 +238,13 @@ impl Node {
         result
     }
 
+    /// An operator's file may not change `[vip]` (see `control::vip_agree`).
+    fn check_vip(&self, text: &str, origin: &str) -> Result<(), ApplyError> {
+        let config = fulcrum_config::parse(text, origin)?;
+        vip_agree::check_change(&self.dp.snapshot().config, &config, text, origin)?;
+        Ok(())
+    }
+
     fn apply_with_version(
         &self,
         text: &str,
@@ -243,9 +256,16 @@ impl Node {
         // Local sections always come from this node's own file.
         config.node = current.config.node.clone();
         config.cluster = current.config.cluster.clone();
-        if let (Some(new_vip), Some(old_vip)) = (config.vip.as_mut(), current.config.vip.as_ref()) {
-            new_vip.interface = old_vip.interface.clone();
+        // So does `[vip]`: the guard was built from it at start and does not change at
+        // run time; a replicated text that says otherwise (a log from before `ctl apply`
+        // refused such changes) is noted and not followed.
+        if VipSetting::of(&config).is_some_and(|v| VipSetting::of(&current.config) != Some(v)) {
+            tracing::warn!(
+                "the replicated config has another [vip] than this node runs; [vip] is not \
+                 changed at run time and this node keeps its own"
+            );
         }
+        config.vip = current.config.vip.clone();
         let config = Arc::new(config);
         let running = self
             .listeners

@@ -12,7 +12,7 @@ use std::time::Duration;
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
-enum CtlError {
+pub(crate) enum CtlError {
     #[error("cannot reach {0}: {1}")]
     Connect(String, std::io::Error),
     #[error("HTTP error talking to {0}: {1}")]
@@ -177,7 +177,8 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-async fn call(
+/// One admin API call (also used by a node to read its peers' `/status`).
+pub(crate) async fn call(
     admin: &str,
     method: Method,
     path: &str,

@@ -92,7 +92,7 @@ pub fn run_process(config_path: &Path, threads: Option<usize>) -> ExitCode {
     code
 }
 
-/// Why a node could not start.
+/// Why a node could not start, or stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{0}")]
@@ -102,30 +102,43 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// Its `[vip]` differs from the cluster's: it does not join.
+    #[error("{0}")]
+    VipRefused(#[from] crate::control::vip_agree::VipDisagreement),
 }
 
 /// Runs a node from `config` (parsed from `text`, the file at `config_path`) until `stop`
 /// resolves, then stops it gracefully: hand-off of leadership and the VIP, then drain.
-/// SIGHUP re-reads `config_path` and applies it while the node runs.
+/// SIGHUP re-reads `config_path` and applies it while the node runs. A node whose `[vip]`
+/// differs from its peers' stops too, with `RunError::VipRefused`.
 pub async fn run(
     config: fulcrum_config::Config,
     text: String,
     config_path: &Path,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
+    crate::control::vip_agree::mark_started();
     let node = Node::start(config, text, config_path.to_path_buf()).await?;
     let admin_socket = listener::bind(node.local.admin).map_err(|source| RunError::AdminBind {
         addr: node.local.admin,
         source,
     })?;
     tokio::spawn(admin::serve(node.clone(), admin_socket));
+    // All nodes of a cluster run one [vip]: a node whose file differs does not join.
+    // Checked alongside the signal handling, so a signal during the check is handled.
+    let checked = node.clone();
+    let agree = async move { crate::control::vip_agree::check_peers(&checked).await };
     tracing::info!(node = node.local.id, admin = %node.local.admin, version = node.version(), "fulcrum node running");
-    tokio::select! {
-        () = stop => {}
-        () = reload_on_hangup(&node) => {}
+    let refused = tokio::select! {
+        () = stop => None,
+        () = reload_on_hangup(&node) => None,
+        Err(e) = agree => Some(e),
+    };
+    if let Some(e) = &refused {
+        tracing::error!(error = %e, "refusing to run");
     }
     shutdown(&node).await;
-    Ok(())
+    refused.map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -63,11 +63,37 @@ impl VipCluster {
         c
     }
 
+    /// Rewrites node `i`'s file with another `fencing` / `lifetime` / VIP `address`
+    /// (takes effect at its next start, or through `ctl apply`); returns the path.
+    pub fn write_config(
+        &self,
+        i: usize,
+        fencing: &str,
+        lifetime: &str,
+        address: &str,
+    ) -> std::path::PathBuf {
+        let text = self.node_config(i, fencing, lifetime).replace(
+            &format!("address = \"{VIP}/24\""),
+            &format!("address = \"{address}\""),
+        );
+        std::fs::write(self.config_path(i), text).expect("config");
+        self.config_path(i)
+    }
+
+    /// `fulcrum ctl --admin <node i> ARGS...` from the client namespace: (success, output).
+    pub fn ctl(&self, i: usize, args: &[&str]) -> (bool, String) {
+        let admin = format!("{}:9901", node_ip(i));
+        let bin = fulcrum_bin();
+        let mut cmd = vec![bin.to_str().unwrap_or("fulcrum"), "ctl", "--admin", &admin];
+        cmd.extend_from_slice(args);
+        exec(&self.bed.ns("cl"), &cmd)
+    }
+
     fn config_path(&self, i: usize) -> std::path::PathBuf {
         self.dir.path().join(format!("n{}.toml", i + 1))
     }
 
-    fn node_config(&self, i: usize, fencing: &str, lifetime: &str) -> String {
+    pub fn node_config(&self, i: usize, fencing: &str, lifetime: &str) -> String {
         let peers: Vec<String> = (0..3)
             .map(|j| format!("\"{}@{}:7946\"", j + 1, node_ip(j)))
             .collect();

@@ -10,6 +10,7 @@
 //! the `/status` samples, the fault timeline and the nodes' state at the end, all recorded
 //! by the runner. What a scenario requires is data in `scenarios/plan.rs`.
 
+pub mod convergence;
 mod end_state;
 pub mod holders;
 mod load_checks;
@@ -53,6 +54,9 @@ pub enum Fault {
     /// Busy-loop processes start (more than cores) / stop.
     HogOn,
     HogOff,
+    /// Another process takes a port the next config needs on one node / lets it go.
+    PortBusy,
+    PortFree,
 }
 
 impl Fault {
@@ -67,6 +71,7 @@ impl Fault {
             Fault::BackendDown => Some(Fault::BackendUp),
             Fault::LinkDown => Some(Fault::LinkUp),
             Fault::HogOn => Some(Fault::HogOff),
+            Fault::PortBusy => Some(Fault::PortFree),
             _ => None,
         }
     }

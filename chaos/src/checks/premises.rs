@@ -77,6 +77,8 @@ impl Fault {
             Fault::LinkUp => "link up",
             Fault::HogOn => "cpu hog",
             Fault::HogOff => "cpu hog end",
+            Fault::PortBusy => "port taken",
+            Fault::PortFree => "port freed",
         }
     }
 }

@@ -8,6 +8,7 @@
 mod config_change;
 mod cpu;
 mod deps;
+mod heal;
 mod network;
 mod nodes;
 pub mod plan;
@@ -44,6 +45,15 @@ pub const ALL: &[&str] = &[
     "cpu-hog",
 ];
 
+/// The convergence scenarios (`heal.rs`; `--scenario heal` runs them, `all` includes
+/// them). Unlike [`ALL`], they have no synthetic story in the checks' own tests yet.
+pub const HEAL: &[&str] = &[
+    "restart-two-recover",
+    "partition-flap",
+    "port-busy",
+    "large-configs",
+];
+
 /// The CI subset (about two minutes).
 pub const SHORT: &[&str] = &[
     "kill-leader",
@@ -70,11 +80,17 @@ fn select_once(names: &[String], short: bool) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for name in names {
         if name == "all" {
-            out.extend(ALL.iter().map(|s| s.to_string()));
-        } else if ALL.contains(&name.as_str()) {
+            out.extend(ALL.iter().chain(HEAL).map(|s| s.to_string()));
+        } else if name == "heal" {
+            out.extend(HEAL.iter().map(|s| s.to_string()));
+        } else if ALL.contains(&name.as_str()) || HEAL.contains(&name.as_str()) {
             out.push(name.clone());
         } else {
-            bail!("unknown scenario {name:?}; known: all, {}", ALL.join(", "));
+            bail!(
+                "unknown scenario {name:?}; known: all, heal, {}, {}",
+                ALL.join(", "),
+                HEAL.join(", ")
+            );
         }
     }
     if out.is_empty() {
@@ -196,6 +212,10 @@ async fn play(name: &str, cx: &mut Ctx<'_>) -> Result<Option<u64>> {
         "backend-hang" => deps::backend(cx, BackendAction::Hang, BackendAction::Ok).await?,
         "backend-500" => deps::backend(cx, BackendAction::Fail, BackendAction::Ok).await?,
         "config-change" => return config_change::config_change(cx).await,
+        "restart-two-recover" => heal::restart_two_recover(cx).await?,
+        "partition-flap" => heal::partition_flap(cx).await?,
+        "port-busy" => return heal::port_busy(cx).await,
+        "large-configs" => return heal::large_configs(cx).await,
         other => bail!("no script for {other}"),
     }
     Ok(None)

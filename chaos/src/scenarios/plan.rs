@@ -131,6 +131,43 @@ fn premises(name: &str, expect: &Expect) -> Vec<Premise> {
             },
             TakesEffect(Fault::ConfigPut),
         ],
+        // Convergence scenarios (scenarios/heal.rs). restart-two-recover kills the
+        // follower first; after both restart any node may lead again (the old leader
+        // often does), so no "another node holds" premise: the VIP failover figure and the
+        // convergence check judge the recovery.
+        "restart-two-recover" => vec![
+            Follows {
+                fault: Fault::Kill,
+                which: Which::AllButLast,
+            },
+            Leads {
+                fault: Fault::Kill,
+                which: Which::Last,
+            },
+            TakesEffect(Fault::Kill),
+            TakesEffect(Fault::BackendDown),
+        ],
+        "partition-flap" => vec![
+            Follows {
+                fault: Fault::Partition,
+                which: every,
+            },
+            TakesEffect(Fault::BackendDown),
+        ],
+        "port-busy" => vec![
+            Follows {
+                fault: Fault::ConfigPut,
+                which: every,
+            },
+            TakesEffect(Fault::ConfigPut),
+        ],
+        "large-configs" => vec![
+            Follows {
+                fault: Fault::Kill,
+                which: every,
+            },
+            TakesEffect(Fault::Kill),
+        ],
         _ => Vec::new(),
     }
 }
@@ -215,6 +252,20 @@ fn bounds(name: &str, strict: bool) -> (u64, Expect) {
             },
         ),
         "config-change" => (8_000, base),
+        // Two of three nodes down: no quorum, no VIP until they are back (~3 s), on top
+        // of a backend fault.
+        "restart-two-recover" => (
+            14_000,
+            Expect {
+                min_availability_pct: 60.0,
+                max_outage_ms: 6000.0,
+                max_failover_ms: 6000.0,
+                max_dual_ms: zombie_dual_ms,
+            },
+        ),
+        "partition-flap" => (13_000, backend),
+        "port-busy" => (11_000, base),
+        "large-configs" => (16_000, base),
         _ => (11_000, base),
     }
 }
@@ -226,7 +277,7 @@ mod tests {
 
     #[test]
     fn every_scenario_declares_premises() {
-        for name in ALL {
+        for name in ALL.iter().chain(crate::scenarios::HEAL) {
             let p = plan(name, false);
             assert!(!p.premises.is_empty(), "{name} has no premise");
             assert!(

@@ -4,6 +4,7 @@
 use super::{plan, play, Ctx, Outcome, Settings};
 use crate::chain;
 use crate::checks::{self, Check, HolderSample, NodeEnd, Probed, Recording, WireSample};
+use crate::converge;
 use crate::faults::{self, Timeline};
 use crate::httpc;
 use crate::load::{self, LoadSpec, Progress};
@@ -153,11 +154,24 @@ pub async fn run(
         Vec::new()
     };
     let epoch_us = chain::fetch::epoch_us(epoch);
-    let mut ticker = tokio::time::interval(Duration::from_millis(500));
-    while !load_task.is_finished() {
-        ticker.tick().await;
-        print_progress(name, epoch, &progress, &cx);
-    }
+    // From the last event (the heal or repair) on, the cluster must converge to the
+    // truth; watched while the load runs on.
+    let from_ms = cx.tl.events.last().map_or(cx.tl.now_ms(), |e| e.t_ms);
+    let min_version = script_result.as_ref().ok().copied().flatten();
+    let converging = converge::watch(ops, holders.as_ref(), epoch, from_ms, min_version);
+    let finishing = async {
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        while !load_task.is_finished() {
+            ticker.tick().await;
+            print_progress(name, epoch, &progress, &cx);
+        }
+    };
+    let (convergence, ()) = tokio::join!(converging, finishing);
+    eprintln!(
+        "[{name}] {}: {}",
+        checks::convergence::NAME,
+        checks::convergence::verdict(&convergence).figure
+    );
     if std::io::stderr().is_terminal() {
         eprintln!();
     }
@@ -190,6 +204,7 @@ pub async fn run(
         timeout_ms: settings.timeout.as_secs_f64() * 1000.0,
     });
     checks.extend(extra);
+    checks.push(checks::convergence::verdict(&convergence));
     let chains = if settings.same_clock {
         chains_of(&rec, &chain_docs, epoch_us, settings.timeout)
     } else {

@@ -1,6 +1,7 @@
 //! The `/status` and `/members` documents, and gauges refreshed at scrape time.
 
 use crate::app::Node;
+use crate::control::vip_agree::VipSetting;
 use crate::metrics::BackendLabels;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -64,6 +65,8 @@ pub fn status(node: &Node) -> Value {
         "config_version_committed": committed_version(node, snapshot.version),
         "config_apply_error": apply_error(node),
         "vip_held": node.vip.get().is_some_and(|v| v.held()),
+        "vip": VipSetting::to_json(VipSetting::of(&snapshot.config).as_ref()),
+        "uptime_ms": crate::control::vip_agree::uptime_ms(),
         "session_store": session_state(node),
         "pools": pools,
     })

@@ -6,7 +6,10 @@
 //! - `vip_guard` — leadership -> kernel fence and address, and the synchronous step-down.
 //! - `reporter`  — this node's health verdicts, committed through Raft until the
 //!   replicated value matches them.
+//! - `vip_agree` — one `[vip]` per cluster: changes refused at run time, peers compared
+//!   at start.
 
 pub mod reporter;
 pub mod thread;
+pub mod vip_agree;
 pub mod vip_guard;

@@ -1,0 +1,66 @@
+//! A process that occupies a TCP port inside a node's namespace (port-busy scenario):
+//! the chaos backend itself, listening on `0.0.0.0:PORT`, stopped by the PID we hold.
+//! Dropping the [`Squatter`] kills what is left.
+
+use crate::netns;
+use anyhow::{bail, Context, Result};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+pub struct Squatter {
+    child: Mutex<Option<Child>>,
+}
+
+impl Squatter {
+    /// Starts the squatter in `ns` on `port` and waits until the port is taken.
+    pub fn start(&self, ns: &str, ip: std::net::Ipv4Addr, port: u16) -> Result<()> {
+        let mut slot = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            bail!("a port squatter already runs");
+        }
+        let exe = format!("/proc/{}/exe", std::process::id());
+        let mut cmd = netns::command_in(ns, &exe);
+        cmd.args(["backend", "--name", "squatter", "--listen"])
+            .arg(format!("0.0.0.0:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let child = cmd.spawn().context("starting the port squatter")?;
+        *slot = Some(child);
+        // Taken once it accepts a connection on the node's address.
+        let addr = std::net::SocketAddr::from((ip, port));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("the port squatter never listened on {addr}")
+    }
+
+    /// Kills the squatter (by its PID) and reaps it: the port is free afterwards.
+    pub fn stop(&self) -> Result<()> {
+        let mut slot = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut child) = slot.take() else {
+            bail!("no port squatter runs");
+        };
+        child.kill().context("killing the port squatter")?;
+        child.wait().context("reaping the port squatter")?;
+        Ok(())
+    }
+}
+
+impl Drop for Squatter {
+    fn drop(&mut self) {
+        let slot = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut c) = slot.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
