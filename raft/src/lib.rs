@@ -30,6 +30,7 @@ pub mod lease;
 pub mod log_store;
 pub mod network;
 pub mod node;
+mod offload;
 pub mod ops;
 pub mod propose;
 pub mod rpc;

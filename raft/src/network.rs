@@ -303,8 +303,16 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len() as u64;
         let req = PeerRequest::AppendEntries(rpc);
-        let body =
-            crate::codec::encode(&req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // Entries may be MiBs (whole configs): encoded off the lease's runtime.
+        let size_hint = if entries > 0 {
+            crate::offload::OFFLOAD_AT
+        } else {
+            0
+        };
+        let body = crate::offload::cpu(size_hint, move || crate::codec::encode(&req))
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if body.len() > MAX_APPEND_BYTES && entries > 1 {
             // openraft retries with at most this many entries for a while.
             let hint = (entries / 2).max(1);

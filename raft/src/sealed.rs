@@ -88,7 +88,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SealedConn<S> {
 
     /// Receives one frame with a payload of at most `max` bytes, checks its tag, then
     /// decodes it.
-    pub async fn recv<T: DeserializeOwned>(&mut self, max: usize) -> Result<T, FrameError> {
+    pub async fn recv<T: DeserializeOwned + Send + 'static>(
+        &mut self,
+        max: usize,
+    ) -> Result<T, FrameError> {
         open_received(&mut self.stream, &self.keys.recv, &mut self.received, max).await
     }
 
@@ -120,7 +123,10 @@ pub struct SealedReader<R> {
 
 impl<R: AsyncRead + Unpin> SealedReader<R> {
     /// See [`SealedConn::recv`].
-    pub async fn recv<T: DeserializeOwned>(&mut self, max: usize) -> Result<T, FrameError> {
+    pub async fn recv<T: DeserializeOwned + Send + 'static>(
+        &mut self,
+        max: usize,
+    ) -> Result<T, FrameError> {
         open_received(&mut self.stream, &self.key, &mut self.received, max).await
     }
 }
@@ -149,16 +155,22 @@ async fn seal_and_send<W: AsyncWrite + Unpin>(
     stream: &mut W,
     key: &[u8; 32],
     sent: &mut u64,
-    mut body: Vec<u8>,
+    body: Vec<u8>,
 ) -> Result<(), FrameError> {
-    let mac = tag(key, *sent, &body).finalize().into_bytes();
-    body.extend_from_slice(&mac);
+    let (key, seq) = (*key, *sent);
+    let body = crate::offload::cpu(body.len(), move || {
+        let mut body = body;
+        let mac = tag(&key, seq, &body).finalize().into_bytes();
+        body.extend_from_slice(&mac);
+        body
+    })
+    .await?;
     frame::write_frame(stream, &body).await?;
     *sent += 1;
     Ok(())
 }
 
-async fn open_received<R: AsyncRead + Unpin, T: DeserializeOwned>(
+async fn open_received<R: AsyncRead + Unpin, T: DeserializeOwned + Send + 'static>(
     stream: &mut R,
     key: &[u8; 32],
     received: &mut u64,
@@ -169,11 +181,16 @@ async fn open_received<R: AsyncRead + Unpin, T: DeserializeOwned>(
         return Err(FrameError::BadMac);
     };
     let mac = body.split_off(split);
-    tag(key, *received, &body)
-        .verify_slice(&mac)
-        .map_err(|_| FrameError::BadMac)?;
+    let (key, seq) = (*key, *received);
+    let opened = crate::offload::cpu(body.len(), move || -> Result<T, FrameError> {
+        tag(&key, seq, &body)
+            .verify_slice(&mac)
+            .map_err(|_| FrameError::BadMac)?;
+        Ok(codec::decode(&body)?)
+    })
+    .await??;
     *received += 1;
-    Ok(codec::decode(&body)?)
+    Ok(opened)
 }
 
 #[cfg(test)]
@@ -219,7 +236,7 @@ mod tests {
     }
 
     /// Hands `bytes` to a fresh `b` end; returns its first received message.
-    async fn deliver<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    async fn deliver<T: DeserializeOwned + Send + 'static>(bytes: &[u8]) -> Result<T, FrameError> {
         let (mut into_b, b_side) = tokio::io::duplex(1 << 16);
         let mut b = SealedConn::new(b_side, keys().1);
         into_b.write_all(bytes).await.unwrap();
