@@ -1,14 +1,15 @@
 //! What session affinity adds to a request through fulcrum: the same requests through a node
 //! whose pool has no affinity and through nodes whose pool pins `x-user` in Redis, side by
-//! side, with the Redis commands each request cost (counted by Redis, `INFO commandstats`).
+//! side, with the Redis round trips each request cost (counted by Redis, `INFO commandstats`,
+//! less the commands the pin script runs inside Redis).
 //!
 //! ```sh
 //! cargo build --release -p fulcrum
-//! cargo run --release -p fulcrum-tests --example affinity_cost -- [REQUESTS] [CONCURRENCY] [cluster]
+//! cargo run --release -p fulcrum-tests --example affinity_cost -- [REQUESTS] [CONCURRENCY] [ROUNDS] [cluster]
 //! ```
 //!
-//! REQUESTS per phase (default 20000, at most 200000), CONCURRENCY keep-alive clients (default
-//! 16, at most 64); `cluster`: pins in a real three-master Redis Cluster on loopback instead of
+//! REQUESTS per phase and round (default 20000, at most 200000), CONCURRENCY keep-alive clients
+//! (default 16, at most 64), ROUNDS of all phases in turn (default 3, at most 10); `cluster`: pins in a real three-master Redis Cluster on loopback instead of
 //! one redis-server. A release build of the example runs `target/release/fulcrum` (set
 //! `FULCRUM_BIN` to choose another). Phases, each REQUESTS requests:
 //! * `no affinity`: pool without affinity (the baseline);
@@ -21,7 +22,6 @@
 #[path = "../../session/tests/common/mod.rs"]
 mod rcommon;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::client::{get, get_status, keepalive_client};
 use fulcrum_tests::config::{backend_list, single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
+use fulcrum_tests::redis::{command_stats, round_trips, CommandStats};
 
 const HEADER: &str = r#"affinity = { mode = "header", header = "x-user" }"#;
 const CACHED_USERS: usize = 100;
@@ -38,39 +39,24 @@ struct Phase {
     name: &'static str,
     latencies: Vec<Duration>,
     elapsed: Duration,
-    redis_commands: u64,
+    redis_round_trips: u64,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// `INFO commandstats` of every given Redis, summed: calls per command except the
-/// monitoring ones (INFO itself, PING, CLUSTER SLOTS).
-async fn commands(ports: &[u16]) -> u64 {
-    let mut total = 0;
+/// `INFO commandstats` of every given Redis, summed by command name.
+async fn commands(ports: &[u16]) -> CommandStats {
+    let mut all = CommandStats::new();
     for &port in ports {
-        let mut c = rcommon::raw(port).await;
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut c)
-            .await
-            .unwrap_or_default();
-        let by_name: BTreeMap<&str, u64> = info
-            .lines()
-            .filter_map(|l| l.strip_prefix("cmdstat_")?.split_once(':'))
-            .filter_map(|(name, f)| {
-                let calls = f.split(',').find_map(|x| x.strip_prefix("calls="))?;
-                Some((name, calls.parse().ok()?))
-            })
-            .collect();
-        total += by_name
-            .iter()
-            .filter(|(n, _)| !matches!(**n, "info" | "ping" | "cluster|slots" | "cluster|nodes"))
-            .map(|(_, c)| c)
-            .sum::<u64>();
+        for (name, (calls, failed)) in command_stats(port).await {
+            let e = all.entry(name).or_default();
+            e.0 += calls;
+            e.1 += failed;
+        }
     }
-    total
+    all
 }
 
 /// `requests` requests from `concurrency` keep-alive clients; `user(i)` names request i's user.
@@ -113,7 +99,9 @@ async fn run(
         name,
         latencies,
         elapsed,
-        redis_commands: commands(redis_ports).await - before,
+        redis_round_trips: round_trips(&before, &commands(redis_ports).await)
+            .values()
+            .sum(),
     }
 }
 
@@ -147,6 +135,7 @@ async fn main() {
         .unwrap_or(20_000)
         .clamp(100, 200_000);
     let concurrency = numbers.get(1).copied().unwrap_or(16).clamp(1, 64);
+    let rounds = numbers.get(2).copied().unwrap_or(3).clamp(1, 10);
     let on_cluster = args.iter().any(|a| a == "cluster");
     let build = if cfg!(debug_assertions) {
         "debug"
@@ -180,8 +169,9 @@ async fn main() {
     let (node_b, _n2) = node(&list, HEADER, &session).await;
 
     println!(
-        "fulcrum {} ({build} build of this driver), {} on loopback; {requests} requests per \
-         phase from {concurrency} keep-alive clients; backends and clients share this machine",
+        "fulcrum {} ({build} build of this driver), {} on loopback; {rounds} rounds of \
+         {requests} requests per phase from {concurrency} keep-alive clients; backends and \
+         clients share this machine",
         bin.display(),
         if on_cluster {
             "Redis Cluster, 3 masters"
@@ -202,59 +192,70 @@ async fn main() {
     .await;
     run("warm-up", &node_b, 2000, concurrency, &redis_ports, warm).await;
 
-    let mut phases = Vec::new();
-    let new_user: Arc<dyn Fn(usize) -> String + Send + Sync> = Arc::new(|i| format!("user-{i}"));
-    phases.push(
-        run(
-            "no affinity",
-            &plain,
-            requests,
-            concurrency,
-            &redis_ports,
-            new_user.clone(),
-        )
-        .await,
-    );
-    phases.push(
-        run(
-            "new session",
-            &node_a,
-            requests,
-            concurrency,
-            &redis_ports,
-            new_user.clone(),
-        )
-        .await,
-    );
-    phases.push(
-        run(
-            "pinned by another node",
-            &node_b,
-            requests,
-            concurrency,
-            &redis_ports,
-            new_user,
-        )
-        .await,
-    );
-    let cached: Arc<dyn Fn(usize) -> String + Send + Sync> =
-        Arc::new(|i| format!("user-{}", i % CACHED_USERS));
-    phases.push(
-        run(
-            "cached pin",
-            &node_b,
-            requests,
-            concurrency,
-            &redis_ports,
-            cached,
-        )
-        .await,
-    );
-
+    // Rounds interleave the phases so that a drift in the machine's load touches them alike;
+    // each round has users of its own.
+    let mut phases: Vec<Phase> = Vec::new();
+    for round in 0..rounds {
+        let new_user: Arc<dyn Fn(usize) -> String + Send + Sync> =
+            Arc::new(move |i| format!("user-{round}-{i}"));
+        let cached: Arc<dyn Fn(usize) -> String + Send + Sync> =
+            Arc::new(move |i| format!("user-{round}-{}", i % CACHED_USERS));
+        let this_round = [
+            run(
+                "no affinity",
+                &plain,
+                requests,
+                concurrency,
+                &redis_ports,
+                new_user.clone(),
+            )
+            .await,
+            run(
+                "new session",
+                &node_a,
+                requests,
+                concurrency,
+                &redis_ports,
+                new_user.clone(),
+            )
+            .await,
+            run(
+                "pinned by another node",
+                &node_b,
+                requests,
+                concurrency,
+                &redis_ports,
+                new_user,
+            )
+            .await,
+            run(
+                "cached pin",
+                &node_b,
+                requests,
+                concurrency,
+                &redis_ports,
+                cached,
+            )
+            .await,
+        ];
+        for (i, p) in this_round.into_iter().enumerate() {
+            match phases.get_mut(i) {
+                Some(all) => {
+                    all.latencies.extend(p.latencies);
+                    all.elapsed += p.elapsed;
+                    all.redis_round_trips += p.redis_round_trips;
+                }
+                None => phases.push(p),
+            }
+        }
+    }
+    for p in &mut phases {
+        p.latencies.sort();
+    }
     let base = pct(&phases[0].latencies, 0.5);
     println!(
         "{:<24} {:>9} {:>9} {:>9} {:>9} {:>12} {:>14}",
-        "phase", "req/s", "p50", "p99", "mean", "p50 added", "redis cmd/req"
+        "phase", "req/s", "p50", "p99", "mean", "p50 added", "redis RTT/req"
     );
     for p in &phases {
         let n = p.latencies.len();
@@ -268,7 +269,7 @@ async fn main() {
             pct(&p.latencies, 0.99),
             mean,
             format!("{:+.1} µs", (p50.as_secs_f64() - base.as_secs_f64()) * 1e6),
-            p.redis_commands as f64 / n as f64,
+            p.redis_round_trips as f64 / n as f64,
         );
     }
 }
