@@ -8,11 +8,12 @@
 //!   goes to a node at random and says nothing about that master);
 //! * replaces a wedged cluster connection. The redis crate's cluster connection can stop
 //!   answering for good during a failover (seen with redis 1.8.1: a slot refresh that never
-//!   completes, after which every command on that connection times out). A slot-map read from
-//!   a node at random answers within a millisecond or two on a healthy cluster, so one that
-//!   times out (or [`FAILED_READS`] failed reads in a row) rebuilds the connection, at most
-//!   every [`REBUILD_EVERY`]; the breakers are closed again, since their failures were the
-//!   wedged connection's, not the masters'.
+//!   completes, after which every command on that connection times out). The slot map is read
+//!   from the masters whose breaker is closed, in turn, so [`FAILED_READS`] failed reads in a
+//!   row mean that many different masters did not answer: the connection is rebuilt (at most
+//!   every [`REBUILD_EVERY`]) and the breakers are closed again, since their failures were the
+//!   wedged connection's. One frozen master never triggers it (a rebuild would then wait on
+//!   that master's connect timeout for every key).
 //!
 //! The task ends when the store is dropped.
 
@@ -25,16 +26,15 @@ use tracing::{debug, info, warn};
 
 use crate::commands;
 use crate::inner::{Accounting, Inner};
-use crate::link::CallError;
 use crate::metrics::Counters;
 use crate::owners::parse_slots;
 
 pub const TICK: Duration = Duration::from_millis(50);
 /// Slot map read this often while all is well.
 pub const SLOTS_EVERY: Duration = Duration::from_secs(1);
-/// Failed slot-map reads in a row (other than a timeout, which is enough alone) after which
-/// the connection is presumed wedged.
-pub const FAILED_READS: u32 = 3;
+/// Failed slot-map reads in a row (each from another master) after which the connection is
+/// presumed wedged.
+pub const FAILED_READS: u32 = 2;
 /// At most one rebuild this often (a cluster that is down entirely fails every read).
 pub const REBUILD_EVERY: Duration = Duration::from_secs(1);
 
@@ -44,6 +44,8 @@ pub struct ClusterMemory {
     last_read: Option<Instant>,
     failures: u32,
     last_rebuild: Option<Instant>,
+    /// Turn of the next master to read the slot map from.
+    next: usize,
 }
 
 pub fn spawn(inner: &Arc<Inner>, closed: &watch::Receiver<()>) {
@@ -73,7 +75,10 @@ async fn tick(inner: &Inner, memory: &mut ClusterMemory) {
     let due = troubled || memory.last_read.is_none_or(|t| now - t >= SLOTS_EVERY);
     if due {
         memory.last_read = Some(now);
-        let read = link.exec(commands::cluster_slots).await;
+        let healthy = owners.healthy();
+        let at = (!healthy.is_empty()).then(|| healthy[memory.next % healthy.len()].clone());
+        memory.next = memory.next.wrapping_add(1);
+        let read = link.exec(|c| commands::cluster_slots(c, at.clone())).await;
         match read
             .as_ref()
             .ok()
@@ -96,8 +101,7 @@ async fn tick(inner: &Inner, memory: &mut ClusterMemory) {
                     Ok(_) => debug!("redis cluster: unexpected CLUSTER SLOTS reply"),
                 }
                 let rebuild_due = memory.last_rebuild.is_none_or(|t| now - t >= REBUILD_EVERY);
-                let timed_out = matches!(read, Err(CallError::Timeout));
-                if (timed_out || memory.failures >= FAILED_READS) && rebuild_due {
+                if memory.failures >= FAILED_READS && rebuild_due {
                     memory.last_rebuild = Some(now);
                     match link.rebuild_cluster() {
                         Ok(()) => {
@@ -105,7 +109,7 @@ async fn tick(inner: &Inner, memory: &mut ClusterMemory) {
                             Counters::bump(&inner.counters.connection_rebuilds);
                             warn!(
                                 failures = memory.failures,
-                                timed_out, "redis cluster not answering: new cluster connection"
+                                "redis cluster not answering: new cluster connection"
                             );
                         }
                         Err(e) => warn!(error = %e, "redis cluster: cannot build a new connection"),

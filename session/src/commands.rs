@@ -143,13 +143,19 @@ pub async fn ping(cm: Conn) -> RedisResult<()> {
     }
 }
 
-/// `CLUSTER SLOTS` from one node at random (`None` for a single server).
-pub async fn cluster_slots(cm: Conn) -> RedisResult<Option<Value>> {
+/// `CLUSTER SLOTS` from the node at `at` (`None`: one at random); `None` for a single server.
+pub async fn cluster_slots(cm: Conn, at: Option<(String, u16)>) -> RedisResult<Option<Value>> {
     match cm {
         Conn::Cluster(mut c) => {
             let mut cmd = redis::cmd("CLUSTER");
             cmd.arg("SLOTS");
-            c.route_command(cmd, random_node()).await.map(Some)
+            let route = match at {
+                Some((host, port)) => {
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port })
+                }
+                None => random_node(),
+            };
+            c.route_command(cmd, route).await.map(Some)
         }
         Conn::Single(_) => Ok(None),
     }

@@ -124,6 +124,19 @@ impl Owners {
         all
     }
 
+    /// The masters whose breaker is closed (`host`, `port`): where the slot map is read from.
+    pub fn healthy(&self) -> Vec<(String, u16)> {
+        self.current()
+            .owners
+            .iter()
+            .filter(|o| o.breaker.is_closed())
+            .filter_map(|o| {
+                let (host, port) = o.address.rsplit_once(':')?;
+                Some((host.to_string(), port.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// The probe keys of the masters whose breaker is not closed.
     pub fn probes(&self) -> Vec<String> {
         self.current()
