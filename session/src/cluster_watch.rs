@@ -32,6 +32,10 @@ use crate::owners::parse_slots;
 pub const TICK: Duration = Duration::from_millis(50);
 /// Slot map read this often while all is well.
 pub const SLOTS_EVERY: Duration = Duration::from_secs(1);
+/// A slot-map read waits this long at most (less if the call timeout is shorter): a master
+/// answers `CLUSTER SLOTS` within a millisecond or two, and a wedged connection is found
+/// sooner.
+pub const SLOTS_TIMEOUT: Duration = Duration::from_millis(100);
 /// Failed slot-map reads in a row (each from another master) after which the connection is
 /// presumed wedged.
 pub const FAILED_READS: u32 = 2;
@@ -78,7 +82,9 @@ async fn tick(inner: &Inner, memory: &mut ClusterMemory) {
         let healthy = owners.healthy();
         let at = (!healthy.is_empty()).then(|| healthy[memory.next % healthy.len()].clone());
         memory.next = memory.next.wrapping_add(1);
-        let read = link.exec(|c| commands::cluster_slots(c, at.clone())).await;
+        let read = link
+            .exec_within(SLOTS_TIMEOUT, |c| commands::cluster_slots(c, at.clone()))
+            .await;
         match read
             .as_ref()
             .ok()

@@ -173,7 +173,16 @@ impl Link {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let deadline = Instant::now() + self.timeout;
+        self.exec_within(self.timeout, op).await
+    }
+
+    /// `exec` with a deadline of its own, never longer than the call timeout.
+    pub async fn exec_within<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T, CallError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let deadline = Instant::now() + limit.min(self.timeout);
         let conn = self.current().ok_or(CallError::NotConnected)?;
         let result = match tokio::time::timeout_at(deadline, op(conn.clone())).await {
             Err(_) => Err(CallError::Timeout),
