@@ -55,13 +55,21 @@ pub struct Breaker {
     /// A probe that has not reported within this time is presumed lost (its caller was
     /// cancelled), so another probe may go.
     probe_grace: Duration,
+    /// What it guards, for the log: empty for a single server, a master's address (or
+    /// "unknown") for a cluster.
+    name: String,
 }
 
 impl Breaker {
     pub fn new(call_timeout: Duration) -> Self {
+        Self::named(call_timeout, "")
+    }
+
+    pub fn named(call_timeout: Duration, name: &str) -> Self {
         Self {
             mode: Mutex::new(Mode::Closed { failures: 0 }),
             probe_grace: call_timeout * 2,
+            name: name.to_string(),
         }
     }
 
@@ -93,6 +101,16 @@ impl Breaker {
         }
     }
 
+    /// True when a call now would be turned away (open and not yet due for a probe, or a
+    /// probe in flight). Does not change the state: lets a caller skip work it would waste.
+    pub fn refusing(&self, now: Instant) -> bool {
+        match *self.lock() {
+            Mode::Closed { .. } => false,
+            Mode::Open { until, .. } => now < until,
+            Mode::HalfOpen { since, .. } => now.duration_since(since) <= self.probe_grace,
+        }
+    }
+
     /// True when the breaker is closed.
     pub fn is_closed(&self) -> bool {
         matches!(*self.lock(), Mode::Closed { .. })
@@ -101,7 +119,7 @@ impl Breaker {
     pub fn on_success(&self) {
         let mut mode = self.lock();
         if !matches!(*mode, Mode::Closed { .. }) {
-            info!("redis reachable again: affinity circuit breaker closed");
+            info!(redis = %self.name, "redis reachable again: affinity circuit breaker closed");
         }
         *mode = Mode::Closed { failures: 0 };
     }
@@ -112,7 +130,7 @@ impl Breaker {
     pub fn reset(&self) {
         let mut mode = self.lock();
         if !matches!(*mode, Mode::Closed { .. }) {
-            info!("new redis master: affinity circuit breaker closed");
+            info!(redis = %self.name, "new redis master: affinity circuit breaker closed");
         }
         *mode = Mode::Closed { failures: 0 };
     }
@@ -126,7 +144,7 @@ impl Breaker {
                     until: now + BASE_BACKOFF,
                     backoff: BASE_BACKOFF,
                 };
-                warn!(backoff = ?BASE_BACKOFF, "redis failing: affinity circuit breaker open");
+                warn!(redis = %self.name, backoff = ?BASE_BACKOFF, "redis failing: affinity circuit breaker open");
                 true
             }
             Mode::Closed { failures } => {
@@ -144,6 +162,7 @@ impl Breaker {
                 // The opening was logged at warn; repeating it every probe would flood the log
                 // during a long outage.
                 debug!(
+                    redis = %self.name,
                     ?backoff,
                     "redis probe failed: affinity circuit breaker stays open"
                 );

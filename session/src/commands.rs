@@ -13,7 +13,8 @@
 
 use std::sync::LazyLock;
 
-use redis::{RedisResult, Script};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{RedisResult, Script, Value};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use crate::conn::Conn;
@@ -130,14 +131,45 @@ pub async fn repin(
     Ok(winner)
 }
 
-pub async fn ping(mut cm: Conn) -> RedisResult<()> {
-    redis::cmd("PING").query_async(&mut cm).await
+/// PING one server. On a cluster it goes to one node at random: the client would otherwise
+/// send it to every master and fail it while any one of them is down.
+pub async fn ping(cm: Conn) -> RedisResult<()> {
+    match cm {
+        Conn::Cluster(mut c) => c
+            .route_command(redis::cmd("PING"), random_node())
+            .await
+            .map(drop),
+        mut single => redis::cmd("PING").query_async(&mut single).await,
+    }
+}
+
+/// `CLUSTER SLOTS` from the node at `at` (`None`: one at random); `None` for a single server.
+pub async fn cluster_slots(cm: Conn, at: Option<(String, u16)>) -> RedisResult<Option<Value>> {
+    match cm {
+        Conn::Cluster(mut c) => {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SLOTS");
+            let route = match at {
+                Some((host, port)) => {
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port })
+                }
+                None => random_node(),
+            };
+            c.route_command(cmd, route).await.map(Some)
+        }
+        Conn::Single(_) => Ok(None),
+    }
+}
+
+fn random_node() -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::owners::slot;
     use KeyLayout::{Plain, Tagged};
 
     #[test]
@@ -148,27 +180,6 @@ mod tests {
         assert!(k.len() < 60, "{k}");
         assert_eq!(k, redis_key(Plain, "web", &long));
         assert_ne!(k, redis_key(Plain, "web", &"y".repeat(5000)));
-    }
-
-    /// The slot Redis Cluster computes for a key: CRC16 (XMODEM) of its hash tag, mod 16384.
-    fn slot(key: &str) -> u16 {
-        let bytes = key.as_bytes();
-        let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
-            let len = bytes[open + 1..].iter().position(|&b| b == b'}')?;
-            (len > 0).then(|| &bytes[open + 1..open + 1 + len])
-        });
-        let mut crc: u16 = 0;
-        for &b in tagged.unwrap_or(bytes) {
-            crc ^= u16::from(b) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 {
-                    (crc << 1) ^ 0x1021
-                } else {
-                    crc << 1
-                };
-            }
-        }
-        crc % 16384
     }
 
     #[test]

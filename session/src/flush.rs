@@ -5,7 +5,9 @@
 //! has a pin for the session (another node pinned it while this one could not reach Redis),
 //! that pin wins: this node drops its own, caches the winner, and the session follows the
 //! winner on this node too from its next request. Writes run a few at a time over the one
-//! multiplexed connection; the first failure ends the round (Redis is away again).
+//! multiplexed connection. A pin whose breaker is open waits for the next round without a
+//! call; a failure does not end the round, because on a cluster the next pin may live on
+//! another (healthy) master, and the breaker turns away the rest of a dead one's at once.
 
 use std::time::Instant;
 
@@ -21,31 +23,31 @@ const BATCH: usize = 512;
 /// Writes in flight at once.
 const PARALLEL: usize = 32;
 
-/// Writes held pins until none is left, Redis fails, or one batch is done.
+/// Writes one batch of held pins, skipping those whose breaker is open.
 pub async fn held_pins(inner: &Inner) {
-    let batch = inner.pending.batch(BATCH, Instant::now());
-    for chunk in batch.chunks(PARALLEL) {
+    let now = Instant::now();
+    let batch = inner.pending.batch(BATCH, now);
+    let ready: Vec<&(String, String)> = batch
+        .iter()
+        .filter(|(rkey, _)| !inner.refusing(rkey, now))
+        .collect();
+    for chunk in ready.chunks(PARALLEL) {
         let writes = chunk
             .iter()
             .map(|(rkey, backend)| write_one(inner, rkey, backend));
-        let written = join_all(writes).await;
-        if written.contains(&false) {
-            return;
-        }
+        join_all(writes).await;
     }
 }
 
-async fn write_one(inner: &Inner, rkey: &str, backend: &str) -> bool {
+async fn write_one(inner: &Inner, rkey: &str, backend: &str) {
     let ttl = inner.ttl_secs;
     let winner = inner
-        .call(Accounting::Write, |c| commands::pin(c, rkey, backend, ttl))
+        .call(Accounting::Write, Some(rkey), |c| {
+            commands::pin(c, rkey, backend, ttl)
+        })
         .await;
-    match winner {
-        Some(winner) => {
-            settled(inner, rkey, backend, &winner);
-            true
-        }
-        None => false,
+    if let Some(winner) = winner {
+        settled(inner, rkey, backend, &winner);
     }
 }
 

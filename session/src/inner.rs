@@ -1,5 +1,6 @@
 //! The shared state behind every [`AffinityStore`](crate::AffinityStore) clone, and
-//! [`Inner::call`]: one Redis command through the circuit breaker, with the metrics, the
+//! [`Inner::call`]: one Redis command through the circuit breaker that guards its key (one
+//! for a single server, one per master of a cluster: [`Breakers`]), with the metrics, the
 //! "last command succeeded" state and the first-write-to-a-new-master bookkeeping.
 
 use std::future::Future;
@@ -18,7 +19,48 @@ use crate::conn::Conn;
 use crate::link::Link;
 use crate::master::MasterRecord;
 use crate::metrics::Counters;
+use crate::owners::Owners;
 use crate::pending::PendingPins;
+
+/// The circuit breakers in front of Redis.
+pub(crate) enum Breakers {
+    /// A single server (direct or Sentinel): one breaker.
+    One(Arc<Breaker>),
+    /// A cluster: one breaker per master, found by the key's slot.
+    PerOwner(Owners),
+}
+
+impl Breakers {
+    /// The breaker guarding a command on `key` (`None`: a key-less command).
+    pub(crate) fn for_key(&self, key: Option<&str>) -> Arc<Breaker> {
+        match self {
+            Self::One(b) => Arc::clone(b),
+            Self::PerOwner(o) => o.breaker(key),
+        }
+    }
+
+    pub(crate) fn all_closed(&self) -> bool {
+        match self {
+            Self::One(b) => b.is_closed(),
+            Self::PerOwner(o) => o.all().iter().all(|b| b.is_closed()),
+        }
+    }
+
+    /// Closes every breaker (a new master was named: the failures were the old one's).
+    pub(crate) fn reset(&self) {
+        match self {
+            Self::One(b) => b.reset(),
+            Self::PerOwner(o) => o.all().iter().for_each(|b| b.reset()),
+        }
+    }
+
+    pub(crate) fn owners(&self) -> Option<&Owners> {
+        match self {
+            Self::One(_) => None,
+            Self::PerOwner(o) => Some(o),
+        }
+    }
+}
 
 /// What kind of command a call is, for the metrics and the master record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +75,7 @@ pub(crate) enum Accounting {
 
 pub(crate) struct Inner {
     pub(crate) link: Option<Link>,
-    pub(crate) breaker: Breaker,
+    pub(crate) breakers: Breakers,
     pub(crate) cache: Cache,
     pub(crate) pending: PendingPins,
     pub(crate) counters: Counters,
@@ -55,7 +97,7 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn new(
         link: Option<Link>,
-        breaker: Breaker,
+        breakers: Breakers,
         cache: Cache,
         pending: PendingPins,
         layout: KeyLayout,
@@ -64,7 +106,7 @@ impl Inner {
     ) -> Self {
         Self {
             link,
-            breaker,
+            breakers,
             cache,
             pending,
             counters: Counters::default(),
@@ -79,9 +121,15 @@ impl Inner {
         }
     }
 
-    /// One Redis command through the breaker, with metrics and state bookkeeping.
-    /// `None` means "no answer" for whatever reason; details go to the debug log.
-    pub(crate) async fn call<T, F, Fut>(&self, acct: Accounting, op: F) -> Option<T>
+    /// One Redis command on `key` (`None`: key-less) through the breaker that guards it, with
+    /// metrics and state bookkeeping. `None` means "no answer" for whatever reason; details go
+    /// to the debug log.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        acct: Accounting,
+        key: Option<&str>,
+        op: F,
+    ) -> Option<T>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
@@ -89,7 +137,8 @@ impl Inner {
         let link = self.link.as_ref()?;
         let user = acct != Accounting::Health;
         let start = Instant::now();
-        if self.breaker.admit(start) == Admit::Refuse {
+        let breaker = self.breakers.for_key(key);
+        if breaker.admit(start) == Admit::Refuse {
             if user {
                 Counters::bump(&self.counters.redis_errors);
             }
@@ -109,24 +158,30 @@ impl Inner {
         match result {
             Ok(v) => {
                 self.last_ok.store(true, Relaxed);
-                self.breaker.on_success();
+                breaker.on_success();
                 if let Some(address) = address {
                     self.master.wrote(&address);
                 }
                 Some(v)
             }
             Err(e) => {
-                debug!(error = %e, "redis command failed");
+                debug!(error = %e, key, "redis command failed");
                 self.last_ok.store(false, Relaxed);
                 if user {
                     Counters::bump(&self.counters.redis_errors);
                 }
-                if self.breaker.on_failure(end) {
+                if breaker.on_failure(end) {
                     Counters::bump(&self.counters.breaker_opens);
                 }
                 None
             }
         }
+    }
+
+    /// True when the breaker guarding `key` would turn a call away now: a caller with work
+    /// that can wait (held pins) skips it instead of counting a refused call.
+    pub(crate) fn refusing(&self, key: &str, now: Instant) -> bool {
+        self.breakers.for_key(Some(key)).refusing(now)
     }
 
     /// A sentinel announced a switch (or its announcements may have been missed): ask the

@@ -16,8 +16,11 @@
 //! * `cache`: sharded local cache with freshness window and TTL-refresh bookkeeping.
 //! * `pending`: the pins held while Redis could not take them; `flush` writes them.
 //! * `breaker`: circuit breaker that skips Redis while it is failing or frozen.
+//! * `owners`: Redis Cluster slot map and one breaker per master.
 //! * `link`: the connection (and Sentinel resolution), per-call deadline; `conn`: one handle
 //!   for a single server or a cluster.
+//! * `cluster_watch`: keeps a cluster's slot map and breakers current, rebuilds a wedged
+//!   connection.
 //! * `sentinel_watch`: follows the sentinels' `+switch-master` announcements.
 //! * `master`: [`MasterInfo`], which server is written to and since when.
 //! * `commands`: key layout, GET/GETEX/EXPIRE and the Lua pin / re-pin scripts.
@@ -62,6 +65,7 @@
 
 mod breaker;
 mod cache;
+mod cluster_watch;
 mod commands;
 mod conn;
 mod error;
@@ -73,6 +77,7 @@ mod master;
 mod metrics;
 mod monitor;
 mod options;
+mod owners;
 mod pending;
 mod sentinel_watch;
 mod store;

@@ -5,7 +5,10 @@
 //!   (no network I/O); it connects on first use and reconnects after a Redis restart.
 //! * Redis Cluster: the redis crate's cluster connection, created pending (it connects in the
 //!   background); it learns the slot map, follows `MOVED` / `ASK` and refreshes the map when
-//!   a master fails over.
+//!   a master fails over. A cluster connection can wedge during a failover (redis 1.8: a slot
+//!   refresh waits for a lock that a request it no longer polls holds, and every command on it
+//!   times out from then on); `rebuild_cluster` replaces it, and the monitor calls it when the
+//!   cluster stops answering (see `cluster_watch`).
 //! * Sentinel: the manager is created by `resolve` (called by the background monitor, never on
 //!   a request's path). Because a manager keeps reconnecting to the address it was built with,
 //!   errors that suggest a failover (I/O, timeout, `READONLY` from a demoted master) mark the
@@ -64,6 +67,8 @@ pub struct Link {
     /// The connection in use and the address it was built for.
     conn: RwLock<Option<(Conn, String)>>,
     sentinel: Option<tokio::sync::Mutex<SentinelClient>>,
+    /// The cluster target, kept to build a new connection if this one wedges.
+    cluster: Option<ClusterTarget>,
     needs_resolve: AtomicBool,
     timeout: Duration,
 }
@@ -80,6 +85,10 @@ impl Link {
             needs_resolve: AtomicBool::new(sentinel.is_some()),
             conn: RwLock::new(conn),
             sentinel,
+            cluster: match target {
+                Target::Cluster(c) => Some(c.clone()),
+                _ => None,
+            },
             timeout,
         })
     }
@@ -94,6 +103,21 @@ impl Link {
     pub fn address(&self) -> Option<String> {
         let guard = self.conn.read().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().map(|(_, addr)| addr.clone())
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Replaces the cluster connection with a new one (no network I/O here: it connects in the
+    /// background). Commands in flight on the old one finish or time out on it.
+    pub fn rebuild_cluster(&self) -> Result<(), SessionError> {
+        let Some(target) = &self.cluster else {
+            return Ok(());
+        };
+        let fresh = cluster(target, self.timeout)?;
+        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
+        Ok(())
     }
 
     pub fn is_sentinel(&self) -> bool {
@@ -149,7 +173,16 @@ impl Link {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let deadline = Instant::now() + self.timeout;
+        self.exec_within(self.timeout, op).await
+    }
+
+    /// `exec` with a deadline of its own, never longer than the call timeout.
+    pub async fn exec_within<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T, CallError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let deadline = Instant::now() + limit.min(self.timeout);
         let conn = self.current().ok_or(CallError::NotConnected)?;
         let result = match tokio::time::timeout_at(deadline, op(conn.clone())).await {
             Err(_) => Err(CallError::Timeout),

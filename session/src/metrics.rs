@@ -36,6 +36,8 @@ pub struct StoreMetrics {
     pub held_superseded: u64,
     /// Lookups answered from a held pin because Redis was still away.
     pub held_hits: u64,
+    /// Redis Cluster connections replaced because the old one stopped answering.
+    pub connection_rebuilds: u64,
     /// Pins held right now (a gauge, unlike the counters above).
     pub held_now: u64,
 }
@@ -55,6 +57,7 @@ pub(crate) struct Counters {
     pub held_written: AtomicU64,
     pub held_superseded: AtomicU64,
     pub held_hits: AtomicU64,
+    pub connection_rebuilds: AtomicU64,
 }
 
 impl Counters {
@@ -84,6 +87,7 @@ impl Counters {
             held_written: self.held_written.load(Relaxed),
             held_superseded: self.held_superseded.load(Relaxed),
             held_hits: self.held_hits.load(Relaxed),
+            connection_rebuilds: self.connection_rebuilds.load(Relaxed),
             held_now: held_now as u64,
         }
     }

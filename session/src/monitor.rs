@@ -4,15 +4,15 @@
 //!   [`RESOLVE_EVERY`], except right after an announcement), and asks the sentinels anyway
 //!   every [`SENTINEL_RECHECK`]. On a switch it closes the breaker (the failures were the old
 //!   master's) and probes the new master at once;
-//! * sends a PING when the breaker is open (the PING is the probe, so recovery does not wait
-//!   for, or cost, a user request) or when the store has been idle for [`IDLE_PING`] (keeps
-//!   `state()` truthful and the connection warm);
-//! * writes the pins this node held while Redis could not take them, as soon as Redis answers.
+//! * sends a PING when the (single server's) breaker is open (the PING is the probe, so
+//!   recovery does not wait for, or cost, a user request) or when the store has been idle for
+//!   [`IDLE_PING`] (keeps `state()` truthful and the connection warm);
+//! * writes the pins this node held while Redis could not take them, as soon as the breaker
+//!   guarding each one lets it through.
 //!
 //! The loop holds only a `Weak` reference between ticks and ends when the last
 //! `AffinityStore` clone is dropped; each step is bounded by the call timeout.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -55,11 +55,12 @@ async fn tick(inner: &Inner, memory: &mut Memory, woken: bool) {
     let Some(link) = &inner.link else { return };
     follow_sentinel(inner, memory, woken).await;
     let idle = inner.never_used() || inner.idle_for(Instant::now()) >= IDLE_PING;
-    if idle || !inner.breaker.is_closed() {
-        inner.call(Accounting::Health, commands::ping).await;
+    // A cluster's masters are probed one by one (`cluster_watch`); a PING only keeps it warm.
+    let probe = !link.is_cluster() && !inner.breakers.all_closed();
+    if idle || probe {
+        inner.call(Accounting::Health, None, commands::ping).await;
     }
-    let reachable = inner.breaker.is_closed() && inner.last_ok.load(Relaxed);
-    if reachable && inner.pending.len() > 0 && !link.needs_resolve() {
+    if inner.pending.len() > 0 && !link.needs_resolve() {
         flush::held_pins(inner).await;
     }
 }
@@ -90,7 +91,7 @@ async fn follow_sentinel(inner: &Inner, memory: &mut Memory, woken: bool) {
             }
             if let Resolved::Switched(address) = resolved {
                 inner.master.using(&address);
-                inner.breaker.reset();
+                inner.breakers.reset();
             }
         }
     }

@@ -14,15 +14,17 @@ use tokio::sync::watch;
 
 use crate::breaker::Breaker;
 use crate::cache::{Cache, Cached};
+use crate::cluster_watch;
 use crate::commands::{self, redis_key, KeyLayout};
 use crate::error::SessionError;
 use crate::flush;
-use crate::inner::{Accounting, Inner};
+use crate::inner::{Accounting, Breakers, Inner};
 use crate::link::Link;
 use crate::master::MasterInfo;
 use crate::metrics::{Counters, StoreMetrics};
 use crate::monitor;
 use crate::options::{StoreOptions, Target};
+use crate::owners::Owners;
 use crate::pending::{HoldResult, PendingPins};
 use crate::sentinel_watch;
 
@@ -86,14 +88,20 @@ impl AffinityStore {
                 Some(Link::new(t, opts.timeout)?)
             }
         };
-        let layout = match target.as_ref().is_some_and(Target::is_cluster) {
-            true => KeyLayout::Tagged,
-            false => KeyLayout::Plain,
+        let (layout, breakers) = match target.as_ref().is_some_and(Target::is_cluster) {
+            true => (
+                KeyLayout::Tagged,
+                Breakers::PerOwner(Owners::new(opts.timeout)),
+            ),
+            false => (
+                KeyLayout::Plain,
+                Breakers::One(Arc::new(Breaker::new(opts.timeout))),
+            ),
         };
         let (closed_tx, closed_rx) = watch::channel(());
         let inner = Arc::new(Inner::new(
             link,
-            Breaker::new(opts.timeout),
+            breakers,
             Cache::new(opts.cache_capacity, opts.cache_ttl, opts.ttl),
             PendingPins::new(opts.held_capacity, opts.ttl),
             layout,
@@ -106,8 +114,12 @@ impl AffinityStore {
         if inner.link.is_some() {
             tokio::spawn(monitor::run(Arc::downgrade(&inner), inner.wake.clone()));
         }
-        if let Some(Target::Sentinel(s)) = &target {
-            sentinel_watch::spawn(&inner, &s.sentinels, &s.master, &closed_rx);
+        match &target {
+            Some(Target::Sentinel(s)) => {
+                sentinel_watch::spawn(&inner, &s.sentinels, &s.master, &closed_rx);
+            }
+            Some(Target::Cluster(_)) => cluster_watch::spawn(&inner, &closed_rx),
+            _ => {}
         }
         Ok(Self { inner })
     }
@@ -149,7 +161,7 @@ impl AffinityStore {
         let ttl = refresh_on_read.then_some(inner.ttl_secs);
         let k = rkey.as_str();
         let answer = inner
-            .call(Accounting::Read, |c| commands::read(c, k, ttl))
+            .call(Accounting::Read, Some(k), |c| commands::read(c, k, ttl))
             .await;
         match (answer, cached) {
             (Some(Some(backend)), _) => {
@@ -175,7 +187,9 @@ impl AffinityStore {
         let ttl = inner.ttl_secs;
         let h = held.as_str();
         match inner
-            .call(Accounting::Write, |c| commands::pin(c, rkey, h, ttl))
+            .call(Accounting::Write, Some(rkey), |c| {
+                commands::pin(c, rkey, h, ttl)
+            })
             .await
         {
             Some(winner) => {
@@ -199,7 +213,9 @@ impl AffinityStore {
         let (k, ttl) = (rkey.as_str(), inner.ttl_secs);
         let now = Instant::now();
         match inner
-            .call(Accounting::Write, |c| commands::pin(c, k, backend, ttl))
+            .call(Accounting::Write, Some(k), |c| {
+                commands::pin(c, k, backend, ttl)
+            })
             .await
         {
             Some(winner) => {
@@ -242,7 +258,9 @@ impl AffinityStore {
         let (k, ttl) = (rkey.as_str(), inner.ttl_secs);
         let now = Instant::now();
         let winner = inner
-            .call(Accounting::Write, |c| commands::repin(c, k, dead, new, ttl))
+            .call(Accounting::Write, Some(k), |c| {
+                commands::repin(c, k, dead, new, ttl)
+            })
             .await?;
         inner.pending.settle(&rkey, dead);
         inner.cache.put(&rkey, &winner, now, winner == new);
@@ -254,7 +272,7 @@ impl AffinityStore {
         if inner.link.is_none() {
             StoreState::Disabled
         } else if inner.last_ok.load(std::sync::atomic::Ordering::Relaxed)
-            && inner.breaker.is_closed()
+            && inner.breakers.all_closed()
         {
             StoreState::Connected
         } else {
@@ -282,7 +300,7 @@ impl AffinityStore {
         tokio::spawn(async move {
             let (k, ttl) = (rkey.as_str(), inner.ttl_secs);
             let exists = inner
-                .call(Accounting::Read, |c| commands::expire(c, k, ttl))
+                .call(Accounting::Read, Some(k), |c| commands::expire(c, k, ttl))
                 .await;
             if exists == Some(false) {
                 // The pin expired or was deleted in Redis: stop serving it from the cache.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{keys_on, Cluster};
+use common::cluster::{config_set_all, key_slot, keys_on, slots_of, Cluster};
 use common::{opts, stored, wait_until};
 use fulcrum_session::{AffinityStore, Lookup, Pinned, StoreOptions};
 
@@ -73,13 +73,9 @@ async fn load(store: AffinityStore, stop: Arc<AtomicBool>) -> (Vec<Begun>, usize
     (begun, moved_at_once)
 }
 
-// Known open defect (issue 26 item 3): in about 5 of 12 runs some pins held during the
-// master failover are never written back, or the first write to the new master comes
-// later than 1 s. Run it with `cargo test -p fulcrum-session --test cluster -- --ignored`;
-// it stays out of CI until the per-node breaker fix lands, and the issue stays open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 26 item 3: held pins not always written back after a Redis Cluster master failover"]
 async fn cluster_keeps_every_session_through_a_master_kill() {
+    common::init_log();
     let mut cluster = Cluster::start(3).await;
     let url = cluster.url();
     let store = AffinityStore::new(cluster_opts(&url)).unwrap();
@@ -125,6 +121,8 @@ async fn cluster_keeps_every_session_through_a_master_kill() {
         .await;
         assert!(got.is_some(), "{name} not found through one seed");
     }
+    // Its seed is the master about to be killed; it has done its part.
+    drop(narrow);
     // Let the replicas catch up before their master dies.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -211,5 +209,99 @@ async fn cluster_keeps_every_session_through_a_master_kill() {
     assert!(
         lag < Duration::from_secs(1),
         "first write {lag:?} after promotion"
+    );
+}
+
+/// A frozen master (SIGSTOP: no refusal, every command to it waits out the timeout) holds back
+/// only the sessions whose slots it owns: the others are written at once, without waiting on
+/// it, because each master has its own breaker. With one breaker for the cluster, its
+/// failures turned away the healthy masters' keys too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_holds_back_only_its_own_sessions() {
+    common::init_log();
+    let mut cluster = Cluster::start(3).await;
+    // Keep the healthy masters' slots writable while one master is unreachable.
+    config_set_all(&cluster, "cluster-require-full-coverage", "no").await;
+    let url = cluster.url();
+    let store = AffinityStore::new(cluster_opts(&url)).unwrap();
+    wait_until(Duration::from_secs(10), || async {
+        stored(store.pin("web", "warm", "b").await).is_some()
+    })
+    .await
+    .expect("never wrote to the cluster");
+    let masters = cluster.masters().await;
+    assert_eq!(masters.len(), 3, "masters: {masters:?}");
+    let victim = masters[0];
+    let healthy = masters[1];
+    let victim_slots = slots_of(healthy, victim).await;
+    assert!(!victim_slots.is_empty(), "no slots for {victim}");
+
+    cluster.node_mut(victim).freeze();
+    let frozen_at = Instant::now();
+    let mut outcomes = Vec::new();
+    for i in 0..150 {
+        let name = format!("f-{i}");
+        let t = Instant::now();
+        let pinned = store.pin("web", &name, &backend(i)).await;
+        outcomes.push((name, pinned, t.elapsed()));
+    }
+    let frozen_for = frozen_at.elapsed();
+    cluster.node_mut(victim).thaw();
+
+    // Every held pin is written once the master answers again.
+    let flushed = wait_until(Duration::from_secs(15), || async {
+        store.metrics().held_now == 0
+    })
+    .await;
+    assert!(
+        flushed.is_some(),
+        "held pins never written: {:?}",
+        store.metrics()
+    );
+    // Where each session's pin lives, by its Redis key's slot.
+    let mut keys = Vec::new();
+    for port in cluster.masters().await {
+        keys.extend(keys_on(port).await);
+    }
+    let on_victim = |name: &str| -> Option<bool> {
+        let key = keys.iter().find(|k| session_of(k) == Some(name))?;
+        let slot = key_slot(key);
+        Some(victim_slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+    };
+    let (mut held_on_victim, mut slow_elsewhere, mut held_elsewhere) = (0, 0, Vec::new());
+    for (name, pinned, took) in &outcomes {
+        let victims = on_victim(name).unwrap_or_else(|| panic!("{name} is in no master"));
+        match (victims, pinned) {
+            (true, Some(Pinned::Held(_))) => held_on_victim += 1,
+            (false, Some(Pinned::Held(_)) | None) => held_elsewhere.push(name.clone()),
+            (false, Some(Pinned::Stored(_))) if *took > Duration::from_millis(100) => {
+                slow_elsewhere += 1
+            }
+            _ => {}
+        }
+    }
+    let elsewhere = outcomes
+        .iter()
+        .filter(|(n, ..)| on_victim(n) == Some(false))
+        .count();
+    eprintln!(
+        "frozen master {victim} for {frozen_for:?}: {held_on_victim} of its sessions held, \
+         {elsewhere} sessions on the other masters, {} of them held, {slow_elsewhere} slower \
+         than 100 ms; {:?}",
+        held_elsewhere.len(),
+        store.metrics()
+    );
+    assert!(held_on_victim > 0, "the freeze was not felt");
+    assert!(
+        elsewhere > 50,
+        "too few sessions on the healthy masters: {elsewhere}"
+    );
+    assert!(
+        held_elsewhere.is_empty(),
+        "held on healthy masters: {held_elsewhere:?}"
+    );
+    assert_eq!(
+        slow_elsewhere, 0,
+        "pins on healthy masters waited on the frozen one"
     );
 }

@@ -111,6 +111,64 @@ impl Cluster {
     }
 }
 
+/// The slot ranges a master owns, from a running node's `CLUSTER NODES` (`asker`).
+pub async fn slots_of(asker: u16, master: u16) -> Vec<(u16, u16)> {
+    let text = cluster_nodes(asker).await;
+    let suffix = format!(":{master}@");
+    text.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.contains(&suffix))
+        })
+        .flat_map(|l| {
+            l.split_whitespace()
+                .skip(8)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((&r, &r));
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sets a config parameter on every node.
+pub async fn config_set_all(cluster: &Cluster, name: &str, value: &str) {
+    for n in &cluster.nodes {
+        let mut c = raw(n.port).await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut c)
+            .await
+            .expect("CONFIG SET");
+    }
+}
+
+/// The slot Redis Cluster computes for a key: CRC16 (XMODEM) of its hash tag, mod 16384.
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let len = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+        (len > 0).then(|| &bytes[open + 1..open + 1 + len])
+    });
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 async fn info_replication(port: u16) -> String {
     let mut c = raw(port).await;
     redis::cmd("INFO")

@@ -219,3 +219,14 @@ pub fn stored(p: Option<Pinned>) -> Option<String> {
         _ => None,
     }
 }
+
+/// Logs to the test's output when `RUST_LOG` is set (e.g. `RUST_LOG=fulcrum_session=debug,redis=debug`):
+/// the store's and the redis client's trace of a failing run.
+pub fn init_log() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
