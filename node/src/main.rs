@@ -18,6 +18,7 @@ mod affinity;
 mod app;
 mod backend_state;
 mod balance;
+mod bufpool; // read buffers lent per thread (issue 16)
 mod cli;
 mod cluster;
 mod conn_watch;
