@@ -20,6 +20,7 @@
 //!   `upstream`: backend connections and their pools).
 //! - `l4`, `proxy_protocol`, `tls`, `conn_watch` — TCP listeners, PROXY protocol, TLS
 //!   termination and backend TLS, idle-connection accounting.
+//! - `bufpool`    — per-thread free lists of connection buffers: an idle connection holds none.
 //! - `affinity`   — session stickiness.
 //! - `health`     — active checks; `control` — the health reporter (verdicts -> Raft).
 //! - `admin`, `metrics`, `logging` — the operator's view; `ctl` is its client; `demo` a
@@ -32,6 +33,7 @@ mod affinity;
 mod app;
 mod backend_state;
 mod balance;
+mod bufpool; // per-thread free lists of connection buffers (issue 16)
 pub mod cli;
 mod cluster;
 mod conn_watch;

@@ -80,6 +80,9 @@ pub(crate) async fn accept_loop<F, Fut>(
     F: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    // What each connection's task holds at least, idle or not.
+    let task_bytes = std::mem::size_of::<Fut>();
+    tracing::debug!(listener = %name, task_bytes, "accepting connections");
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,

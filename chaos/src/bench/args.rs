@@ -42,6 +42,51 @@ pub struct BenchArgs {
     /// Keep the temp dir with every generated config and log.
     #[arg(long)]
     pub keep_temp: bool,
+    /// Measure what connections cost instead of throughput: user memory per idle
+    /// keep-alive connection at each `--idle` count, then CPU per request with each
+    /// `--busy` count of keep-alive clients (plain HTTP; `--modes`, `--rounds` and
+    /// `--connections` do not apply).
+    #[arg(long)]
+    pub conns: bool,
+    /// With `--conns`: idle connection counts, comma-separated, each a number or `max`
+    /// (as many as the open-file limit allows: (limit - 1000) / 2, in thousands).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,max")]
+    pub idle: Vec<IdleCount>,
+    /// With `--conns`: busy keep-alive client counts (`wrk -t1 -cN`), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "64,1000", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub busy: Vec<u32>,
+}
+
+/// One step of `--idle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleCount {
+    Count(u32),
+    /// As many as the open-file limit allows.
+    Max,
+}
+
+impl IdleCount {
+    /// The count, with `max` (and anything above it) being `max`.
+    pub fn resolve(self, max: u32) -> u32 {
+        match self {
+            Self::Count(n) => n.min(max),
+            Self::Max => max,
+        }
+    }
+}
+
+impl std::str::FromStr for IdleCount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("max") {
+            return Ok(Self::Max);
+        }
+        match s.replace('_', "").parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Self::Count(n)),
+            _ => Err(format!("{s:?}: expected a positive number or `max`")),
+        }
+    }
 }
 
 impl BenchArgs {
@@ -128,6 +173,15 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("10h").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn idle_counts() {
+        assert_eq!("max".parse::<IdleCount>(), Ok(IdleCount::Max));
+        assert_eq!("5_000".parse::<IdleCount>(), Ok(IdleCount::Count(5000)));
+        assert!("0".parse::<IdleCount>().is_err());
+        assert_eq!(IdleCount::Count(20_000).resolve(9000), 9000);
+        assert_eq!(IdleCount::Max.resolve(9000), 9000);
     }
 
     #[test]

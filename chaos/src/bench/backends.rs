@@ -19,7 +19,14 @@ impl Backends {
     pub async fn start(nginx: &Path, pin: Pin, dir: &Path) -> Result<Self> {
         let ports = free_ports(2)?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut process = nginx::spawn("backend nginx", nginx, pin, dir, &servers(&ports))?;
+        let mut process = nginx::spawn(
+            "backend nginx",
+            nginx,
+            pin,
+            dir,
+            &servers(&ports),
+            nginx::CONNECTIONS,
+        )?;
         for port in &ports {
             wait_ready(*port, &mut process, Duration::from_secs(10)).await?;
         }

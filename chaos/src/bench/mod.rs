@@ -15,7 +15,9 @@
 
 mod args;
 mod backends;
+mod conns;
 mod handshake;
+mod idle;
 mod mode;
 mod net;
 mod nginx;
@@ -27,7 +29,7 @@ mod targets;
 mod tls;
 mod wrk;
 
-pub use args::{BenchArgs, Settings};
+pub use args::{BenchArgs, IdleCount, Settings};
 
 use anyhow::{bail, Context, Result};
 use backends::Backends;
@@ -73,6 +75,9 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         bail!("no target left to measure");
     }
     let wrk = find_program("wrk").context(install_hint("wrk"))?;
+    // Children inherit it: many idle connections, or wrk's 1,000 busy ones.
+    let nofile = idle::raise_nofile()?;
+    let plan = args.conns.then(|| conns_plan(&args, nofile));
     let (proxy_pin, load_pin) = pins();
     let temp = tempfile::Builder::new()
         .prefix("fulcrum-bench-")
@@ -89,6 +94,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
             pin: proxy_pin,
             tls_files,
             tls_client,
+            max_conns: max_conns(plan.as_ref(), nofile),
         },
         wrk,
         load_pin,
@@ -111,6 +117,28 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         ctx.targets.backends.join(", "),
         ctx.dir.display()
     );
+    if let Some(plan) = &plan {
+        eprintln!(
+            "conns: idle {:?}, busy {:?}, targets {} (open-file limit {nofile})",
+            plan.idle,
+            plan.busy,
+            names(&ctx.settings.targets)
+        );
+        let all = conns::measure_all(&ctx, plan).await;
+        drop(backends);
+        conns::print(plan, &all, ctx.settings.duration);
+        if let Some(path) = args.json.as_deref() {
+            conns::write_json(path, &all)?;
+            eprintln!("wrote {}", path.display());
+        }
+        if args.keep_temp {
+            eprintln!("kept {}", temp.keep().display());
+        }
+        if all.iter().all(|t| t.idle.is_err()) {
+            bail!("no measurement succeeded");
+        }
+        return Ok(());
+    }
     eprintln!(
         "{} measurements ({} round(s) x modes {} x targets {}), about {} s",
         ctx.settings.measurement_count(),
@@ -218,6 +246,36 @@ fn finish(ctx: &RunContext, measurements: &[Measurement], json: Option<&Path>) -
         bail!("no measurement succeeded");
     }
     Ok(())
+}
+
+/// Client connections each proxy is configured for: the most the run opens, with room
+/// to spare, and no more than HAProxy can take with `nofile` descriptors (it wants two
+/// per connection and refuses to start otherwise).
+fn max_conns(plan: Option<&conns::Plan>, nofile: u64) -> u32 {
+    let most = plan
+        .and_then(|p| p.idle.iter().chain(&p.busy).max().copied())
+        .unwrap_or(0);
+    let fits = u32::try_from(nofile.saturating_sub(200) / 2).unwrap_or(u32::MAX);
+    most.saturating_add(1000).max(4096).min(fits)
+}
+
+/// The idle steps (ascending, within the open-file limit) and busy counts of `--conns`.
+fn conns_plan(args: &BenchArgs, nofile: u64) -> conns::Plan {
+    let max = idle::max_idle(nofile);
+    let mut steps: Vec<u32> = args.idle.iter().map(|c| c.resolve(max)).collect();
+    if args
+        .idle
+        .iter()
+        .any(|c| matches!(c, IdleCount::Count(n) if *n > max))
+    {
+        eprintln!("warning: idle counts above {max} (open-file limit {nofile}) measured at {max}");
+    }
+    steps.sort_unstable();
+    steps.dedup();
+    conns::Plan {
+        idle: steps,
+        busy: dedup(&args.busy),
+    }
 }
 
 fn dedup<T: Copy + PartialEq>(items: &[T]) -> Vec<T> {

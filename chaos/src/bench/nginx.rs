@@ -5,16 +5,22 @@ use super::process::{ChildGuard, Pin};
 use anyhow::{Context, Result};
 use std::path::Path;
 
-/// A whole nginx.conf around the given `http { ... }` body, all paths under `dir`.
-pub fn config(dir: &Path, http_body: &str) -> String {
+/// Connections one nginx process accepts unless told otherwise.
+pub const CONNECTIONS: u32 = 4096;
+
+/// A whole nginx.conf around the given `http { ... }` body, all paths under `dir`, for
+/// at most `connections` connections (client and upstream together).
+pub fn config(dir: &Path, http_body: &str, connections: u32) -> String {
     let d = dir.display();
+    let files = connections + 64;
     format!(
         "worker_processes 1;\n\
          daemon off;\n\
          master_process off;\n\
          pid {d}/nginx.pid;\n\
+         worker_rlimit_nofile {files};\n\
          error_log {d}/error.log warn;\n\
-         events {{ worker_connections 4096; }}\n\
+         events {{ worker_connections {connections}; }}\n\
          http {{\n\
          \x20   access_log off;\n\
          \x20   client_body_temp_path {d}/client_body;\n\
@@ -34,9 +40,10 @@ pub fn spawn(
     pin: Pin,
     dir: &Path,
     http_body: &str,
+    connections: u32,
 ) -> Result<ChildGuard> {
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, config(dir, http_body))
+    std::fs::write(&conf, config(dir, http_body, connections))
         .with_context(|| format!("writing {}", conf.display()))?;
     let args = [
         "-p".to_string(),

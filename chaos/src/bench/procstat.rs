@@ -1,5 +1,5 @@
 //! Resource use of a process from `/proc`: CPU time (utime + stime of `/proc/PID/stat`)
-//! and peak resident set size (`VmHWM` of `/proc/PID/status`).
+//! and resident set size, peak and current (`VmHWM`, `VmRSS` of `/proc/PID/status`).
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::unistd::{sysconf, SysconfVar};
@@ -35,20 +35,20 @@ pub fn parse_cpu_ticks(stat: &str) -> Result<u64> {
     Ok(field(11)? + field(12)?)
 }
 
-/// `VmHWM` in kB from the text of `/proc/PID/status`.
-pub fn parse_peak_rss_kb(status: &str) -> Result<u64> {
+/// The kB value of line `key` (e.g. `VmRSS`) of `/proc/PID/status`.
+fn parse_status_kb(status: &str, key: &str) -> Result<u64> {
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow!("no VmHWM in /proc status"))?;
-    let mut parts = line["VmHWM:".len()..].split_whitespace();
-    let value = parts.next().ok_or_else(|| anyhow!("empty VmHWM line"))?;
+        .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))
+        .ok_or_else(|| anyhow!("no {key} in /proc status"))?;
+    let mut parts = line[key.len() + 1..].split_whitespace();
+    let value = parts.next().ok_or_else(|| anyhow!("empty {key} line"))?;
     if parts.next() != Some("kB") {
-        bail!("unexpected VmHWM unit in {line:?}");
+        bail!("unexpected {key} unit in {line:?}");
     }
     value
         .parse()
-        .with_context(|| format!("VmHWM value {value:?}"))
+        .with_context(|| format!("{key} value {value:?}"))
 }
 
 /// The one-minute load average of the machine, when readable.
@@ -67,9 +67,18 @@ pub fn cpu_time(pid: u32, ticks_per_sec: u64) -> Result<Duration> {
 
 /// Peak resident set size in bytes.
 pub fn peak_rss_bytes(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmHWM")
+}
+
+/// Resident set size right now, in bytes.
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmRSS")
+}
+
+fn status_bytes(pid: u32, key: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    Ok(parse_peak_rss_kb(&text)? * 1024)
+    Ok(parse_status_kb(&text, key)? * 1024)
 }
 
 #[cfg(test)]
@@ -86,7 +95,8 @@ mod tests {
     #[test]
     fn peak_rss_reads_vmhwm() {
         let status = "Name:\tnginx\nVmPeak:\t  12000 kB\nVmHWM:\t    8204 kB\nVmRSS:\t 8000 kB\n";
-        assert_eq!(parse_peak_rss_kb(status).ok(), Some(8204));
+        assert_eq!(parse_status_kb(status, "VmHWM").ok(), Some(8204));
+        assert_eq!(parse_status_kb(status, "VmRSS").ok(), Some(8000));
     }
 
     #[test]
@@ -95,5 +105,6 @@ mod tests {
         let ticks = clock_ticks().unwrap_or(100);
         assert!(cpu_time(pid, ticks).is_ok());
         assert!(peak_rss_bytes(pid).map(|b| b > 0).unwrap_or(false));
+        assert!(rss_bytes(pid).map(|b| b > 0).unwrap_or(false));
     }
 }

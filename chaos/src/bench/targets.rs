@@ -111,6 +111,9 @@ pub struct TargetEnv {
     pub tls_files: TlsFiles,
     /// The client that probes HTTPS listeners (and drives the handshake load).
     pub tls_client: Arc<ClientConfig>,
+    /// Client connections each proxy must accept at once (HAProxy `maxconn`, nginx
+    /// `worker_connections`; fulcrum has no such limit).
+    pub max_conns: u32,
 }
 
 /// A started, answering proxy; stopped when dropped.
@@ -148,7 +151,7 @@ pub async fn start(
             let Some(haproxy) = &env.programs.haproxy else {
                 bail!("haproxy is not installed");
             };
-            start_haproxy(haproxy, port, backends, tls, pin, dir)?
+            start_haproxy(haproxy, port, backends, tls, pin, dir, env.max_conns)?
         }
         TargetKind::Nginx => nginx::spawn(
             "nginx proxy",
@@ -156,6 +159,8 @@ pub async fn start(
             pin,
             dir,
             &nginx_body(port, backends, tls),
+            // Each client connection may hold an upstream one too.
+            env.max_conns.saturating_mul(2).max(nginx::CONNECTIONS),
         )?,
     };
     let endpoint = Endpoint { scheme, port };
@@ -206,9 +211,10 @@ fn start_haproxy(
     tls: Option<&TlsFiles>,
     pin: Pin,
     dir: &Path,
+    maxconn: u32,
 ) -> Result<ChildGuard> {
     let conf = dir.join("haproxy.cfg");
-    std::fs::write(&conf, haproxy_config(port, backends, tls))
+    std::fs::write(&conf, haproxy_config(port, backends, tls, maxconn))
         .with_context(|| format!("writing {}", conf.display()))?;
     let args = [
         "-f".to_string(),
@@ -253,9 +259,16 @@ pub fn fulcrum_toml(
     )
 }
 
-/// HAProxy: one thread, HTTP mode, keep-alive both sides, aggressive reuse, no logging;
-/// with `tls`, the bind terminates TLS (certificate and key in one PEM, ALPN http/1.1).
-pub fn haproxy_config(port: u16, backends: &[String], tls: Option<&TlsFiles>) -> String {
+/// HAProxy: one thread, HTTP mode, keep-alive both sides, aggressive reuse, no logging,
+/// `maxconn` client connections, idle ones kept 5 minutes (long enough for the idle
+/// connection count of `bench --conns`); with `tls`, the bind terminates TLS
+/// (certificate and key in one PEM, ALPN http/1.1).
+pub fn haproxy_config(
+    port: u16,
+    backends: &[String],
+    tls: Option<&TlsFiles>,
+    maxconn: u32,
+) -> String {
     let ssl = tls.map_or(String::new(), |files| {
         format!(" ssl crt {} alpn http/1.1", files.combined.display())
     });
@@ -265,9 +278,9 @@ pub fn haproxy_config(port: u16, backends: &[String], tls: Option<&TlsFiles>) ->
         .map(|(i, b)| format!("    server s{} {b}\n", i + 1))
         .collect();
     format!(
-        "global\n    nbthread 1\n    maxconn 4096\n\n\
+        "global\n    nbthread 1\n    maxconn {maxconn}\n\n\
          defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n    \
-         timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n\
+         timeout connect 5s\n    timeout client 5m\n    timeout server 30s\n\n\
          frontend bench\n    bind 127.0.0.1:{port}{ssl}\n    default_backend b\n\n\
          backend b\n    balance roundrobin\n{servers}"
     )
@@ -336,10 +349,10 @@ mod tests {
     fn haproxy_binds_ssl_only_for_https() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let files = TlsFiles::generate(dir.path())?;
-        let plain = haproxy_config(8080, &backends(), None);
+        let plain = haproxy_config(8080, &backends(), None, 4096);
         assert!(plain.contains("    bind 127.0.0.1:8080\n"), "{plain}");
         assert!(!plain.contains("ssl"), "{plain}");
-        let https = haproxy_config(8443, &backends(), Some(&files));
+        let https = haproxy_config(8443, &backends(), Some(&files), 4096);
         let bind = format!(
             "    bind 127.0.0.1:8443 ssl crt {} alpn http/1.1\n",
             files.combined.display()

@@ -49,7 +49,8 @@ pub(super) enum Next {
     Handoff,
 }
 
-/// The client side of a connection: its stream and reused buffers.
+/// The client side of a connection: its stream and, while it serves a request, its
+/// buffers (see `spare`).
 pub(super) struct Client<S> {
     pub io: S,
     /// Bytes read from the client and not yet consumed.
@@ -66,6 +67,9 @@ pub(super) struct Client<S> {
     pub path: Vec<u8>,
     /// `path` holds the path to forward (normalised, and the listener forwards that).
     pub forward_normalized: bool,
+    /// `out`, `head`, `resp` and `path` are a lent working set (`spare`); between
+    /// requests they are empty and hold no memory.
+    pub lent: bool,
 }
 
 impl<S> Client<S> {

@@ -7,7 +7,9 @@
 //! that reads a head into its buffer (`head`), picks the backend the same way the
 //! hyper path does, writes the rewritten head and body to a pooled backend socket,
 //! and relays the response, framing intact (`exchange`, `response`, `relay`,
-//! `chunked`, `encode`).
+//! `chunked`, `encode`). The read buffer and the per-request working memory are
+//! lent to the connection while it serves a request and given back between requests
+//! (`spare`, `crate::bufpool`): an idle keep-alive connection holds neither.
 //!
 //! Whatever it does not handle itself — HTTP/2 (h2c preface), HTTP/1.0, chunked or
 //! `Expect` request bodies, upgrades, `CONNECT`, redirects to HTTPS, TLS backends — is
@@ -29,6 +31,7 @@ mod head;
 mod io;
 mod relay;
 mod response;
+mod spare;
 mod timer;
 mod upload;
 
@@ -45,11 +48,8 @@ use io::write_both;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
-
-/// The first read buffer of a client connection.
-const CLIENT_BUFFER: usize = 16 * 1024;
 
 /// What every request of one connection shares.
 pub(super) struct Ctx {
@@ -125,14 +125,15 @@ pub(crate) async fn serve<S>(
     let activity = Arc::new(ConnActivity::default());
     let mut client = Client {
         io: ActivityIo::new(stream, activity.clone()),
-        buf: BytesMut::with_capacity(CLIENT_BUFFER),
-        out: Vec::with_capacity(1024),
+        buf: BytesMut::new(),
+        out: Vec::new(),
         head: Default::default(),
         resp: Default::default(),
         consumed: false,
         timer: timer::ResponseTimer::new(),
         path: Vec::new(),
         forward_normalized: false,
+        lent: false,
     };
     let ctx = Ctx {
         dp,
@@ -180,11 +181,17 @@ pub(crate) async fn serve<S>(
     };
     drop(open);
     let Ctx { dp, conn, .. } = ctx;
+    client.park();
     if end == End::Handoff {
         let prefix = client.buf.freeze();
         let stream = client.io.into_inner();
         let timeouts = (limits.idle_timeout, limits.header_timeout);
-        listener::serve_connection(stream, prefix, conn, builder, dp, stop, timeouts).await;
+        // Boxed: hyper's connection state is large, and inline it would make every
+        // connection's task that large, handed over or not.
+        Box::pin(listener::serve_connection(
+            stream, prefix, conn, builder, dp, stop, timeouts,
+        ))
+        .await;
     }
 }
 
@@ -210,11 +217,14 @@ where
         c.consumed = false;
         ctx.activity.request_started(false);
         ctx.set_phase(Phase::Relaying);
-        let next = exchange::run(c, ctx).await;
+        // Boxed (one allocation per request, from the allocator's thread cache): the
+        // exchange's state is kilobytes, and inline it would be part of every idle
+        // connection's task.
+        let next = Box::pin(exchange::run(c, ctx)).await;
         ctx.activity.request_answered();
         ctx.set_phase(Phase::Between);
         match next {
-            Next::KeepAlive if !ctx.closing() => {}
+            Next::KeepAlive if !ctx.closing() => c.park(),
             Next::Handoff => return End::Handoff,
             Next::KeepAlive | Next::Close => return End::Closed,
         }
@@ -237,6 +247,7 @@ where
 {
     loop {
         if !c.buf.is_empty() {
+            c.lend();
             match c.head.parse(&c.buf) {
                 Parsed::Head if c.head.len > max_header_bytes => return HeadRead::Reject(431),
                 Parsed::Head => return HeadRead::Ready,
@@ -246,8 +257,7 @@ where
                 Parsed::Partial => {}
             }
         }
-        c.buf.reserve(CLIENT_BUFFER);
-        match c.io.read_buf(&mut c.buf).await {
+        match spare::read_lent(&mut c.io, &mut c.buf).await {
             Ok(0) | Err(_) => return HeadRead::Closed,
             Ok(_) => {}
         }
@@ -263,6 +273,7 @@ async fn reject<S: AsyncWrite + Unpin>(c: &mut Client<S>, status: u16) {
         ),
         _ => ("Bad Request", "bad request\n"),
     };
+    c.lend();
     c.out.clear();
     encode::local_response(&mut c.out, status, reason, text, true);
     let _ = write_both(&mut c.io, &c.out, &[]).await;

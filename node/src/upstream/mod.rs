@@ -239,6 +239,7 @@ impl Upstream {
         while let Some(mut conn) = stack.take(self.inner.idle_timeout) {
             if conn.probe_now() == raw::Idle::Quiet {
                 conn.reused = true;
+                conn.unpark();
                 return Some(conn);
             }
         }
@@ -254,7 +255,8 @@ impl Upstream {
 
     /// Returns a connection whose last response was relayed completely; one with
     /// bytes past that response is dropped (and counted) instead.
-    pub fn put_raw(&self, index: usize, conn: BackendConn) {
+    pub fn put_raw(&self, index: usize, mut conn: BackendConn) {
+        conn.park();
         self.inner.raw_idle[index].put(conn);
     }
 

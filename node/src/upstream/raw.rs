@@ -13,6 +13,9 @@
 //! `MSG_PEEK`), since readiness can lag behind bytes that just arrived. A connection
 //! that produced unsolicited bytes is dropped and counted
 //! (`fulcrum_backend_unsolicited_total`); one the backend closed is just dropped.
+//!
+//! An idle connection holds no read buffer: it gives it back to `crate::bufpool` when
+//! it enters the idle stack and takes one when it leaves it (`park`, `unpark`).
 
 use super::idle::Pooled;
 use super::UpstreamError;
@@ -24,14 +27,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// Read buffer size of a backend connection.
-const BUFFER: usize = 16 * 1024;
-
 /// One plain TCP connection to a backend.
 #[derive(Debug)]
 pub struct BackendConn {
     pub stream: TcpStream,
-    /// Bytes read from the backend and not yet relayed.
+    /// Bytes read from the backend and not yet relayed; lent from `crate::bufpool`
+    /// while the connection is in use, empty (no allocation) while it is idle.
     pub buf: BytesMut,
     /// The connection served a request before this one.
     pub reused: bool,
@@ -60,10 +61,24 @@ impl BackendConn {
         let stream = super::connect::tcp(addr, timeout).await?;
         Ok(BackendConn {
             stream,
-            buf: BytesMut::with_capacity(BUFFER),
+            buf: crate::bufpool::take(),
             reused: false,
             unsolicited,
         })
+    }
+
+    /// Gives the (drained) read buffer back before the connection goes idle.
+    pub(super) fn park(&mut self) {
+        if self.buf.is_empty() {
+            crate::bufpool::give(&mut self.buf);
+        }
+    }
+
+    /// Takes a read buffer as the connection leaves the idle stack.
+    pub(super) fn unpark(&mut self) {
+        if self.buf.capacity() == 0 {
+            self.buf = crate::bufpool::take();
+        }
     }
 
     /// What the kernel holds for this socket right now (one system call).

@@ -1,0 +1,93 @@
+//! Read buffers lent per thread, so an idle connection holds none.
+//!
+//! A keep-alive connection spends most of its life waiting for its next request; a
+//! pooled backend connection, for its next use. Neither needs a read buffer then. So
+//! the hand-written HTTP/1.1 path (`crate::h1`) and its backend connections
+//! (`crate::upstream::BackendConn`) take a buffer when bytes arrive and give it back
+//! once it is drained, like HAProxy's and nginx's buffer pools. Each thread keeps a
+//! short free list of them: taking and giving is a `Vec` pop and push, no allocation
+//! in the steady state. A task may give a buffer back on another thread than the one
+//! it took it on (work stealing); each list is bounded, so that only shifts which
+//! thread frees it. Buffers that grew past `MAX_POOLED` (a large head) are freed rather
+//! than kept.
+
+use bytes::BytesMut;
+use std::cell::RefCell;
+
+/// The size of a lent buffer: what one read asks the kernel for.
+pub(crate) const BUFFER: usize = 16 * 1024;
+/// Free buffers kept per thread (at most 1 MiB of them).
+const KEEP: usize = 64;
+/// A buffer larger than this is freed on return instead of being kept.
+const MAX_POOLED: usize = 4 * BUFFER;
+
+thread_local! {
+    static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer of at least `BUFFER` bytes.
+pub(crate) fn take() -> BytesMut {
+    FREE.with_borrow_mut(|free| free.pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(BUFFER))
+}
+
+/// Returns `buf`, which must hold no unread byte (anything left is discarded); the
+/// caller's field is left empty with no allocation.
+pub(crate) fn give(buf: &mut BytesMut) {
+    let mut buf = std::mem::take(buf);
+    if buf.capacity() == 0 {
+        return;
+    }
+    buf.clear();
+    // Reclaims the space in front of the cursor (no copy: nothing is left to move).
+    buf.reserve(BUFFER);
+    if buf.capacity() > MAX_POOLED {
+        return;
+    }
+    // `try_with`: a connection dropped while its thread shuts down just frees it.
+    let _ = FREE.try_with(|free| {
+        if let Ok(mut free) = free.try_borrow_mut() {
+            if free.len() < KEEP {
+                free.push(buf);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{Buf, BufMut};
+
+    #[test]
+    fn a_returned_buffer_is_lent_again_whole_and_empty() {
+        let mut buf = take();
+        assert!(buf.capacity() >= BUFFER);
+        buf.put_slice(&[7; 100]);
+        buf.advance(60);
+        let ptr = buf.as_ptr() as usize - 60;
+        give(&mut buf);
+        assert_eq!(buf.capacity(), 0, "the caller keeps nothing");
+        let again = take();
+        assert!(again.is_empty());
+        assert!(again.capacity() >= BUFFER);
+        assert_eq!(again.as_ptr() as usize, ptr, "the same allocation, rewound");
+    }
+
+    #[test]
+    fn oversized_and_empty_buffers_are_not_kept() {
+        while FREE.with_borrow(|f| !f.is_empty()) {
+            drop(take());
+        }
+        let mut big = BytesMut::with_capacity(MAX_POOLED * 2);
+        give(&mut big);
+        let mut none = BytesMut::new();
+        give(&mut none);
+        assert_eq!(FREE.with_borrow(|f| f.len()), 0);
+        for _ in 0..KEEP + 5 {
+            let mut b = BytesMut::with_capacity(BUFFER);
+            give(&mut b);
+        }
+        assert_eq!(FREE.with_borrow(|f| f.len()), KEEP);
+    }
+}
