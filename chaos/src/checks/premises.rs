@@ -373,6 +373,11 @@ fn silent(inp: &Inputs, e: &Event, end: f64) -> Result<String, String> {
 /// A partitioned leader reports its lease lapsed (or that it stepped down).
 fn lost_quorum(inp: &Inputs, e: &Event, end: f64) -> Result<String, String> {
     let t = target_of(e)?;
+    // Only a leader's lost quorum shows in its /status (its lease goes stale, it steps
+    // down); a follower is "not leader" whether or not the partition bit, so that would
+    // prove nothing.
+    role_at(inp, e, true)
+        .map_err(|why| format!("a partition's effect is visible only on a leader, and {why}"))?;
     statuses_in(inp.rec, e.t_ms, end)
         .find_map(|s| {
             let n = s.nodes.get(t)?.as_ref()?;

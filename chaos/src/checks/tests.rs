@@ -177,6 +177,26 @@ fn a_partitioned_leader_that_keeps_the_vip_fails() {
     }
 }
 
+/// A partition of a follower cannot be proven from its /status ("not leader" holds either
+/// way): the premise must fail rather than pass on the follower's role.
+#[test]
+fn a_partitioned_follower_does_not_prove_that_the_partition_bit() {
+    let story = Story::new(13_000.0)
+        .event(3000.0, Fault::Partition, Some(1), 2000.0, false)
+        .event(8000.0, Fault::Heal, Some(1), 1000.0, false);
+    let checks = judge(&story.render(), &plan("partition-leader", false));
+    let premise = checks
+        .iter()
+        .find(|c| c.name == "premise: partition takes effect")
+        .expect("the premise is judged");
+    assert!(!premise.pass, "{}", premise.figure);
+    assert!(
+        premise.figure.contains("only on a leader"),
+        "{}",
+        premise.figure
+    );
+}
+
 fn dual_check(rec: &Recording) -> Check {
     let p = plan("kill-leader", false);
     judge(rec, &p)
