@@ -261,12 +261,14 @@ async fn a_frozen_master_holds_back_only_its_own_sessions() {
     // Where each session's pin lives, by its Redis key's slot.
     let mut keys = Vec::new();
     for port in cluster.masters().await {
-        keys.extend(keys_on(port).await);
+        for key in keys_on(port).await {
+            let slot = key_slot(port, &key).await;
+            keys.push((key, slot));
+        }
     }
     let on_victim = |name: &str| -> Option<bool> {
-        let key = keys.iter().find(|k| session_of(k) == Some(name))?;
-        let slot = key_slot(key);
-        Some(victim_slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+        let (_, slot) = keys.iter().find(|(k, _)| session_of(k) == Some(name))?;
+        Some(victim_slots.iter().any(|&(a, b)| (a..=b).contains(slot)))
     };
     let (mut held_on_victim, mut slow_elsewhere, mut held_elsewhere) = (0, 0, Vec::new());
     for (name, pinned, took) in &outcomes {

@@ -148,25 +148,16 @@ pub async fn config_set_all(cluster: &Cluster, name: &str, value: &str) {
     }
 }
 
-/// The slot Redis Cluster computes for a key: CRC16 (XMODEM) of its hash tag, mod 16384.
-pub fn key_slot(key: &str) -> u16 {
-    let bytes = key.as_bytes();
-    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
-        let len = bytes[open + 1..].iter().position(|&b| b == b'}')?;
-        (len > 0).then(|| &bytes[open + 1..open + 1 + len])
-    });
-    let mut crc: u16 = 0;
-    for &b in tagged.unwrap_or(bytes) {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
+/// The slot of `key`, as the cluster node on `port` computes it (`CLUSTER KEYSLOT`): the
+/// ground truth, independent of fulcrum's own slot function.
+pub async fn key_slot(port: u16, key: &str) -> u16 {
+    let mut c = raw(port).await;
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .expect("CLUSTER KEYSLOT")
 }
 
 async fn info_replication(port: u16) -> String {
