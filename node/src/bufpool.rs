@@ -45,10 +45,20 @@ pub(crate) fn give(buf: &mut BytesMut) {
         return;
     }
     // `try_with`: a connection dropped while its thread shuts down just frees it.
-    let _ = FREE.try_with(|free| {
+    shelve(&FREE, buf, KEEP);
+}
+
+/// Keeps `item` on this thread's free list `list` unless it already holds `keep` items (or
+/// the thread is shutting down and its locals are gone).
+pub(crate) fn shelve<T: 'static>(
+    list: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    item: T,
+    keep: usize,
+) {
+    let _ = list.try_with(|free| {
         if let Ok(mut free) = free.try_borrow_mut() {
-            if free.len() < KEEP {
-                free.push(buf);
+            if free.len() < keep {
+                free.push(item);
             }
         }
     });

@@ -80,13 +80,7 @@ impl<S> Client<S> {
             return;
         }
         s.out.clear();
-        let _ = FREE.try_with(|free| {
-            if let Ok(mut free) = free.try_borrow_mut() {
-                if free.len() < KEEP {
-                    free.push(s);
-                }
-            }
-        });
+        bufpool::shelve(&FREE, s, KEEP);
     }
 
     /// Whether the connection holds neither a read buffer nor a working set.
