@@ -151,15 +151,7 @@ async fn cluster_keeps_every_session_through_a_master_kill() {
     let (begun, moved_at_once) = runner.await.expect("load task");
 
     // Every held pin is written once the slot has a master again.
-    let flushed = wait_until(Duration::from_secs(10), || async {
-        store.metrics().held_now == 0
-    })
-    .await;
-    assert!(
-        flushed.is_some(),
-        "held pins never written: {:?}",
-        store.metrics()
-    );
+    assert_held_pins_written(&store, Duration::from_secs(10)).await;
     let m = store.metrics();
     assert!(
         m.held_pins > 0,
@@ -249,15 +241,7 @@ async fn a_frozen_master_holds_back_only_its_own_sessions() {
     cluster.node_mut(victim).thaw();
 
     // Every held pin is written once the master answers again.
-    let flushed = wait_until(Duration::from_secs(15), || async {
-        store.metrics().held_now == 0
-    })
-    .await;
-    assert!(
-        flushed.is_some(),
-        "held pins never written: {:?}",
-        store.metrics()
-    );
+    assert_held_pins_written(&store, Duration::from_secs(15)).await;
     // Where each session's pin lives, by its Redis key's slot.
     let mut keys = Vec::new();
     for port in cluster.masters().await {
@@ -305,5 +289,15 @@ async fn a_frozen_master_holds_back_only_its_own_sessions() {
     assert_eq!(
         slow_elsewhere, 0,
         "pins on healthy masters waited on the frozen one"
+    );
+}
+
+/// Waits up to `within` until the store holds no pin back from Redis any more.
+async fn assert_held_pins_written(store: &AffinityStore, within: Duration) {
+    let flushed = wait_until(within, || async { store.metrics().held_now == 0 }).await;
+    assert!(
+        flushed.is_some(),
+        "held pins never written: {:?}",
+        store.metrics()
     );
 }
