@@ -538,10 +538,14 @@ impl RaftHandle {
                 (m.current_term, m.current_leader == Some(me))
             };
             if !leading {
-                return if tried.is_empty() {
-                    HandOff::NotLeader
-                } else {
+                if tried.is_empty() {
+                    return HandOff::NotLeader;
+                }
+                // Stepped down for the successor: done once its leadership is known here.
+                return if self.wait_other_leader(me).await {
                     HandOff::Done
+                } else {
+                    HandOff::Failed
                 };
             }
             let Some((id, addr)) = bootstrap::best_successor_except(raft, me, &tried) else {
@@ -563,19 +567,24 @@ impl RaftHandle {
                     continue;
                 }
             }
-            let mut status = self.status();
-            let moved = async {
-                status
-                    .wait_for(|s| s.leader_id.is_some_and(|l| l != me))
-                    .await
-                    .is_ok()
-            };
-            if let Ok(true) = tokio::time::timeout(HANDOFF_WAIT, moved).await {
+            if self.wait_other_leader(me).await {
                 tracing::info!(successor = ?self.status().borrow().leader_id, "leadership handed off");
                 return HandOff::Done;
             }
             tracing::warn!(successor = id, "no successor took over in time");
         }
+    }
+
+    /// Waits (up to `HANDOFF_WAIT`) until this node knows a leader other than `me`.
+    async fn wait_other_leader(&self, me: NodeId) -> bool {
+        let mut status = self.status();
+        let moved = async {
+            status
+                .wait_for(|s| s.leader_id.is_some_and(|l| l != me))
+                .await
+                .is_ok()
+        };
+        matches!(tokio::time::timeout(HANDOFF_WAIT, moved).await, Ok(true))
     }
 
     /// Stop Raft, the peer server and background tasks; frees the Raft port. Idempotent.
