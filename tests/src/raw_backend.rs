@@ -38,6 +38,18 @@ impl Seen {
     }
 }
 
+/// A request whose head arrived but whose body never did in full: the proxy closed
+/// the connection, or left it silent, in the middle of the body.
+#[derive(Debug, Clone)]
+pub struct Broken {
+    /// Number of the backend connection it came on.
+    pub conn: usize,
+    pub target: String,
+    /// Why the body ended: `UnexpectedEof` when the proxy closed the connection,
+    /// `TimedOut` when it left it open and silent, `InvalidData` for bad framing.
+    pub ended: std::io::ErrorKind,
+}
+
 /// What happens to the connection after an answer.
 #[derive(Debug, Clone, Copy)]
 pub enum After {
@@ -84,6 +96,8 @@ type Script = Arc<dyn Fn(&Seen) -> Action + Send + Sync>;
 pub struct RawBackend {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    heads: Arc<Mutex<Vec<(usize, String)>>>,
+    broken: Arc<Mutex<Vec<Broken>>>,
     conns: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
@@ -96,16 +110,20 @@ impl RawBackend {
             .expect("bind raw backend");
         let addr = listener.local_addr().expect("local addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let broken = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(accept_loop(
-            listener,
-            Arc::new(script),
-            seen.clone(),
-            conns.clone(),
-        ));
+        let log = Log {
+            seen: seen.clone(),
+            heads: heads.clone(),
+            broken: broken.clone(),
+        };
+        let task = tokio::spawn(accept_loop(listener, Arc::new(script), log, conns.clone()));
         RawBackend {
             addr,
             seen,
+            heads,
+            broken,
             conns,
             task,
         }
@@ -119,6 +137,19 @@ impl RawBackend {
     /// Every request received so far, in arrival order.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every request head received, complete body or not: (connection, target).
+    pub fn heads(&self) -> Vec<(usize, String)> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Requests whose body never arrived in full, in arrival order.
+    pub fn broken(&self) -> Vec<Broken> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Connections accepted so far.
@@ -138,12 +169,15 @@ impl Drop for RawBackend {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    script: Script,
+/// Where connections record what they received.
+#[derive(Clone)]
+struct Log {
     seen: Arc<Mutex<Vec<Seen>>>,
-    conns: Arc<AtomicUsize>,
-) {
+    heads: Arc<Mutex<Vec<(usize, String)>>>,
+    broken: Arc<Mutex<Vec<Broken>>>,
+}
+
+async fn accept_loop(listener: TcpListener, script: Script, log: Log, conns: Arc<AtomicUsize>) {
     // Aborting the accept task drops the set, which aborts every connection task.
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -155,13 +189,13 @@ async fn accept_loop(
             WireConn::new(stream, IDLE),
             n,
             script.clone(),
-            seen.clone(),
+            log.clone(),
         ));
         while connections.try_join_next().is_some() {}
     }
 }
 
-async fn serve(mut conn: WireConn, n: usize, script: Script, seen: Arc<Mutex<Vec<Seen>>>) {
+async fn serve(mut conn: WireConn, n: usize, script: Script, log: Log) {
     for _ in 0..MAX_REQUESTS_PER_CONN {
         let Ok(Some(head)) = conn.read_head().await else {
             return;
@@ -177,8 +211,25 @@ async fn serve(mut conn: WireConn, n: usize, script: Script, seen: Arc<Mutex<Vec
         {
             return;
         }
-        let Ok(msg) = conn.read_body(head, framing).await else {
-            return;
+        let target = head.target().to_string();
+        log.heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((n, target.clone()));
+        let msg = match conn.read_body(head, framing).await {
+            Ok(msg) => msg,
+            Err(e) => {
+                let broken = Broken {
+                    conn: n,
+                    target,
+                    ended: e.kind(),
+                };
+                log.broken
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(broken);
+                return;
+            }
         };
         let request = Seen {
             conn: n,
@@ -186,7 +237,10 @@ async fn serve(mut conn: WireConn, n: usize, script: Script, seen: Arc<Mutex<Vec
             body: msg.body,
         };
         let action = script(&request);
-        seen.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+        log.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request);
         if conn.send(&action.bytes).await.is_err() {
             return;
         }

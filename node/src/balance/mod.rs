@@ -85,6 +85,34 @@ impl BackendLoad {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.connections.fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// `begin_request`, ended when the returned guard is dropped (unless it is handed
+    /// over): the count comes down however an attempt ends, also when its task is
+    /// dropped mid-flight because the client went away.
+    pub fn occupy(&self) -> Occupied<'_> {
+        self.begin_request();
+        Occupied(Some(self))
+    }
+}
+
+/// A request occupying a backend while an attempt is in flight (see `occupy`).
+#[must_use = "dropping it ends the request's occupancy at once"]
+pub struct Occupied<'a>(Option<&'a BackendLoad>);
+
+impl Occupied<'_> {
+    /// The attempt succeeded: whoever finishes the response (`RequestDone`) ends the
+    /// occupancy with `end_request`, so this guard must not.
+    pub fn hand_over(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Occupied<'_> {
+    fn drop(&mut self) {
+        if let Some(load) = self.0.take() {
+            load.end_request();
+        }
+    }
 }
 
 /// What a selector may look at for one request.

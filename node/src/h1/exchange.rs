@@ -179,7 +179,7 @@ where
     let mut retries = Retries::default();
     let (up, delivered, done) = loop {
         let backend = &pool.backends[index];
-        backend.state.load.begin_request();
+        let occupied = backend.state.load.occupy();
         let sent = send(c, ctx, &pool, index, fresh).await;
         let failure = match sent {
             Ok((up, delivered)) => {
@@ -192,11 +192,12 @@ where
                     started,
                     None,
                 );
+                occupied.hand_over();
                 break (up, delivered, Pending::new(done));
             }
             Err(f) => f,
         };
-        backend.state.load.end_request();
+        drop(occupied);
         let failure = match failure {
             Failure::ClientGone => {
                 tracing::debug!(client = %ctx.conn.client, "request body cut short by the client");

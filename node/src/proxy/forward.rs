@@ -87,13 +87,12 @@ pub(super) async fn forward(
             body.take(),
             backend,
         );
-        backend.state.load.begin_request();
+        let occupied = backend.state.load.occupy();
         let sent =
             tokio::time::timeout(pool.response_timeout, pool.upstream.send(index, upstream)).await;
         let err = match sent {
             Ok(Ok((resp, _))) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 // Nobody asked it to switch (`Upgrade` was not forwarded).
-                backend.state.load.end_request();
                 tracing::warn!(pool = %pool.name, backend = %backend.id, "unrequested 101 from backend");
                 return Err(Local::BadGateway);
             }
@@ -115,17 +114,17 @@ pub(super) async fn forward(
                     started,
                     Some(lease),
                 );
+                occupied.hand_over();
                 let set_cookie = choice.set_cookie || moved || learned;
                 return Ok(finish_response(&pool, index, resp, done, set_cookie));
             }
             Ok(Err(e)) => e,
             Err(_elapsed) => {
-                backend.state.load.end_request();
                 tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
                 return Err(Local::GatewayTimeout);
             }
         };
-        backend.state.load.end_request();
+        drop(occupied);
         if client_failed.load() {
             tracing::debug!(client = %conn.client, error = %err, "request body broken by the client");
             return Err(Local::ClientError);

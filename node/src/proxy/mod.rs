@@ -35,8 +35,30 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let snapshot = dp.snapshot();
+    let abandoned = Abandoned(Some(&dp));
     let response = route_and_forward(&dp, &snapshot, &conn, req).await;
+    abandoned.answered();
     Ok(response.unwrap_or_else(|local| local_response(&dp, local)))
+}
+
+/// Counts a request whose client left before it was answered — an HTTP/2 stream
+/// reset (hyper then drops the request's future, mid-upload or mid-wait) — as a client
+/// fault (`result="client"`), the same as a body the client broke on HTTP/1.1.
+struct Abandoned<'a>(Option<&'a DataPlane>);
+
+impl Abandoned<'_> {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(dp) = self.0.take() {
+            tracing::debug!("request abandoned by the client before its answer");
+            dp.metrics.local_response("client");
+        }
+    }
 }
 
 fn local_response(dp: &DataPlane, local: Local) -> Response<ProxyBody> {
