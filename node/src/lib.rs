@@ -18,8 +18,9 @@
 //! - `listener`, `h1`, `proxy`, `upstream` — accepting connections and forwarding requests
 //!   (`h1`: the hand-written HTTP/1.1 path; `proxy`: hyper's, for everything else;
 //!   `upstream`: backend connections and their pools).
-//! - `l4`, `proxy_protocol`, `tls`, `conn_watch` — TCP listeners, PROXY protocol, TLS
-//!   termination and backend TLS, idle-connection accounting.
+//! - `l4`, `proxy_protocol`, `tls`, `conn_watch`, `h2_flood` — TCP listeners, PROXY
+//!   protocol, TLS termination and backend TLS, idle-connection accounting, and the
+//!   HTTP/2 control-frame flood guard.
 //! - `bufpool`    — per-thread free lists of connection buffers: an idle connection holds none.
 //! - `affinity`   — session stickiness.
 //! - `health`     — active checks; `control` — the health reporter (verdicts -> Raft).
@@ -42,6 +43,7 @@ mod ctl;
 mod dataplane;
 mod demo;
 mod h1; // hand-written HTTP/1.1 fast path
+mod h2_flood; // issue 17: closes HTTP/2 clients that flood control frames
 mod health;
 mod l4; // issue 7: TCP listeners
 mod listener;

@@ -12,6 +12,7 @@
 
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
+use crate::h2_flood::FloodGuard;
 use crate::proxy::{self, ConnInfo};
 use bytes::Bytes;
 use hyper::service::service_fn;
@@ -197,7 +198,12 @@ pub(crate) async fn serve_connection<S>(
 {
     let _open = OpenConnection::count(&dp.metrics.client_connections);
     let activity = Arc::new(ConnActivity::default());
-    let io = TokioIo::new(ActivityIo::with_prefix(stream, prefix, activity.clone()));
+    // The flood guard watches what the client sends (HTTP/2 only; see `h2_flood`).
+    let io = TokioIo::new(FloodGuard::new(ActivityIo::with_prefix(
+        stream,
+        prefix,
+        activity.clone(),
+    )));
     let service_dp = dp.clone();
     let service_conn = conn.clone();
     let service_activity = activity.clone();
