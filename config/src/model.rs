@@ -230,6 +230,14 @@ pub struct Listener {
     /// Routing also merges runs of `/` into one (`//admin` matches `/admin`).
     #[serde(default)]
     pub merge_slashes: bool,
+    /// Open client connections at most; at the limit the listener stops accepting
+    /// (new clients wait in the kernel's queue) until one closes, as HAProxy's maxconn.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open client connections from one source address at most (0: no limit); a
+    /// connection over it is closed at once.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
 }
 
 /// The request path a backend receives. Routing always matches the normalised path
@@ -475,6 +483,12 @@ fn default_header_read_timeout() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_max_connections() -> usize {
+    100_000
+}
+fn default_max_connections_per_ip() -> usize {
+    10_000
 }
 fn default_max_header_bytes() -> usize {
     16 * 1024

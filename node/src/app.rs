@@ -6,11 +6,13 @@
 //! bind also changes nothing, then swaps the snapshot and restarts the health checkers.
 
 use crate::cluster::Cluster;
+use crate::conn_limit::ConnLimits;
 use crate::control::vip_agree::{self, VipSetting};
 use crate::control::vip_guard::VipGuard;
 use crate::dataplane::DataPlane;
 use crate::health;
 use crate::listener::{self, HttpListenerSpec};
+use crate::metrics::RefusedLabels;
 use crate::metrics::{Metrics, ResultLabels};
 use fulcrum_config::{Config, ConfigErrors, NodeSection, Protocol};
 use std::collections::HashMap;
@@ -299,16 +301,28 @@ impl Node {
                 idle_timeout: l.idle_timeout,
                 max_header_bytes: l.max_header_bytes,
             };
+            let refused = self
+                .dp
+                .metrics
+                .connections_refused
+                .get_or_create(&RefusedLabels {
+                    listener: l.name.clone(),
+                    reason: "per_ip".into(),
+                });
+            let limits =
+                ConnLimits::new(l.max_connections, l.max_connections_per_ip, refused.clone());
             let token = self.stop.child_token();
             let (dp, stop, tracker) = (self.dp.clone(), token.clone(), self.connections.clone());
             match l.protocol {
                 Protocol::Http => {
-                    tokio::spawn(listener::serve_http(socket, spec, dp, stop, tracker));
+                    tokio::spawn(listener::serve_http(
+                        socket, spec, limits, dp, stop, tracker,
+                    ));
                 }
                 Protocol::Https => match crate::tls::TlsServer::new(l) {
                     Ok(tls) => {
                         tokio::spawn(crate::tls::serve_https(
-                            socket, spec, tls, dp, stop, tracker,
+                            socket, spec, limits, tls, dp, stop, tracker,
                         ));
                     }
                     // Checked in `bind_new`; only a file broken in between lands here.
@@ -318,7 +332,9 @@ impl Node {
                     }
                 },
                 Protocol::Tcp => {
-                    tokio::spawn(crate::l4::serve_tcp(socket, spec.name, dp, stop, tracker));
+                    tokio::spawn(crate::l4::serve_tcp(
+                        socket, spec.name, limits, dp, stop, tracker,
+                    ));
                 }
             }
             tracing::info!(listener = %l.name, bind = %l.bind, protocol = protocol_name(l.protocol), "listening");

@@ -10,6 +10,7 @@
 //! `proxy_protocol`); `serve_connection` is generic over the byte stream so HTTPS
 //! (`tls::serve_https`) serves its TLS streams with the same code.
 
+use crate::conn_limit::ConnLimits;
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
 use crate::h2_flood::FloodGuard;
@@ -69,11 +70,12 @@ impl HttpListenerSpec {
 }
 
 /// Accepts connections until `stop` fires and hands each one (with TCP_NODELAY set)
-/// to `serve`, whose future runs in `tracker`. Shared by the HTTP, HTTPS and TCP
-/// listeners.
+/// to `serve`, whose future runs in `tracker`, within the listener's connection
+/// `limits` (see `conn_limit`). Shared by the HTTP, HTTPS and TCP listeners.
 pub(crate) async fn accept_loop<F, Fut>(
     socket: TcpListener,
     name: &str,
+    limits: ConnLimits,
     stop: CancellationToken,
     tracker: TaskTracker,
     mut serve: F,
@@ -85,6 +87,12 @@ pub(crate) async fn accept_loop<F, Fut>(
     let task_bytes = std::mem::size_of::<Fut>();
     tracing::debug!(listener = %name, task_bytes, "accepting connections");
     loop {
+        // Room first: at `max_connections` the listener stops accepting.
+        let room = tokio::select! {
+            _ = stop.cancelled() => break,
+            room = limits.room() => room,
+        };
+        let Some(room) = room else { break };
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             a = socket.accept() => a,
@@ -98,8 +106,16 @@ pub(crate) async fn accept_loop<F, Fut>(
                 continue;
             }
         };
+        let Some(admitted) = limits.admit(room, peer.ip()) else {
+            tracing::debug!(listener = %name, client = %peer, "over max_connections_per_ip; closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tracker.spawn(serve(stream, peer));
+        let connection = serve(stream, peer);
+        tracker.spawn(async move {
+            connection.await;
+            drop(admitted);
+        });
     }
     tracing::info!(listener = %name, "listener stopped accepting");
 }
@@ -108,22 +124,30 @@ pub(crate) async fn accept_loop<F, Fut>(
 pub async fn serve_http(
     listener: TcpListener,
     spec: HttpListenerSpec,
+    limits: ConnLimits,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
     let builder = Arc::new(http_builder(&spec));
     let name = spec.name.clone();
-    accept_loop(listener, &name, stop.clone(), tracker, |stream, peer| {
-        serve_plain(
-            stream,
-            peer,
-            spec.clone(),
-            builder.clone(),
-            dp.clone(),
-            stop.clone(),
-        )
-    })
+    accept_loop(
+        listener,
+        &name,
+        limits,
+        stop.clone(),
+        tracker,
+        |stream, peer| {
+            serve_plain(
+                stream,
+                peer,
+                spec.clone(),
+                builder.clone(),
+                dp.clone(),
+                stop.clone(),
+            )
+        },
+    )
     .await;
 }
 

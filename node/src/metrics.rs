@@ -38,6 +38,12 @@ pub struct CheckLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub listener: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -48,6 +54,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<PoolLabels, Histogram, fn() -> Histogram>,
     pub client_connections: Gauge,
+    pub connections_refused: Family<RefusedLabels, Counter>,
     pub local_responses: Family<ResultLabels, Counter>,
     pub backend_in_flight: Family<BackendLabels, Gauge>,
     pub backend_healthy: Family<BackendLabels, Gauge>,
@@ -129,6 +136,7 @@ impl Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(new_latency_histogram as fn() -> Histogram),
             client_connections: Gauge::default(),
+            connections_refused: Family::default(),
             local_responses: Family::default(),
             backend_in_flight: Family::default(),
             backend_healthy: Family::default(),
@@ -160,6 +168,11 @@ impl Metrics {
             "client_connections",
             "Open client connections",
             m.client_connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections closed at once by a listener limit (reason=per_ip)",
+            m.connections_refused.clone(),
         );
         registry.register(
             "local_responses",

@@ -174,4 +174,10 @@ fn check_limits(i: usize, l: &Listener, r: &mut Report<'_>) {
             "max_header_bytes must be greater than 0",
         );
     }
+    if l.max_connections == 0 {
+        r.error(
+            &at("max_connections"),
+            "max_connections must be greater than 0",
+        );
+    }
 }

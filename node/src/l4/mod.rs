@@ -36,11 +36,12 @@ use tokio_util::task::TaskTracker;
 pub async fn serve_tcp(
     socket: TcpListener,
     name: Arc<str>,
+    limits: crate::conn_limit::ConnLimits,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    crate::listener::accept_loop(socket, &name, stop, tracker, |stream, peer| {
+    crate::listener::accept_loop(socket, &name, limits, stop, tracker, |stream, peer| {
         serve_one(stream, peer, name.clone(), dp.clone())
     })
     .await;

@@ -16,6 +16,7 @@
 use super::certs::load_listener_certs;
 use super::resolver::SniResolver;
 use super::TlsError;
+use crate::conn_limit::ConnLimits;
 use crate::dataplane::DataPlane;
 use crate::listener::{self, HttpListenerSpec};
 use crate::proxy_protocol;
@@ -77,6 +78,7 @@ impl TlsServer {
 pub async fn serve_https(
     socket: TcpListener,
     spec: HttpListenerSpec,
+    limits: ConnLimits,
     tls: Arc<TlsServer>,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
@@ -85,17 +87,24 @@ pub async fn serve_https(
     let builder = Arc::new(listener::http_builder(&spec));
     tokio::spawn(watch(tls.clone(), dp.clone(), stop.clone()));
     let name = spec.name.clone();
-    listener::accept_loop(socket, &name, stop.clone(), tracker, |stream, peer| {
-        handshake_and_serve(
-            stream,
-            peer,
-            spec.clone(),
-            tls.clone(),
-            builder.clone(),
-            dp.clone(),
-            stop.clone(),
-        )
-    })
+    listener::accept_loop(
+        socket,
+        &name,
+        limits,
+        stop.clone(),
+        tracker,
+        |stream, peer| {
+            handshake_and_serve(
+                stream,
+                peer,
+                spec.clone(),
+                tls.clone(),
+                builder.clone(),
+                dp.clone(),
+                stop.clone(),
+            )
+        },
+    )
     .await;
 }
 
