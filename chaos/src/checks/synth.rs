@@ -11,8 +11,9 @@ use crate::load::Sample;
 
 pub const NODES: usize = 3;
 const USERS: usize = 50;
-/// What a node with a taken port reports as its apply error.
-pub const PORT_IN_USE: &str = "listener 10.77.60.12:18080: Address already in use (os error 98)";
+/// What a node with a taken port reports as its apply error (as a real run printed it).
+pub const PORT_IN_USE: &str =
+    "listener web2: cannot bind 0.0.0.0:8081: Address already in use (os error 98)";
 
 /// The cluster as the observers see it during one phase.
 #[derive(Debug, Clone)]

@@ -34,14 +34,14 @@ fn backend(s: Story, t_ms: f64, down: bool) -> Story {
 /// quorum and nobody serves; b1 recovers while they are down; both restart, n1 wins the
 /// election again, and the restarted observers readmit b1.
 fn restart_two_recover() -> Story {
-    let s = backend(Story::new(14_000.0), 1000.0, true)
+    let s = backend(Story::new(14_000.0), 1500.0, true)
         .event(3500.0, Fault::Kill, N2, 6000.0, false)
         .event(3501.0, Fault::Kill, N1, 6000.0, true);
     backend(s, 4500.0, false)
         .event(6000.0, Fault::Start, N2, 6000.0, false)
         .event(6001.0, Fault::Start, N1, 6000.0, false)
-        .at(1000.0, |w| w.b1_down = true)
-        .at(1600.0, |w| w.unhealthy = 1)
+        .at(1500.0, |w| w.b1_down = true)
+        .at(2100.0, |w| w.unhealthy = 1)
         .at(3500.0, |w| w.answering[1] = false)
         .at(3501.0, |w| {
             w.answering[0] = false;
@@ -92,11 +92,11 @@ fn partition_flap() -> Story {
     s.at(9100.0, |w| w.commit[1] = w.commit[0])
 }
 
-/// Port 18080 is taken on n2; a config with a listener on it is committed through n2,
+/// Port 8081 is taken on n2; a config with a listener on it is committed through n2,
 /// which reports it cannot apply version 2 until the port is freed.
 fn port_busy() -> Story {
     let mut s = Story::new(11_000.0)
-        .event(1000.0, Fault::PortBusy, N2, 0.0, false)
+        .event(1500.0, Fault::PortBusy, N2, 0.0, false)
         .event(3000.0, Fault::ConfigPut, N2, 0.0, false)
         .event(6000.0, Fault::PortFree, N2, 0.0, false)
         .at(3100.0, |w| {
