@@ -5,7 +5,9 @@
 //! state, as the harness sees it: a 2xx within [`BACKEND_TIMEOUT`]), until, for
 //! [`STABLE_ROUNDS`] rounds in a row:
 //! - every node answers, runs one config version (at least the scenario's minimum), the
-//!   version Raft committed, with no apply error;
+//!   version Raft committed, with no apply error, and accepts connections on every
+//!   listener of the config it runs (`GET /config`; a node that recorded a version as
+//!   applied without binding its listener fails here);
 //! - every node's effective verdict (`healthy`) for every backend of every pool equals the
 //!   backend's real state;
 //! - exactly one node says it holds the VIP, it says it leads, and the netlink holder
@@ -108,6 +110,7 @@ async fn round(
         statuses.push(s);
     }
     config(ops, &statuses, min_version)?;
+    listening(ops).await?;
     health(ops, &statuses).await?;
     vip(ops, &statuses, holders)
 }
@@ -138,6 +141,56 @@ fn config(ops: &dyn Ops, statuses: &[Value], min: Option<u64>) -> Result<(), Str
                 "{} runs {first}, committed {committed:?}",
                 ops.node_name(i)
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Every node accepts a TCP connection on each listener of the config it runs (a
+/// wildcard bind is tried on the node's admin address).
+async fn listening(ops: &dyn Ops) -> Result<(), String> {
+    for i in 0..ops.nodes() {
+        let admin = ops.admin(i);
+        let name = ops.node_name(i);
+        let reply = httpc::request(&admin, "GET", "/config", &[], None, ADMIN_TIMEOUT)
+            .await
+            .map_err(|e| format!("{name} does not answer GET /config: {e:#}"))?;
+        let text = String::from_utf8_lossy(&reply.body);
+        let doc: toml::Value = text
+            .parse()
+            .map_err(|e| format!("{name}'s GET /config is not TOML: {e}"))?;
+        let host: std::net::IpAddr = admin
+            .rsplit_once(':')
+            .and_then(|(h, _)| h.parse().ok())
+            .ok_or_else(|| format!("{name}'s admin address {admin} has no IP"))?;
+        let listeners = doc.get("listener").and_then(|l| l.as_array());
+        for l in listeners.into_iter().flatten() {
+            let lname = l.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+            let bind: std::net::SocketAddr = l
+                .get("bind")
+                .and_then(|b| b.as_str())
+                .and_then(|b| b.parse().ok())
+                .ok_or_else(|| format!("{name}: listener {lname} has no bind address"))?;
+            let ip = if bind.ip().is_unspecified() {
+                host
+            } else {
+                bind.ip()
+            };
+            let to = std::net::SocketAddr::new(ip, bind.port());
+            let connect = tokio::net::TcpStream::connect(to);
+            match tokio::time::timeout(BACKEND_TIMEOUT, connect).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "{name} does not accept on {to} (listener {lname}): {e}"
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "{name} does not accept on {to} (listener {lname}): timed out"
+                    ))
+                }
+            }
         }
     }
     Ok(())
