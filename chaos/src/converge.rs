@@ -9,7 +9,8 @@
 //!   listener of the config it runs (`GET /config`; a node that recorded a version as
 //!   applied without binding its listener fails here);
 //! - every node's effective verdict (`healthy`) for every backend of every pool equals the
-//!   backend's real state;
+//!   backend's real state, and so does every observer's report on it as that node has
+//!   it replicated (`observers`: a stale report can hide behind a majority);
 //! - exactly one node says it holds the VIP, it says it leads, and the netlink holder
 //!   poller (when there is one) sees the VIP on that node and no other.
 //!
@@ -199,6 +200,10 @@ async fn listening(ops: &dyn Ops) -> Result<(), String> {
 /// Every node's verdict on every backend against the backend's real state.
 async fn health(ops: &dyn Ops, statuses: &[Value]) -> Result<(), String> {
     let mut truth: BTreeMap<String, bool> = BTreeMap::new();
+    let ids = statuses
+        .iter()
+        .map(|s| s["node_id"].as_u64().ok_or("a /status without node_id"))
+        .collect::<Result<Vec<u64>, _>>()?;
     for (i, s) in statuses.iter().enumerate() {
         for pool in s["pools"].as_array().into_iter().flatten() {
             for b in pool["backends"].as_array().into_iter().flatten() {
@@ -219,11 +224,41 @@ async fn health(ops: &dyn Ops, statuses: &[Value]) -> Result<(), String> {
                         if real { "up" } else { "down" }
                     ));
                 }
+                observers(ops, i, &ids, addr, &b["observers"], real)?;
             }
         }
     }
     if truth.is_empty() {
         return Err("no backend in any /status".into());
+    }
+    Ok(())
+}
+
+/// Every observer's report on a backend, as node `i` has it replicated, equals the
+/// backend's real state: one observer's stale report (an old "down" committed after a
+/// newer "up") can hide behind the others' majority in the effective verdict, but not
+/// here. An observer that never reported counts as "healthy" (a reporter only proposes
+/// where its view differs from the replicated one, and nothing replicated is healthy).
+fn observers(
+    ops: &dyn Ops,
+    i: usize,
+    ids: &[u64],
+    addr: &str,
+    map: &Value,
+    real: bool,
+) -> Result<(), String> {
+    let map = map
+        .as_object()
+        .ok_or_else(|| format!("{} reports no observers for {addr}", ops.node_name(i)))?;
+    for id in ids {
+        let said = map.get(&id.to_string()).map_or(Some(true), |v| v.as_bool());
+        if said != Some(real) {
+            return Err(format!(
+                "{} has observer {id}'s report on {addr} as {said:?}, the backend is {}",
+                ops.node_name(i),
+                if real { "up" } else { "down" }
+            ));
+        }
     }
     Ok(())
 }
