@@ -5,9 +5,12 @@
 //! state, as the harness sees it: a 2xx within [`BACKEND_TIMEOUT`]), until, for
 //! [`STABLE_ROUNDS`] rounds in a row:
 //! - every node answers, runs one config version (at least the scenario's minimum), the
-//!   version Raft committed, with no apply error;
+//!   version Raft committed, with no apply error, and accepts connections on every
+//!   listener of the config it runs (`GET /config`; a node that recorded a version as
+//!   applied without binding its listener fails here);
 //! - every node's effective verdict (`healthy`) for every backend of every pool equals the
-//!   backend's real state;
+//!   backend's real state, and so does every observer's report on it as that node has
+//!   it replicated (`observers`: a stale report can hide behind a majority);
 //! - exactly one node says it holds the VIP, it says it leads, and the netlink holder
 //!   poller (when there is one) sees the VIP on that node and no other.
 //!
@@ -108,6 +111,7 @@ async fn round(
         statuses.push(s);
     }
     config(ops, &statuses, min_version)?;
+    listening(ops).await?;
     health(ops, &statuses).await?;
     vip(ops, &statuses, holders)
 }
@@ -143,9 +147,63 @@ fn config(ops: &dyn Ops, statuses: &[Value], min: Option<u64>) -> Result<(), Str
     Ok(())
 }
 
+/// Every node accepts a TCP connection on each listener of the config it runs (a
+/// wildcard bind is tried on the node's admin address).
+async fn listening(ops: &dyn Ops) -> Result<(), String> {
+    for i in 0..ops.nodes() {
+        let admin = ops.admin(i);
+        let name = ops.node_name(i);
+        let reply = httpc::request(&admin, "GET", "/config", &[], None, ADMIN_TIMEOUT)
+            .await
+            .map_err(|e| format!("{name} does not answer GET /config: {e:#}"))?;
+        let text = String::from_utf8_lossy(&reply.body);
+        let doc: toml::Value = text
+            .parse()
+            .map_err(|e| format!("{name}'s GET /config is not TOML: {e}"))?;
+        let host: std::net::IpAddr = admin
+            .rsplit_once(':')
+            .and_then(|(h, _)| h.parse().ok())
+            .ok_or_else(|| format!("{name}'s admin address {admin} has no IP"))?;
+        let listeners = doc.get("listener").and_then(|l| l.as_array());
+        for l in listeners.into_iter().flatten() {
+            let lname = l.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+            let bind: std::net::SocketAddr = l
+                .get("bind")
+                .and_then(|b| b.as_str())
+                .and_then(|b| b.parse().ok())
+                .ok_or_else(|| format!("{name}: listener {lname} has no bind address"))?;
+            let ip = if bind.ip().is_unspecified() {
+                host
+            } else {
+                bind.ip()
+            };
+            let to = std::net::SocketAddr::new(ip, bind.port());
+            let connect = tokio::net::TcpStream::connect(to);
+            match tokio::time::timeout(BACKEND_TIMEOUT, connect).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "{name} does not accept on {to} (listener {lname}): {e}"
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "{name} does not accept on {to} (listener {lname}): timed out"
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every node's verdict on every backend against the backend's real state.
 async fn health(ops: &dyn Ops, statuses: &[Value]) -> Result<(), String> {
     let mut truth: BTreeMap<String, bool> = BTreeMap::new();
+    let ids = statuses
+        .iter()
+        .map(|s| s["node_id"].as_u64().ok_or("a /status without node_id"))
+        .collect::<Result<Vec<u64>, _>>()?;
     for (i, s) in statuses.iter().enumerate() {
         for pool in s["pools"].as_array().into_iter().flatten() {
             for b in pool["backends"].as_array().into_iter().flatten() {
@@ -166,11 +224,41 @@ async fn health(ops: &dyn Ops, statuses: &[Value]) -> Result<(), String> {
                         if real { "up" } else { "down" }
                     ));
                 }
+                observers(ops, i, &ids, addr, &b["observers"], real)?;
             }
         }
     }
     if truth.is_empty() {
         return Err("no backend in any /status".into());
+    }
+    Ok(())
+}
+
+/// Every observer's report on a backend, as node `i` has it replicated, equals the
+/// backend's real state: one observer's stale report (an old "down" committed after a
+/// newer "up") can hide behind the others' majority in the effective verdict, but not
+/// here. An observer that never reported counts as "healthy" (a reporter only proposes
+/// where its view differs from the replicated one, and nothing replicated is healthy).
+fn observers(
+    ops: &dyn Ops,
+    i: usize,
+    ids: &[u64],
+    addr: &str,
+    map: &Value,
+    real: bool,
+) -> Result<(), String> {
+    let map = map
+        .as_object()
+        .ok_or_else(|| format!("{} reports no observers for {addr}", ops.node_name(i)))?;
+    for id in ids {
+        let said = map.get(&id.to_string()).map_or(Some(true), |v| v.as_bool());
+        if said != Some(real) {
+            return Err(format!(
+                "{} has observer {id}'s report on {addr} as {said:?}, the backend is {}",
+                ops.node_name(i),
+                if real { "up" } else { "down" }
+            ));
+        }
     }
     Ok(())
 }

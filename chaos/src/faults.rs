@@ -34,6 +34,17 @@ pub struct NodeStatus {
     pub session_store: Option<String>,
     /// Backends this node's health checks hold down, over every pool.
     pub unhealthy: Option<usize>,
+    /// The highest log index this node knows to be committed.
+    pub commit_index: Option<u64>,
+    /// The committed config version this node could not apply, and why (`None`: none).
+    pub apply_error: Option<ApplyError>,
+}
+
+/// `config_apply_error` of a `/status` answer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApplyError {
+    pub version: u64,
+    pub reason: String,
 }
 
 pub async fn status(ops: &dyn Ops, i: usize) -> Result<NodeStatus> {
@@ -56,6 +67,20 @@ pub async fn status_at(admin: &str, timeout: Duration) -> Result<NodeStatus> {
             .and_then(|r| r.as_str())
             .map(str::to_string),
         unhealthy: unhealthy_backends(&v),
+        commit_index: v.get("commit_index").and_then(|r| r.as_u64()),
+        apply_error: apply_error(&v),
+    })
+}
+
+fn apply_error(v: &serde_json::Value) -> Option<ApplyError> {
+    let e = v.get("config_apply_error")?;
+    Some(ApplyError {
+        version: e.get("version")?.as_u64()?,
+        reason: e
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or_default()
+            .to_string(),
     })
 }
 

@@ -11,6 +11,7 @@
 //! by the runner. What a scenario requires is data in `scenarios/plan.rs`.
 
 pub mod convergence;
+mod effect;
 mod end_state;
 pub mod holders;
 mod load_checks;
@@ -18,6 +19,8 @@ pub mod premises;
 mod steady;
 #[cfg(test)]
 mod synth;
+#[cfg(test)]
+mod synth_heal;
 #[cfg(test)]
 mod tests;
 

@@ -7,7 +7,7 @@
 //! (netlink, else the nodes' own word) and, locally, the wire probe.
 
 use super::holders::{holder_view, wire_view};
-use super::{Check, Event, Fault, Inputs, Recording, StatusSample};
+use super::{effect, Check, Event, Fault, Inputs, Recording, StatusSample};
 
 /// Which events of a kind a premise looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,20 +40,6 @@ pub enum Premise {
 const STATUS_FRESH_MS: f64 = 1500.0;
 /// Slack for the `/status` sampling period (about 100 ms, longer when a node hangs).
 const STATUS_SLACK_MS: f64 = 400.0;
-/// After this long a faulted process must have stopped answering `/status`.
-const EFFECT_DELAY_MS: f64 = 300.0;
-/// A resumed process must answer `/status` again within this long.
-const RESUME_ANSWER_MS: f64 = 3000.0;
-/// A request this slow (or failed) is evidence of loss on the link (a retransmission).
-const NETEM_SLOW_MS: f64 = 200.0;
-/// A node whose link is down answers nothing on the wire from this long after the fault.
-const LINK_DOWN_SLACK_MS: f64 = 50.0;
-/// Wire samples a link-down window needs before its silence means anything.
-const LINK_DOWN_MIN_SAMPLES: usize = 10;
-/// A CPU hog took effect when its processes got at least this share of every core...
-const HOG_MIN_PCT: f64 = 25.0;
-/// ...and the machine was idle at most this share of the time.
-const HOG_MAX_IDLE_PCT: f64 = 10.0;
 
 impl Fault {
     pub fn label(self) -> &'static str {
@@ -144,7 +130,7 @@ fn check(p: &Premise, inp: &Inputs) -> Check {
         let result = match *p {
             Premise::Leads { .. } => role_at(inp, e, true),
             Premise::Follows { .. } => role_at(inp, e, false),
-            Premise::TakesEffect(_) => takes_effect(inp, e),
+            Premise::TakesEffect(_) => effect::takes_effect(inp, e),
             Premise::NewLeaderAndHolder { within_ms, .. } => new_holder(inp, e, within_ms),
             Premise::Releases { within_ms, .. } => releases(inp, e, within_ms),
         };
@@ -165,17 +151,17 @@ fn select(events: &[Event], fault: Fault, which: Which) -> Vec<&Event> {
     }
 }
 
-fn node_name(i: usize) -> String {
+pub(super) fn node_name(i: usize) -> String {
     format!("n{}", i + 1)
 }
 
-fn target_of(e: &Event) -> Result<usize, String> {
+pub(super) fn target_of(e: &Event) -> Result<usize, String> {
     e.target
         .ok_or_else(|| format!("{} at {:.0} ms names no node", e.what, e.t_ms))
 }
 
 /// Where the fault's window ends: its repair on the same target, else the end of the load.
-fn window_end(rec: &Recording, e: &Event) -> f64 {
+pub(super) fn window_end(rec: &Recording, e: &Event) -> f64 {
     let load_end = rec.samples.last().map_or(e.t_ms, |s| s.t_ms);
     e.fault
         .repair()
@@ -189,7 +175,11 @@ fn window_end(rec: &Recording, e: &Event) -> f64 {
 
 /// `/status` rounds strictly between `from` and `to` (a round at the very instant of a
 /// fault or repair may have seen either side).
-fn statuses_in(rec: &Recording, from: f64, to: f64) -> impl Iterator<Item = &StatusSample> {
+pub(super) fn statuses_in(
+    rec: &Recording,
+    from: f64,
+    to: f64,
+) -> impl Iterator<Item = &StatusSample> {
     rec.statuses
         .iter()
         .filter(move |s| s.t_ms > from && s.t_ms < to)
@@ -197,7 +187,7 @@ fn statuses_in(rec: &Recording, from: f64, to: f64) -> impl Iterator<Item = &Sta
 
 /// The target was (`leader`) the leader and holder, or (`!leader`) a follower without the
 /// VIP, just before the event.
-fn role_at(inp: &Inputs, e: &Event, leader: bool) -> Result<String, String> {
+pub(super) fn role_at(inp: &Inputs, e: &Event, leader: bool) -> Result<String, String> {
     let t = target_of(e)?;
     let what = format!(
         "the {} of {} at {:.0} ms",
@@ -267,193 +257,6 @@ fn held_before(inp: &Inputs, t: usize, at: f64) -> Result<bool, String> {
         .filter(|(ts, _)| *ts < at && *ts >= at - fresh_holder_ms(inp).max(STATUS_FRESH_MS))
         .find_map(|(_, h)| h.get(t).copied().flatten())
         .ok_or_else(|| format!("no holder sample of {} before {at:.0} ms", node_name(t)))
-}
-
-/// The fault did what it is for, seen by an observer.
-fn takes_effect(inp: &Inputs, e: &Event) -> Result<String, String> {
-    let rec = inp.rec;
-    let end = window_end(rec, e);
-    match e.fault {
-        Fault::Kill | Fault::Freeze => silent(inp, e, end),
-        Fault::Stop => {
-            let t = target_of(e)?;
-            rec.events
-                .iter()
-                .find(|x| {
-                    x.fault == Fault::Exited
-                        && x.target == Some(t)
-                        && x.t_ms >= e.t_ms
-                        && x.t_ms <= end
-                })
-                .map(|x| {
-                    format!(
-                        "{} exited {:.0} ms after SIGTERM",
-                        node_name(t),
-                        x.t_ms - e.t_ms
-                    )
-                })
-                .ok_or_else(|| {
-                    format!(
-                        "{} never exited after the stop at {:.0} ms",
-                        node_name(t),
-                        e.t_ms
-                    )
-                })
-        }
-        Fault::Partition => lost_quorum(inp, e, end),
-        Fault::RedisDown => statuses_in(rec, e.t_ms, end)
-            .find_map(|s| {
-                s.nodes.iter().flatten().find_map(|n| {
-                    n.session_store
-                        .as_deref()
-                        .filter(|st| *st != "connected")
-                        .map(|st| {
-                            format!("a node reported its session store {st} at {:.0} ms", s.t_ms)
-                        })
-                })
-            })
-            .ok_or_else(|| "no node reported its session store down while Redis was killed".into()),
-        Fault::BackendDown => statuses_in(rec, e.t_ms, end)
-            .find(|s| {
-                s.nodes
-                    .iter()
-                    .flatten()
-                    .any(|n| n.unhealthy.unwrap_or(0) > 0)
-            })
-            .map(|s| format!("a backend reported unhealthy at {:.0} ms", s.t_ms))
-            .ok_or_else(|| "no node marked a backend unhealthy during the backend fault".into()),
-        Fault::NetemOn => slowed(inp, e, end),
-        Fault::ConfigPut => config_applied(inp, e),
-        Fault::LinkDown => silent_on_wire(inp, e, end),
-        Fault::HogOn => saturated(e),
-        other => Err(format!("no evidence is defined for {}", other.label())),
-    }
-}
-
-/// A killed or frozen target stops answering `/status` until its repair (and a frozen one
-/// answers again after SIGCONT).
-fn silent(inp: &Inputs, e: &Event, end: f64) -> Result<String, String> {
-    let t = target_of(e)?;
-    // Up to (not including) the repair: a restarted or resumed node answers again at
-    // once, so a round still waiting for answers at the repair proves nothing.
-    let seen: Vec<&StatusSample> = statuses_in(inp.rec, e.t_ms + EFFECT_DELAY_MS, end)
-        .filter(|s| s.done_ms < end)
-        .collect();
-    if seen.is_empty() {
-        return Err(format!(
-            "no /status sample between the {} of {} and its repair",
-            e.fault.label(),
-            node_name(t)
-        ));
-    }
-    if let Some(s) = seen
-        .iter()
-        .find(|s| s.nodes.get(t).is_some_and(|n| n.is_some()))
-    {
-        return Err(format!(
-            "{} still answered /status {:.0} ms after the {}",
-            node_name(t),
-            s.t_ms - e.t_ms,
-            e.fault.label()
-        ));
-    }
-    let mut text = format!("{} silent in {} /status samples", node_name(t), seen.len());
-    if e.fault == Fault::Freeze {
-        let back = statuses_in(inp.rec, end, end + RESUME_ANSWER_MS)
-            .find(|s| s.nodes.get(t).is_some_and(|n| n.is_some()))
-            .ok_or_else(|| format!("{} never answered again after the resume", node_name(t)))?;
-        text.push_str(&format!(
-            ", answers {:.0} ms after the resume",
-            back.t_ms - end
-        ));
-    }
-    Ok(text)
-}
-
-/// A partitioned leader reports its lease lapsed (or that it stepped down).
-fn lost_quorum(inp: &Inputs, e: &Event, end: f64) -> Result<String, String> {
-    let t = target_of(e)?;
-    // Only a leader's lost quorum shows in its /status (its lease goes stale, it steps
-    // down); a follower is "not leader" whether or not the partition bit, so that would
-    // prove nothing.
-    role_at(inp, e, true)
-        .map_err(|why| format!("a partition's effect is visible only on a leader, and {why}"))?;
-    statuses_in(inp.rec, e.t_ms, end)
-        .find_map(|s| {
-            let n = s.nodes.get(t)?.as_ref()?;
-            let lapsed = n.lease_fresh == Some(false) || n.role.as_deref() != Some("leader");
-            lapsed.then(|| {
-                format!(
-                    "{} lost quorum {:.0} ms after the partition",
-                    node_name(t),
-                    s.t_ms - e.t_ms
-                )
-            })
-        })
-        .ok_or_else(|| {
-            format!(
-                "{} kept a fresh lease as leader through the partition",
-                node_name(t)
-            )
-        })
-}
-
-/// The link fault shows in the load: slow or failed requests, or a slower median.
-fn slowed(inp: &Inputs, e: &Event, end: f64) -> Result<String, String> {
-    let during: Vec<&crate::load::Sample> = inp
-        .rec
-        .samples
-        .iter()
-        .filter(|s| s.t_ms >= e.t_ms && s.t_ms <= end)
-        .collect();
-    if during.is_empty() {
-        return Err("no request sent while the link was degraded".into());
-    }
-    let hit = during
-        .iter()
-        .filter(|s| !s.ok() || s.latency_ms >= NETEM_SLOW_MS)
-        .count();
-    let share = hit as f64 / during.len() as f64;
-    if share >= 0.01 {
-        return Ok(format!("{hit} of {} requests slow or failed", during.len()));
-    }
-    Err(format!(
-        "only {hit} of {} requests slower than {NETEM_SLOW_MS:.0} ms or failed while the link was degraded",
-        during.len()
-    ))
-}
-
-/// Every node reports a higher config version after the change than before it.
-fn config_applied(inp: &Inputs, e: &Event) -> Result<String, String> {
-    let before = inp
-        .rec
-        .statuses
-        .iter()
-        .rev()
-        .filter(|s| s.t_ms <= e.t_ms)
-        .find_map(|s| {
-            s.nodes
-                .iter()
-                .map(|n| n.as_ref().and_then(|n| n.config_version))
-                .collect::<Option<Vec<u64>>>()
-        })
-        .ok_or_else(|| {
-            "no /status round before the change where every node answered".to_string()
-        })?;
-    inp.rec
-        .statuses
-        .iter()
-        .filter(|s| s.t_ms > e.t_ms)
-        .find(|s| {
-            s.nodes.len() == before.len()
-                && s.nodes.iter().zip(&before).all(|(n, b)| {
-                    n.as_ref()
-                        .and_then(|n| n.config_version)
-                        .is_some_and(|v| v > *b)
-                })
-        })
-        .map(|s| format!("every node above version {:?} at {:.0} ms", before, s.t_ms))
-        .ok_or_else(|| format!("the nodes never moved past versions {before:?}"))
 }
 
 /// A node other than the target holds the VIP and leads within `within_ms`.
@@ -566,57 +369,6 @@ fn releases(inp: &Inputs, e: &Event, within_ms: f64) -> Result<String, String> {
             ));
         }
         text.push_str(&format!(", silent on the wire after {quiet:.0} ms"));
-    }
-    Ok(text)
-}
-
-/// A node whose link went down answers neither ARP nor TCP for the VIP until its repair:
-/// its peers and clients hear silence, not a closed socket (a reset).
-fn silent_on_wire(inp: &Inputs, e: &Event, end: f64) -> Result<String, String> {
-    let t = target_of(e)?;
-    let wire = wire_view(inp.rec)
-        .ok_or_else(|| "no wire probe: nothing can show that the link went silent".to_string())?;
-    let seen: Vec<_> = wire
-        .iter()
-        .filter(|w| !w.failed && w.t_ms > e.t_ms + LINK_DOWN_SLACK_MS && w.t_ms < end)
-        .collect();
-    if seen.len() < LINK_DOWN_MIN_SAMPLES {
-        return Err(format!(
-            "{} wire samples while the link of {} was down (need {LINK_DOWN_MIN_SAMPLES})",
-            seen.len(),
-            node_name(t)
-        ));
-    }
-    let answered = |w: &&&crate::checks::WireSample| {
-        w.arp.get(t).copied().unwrap_or(false) || w.tcp.get(t).copied().unwrap_or(false)
-    };
-    if let Some(w) = seen.iter().find(answered) {
-        return Err(format!(
-            "{} still answered on the wire {:.0} ms after its link went down",
-            node_name(t),
-            w.t_ms - e.t_ms
-        ));
-    }
-    Ok(format!(
-        "{} silent on the wire in {} samples",
-        node_name(t),
-        seen.len()
-    ))
-}
-
-/// The hog processes got CPU and the machine had (almost) no idle time.
-fn saturated(e: &Event) -> Result<String, String> {
-    let cpu = e
-        .cpu
-        .ok_or_else(|| "the CPU use of the hog was not measured".to_string())?;
-    let text = format!(
-        "{} busy processes on {} cores got {:.0}% of the CPU, idle {:.1}%",
-        cpu.procs, cpu.cores, cpu.hog_pct, cpu.idle_pct
-    );
-    if cpu.procs <= cpu.cores || cpu.hog_pct < HOG_MIN_PCT || cpu.idle_pct > HOG_MAX_IDLE_PCT {
-        return Err(format!(
-            "{text} (need more processes than cores, at least {HOG_MIN_PCT:.0}% and idle at most {HOG_MAX_IDLE_PCT:.0}%)"
-        ));
     }
     Ok(text)
 }

@@ -6,11 +6,14 @@
 use super::{
     CpuUse, Event, Fault, HolderSample, NodeEnd, Probed, Recording, StatusSample, WireSample,
 };
-use crate::faults::NodeStatus;
+use crate::faults::{ApplyError, NodeStatus};
 use crate::load::Sample;
 
 pub const NODES: usize = 3;
 const USERS: usize = 50;
+/// What a node with a taken port reports as its apply error (as a real run printed it).
+pub const PORT_IN_USE: &str =
+    "listener web2: cannot bind 0.0.0.0:8081: Address already in use (os error 98)";
 
 /// The cluster as the observers see it during one phase.
 #[derive(Debug, Clone)]
@@ -21,7 +24,12 @@ pub struct World {
     pub holds: [bool; NODES],
     pub session: &'static str,
     pub unhealthy: usize,
-    pub version: u64,
+    /// The config version each node runs.
+    pub version: [u64; NODES],
+    /// The config version each node could not apply (an address in use), if any.
+    pub apply_error: [Option<u64>; NODES],
+    /// The commit index each node reports.
+    pub commit: [u64; NODES],
     /// Requests fail (the VIP does not answer).
     pub outage: bool,
     /// Every tenth request is slow (a lossy link).
@@ -43,7 +51,9 @@ impl World {
             holds: [true, false, false],
             session: "connected",
             unhealthy: 0,
-            version: 1,
+            version: [1; NODES],
+            apply_error: [None; NODES],
+            commit: [10; NODES],
             outage: false,
             slow: false,
             b1_down: false,
@@ -220,11 +230,16 @@ impl Story {
                             role: Some(if w.leader[i] { "leader" } else { "follower" }.into()),
                             leader_id: None,
                             term: Some(w.term),
-                            config_version: Some(w.version),
+                            config_version: Some(w.version[i]),
                             vip_held: Some(w.holds[i]),
                             lease_fresh: Some(w.lease[i]),
                             session_store: Some(w.session.into()),
                             unhealthy: Some(w.unhealthy),
+                            commit_index: Some(w.commit[i]),
+                            apply_error: w.apply_error[i].map(|version| ApplyError {
+                                version,
+                                reason: PORT_IN_USE.into(),
+                            }),
                         })
                     })
                     .collect();
@@ -243,7 +258,7 @@ impl Story {
             .map(|i| NodeEnd {
                 name: format!("n{}", i + 1),
                 running: Some(true),
-                config_version: Some(w.version),
+                config_version: Some(w.version[i]),
                 role: Some(if w.leader[i] { "leader" } else { "follower" }.into()),
             })
             .collect()
@@ -349,11 +364,11 @@ pub fn good(scenario: &str) -> Story {
         "config-change" => {
             let mut s = Story::new(8_000.0)
                 .event(3000.0, Fault::ConfigPut, Some(1), 0.0, false)
-                .at(3100.0, |w| w.version = 2);
+                .at(3100.0, |w| w.version = [2; NODES]);
             s.min_config_version = Some(2);
             s
         }
-        other => panic!("no story for {other}"),
+        other => super::synth_heal::good(other),
     }
 }
 

@@ -6,7 +6,7 @@
 //! - partition-flap: a follower is cut off from Raft while a backend flaps, ending down
 //!   while the follower is still cut off; then the partition heals;
 //! - port-busy: a config whose new listener port is taken on one node is applied (that
-//!   node must report the failure), then the port is freed;
+//!   node must report the failure in `/status`), then the port is freed;
 //! - large-configs: a follower is killed, six ~1 MiB configs are committed, and it starts
 //!   again (it must catch up on about 6 MiB of log).
 
@@ -23,11 +23,15 @@ use std::time::{Duration, Instant};
 const DETECT_MS: f64 = 2500.0;
 /// From the kills to the new leader holding the VIP after the restarts (no quorum between).
 const NO_QUORUM_MS: f64 = 6000.0;
+/// The first fault of restart-two-recover and port-busy: late enough that the load sends
+/// more than the 100 requests a verdict needs before it at 100 requests/s (at 1,000 ms
+/// the count was exactly 100 or 101 in real runs: one late send failed the premise).
+const FIRST_FAULT_MS: u64 = 1500;
 /// Large configs committed while the follower is down.
 const LARGE_COUNT: u32 = 6;
 
 pub async fn restart_two_recover(cx: &mut Ctx<'_>) -> Result<()> {
-    cx.tl.until(1000).await;
+    cx.tl.until(FIRST_FAULT_MS).await;
     faults::backend(cx.ops, &mut cx.tl, 0, BackendAction::Kill, DETECT_MS)?;
     cx.tl.until(3500).await;
     let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
@@ -84,7 +88,7 @@ pub async fn partition_flap(cx: &mut Ctx<'_>) -> Result<()> {
 
 /// Returns the version every node must reach.
 pub async fn port_busy(cx: &mut Ctx<'_>) -> Result<Option<u64>> {
-    cx.tl.until(1000).await;
+    cx.tl.until(FIRST_FAULT_MS).await;
     let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
     let busy = faults::follower(cx.ops, leader);
     let name = cx.ops.node_name(busy);
@@ -98,16 +102,18 @@ pub async fn port_busy(cx: &mut Ctx<'_>) -> Result<Option<u64>> {
         .ok_or_else(|| anyhow!("no config with a listener on port {EXTRA_PORT}"))?;
     let what = format!("PUT /config (listener on :{EXTRA_PORT}) on {name}");
     cx.tl.mark(Fault::ConfigPut, Some(busy), what, 0.0, false);
-    if cx.noop {
-        return Ok(None);
-    }
+    // Sent under `--noop-fault` too: the port is then free, every node applies the
+    // config, and the premise that the port was taken must fail.
     let admin = cx.ops.admin(busy);
     let version = httpc::put_config(&admin, toml, Duration::from_secs(5))
         .await?
         .ok_or_else(|| anyhow!("PUT /config did not say the committed version"))?;
-    // The busy node must say it could not apply it (and retries).
-    let error = wait_apply_error(&admin, version, Duration::from_secs(3)).await?;
-    tracing_line(&format!("{name} reports: {error}"));
+    // The busy node should say it could not apply it (and retry); whether it did is
+    // judged from the `/status` samples ("premise: port taken takes effect").
+    match wait_apply_error(&admin, version, Duration::from_secs(3)).await {
+        Ok(error) => tracing_line(&format!("{name} reports: {error}")),
+        Err(e) => tracing_line(&format!("{e:#}")),
+    }
     cx.tl.until(6000).await;
     let what = format!("port {EXTRA_PORT} freed on {name}");
     cx.tl.mark(Fault::PortFree, Some(busy), what, 0.0, false);

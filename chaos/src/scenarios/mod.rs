@@ -46,7 +46,7 @@ pub const ALL: &[&str] = &[
 ];
 
 /// The convergence scenarios (`heal.rs`; `--scenario heal` runs them, `all` includes
-/// them). Unlike [`ALL`], they have no synthetic story in the checks' own tests yet.
+/// them). Like [`ALL`], each has a synthetic story in the checks' own tests.
 pub const HEAL: &[&str] = &[
     "restart-two-recover",
     "partition-flap",

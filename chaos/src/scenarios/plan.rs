@@ -147,26 +147,38 @@ fn premises(name: &str, expect: &Expect) -> Vec<Premise> {
             TakesEffect(Fault::Kill),
             TakesEffect(Fault::BackendDown),
         ],
+        // The follower's partition shows as its commit index standing still while the
+        // others commit the backend's flaps.
         "partition-flap" => vec![
             Follows {
                 fault: Fault::Partition,
                 which: every,
             },
+            TakesEffect(Fault::Partition),
             TakesEffect(Fault::BackendDown),
         ],
+        // The taken port shows as the busy node's apply error; the config reaches every
+        // node once the port is free.
         "port-busy" => vec![
+            Follows {
+                fault: Fault::PortBusy,
+                which: every,
+            },
+            TakesEffect(Fault::PortBusy),
             Follows {
                 fault: Fault::ConfigPut,
                 which: every,
             },
             TakesEffect(Fault::ConfigPut),
         ],
+        // The configs committed while the follower was down reach every node.
         "large-configs" => vec![
             Follows {
                 fault: Fault::Kill,
                 which: every,
             },
             TakesEffect(Fault::Kill),
+            TakesEffect(Fault::ConfigPut),
         ],
         _ => Vec::new(),
     }

@@ -1,0 +1,291 @@
+//! Peer frames cannot be forged on path, in network namespaces (issue 23 item 6): three
+//! real fulcrum nodes without peer TLS, each in its own namespace on one bridge
+//! (10.77.70.0/24, no route anywhere else), and a fourth host in between: a forwarding
+//! man-in-the-middle. Every node's peers list names the forwarder's address for the other
+//! two nodes, so every peer connection crosses the bridge twice, through the forwarder,
+//! which rewrites one byte run of the AppendEntries frame that carries a new config.
+//! Peers are not on loopback here (the case the issue is about): the follower that
+//! receives the altered frame must refuse it and drop the connection, and every node
+//! must end with the config the operator applied, none with the forged text.
+//!
+//! The namespaces (and so every socket in them) are deleted when the test ends, also on
+//! failure; the node processes are killed by their PIDs first. Needs root.
+
+use fulcrum_tests::mitm::{Mitm, Tamper};
+use fulcrum_tests::netns::{can_run, exec, Testbed};
+use fulcrum_tests::process::fulcrum_bin;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const GOOD: &[u8] = b"/probe-good";
+const EVIL: &[u8] = b"/probe-evil";
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+/// The forwarder's host; it listens on `RELAY_PORT + i` for node `i`.
+const RELAY_IP: &str = "10.77.70.30";
+const RELAY_PORT: u16 = 7950;
+const RAFT_PORT: u16 = 7946;
+
+fn node_ip(i: usize) -> String {
+    format!("10.77.70.{}", 11 + i)
+}
+
+/// Node `me`'s config: its own Raft address is real, the others are the forwarder's.
+fn node_config(dir: &Path, me: usize, health_path: &str) -> String {
+    let peers: Vec<String> = (0..3)
+        .map(|j| {
+            let addr = if j == me {
+                format!("{}:{RAFT_PORT}", node_ip(j))
+            } else {
+                format!("{RELAY_IP}:{}", RELAY_PORT + j as u16)
+            };
+            format!("\"{}@{addr}\"", j + 1)
+        })
+        .collect();
+    format!(
+        r#"[node]
+id = {id}
+admin = "{ip}:9901"
+data_dir = "{data}"
+access_log = "off"
+shutdown_grace = "1s"
+
+[cluster]
+raft = "{ip}:{RAFT_PORT}"
+peers = [{peers}]
+secret_file = "{secret}"
+
+[[listener]]
+name = "web"
+bind = "{ip}:80"
+
+[[route]]
+listener = "web"
+pool = "app"
+
+[[pool]]
+name = "app"
+backends = [{{ addr = "10.77.70.21:8080" }}]
+health = {{ path = "{health_path}", interval = "1s", timeout = "500ms", rise = 1, fall = 3 }}
+"#,
+        id = me + 1,
+        ip = node_ip(me),
+        peers = peers.join(", "),
+        data = dir.join(format!("data{}", me + 1)).display(),
+        secret = dir.join("secret").display(),
+    )
+}
+
+/// The node processes, killed by PID when the test ends (before the namespaces go).
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_node(bed: &Testbed, dir: &Path, i: usize) -> Child {
+    let log = std::fs::File::create(dir.join(format!("n{}.log", i + 1))).expect("log");
+    let err = log.try_clone().expect("log");
+    Command::new("ip")
+        .args(["netns", "exec", &bed.ns(NODES[i])])
+        .arg(fulcrum_bin())
+        .args(["run", "--config"])
+        .arg(dir.join(format!("n{}.toml", i + 1)))
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("start fulcrum")
+}
+
+/// `curl` from the client namespace: (success, body).
+fn admin(bed: &Testbed, i: usize, path: &str) -> Option<String> {
+    let url = format!("http://{}:9901{path}", node_ip(i));
+    let (ok, out) = exec(&bed.ns("cl"), &["curl", "-s", "-f", "-m", "1", &url]);
+    ok.then_some(out)
+}
+
+fn status(bed: &Testbed, i: usize) -> Option<serde_json::Value> {
+    admin(bed, i, "/status").and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn leader(bed: &Testbed, within: Duration) -> Option<usize> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        for i in 0..3 {
+            if status(bed, i).is_some_and(|s| s["role"] == "leader") {
+                return Some(i);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Runs the forwarders inside the relay's namespace until `stop` fires.
+fn start_relay(
+    bed: &Testbed,
+    tamper: Arc<Tamper>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+    std::sync::mpsc::Receiver<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = bed.in_ns("mx", move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut relays = Vec::new();
+            for i in 0..3 {
+                let listen = format!("{RELAY_IP}:{}", RELAY_PORT + i as u16);
+                let upstream = format!("{}:{RAFT_PORT}", node_ip(i))
+                    .parse()
+                    .expect("upstream");
+                relays.push(Mitm::start(&listen, upstream, GOOD, EVIL, tamper.clone()).await);
+            }
+            let _ = ready_tx.send(());
+            let _ = stop_rx.await;
+            drop(relays);
+        });
+    });
+    (stop_tx, handle, ready_rx)
+}
+
+fn log(dir: &Path, i: usize) -> String {
+    std::fs::read_to_string(dir.join(format!("n{}.log", i + 1))).unwrap_or_default()
+}
+
+fn write_configs(dir: &Path, health_path: &str) -> Vec<PathBuf> {
+    (0..3)
+        .map(|i| {
+            let path = dir.join(format!("n{}.toml", i + 1));
+            std::fs::write(&path, node_config(dir, i, health_path)).expect("config");
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn a_config_frame_altered_by_a_relay_between_namespaces_is_refused() {
+    if !can_run("a_config_frame_altered_by_a_relay_between_namespaces_is_refused") {
+        return;
+    }
+    let t0 = Instant::now();
+    // Dropped last: deletes the namespaces even when an assertion fails.
+    let bed = Testbed::new(
+        "mx",
+        &[("n1", 11), ("n2", 12), ("n3", 13), ("mx", 30), ("cl", 2)],
+    );
+    eprintln!("test bed up after {:?}", t0.elapsed());
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("secret"), "forged-frames-secret-0123456789").expect("secret");
+    let tamper = Arc::new(Tamper::default());
+    let (stop_relay, relay, ready) = start_relay(&bed, tamper.clone());
+    ready
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the forwarders listen");
+    write_configs(dir.path(), "/healthz");
+    let nodes = Nodes((0..3).map(|i| start_node(&bed, dir.path(), i)).collect());
+    eprintln!("relay and nodes started after {:?}", t0.elapsed());
+    let leader = leader(&bed, Duration::from_secs(20)).unwrap_or_else(|| {
+        panic!(
+            "no leader with every peer connection through the relay; logs:\n{:#?}",
+            (0..3).map(|i| log(dir.path(), i)).collect::<Vec<_>>()
+        )
+    });
+    eprintln!("node {} leads after {:?}", leader + 1, t0.elapsed());
+    // Every peer connection crosses the relay: nothing else routes between the nodes'
+    // peers lists, so a leader proves the relay forwards.
+    tamper.armed.store(true, Ordering::SeqCst);
+    let applied = dir.path().join("applied.toml");
+    std::fs::write(&applied, node_config(dir.path(), leader, "/probe-good")).expect("config");
+    let admin_addr = format!("{}:9901", node_ip(leader));
+    let bin = fulcrum_bin();
+    let (ok, out) = exec(
+        &bed.ns("cl"),
+        &[
+            bin.to_str().expect("utf-8 path"),
+            "ctl",
+            "--admin",
+            &admin_addr,
+            "apply",
+            applied.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert!(ok, "ctl apply: {out}");
+    let version: u64 = out
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no version in {out:?}"));
+
+    // Every node runs the new version with the real text, never the forged one.
+    let started = Instant::now();
+    let mut converged = false;
+    while started.elapsed() < Duration::from_secs(15) {
+        let mut all = true;
+        for i in 0..3 {
+            let text = admin(&bed, i, "/config").unwrap_or_default();
+            assert!(
+                !text.contains("probe-evil"),
+                "node {} runs the forged config:\n{text}",
+                i + 1
+            );
+            let v = status(&bed, i).and_then(|s| s["config_version"].as_u64());
+            all &= v == Some(version) && text.contains("probe-good");
+        }
+        if all {
+            converged = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs: Vec<String> = (0..3).map(|i| log(dir.path(), i)).collect();
+    assert!(
+        converged,
+        "not every node runs version {version}; logs:\n{logs:#?}"
+    );
+    eprintln!(
+        "config with one frame forged by a relay between namespaces: every node runs the real one after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        tamper.altered.load(Ordering::SeqCst),
+        1,
+        "the relay altered one frame"
+    );
+    let refused: Vec<usize> = (0..3)
+        .filter(|&i| logs[i].contains("frame authentication failed"))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "exactly one node refused the altered frame: {refused:?}; logs:\n{logs:#?}"
+    );
+    assert_ne!(refused[0], leader, "a follower received the AppendEntries");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while tamper.closed_by_server.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        tamper.closed_by_server.load(Ordering::SeqCst),
+        1,
+        "the receiving node dropped the tampered connection"
+    );
+    drop(nodes);
+    let _ = stop_relay.send(());
+    let _ = relay.join();
+    eprintln!("done after {:?}", t0.elapsed());
+}
