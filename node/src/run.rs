@@ -123,6 +123,13 @@ pub async fn run(
         addr: node.local.admin,
         source,
     })?;
+    if admin_exposed(node.local.admin, node.admin_token.is_some()) {
+        // Anyone who reaches this address could change the config or drain backends.
+        tracing::warn!(
+            admin = %node.local.admin,
+            "the admin API listens on a non-loopback address without a token; set [node] admin_token_file"
+        );
+    }
     tokio::spawn(admin::serve(node.clone(), admin_socket));
     // All nodes of a cluster run one [vip]: a node whose file differs does not join.
     // Checked alongside the signal handling, so a signal during the check is handled.
@@ -224,5 +231,24 @@ async fn shutdown(node: &Arc<Node>) {
         if !raft_stopped {
             cluster.raft.shutdown().await;
         }
+    }
+}
+
+/// The admin API answers beyond this machine and nobody needs a token to change things.
+fn admin_exposed(admin: std::net::SocketAddr, has_token: bool) -> bool {
+    !has_token && !admin.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod admin_warning_tests {
+    use super::admin_exposed;
+
+    #[test]
+    fn only_a_tokenless_admin_api_beyond_loopback_is_exposed() {
+        assert!(!admin_exposed("127.0.0.1:9000".parse().unwrap(), false));
+        assert!(!admin_exposed("[::1]:9000".parse().unwrap(), false));
+        assert!(admin_exposed("10.77.0.1:9000".parse().unwrap(), false));
+        assert!(admin_exposed("0.0.0.0:9000".parse().unwrap(), false));
+        assert!(!admin_exposed("10.77.0.1:9000".parse().unwrap(), true));
     }
 }

@@ -29,33 +29,65 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Largest config accepted by `PUT /config`.
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+/// Admin connections open at once; more wait in the kernel's queue.
+const MAX_ADMIN_CONNECTIONS: usize = 256;
+/// Time an admin client has to send a request head.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) type AdminResponse = Response<Full<Bytes>>;
 
 /// Serves the admin API until the node stops.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    // Operators and scrapers need a handful of connections; a flood of them must not
+    // take the node's file descriptors.
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = node.stop.cancelled() => break,
+            p = room.clone().acquire_owned() => p,
+        };
+        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             _ = node.stop.cancelled() => break,
             a = listener.accept() => a,
         };
-        let Ok((stream, _peer)) = accepted else {
-            continue;
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
         };
         let node = node.clone();
         tokio::spawn(async move {
+            // hyper's header timer starts once it knows the protocol, which needs a first
+            // byte: a client that never sends one is dropped here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(ADMIN_HEADER_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             let service = service_fn(move |req| handle(node.clone(), req));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that connects and sends nothing (or trickles a head) is dropped.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT);
             if let Err(e) = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
                 tracing::debug!(error = %e, "admin connection error");
             }
+            drop(permit);
         });
     }
 }

@@ -29,6 +29,8 @@ mod encode;
 mod exchange;
 mod head;
 mod io;
+#[cfg(test)]
+mod props;
 mod relay;
 mod response;
 mod spare;

@@ -17,6 +17,8 @@
 mod accept;
 mod encode;
 mod parse;
+#[cfg(test)]
+mod props;
 mod read;
 
 pub use accept::origin_of;
