@@ -67,9 +67,10 @@ async fn least_connections_sends_new_work_to_the_idle_backend() {
         r#"algorithm = "least-connections""#,
         "",
     );
-    let _node = Fulcrum::start(&cfg, &ports.admin).await;
-    // One slow request occupies one backend.
-    let url = ports.url("/slow?ms=3000");
+    let node = Fulcrum::start(&cfg, &ports.admin).await;
+    // One slow request occupies one backend for longer than the test needs (on a loaded
+    // machine ten requests can take seconds; a 3 s request once ended before them).
+    let url = ports.url("/slow?ms=20000");
     let slow = tokio::spawn(async move { get(&fresh_client(), &url, &[]).await });
     // Only once the slow request has reached a backend is one of them busy: wait for it
     // (bounded) instead of guessing with a sleep.
@@ -87,13 +88,25 @@ async fn least_connections_sends_new_work_to_the_idle_backend() {
     let client = fresh_client();
     for _ in 0..10 {
         let r = get(&client, &ports.url("/"), &[]).await.expect("request");
-        assert_ne!(
-            r.backend.as_deref(),
-            Some(busy),
-            "least-connections picked the busy backend"
-        );
+        if r.backend.as_deref() == Some(busy) {
+            // What the node saw, for the failure message.
+            let metrics = fulcrum_tests::hostile::metric;
+            let (in_flight, retries) = (
+                metrics(&ports.admin, "fulcrum_backend_in_flight", "").await,
+                metrics(&ports.admin, "fulcrum_retries_total", "").await,
+            );
+            panic!(
+                "least-connections picked the busy backend {busy} (in flight in all: {in_flight}, retries: {retries}); node log:\n{}",
+                node.log()
+            );
+        }
     }
-    assert_eq!(slow.await.expect("join").expect("slow").status, 200);
+    // The premise held throughout: the slow request was still occupying its backend.
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before the check did; the test proved nothing"
+    );
+    slow.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
