@@ -7,7 +7,7 @@
 //! (netlink, else the nodes' own word) and, locally, the wire probe.
 
 use super::holders::{holder_view, wire_view};
-use super::{Check, Event, Fault, Inputs, Recording, StatusSample};
+use super::{Check, CpuUse, Event, Fault, Inputs, Recording, StatusSample};
 
 /// Which events of a kind a premise looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -609,6 +609,11 @@ fn saturated(e: &Event) -> Result<String, String> {
     let cpu = e
         .cpu
         .ok_or_else(|| "the CPU use of the hog was not measured".to_string())?;
+    saturated_by(&cpu)
+}
+
+/// Whether a hog's measured CPU use saturated the machine (also `--under-hog`).
+pub fn saturated_by(cpu: &CpuUse) -> Result<String, String> {
     let text = format!(
         "{} busy processes on {} cores got {:.0}% of the CPU, idle {:.1}%",
         cpu.procs, cpu.cores, cpu.hog_pct, cpu.idle_pct
