@@ -112,6 +112,7 @@ impl ControlThread {
             tracing::warn!(scheduling = %report.scheduling, memory_locked, notes = ?report.notes,
                 "control thread started without everything it asked for; failover may slow under CPU load");
         }
+        spawn_ticker(fifo_ok.load(Ordering::Relaxed));
         let _ = CONTROL.set(runtime.handle().clone());
         let _ = REPORT.set(report.clone());
         Ok(ControlThread {
@@ -136,6 +137,29 @@ pub fn control_report() -> Option<&'static ControlReport> {
 /// The control runtime's handle, once started (for work that must run there).
 pub fn control_handle() -> Option<Handle> {
     CONTROL.get().cloned()
+}
+
+/// How often the ticker wakes the lease pingers.
+const TICK: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The lease pingers' second clock (`fulcrum_raft::lease::pinger::clock_tick`): a plain
+/// thread at the workers' priority that sleeps `TICK` and wakes them, so a ping never
+/// waits for a late tokio timer.
+fn spawn_ticker(fifo: bool) {
+    let spawned = std::thread::Builder::new()
+        .name("fulcrum-tick".into())
+        .spawn(move || {
+            if fifo {
+                let _ = set_fifo(FIFO_PRIORITY);
+            }
+            loop {
+                std::thread::sleep(TICK);
+                fulcrum_raft::lease::pinger::clock_tick();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "lease ticker thread not started; pings follow tokio's timer only");
+    }
 }
 
 #[allow(unsafe_code)] // one of the workspace's documented unsafe blocks (see the root Cargo.toml)
