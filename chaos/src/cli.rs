@@ -46,6 +46,12 @@ pub struct LoadOpts {
     /// cpu-hog: busy processes (0: three per core).
     #[arg(long, default_value_t = 0)]
     pub hog_procs: usize,
+    /// Run every scenario's fault script under a CPU hog of this many busy processes
+    /// (0: none): it starts with the script and stops when the script ends. A premise
+    /// check says whether it saturated the machine. For failover figures under load; not
+    /// with cpu-hog, which has its own hog.
+    #[arg(long, default_value_t = 0)]
+    pub under_hog: usize,
     /// Write every figure as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,

@@ -132,6 +132,7 @@ fn drive(
         noop: args.noop_fault,
         hog: Duration::from_secs(args.load.hog_secs),
         hog_procs: args.load.hog_procs,
+        under_hog: args.load.under_hog,
         same_clock: true,
     };
     if args.noop_fault {

@@ -294,6 +294,7 @@ pub async fn run(args: RemoteArgs) -> Result<()> {
         noop: false,
         hog: Duration::from_secs(args.load.hog_secs),
         hog_procs: args.load.hog_procs,
+        under_hog: args.load.under_hog,
         // Each host has its own CLOCK_MONOTONIC: the nodes' steps do not line up.
         same_clock: false,
     };

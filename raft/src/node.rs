@@ -30,7 +30,7 @@ use crate::detector::{self, Detector};
 use crate::lease::pinger::{self, Driver};
 use crate::lease::{Lease, LeaseTiming};
 use crate::log_store::LogStore;
-use crate::network::{Channel, NetworkFactory, PeerPool};
+use crate::network::{CallError, Channel, NetworkFactory, PeerPool};
 use crate::propose::{AppOp, ProposeError, Router};
 use crate::rpc::{MembershipOp, PeerRequest, PeerResponse};
 use crate::server::{self, ServerCtx};
@@ -557,10 +557,16 @@ impl RaftHandle {
                 .events
                 .record("handoff", term, format!("to {id}"));
             let client = self.inner.pool.get(id, &addr, Channel::Control);
-            match client
-                .call(&PeerRequest::TakeOver { term }, HANDOFF_WAIT)
-                .await
-            {
+            let ask = PeerRequest::TakeOver { term };
+            let mut answer = client.call(&ask, HANDOFF_WAIT).await;
+            if let Err(CallError::Io(e)) = &answer {
+                // A pooled connection to a peer that restarted since (a rolling restart
+                // stops the leader last) fails at once: the request never left. The failed
+                // call dropped it; once more on a new connection.
+                tracing::debug!(successor = id, error = %e, "take-over on a dead connection; redialling");
+                answer = client.call(&ask, HANDOFF_WAIT).await;
+            }
+            match answer {
                 Ok(PeerResponse::App(Ok(_))) => {}
                 other => {
                     tracing::warn!(successor = id, answer = ?other.map(|_| ()), "successor did not take over");

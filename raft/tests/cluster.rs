@@ -372,3 +372,45 @@ async fn whole_cluster_restart_recovers_from_disk() {
     assert_eq!(r2.config_version, r.config_version + 1);
     c.shutdown_all().await;
 }
+
+/// A rolling restart stops the leader last: by then every peer it knew has restarted, and
+/// its pooled connections to them are dead. The take-over request must still get through
+/// (chaos rolling-restart saw both fail at once with "early eof", and the hand-off fall
+/// back to a crash-style failover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoff_after_every_peer_restarted() {
+    let mut c = Cluster::start(3).await;
+    c.wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    // Let the followers' detectors open their connections to every voter (every 500 ms),
+    // then make one of them leader: its pool now holds connections to both others.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let first = c
+        .wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a leader");
+    assert_eq!(c.node(first).hand_off().await, fulcrum_raft::HandOff::Done);
+    let leader = c
+        .wait_leader(Duration::from_secs(5))
+        .await
+        .expect("a new leader");
+    assert_ne!(leader, first);
+    for id in (1..=3).filter(|id| *id != leader) {
+        c.kill(id).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.restart(id).await;
+    }
+    let v = 2;
+    c.node(leader)
+        .propose(set_config("after-restarts"))
+        .await
+        .unwrap();
+    assert!(
+        wait_version(&c.live(), v, Duration::from_secs(10)).await,
+        "restarted peers caught up"
+    );
+    let outcome = c.node(leader).hand_off().await;
+    assert_eq!(outcome, fulcrum_raft::HandOff::Done);
+    c.shutdown_all().await;
+}

@@ -6,7 +6,7 @@
 
 use super::holders::wire_view;
 use super::premises::{node_name, role_at, statuses_in, target_of, window_end};
-use super::{Event, Fault, Inputs, StatusSample};
+use super::{CpuUse, Event, Fault, Inputs, StatusSample};
 
 /// After this long a faulted process must have stopped answering `/status`.
 const EFFECT_DELAY_MS: f64 = 300.0;
@@ -345,6 +345,11 @@ fn saturated(e: &Event) -> Result<String, String> {
     let cpu = e
         .cpu
         .ok_or_else(|| "the CPU use of the hog was not measured".to_string())?;
+    saturated_by(&cpu)
+}
+
+/// Whether a hog's measured CPU use saturated the machine (also `--under-hog`).
+pub fn saturated_by(cpu: &CpuUse) -> Result<String, String> {
     let text = format!(
         "{} busy processes on {} cores got {:.0}% of the CPU, idle {:.1}%",
         cpu.procs, cpu.cores, cpu.hog_pct, cpu.idle_pct

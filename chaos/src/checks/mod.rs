@@ -172,6 +172,9 @@ impl Check {
     pub fn failed(name: &str, why: String) -> Check {
         Check::new(name, why, None, false)
     }
+    pub fn passed(name: &str, figure: String) -> Check {
+        Check::new(name, figure, None, true)
+    }
     /// The check could not be judged: too little data.
     fn not_measured(name: &str, why: String) -> Check {
         Check::new(name, format!("not measured: {why}"), None, false)

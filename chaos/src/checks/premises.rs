@@ -8,6 +8,7 @@
 
 use super::holders::{holder_view, wire_view};
 use super::{effect, Check, Event, Fault, Inputs, Recording, StatusSample};
+pub use effect::saturated_by;
 
 /// Which events of a kind a premise looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

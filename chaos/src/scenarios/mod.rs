@@ -150,6 +150,8 @@ pub struct Settings {
     /// cpu-hog: how long, and how many busy processes (0: three per core).
     pub hog: Duration,
     pub hog_procs: usize,
+    /// Busy processes running through every other scenario's fault script (0: none).
+    pub under_hog: usize,
     /// The nodes run on this host (one CLOCK_MONOTONIC): read and print the failover chain.
     pub same_clock: bool,
 }

@@ -145,7 +145,27 @@ pub async fn run(
         hog: settings.hog,
         hog_procs: settings.hog_procs,
     };
+    let under_hog = settings.under_hog > 0 && name != "cpu-hog";
+    let hog_started = if under_hog {
+        // Bounded by itself as well: the whole load and a margin.
+        ops.hog_start(settings.under_hog, load_time + Duration::from_secs(10))
+            .map_err(|e| format!("{e:#}"))
+    } else {
+        Ok(())
+    };
     let script_result = drive(name, &mut cx, epoch, &progress, settings).await;
+    let hog_check = under_hog.then(|| {
+        let used = ops.hog_stop();
+        let name = "premise: the CPU hog under the fault script saturates the machine";
+        match (hog_started, used) {
+            (Err(e), _) => Check::failed(name, format!("premise not met: hog not started: {e}")),
+            (Ok(()), Err(e)) => Check::failed(name, format!("premise not met: {e:#}")),
+            (Ok(()), Ok(cpu)) => match checks::premises::saturated_by(&cpu) {
+                Ok(text) => Check::passed(name, text),
+                Err(why) => Check::failed(name, format!("premise not met: {why}")),
+            },
+        }
+    });
     // The failover chain: every node's recorded steps, read once the faults are over
     // (a dead node's steps died with it; a frozen one answers again after its resume).
     let chain_docs = if settings.same_clock {
@@ -179,7 +199,7 @@ pub async fn run(
     drop(cx);
     let samples = load_task.await.unwrap_or_default();
     let status_samples = statuses.finish().await;
-    let mut extra = Vec::new();
+    let mut extra: Vec<Check> = hog_check.into_iter().collect();
     let min_version = match script_result {
         Ok(v) => v,
         Err(e) => {

@@ -173,6 +173,12 @@ impl VipGuard {
                 let reason = if l.term == 0 {
                     "no longer leader"
                 } else {
+                    let acks = lease.read(|s| s.ack_ages(now));
+                    tracing::warn!(
+                        term = l.term,
+                        ?acks,
+                        "lease lapsed: age in µs of each voter's newest acknowledged ping"
+                    );
                     "lease lapsed (no quorum acknowledgement)"
                 };
                 self.release(reason);

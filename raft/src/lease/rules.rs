@@ -8,8 +8,9 @@
 //!    its own instant `a` knows that Y's fence lapses by `a + F`, because Y sent what was
 //!    acknowledged before `a`. Granting a vote is such an acknowledgement too (the candidate
 //!    counts its vote requests as lease pings).
-//! 3. A voter acknowledges a ping only while Raft on the voter follows exactly that leader
-//!    in exactly that term, and never for a term below one it granted a vote in.
+//! 3. A voter acknowledges a ping only while Raft on the voter recognizes exactly that
+//!    leader in exactly that term (it heard from it, or voted for it in that term:
+//!    `stream::recognized`), and never for a term below one it granted a vote in.
 //! 4. A node that grants a vote first closes its own fence, then answers; its answer carries
 //!    its own fence state and every bound it knows (`VoteReport`).
 //! 5. A new leader opens its fence only after every fence its voters know of has lapsed:

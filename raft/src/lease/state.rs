@@ -316,6 +316,15 @@ impl LeaseState {
         }
     }
 
+    /// Age at `now` of each voter's newest acknowledged ping (its send instant), for the
+    /// log line of a lapse.
+    pub fn ack_ages(&self, now: Micros) -> Vec<(NodeId, Micros)> {
+        self.acks
+            .iter()
+            .map(|(v, at)| (*v, now.saturating_sub(*at)))
+            .collect()
+    }
+
     /// The guard opened the fence in `term` at `claim_after_us`.
     pub fn mark_claimed(&mut self, term: u64, claim_after_us: Micros) {
         if self.leading == Some(term) {

@@ -16,14 +16,43 @@ use super::time::now_us;
 use super::wire::{LeaseAck, LeasePing};
 use super::Lease;
 
-/// Raft's current (term, leader) on this node, if it knows a leader.
+/// Raft's current term on this node, and the (term, leader) it recognizes in it.
 pub fn raft_view(raft: &Raft) -> (u64, Option<(u64, u64)>) {
     let m = raft.metrics();
     let m = m.borrow();
+    let vote = m.vote.leader_id();
     (
         m.current_term,
-        m.current_leader.map(|l| (m.current_term, l)),
+        recognized(
+            m.current_term,
+            m.current_leader,
+            vote.term,
+            vote.voted_for(),
+        ),
     )
+}
+
+/// The leader Raft on this node recognizes in `term`: the one it heard from, else the
+/// candidate it voted for in that term.
+///
+/// A node votes once per term, and a node pings only while Raft says it leads: a ping of
+/// the candidate this node voted for in the current term can only come from that term's
+/// leader. Before, a voter waited for the new leader's first AppendEntries before it
+/// acknowledged any ping, so a leader whose AppendEntries were slow (openraft backs off
+/// 500 ms after a peer was unreachable, as at cluster start) held the VIP on the lease its
+/// votes gave (`lease`, 20 ms) and lost it when that ran out.
+pub fn recognized(
+    term: u64,
+    leader: Option<u64>,
+    vote_term: u64,
+    voted_for: Option<u64>,
+) -> Option<(u64, u64)> {
+    match leader {
+        Some(l) => Some((term, l)),
+        None => voted_for
+            .filter(|_| vote_term == term)
+            .map(|candidate| (term, candidate)),
+    }
 }
 
 /// Serves pings until the leader closes the stream or a write fails.
@@ -58,5 +87,27 @@ pub async fn serve(mut stream: SealedConn<PeerStream>, lease: Arc<Lease>, raft: 
         if followed == Some(leader) {
             lease.stream_closed(leader);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rules::accept_ping;
+    use super::*;
+
+    #[test]
+    fn the_candidate_this_voter_elected_is_acknowledged_before_its_first_append() {
+        // Voted for node 2 in term 5; no AppendEntries from it yet.
+        let view = recognized(5, None, 5, Some(2));
+        assert_eq!(view, Some((5, 2)));
+        assert!(accept_ping(5, 2, view, 5));
+        // Another node claiming term 5 is not this voter's choice.
+        assert!(!accept_ping(5, 3, view, 5));
+        // A vote of an older term names nobody in this one.
+        assert_eq!(recognized(6, None, 5, Some(2)), None);
+        // The leader Raft heard from wins over the vote.
+        assert_eq!(recognized(5, Some(3), 5, Some(2)), Some((5, 3)));
+        // A vote granted in a newer term refuses the older leader's pings.
+        assert!(!accept_ping(5, 2, view, 6));
     }
 }
