@@ -8,7 +8,9 @@
 //!   replicated value matches them.
 //! - `vip_agree` — one `[vip]` per cluster: changes refused at run time, peers compared
 //!   at start.
+//! - `gather`    — the cluster view: every member's own `/status`, asked by one node.
 
+pub mod gather;
 pub mod reporter;
 pub mod thread;
 pub mod vip_agree;
