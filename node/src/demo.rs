@@ -239,8 +239,11 @@ fn print_guide(children: &Children, dir: &Path, redis: bool, leader: Option<u64>
         };
         println!("  {name:<13} pid {}{lead}", child.id());
     }
+    // Served by every node; show one that is not the leader, so the page stays up
+    // while the leader is killed.
+    let page = (1..=3u64).find(|id| Some(*id) != leader).unwrap_or(1);
     println!("\nDashboard (any node's admin address; it refreshes every second):");
-    println!("  http://127.0.0.1:9901/");
+    println!("  http://127.0.0.1:990{page}/");
     println!("  Try: kill -9 the leader's pid above and watch it turn DOWN and another node lead;");
     println!(
         "  drain buttons appear once a token is typed in (this demo sets none, so any works)."

@@ -1,8 +1,9 @@
 //! The dashboard in a real browser (issue 15 item 4): three real nodes with a real VIP in
 //! network namespaces, the page opened by headless Chromium from the client namespace,
 //! and the checks made on the DOM the browser rendered after running the page's script:
-//! three nodes up, the leader, the VIP holder, the backend; then the VIP holder is
-//! killed (-9) and the page must show it down and another holder within `DOWN_BOUND`.
+//! three nodes up, the leader, the VIP holder, the backend, the holder's recorded "took
+//! the VIP"; then the VIP holder is killed (-9) and the page must show it down, another
+//! holder, and that holder's "took the VIP" within `DOWN_BOUND`.
 //!
 //! Chromium is Debian's `chromium` (`.ci/run` installs it); where it cannot be had the
 //! test says so and skips (also in CI, where the skip is counted in the summary). A
@@ -168,6 +169,10 @@ fn dashboard_shows_the_cluster_and_a_killed_node_in_a_real_browser() {
         "the pool is listed: {dom}"
     );
     assert!(
+        dom.contains(&format!("node {holder_id}: took the VIP")),
+        "the holder's recorded transition is listed: {dom}"
+    );
+    assert!(
         !dom.contains("class=\"drain-btn\""),
         "no drain buttons without a token: {dom}"
     );
@@ -191,8 +196,12 @@ fn dashboard_shows_the_cluster_and_a_killed_node_in_a_real_browser() {
         dom = browse(&ns, &browser, profile.path(), &url, "--dump-dom");
         let down = node_rows(&dom).contains(&(holder_id, "down".to_string()));
         let moved = text_of(&dom, "vip-holder")
-            .is_some_and(|t| t.starts_with("node ") && t != format!("node {holder_id}"));
-        if down && moved {
+            .filter(|t| t.starts_with("node ") && *t != format!("node {holder_id}"));
+        // The new holder's own record of the claim, merged into the page's transitions.
+        let recorded = moved
+            .as_ref()
+            .is_some_and(|t| dom.contains(&format!("{t}: took the VIP")));
+        if down && recorded {
             seen = Some(killed.elapsed());
             break;
         }
@@ -200,7 +209,7 @@ fn dashboard_shows_the_cluster_and_a_killed_node_in_a_real_browser() {
     eprintln!("killed node {holder_id} shown down with the VIP moved after {seen:?}");
     assert!(
         seen.is_some(),
-        "node {holder_id} not shown down with a new VIP holder within {DOWN_BOUND:?}: {dom}"
+        "node {holder_id} not shown down with a new VIP holder (and its transition) within {DOWN_BOUND:?}: {dom}"
     );
     assert!(dom.contains("DOWN"), "{dom}");
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-node-down.png");

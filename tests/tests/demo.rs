@@ -80,11 +80,21 @@ async fn demo_prints_the_dashboard_and_serves_it() {
     let text = out.join("\n");
     eprintln!("{text}\n(guide after {:?})", started.elapsed());
     assert!(text.contains("Ctrl-C stops everything"), "{text}");
-    assert!(text.contains("http://127.0.0.1:9901/"), "{text}");
-    assert!(text.contains("(leader)"), "the leader is named: {text}");
+    // "  node 2        pid 1234  (leader)"
+    let leader: u64 = text
+        .lines()
+        .find(|l| l.trim_end().ends_with("(leader)"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("the leader is named: {text}"));
+    let page = (1..=3).find(|id| *id != leader).expect("a follower");
+    assert!(
+        text.contains(&format!("http://127.0.0.1:990{page}/")),
+        "the dashboard of a follower (node {page}) is shown: {text}"
+    );
     assert!(text.contains("kill -9 the leader's pid"), "{text}");
 
-    let page = admin_call("127.0.0.1:9901", "GET", "/", "", None)
+    let page = admin_call(&format!("127.0.0.1:990{page}"), "GET", "/", "", None)
         .await
         .expect("dashboard");
     assert_eq!(page.status, 200);

@@ -91,6 +91,7 @@ pub fn status(node: &Node) -> Value {
         "uptime_ms": crate::control::vip_agree::uptime_ms(),
         "session_store": session_state(node),
         "affinity": affinity(node),
+        "events": node.events.to_json(),
         "pools": pools,
     })
 }

@@ -8,8 +8,10 @@
 //!   replicated value matches them.
 //! - `vip_agree` — one `[vip]` per cluster: changes refused at run time, peers compared
 //!   at start.
+//! - `events`    — this node's recent transitions (leader, VIP, backends, config).
 //! - `gather`    — the cluster view: every member's own `/status`, asked by one node.
 
+pub mod events;
 pub mod gather;
 pub mod reporter;
 pub mod thread;
