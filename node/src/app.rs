@@ -73,6 +73,8 @@ pub struct Node {
     pub cluster: Arc<OnceLock<Arc<Cluster>>>,
     /// The floating address, when `[vip]` is configured.
     pub vip: OnceLock<Arc<VipGuard>>,
+    /// Recent transitions for operators (`/status` `events`, the dashboard).
+    pub events: crate::control::events::Events,
 }
 
 fn protocol_name(p: Protocol) -> &'static str {
@@ -120,6 +122,7 @@ impl Node {
             apply_lock: tokio::sync::Mutex::new(()),
             cluster: Arc::new(OnceLock::new()),
             vip: OnceLock::new(),
+            events: Default::default(),
         });
         node.dp.update_sessions(&config);
         node.start_listeners(&config, bound);
@@ -152,6 +155,7 @@ impl Node {
             }
         }
         node.restart_health();
+        tokio::spawn(crate::control::events::watch(node.clone()));
         Ok(node)
     }
 

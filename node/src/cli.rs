@@ -1,7 +1,8 @@
-//! The command line: `run`, `check`, `ctl` (and `demo` once the cluster exists).
+//! The command line: `run`, `check`, `ctl`, `demo`, `completions`.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +34,11 @@ pub enum Command {
     Ctl(CtlArgs),
     /// A local three-node cluster on loopback with demo backends, for a first look.
     Demo,
+    /// Print a shell completion script (e.g. `fulcrum completions bash > /etc/bash_completion.d/fulcrum`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -49,13 +55,23 @@ pub struct CtlArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// Show the node's status.
+    /// Show the cluster: every member's role, config version, apply error, VIP, backends.
     Status {
+        /// The asked node's `/status` document with every member's under `nodes`.
         #[arg(long)]
         json: bool,
     },
-    /// Validate and apply a config file (node-local sections are ignored).
-    Apply { file: PathBuf },
+    /// Validate and apply a config file (node-local sections are ignored), then wait
+    /// until every voter runs it; exits 1 naming the nodes that do not.
+    Apply {
+        file: PathBuf,
+        /// Return once the change is committed, without waiting for the nodes.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for every voter to run the new version.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
     /// Stop sending new sessions to a backend.
     Drain { pool: String, addr: String },
     /// Put a drained backend back in service.

@@ -1,4 +1,11 @@
 //! `fulcrum ctl`: a small HTTP/1.1 client for the admin API.
+//!
+//! `status` reads the cluster view of the asked node (`GET /cluster`, every member's
+//! own `/status`); `apply` waits after the commit until every voter runs the new
+//! version (`wait`), unless `--no-wait`.
+
+mod table;
+mod wait;
 
 use crate::cli::{CtlArgs, CtlCommand};
 use bytes::Bytes;
@@ -46,9 +53,9 @@ pub fn main(args: CtlArgs) -> ExitCode {
 async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
     let token = token(&args)?;
     let (method, path, body) = match &args.command {
-        CtlCommand::Status { .. } => (Method::GET, "/status".to_string(), None),
         CtlCommand::Members => (Method::GET, "/members".to_string(), None),
-        CtlCommand::Apply { file } => {
+        CtlCommand::Status { json } => return status(&args.admin, token.as_deref(), *json).await,
+        CtlCommand::Apply { file, .. } => {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| CtlError::Other(format!("cannot read {}: {e}", file.display())))?;
             // Validate locally first so errors name the operator's own file.
@@ -74,11 +81,96 @@ async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
         .await
         .map_err(|_| CtlError::Timeout(CALL_TIMEOUT))??;
     print_result(&args.command, status, &text);
-    Ok(if status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if !status.is_success() {
+        return Ok(ExitCode::FAILURE);
+    }
+    match &args.command {
+        CtlCommand::Apply { no_wait, wait, .. } => {
+            apply_wait(&args.admin, token.as_deref(), &text, *no_wait, *wait).await
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// After a committed apply: wait for the voters, one line per node, exit 1 naming
+/// those that do not run the new version.
+async fn apply_wait(
+    admin: &str,
+    token: Option<&str>,
+    answer: &str,
+    no_wait: bool,
+    within: Duration,
+) -> Result<ExitCode, CtlError> {
+    let Some(version) = serde_json::from_str::<serde_json::Value>(answer)
+        .ok()
+        .and_then(|v| v["version"].as_u64())
+    else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    if no_wait {
+        println!("committed: config version {version} (not waiting for the nodes)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("committed: config version {version}");
+    let lines = wait::wait(admin, token, version, within).await?;
+    for line in &lines {
+        println!("{}", line.render(version));
+    }
+    let failed = wait::pending(&lines);
+    if failed.is_empty() {
+        println!(
+            "applied: config version {version} on every voter ({})",
+            lines.iter().filter(|l| l.voter).count()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let names: Vec<String> = failed.iter().map(|i| format!("node {i}")).collect();
+    eprintln!(
+        "error: config version {version} is committed but {} did not run it within {within:?}",
+        names.join(", ")
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+/// `ctl status`: the cluster table, then the asked node's own details; `--json`: the
+/// asked node's `/status` with the gathered members under `nodes`.
+async fn status(admin: &str, token: Option<&str>, json: bool) -> Result<ExitCode, CtlError> {
+    let (code, own) = timed(call(admin, Method::GET, "/status", None, token)).await?;
+    if !code.is_success() {
+        eprintln!("{code}: {}", own.trim_end());
+        return Ok(ExitCode::FAILURE);
+    }
+    let (code, cluster) = timed(call(admin, Method::GET, "/cluster", None, token)).await?;
+    let cluster: Option<serde_json::Value> = code
+        .is_success()
+        .then(|| serde_json::from_str(&cluster).ok())
+        .flatten();
+    if json {
+        let mut doc: serde_json::Value = serde_json::from_str(&own)
+            .map_err(|e| CtlError::Other(format!("/status is not JSON: {e}")))?;
+        if let (Some(obj), Some(c)) = (doc.as_object_mut(), &cluster) {
+            for key in ["nodes", "divergent", "vip_holders"] {
+                obj.insert(key.to_string(), c[key].clone());
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &cluster {
+        Some(c) => print!("{}", table::render(c)),
+        None => println!("(this node has no GET /cluster: an older fulcrum; its own status only)"),
+    }
+    println!("this node:");
+    print_status(&own);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn timed<T>(
+    f: impl std::future::Future<Output = Result<T, CtlError>>,
+) -> Result<T, CtlError> {
+    tokio::time::timeout(CALL_TIMEOUT, f)
+        .await
+        .map_err(|_| CtlError::Timeout(CALL_TIMEOUT))?
 }
 
 fn print_result(command: &CtlCommand, status: StatusCode, text: &str) {
@@ -98,12 +190,10 @@ fn print_result(command: &CtlCommand, status: StatusCode, text: &str) {
             let version = serde_json::from_str::<serde_json::Value>(text)
                 .ok()
                 .and_then(|v| v.get("version").and_then(|v| v.as_u64()));
-            match version {
-                Some(v) => println!("applied: config version {v}"),
-                None => println!("{}", text.trim_end()),
+            if version.is_none() {
+                println!("{}", text.trim_end());
             }
         }
-        CtlCommand::Status { json: false } => print_status(text),
         _ => println!("{}", text.trim_end()),
     }
 }

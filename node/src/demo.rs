@@ -21,6 +21,8 @@ use std::time::Duration;
 const WEB_PORT: u16 = 8080;
 const BACKENDS: [&str; 2] = ["127.0.0.1:18081", "127.0.0.1:18082"];
 const REDIS_PORT: u16 = 16379;
+/// How long the demo waits for its nodes to answer and elect a leader.
+const READY_WITHIN: Duration = Duration::from_secs(20);
 
 /// Children killed (by PID) when the demo ends, whatever the reason.
 struct Children(Vec<(String, Child)>);
@@ -88,11 +90,62 @@ async fn run() -> Result<(), String> {
             .map_err(|e| format!("start node {id}: {e}"))?;
         children.0.push((format!("node {id}"), child));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    print_guide(&children, dir.path(), session.is_some());
+    let leader = wait_ready().await;
+    print_guide(&children, dir.path(), session.is_some(), leader);
     wait_for_stop().await;
     println!("\nstopping the demo");
     Ok(())
+}
+
+/// Waits (up to `READY_WITHIN`) until the three nodes answer, agree on a leader and run
+/// the seed config, printing progress every second; returns the leader's id when known.
+async fn wait_ready() -> Option<u64> {
+    let start = std::time::Instant::now();
+    let mut next_progress = start + Duration::from_secs(1);
+    loop {
+        let mut answering = 0;
+        let mut leaders = std::collections::BTreeSet::new();
+        let mut running = 0;
+        for id in 1..=3u64 {
+            let admin = format!("127.0.0.1:990{id}");
+            let call = crate::ctl::call(&admin, http::Method::GET, "/status", None, None);
+            let Ok(Ok((code, body))) = tokio::time::timeout(Duration::from_millis(500), call).await
+            else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            if code.is_success() {
+                answering += 1;
+                leaders.insert(v["leader_id"].as_u64());
+                if v["config_version_running"].as_u64() >= Some(1) {
+                    running += 1;
+                }
+            }
+        }
+        let leader = match (leaders.len(), leaders.first()) {
+            (1, Some(Some(id))) => Some(*id),
+            _ => None,
+        };
+        if answering == 3 && running == 3 && leader.is_some() {
+            return leader;
+        }
+        let now = std::time::Instant::now();
+        if now.duration_since(start) > READY_WITHIN {
+            eprintln!("the cluster is not fully up after {READY_WITHIN:?}; see the node logs");
+            return leader;
+        }
+        if now >= next_progress {
+            eprintln!(
+                "starting: {answering}/3 nodes answer, {running}/3 run the config, leader {} ({:.0}s)",
+                leader.map_or("not elected yet".to_string(), |l| format!("node {l}")),
+                now.duration_since(start).as_secs_f64()
+            );
+            next_progress = now + Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Ctrl-C or SIGTERM.
@@ -177,11 +230,24 @@ backends = [{{ addr = "{b1}" }}, {{ addr = "{b2}" }}]
     )
 }
 
-fn print_guide(children: &Children, dir: &Path, redis: bool) {
+fn print_guide(children: &Children, dir: &Path, redis: bool, leader: Option<u64>) {
     println!("fulcrum demo: a three-node Raft cluster on loopback\n");
     for (name, child) in &children.0 {
-        println!("  {name:<13} pid {}", child.id());
+        let lead = match leader {
+            Some(l) if *name == format!("node {l}") => "  (leader)",
+            _ => "",
+        };
+        println!("  {name:<13} pid {}{lead}", child.id());
     }
+    // Served by every node; show one that is not the leader, so the page stays up
+    // while the leader is killed.
+    let page = (1..=3u64).find(|id| Some(*id) != leader).unwrap_or(1);
+    println!("\nDashboard (any node's admin address; it refreshes every second):");
+    println!("  http://127.0.0.1:990{page}/");
+    println!("  Try: kill -9 the leader's pid above and watch it turn DOWN and another node lead;");
+    println!(
+        "  drain buttons appear once a token is typed in (this demo sets none, so any works)."
+    );
     println!("\nSend traffic (any node; each serves 127.0.0.1X:{WEB_PORT}):");
     println!("  curl -i http://127.0.0.11:{WEB_PORT}/");
     println!("Cluster status and who leads:");

@@ -1,7 +1,7 @@
 //! `fulcrum`: one binary for the node, the config checker and the admin client. It parses
 //! the command line and calls the library (`node/src/lib.rs` maps the modules).
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use fulcrum::cli::{Cli, Command};
 use std::process::ExitCode;
 
@@ -16,5 +16,14 @@ fn main() -> ExitCode {
         Command::Check { config } => fulcrum::check(&config),
         Command::Ctl(args) => fulcrum::ctl(args),
         Command::Demo => fulcrum::demo(),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "fulcrum",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -121,6 +121,39 @@ impl BackendMetrics {
         let i = ((status / 100).clamp(1, 5) - 1) as usize;
         self.by_class[i].inc();
     }
+
+    /// Responses so far by status class, 1xx..5xx (for `/status` and the dashboard).
+    pub fn counts(&self) -> [u64; 5] {
+        let mut out = [0; 5];
+        for (o, c) in out.iter_mut().zip(&self.by_class) {
+            *o = c.get();
+        }
+        out
+    }
+
+    /// The pool's latency histogram as cumulative `(upper bound in seconds, count)`
+    /// pairs, the last bound `+Inf`. prometheus-client keeps its buckets private, so the
+    /// histogram is encoded alone and read back (a few hundred bytes, at status time only).
+    pub fn latency_buckets(&self) -> Vec<(f64, u64)> {
+        let mut registry = Registry::default();
+        registry.register("d", "", self.duration.clone());
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            return Vec::new();
+        }
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("d_bucket{le=\"")?;
+                let (le, count) = rest.split_once("\"} ")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, count.trim().parse().ok()?))
+            })
+            .collect()
+    }
 }
 
 impl Default for Metrics {
@@ -404,4 +437,22 @@ impl Metrics {
 /// 0.5 ms .. ~16 s, doubling.
 fn new_latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn latency_buckets_read_back_cumulative_counts() {
+        let m = super::Metrics::new();
+        let b = m.backend("app", "10.0.0.1:80");
+        b.duration.observe(0.0004);
+        b.duration.observe(0.003);
+        b.record_status(200);
+        b.record_status(503);
+        let buckets = b.latency_buckets();
+        assert_eq!(buckets.len(), 17, "16 bounds and +Inf: {buckets:?}");
+        assert_eq!(buckets[0], (0.0005, 1));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 2)));
+        assert_eq!(b.counts(), [0, 1, 0, 0, 1]);
+    }
 }

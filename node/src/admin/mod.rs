@@ -9,6 +9,8 @@
 //! | POST | /drain?pool=P&addr=A | token | stop sending new sessions to a backend |
 //! | POST | /undrain?pool=P&addr=A | token | put it back |
 //! | GET | /members | no | cluster members |
+//! | GET | /cluster | no | every member's `/status`, gathered by this node |
+//! | GET | / or /dashboard | no | the dashboard page (drain buttons need the token) |
 //! | POST | /members/add?id=N&raft=ADDR&admin=ADDR | token | add a node as learner |
 //! | POST | /members/promote?id=N | token | make a learner a voter |
 //! | POST | /members/remove?id=N | token | remove a node from the cluster |
@@ -16,6 +18,7 @@
 //! Mutating calls need `Authorization: Bearer TOKEN` when `node.admin_token_file` is set.
 
 mod auth;
+mod dashboard;
 mod failover;
 mod members;
 mod status;
@@ -108,6 +111,11 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<AdminResponse
         (Method::GET, "/metrics") => metrics(&node),
         (Method::GET, "/config") => text(StatusCode::OK, &node.dp.snapshot().source),
         (Method::GET, "/debug/failover") => json(StatusCode::OK, &failover::failover(&node)),
+        (Method::GET, "/cluster") => json(
+            StatusCode::OK,
+            &crate::control::gather::gather(&node, status::status(&node)).await,
+        ),
+        (Method::GET, "/" | "/dashboard") => dashboard::page(),
         (Method::GET, "/members") => json(StatusCode::OK, &status::members(&node).await),
         (Method::PUT, "/config") => put_config(&node, req).await,
         (Method::POST, "/drain") => drain(&node, &req, true).await,

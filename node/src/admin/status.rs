@@ -31,13 +31,24 @@ pub fn status(node: &Node) -> Value {
                         "active_connections": b.state.load.connections.load(Ordering::Relaxed),
                         "in_flight": b.state.load.in_flight.load(Ordering::Relaxed),
                         "weight": b.weight,
+                        "responses": responses(b.metrics.counts()),
                     })
                 })
                 .collect();
-            json!({ "name": pool.name, "affinity": pool.affinity_mode.as_str(), "backends": backends })
+            let latency = pool
+                .backends
+                .first()
+                .map(|b| latency_json(&b.metrics.latency_buckets()))
+                .unwrap_or(Value::Null);
+            json!({
+                "name": pool.name,
+                "affinity": pool.affinity_mode.as_str(),
+                "backends": backends,
+                "latency_buckets": latency,
+            })
         })
         .collect();
-    let (role, leader_id, term, commit, applied, lease) = match node.cluster() {
+    let (role, leader_id, term, commit, applied, lease, lease_left) = match node.cluster() {
         Some(c) => {
             let s = c.status();
             (
@@ -47,9 +58,18 @@ pub fn status(node: &Node) -> Value {
                 s.commit_index,
                 s.last_applied,
                 s.lease_fresh,
+                json!(s.lease_left_ms),
             )
         }
-        None => ("leader".to_string(), json!(node.local.id), 0, 0, 0, true),
+        None => (
+            "leader".to_string(),
+            json!(node.local.id),
+            0,
+            0,
+            0,
+            true,
+            Value::Null,
+        ),
     };
     json!({
         "node_id": node.local.id,
@@ -59,6 +79,8 @@ pub fn status(node: &Node) -> Value {
         "commit_index": commit,
         "last_applied": applied,
         "lease_fresh": lease,
+        "lease_left_ms": lease_left,
+        "admin": node.local.admin.to_string(),
         "clustered": node.cluster().is_some(),
         "config_version": snapshot.version,
         "config_version_running": snapshot.version,
@@ -68,6 +90,8 @@ pub fn status(node: &Node) -> Value {
         "vip": VipSetting::to_json(VipSetting::of(&snapshot.config).as_ref()),
         "uptime_ms": crate::control::vip_agree::uptime_ms(),
         "session_store": session_state(node),
+        "affinity": affinity(node),
+        "events": node.events.to_json(),
         "pools": pools,
     })
 }
@@ -101,6 +125,49 @@ fn apply_error(node: &Node) -> Value {
         "since": humantime::format_rfc3339_seconds(failure.since).to_string(),
         "attempts": failure.attempts,
         "retrying": failure.retrying,
+    })
+}
+
+/// Responses by status class: `{"1xx": n, ..., "5xx": n}`.
+fn responses(counts: [u64; 5]) -> Value {
+    let mut map = serde_json::Map::new();
+    for (i, n) in counts.iter().enumerate() {
+        map.insert(format!("{}xx", i + 1), json!(n));
+    }
+    Value::Object(map)
+}
+
+/// Cumulative `[[upper_bound_seconds, count], ...]`; `+Inf` is written as null.
+fn latency_json(buckets: &[(f64, u64)]) -> Value {
+    Value::Array(
+        buckets
+            .iter()
+            .map(|(le, n)| {
+                json!([
+                    if le.is_finite() {
+                        json!(le)
+                    } else {
+                        Value::Null
+                    },
+                    n
+                ])
+            })
+            .collect(),
+    )
+}
+
+/// The affinity store's counters (they only grow), or null without `[session]`.
+fn affinity(node: &Node) -> Value {
+    let Some(store) = node.dp.sessions() else {
+        return Value::Null;
+    };
+    let m = store.metrics();
+    json!({
+        "cache_hits": m.cache_hits,
+        "cache_misses": m.cache_misses,
+        "redis_errors": m.redis_errors,
+        "fallbacks": m.fallbacks,
+        "breaker_opens": m.breaker_opens,
     })
 }
 

@@ -8,7 +8,11 @@
 //!   replicated value matches them.
 //! - `vip_agree` — one `[vip]` per cluster: changes refused at run time, peers compared
 //!   at start.
+//! - `events`    — this node's recent transitions (leader, VIP, backends, config).
+//! - `gather`    — the cluster view: every member's own `/status`, asked by one node.
 
+pub mod events;
+pub mod gather;
 pub mod reporter;
 pub mod thread;
 pub mod vip_agree;

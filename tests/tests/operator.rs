@@ -1,0 +1,384 @@
+//! What an operator sees (issue 15 items 1 and 2), with three real fulcrum processes on
+//! loopback and a real backend:
+//! - the divergence case of the issue: three nodes on one host, each file naming its own
+//!   listener port (no `[node] listen_ip`). Only the node that seeded the cluster can bind
+//!   the replicated listener; `ctl status` names the nodes that do not run the committed
+//!   version and why, and `ctl apply` from a follower exits 1 naming the two nodes that
+//!   could not bind its port, instead of printing "applied";
+//! - on a cluster that can apply (listeners on `listen_ip`), `ctl apply` prints one line
+//!   per node and succeeds; with a node killed it waits, then names it unreachable;
+//!   `--no-wait` returns at the commit.
+//!
+//! One test at a time: each starts three nodes.
+
+use fulcrum_tests::backend::TestBackend;
+use fulcrum_tests::client::get_status;
+use fulcrum_tests::cluster::{peers_line, LocalCluster, MemberPorts};
+use fulcrum_tests::config::backend_list;
+use fulcrum_tests::free_port;
+use fulcrum_tests::process::{fulcrum_bin, Fulcrum};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A node file as a new user writes it: the listener on this node's own port.
+fn own_port_file(
+    me: &MemberPorts,
+    peers: &str,
+    secret: &Path,
+    data: &Path,
+    web: u16,
+    backends: &str,
+) -> String {
+    format!(
+        r#"[node]
+id = {id}
+admin = "{admin}"
+data_dir = "{data}"
+access_log = "off"
+shutdown_grace = "5s"
+
+[cluster]
+raft = "{raft}"
+peers = {peers}
+secret_file = "{secret}"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:{web}"
+
+[[route]]
+listener = "web"
+pool = "app"
+
+[[pool]]
+name = "app"
+backends = {backends}
+"#,
+        id = me.id,
+        admin = me.admin,
+        raft = me.raft,
+        data = data.display(),
+        secret = secret.display(),
+    )
+}
+
+/// Runs `fulcrum ctl --admin ADMIN args...` (blocking, from a blocking thread).
+async fn ctl(admin: &str, args: &[&str]) -> Output {
+    let mut all = vec!["ctl".to_string(), "--admin".to_string(), admin.to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(fulcrum_bin())
+            .args(&all)
+            .output()
+            .expect("run fulcrum ctl")
+    })
+    .await
+    .expect("ctl thread")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `ctl status --json` of `admin`.
+async fn status_json(admin: &str) -> Value {
+    let out = ctl(admin, &["status", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+/// Polls `check` every 100 ms for up to `within`.
+async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn node(doc: &Value, id: u64) -> &Value {
+    doc["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["id"] == id))
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_listener_ports_per_node_show_as_divergence_and_apply_names_the_nodes() {
+    let _serial = SERIAL.lock().await;
+    let a = TestBackend::start("a").await;
+    let backends = backend_list(&[&a], &[]);
+    let members: Vec<MemberPorts> = (1..=3).map(|id| MemberPorts::new(id, 0)).collect();
+    let webs: Vec<u16> = members.iter().map(|_| free_port()).collect();
+    let peers = peers_line(&members);
+    let secret_dir = tempfile::tempdir().expect("tempdir");
+    let secret = secret_dir.path().join("cluster.secret");
+    std::fs::write(&secret, "test-cluster-secret-0123456789\n").expect("secret");
+    let mut nodes = Vec::new();
+    let mut data = Vec::new();
+    for (m, web) in members.iter().zip(&webs) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let file = own_port_file(m, &peers, &secret, d.path(), *web, &backends);
+        nodes.push(Fulcrum::start(&file, &m.admin).await);
+        data.push(d);
+    }
+    let cluster = LocalCluster {
+        members: members.clone(),
+        nodes,
+        secret_dir,
+        web_port: 0,
+        data_dirs: data,
+    };
+    let leader = cluster
+        .wait_leader(&[0, 1, 2], Duration::from_secs(10))
+        .await
+        .expect("a leader");
+    let leader_id = members[leader].id;
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+
+    // Every node, asked anywhere, shows the two followers stuck below version 1 and why.
+    let asked = &members[followers[0]].admin;
+    let diverged = || async {
+        let doc = status_json(asked).await;
+        let mut d: Vec<u64> = doc["divergent"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .collect();
+        d.sort();
+        let want: Vec<u64> = followers.iter().map(|&i| members[i].id).collect();
+        d == want
+            && followers
+                .iter()
+                .all(|&i| node(&doc, members[i].id)["status"]["config_apply_error"]["version"] == 1)
+    };
+    assert!(
+        eventually(Duration::from_secs(5), diverged).await,
+        "the followers are reported diverged: {:#}",
+        status_json(asked).await
+    );
+    let doc = status_json(asked).await;
+    assert_eq!(doc["nodes"].as_array().map(Vec::len), Some(3), "{doc:#}");
+    assert_eq!(
+        node(&doc, leader_id)["status"]["config_version_running"],
+        1,
+        "{doc:#}"
+    );
+    for &i in &followers {
+        let n = node(&doc, members[i].id);
+        assert_eq!(n["reachable"], true, "{doc:#}");
+        assert_eq!(n["status"]["config_version_running"], 0, "{doc:#}");
+        let reason = n["status"]["config_apply_error"]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            reason.contains("cannot bind") && reason.contains(&webs[leader].to_string()),
+            "{n:#}"
+        );
+    }
+    let table = ctl(asked, &["status"]).await;
+    let table_text = text(&table);
+    assert!(table.status.success(), "{table_text}");
+    assert!(table_text.contains("DIVERGED: node(s)"), "{table_text}");
+    assert!(table_text.contains("0 (!)"), "{table_text}");
+    assert!(
+        table_text.contains("version 1 (") && table_text.contains("cannot bind"),
+        "{table_text}"
+    );
+    eprintln!("{table_text}");
+
+    // The issue's step: `ctl apply` of a follower's own file on that follower.
+    let f = followers[0];
+    let out = ctl(
+        &members[f].admin,
+        &["apply", &cluster.nodes[f].config_path.display().to_string()],
+    )
+    .await;
+    let out_text = text(&out);
+    eprintln!("{out_text}");
+    assert_eq!(out.status.code(), Some(1), "{out_text}");
+    assert!(
+        out_text.contains("committed: config version 2"),
+        "{out_text}"
+    );
+    assert!(
+        !out_text.contains("applied: config version 2"),
+        "{out_text}"
+    );
+    // The follower whose file it is already holds that port: it runs version 2. The
+    // other two cannot bind it, and are named with the reason.
+    assert!(
+        out_text.contains(&format!(
+            "node {} ({}): running config version 2",
+            members[f].id, members[f].admin
+        )),
+        "{out_text}"
+    );
+    for (_, m) in members.iter().enumerate().filter(|(i, _)| *i != f) {
+        assert!(
+            out_text.contains(&format!("node {} ({}): NOT applied", m.id, m.admin)),
+            "node {} named: {out_text}",
+            m.id
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named: Vec<String> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != f)
+        .map(|(_, m)| format!("node {}", m.id))
+        .collect();
+    assert!(
+        stderr.contains(&format!("but {} did not run it", named.join(", "))),
+        "{out_text}"
+    );
+    assert!(out_text.contains("cannot bind"), "{out_text}");
+    assert!(
+        out_text.contains("waiting for node(s)"),
+        "progress for a wait over a second: {out_text}"
+    );
+
+    // Metrics on a node that failed.
+    let m = fulcrum_tests::client::admin_call(&members[leader].admin, "GET", "/metrics", "", None)
+        .await
+        .expect("metrics")
+        .body;
+    let value = |name: &str| {
+        m.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    assert_eq!(value("fulcrum_config_version_running"), Some(1.0), "{m}");
+    assert!(
+        value("fulcrum_config_apply_failures_total") >= Some(1.0),
+        "{m}"
+    );
+
+    // --no-wait returns at the commit, with success.
+    let out = ctl(
+        &members[f].admin,
+        &[
+            "apply",
+            "--no-wait",
+            &cluster.nodes[f].config_path.display().to_string(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("committed: config version 3 (not waiting for the nodes)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_lists_every_node_and_names_a_dead_one() {
+    let _serial = SERIAL.lock().await;
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let mut cluster = LocalCluster::start(3, free_port(), &backend_list(&[&a], &[])).await;
+    let leader = cluster
+        .wait_leader(&[0, 1, 2], Duration::from_secs(10))
+        .await
+        .expect("a leader");
+    assert!(
+        cluster
+            .wait_version(&[0, 1, 2], 1, Duration::from_secs(5))
+            .await
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("balancer.toml");
+    std::fs::write(&file, cluster.balancer(&backend_list(&[&a, &b], &[]))).expect("write");
+    let file = file.display().to_string();
+    let admin = cluster.members[leader].admin.clone();
+
+    let out = ctl(&admin, &["apply", &file]).await;
+    let out_text = text(&out);
+    assert!(out.status.success(), "{out_text}");
+    for m in &cluster.members {
+        assert!(
+            out_text.contains(&format!(
+                "node {} ({}): running config version 2",
+                m.id, m.admin
+            )),
+            "{out_text}"
+        );
+    }
+    assert!(
+        out_text.contains("applied: config version 2 on every voter (3)"),
+        "{out_text}"
+    );
+    let table = text(&ctl(&admin, &["status"]).await);
+    assert!(!table.contains("DIVERGED"), "{table}");
+    assert!(
+        table.contains("VIP held by no node"),
+        "no [vip] here: {table}"
+    );
+
+    // Kill a follower: status shows it down, apply waits and names it.
+    let dead = (leader + 1) % 3;
+    cluster.nodes[dead].kill9();
+    let dead_id = cluster.members[dead].id;
+    let doc = status_json(&admin).await;
+    assert_eq!(node(&doc, dead_id)["reachable"], false, "{doc:#}");
+    let table = text(&ctl(&admin, &["status"]).await);
+    assert!(table.contains("DOWN"), "{table}");
+    std::fs::write(&file, cluster.balancer(&backend_list(&[&b], &[]))).expect("write");
+    let started = Instant::now();
+    let out = ctl(&admin, &["apply", "--wait", "2s", &file]).await;
+    let waited = started.elapsed();
+    let out_text = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{out_text}");
+    assert!(
+        out_text.contains(&format!(
+            "node {dead_id} ({}): NOT confirmed, unreachable",
+            cluster.members[dead].admin
+        )),
+        "{out_text}"
+    );
+    assert!(
+        out_text.contains(&format!("but node {dead_id} did not run it")),
+        "{out_text}"
+    );
+    assert!(waited >= Duration::from_secs(2), "it waited: {waited:?}");
+    for (i, m) in cluster
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != dead)
+    {
+        assert!(
+            out_text.contains(&format!(
+                "node {} ({}): running config version 3",
+                m.id, m.admin
+            )),
+            "{out_text}"
+        );
+        assert_eq!(
+            get_status(&cluster.members[i].admin).await.expect("status")["config_version"],
+            3
+        );
+    }
+}
