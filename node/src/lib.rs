@@ -43,6 +43,7 @@ mod dataplane;
 mod demo;
 mod h1; // hand-written HTTP/1.1 fast path
 mod health;
+mod http2; // issue 24: HTTP/2 clients on the request core, without hyper
 mod l4; // issue 7: TCP listeners
 mod listener;
 mod load;
