@@ -46,6 +46,7 @@ mod demo;
 mod h1; // hand-written HTTP/1.1 fast path
 mod h2_flood; // issue 17: closes HTTP/2 clients that flood control frames
 mod health;
+mod http2; // issue 24: HTTP/2 clients on the request core, without hyper
 mod l4; // issue 7: TCP listeners
 mod listener;
 mod load;

@@ -133,6 +133,13 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// The pools the routes lead to (a pool may repeat).
+    pub fn pool_names(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.pool.as_str())
+    }
+}
+
 impl CompiledRoute {
     /// Whether a client may switch to `protocol` (an `Upgrade` token) on this route: a
     /// configured name matches any version of it, `name/version` only that version.

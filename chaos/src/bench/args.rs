@@ -16,8 +16,10 @@ pub struct BenchArgs {
     /// What to measure, comma-separated: `http` (keep-alive, wrk), `https` (keep-alive
     /// over TLS, wrk), `handshake` (a new TLS connection with a full handshake per
     /// request, no session resumption; the bench's own rustls client, `--connections` at
-    /// once). Each round measures every mode of every target; the default, all three
-    /// modes of three targets, takes about 6 minutes (printed at the start).
+    /// once), `h2` (HTTP/2 over TLS, `h2load -c{--h2-connections} -m10`), `h2-m1` (the
+    /// same with one stream per connection). Each round measures every mode of every
+    /// target; the default, three modes of three targets, takes about 6 minutes
+    /// (printed at the start).
     #[arg(long, value_delimiter = ',', default_value = "http,https,handshake")]
     pub modes: Vec<Mode>,
     /// Length of each measured window (whole seconds, e.g. `10s`, `1m`).
@@ -33,6 +35,10 @@ pub struct BenchArgs {
     /// when nginx is compared).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,
+    /// Connections of h2load in the `h2` and `h2-m1` modes (`1000` with `h2-m1`: many
+    /// HTTP/2 clients).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub h2_connections: u32,
     /// The fulcrum binary [default: target/release/fulcrum in the workspace].
     #[arg(long)]
     pub fulcrum: Option<PathBuf>,
@@ -107,6 +113,8 @@ pub struct Settings {
     pub modes: Vec<Mode>,
     pub rounds: usize,
     pub connections: u32,
+    /// h2load's connections in the HTTP/2 modes.
+    pub h2_connections: u32,
     pub duration: Duration,
     pub warmup: Duration,
     /// Whether the proxy, wrk and backends were pinned with taskset.
@@ -188,9 +196,10 @@ mod tests {
     fn default_run_time_is_estimated() {
         let settings = Settings {
             targets: TargetKind::ALL.to_vec(),
-            modes: Mode::ALL.to_vec(),
+            modes: vec![Mode::Http, Mode::Https, Mode::Handshake],
             rounds: 3,
             connections: 64,
+            h2_connections: 16,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             pinned: true,

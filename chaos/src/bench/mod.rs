@@ -2,20 +2,22 @@
 //!
 //! One nginx process serves two backends; each target proxy is started fresh per
 //! measurement in front of them, warmed up, then measured while its CPU time is sampled
-//! from `/proc`. Modes: HTTP and HTTPS keep-alive (`wrk --latency`), and a full TLS
-//! handshake per request (the bench's own client). Each round measures every mode of
+//! from `/proc`. Modes: HTTP and HTTPS keep-alive (`wrk --latency`), a full TLS
+//! handshake per request (the bench's own client), and HTTP/2 over TLS (`h2load`, with
+//! ten streams or one per connection). Each round measures every mode of
 //! every target in turn; the report gives medians per (target, mode) and fulcrum's
 //! ratios against HAProxy and nginx per mode.
 //!
 //! Files: `args` (CLI), `mode` (what is measured), `targets` (proxy configs and
 //! start-up), `tls` (the run's certificate, client TLS settings), `backends` and `nginx`
-//! (the backend process), `wrk` (load and its output), `handshake` (the new-connection
+//! (the backend process), `wrk` and `h2load` (load and its output), `handshake` (the new-connection
 //! load), `procstat` (CPU and RSS), `stats` (medians, ratios), `report` (table, JSON),
 //! `process` and `net` (plumbing).
 
 mod args;
 mod backends;
 mod conns;
+mod h2load;
 mod handshake;
 mod idle;
 mod mode;
@@ -33,6 +35,7 @@ pub use args::{BenchArgs, IdleCount, Settings};
 
 use anyhow::{bail, Context, Result};
 use backends::Backends;
+use h2load::H2loadRun;
 use handshake::HandshakeRun;
 use mode::Mode;
 use process::{find_program, Pin};
@@ -58,6 +61,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 struct RunContext {
     targets: TargetEnv,
     wrk: PathBuf,
+    /// Needed only by the HTTP/2 modes.
+    h2load: Option<PathBuf>,
     load_pin: Pin,
     ticks_per_sec: u64,
     settings: Settings,
@@ -75,6 +80,14 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         bail!("no target left to measure");
     }
     let wrk = find_program("wrk").context(install_hint("wrk"))?;
+    let modes = dedup(&args.modes);
+    let h2load = match modes.iter().any(|m| m.h2_streams().is_some()) {
+        true => Some(find_program("h2load").context(
+            "h2load not found (the h2 modes need it): install it with \
+             `apt-get install -y nghttp2-client`",
+        )?),
+        false => None,
+    };
     // Children inherit it: many idle connections, or wrk's 1,000 busy ones.
     let nofile = idle::raise_nofile()?;
     let plan = args.conns.then(|| conns_plan(&args, nofile));
@@ -97,13 +110,15 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
             max_conns: max_conns(plan.as_ref(), nofile),
         },
         wrk,
+        h2load,
         load_pin,
         ticks_per_sec: procstat::clock_ticks()?,
         settings: Settings {
             targets,
-            modes: dedup(&args.modes),
+            modes,
             rounds: args.rounds as usize,
             connections: args.connections,
+            h2_connections: args.h2_connections,
             duration: args.duration,
             warmup: args.warmup,
             pinned: proxy_pin.0.is_some(),
@@ -220,6 +235,24 @@ async fn load(
                 pin: ctx.load_pin,
             };
             run.run().await
+        }
+        Mode::H2 | Mode::H2Single => {
+            let url = endpoint.url();
+            let h2load = ctx.h2load.as_deref().context("h2load was not found")?;
+            let log = ctx.dir.join(format!("h2load-{}.log", endpoint.port));
+            let run = H2loadRun {
+                h2load,
+                url: &url,
+                connections: ctx.settings.h2_connections,
+                streams: mode.h2_streams().unwrap_or(1),
+                duration,
+                pin: ctx.load_pin,
+                log: &log,
+            };
+            let result = run.run().await;
+            // Tens of MB per window: not worth keeping.
+            let _ = std::fs::remove_file(&log);
+            result
         }
         Mode::Handshake => {
             let run = HandshakeRun {

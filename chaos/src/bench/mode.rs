@@ -1,5 +1,6 @@
-//! What is measured against each target: plain HTTP keep-alive, HTTPS keep-alive, or a
-//! new TLS connection (a full handshake) per request.
+//! What is measured against each target: plain HTTP keep-alive, HTTPS keep-alive, a
+//! new TLS connection (a full handshake) per request, or HTTP/2 over TLS (ALPN h2) with
+//! ten streams or one stream in flight per connection.
 
 use super::targets::Scheme;
 use std::fmt;
@@ -16,10 +17,21 @@ pub enum Mode {
     /// full TLS 1.3 handshake. Driven by the bench's own rustls client, because wrk
     /// resumes the previous session on every reconnect.
     Handshake,
+    /// HTTP/2 over TLS, `h2load -c{h2-connections} -m10`: ten streams in flight on
+    /// each connection, as a browser loading a page or a gRPC client.
+    H2,
+    /// HTTP/2 over TLS, `h2load -m1`: one stream at a time per connection.
+    H2Single,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Self::Http, Self::Https, Self::Handshake];
+    pub const ALL: [Mode; 5] = [
+        Self::Http,
+        Self::Https,
+        Self::Handshake,
+        Self::H2,
+        Self::H2Single,
+    ];
 
     /// The lower-case name used on the command line and in JSON.
     pub fn name(self) -> &'static str {
@@ -27,6 +39,8 @@ impl Mode {
             Self::Http => "http",
             Self::Https => "https",
             Self::Handshake => "handshake",
+            Self::H2 => "h2",
+            Self::H2Single => "h2-m1",
         }
     }
 
@@ -35,14 +49,24 @@ impl Mode {
         match self {
             Self::Http => Scheme::Http,
             Self::Https | Self::Handshake => Scheme::Https,
+            Self::H2 | Self::H2Single => Scheme::H2,
         }
     }
 
     /// What one "request" of this mode is, for the table.
     pub fn unit(self) -> &'static str {
         match self {
-            Self::Http | Self::Https => "req",
+            Self::Http | Self::Https | Self::H2 | Self::H2Single => "req",
             Self::Handshake => "handshake",
+        }
+    }
+
+    /// Streams in flight per connection of an HTTP/2 mode (h2load's `-m`).
+    pub fn h2_streams(self) -> Option<u32> {
+        match self {
+            Self::H2 => Some(10),
+            Self::H2Single => Some(1),
+            Self::Http | Self::Https | Self::Handshake => None,
         }
     }
 }
@@ -59,7 +83,7 @@ impl FromStr for Mode {
         Self::ALL
             .into_iter()
             .find(|m| m.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown mode {s:?} (http, https, handshake)"))
+            .ok_or_else(|| format!("unknown mode {s:?} (http, https, handshake, h2, h2-m1)"))
     }
 }
 
@@ -73,7 +97,8 @@ mod tests {
             assert_eq!(mode.name().parse::<Mode>(), Ok(mode));
         }
         assert_eq!(" HTTPS".parse::<Mode>(), Ok(Mode::Https));
-        assert!("h2".parse::<Mode>().is_err());
+        assert_eq!("H2".parse::<Mode>(), Ok(Mode::H2));
+        assert!("h3".parse::<Mode>().is_err());
     }
 
     #[test]
@@ -81,5 +106,14 @@ mod tests {
         assert_eq!(Mode::Http.scheme(), Scheme::Http);
         assert_eq!(Mode::Https.scheme(), Scheme::Https);
         assert_eq!(Mode::Handshake.scheme(), Scheme::Https);
+        assert_eq!(Mode::H2.scheme(), Scheme::H2);
+        assert_eq!(Mode::H2Single.scheme(), Scheme::H2);
+    }
+
+    #[test]
+    fn only_h2_modes_have_streams() {
+        assert_eq!(Mode::H2.h2_streams(), Some(10));
+        assert_eq!(Mode::H2Single.h2_streams(), Some(1));
+        assert_eq!(Mode::Https.h2_streams(), None);
     }
 }

@@ -40,9 +40,15 @@ pub fn progress(m: &Measurement, rounds: usize) {
 /// How the mode's load was generated, for the header.
 fn mode_line(mode: Mode, settings: &Settings) -> String {
     let (c, d) = (settings.connections, settings.duration.as_secs());
+    let h2c = settings.h2_connections;
     match mode {
         Mode::Http => format!("http: wrk -t1 -c{c} -d{d}s --latency http://..."),
         Mode::Https => format!("https: wrk -t1 -c{c} -d{d}s --latency https://..."),
+        Mode::H2 | Mode::H2Single => format!(
+            "{mode}: h2load -t1 -c{h2c} -m{} -D{d} https://... (TLS, ALPN h2); p50/p99 from \
+             h2load's per-request log",
+            mode.h2_streams().unwrap_or(1)
+        ),
         Mode::Handshake => format!(
             "handshake: {c} rustls clients for {d}s, each a new TCP + TLS connection per \
              request (Connection: close), no resumption; req/s = handshakes/s, \
@@ -124,6 +130,7 @@ pub fn write_json(
         "settings": {
             "rounds": settings.rounds,
             "connections": settings.connections,
+            "h2_connections": settings.h2_connections,
             "duration_secs": settings.duration.as_secs(),
             "warmup_secs": settings.warmup.as_secs(),
             "pinned": settings.pinned,

@@ -70,6 +70,8 @@ pub enum Scheme {
     Http,
     /// TLS with the run's certificate, terminated by the proxy.
     Https,
+    /// TLS as `Https`, with HTTP/2 offered by ALPN (h2, then http/1.1).
+    H2,
 }
 
 /// Where a started target listens.
@@ -83,7 +85,7 @@ impl Endpoint {
     pub fn url(&self) -> String {
         match self.scheme {
             Scheme::Http => format!("http://127.0.0.1:{}/", self.port),
-            Scheme::Https => format!("https://127.0.0.1:{}/", self.port),
+            Scheme::Https | Scheme::H2 => format!("https://127.0.0.1:{}/", self.port),
         }
     }
 
@@ -143,7 +145,8 @@ pub async fn start(
 ) -> Result<RunningTarget> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let port = free_port()?;
-    let tls = (scheme == Scheme::Https).then_some(&env.tls_files);
+    let tls = (scheme != Scheme::Http).then_some(&env.tls_files);
+    let h2 = scheme == Scheme::H2;
     let (backends, pin) = (&env.backends, env.pin);
     let mut process = match kind {
         TargetKind::Fulcrum => start_fulcrum(&env.programs.fulcrum, port, backends, tls, pin, dir)?,
@@ -151,14 +154,14 @@ pub async fn start(
             let Some(haproxy) = &env.programs.haproxy else {
                 bail!("haproxy is not installed");
             };
-            start_haproxy(haproxy, port, backends, tls, pin, dir, env.max_conns)?
+            start_haproxy(haproxy, port, backends, tls, h2, pin, dir, env.max_conns)?
         }
         TargetKind::Nginx => nginx::spawn(
             "nginx proxy",
             &env.programs.nginx,
             pin,
             dir,
-            &nginx_body(port, backends, tls),
+            &nginx_body(port, backends, tls, h2),
             // Each client connection may hold an upstream one too.
             env.max_conns.saturating_mul(2).max(nginx::CONNECTIONS),
         )?,
@@ -167,7 +170,7 @@ pub async fn start(
     let limit = Duration::from_secs(15);
     let ready = match scheme {
         Scheme::Http => wait_ready(port, &mut process, limit).await,
-        Scheme::Https => {
+        Scheme::Https | Scheme::H2 => {
             let client = &env.tls_client;
             let addr = endpoint.addr();
             wait_until(addr, &mut process, limit, || handshake::probe(client, addr)).await
@@ -204,17 +207,19 @@ fn start_fulcrum(
     ChildGuard::spawn("fulcrum", pin, program, &args, &dir.join("fulcrum.log"))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_haproxy(
     program: &Path,
     port: u16,
     backends: &[String],
     tls: Option<&TlsFiles>,
+    h2: bool,
     pin: Pin,
     dir: &Path,
     maxconn: u32,
 ) -> Result<ChildGuard> {
     let conf = dir.join("haproxy.cfg");
-    std::fs::write(&conf, haproxy_config(port, backends, tls, maxconn))
+    std::fs::write(&conf, haproxy_config(port, backends, tls, h2, maxconn))
         .with_context(|| format!("writing {}", conf.display()))?;
     let args = [
         "-f".to_string(),
@@ -262,15 +267,17 @@ pub fn fulcrum_toml(
 /// HAProxy: one thread, HTTP mode, keep-alive both sides, aggressive reuse, no logging,
 /// `maxconn` client connections, idle ones kept 5 minutes (long enough for the idle
 /// connection count of `bench --conns`); with `tls`, the bind terminates TLS
-/// (certificate and key in one PEM, ALPN http/1.1).
+/// (certificate and key in one PEM, ALPN http/1.1, or h2 first with `h2`).
 pub fn haproxy_config(
     port: u16,
     backends: &[String],
     tls: Option<&TlsFiles>,
+    h2: bool,
     maxconn: u32,
 ) -> String {
+    let alpn = if h2 { "h2,http/1.1" } else { "http/1.1" };
     let ssl = tls.map_or(String::new(), |files| {
-        format!(" ssl crt {} alpn http/1.1", files.combined.display())
+        format!(" ssl crt {} alpn {alpn}", files.combined.display())
     });
     let servers: String = backends
         .iter()
@@ -288,18 +295,26 @@ pub fn haproxy_config(
 
 /// nginx as proxy: upstream keepalive 64, HTTP/1.1 to the backends, no access log;
 /// with `tls`, the listener is `ssl` with the run's certificate and TLS 1.2 + 1.3 like
-/// the other two (nginx 1.22's default list stops at TLS 1.2).
-pub fn nginx_body(port: u16, backends: &[String], tls: Option<&TlsFiles>) -> String {
+/// the other two (nginx 1.22's default list stops at TLS 1.2); with `h2` the listener
+/// also speaks HTTP/2 (`http2`), with no limit on requests per connection.
+pub fn nginx_body(port: u16, backends: &[String], tls: Option<&TlsFiles>, h2: bool) -> String {
     let servers: String = backends
         .iter()
         .map(|b| format!("        server {b};\n"))
         .collect();
     let (ssl, certs) = tls.map_or((String::new(), String::new()), |files| {
+        let (listen, limits) = match h2 {
+            true => (
+                " ssl http2",
+                "        keepalive_requests 1000000;\n        http2_max_requests 1000000;\n",
+            ),
+            false => (" ssl", ""),
+        };
         (
-            " ssl".to_string(),
+            listen.to_string(),
             format!(
                 "        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_certificate {};\n        \
-                 ssl_certificate_key {};\n",
+                 ssl_certificate_key {};\n{limits}",
                 files.cert.display(),
                 files.key.display()
             ),
@@ -349,15 +364,21 @@ mod tests {
     fn haproxy_binds_ssl_only_for_https() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let files = TlsFiles::generate(dir.path())?;
-        let plain = haproxy_config(8080, &backends(), None, 4096);
+        let plain = haproxy_config(8080, &backends(), None, false, 4096);
         assert!(plain.contains("    bind 127.0.0.1:8080\n"), "{plain}");
         assert!(!plain.contains("ssl"), "{plain}");
-        let https = haproxy_config(8443, &backends(), Some(&files), 4096);
+        let https = haproxy_config(8443, &backends(), Some(&files), false, 4096);
         let bind = format!(
             "    bind 127.0.0.1:8443 ssl crt {} alpn http/1.1\n",
             files.combined.display()
         );
         assert!(https.contains(&bind), "{https}");
+        let h2 = haproxy_config(8443, &backends(), Some(&files), true, 4096);
+        let bind = format!(
+            "    bind 127.0.0.1:8443 ssl crt {} alpn h2,http/1.1\n",
+            files.combined.display()
+        );
+        assert!(h2.contains(&bind), "{h2}");
         Ok(())
     }
 
@@ -365,13 +386,13 @@ mod tests {
     fn nginx_listens_ssl_only_for_https() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let files = TlsFiles::generate(dir.path())?;
-        let plain = nginx_body(8080, &backends(), None);
+        let plain = nginx_body(8080, &backends(), None, false);
         assert!(
             plain.contains("listen 127.0.0.1:8080 backlog=4096;"),
             "{plain}"
         );
         assert!(!plain.contains("ssl"), "{plain}");
-        let https = nginx_body(8443, &backends(), Some(&files));
+        let https = nginx_body(8443, &backends(), Some(&files), false);
         assert!(
             https.contains("listen 127.0.0.1:8443 ssl backlog=4096;"),
             "{https}"
@@ -380,6 +401,13 @@ mod tests {
         let key = format!("ssl_certificate_key {};", files.key.display());
         assert!(https.contains(&cert) && https.contains(&key), "{https}");
         assert!(https.contains("ssl_protocols TLSv1.2 TLSv1.3;"), "{https}");
+        assert!(!https.contains("http2"), "{https}");
+        let h2 = nginx_body(8443, &backends(), Some(&files), true);
+        assert!(
+            h2.contains("listen 127.0.0.1:8443 ssl http2 backlog=4096;"),
+            "{h2}"
+        );
+        assert!(h2.contains("http2_max_requests 1000000;"), "{h2}");
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 
 /// Why a chunked body could not be followed.
 #[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
-pub(super) enum ChunkError {
+pub(crate) enum ChunkError {
     #[error("bad chunk size")]
     Size,
     #[error("chunk data not followed by CRLF")]
@@ -54,7 +54,7 @@ enum State {
 
 /// Tracks where a chunked body ends, fed the bytes as they are relayed.
 #[derive(Debug)]
-pub(super) struct ChunkScanner {
+pub(crate) struct ChunkScanner {
     state: State,
     size: u64,
     line: u32,
@@ -74,10 +74,21 @@ impl ChunkScanner {
     /// Feeds `bytes`; returns how many of them belong to the body (all of them unless
     /// the body ended inside `bytes`).
     pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
+        self.feed_data(bytes, |_| {})
+    }
+
+    /// Like `feed`, and tells `data` where each run of chunk data lies in `bytes`
+    /// (the body without its framing, for a client that gets it de-chunked: HTTP/2).
+    pub(crate) fn feed_data(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<usize, ChunkError> {
         let mut i = 0;
         while let (Some(&b), false) = (bytes.get(i), self.state == State::Done) {
             if let State::Data(left) = self.state {
                 let take = left.min((bytes.len() - i) as u64);
+                data(i..i + take as usize);
                 i += take as usize;
                 self.state = if take == left {
                     State::DataCr
@@ -93,7 +104,7 @@ impl ChunkScanner {
     }
 
     /// The body's last byte has been seen.
-    pub(super) fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
@@ -193,6 +204,25 @@ mod tests {
         let end = body.len() - b"GET /next".len();
         for step in [1, 2, 3, 7, 64, body.len()] {
             assert_eq!(end_of(body, step), Ok(Some(end)), "step {step}");
+        }
+    }
+
+    #[test]
+    fn data_runs_are_reported_without_framing() {
+        let body = b"5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nT: 1\r\n\r\nextra";
+        for split in 1..body.len() {
+            let mut scanner = ChunkScanner::default();
+            let mut out = Vec::new();
+            let mut used = 0;
+            for part in [&body[..split], &body[split..]] {
+                let n = scanner
+                    .feed_data(part, |r| out.extend_from_slice(&part[r]))
+                    .unwrap();
+                used += n;
+            }
+            assert_eq!(out, b"hello world", "split at {split}");
+            assert!(scanner.is_done());
+            assert_eq!(used, body.len() - b"extra".len());
         }
     }
 

@@ -22,7 +22,7 @@ use crate::affinity::shared;
 use crate::balance;
 use crate::pool::PoolRuntime;
 use crate::request::choice::{self, Choice, ChoiceKeys};
-use crate::request::finish::{RequestDone, RequestLog};
+use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
 use crate::request::redispatch;
 use crate::request::retry::{AttemptFailure, NextAttempt, Retries};
@@ -431,47 +431,6 @@ where
         Err(e) => {
             tracing::debug!(pool = %pool.name, backend = %backend.id, error = %e, "response relay ended early");
             Next::Close
-        }
-    }
-}
-
-/// A request in flight: ends its bookkeeping (in-flight count, access log) exactly
-/// once, also when the connection task is dropped mid-response.
-struct Pending {
-    done: Option<RequestDone>,
-    bytes: u64,
-    complete: bool,
-}
-
-impl Pending {
-    fn new(done: RequestDone) -> Self {
-        Pending {
-            done: Some(done),
-            bytes: 0,
-            complete: false,
-        }
-    }
-
-    fn started(&self) -> Instant {
-        self.done.as_ref().map_or_else(Instant::now, |d| d.started)
-    }
-
-    fn set_status(&mut self, status: u16) {
-        if let Some(done) = &mut self.done {
-            done.status = status;
-        }
-    }
-
-    fn complete(&mut self) {
-        self.complete = true;
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        use crate::request::finish::OnFinish;
-        if let Some(mut done) = self.done.take() {
-            done.finish(self.bytes, self.complete);
         }
     }
 }

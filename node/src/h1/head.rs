@@ -24,7 +24,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How a header is treated on its way to the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     /// Copied as it is.
     Plain,
     /// Describes this connection only: never forwarded (RFC 9110 §7.6.1).
@@ -45,7 +45,7 @@ pub(super) enum Kind {
 }
 
 /// Which kind a header name is; `name` is compared case-insensitively.
-pub(super) fn classify(name: &[u8]) -> Kind {
+pub(crate) fn classify(name: &[u8]) -> Kind {
     let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
     match name.len() {
         2 if is("te") => Kind::HopByHop,
@@ -72,7 +72,7 @@ pub(super) fn classify(name: &[u8]) -> Kind {
 
 /// One header line: where its name and value are in the buffer, and its kind.
 #[derive(Debug, Clone)]
-pub(super) struct HeaderSpan {
+pub(crate) struct HeaderSpan {
     pub name: Range<usize>,
     pub value: Range<usize>,
     pub kind: Kind,
@@ -293,13 +293,13 @@ pub(super) fn parse_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Parsed header lines together with their buffer, readable through `HeaderLookup`.
-pub(super) struct HeadView<'h> {
+pub(crate) struct HeadView<'h> {
     headers: &'h [HeaderSpan],
     buf: &'h [u8],
 }
 
 impl<'h> HeadView<'h> {
-    pub(super) fn new(headers: &'h [HeaderSpan], buf: &'h [u8]) -> Self {
+    pub(crate) fn new(headers: &'h [HeaderSpan], buf: &'h [u8]) -> Self {
         HeadView { headers, buf }
     }
 }
@@ -320,7 +320,7 @@ impl HeaderLookup for HeadView<'_> {
 }
 
 /// The values of one header name, in order.
-pub(super) struct Values<'a, 'n> {
+pub(crate) struct Values<'a, 'n> {
     headers: std::slice::Iter<'a, HeaderSpan>,
     buf: &'a [u8],
     name: &'n [u8],

@@ -24,15 +24,15 @@
 //! stalled mid-body) is cut off; waiting for a response head is bounded by the pool's
 //! `response_timeout` instead.
 
-mod chunked;
+pub(crate) mod chunked;
 mod encode;
 mod exchange;
-mod head;
+pub(crate) mod head;
 mod io;
 #[cfg(test)]
 mod props;
 mod relay;
-mod response;
+pub(crate) mod response;
 mod spare;
 mod timer;
 mod upload;

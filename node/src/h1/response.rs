@@ -15,7 +15,7 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     Empty,
     Length(u64),
     Chunked,
@@ -25,7 +25,7 @@ pub(super) enum Framing {
 
 /// A parsed response head; ranges point into the backend connection's buffer.
 #[derive(Debug, Default)]
-pub(super) struct ResponseHead {
+pub(crate) struct ResponseHead {
     pub len: usize,
     pub status: u16,
     pub reason: Range<usize>,
@@ -41,7 +41,7 @@ pub(super) struct ResponseHead {
 
 /// Why a backend response head was refused (answered 502).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(super) enum ResponseError {
+pub(crate) enum ResponseError {
     #[error("malformed response head: {0}")]
     Syntax(httparse::Error),
     #[error("conflicting or invalid Content-Length")]
@@ -52,7 +52,7 @@ pub(super) enum ResponseError {
 
 impl ResponseHead {
     /// Parses `buf`; `Ok(false)` means more bytes are needed.
-    pub(super) fn parse(&mut self, buf: &[u8]) -> Result<bool, ResponseError> {
+    pub(crate) fn parse(&mut self, buf: &[u8]) -> Result<bool, ResponseError> {
         let mut raw = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_RESPONSE_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default()
@@ -112,17 +112,17 @@ impl ResponseHead {
 
     /// The body has a transfer coding, which then decides the framing: a
     /// `Content-Length` next to it must not reach the client (RFC 9112 §6.3).
-    pub(super) fn has_transfer_encoding(&self) -> bool {
+    pub(crate) fn has_transfer_encoding(&self) -> bool {
         self.transfer_encoding.is_some()
     }
 
     /// A 1xx head that another head follows.
-    pub(super) fn is_informational(&self) -> bool {
+    pub(crate) fn is_informational(&self) -> bool {
         (100..200).contains(&self.status)
     }
 
     /// The body framing, given whether the request was `HEAD`.
-    pub(super) fn framing(&self, buf: &[u8], head_request: bool) -> Framing {
+    pub(crate) fn framing(&self, buf: &[u8], head_request: bool) -> Framing {
         if head_request || self.status == 204 || self.status == 304 || self.is_informational() {
             return Framing::Empty;
         }
@@ -142,7 +142,7 @@ impl ResponseHead {
     }
 
     /// Whether header `h` is named in the response's `Connection` header.
-    pub(super) fn is_listed(&self, buf: &[u8], h: &HeaderSpan) -> bool {
+    pub(crate) fn is_listed(&self, buf: &[u8], h: &HeaderSpan) -> bool {
         named_in(&self.listed, buf, h)
     }
 }

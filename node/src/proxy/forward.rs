@@ -12,7 +12,6 @@
 
 use super::body::{self, ClientBody, ProxyBody, TrackedBody};
 use super::headers;
-use super::request::Target;
 use crate::affinity::shared;
 use crate::balance;
 use crate::dataplane::DataPlane;
@@ -24,6 +23,7 @@ use crate::request::local::Local;
 use crate::request::redispatch::{eject_locally, retry_target};
 use crate::request::retry::is_idempotent;
 use crate::request::retry::{NextAttempt, Retries};
+use crate::request::target::Target;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;

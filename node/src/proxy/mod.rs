@@ -9,7 +9,6 @@
 pub mod body;
 mod forward;
 pub mod headers;
-pub(crate) mod request;
 mod upgrade;
 
 use crate::request::choice::{choose_backend, ChoiceKeys};
@@ -17,12 +16,12 @@ pub use crate::request::conn::ConnInfo;
 use crate::request::local::Local;
 
 use crate::dataplane::DataPlane;
+use crate::request::target::Target;
 use crate::snapshot::Snapshot;
 use body::{full, ProxyBody};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use request::Target;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tracing::Instrument;

@@ -10,10 +10,10 @@
 //! sent.
 
 use super::body::{self, ProxyBody};
-use super::request::Target;
 use super::{headers, ConnInfo, Local};
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
+use crate::request::target::Target;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;

@@ -3,7 +3,9 @@
 //!
 //! `RequestDone` rides inside the response body (`TrackedBody`) and runs when that body
 //! is dropped — after the last byte reached the client, or when the client went away —
-//! so in-flight counts stay exact whatever happens to the stream.
+//! so in-flight counts stay exact whatever happens to the stream. The codecs that relay
+//! a response themselves (HTTP/1.1 in `h1`, HTTP/2 in `http2`) hold it in a `Pending`,
+//! which runs it when the request ends or its task is dropped.
 
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
@@ -83,6 +85,47 @@ impl OnFinish for RequestDone {
                 bytes,
                 duration_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0),
             );
+        }
+    }
+}
+
+/// A request in flight: ends its bookkeeping (in-flight count, access log) exactly
+/// once, also when the connection task is dropped mid-response.
+pub(crate) struct Pending {
+    done: Option<RequestDone>,
+    /// Response body bytes relayed so far.
+    pub(crate) bytes: u64,
+    complete: bool,
+}
+
+impl Pending {
+    pub(crate) fn new(done: RequestDone) -> Self {
+        Pending {
+            done: Some(done),
+            bytes: 0,
+            complete: false,
+        }
+    }
+
+    pub(crate) fn started(&self) -> Instant {
+        self.done.as_ref().map_or_else(Instant::now, |d| d.started)
+    }
+
+    pub(crate) fn set_status(&mut self, status: u16) {
+        if let Some(done) = &mut self.done {
+            done.status = status;
+        }
+    }
+
+    pub(crate) fn complete(&mut self) {
+        self.complete = true;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut done) = self.done.take() {
+            done.finish(self.bytes, self.complete);
         }
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! - `conn`       — what is known about the client connection (`ConnInfo`).
 //! - `authority`, `path` — the request target checked and normalised (400 when malformed).
+//! - `target`     — the same checks on an `http::Request` (hyper's and HTTP/2's codecs).
 //! - `lookup`     — header lookup over either path's header representation.
 //! - `choice`     — backend choice: affinity cookie, Redis pin, then the pool's algorithm.
 //! - `retry`      — after a failed attempt: same backend, another one, or give up; eject?
@@ -20,3 +21,4 @@ pub mod lookup;
 pub mod path;
 pub mod redispatch;
 pub mod retry;
+pub(crate) mod target;

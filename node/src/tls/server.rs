@@ -4,8 +4,9 @@
 //! (bounded by the listener's `header_read_timeout`, so a client that stalls mid-hello
 //! is dropped), then the same serving as plain HTTP, with `ConnInfo.tls = true` so
 //! requests carry `X-Forwarded-Proto: https`. ALPN offers h2 and http/1.1: an h2
-//! connection goes straight to hyper, an HTTP/1.1 one to the hand-written path
-//! (`crate::h1`), which hands it to hyper should a request need that.
+//! connection goes to `crate::http2` (to hyper where a route's pool speaks TLS to its
+//! backends), an HTTP/1.1 one to the hand-written path (`crate::h1`), which hands it
+//! to hyper should a request need that.
 //!
 //! Reload: a watcher task re-reads the listener's certificates when a new config
 //! version is applied (checked every 250 ms) and when any certificate or key file
@@ -146,7 +147,15 @@ async fn handshake_and_serve(
         true,
         trusted,
     ));
-    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 && crate::http2::eligible(&dp.snapshot(), &spec.name) {
+        let limits = crate::http2::Limits {
+            idle_timeout: spec.idle_timeout,
+            header_timeout: spec.header_read_timeout,
+            max_header_bytes: spec.max_header_bytes,
+        };
+        crate::http2::serve(tls_stream, conn, dp, stop, limits).await;
+    } else if h2 {
         let timeouts = (spec.idle_timeout, spec.header_read_timeout);
         listener::serve_connection(tls_stream, Bytes::new(), conn, builder, dp, stop, timeouts)
             .await;

@@ -1,5 +1,5 @@
-//! What a request served by hyper asks for, checked before it is routed: the
-//! authority and the path.
+//! What a request that arrives as an `http::Request` (hyper's codec, HTTP/2) asks for,
+//! checked before it is routed: the authority and the path.
 //!
 //! The authority is the target's when it has one — an absolute-form target (RFC 9112
 //! §3.2.2: it wins over `Host`, which is then replaced) or HTTP/2's `:authority`
@@ -9,8 +9,8 @@
 //! is normalised (`path`) for routing and, unless the listener says otherwise, for
 //! the backend. Each violation is a 400 (`Local::BadRequest`).
 
-use super::Local;
 use crate::request::authority;
+use crate::request::local::Local;
 use crate::request::path::{self, PathPolicy};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Uri, Version};

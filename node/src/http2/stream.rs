@@ -1,0 +1,115 @@
+//! One HTTP/2 stream, from the request head to the end of its response, through the
+//! request core: target checks (`request::target`), route, backend choice with
+//! affinity (`request::choice`), then the backend exchange (`exchange`). A request
+//! that cannot be served gets the same local answer as on the other paths
+//! (`request::local`).
+
+use super::exchange;
+use super::Shared;
+use crate::request::choice::{choose_backend, ChoiceKeys};
+use crate::request::local::Local;
+use crate::request::target::Target;
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use tracing::Instrument;
+
+/// Serves one stream; every failure ends in a response or a reset, never an error.
+pub(super) async fn serve(
+    shared: &Shared,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    if let Err(answer) = route_and_forward(shared, req, &mut respond).await {
+        match answer {
+            Answer::Local(local) => send_local(shared, &mut respond, local),
+            Answer::Misdirected => send_status(&mut respond, StatusCode::MISDIRECTED_REQUEST),
+        }
+    }
+}
+
+/// What a stream gets instead of a backend's response.
+pub(super) enum Answer {
+    Local(Local),
+    /// The route's pool speaks TLS to its backends: served on another connection.
+    Misdirected,
+}
+
+impl From<Local> for Answer {
+    fn from(local: Local) -> Self {
+        Answer::Local(local)
+    }
+}
+
+async fn route_and_forward(
+    shared: &Shared,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<(), Answer> {
+    let snapshot = shared.dp.snapshot();
+    let table = snapshot
+        .routes
+        .get(&*shared.conn.listener)
+        .ok_or(Local::NoRoute)?;
+    // CONNECT names no path: a reverse proxy has no tunnel to offer.
+    if req.method() == Method::CONNECT {
+        return Err(Local::BadRequest.into());
+    }
+    let target = Target::read(&req, table.paths)?;
+    let route = table
+        .find(target.host(), target.path.as_bytes(), req.headers())
+        .ok_or(Local::NoRoute)?;
+    let pool = snapshot
+        .pools
+        .get(&route.pool)
+        .ok_or(Local::NoBackend)?
+        .clone();
+    if pool.upstream.is_tls() {
+        return Err(Answer::Misdirected);
+    }
+    drop(snapshot);
+    let keys = ChoiceKeys::read(
+        &shared.dp,
+        &pool,
+        &shared.conn,
+        req.headers(),
+        target.path.as_bytes(),
+    );
+    let choice = choose_backend(&pool, &shared.conn, keys)
+        .await
+        .ok_or(Local::NoBackend)?;
+    let span = tracing::debug_span!("request", method = %req.method(), path = %target.path, pool = %pool.name);
+    let forwarded = exchange::forward(shared, pool, choice, req, target, respond);
+    // A disabled span (the usual case) would still be entered and left on every poll.
+    if span.is_disabled() {
+        forwarded.await
+    } else {
+        forwarded.instrument(span).await
+    }
+    .map_err(Answer::Local)
+}
+
+/// Answers with a response fulcrum makes itself (when no response head went out yet).
+pub(super) fn send_local(shared: &Shared, respond: &mut SendResponse<Bytes>, local: Local) {
+    let (status, text, metric) = local.parts();
+    shared.dp.metrics.local_response(metric);
+    let mut head = Response::new(());
+    *head.status_mut() = status;
+    let headers = head.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    // The client may have reset the stream already: nothing to tell it then.
+    if let Ok(mut body) = respond.send_response(head, false) {
+        let _ = body.send_data(Bytes::from_static(text.as_bytes()), true);
+    }
+}
+
+fn send_status(respond: &mut SendResponse<Bytes>, status: StatusCode) {
+    let mut head = Response::new(());
+    *head.status_mut() = status;
+    let _ = respond.send_response(head, true);
+}
