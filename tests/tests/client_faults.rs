@@ -340,9 +340,11 @@ enum H2Fault {
 
 /// One broken upload on an h2c connection, then a GET on the same connection.
 /// Returns the broken stream's status (None when it was reset) and the GET's status.
-async fn h2_broken_then_get(addr: &str, fault: H2Fault) -> (Option<u16>, u16) {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+async fn h2_broken_then_get<S>(io: S, fault: H2Fault) -> (Option<u16>, u16)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, conn) = h2::client::handshake(io).await.expect("h2 handshake");
     let conn = tokio::spawn(conn);
     let mut client = client.ready().await.expect("ready");
     let req = http::Request::post("http://localhost/up")
@@ -375,14 +377,56 @@ async fn h2_broken_then_get(addr: &str, fault: H2Fault) -> (Option<u16>, u16) {
     (broken, resp.status().as_u16())
 }
 
+/// How the HTTP/2 client reaches the listener: h2c (served by hyper) or TLS with
+/// ALPN h2 (served by `node/src/http2`).
+#[derive(Clone, Copy, Debug)]
+enum H2Via {
+    Cleartext,
+    Tls,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_http2_upload_is_the_clients_fault_and_the_connection_lives_on() {
+    check_h2(H2Via::Cleartext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_http2_upload_over_tls_is_the_clients_fault_and_the_connection_lives_on() {
+    check_h2(H2Via::Tls).await;
+}
+
+async fn check_h2(via: H2Via) {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca.leaf(&["localhost"]).write(dir.path(), "web");
+    let https = format!(
+        "protocol = \"https\"\ntls = [{{ cert = \"{}\", key = \"{}\" }}]",
+        cert.display(),
+        key.display()
+    );
     for fault in [H2Fault::ShortThenEnd, H2Fault::ResetStream] {
         let backend = RawBackend::echo_path().await;
         let ports = Ports::new();
-        let _node = Fulcrum::start(&config(&ports, &backend, ""), &ports.admin).await;
+        let extra = match via {
+            H2Via::Cleartext => "",
+            H2Via::Tls => https.as_str(),
+        };
+        let _node = Fulcrum::start(&config(&ports, &backend, extra), &ports.admin).await;
         let before = counters(&ports.admin).await;
-        let (broken, after) = h2_broken_then_get(&ports.web, fault).await;
+        let (broken, after) = match via {
+            H2Via::Cleartext => {
+                let tcp = TcpStream::connect(&ports.web).await.expect("connect");
+                h2_broken_then_get(tcp, fault).await
+            }
+            H2Via::Tls => {
+                let tls = verifying_config(&ca.pem(), &[b"h2"]);
+                let stream = connect(&ports.web, "localhost", tls)
+                    .await
+                    .expect("tls connect");
+                h2_broken_then_get(stream, fault).await
+            }
+        };
+        let fault = (via, fault);
         assert!(
             broken.is_none() || broken == Some(400),
             "{fault:?}: a 400 or a reset, got {broken:?}"

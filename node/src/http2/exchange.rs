@@ -103,7 +103,7 @@ pub(super) async fn forward(
             headers: &parts.headers,
         };
         let framing = encode::request_head(&mut head_bytes, &head, &shared.conn, has_body);
-        backend.state.load.begin_request();
+        let occupied = backend.state.load.occupy();
         let attempt = Attempt {
             head: &head_bytes,
             framing,
@@ -123,11 +123,12 @@ pub(super) async fn forward(
                     started,
                     None,
                 );
+                occupied.hand_over();
                 break (up, Pending::new(done));
             }
             Err(f) => f,
         };
-        backend.state.load.end_request();
+        drop(occupied);
         let failure = match failure {
             Failure::ClientGone => {
                 tracing::debug!(client = %shared.conn.client, "request body broken by the client");

@@ -31,6 +31,7 @@ mod stream;
 
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
+use crate::h2_flood::FloodGuard;
 use crate::listener::{ActivityIo, OpenConnection};
 use crate::request::conn::ConnInfo;
 use crate::snapshot::Snapshot;
@@ -88,7 +89,8 @@ pub(crate) async fn serve<S>(
 {
     let _open = OpenConnection::count(&dp.metrics.client_connections);
     let activity = Arc::new(ConnActivity::default());
-    let io = Coalesce::new(ActivityIo::new(stream, activity.clone()));
+    // The flood guard charges the client's control frames (see `h2_flood`).
+    let io = Coalesce::new(FloodGuard::new(ActivityIo::new(stream, activity.clone())));
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(MAX_STREAMS)
