@@ -37,6 +37,7 @@ mod balance;
 mod bufpool; // per-thread free lists of connection buffers (issue 16)
 pub mod cli;
 mod cluster;
+mod conn_io; // a client connection's counted byte stream, shared by every codec
 mod conn_limit; // issue 17: max_connections and max_connections_per_ip of a listener
 mod conn_watch;
 mod control; // control thread, VIP guard and fence, health reporter

@@ -10,6 +10,7 @@
 //! `proxy_protocol`); `serve_connection` is generic over the byte stream so HTTPS
 //! (`tls::serve_https`) serves its TLS streams with the same code.
 
+use crate::conn_io::{ActivityIo, OpenConnection};
 use crate::conn_limit::ConnLimits;
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
@@ -22,11 +23,10 @@ use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -182,7 +182,32 @@ async fn serve_plain(
         false,
         trusted,
     ));
-    crate::h1::serve(stream, conn, builder, dp, stop, spec.limits()).await;
+    serve_h1(stream, conn, builder, dp, stop, &spec).await;
+}
+
+/// Serves a connection on the hand-written HTTP/1.1 path, and with hyper from the
+/// request on that the path hands over (HTTP/2 prior knowledge, upgrades, ...).
+pub(crate) async fn serve_h1<S>(
+    stream: S,
+    conn: Arc<ConnInfo>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    dp: Arc<DataPlane>,
+    stop: CancellationToken,
+    spec: &HttpListenerSpec,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = spec.limits();
+    let Some(h) = crate::h1::serve(stream, conn, dp, stop, limits).await else {
+        return;
+    };
+    let timeouts = (limits.idle_timeout, limits.header_timeout);
+    // Boxed: hyper's connection state is large, and inline it would make every
+    // connection's task that large, handed over or not.
+    Box::pin(serve_connection(
+        h.stream, h.prefix, h.conn, builder, h.dp, h.stop, timeouts,
+    ))
+    .await;
 }
 
 pub(crate) fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecutor> {
@@ -273,134 +298,5 @@ pub(crate) async fn serve_connection<S>(
                 }
             }
         }
-    }
-}
-
-/// One open client connection in the `client_connections` gauge, for as long as it
-/// lives: the count goes down however the connection's task ends.
-pub(crate) struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
-
-impl OpenConnection {
-    pub(crate) fn count(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
-        gauge.inc();
-        OpenConnection(gauge.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// Counts reads and writes so the watchdog can tell a quiet connection from a busy
-/// one, and a head being read from a request being served, without reading the clock
-/// on every I/O (see `conn_watch`). It can also replay bytes that were read from the
-/// stream before it was wrapped (`with_prefix`).
-pub(crate) struct ActivityIo<T> {
-    inner: T,
-    activity: Arc<ConnActivity>,
-    /// Read first, before `inner`.
-    prefix: Bytes,
-}
-
-impl<T> ActivityIo<T> {
-    /// Wraps `inner`; every completed read or write is counted in `activity`.
-    pub(crate) fn new(inner: T, activity: Arc<ConnActivity>) -> Self {
-        Self::with_prefix(inner, Bytes::new(), activity)
-    }
-
-    /// Like `new`, with `prefix` read before anything from `inner`.
-    pub(crate) fn with_prefix(inner: T, prefix: Bytes, activity: Arc<ConnActivity>) -> Self {
-        ActivityIo {
-            inner,
-            activity,
-            prefix,
-        }
-    }
-
-    /// The stream without the counting.
-    pub(crate) fn into_inner(self) -> T {
-        self.inner
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix.split_to(n));
-            self.activity.note_read();
-            return Poll::Ready(Ok(()));
-        }
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if polled.is_ready() {
-            self.activity.note_read();
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if polled.is_ready() {
-            self.activity.note_write();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if polled.is_ready() {
-            self.activity.note_write();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[tokio::test]
-    async fn a_prefix_is_read_before_the_stream_and_counted() {
-        let (mut far, near) = tokio::io::duplex(64);
-        far.write_all(b" world").await.unwrap();
-        drop(far);
-        let activity = Arc::new(ConnActivity::default());
-        let mut io = ActivityIo::with_prefix(near, Bytes::from_static(b"hello"), activity.clone());
-        let mut all = String::new();
-        io.read_to_string(&mut all).await.unwrap();
-        assert_eq!(all, "hello world");
-        assert!(
-            activity.io_count() >= 3,
-            "prefix, data and EOF reads counted"
-        );
     }
 }

@@ -1,6 +1,6 @@
 //! Cluster formation and self-maintenance: the one-time `initialize` on a fresh
 //! bootstrapper, the registrar task that seeds the config and registers this node's
-//! addresses once a leader exists, and successor choice for a leadership hand-off.
+//! addresses once a leader exists.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use openraft::error::InitializeError;
 use openraft::error::RaftError as OpenraftError;
 
 use crate::node::{self, RaftError, RaftHandle, RaftOptions};
-use crate::types::{Command, NodeId, Raft};
+use crate::types::{Command, Raft};
 
 /// How often the registrar checks whether it has something to propose.
 const REGISTRAR_PERIOD: Duration = Duration::from_millis(200);
@@ -88,32 +88,4 @@ fn next_command(h: &RaftHandle) -> Option<Command> {
         });
     }
     None
-}
-
-/// When this node leads: the voter (not itself) with the highest matched log index
-/// (ties: the lowest id).
-pub(crate) fn best_successor(raft: &Raft, self_id: NodeId) -> Option<(NodeId, String)> {
-    best_successor_except(raft, self_id, &[])
-}
-
-/// `best_successor`, skipping the voters in `except`.
-pub(crate) fn best_successor_except(
-    raft: &Raft,
-    self_id: NodeId,
-    except: &[NodeId],
-) -> Option<(NodeId, String)> {
-    let m = raft.metrics().borrow().clone();
-    if m.current_leader != Some(self_id) {
-        return None;
-    }
-    let membership = m.membership_config.membership();
-    let replication = m.replication.clone().unwrap_or_default();
-    membership
-        .voter_ids()
-        .filter(|id| *id != self_id && !except.contains(id))
-        .max_by_key(|id| {
-            let matched = replication.get(id).cloned().flatten().map(|l| l.index);
-            (matched, std::cmp::Reverse(*id))
-        })
-        .and_then(|id| membership.get_node(&id).map(|n| (id, n.raft_addr.clone())))
 }

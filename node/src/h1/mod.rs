@@ -15,7 +15,7 @@
 //! `Expect` request bodies, upgrades, `CONNECT`, redirects to HTTPS, TLS backends — is
 //! handed to hyper at a request boundary before a byte of that request is consumed:
 //! hyper then serves the connection from that request on, reading the buffered bytes
-//! first (`listener::ActivityIo::with_prefix`). So every feature keeps working and the
+//! first (`conn_io::ActivityIo::with_prefix`). So every feature keeps working and the
 //! common case is fast.
 //!
 //! Idle and slow-head timeouts come from the same counter-based watchdog as hyper's
@@ -37,15 +37,13 @@ mod spare;
 mod timer;
 mod upload;
 
+use crate::conn_io::{ActivityIo, OpenConnection};
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
-use crate::listener::{self, ActivityIo};
 use crate::request::conn::ConnInfo;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use exchange::{Client, Next};
 use head::Parsed;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use io::write_both;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -111,19 +109,30 @@ pub(crate) struct Limits {
     pub max_header_bytes: usize,
 }
 
-/// Serves one plain client connection, handing it to hyper (`builder`) if a request
-/// needs it.
+/// A connection this path gives up at a request boundary: the stream, the bytes of
+/// the next request already read from it, and what serving it needs. The caller
+/// serves it with hyper (`listener::serve_h1`); this path never calls hyper itself.
+pub(crate) struct Handoff<S> {
+    pub stream: S,
+    pub prefix: Bytes,
+    pub conn: Arc<ConnInfo>,
+    pub dp: Arc<DataPlane>,
+    pub stop: CancellationToken,
+}
+
+/// Serves one plain client connection; returns it as a `Handoff` if a request needs
+/// what only hyper does.
 pub(crate) async fn serve<S>(
     stream: S,
     conn: Arc<ConnInfo>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
     limits: Limits,
-) where
+) -> Option<Handoff<S>>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let open = listener::OpenConnection::count(&dp.metrics.client_connections);
+    let open = OpenConnection::count(&dp.metrics.client_connections);
     let activity = Arc::new(ConnActivity::default());
     let mut client = Client {
         io: ActivityIo::new(stream, activity.clone()),
@@ -184,17 +193,13 @@ pub(crate) async fn serve<S>(
     drop(open);
     let Ctx { dp, conn, .. } = ctx;
     client.park();
-    if end == End::Handoff {
-        let prefix = client.buf.freeze();
-        let stream = client.io.into_inner();
-        let timeouts = (limits.idle_timeout, limits.header_timeout);
-        // Boxed: hyper's connection state is large, and inline it would make every
-        // connection's task that large, handed over or not.
-        Box::pin(listener::serve_connection(
-            stream, prefix, conn, builder, dp, stop, timeouts,
-        ))
-        .await;
-    }
+    (end == End::Handoff).then(|| Handoff {
+        prefix: client.buf.freeze(),
+        stream: client.io.into_inner(),
+        conn,
+        dp,
+        stop,
+    })
 }
 
 /// Requests one after another until the client leaves, something fails, or a request

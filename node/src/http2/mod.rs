@@ -29,10 +29,10 @@ mod encode;
 mod exchange;
 mod stream;
 
+use crate::conn_io::{ActivityIo, OpenConnection};
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
 use crate::h2_flood::FloodGuard;
-use crate::listener::{ActivityIo, OpenConnection};
 use crate::request::conn::ConnInfo;
 use crate::snapshot::Snapshot;
 use coalesce::Coalesce;

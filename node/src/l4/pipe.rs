@@ -7,8 +7,8 @@
 //! pair when nothing moved for `idle_timeout`. It ticks at a quarter of the timeout, so
 //! the close happens between 1 and 1.25 timeouts after the last byte.
 
+use crate::conn_io::ActivityIo;
 use crate::conn_watch::ConnActivity;
-use crate::listener::ActivityIo;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;

@@ -160,7 +160,7 @@ async fn handshake_and_serve(
         listener::serve_connection(tls_stream, Bytes::new(), conn, builder, dp, stop, timeouts)
             .await;
     } else {
-        crate::h1::serve(tls_stream, conn, builder, dp, stop, spec.limits()).await;
+        listener::serve_h1(tls_stream, conn, builder, dp, stop, &spec).await;
     }
 }
 

@@ -5,8 +5,8 @@
 //! is read rather than lost to the write error.
 
 use super::stop_sending::StopSending;
+use super::ProxyBody;
 use super::{ProxySender, UpstreamError};
-use crate::proxy::body::ProxyBody;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;

@@ -16,7 +16,6 @@ mod idle;
 mod raw;
 mod stop_sending;
 
-use crate::proxy::body::ProxyBody;
 use crate::request::retry::AttemptFailure;
 use connect::ConnectSettings;
 pub(crate) use connect::TlsSettings;
@@ -31,6 +30,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// The sending half of one backend connection.
+/// The body of a request sent over hyper's client and of the response it returns: boxed
+/// and streaming, in both directions (the hyper path's `proxy::body` builds on it).
+pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+
 type ProxySender = http1::SendRequest<ProxyBody>;
 
 /// Why a request could not be sent to a backend or got no response.

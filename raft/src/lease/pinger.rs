@@ -113,7 +113,7 @@ pub async fn drive(d: Driver) {
             keep
         });
         if let Some(term) = leading {
-            hint.set(crate::bootstrap::best_successor(&d.raft, d.me).map(|(id, _)| id));
+            hint.set(crate::successor::best_successor(&d.raft, d.me).map(|(id, _)| id));
             for (id, addr) in targets {
                 pingers.entry((id, term)).or_insert_with(|| {
                     tokio::spawn(ping_voter(PingTarget {
