@@ -186,7 +186,7 @@ fn drive(
     drop(rt);
     drop(bed);
     report::print_summary(&outcomes);
-    crate::converge::print_times(&outcomes);
+    crate::checks::convergence::print_times(&outcomes);
     if let Some(path) = &args.load.report {
         let settings = json!({
             "subnet": args.subnet, "rate": args.load.rate, "users": args.load.users,

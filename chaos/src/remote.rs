@@ -313,7 +313,7 @@ pub async fn run(args: RemoteArgs) -> Result<()> {
         outcomes.push(outcome);
     }
     report::print_summary(&outcomes);
-    crate::converge::print_times(&outcomes);
+    crate::checks::convergence::print_times(&outcomes);
     if let Some(path) = &args.load.report {
         let settings = json!({
             "inventory": args.inventory, "rate": args.load.rate, "users": args.load.users,

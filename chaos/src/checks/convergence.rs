@@ -3,6 +3,7 @@
 
 use super::Check;
 use crate::converge::Convergence;
+use std::collections::BTreeMap;
 
 pub const NAME: &str = "converged after heal";
 
@@ -26,5 +27,43 @@ pub fn verdict(c: &Convergence) -> Check {
             None,
             false,
         ),
+    }
+}
+
+/// After every scenario: each scenario's convergence times (one per run), with the
+/// median and the worst when it ran more than once.
+pub fn print_times(outcomes: &[crate::scenarios::Outcome]) {
+    let mut by_name: BTreeMap<&str, Vec<Option<f64>>> = BTreeMap::new();
+    for o in outcomes {
+        let value =
+            o.checks
+                .iter()
+                .find(|c| c.name == NAME)
+                .map(|c| if c.pass { c.value } else { None });
+        if let Some(v) = value {
+            by_name.entry(o.scenario.as_str()).or_default().push(v);
+        }
+    }
+    if by_name.is_empty() {
+        return;
+    }
+    println!(
+        "\nconvergence after the last event (bound {} ms; '-' = not converged):",
+        crate::converge::BOUND.as_millis()
+    );
+    for (name, runs) in by_name {
+        let shown: Vec<String> = runs
+            .iter()
+            .map(|v| v.map_or_else(|| "-".to_string(), |ms| format!("{ms:.0}")))
+            .collect();
+        let mut known: Vec<f64> = runs.iter().flatten().copied().collect();
+        known.sort_by(f64::total_cmp);
+        let summary = match (known.get(known.len() / 2), known.last()) {
+            (Some(median), Some(worst)) if runs.len() > 1 => {
+                format!("  median {median:.0} ms, worst {worst:.0} ms")
+            }
+            _ => String::new(),
+        };
+        println!("  {name:<22} [{}] ms{summary}", shown.join(", "));
     }
 }
