@@ -13,8 +13,8 @@
 use super::encode::{self, Forwarding, ResponseExtras};
 use super::head::{HeadView, RequestHead};
 use super::io::write_both;
-use super::relay::{relay_body, RelayError, READ_CHUNK};
-use super::response::{Framing, ResponseHead};
+use super::relay::{relay_body, RelayError};
+use super::response::{Framing, HeadReadError, ResponseHead};
 use super::timer::ResponseTimer;
 use super::upload::{self, Delivered, UploadError};
 use super::{Ctx, Phase};
@@ -24,19 +24,18 @@ use crate::pool::PoolRuntime;
 use crate::request::choice::{self, Choice, ChoiceKeys};
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
-use crate::request::redispatch;
-use crate::request::retry::{AttemptFailure, NextAttempt, Retries};
+use crate::request::redispatch::{self, Retry};
+use crate::request::retry::{AttemptFailure, Retries};
 use crate::request::{authority, path};
 use crate::upstream::BackendConn;
 use bytes::{Buf, BytesMut};
 use fulcrum_config::AffinityMode;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
 /// The largest response head accepted from a backend.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Informational (1xx) heads relayed before the final one, at most.
 const MAX_INFORMATIONAL: usize = 8;
 
@@ -221,26 +220,24 @@ where
             },
             Failure::Connect { timed_out } => AttemptFailure::Connect { timed_out },
         };
-        let decision = retries.after(failure, retryable);
-        if decision.eject {
-            redispatch::eject_locally(&ctx.dp, &pool, index);
-        }
-        match decision.next {
-            NextAttempt::GiveUp => {
-                tracing::warn!(pool = %pool.name, backend = %backend.id, ?failure, "backend request failed");
-                return local(c, ctx, Local::BadGateway).await;
-            }
-            NextAttempt::SameBackend => fresh = true,
-            NextAttempt::OtherBackend => {
-                tracing::warn!(pool = %pool.name, backend = %backend.id, ?failure, "backend request failed; trying another backend");
+        let next = redispatch::after_failure(
+            &ctx.dp,
+            &pool,
+            &choice,
+            &ctx.conn,
+            &mut retries,
+            index,
+            failure,
+            retryable,
+        );
+        match next.await {
+            None => return local(c, ctx, Local::BadGateway).await,
+            Some(Retry::SameBackend) => fresh = true,
+            Some(Retry::Other(other)) => {
                 moved = true;
-                match redispatch::retry_target(&ctx.dp, &pool, &choice, &ctx.conn, index).await {
-                    Some(next) => index = next,
-                    None => return local(c, ctx, Local::BadGateway).await,
-                }
+                index = other;
             }
         }
-        ctx.dp.metrics.retries.inc();
     };
     if !c.consumed {
         c.buf.advance(c.head.len + c.buffered_body());
@@ -311,23 +308,12 @@ where
     }
 }
 
-/// Reads until `resp` holds a complete head (informational ones included).
+/// Reads until `resp` holds a complete head (`ResponseHead::read_from`).
 async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), Failure> {
-    loop {
-        if !up.buf.is_empty() {
-            match resp.parse(&up.buf) {
-                Ok(true) => return Ok(()),
-                Ok(false) if up.buf.len() < MAX_RESPONSE_HEAD => {}
-                Ok(false) | Err(_) => return Err(Failure::BadResponse),
-            }
-        }
-        up.buf.reserve(READ_CHUNK);
-        match up.stream.read_buf(&mut up.buf).await {
-            Ok(0) | Err(_) if up.buf.is_empty() => return Err(Failure::Broken { reused: false }),
-            Ok(0) | Err(_) => return Err(Failure::BadResponse),
-            Ok(_) => {}
-        }
-    }
+    resp.read_from(up).await.map_err(|e| match e {
+        HeadReadError::ClosedEmpty => Failure::Broken { reused: false },
+        HeadReadError::Malformed => Failure::BadResponse,
+    })
 }
 
 /// Relays informational heads, then the final head and body, with the bookkeeping.

@@ -7,8 +7,10 @@
 //! follows from the version, `Connection: close` and the framing.
 
 use super::head::{classify, connection_options, named_in, parse_length, HeaderSpan, Kind};
+use crate::upstream::BackendConn;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use tokio::io::AsyncReadExt;
 
 /// How many header lines a backend response may have.
 const MAX_RESPONSE_HEADERS: usize = 128;
@@ -144,6 +146,44 @@ impl ResponseHead {
     /// Whether header `h` is named in the response's `Connection` header.
     pub(crate) fn is_listed(&self, buf: &[u8], h: &HeaderSpan) -> bool {
         named_in(&self.listed, buf, h)
+    }
+}
+
+/// A response head larger than this is refused (502).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Bytes asked of the socket per read while a head arrives.
+const HEAD_READ_CHUNK: usize = 16 * 1024;
+
+/// Why a backend's response head could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadReadError {
+    /// The connection closed (or failed) before a byte of the head: a stale pooled
+    /// connection, or a backend that went away; the request may be retried.
+    ClosedEmpty,
+    /// Malformed, too large, or cut off after some of it arrived.
+    Malformed,
+}
+
+impl ResponseHead {
+    /// Reads from the backend connection until `self` holds a complete head
+    /// (informational ones included); the bytes stay in `up.buf`. Both HTTP paths
+    /// read backend responses with it.
+    pub(crate) async fn read_from(&mut self, up: &mut BackendConn) -> Result<(), HeadReadError> {
+        loop {
+            if !up.buf.is_empty() {
+                match self.parse(&up.buf) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) if up.buf.len() < MAX_RESPONSE_HEAD => {}
+                    Ok(false) | Err(_) => return Err(HeadReadError::Malformed),
+                }
+            }
+            up.buf.reserve(HEAD_READ_CHUNK);
+            match up.stream.read_buf(&mut up.buf).await {
+                Ok(0) | Err(_) if up.buf.is_empty() => return Err(HeadReadError::ClosedEmpty),
+                Ok(0) | Err(_) => return Err(HeadReadError::Malformed),
+                Ok(_) => {}
+            }
+        }
     }
 }
 

@@ -18,13 +18,13 @@ use crate::affinity::shared as affinity;
 use crate::balance;
 use crate::h1::chunked::ChunkScanner;
 use crate::h1::head::{HeadView, Kind};
-use crate::h1::response::{Framing, ResponseHead};
+use crate::h1::response::{Framing, HeadReadError, ResponseHead};
 use crate::pool::PoolRuntime;
 use crate::request::choice::Choice;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
-use crate::request::redispatch;
-use crate::request::retry::{is_idempotent, AttemptFailure, NextAttempt, Retries};
+use crate::request::redispatch::{self, Retry};
+use crate::request::retry::{is_idempotent, AttemptFailure, Retries};
 use crate::request::target::Target;
 use crate::upstream::BackendConn;
 use bytes::{Buf, Bytes, BytesMut};
@@ -37,7 +37,6 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The largest response head accepted from a backend.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Informational (1xx) heads skipped before the final one, at most.
 const MAX_INFORMATIONAL: usize = 8;
 const READ_CHUNK: usize = 16 * 1024;
@@ -149,25 +148,24 @@ pub(super) async fn forward(
             },
             Failure::Connect { timed_out } => AttemptFailure::Connect { timed_out },
         };
-        let decision = retries.after(failure, retryable);
-        if decision.eject {
-            redispatch::eject_locally(&shared.dp, &pool, index);
-        }
-        match decision.next {
-            NextAttempt::GiveUp => {
-                tracing::warn!(pool = %pool.name, backend = %backend.id, ?failure, "backend request failed");
-                return Err(Local::BadGateway);
-            }
-            NextAttempt::SameBackend => fresh = true,
-            NextAttempt::OtherBackend => {
-                tracing::warn!(pool = %pool.name, backend = %backend.id, ?failure, "backend request failed; trying another backend");
+        let (dp, conn) = (&shared.dp, &shared.conn);
+        let next = redispatch::after_failure(
+            dp,
+            &pool,
+            &choice,
+            conn,
+            &mut retries,
+            index,
+            failure,
+            retryable,
+        );
+        match next.await.ok_or(Local::BadGateway)? {
+            Retry::SameBackend => fresh = true,
+            Retry::Other(other) => {
                 moved = true;
-                index = redispatch::retry_target(&shared.dp, &pool, &choice, &shared.conn, index)
-                    .await
-                    .ok_or(Local::BadGateway)?;
+                index = other;
             }
         }
-        shared.dp.metrics.retries.inc();
     };
     let set_cookie = choice.set_cookie || moved;
     let head_request = parts.method == Method::HEAD;
@@ -267,23 +265,12 @@ async fn upload(
     Ok(true)
 }
 
-/// Reads until `resp` holds a complete head.
+/// Reads until `resp` holds a complete head (`ResponseHead::read_from`).
 async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), Failure> {
-    loop {
-        if !up.buf.is_empty() {
-            match resp.parse(&up.buf) {
-                Ok(true) => return Ok(()),
-                Ok(false) if up.buf.len() < MAX_RESPONSE_HEAD => {}
-                Ok(false) | Err(_) => return Err(Failure::BadResponse),
-            }
-        }
-        up.buf.reserve(READ_CHUNK);
-        match up.stream.read_buf(&mut up.buf).await {
-            Ok(0) | Err(_) if up.buf.is_empty() => return Err(Failure::Broken { reused: false }),
-            Ok(0) | Err(_) => return Err(Failure::BadResponse),
-            Ok(_) => {}
-        }
-    }
+    resp.read_from(up).await.map_err(|e| match e {
+        HeadReadError::ClosedEmpty => Failure::Broken { reused: false },
+        HeadReadError::Malformed => Failure::BadResponse,
+    })
 }
 
 /// Sends the response head and body to the client, with the bookkeeping; the backend

@@ -20,9 +20,9 @@ use crate::request::choice::Choice;
 use crate::request::conn::ConnInfo;
 use crate::request::finish::{RequestDone, RequestLog};
 use crate::request::local::Local;
-use crate::request::redispatch::{eject_locally, retry_target};
+use crate::request::redispatch::{after_failure, Retry};
 use crate::request::retry::is_idempotent;
-use crate::request::retry::{NextAttempt, Retries};
+use crate::request::retry::Retries;
 use crate::request::target::Target;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -133,21 +133,23 @@ pub(super) async fn forward(
         let Some(failure) = err.attempt_failure(has_body) else {
             return Err(Local::BadGateway);
         };
-        let decision = retries.after(failure, retryable);
-        if decision.eject {
-            eject_locally(dp, &pool, index);
-        }
-        match decision.next {
-            NextAttempt::GiveUp => return Err(Local::BadGateway),
-            NextAttempt::SameBackend => {}
-            NextAttempt::OtherBackend => {
+        let next = after_failure(
+            dp,
+            &pool,
+            &choice,
+            conn,
+            &mut retries,
+            index,
+            failure,
+            retryable,
+        );
+        match next.await.ok_or(Local::BadGateway)? {
+            Retry::SameBackend => {}
+            Retry::Other(other) => {
                 moved = true;
-                index = retry_target(dp, &pool, &choice, conn, index)
-                    .await
-                    .ok_or(Local::BadGateway)?;
+                index = other;
             }
         }
-        dp.metrics.retries.inc();
     }
     Err(Local::BadGateway)
 }
