@@ -22,10 +22,11 @@ use crate::affinity::shared;
 use crate::balance;
 use crate::pool::PoolRuntime;
 use crate::request::choice::{self, Choice, ChoiceKeys};
+use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
 use crate::request::redispatch::{self, Retry};
-use crate::request::retry::{AttemptFailure, Retries};
+use crate::request::retry::Retries;
 use crate::request::{authority, path};
 use crate::upstream::BackendConn;
 use bytes::{Buf, BytesMut};
@@ -35,7 +36,6 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-/// The largest response head accepted from a backend.
 /// Informational (1xx) heads relayed before the final one, at most.
 const MAX_INFORMATIONAL: usize = 8;
 
@@ -78,27 +78,6 @@ impl<S> Client<S> {
         let length = self.head.content_length;
         length.min((self.buf.len() - self.head.len) as u64) as usize
     }
-}
-
-/// Why a backend attempt failed.
-enum Failure {
-    /// No connection could be opened (`timed_out`: no answer to the SYN in time, maybe
-    /// one lost SYN; see `UpstreamError::is_connect_timeout`).
-    Connect {
-        timed_out: bool,
-    },
-    /// The connection broke before a response byte arrived.
-    Broken {
-        reused: bool,
-    },
-    /// The backend stopped taking the request body and closed without answering:
-    /// 502, but no sign of an unhealthy backend (nothing to eject).
-    Aborted,
-    /// The client's request body ended early: the client's fault (400 if it still
-    /// listens).
-    ClientGone,
-    Timeout,
-    BadResponse,
 }
 
 /// Serves the request whose head is parsed in `c.head`.
@@ -197,28 +176,9 @@ where
             Err(f) => f,
         };
         drop(occupied);
-        let failure = match failure {
-            Failure::ClientGone => {
-                tracing::debug!(client = %ctx.conn.client, "request body cut short by the client");
-                return local(c, ctx, Local::ClientError).await;
-            }
-            Failure::Timeout => {
-                tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
-                return local(c, ctx, Local::GatewayTimeout).await;
-            }
-            Failure::BadResponse => return local(c, ctx, Local::BadGateway).await,
-            Failure::Aborted => {
-                tracing::info!(pool = %pool.name, backend = %backend.id, "backend closed during the request body without answering");
-                AttemptFailure::Broken {
-                    reused: false,
-                    during_body: true,
-                }
-            }
-            Failure::Broken { reused } => AttemptFailure::Broken {
-                reused,
-                during_body: false,
-            },
-            Failure::Connect { timed_out } => AttemptFailure::Connect { timed_out },
+        let failure = match failure.judge(&pool, index, false) {
+            Ok(failure) => failure,
+            Err(answer) => return local(c, ctx, answer).await,
         };
         let next = redispatch::after_failure(
             &ctx.dp,
@@ -260,7 +220,7 @@ async fn send<S>(
     pool: &PoolRuntime,
     index: usize,
     fresh: bool,
-) -> Result<(BackendConn, Delivered), Failure>
+) -> Result<(BackendConn, Delivered), ExchangeFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -273,7 +233,7 @@ where
         Some(up) => up,
         None => pool.upstream.open_raw(index).await.map_err(|e| {
             tracing::warn!(pool = %pool.name, error = %e, "backend connect failed");
-            Failure::Connect {
+            ExchangeFailure::Connect {
                 timed_out: e.is_connect_timeout(),
             }
         })?,
@@ -291,28 +251,30 @@ where
         c.consumed = true;
         delivered = upload::relay(c, &mut up, length - buffered as u64)
             .await
-            .map_err(|UploadError::ClientGone| Failure::ClientGone)?;
+            .map_err(|UploadError::ClientGone| ExchangeFailure::ClientGone)?;
     }
     ctx.set_phase(Phase::AwaitingBackend);
     let limit = pool.response_timeout;
     let read = c.timer.within(limit, read_head(&mut up, &mut c.resp)).await;
     ctx.set_phase(Phase::Relaying);
     match read {
-        None => Err(Failure::Timeout),
-        Some(Err(Failure::Broken { .. })) if delivered == Delivered::Partial && length > 0 => {
-            Err(Failure::Aborted)
+        None => Err(ExchangeFailure::Timeout),
+        Some(Err(ExchangeFailure::Broken { .. }))
+            if delivered == Delivered::Partial && length > 0 =>
+        {
+            Err(ExchangeFailure::Aborted)
         }
-        Some(Err(Failure::Broken { .. })) => Err(Failure::Broken { reused }),
+        Some(Err(ExchangeFailure::Broken { .. })) => Err(ExchangeFailure::Broken { reused }),
         Some(Err(other)) => Err(other),
         Some(Ok(())) => Ok((up, delivered)),
     }
 }
 
 /// Reads until `resp` holds a complete head (`ResponseHead::read_from`).
-async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), Failure> {
+async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), ExchangeFailure> {
     resp.read_from(up).await.map_err(|e| match e {
-        HeadReadError::ClosedEmpty => Failure::Broken { reused: false },
-        HeadReadError::Malformed => Failure::BadResponse,
+        HeadReadError::ClosedEmpty => ExchangeFailure::Broken { reused: false },
+        HeadReadError::Malformed => ExchangeFailure::BadResponse,
     })
 }
 

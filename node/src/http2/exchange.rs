@@ -21,10 +21,11 @@ use crate::h1::head::{HeadView, Kind};
 use crate::h1::response::{Framing, HeadReadError, ResponseHead};
 use crate::pool::PoolRuntime;
 use crate::request::choice::Choice;
+use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
 use crate::request::redispatch::{self, Retry};
-use crate::request::retry::{is_idempotent, AttemptFailure, Retries};
+use crate::request::retry::{is_idempotent, Retries};
 use crate::request::target::Target;
 use crate::upstream::BackendConn;
 use bytes::{Buf, Bytes, BytesMut};
@@ -36,27 +37,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The largest response head accepted from a backend.
 /// Informational (1xx) heads skipped before the final one, at most.
 const MAX_INFORMATIONAL: usize = 8;
 const READ_CHUNK: usize = 16 * 1024;
-
-/// Why a backend attempt failed (as on the HTTP/1.1 path).
-#[derive(Debug)]
-enum Failure {
-    Connect {
-        timed_out: bool,
-    },
-    Broken {
-        reused: bool,
-    },
-    /// The backend closed while the request body was on its way, without answering.
-    Aborted,
-    /// The client's request body failed (reset, malformed).
-    ClientGone,
-    Timeout,
-    BadResponse,
-}
 
 /// Forwards the request; `Err` only while no response head went to the client.
 pub(super) async fn forward(
@@ -128,26 +111,7 @@ pub(super) async fn forward(
             Err(f) => f,
         };
         drop(occupied);
-        let failure = match failure {
-            Failure::ClientGone => {
-                tracing::debug!(client = %shared.conn.client, "request body broken by the client");
-                return Err(Local::ClientError);
-            }
-            Failure::Timeout => {
-                tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
-                return Err(Local::GatewayTimeout);
-            }
-            Failure::BadResponse => return Err(Local::BadGateway),
-            Failure::Aborted => AttemptFailure::Broken {
-                reused: false,
-                during_body: true,
-            },
-            Failure::Broken { reused } => AttemptFailure::Broken {
-                reused,
-                during_body: has_body,
-            },
-            Failure::Connect { timed_out } => AttemptFailure::Connect { timed_out },
-        };
+        let failure = failure.judge(&pool, index, has_body)?;
         let (dp, conn) = (&shared.dp, &shared.conn);
         let next = redispatch::after_failure(
             dp,
@@ -198,7 +162,7 @@ async fn send(
     attempt: &Attempt<'_>,
     body: &mut RecvStream,
     resp: &mut ResponseHead,
-) -> Result<BackendConn, Failure> {
+) -> Result<BackendConn, ExchangeFailure> {
     let pooled = match attempt.fresh {
         true => None,
         false => pool.upstream.take_raw(index),
@@ -207,7 +171,7 @@ async fn send(
         Some(up) => up,
         None => pool.upstream.open_raw(index).await.map_err(|e| {
             tracing::warn!(pool = %pool.name, error = %e, "backend connect failed");
-            Failure::Connect {
+            ExchangeFailure::Connect {
                 timed_out: e.is_connect_timeout(),
             }
         })?,
@@ -220,11 +184,13 @@ async fn send(
     }
     let read = tokio::time::timeout(pool.response_timeout, read_head(&mut up, resp)).await;
     match read {
-        Err(_) => Err(Failure::Timeout),
-        Ok(Err(Failure::Broken { .. })) if !whole && attempt.framing != BodyFraming::None => {
-            Err(Failure::Aborted)
+        Err(_) => Err(ExchangeFailure::Timeout),
+        Ok(Err(ExchangeFailure::Broken { .. }))
+            if !whole && attempt.framing != BodyFraming::None =>
+        {
+            Err(ExchangeFailure::Aborted)
         }
-        Ok(Err(Failure::Broken { .. })) => Err(Failure::Broken { reused }),
+        Ok(Err(ExchangeFailure::Broken { .. })) => Err(ExchangeFailure::Broken { reused }),
         Ok(Err(other)) => Err(other),
         Ok(Ok(())) => Ok(up),
     }
@@ -236,9 +202,9 @@ async fn upload(
     up: &mut BackendConn,
     body: &mut RecvStream,
     chunked: bool,
-) -> Result<bool, Failure> {
+) -> Result<bool, ExchangeFailure> {
     while let Some(data) = body.data().await {
-        let data = data.map_err(|_| Failure::ClientGone)?;
+        let data = data.map_err(|_| ExchangeFailure::ClientGone)?;
         let _ = body.flow_control().release_capacity(data.len());
         if data.is_empty() {
             continue;
@@ -266,10 +232,10 @@ async fn upload(
 }
 
 /// Reads until `resp` holds a complete head (`ResponseHead::read_from`).
-async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), Failure> {
+async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), ExchangeFailure> {
     resp.read_from(up).await.map_err(|e| match e {
-        HeadReadError::ClosedEmpty => Failure::Broken { reused: false },
-        HeadReadError::Malformed => Failure::BadResponse,
+        HeadReadError::ClosedEmpty => ExchangeFailure::Broken { reused: false },
+        HeadReadError::Malformed => ExchangeFailure::BadResponse,
     })
 }
 

@@ -7,6 +7,7 @@
 //! - `target`     — the same checks on an `http::Request` (hyper's and HTTP/2's codecs).
 //! - `lookup`     — header lookup over either path's header representation.
 //! - `choice`     — backend choice: affinity cookie, Redis pin, then the pool's algorithm.
+//! - `failure`    — why a raw backend exchange failed, and what that calls for.
 //! - `retry`      — after a failed attempt: same backend, another one, or give up; eject?
 //! - `redispatch` — local ejection and the other backend (moving a pinned session).
 //! - `finish`     — accounting when a request is done (metrics, access log, load).
@@ -15,6 +16,7 @@
 pub mod authority;
 pub mod choice;
 pub mod conn;
+pub(crate) mod failure;
 pub(crate) mod finish;
 pub mod local;
 pub mod lookup;
