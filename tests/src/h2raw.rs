@@ -10,8 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -103,17 +102,26 @@ pub struct Seen {
 
 /// A raw HTTP/2 connection: write frames with `send`, read the log with `seen`.
 pub struct H2Raw {
-    writer: OwnedWriteHalf,
+    writer: WriteHalf<Box<dyn Stream>>,
     seen: Arc<Mutex<Seen>>,
     reader: JoinHandle<()>,
 }
+
+/// The byte stream under a raw connection: TCP (h2c) or TLS with ALPN h2.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl H2Raw {
     /// Connects to `addr` (h2c, prior knowledge) and sends the preface and an empty
     /// SETTINGS frame.
     pub async fn connect(addr: &str) -> std::io::Result<H2Raw> {
         let stream = TcpStream::connect(addr).await?;
-        let (mut read, mut writer) = stream.into_split();
+        H2Raw::over(Box::new(stream)).await
+    }
+
+    /// Like `connect`, over an established stream (a TLS stream that chose h2).
+    pub async fn over(stream: Box<dyn Stream>) -> std::io::Result<H2Raw> {
+        let (mut read, mut writer) = tokio::io::split(stream);
         let mut hello = PREFACE.to_vec();
         hello.extend(frame(SETTINGS, 0, 0, &[]));
         writer.write_all(&hello).await?;

@@ -14,6 +14,7 @@ use fulcrum_tests::config::{backend_list, single_node, Ports};
 use fulcrum_tests::h2raw::{self, frame, get_block, header_block, H2Raw, Seen};
 use fulcrum_tests::process::Fulcrum;
 use fulcrum_tests::raw_backend::RawBackend;
+use fulcrum_tests::tls::{connect, verifying_config, TestCa};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,9 +47,8 @@ struct GoodClient {
 }
 
 impl GoodClient {
-    async fn start(addr: &str) -> GoodClient {
-        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (client, conn) = h2::client::handshake(tcp).await.expect("handshake");
+    async fn start(io: Box<dyn h2raw::Stream>) -> GoodClient {
+        let (client, conn) = h2::client::handshake(io).await.expect("handshake");
         tokio::spawn(conn);
         let (stop, ok, failed) = (
             Arc::new(AtomicBool::new(false)),
@@ -105,12 +105,26 @@ enum Expect {
     StreamEnded(u32),
 }
 
-/// Runs `attack` against a fresh node with a good client beside it.
+/// Runs `attack` against a fresh node with a good client beside it (h2c).
 async fn run<F, Fut>(name: &str, expect: Expect, attack: F)
 where
     F: FnOnce(H2Raw) -> Fut,
     Fut: std::future::Future<Output = H2Raw>,
 {
+    run_via(name, expect, false, attack).await
+}
+
+/// Runs `attack` over h2c, or (`tls`) over TLS with ALPN h2, which the node serves on its
+/// own HTTP/2 path (`node/src/http2`); the good client uses the same transport.
+async fn run_via<F, Fut>(name: &str, expect: Expect, tls: bool, attack: F)
+where
+    F: FnOnce(H2Raw) -> Fut,
+    Fut: std::future::Future<Output = H2Raw>,
+{
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca.leaf(&["localhost"]).write(dir.path(), "web");
+    let client_tls = verifying_config(&ca.pem(), &[b"h2"]);
     let backend = TestBackend::start("b0").await;
     // `/upload` goes to a backend that reads a request's whole body before answering.
     let reader = RawBackend::echo_path().await;
@@ -126,13 +140,43 @@ where
         ),
         reader.backend_list()
     );
+    let cfg = if tls {
+        cfg.replace(
+            "header_read_timeout = \"2s\"\n",
+            &format!(
+                "header_read_timeout = \"2s\"\nprotocol = \"https\"\ntls = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+    } else {
+        cfg
+    };
     let node = Fulcrum::start(&cfg, &ports.admin).await;
     let pid = node.pid().expect("pid");
-    let good = GoodClient::start(&ports.web).await;
+    let open = |addr: String, config: Arc<rustls::ClientConfig>| async move {
+        let stream: Box<dyn h2raw::Stream> = if tls {
+            Box::new(
+                connect(&addr, "localhost", config)
+                    .await
+                    .expect("tls connect"),
+            )
+        } else {
+            Box::new(
+                tokio::net::TcpStream::connect(&addr)
+                    .await
+                    .expect("connect"),
+            )
+        };
+        stream
+    };
+    let good = GoodClient::start(open(ports.web.clone(), client_tls.clone()).await).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = rss_kb(pid);
     let started = Instant::now();
-    let raw = H2Raw::connect(&ports.web).await.expect("attacker connects");
+    let raw = H2Raw::over(open(ports.web.clone(), client_tls).await)
+        .await
+        .expect("attacker connects");
     let raw = attack(raw).await;
     let seen: Seen = match expect {
         Expect::Refused => {
@@ -425,6 +469,55 @@ async fn a_stream_that_never_sends_its_body_ends() {
             let _ = raw
                 .send(&frame(h2raw::HEADERS, h2raw::END_HEADERS, 1, &block))
                 .await;
+            raw
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_over_tls_is_refused() {
+    run_via(
+        "ping flood (TLS)",
+        Expect::Refused,
+        true,
+        |mut raw| async move {
+            let sent = flood(&mut raw, 200_000, |i| {
+                with_requests(i, frame(h2raw::PING, 0, 0, &(i as u64).to_be_bytes()))
+            })
+            .await;
+            eprintln!("ping flood (TLS): {sent} frames");
+            raw
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_over_tls_is_refused() {
+    run_via(
+        "rapid reset (TLS)",
+        Expect::Refused,
+        true,
+        |mut raw| async move {
+            let sent = flood(&mut raw, 100_000, |i| {
+                let stream = 1 + 2 * i as u32;
+                let mut f = frame(
+                    h2raw::HEADERS,
+                    h2raw::END_HEADERS | h2raw::END_STREAM,
+                    stream,
+                    &get_block("/slow?ms=500"),
+                );
+                f.extend(frame(
+                    h2raw::RST_STREAM,
+                    0,
+                    stream,
+                    &h2raw::CANCEL.to_be_bytes(),
+                ));
+                f
+            })
+            .await;
+            eprintln!("rapid reset (TLS): {sent} streams opened and reset");
             raw
         },
     )
