@@ -224,11 +224,11 @@ fn a_config_frame_altered_by_a_relay_between_namespaces_is_refused() {
         ],
     );
     assert!(ok, "ctl apply: {out}");
+    // `ctl apply` prints "committed: config version N", then one line per node.
     let version: u64 = out
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
+        .lines()
+        .find_map(|l| l.strip_prefix("committed: config version "))
+        .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no version in {out:?}"));
 
     // Every node runs the new version with the real text, never the forged one.
