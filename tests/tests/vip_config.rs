@@ -9,6 +9,24 @@ use std::time::Duration;
 
 const SETTLE: Duration = Duration::from_secs(20);
 
+/// Waits until every node follows node `leader` (index) with its config applied.
+fn all_follow(c: &VipCluster, leader: usize, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        let settled = (0..3).all(|i| {
+            c.status(i).is_some_and(|s| {
+                s["leader_id"].as_u64() == Some(leader as u64 + 1)
+                    && s["config_version"].as_u64().unwrap_or(0) > 0
+            })
+        });
+        if settled {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 fn versions(c: &VipCluster) -> Vec<u64> {
     (0..3)
         .map(|i| {
@@ -98,6 +116,13 @@ fn a_node_started_with_another_vip_section_refuses_to_join() {
     }
     let mut c = VipCluster::start("vj", "fast", "2s");
     let holder = c.wait_holder(SETTLE).expect("a VIP holder");
+    // All three in the cluster first: killing a member of a two-node quorum before the
+    // third has joined would take the leader's quorum (and the VIP) away, rightly.
+    assert!(
+        all_follow(&c, holder, SETTLE),
+        "the three nodes never agreed on leader {}",
+        holder + 1
+    );
     let other = (holder + 1) % 3;
     c.kill9(other);
     c.write_config(other, "strict", "2s", &format!("{VIP}/24"));
@@ -113,11 +138,16 @@ fn a_node_started_with_another_vip_section_refuses_to_join() {
         log.contains("[vip] differs from node") && log.contains("fencing strict"),
         "the refusal does not name [vip]: {log}"
     );
-    assert_eq!(
-        c.holders_now(),
-        vec![holder],
-        "one holder while the node was refused"
-    );
+    let holders = c.holders_now();
+    if holders != vec![holder] {
+        let logs: Vec<String> = (0..3)
+            .map(|j| format!("--- node {} ---\n{}", j + 1, c.log(j)))
+            .collect();
+        panic!(
+            "one holder while the node was refused: holders {holders:?}, before {holder}\n{}",
+            logs.join("\n")
+        );
+    }
     // The running nodes stay, even when their own start-up check still ran when the
     // refused node came up (it started after them).
     for j in (0..3).filter(|j| *j != other) {

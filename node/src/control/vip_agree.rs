@@ -173,15 +173,27 @@ pub async fn check_peers(node: &Node) -> Result<(), VipDisagreement> {
     let Some(cluster) = node.cluster() else {
         return Ok(());
     };
-    let ours = VipSetting::of(&node.dp.snapshot().config);
+    let snapshot = node.dp.snapshot();
+    let ours = VipSetting::of(&snapshot.config);
+    // Peers named in the file: a node alone in its cluster has nobody to compare with.
+    let has_static_peers = snapshot
+        .config
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.peers.len() > 1);
+    drop(snapshot);
     let me = node.local.id;
     let deadline = Instant::now() + PEER_CHECK_WINDOW;
     let mut checked = std::collections::BTreeSet::new();
     loop {
-        let members: Vec<_> = (cluster.raft.members().await.into_iter())
+        let all = cluster.raft.members().await;
+        // A node whose store knows no other member yet (it restarted before it had caught
+        // up once) learns them from the log: until then nobody has been compared.
+        let unknown_membership = has_static_peers && !all.iter().any(|m| m.id != me);
+        let members: Vec<_> = (all.into_iter())
             .filter(|m| m.id != me && !checked.contains(&m.id))
             .collect();
-        let mut pending = 0;
+        let mut pending = usize::from(unknown_membership);
         for m in &members {
             if m.admin_addr.is_empty() {
                 pending += 1;
