@@ -118,6 +118,20 @@ async fn read_quiet(s: &mut dyn Stream) -> Outcome {
     Outcome { bytes, closed }
 }
 
+/// The counters once a client fault was counted after `before` (they move a moment
+/// after the client's side ends), or as they stand after 2 s.
+async fn counters_after_fault(admin: &str, before: &Counters) -> Counters {
+    let mut now = counters(admin).await;
+    for _ in 0..40 {
+        if now.client > before.client {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = counters(admin).await;
+    }
+    now
+}
+
 /// Sends `bytes` and ends the way `ending` says; returns what the client read (empty
 /// after a reset).
 async fn send_broken(addr: &str, transport: &Transport, bytes: &[u8], ending: Ending) -> Outcome {
@@ -244,15 +258,7 @@ async fn check_case(
             "{name}: the connection must be closed after a broken body"
         );
     }
-    // The counters move a moment after the client's side ends.
-    let mut after = counters(&ports.admin).await;
-    for _ in 0..40 {
-        if after.client > before.client {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        after = counters(&ports.admin).await;
-    }
+    let after = counters_after_fault(&ports.admin, &before).await;
     assert_eq!(
         after,
         Counters {
@@ -432,14 +438,7 @@ async fn check_h2(via: H2Via) {
             "{fault:?}: a 400 or a reset, got {broken:?}"
         );
         assert_eq!(after, 200, "{fault:?}: the next stream on the connection");
-        let mut now = counters(&ports.admin).await;
-        for _ in 0..40 {
-            if now.client > before.client {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            now = counters(&ports.admin).await;
-        }
+        let now = counters_after_fault(&ports.admin, &before).await;
         assert_eq!(
             now,
             Counters {

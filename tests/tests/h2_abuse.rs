@@ -256,28 +256,30 @@ async fn flood(raw: &mut H2Raw, count: usize, make: impl Fn(usize) -> Vec<u8>) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_reset_is_refused() {
-    run("rapid reset", Expect::Refused, |mut raw| async move {
-        let sent = flood(&mut raw, 100_000, |i| {
-            let stream = 1 + 2 * i as u32;
-            let mut f = frame(
-                h2raw::HEADERS,
-                h2raw::END_HEADERS | h2raw::END_STREAM,
-                stream,
-                &get_block("/slow?ms=500"),
-            );
-            f.extend(frame(
-                h2raw::RST_STREAM,
-                0,
-                stream,
-                &h2raw::CANCEL.to_be_bytes(),
-            ));
-            f
-        })
-        .await;
-        eprintln!("rapid reset: {sent} streams opened and reset");
-        raw
+    run("rapid reset", Expect::Refused, rapid_reset).await;
+}
+
+/// Opens slow streams and resets each at once, as fast as the node reads them.
+async fn rapid_reset(mut raw: H2Raw) -> H2Raw {
+    let sent = flood(&mut raw, 100_000, |i| {
+        let stream = 1 + 2 * i as u32;
+        let mut f = frame(
+            h2raw::HEADERS,
+            h2raw::END_HEADERS | h2raw::END_STREAM,
+            stream,
+            &get_block("/slow?ms=500"),
+        );
+        f.extend(frame(
+            h2raw::RST_STREAM,
+            0,
+            stream,
+            &h2raw::CANCEL.to_be_bytes(),
+        ));
+        f
     })
     .await;
+    eprintln!("rapid reset: {sent} streams opened and reset");
+    raw
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,15 +364,17 @@ async fn a_settings_flood_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_is_refused() {
-    run("ping flood", Expect::Refused, |mut raw| async move {
-        let sent = flood(&mut raw, 200_000, |i| {
-            with_requests(i, frame(h2raw::PING, 0, 0, &(i as u64).to_be_bytes()))
-        })
-        .await;
-        eprintln!("ping flood: {sent} frames");
-        raw
+    run("ping flood", Expect::Refused, ping_flood).await;
+}
+
+/// PING frames without end, with a real request every 200 of them.
+async fn ping_flood(mut raw: H2Raw) -> H2Raw {
+    let sent = flood(&mut raw, 200_000, |i| {
+        with_requests(i, frame(h2raw::PING, 0, 0, &(i as u64).to_be_bytes()))
     })
     .await;
+    eprintln!("ping flood: {sent} frames");
+    raw
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,49 +481,10 @@ async fn a_stream_that_never_sends_its_body_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_over_tls_is_refused() {
-    run_via(
-        "ping flood (TLS)",
-        Expect::Refused,
-        true,
-        |mut raw| async move {
-            let sent = flood(&mut raw, 200_000, |i| {
-                with_requests(i, frame(h2raw::PING, 0, 0, &(i as u64).to_be_bytes()))
-            })
-            .await;
-            eprintln!("ping flood (TLS): {sent} frames");
-            raw
-        },
-    )
-    .await;
+    run_via("ping flood (TLS)", Expect::Refused, true, ping_flood).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_reset_over_tls_is_refused() {
-    run_via(
-        "rapid reset (TLS)",
-        Expect::Refused,
-        true,
-        |mut raw| async move {
-            let sent = flood(&mut raw, 100_000, |i| {
-                let stream = 1 + 2 * i as u32;
-                let mut f = frame(
-                    h2raw::HEADERS,
-                    h2raw::END_HEADERS | h2raw::END_STREAM,
-                    stream,
-                    &get_block("/slow?ms=500"),
-                );
-                f.extend(frame(
-                    h2raw::RST_STREAM,
-                    0,
-                    stream,
-                    &h2raw::CANCEL.to_be_bytes(),
-                ));
-                f
-            })
-            .await;
-            eprintln!("rapid reset (TLS): {sent} streams opened and reset");
-            raw
-        },
-    )
-    .await;
+    run_via("rapid reset (TLS)", Expect::Refused, true, rapid_reset).await;
 }
