@@ -13,6 +13,7 @@
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -20,6 +21,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Clone)]
 pub(crate) struct ConnLimits {
     total: Arc<Semaphore>,
+    /// The listener is (or was last seen) full: warn once per episode, not per accept.
+    full: Arc<AtomicBool>,
     per_ip: Option<Arc<PerIp>>,
 }
 
@@ -43,6 +46,7 @@ impl ConnLimits {
         let total = max_connections.clamp(1, Semaphore::MAX_PERMITS);
         ConnLimits {
             total: Arc::new(Semaphore::new(total)),
+            full: Arc::new(AtomicBool::new(false)),
             per_ip: (per_ip > 0).then(|| {
                 Arc::new(PerIp {
                     limit: u32::try_from(per_ip).unwrap_or(u32::MAX),
@@ -55,7 +59,9 @@ impl ConnLimits {
 
     /// Waits for room for one more connection. `None` only if the limits were closed.
     pub(crate) async fn room(&self) -> Option<OwnedSemaphorePermit> {
-        if self.total.available_permits() == 0 {
+        if self.total.available_permits() > 0 {
+            self.full.store(false, Ordering::Relaxed);
+        } else if !self.full.swap(true, Ordering::Relaxed) {
             tracing::warn!("listener at max_connections; not accepting until a connection closes");
         }
         self.total.clone().acquire_owned().await.ok()
