@@ -103,13 +103,22 @@ async fn demo_prints_the_dashboard_and_serves_it() {
         "{}",
         page.body
     );
-    let cluster = admin_call("127.0.0.1:9902", "GET", "/cluster", "", None)
-        .await
-        .expect("cluster view");
-    let v: serde_json::Value = serde_json::from_str(&cluster.body).expect("json");
-    let up = v["nodes"]
-        .as_array()
-        .map(|n| n.iter().filter(|n| n["reachable"] == true).count());
+    // The view gathers each node's /status; a node that only just registered its admin
+    // address may miss one gathering, so look again for up to 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (v, up) = loop {
+        let cluster = admin_call("127.0.0.1:9902", "GET", "/cluster", "", None)
+            .await
+            .expect("cluster view");
+        let v: serde_json::Value = serde_json::from_str(&cluster.body).expect("json");
+        let up = v["nodes"]
+            .as_array()
+            .map(|n| n.iter().filter(|n| n["reachable"] == true).count());
+        if up == Some(3) || std::time::Instant::now() >= deadline {
+            break (v, up);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(up, Some(3), "{v:#}");
     assert_eq!(v["divergent"], serde_json::json!([]), "{v:#}");
     drop(demo);
