@@ -122,7 +122,7 @@ pub async fn run(d: Detector) {
             d.lease.with(|s| s.on_raft_leader_changed(now_us()));
         }
         let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-        if m.state == ServerState::Leader || !voters.contains(&d.me) {
+        if m.state == ServerState::Leader || !voters.contains(&d.me) || d.lease.handing_off() {
             episode = Episode::default();
             continue;
         }
@@ -347,7 +347,17 @@ pub async fn answer_prevote(lease: &Lease, raft: &Raft, req: PreVote) -> bool {
 }
 
 /// A leader of `term` that is about to stop asks this node to take over.
-pub async fn take_over(lease: &Lease, raft: &Raft, term: u64) -> PeerResponse {
+///
+/// The campaign waits out openraft's vote lease first (`raft_vote_lease`): the leader's
+/// last AppendEntries reached the other voters about when it reached this node, and a
+/// vote request inside their lease is refused, which leaves the cluster without a leader
+/// until a detector notices the silence.
+pub async fn take_over(
+    lease: &Lease,
+    raft: &Raft,
+    term: u64,
+    raft_vote_lease: Duration,
+) -> PeerResponse {
     let (state, current) = {
         let m = raft.metrics();
         let m = m.borrow();
@@ -361,6 +371,11 @@ pub async fn take_over(lease: &Lease, raft: &Raft, term: u64) -> PeerResponse {
     lease
         .events
         .record("takeover", term, "asked by the stopping leader");
+    let lease_end = raft_vote_lease_end(lease.last_append_us(), raft_vote_lease);
+    let now = now_us();
+    if now < lease_end {
+        tokio::time::sleep(Duration::from_micros(lease_end - now)).await;
+    }
     match raft.trigger().elect().await {
         Ok(()) => PeerResponse::App(Ok(Response::default())),
         Err(_) => PeerResponse::App(Err(AppError::Shutdown)),

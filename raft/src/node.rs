@@ -279,7 +279,14 @@ impl RaftHandle {
         let h = self.clone();
         self.inner
             .rt
-            .spawn(async move { h.hand_off_here().await })
+            .spawn(async move {
+                // A stopping leader does not campaign while it hands off: winning back the
+                // election it just gave away would undo the hand-off.
+                h.inner.lease.set_handing_off(true);
+                let outcome = h.hand_off_here().await;
+                h.inner.lease.set_handing_off(false);
+                outcome
+            })
             .await
             .unwrap_or(HandOff::Failed)
     }
@@ -309,10 +316,14 @@ impl RaftHandle {
                 return HandOff::Failed;
             };
             tried.push(id);
-            self.inner
-                .lease
-                .events
-                .record("handoff", term, format!("to {id}"));
+            // A successor missing the last entry loses the vote to the voters that have it
+            // (Raft's up-to-date rule): let replication bring it level first.
+            let level = successor::wait_caught_up(raft, id, HANDOFF_WAIT / 2).await;
+            self.inner.lease.events.record(
+                "handoff",
+                term,
+                format!("to {id}{}", if level { "" } else { " (behind)" }),
+            );
             let client = self.inner.pool.get(id, &addr, Channel::Control);
             let ask = PeerRequest::TakeOver { term };
             let mut answer = client.call(&ask, HANDOFF_WAIT).await;

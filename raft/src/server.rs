@@ -51,6 +51,8 @@ pub struct ServerCtx {
     pub lease: Arc<Lease>,
     pub admission: Arc<Admission>,
     pub shutdown: watch::Receiver<bool>,
+    /// openraft's vote lease, which a take-over campaign waits out (see `detector`).
+    pub raft_vote_lease: Duration,
 }
 
 /// Accept connections until `shutdown` flips to true. Dropping the listener on return
@@ -190,7 +192,9 @@ async fn dispatch(ctx: &ServerCtx, req: PeerRequest) -> PeerResponse {
         PeerRequest::Membership(op) => {
             PeerResponse::App(ops::local_membership(raft, op, FORWARDED_MEMBERSHIP_TTL).await)
         }
-        PeerRequest::TakeOver { term } => detector::take_over(&ctx.lease, raft, term).await,
+        PeerRequest::TakeOver { term } => {
+            detector::take_over(&ctx.lease, raft, term, ctx.raft_vote_lease).await
+        }
         PeerRequest::PreVote(p) => {
             PeerResponse::PreVote(detector::answer_prevote(&ctx.lease, raft, p).await)
         }

@@ -158,6 +158,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
         lease: lease.clone(),
         admission: admission.clone(),
         shutdown: shutdown_rx.clone(),
+        raft_vote_lease: RAFT_VOTE_LEASE,
     };
     let mut tasks = vec![
         tokio::spawn(server::serve(listener, ctx)),

@@ -1,5 +1,7 @@
 //! Successor choice for a leadership hand-off: the voter most caught up.
 
+use std::time::Duration;
+
 use crate::types::{NodeId, Raft};
 
 /// When this node leads: the voter (not itself) with the highest matched log index
@@ -28,4 +30,23 @@ pub(crate) fn best_successor_except(
             (matched, std::cmp::Reverse(*id))
         })
         .and_then(|id| membership.get_node(&id).map(|n| (id, n.raft_addr.clone())))
+}
+
+/// Waits (up to `within`) until voter `id` has matched this leader's last log entry;
+/// false if it did not, or if this node stopped leading meanwhile.
+pub(crate) async fn wait_caught_up(raft: &Raft, id: NodeId, within: Duration) -> bool {
+    let mut metrics = raft.metrics();
+    let level = metrics.wait_for(|m| {
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned().flatten())
+            .map(|l| l.index);
+        m.replication.is_none() || matched >= m.last_log_index
+    });
+    let leading = match tokio::time::timeout(within, level).await {
+        Ok(Ok(m)) => m.replication.is_some(),
+        _ => false,
+    };
+    leading
 }

@@ -19,7 +19,7 @@ pub mod stream;
 pub mod time;
 pub mod wire;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -75,6 +75,9 @@ pub struct Lease {
     /// When this node last handled an AppendEntries (µs): openraft refuses votes for its
     /// own vote lease after that (see `detector`).
     last_append_us: AtomicU64,
+    /// This node is handing its leadership off before it stops: it does not campaign
+    /// (a stopping leader that won back the election it just gave away would undo it).
+    handing_off: AtomicBool,
 }
 
 fn us(d: Duration) -> u64 {
@@ -93,6 +96,7 @@ impl Lease {
             wake: Notify::new(),
             closed_stream: Mutex::new(None),
             last_append_us: AtomicU64::new(0),
+            handing_off: AtomicBool::new(false),
         })
     }
 
@@ -170,6 +174,16 @@ impl Lease {
     /// When this node last handled an AppendEntries (µs; 0: never).
     pub fn last_append_us(&self) -> u64 {
         self.last_append_us.load(Ordering::Relaxed)
+    }
+
+    /// Marks the start (true) or end (false) of a planned hand-off by this node.
+    pub fn set_handing_off(&self, on: bool) {
+        self.handing_off.store(on, Ordering::Relaxed);
+    }
+
+    /// Is this node handing its leadership off (and so must not campaign)?
+    pub fn handing_off(&self) -> bool {
+        self.handing_off.load(Ordering::Relaxed)
     }
 
     /// Takes the pending "stream closed" notice.
