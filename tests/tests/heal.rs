@@ -4,6 +4,8 @@
 //!   every node once that observer restarts (its checker reports its real first verdict);
 //! - a health view reached while the cluster had no quorum for over 30 s is committed
 //!   when quorum returns (the newest view, not an older one);
+//! - an older "down" of a partitioned observer never overwrites its newer "up" when
+//!   quorum returns;
 //! - a committed config whose new port is busy on one node is reported there (`/status`,
 //!   metrics, `ctl status`) and applied by that node once the port is free.
 //!
@@ -250,6 +252,64 @@ async fn the_newest_view_reached_without_quorum_for_over_30s_is_committed_when_i
         .is_some(),
         "every node ejects the backend every observer sees down"
     );
+}
+
+/// An older "down" must never overwrite a newer "up" when quorum returns.
+///
+/// Before the reporter each flip got its own retry task (attempts of up to 3 s each,
+/// 0.5, 1, 2, 4 s apart), so the order in which a partitioned observer's flips committed
+/// depended on where each task was in its schedule when quorum came back. This timeline
+/// puts the return where the "down" task (flip at D) pauses between attempts (D+15.5 s to
+/// D+19.5 s) while the "up" task (flip at D+5 s) is in an attempt: the "up" committed
+/// first, the "down" on its next attempt, and every node ejected a healthy backend for
+/// good. Only fields every version's `/status` has are read, so the test also runs
+/// against an old binary (`FULCRUM_BIN`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_down_never_overwrites_a_newer_up_when_quorum_returns() {
+    let _serial = SERIAL.lock().await;
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    // `any`: the kept node's stale "down" alone would eject the backend everywhere.
+    let mut cluster = start_cluster(&checked(&[&a, &b]), "health_policy = \"any\"").await;
+    let addr = a.addr.to_string();
+    assert!(all_effective(&cluster, &[0, 1, 2], &addr, true).await);
+    let leader = cluster
+        .wait_leader(&[0, 1, 2], Duration::from_secs(5))
+        .await
+        .expect("leader");
+    let kept = (leader + 1) % 3;
+    let away: Vec<usize> = (0..3).filter(|&i| i != kept).collect();
+    for &i in &away {
+        cluster.nodes[i].kill9();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let down_at = Instant::now();
+    a.set_healthy(false);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    a.set_healthy(true);
+    // Quorum is back about a second after the restart: D+17.5..19 s.
+    tokio::time::sleep(Duration::from_millis(17_000).saturating_sub(down_at.elapsed())).await;
+    for &i in &away {
+        cluster.nodes[i].restart().await;
+    }
+    eprintln!("restarted the other two {:?} after the 'down'", down_at.elapsed());
+    let took = eventually(Duration::from_secs(10), || {
+        all_effective(&cluster, &[0, 1, 2], &addr, true)
+    })
+    .await;
+    eprintln!("quorum back -> the healthy backend admitted everywhere: {took:?}");
+    // Stays admitted: a late "down" would flip it back within its task's next attempt.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for m in 0..3 {
+        assert_eq!(
+            effective(&cluster, m, &addr).await,
+            Some(true),
+            "node {} ejects the healthy backend; the kept node's log:\n{}",
+            cluster.members[m].id,
+            cluster.nodes[kept].log()
+        );
+    }
+    assert!(took.is_some(), "never admitted everywhere");
 }
 
 /// `config_version_running`, `config_version_committed`, `config_apply_error` of a node.
