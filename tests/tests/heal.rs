@@ -292,7 +292,10 @@ async fn an_older_down_never_overwrites_a_newer_up_when_quorum_returns() {
     for &i in &away {
         cluster.nodes[i].restart().await;
     }
-    eprintln!("restarted the other two {:?} after the 'down'", down_at.elapsed());
+    eprintln!(
+        "restarted the other two {:?} after the 'down'",
+        down_at.elapsed()
+    );
     let took = eventually(Duration::from_secs(10), || {
         all_effective(&cluster, &[0, 1, 2], &addr, true)
     })
