@@ -26,6 +26,7 @@ use crate::lease::rules::{self, Suspicion};
 use crate::lease::time::now_us;
 use crate::lease::wire::PreVote;
 use crate::lease::Lease;
+use crate::log_store::LastLog;
 use crate::network::{Channel, PeerPool};
 use crate::rpc::{AppError, PeerRequest, PeerResponse};
 use crate::types::{NodeId, Raft, Response};
@@ -58,6 +59,8 @@ pub struct Detector {
     /// openraft's vote lease: after an AppendEntries a follower refuses every vote for
     /// this long (its `election_timeout_max`).
     pub raft_vote_lease: Duration,
+    /// This node's last log entry, sent with its pre-votes.
+    pub last_log: LastLog,
 }
 
 /// Slack on openraft's vote lease: the other voters handled the same AppendEntries a
@@ -249,6 +252,7 @@ async fn step(d: &Detector, ep: &mut Episode, voters: &BTreeSet<NodeId>, term: u
         term,
         leader,
         reason: reason.into(),
+        last_log: d.last_log.get(),
     };
     if prevote(d, voters, request).await {
         d.lease
@@ -307,13 +311,21 @@ async fn prevote(d: &Detector, voters: &BTreeSet<NodeId>, req: PreVote) -> bool 
 }
 
 /// The answer to another voter's pre-vote.
-pub async fn answer_prevote(lease: &Lease, raft: &Raft, req: PreVote) -> bool {
+pub async fn answer_prevote(lease: &Lease, raft: &Raft, last_log: &LastLog, req: PreVote) -> bool {
     let (state, term) = {
         let m = raft.metrics();
         let m = m.borrow();
         (m.state, m.current_term)
     };
     if state == ServerState::Leader {
+        return false;
+    }
+    if req.last_log < last_log.get() {
+        lease.events.record(
+            "prevote_refused",
+            term,
+            format!("candidate {}'s log is behind", req.candidate),
+        );
         return false;
     }
     let now = now_us();

@@ -3,9 +3,13 @@
 //! Keys: `log` table by index; `meta` table holds `vote`, `committed`, `last_purged`.
 //! Each mutating call is exactly one fsynced write transaction, executed in submission
 //! order because openraft awaits each call before issuing the next.
+//!
+//! The store also keeps its last entry's id in memory (`LastLog`) for the pre-vote,
+//! which compares logs without a round trip to the Raft core or the disk.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogId, RaftLogReader, StorageIOError};
@@ -19,15 +23,41 @@ const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
 
+/// The id of the last entry in the log as (term, index), shared by the store that
+/// writes it and the pre-vote that reads it (`None`: empty log).
+#[derive(Clone, Default)]
+pub struct LastLog(Arc<Mutex<Option<(u64, u64)>>>);
+
+impl LastLog {
+    pub fn get(&self) -> Option<(u64, u64)> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, id: Option<LogId>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = id.map(|l| (l.leader_id.term, l.index));
+    }
+}
+
 /// The log + vote store. Cheap to clone: clones share the same database.
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
+    last: LastLog,
 }
 
 impl LogStore {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            last: LastLog::default(),
+        }
+    }
+
+    /// Reads the last entry's id from disk into `last_log()` (once, at start).
+    pub async fn load_last_log(&mut self) -> Result<LastLog, StorageError> {
+        let state = self.get_log_state().await?;
+        self.last.set(state.last_log_id);
+        Ok(self.last.clone())
     }
 
     /// True when nothing was ever written: no vote and no log (a fresh node).
@@ -145,9 +175,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         // Encode on the async side (cheap), commit + fsync on the blocking pool.
         let mut encoded = Vec::new();
+        let mut newest = None;
         for e in entries {
             let bytes = codec::encode(&e).map_err(|err| StorageIOError::write_logs(&err))?;
             encoded.push((e.get_log_id().index, bytes));
+            newest = Some(*e.get_log_id());
         }
         let res = db::write(&self.db, move |tx| {
             let mut log = tx.open_table(LOG)?;
@@ -159,6 +191,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await;
         match res {
             Ok(()) => {
+                if newest.is_some() {
+                    self.last.set(newest);
+                }
                 // Only now is the data on disk: tell openraft it may count it.
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -178,7 +213,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await
-        .map_err(|e| StorageIOError::write_logs(&e).into())
+        .map_err(|e| StorageIOError::write_logs(&e))?;
+        // Rare (a new leader overwrote this node's unreplicated tail): read the new end.
+        let state = self.get_log_state().await?;
+        self.last.set(state.last_log_id);
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip(self))]

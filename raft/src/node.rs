@@ -317,13 +317,24 @@ impl RaftHandle {
             };
             tried.push(id);
             // A successor missing the last entry loses the vote to the voters that have it
-            // (Raft's up-to-date rule): let replication bring it level first.
-            let level = successor::wait_caught_up(raft, id, HANDOFF_WAIT / 2).await;
-            self.inner.lease.events.record(
-                "handoff",
-                term,
-                format!("to {id}{}", if level { "" } else { " (behind)" }),
-            );
+            // (Raft's up-to-date rule), and its failed campaign deposes this leader: let
+            // replication bring it level first, or try the next one.
+            if !successor::wait_caught_up(raft, id, HANDOFF_WAIT).await {
+                self.inner.lease.events.record(
+                    "handoff_skipped",
+                    term,
+                    format!("{id} did not catch up"),
+                );
+                tracing::warn!(
+                    successor = id,
+                    "successor did not catch up; trying the next"
+                );
+                continue;
+            }
+            self.inner
+                .lease
+                .events
+                .record("handoff", term, format!("to {id}"));
             let client = self.inner.pool.get(id, &addr, Channel::Control);
             let ask = PeerRequest::TakeOver { term };
             let mut answer = client.call(&ask, HANDOFF_WAIT).await;

@@ -28,6 +28,7 @@ use crate::detector;
 use crate::frame::{FrameError, MAX_FRAME};
 use crate::lease::wire::FenceReport;
 use crate::lease::{stream, Lease};
+use crate::log_store::LastLog;
 use crate::ops;
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::sealed::SealedConn;
@@ -53,6 +54,8 @@ pub struct ServerCtx {
     pub shutdown: watch::Receiver<bool>,
     /// openraft's vote lease, which a take-over campaign waits out (see `detector`).
     pub raft_vote_lease: Duration,
+    /// This node's last log entry, which a pre-vote answer compares.
+    pub last_log: LastLog,
 }
 
 /// Accept connections until `shutdown` flips to true. Dropping the listener on return
@@ -195,9 +198,9 @@ async fn dispatch(ctx: &ServerCtx, req: PeerRequest) -> PeerResponse {
         PeerRequest::TakeOver { term } => {
             detector::take_over(&ctx.lease, raft, term, ctx.raft_vote_lease).await
         }
-        PeerRequest::PreVote(p) => {
-            PeerResponse::PreVote(detector::answer_prevote(&ctx.lease, raft, p).await)
-        }
+        PeerRequest::PreVote(p) => PeerResponse::PreVote(
+            detector::answer_prevote(&ctx.lease, raft, &ctx.last_log, p).await,
+        ),
         // Handled by `handle_conn` (the connection changes mode).
         PeerRequest::OpenLease => PeerResponse::LeaseOpened,
     }

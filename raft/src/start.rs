@@ -6,7 +6,7 @@
 //! Timing: openraft's own heartbeats and election timer are off. Liveness, leases and
 //! elections are driven by the lease protocol (`lease`, `detector`) at `heartbeat`; the
 //! openraft knobs left are budgets: AppendEntries may take `APPEND_BUDGET` (large config
-//! entries over a slow link), a vote `VOTE_BUDGET`.
+//! entries over a slow link), a vote `vote_budget` (a share of the election timeout).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
@@ -34,23 +34,31 @@ use crate::types::Raft;
 
 /// Budget of one AppendEntries (openraft's `heartbeat_interval`, whose timer is off).
 const APPEND_BUDGET: Duration = Duration::from_secs(2);
-/// Budget of one vote request (openraft's `election_timeout_min`; its timer is off). It
-/// is also openraft's own vote lease, which only matters right after an append.
-const VOTE_BUDGET: Duration = Duration::from_millis(15);
-/// openraft's own vote lease (its `election_timeout_max`): after an AppendEntries a
-/// follower refuses every vote for this long, whatever our detector knows.
-const RAFT_VOTE_LEASE: Duration = Duration::from_millis(VOTE_BUDGET.as_millis() as u64 + 1);
+/// Budget of one vote request (openraft's `election_timeout_min`; its timer is off):
+/// three fifths of the silence that starts a campaign (15 ms at the default 25 ms). A
+/// grant that arrives later is lost and the election with it, so relaxed timing (for a
+/// loaded machine) relaxes this budget too.
+fn vote_budget(o: &RaftOptions) -> Duration {
+    (o.election_timeout_min * 3 / 5).max(Duration::from_millis(1))
+}
+
+/// openraft's own vote lease (its `election_timeout_max`, which must exceed the vote
+/// budget): after an AppendEntries a follower refuses every vote for this long, whatever
+/// our detector knows. Campaigns and take-overs wait it out (see `detector`).
+fn raft_vote_lease(o: &RaftOptions) -> Duration {
+    vote_budget(o) + Duration::from_millis(1)
+}
 
 /// openraft's configuration. Its heartbeat and election timers are off (the lease
 /// protocol drives both), so `Config::validate`'s heartbeat < election timeout rule does
 /// not apply: the two knobs are only the RPC budgets here.
-fn raft_config(_o: &RaftOptions) -> Config {
+fn raft_config(o: &RaftOptions) -> Config {
     let ms = |d: Duration| d.as_millis() as u64;
     Config {
         cluster_name: "fulcrum".to_string(),
         heartbeat_interval: ms(APPEND_BUDGET),
-        election_timeout_min: ms(VOTE_BUDGET),
-        election_timeout_max: ms(RAFT_VOTE_LEASE),
+        election_timeout_min: ms(vote_budget(o)),
+        election_timeout_max: ms(raft_vote_lease(o)),
         enable_heartbeat: false,
         enable_elect: false,
         // Snapshot chunks are small but a busy loopback/LAN can still take > 200 ms.
@@ -132,7 +140,11 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
     let admission = Arc::new(Admission::default());
     admission.set_peers(opts.peers.iter().map(|(_, a)| a.ip()));
     let tls = load_tls(&opts)?;
-    let (log_store, sm, state_rx, pristine, db_ref) = open_store(&opts).await?;
+    let (mut log_store, sm, state_rx, pristine, db_ref) = open_store(&opts).await?;
+    let last_log = log_store
+        .load_last_log()
+        .await
+        .map_err(|e| RaftError::Start(e.to_string()))?;
     let listener = TcpListener::bind(opts.raft_addr)
         .await
         .map_err(|source| RaftError::Bind {
@@ -158,7 +170,8 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
         lease: lease.clone(),
         admission: admission.clone(),
         shutdown: shutdown_rx.clone(),
-        raft_vote_lease: RAFT_VOTE_LEASE,
+        raft_vote_lease: raft_vote_lease(&opts),
+        last_log: last_log.clone(),
     };
     let mut tasks = vec![
         tokio::spawn(server::serve(listener, ctx)),
@@ -183,7 +196,8 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
             pool: pool.clone(),
             me: opts.node_id,
             shutdown: shutdown_rx.clone(),
-            raft_vote_lease: RAFT_VOTE_LEASE,
+            raft_vote_lease: raft_vote_lease(&opts),
+            last_log,
         })),
     ];
 
@@ -260,5 +274,25 @@ fn is_bootstrapper(o: &RaftOptions) -> bool {
     match o.peers.iter().map(|(id, _)| *id).min() {
         Some(min) => min == o.node_id,
         None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openraft_budgets_follow_the_election_timeout() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("an address");
+        let mut o = RaftOptions::new(1, addr, "/nonexistent".into(), b"s".to_vec());
+        // The defaults (25 ms silence): the 15 ms vote budget and 16 ms vote lease that
+        // the failover figures were measured with.
+        assert_eq!(vote_budget(&o), Duration::from_millis(15));
+        assert_eq!(raft_vote_lease(&o), Duration::from_millis(16));
+        o.election_timeout_min = Duration::from_millis(250);
+        let c = raft_config(&o);
+        assert_eq!((c.election_timeout_min, c.election_timeout_max), (150, 151));
+        // openraft draws its (unused) election timeout from min..max: never empty.
+        assert!(c.election_timeout_min < c.election_timeout_max);
     }
 }

@@ -32,17 +32,18 @@ pub(crate) fn best_successor_except(
         .and_then(|id| membership.get_node(&id).map(|n| (id, n.raft_addr.clone())))
 }
 
-/// Waits (up to `within`) until voter `id` has matched this leader's last log entry;
-/// false if it did not, or if this node stopped leading meanwhile.
+/// Waits (up to `within`) until voter `id` holds every entry this leader had when the
+/// wait began; false if it did not, or if this node stopped leading meanwhile.
 pub(crate) async fn wait_caught_up(raft: &Raft, id: NodeId, within: Duration) -> bool {
     let mut metrics = raft.metrics();
+    let target = metrics.borrow().last_log_index;
     let level = metrics.wait_for(|m| {
         let matched = m
             .replication
             .as_ref()
             .and_then(|r| r.get(&id).cloned().flatten())
             .map(|l| l.index);
-        m.replication.is_none() || matched >= m.last_log_index
+        m.replication.is_none() || matched >= target
     });
     let leading = match tokio::time::timeout(within, level).await {
         Ok(Ok(m)) => m.replication.is_some(),

@@ -44,6 +44,10 @@ pub struct PreVote {
     /// The leader the candidate lost (`None`: it never had one).
     pub leader: Option<NodeId>,
     pub reason: WireSuspicion,
+    /// The candidate's last log entry as (term, index) (`None`: an empty log). A voter
+    /// whose log is newer refuses, as its real vote would (Raft's up-to-date rule): a
+    /// candidate that cannot win must not raise the term and depose the leader.
+    pub last_log: Option<(u64, u64)>,
 }
 
 /// `Suspicion` on the wire.

@@ -49,11 +49,17 @@ pub fn options(id: u64, peers: &[(u64, SocketAddr)], dir: PathBuf, secret: &[u8]
 impl Cluster {
     /// Start `n` nodes with ids 1..=n.
     pub async fn start(n: u64) -> Cluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Start `n` nodes with ids 1..=n, each with its options changed by `tune`.
+    pub async fn start_with(n: u64, tune: impl Fn(&mut RaftOptions)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let peers: Vec<(u64, SocketAddr)> = (1..=n).map(|i| (i, free_addr())).collect();
         let mut nodes = Vec::new();
         for (id, _) in &peers {
-            let o = options(*id, &peers, dir.path().join(format!("n{id}")), SECRET);
+            let mut o = options(*id, &peers, dir.path().join(format!("n{id}")), SECRET);
+            tune(&mut o);
             nodes.push(Some(start(o).await.unwrap()));
         }
         Cluster { dir, peers, nodes }
