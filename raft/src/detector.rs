@@ -63,6 +63,9 @@ pub struct Detector {
     pub last_log: LastLog,
 }
 
+/// Longest a take-over waits for openraft's vote lease to run out.
+const TAKE_OVER_LEASE_WAIT_US: u64 = 200_000;
+
 /// Slack on openraft's vote lease: the other voters handled the same AppendEntries a
 /// little later than this one.
 const VOTE_LEASE_SLACK_US: u64 = 2_000;
@@ -383,10 +386,16 @@ pub async fn take_over(
     lease
         .events
         .record("takeover", term, "asked by the stopping leader");
-    let lease_end = raft_vote_lease_end(lease.last_append_us(), raft_vote_lease);
-    let now = now_us();
-    if now < lease_end {
-        tokio::time::sleep(Duration::from_micros(lease_end - now)).await;
+    // An append that arrives meanwhile (a write still in flight) extends the lease: wait
+    // again, within a bound, since a leader that keeps writing would keep it fresh.
+    let give_up = now_us() + TAKE_OVER_LEASE_WAIT_US;
+    loop {
+        let lease_end = raft_vote_lease_end(lease.last_append_us(), raft_vote_lease);
+        let now = now_us();
+        if now >= lease_end || now >= give_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_micros(lease_end.min(give_up) - now)).await;
     }
     match raft.trigger().elect().await {
         Ok(()) => PeerResponse::App(Ok(Response::default())),
