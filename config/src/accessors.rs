@@ -4,7 +4,9 @@
 //! `Config` that came out of `parse`/`load` always yields `Some`.
 
 use crate::hash_key::HashKey;
-use crate::model::{Affinity, Backend, ClusterSection, HealthCheck, Listener, Pool, VipSection};
+use crate::model::{
+    Affinity, Backend, ClusterSection, HealthCheck, Listener, Pool, RateLimit, VipSection,
+};
 use crate::net::{parse_addr_prefix, parse_peer, IpNet};
 use std::net::{IpAddr, SocketAddr};
 
@@ -55,6 +57,20 @@ impl Pool {
         self.hash_key
             .as_deref()
             .and_then(|s| HashKey::parse(s).ok())
+    }
+}
+
+impl RateLimit {
+    /// The key requests are counted by; `source-ip` if unparsable.
+    pub fn key(&self) -> HashKey {
+        HashKey::parse(&self.key).unwrap_or(HashKey::SourceIp)
+    }
+
+    /// The bucket size: `burst`, or one second's worth (at least 1).
+    pub fn burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| self.requests_per_second.ceil().clamp(1.0, u32::MAX as f64) as u32)
+            .max(1)
     }
 }
 

@@ -288,6 +288,24 @@ pub struct Route {
     /// case-insensitively); other tokens are not forwarded. `h2c` is never allowed.
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
+    /// Requests per second allowed to each client key of this route; beyond it, 429.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit = { requests_per_second = 50, burst = 100, key = "source-ip" }` on a route:
+/// a token bucket per key, local to each node.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained rate per key (may be below 1: `0.5` is one request every 2 s).
+    pub requests_per_second: f64,
+    /// Requests a key may make at once after being quiet (default: one second's worth,
+    /// at least 1).
+    pub burst: Option<u32>,
+    /// What a request is counted by: `source-ip` (default), `path`, `header:NAME` or
+    /// `cookie:NAME`. Requests without the header or cookie share one bucket.
+    #[serde(default = "default_rate_key")]
+    pub key: String,
 }
 
 /// How a pool picks a backend.
@@ -519,6 +537,9 @@ fn default_response_timeout() -> Duration {
 }
 fn default_upstream_idle() -> Duration {
     Duration::from_secs(60)
+}
+fn default_rate_key() -> String {
+    "source-ip".to_string()
 }
 fn default_upgrades() -> Vec<String> {
     vec!["websocket".to_string()]

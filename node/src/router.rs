@@ -13,8 +13,10 @@
 
 use crate::request::lookup::HeaderLookup;
 use crate::request::path::PathPolicy;
+use crate::request::rate_limit::RateLimiter;
 #[cfg(test)]
 use http::HeaderMap;
+use std::sync::Arc;
 
 /// One compiled route.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct CompiledRoute {
     pub redirect_https: bool,
     /// Protocols a client may upgrade to, lower case (`websocket`, `name/version`).
     pub upgrades: Vec<String>,
+    /// The route's rate limit, with its buckets (see `request::rate_limit`).
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +101,7 @@ impl RouteTable {
                 pool: r.pool.clone(),
                 redirect_https: r.redirect_https,
                 upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
+                limiter: r.rate_limit.as_ref().map(|l| Arc::new(RateLimiter::new(l))),
             })
             .collect();
         compiled.sort_by(|a, b| {
@@ -170,6 +175,7 @@ mod tests {
             pool: pool.into(),
             redirect_https: false,
             upgrades: vec!["websocket".into()],
+            rate_limit: None,
         }
     }
 

@@ -1,8 +1,8 @@
 //! Checks of `[[route]]` entries: the listener and pool exist, matchers are well formed,
-//! and no two routes of a listener match exactly the same requests.
+//! rate limits are sane, and no two routes of a listener match exactly the same requests.
 
 use super::Report;
-use crate::hash_key::is_token;
+use crate::hash_key::{is_token, HashKey};
 use crate::model::{Config, Protocol, Route};
 use crate::span::Seg::{I, K};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,6 +21,7 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
     for (i, route) in config.route.iter().enumerate() {
         check_refs(i, route, &listeners, &pools, r);
         check_matchers(i, route, r);
+        check_rate_limit(i, route, r);
         if let Some(first) = seen.insert(match_key(route), i) {
             r.error(
                 &[K("route"), I(i)],
@@ -64,6 +65,29 @@ fn check_refs(
             &at("pool"),
             format!("route names pool `{}`, which does not exist", route.pool),
         );
+    }
+}
+
+/// Most requests per second a limit may name (above it a limit is no limit).
+const MAX_RATE: f64 = 1_000_000.0;
+
+fn check_rate_limit(i: usize, route: &Route, r: &mut Report<'_>) {
+    let Some(limit) = &route.rate_limit else {
+        return;
+    };
+    let at = |key| [K("route"), I(i), K("rate_limit"), K(key)];
+    let rate = limit.requests_per_second;
+    if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
+        r.error(
+            &at("requests_per_second"),
+            format!("requests_per_second must be above 0 and at most {MAX_RATE}, got {rate}"),
+        );
+    }
+    if limit.burst == Some(0) {
+        r.error(&at("burst"), "burst must be at least 1");
+    }
+    if let Err(e) = HashKey::parse(&limit.key) {
+        r.error(&at("key"), format!("rate_limit {e}"));
     }
 }
 

@@ -158,22 +158,30 @@ pub(super) fn response_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// A short response fulcrum makes itself (errors, 404), always closing or not.
+/// A short response fulcrum makes itself (errors, 404, 429 with its `Retry-After`),
+/// closing or not.
 pub(super) fn local_response(
     out: &mut Vec<u8>,
     status: u16,
     reason: &str,
     body: &str,
+    retry_after: Option<u32>,
     close: bool,
 ) {
     use std::io::Write as _;
     // Writing to a Vec cannot fail.
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
         body.len(),
-        if close { "Connection: close\r\n" } else { "" },
     );
+    if let Some(secs) = retry_after {
+        let _ = write!(out, "Retry-After: {secs}\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    let _ = write!(out, "\r\n{body}");
 }
 
 fn header_line(out: &mut Vec<u8>, buf: &[u8], h: &HeaderSpan) {
@@ -324,10 +332,16 @@ mod tests {
     #[test]
     fn local_responses_are_complete_messages() {
         let mut out = Vec::new();
-        local_response(&mut out, 404, "Not Found", "no route\n", false);
+        local_response(&mut out, 404, "Not Found", "no route\n", None, false);
         assert_eq!(
             text(&out),
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nno route\n"
+        );
+        out.clear();
+        local_response(&mut out, 429, "Too Many Requests", "x\n", Some(2), true);
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nRetry-After: 2\r\nConnection: close\r\n\r\nx\n"
         );
     }
 }

@@ -27,7 +27,7 @@ use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
 use crate::request::redispatch::{self, Retry};
 use crate::request::retry::Retries;
-use crate::request::{authority, path};
+use crate::request::{authority, path, rate_limit};
 use crate::upstream::BackendConn;
 use bytes::{Buf, BytesMut};
 use fulcrum_config::AffinityMode;
@@ -101,6 +101,9 @@ where
     let Some(route) = table.find(host, path, &c.head.view(buf)) else {
         return local(c, ctx, Local::NoRoute).await;
     };
+    if let Err(limited) = rate_limit::admit(route, &ctx.conn, &c.head.view(buf), path) {
+        return local(c, ctx, limited).await;
+    }
     if route.redirect_https && !ctx.conn.tls {
         return Next::Handoff;
     }
@@ -399,7 +402,15 @@ where
     }
     c.out.clear();
     let reason = status.canonical_reason().unwrap_or("");
-    encode::local_response(&mut c.out, status.as_u16(), reason, text, close);
+    let retry_after = what.retry_after();
+    encode::local_response(
+        &mut c.out,
+        status.as_u16(),
+        reason,
+        text,
+        retry_after,
+        close,
+    );
     if write_both(&mut c.io, &c.out, &[]).await.is_err() || close {
         Next::Close
     } else {

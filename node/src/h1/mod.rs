@@ -282,6 +282,6 @@ async fn reject<S: AsyncWrite + Unpin>(c: &mut Client<S>, status: u16) {
     };
     c.lend();
     c.out.clear();
-    encode::local_response(&mut c.out, status, reason, text, true);
+    encode::local_response(&mut c.out, status, reason, text, None, true);
     let _ = write_both(&mut c.io, &c.out, &[]).await;
 }

@@ -8,6 +8,7 @@ use super::exchange;
 use super::Shared;
 use crate::request::choice::{choose_backend, ChoiceKeys};
 use crate::request::local::Local;
+use crate::request::rate_limit;
 use crate::request::target::Target;
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -60,6 +61,7 @@ async fn route_and_forward(
     let route = table
         .find(target.host(), target.path.as_bytes(), req.headers())
         .ok_or(Local::NoRoute)?;
+    rate_limit::admit(route, &shared.conn, req.headers(), target.path.as_bytes())?;
     let pool = snapshot
         .pools
         .get(&route.pool)
@@ -102,6 +104,9 @@ pub(super) fn send_local(shared: &Shared, respond: &mut SendResponse<Bytes>, loc
         HeaderValue::from_static("text/plain"),
     );
     headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    if let Some(secs) = local.retry_after() {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     // The client may have reset the stream already: nothing to tell it then.
     if let Ok(mut body) = respond.send_response(head, false) {
         let _ = body.send_data(Bytes::from_static(text.as_bytes()), true);

@@ -14,6 +14,7 @@ mod upgrade;
 use crate::request::choice::{choose_backend, ChoiceKeys};
 pub use crate::request::conn::ConnInfo;
 use crate::request::local::Local;
+use crate::request::rate_limit;
 
 use crate::dataplane::DataPlane;
 use crate::request::target::Target;
@@ -69,6 +70,10 @@ fn local_response(dp: &DataPlane, local: Local) -> Response<ProxyBody> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain"),
     );
+    if let Some(secs) = local.retry_after() {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     resp
 }
 
@@ -83,6 +88,7 @@ async fn route_and_forward(
     let route = table
         .find(target.host(), target.path.as_bytes(), req.headers())
         .ok_or(Local::NoRoute)?;
+    rate_limit::admit(route, conn, req.headers(), target.path.as_bytes())?;
     if route.redirect_https && !conn.tls {
         return Ok(redirect_to_https(target.host(), req.uri()));
     }

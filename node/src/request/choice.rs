@@ -110,8 +110,9 @@ pub(crate) async fn choose_backend(
     })
 }
 
-/// Extracts the consistent-hash key of a request per the pool's `hash_key`.
-fn hash_key_bytes(
+/// Extracts a request's key per a `HashKey` (a pool's `hash_key`, a route's rate-limit
+/// key).
+pub(crate) fn hash_key_bytes(
     key: Option<&HashKey>,
     conn: &ConnInfo,
     headers: &impl HeaderLookup,

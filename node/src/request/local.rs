@@ -1,4 +1,4 @@
-//! `Local`: the responses fulcrum makes itself (400, 404, 502, 503, 504), with their status,
+//! `Local`: the responses fulcrum makes itself (400, 404, 429, 502, 503, 504), with their status,
 //! body text and metric label, the same on both HTTP paths.
 
 use http::StatusCode;
@@ -11,6 +11,8 @@ pub(crate) enum Local {
     /// The client broke its own request (its body ended early or was malformed).
     ClientError,
     NoRoute,
+    /// The route's rate limit refused the request; `Retry-After` in seconds.
+    RateLimited(u32),
     NoBackend,
     BadGateway,
     GatewayTimeout,
@@ -23,6 +25,11 @@ impl Local {
             Local::BadRequest => (StatusCode::BAD_REQUEST, "bad request\n", "bad_request"),
             Local::ClientError => (StatusCode::BAD_REQUEST, "bad request\n", "client"),
             Local::NoRoute => (StatusCode::NOT_FOUND, "no route\n", "no_route"),
+            Local::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests\n",
+                "rate_limited",
+            ),
             Local::NoBackend => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy backend\n",
@@ -30,6 +37,14 @@ impl Local {
             ),
             Local::BadGateway => (StatusCode::BAD_GATEWAY, "bad gateway\n", "bad_gateway"),
             Local::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "backend timeout\n", "timeout"),
+        }
+    }
+
+    /// The `Retry-After` value (seconds) this response carries, if any.
+    pub(crate) fn retry_after(self) -> Option<u32> {
+        match self {
+            Local::RateLimited(secs) => Some(secs),
+            _ => None,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - `retry`      — after a failed attempt: same backend, another one, or give up; eject?
 //! - `redispatch` — local ejection and the other backend (moving a pinned session).
 //! - `finish`     — accounting when a request is done (metrics, access log, load).
+//! - `rate_limit` — per-route request rates per client key (429 beyond them).
 //! - `local`      — the responses fulcrum makes itself.
 
 pub mod authority;
@@ -21,6 +22,7 @@ pub(crate) mod finish;
 pub mod local;
 pub mod lookup;
 pub mod path;
+pub mod rate_limit;
 pub mod redispatch;
 pub mod retry;
 pub(crate) mod target;

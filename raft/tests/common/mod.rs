@@ -31,10 +31,18 @@ pub fn free_addr() -> SocketAddr {
     panic!("no free port");
 }
 
+/// One cluster at a time per test process: three nodes' lease tasks run on the test
+/// threads, and two clusters competing for two cores starve each other's 25 ms failure
+/// detectors into elections nobody asked for (CI saw a leader change after a restart
+/// that way).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub struct Cluster {
     pub dir: TempDir,
     pub peers: Vec<(u64, SocketAddr)>,
     pub nodes: Vec<Option<RaftHandle>>,
+    /// Last: released after the nodes are dropped.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 pub fn options(id: u64, peers: &[(u64, SocketAddr)], dir: PathBuf, secret: &[u8]) -> RaftOptions {
@@ -54,6 +62,7 @@ impl Cluster {
 
     /// Start `n` nodes with ids 1..=n, each with its options changed by `tune`.
     pub async fn start_with(n: u64, tune: impl Fn(&mut RaftOptions)) -> Cluster {
+        let serial = SERIAL.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let peers: Vec<(u64, SocketAddr)> = (1..=n).map(|i| (i, free_addr())).collect();
         let mut nodes = Vec::new();
@@ -62,7 +71,12 @@ impl Cluster {
             tune(&mut o);
             nodes.push(Some(start(o).await.unwrap()));
         }
-        Cluster { dir, peers, nodes }
+        Cluster {
+            _serial: serial,
+            dir,
+            peers,
+            nodes,
+        }
     }
 
     pub fn node(&self, id: u64) -> &RaftHandle {
