@@ -214,7 +214,7 @@ mod tests {
         // A second later every bucket is full again: a new key sweeps its full shard.
         // One new key for each shard:
         let later = t + Duration::from_secs(1);
-        let mut hit = vec![false; SHARDS];
+        let mut hit = [false; SHARDS];
         let mut candidate = u32::MAX;
         while hit.iter().any(|h| !h) {
             let key = candidate.to_be_bytes();
