@@ -36,6 +36,16 @@ impl LastLog {
     fn set(&self, id: Option<LogId>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = id.map(|l| (l.leader_id.term, l.index));
     }
+
+    /// After a purge: the log now ends at least at `purged` (an installed snapshot's
+    /// last entry purges everything before it; the log may be empty afterwards).
+    fn at_least(&self, purged: LogId) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let purged = Some((purged.leader_id.term, purged.index));
+        if *last < purged {
+            *last = purged;
+        }
+    }
 }
 
 /// The log + vote store. Cheap to clone: clones share the same database.
@@ -231,6 +241,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await
-        .map_err(|e| StorageIOError::write_logs(&e).into())
+        .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.last.at_least(log_id);
+        Ok(())
     }
 }
