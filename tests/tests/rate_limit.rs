@@ -220,3 +220,55 @@ async fn a_bad_rate_limit_is_refused_with_its_location() {
         "errors name file:line:column: {err}"
     );
 }
+
+/// The HTTP/2-over-TLS codec (`node/src/http2`) applies the same limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_streams_are_limited_too() {
+    use fulcrum_tests::tls::{alpn, connect, verifying_config, TestCa};
+    let backend = TestBackend::start("b0").await;
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&["a.test"]).write(dir.path(), "a");
+    let cfg = single_node(&ports, &backend_list(&[&backend], &[]), "", "")
+        .replace(
+            "header_read_timeout = \"2s\"\n",
+            &format!(
+                "header_read_timeout = \"2s\"\nprotocol = \"https\"\ntls = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .replace(
+            "pool = \"app\"\n\n[[pool]]",
+            "pool = \"app\"\nrate_limit = { requests_per_second = 0.5, burst = 3 }\n\n[[pool]]",
+        );
+    let _node = Fulcrum::start(&cfg, &ports.admin).await;
+    let stream = connect(&ports.web, "a.test", verifying_config(&ca.pem(), &[b"h2"]))
+        .await
+        .expect("TLS connect");
+    assert_eq!(alpn(&stream).as_deref(), Some(b"h2".as_slice()));
+    let (sender, conn) = h2::client::handshake(stream).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..5 {
+        let req = Request::get("https://a.test/").body(()).expect("request");
+        let mut ready = sender.clone().ready().await.expect("ready");
+        let (resp, _) = ready.send_request(req, true).expect("send");
+        let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+            .await
+            .expect("answered in time")
+            .expect("response");
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = resp.headers().get(http::header::RETRY_AFTER).cloned();
+        }
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert!(
+        retry_after.as_ref().is_some_and(|v| v == "1" || v == "2"),
+        "{retry_after:?}"
+    );
+    assert_eq!(rate_limited_count(&ports.admin).await, 2.0);
+}
