@@ -1,8 +1,9 @@
 //! Per-route rate limits (issue 19 item 2), through a real fulcrum process and a real
 //! backend: a key gets its burst, then 429 with `Retry-After`, then one request per
 //! interval; another key has its own bucket; the refusals are counted in `/metrics`.
-//! Both HTTP/1.1 codecs are covered: the fast path (plain keep-alive clients) and hyper's
-//! (an h2c prior-knowledge client), and requests without the key share one bucket.
+//! Every codec is covered: the HTTP/1.1 fast path (plain keep-alive clients), hyper's (an
+//! h2c prior-knowledge client) and HTTP/2 over TLS; requests without the key share one
+//! bucket.
 
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::config::{backend_list, single_node, Ports};
