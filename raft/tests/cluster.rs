@@ -231,7 +231,7 @@ async fn planned_handoff_then_stop_is_fast() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let mut c = Cluster::start(3).await;
+    let mut c = Cluster::start_default_timing(3).await;
     let leader = c
         .wait_leader(Duration::from_secs(5))
         .await
@@ -423,11 +423,9 @@ async fn handoff_after_every_peer_restarted() {
 /// went from term 2 to 27), and about one run in three returned `Failed` when the old
 /// leader won its own election back.
 ///
-/// Three nodes share this test process's two threads, and a loaded machine starves them
-/// for tens of milliseconds: with the default 25 ms silence that alone starts elections
-/// (CI counted 20 elections for 8 hand-offs), and a 15 ms vote budget loses grants that
-/// come late. So the timing here is relaxed tenfold (silence 250 ms, vote budget 150 ms,
-/// vote lease 151 ms); a refused take-over still shows as a second term. With this timing
+/// The timing is `common::relaxed` (with the default one a loaded CI counted 20
+/// elections for 8 hand-offs: starved detectors, and late grants lost to a 15 ms vote
+/// budget); a refused take-over still shows as a second term. With this timing
 /// the code before the fix failed 2 of 3 runs of 8 rounds (one `Failed`, one with 14
 /// elections), hence 12 rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,13 +435,7 @@ async fn handoffs_right_after_writes_are_one_election_each() {
         .with_test_writer()
         .try_init();
     const ROUNDS: u64 = 12;
-    let mut c = Cluster::start_with(3, |o| {
-        o.heartbeat = Duration::from_millis(20);
-        o.lease = Duration::from_millis(100);
-        o.election_timeout_min = Duration::from_millis(250);
-        o.election_timeout_max = Duration::from_millis(500);
-    })
-    .await;
+    let mut c = Cluster::start(3).await;
     let mut leader = c
         .wait_leader(Duration::from_secs(5))
         .await
@@ -501,8 +493,9 @@ async fn a_prevote_from_a_candidate_with_an_older_log_is_refused() {
     );
     c.kill(leader).await;
     c.kill(gone).await;
-    // The lone node has lost its leader: it would vote for anyone whose log is as new.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The lone node has lost its leader (after the relaxed timing's 250 ms of silence):
+    // it would vote for anyone whose log is as new.
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let addr = c.peers.iter().find(|(id, _)| *id == lone).unwrap().1;
     let client = PeerClient::new(addr.to_string(), common::SECRET.into());
     let term = c.node(lone).status().borrow().term;

@@ -54,9 +54,27 @@ pub fn options(id: u64, peers: &[(u64, SocketAddr)], dir: PathBuf, secret: &[u8]
     o
 }
 
+/// Timing ten times slower than the default (pings every 20 ms, a 100 ms fence, 250 ms
+/// of silence before a campaign, so a 150 ms vote budget). Three nodes share a test
+/// process's two threads, and a loaded machine starves them for tens of milliseconds:
+/// with the default 25 ms silence that alone starts elections (CI saw a leader change in
+/// tests that assert there is none). What these tests check does not depend on speed.
+pub fn relaxed(o: &mut RaftOptions) {
+    o.heartbeat = Duration::from_millis(20);
+    o.lease = Duration::from_millis(100);
+    o.election_timeout_min = Duration::from_millis(250);
+    o.election_timeout_max = Duration::from_millis(500);
+}
+
 impl Cluster {
-    /// Start `n` nodes with ids 1..=n.
+    /// Start `n` nodes with ids 1..=n, with `relaxed` timing.
     pub async fn start(n: u64) -> Cluster {
+        Self::start_with(n, relaxed).await
+    }
+
+    /// Start `n` nodes with fulcrum's default timing (25 ms silence), for the tests
+    /// about how fast that timing is.
+    pub async fn start_default_timing(n: u64) -> Cluster {
         Self::start_with(n, |_| {}).await
     }
 
