@@ -125,9 +125,13 @@ fn open_fence_answers_until_the_kernel_expires_it() {
             let last = ms_after(stop.last_answered, deadline);
             let first = ms_after(stop.first_silent, deadline);
             eprintln!("{name}: last answered {last:+.1} ms, first unanswered {first:+.1} ms from the deadline (tick {tick_ms} ms)");
+            // No answer later than 25 ms after the deadline. (The first unanswered probe
+            // can come later than that without any late answer: the probes are
+            // sequential, and a silent ARP probe waits out its timeout before the TCP
+            // probe goes; CI saw TCP last answered at -4.6 ms, first unanswered +27.9 ms.)
             assert!(
-                first <= 25.0,
-                "{name} still answered {first:.1} ms after the lease deadline"
+                last <= 25.0,
+                "{name} still answered {last:.1} ms after the lease deadline"
             );
             // The kernel rounds the timeout down to jiffies and starts it at the current
             // jiffy: up to two ticks (and the millisecond rounding) early, never late.
