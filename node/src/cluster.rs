@@ -98,6 +98,7 @@ fn policy(p: HealthPolicy) -> Policy {
 pub fn replicated_text(config: &Config) -> Result<String, ClusterError> {
     config
         .without_local()
+        .map_err(|e| ClusterError::Render(e.to_string()))?
         .to_toml()
         .map_err(|e| ClusterError::Render(e.to_string()))
 }
