@@ -124,7 +124,6 @@ impl Node {
             vip: OnceLock::new(),
             events: Default::default(),
         });
-        node.dp.update_sessions(&config);
         node.start_listeners(&config, bound);
         // The guard exists before Raft so that Raft's first vote already shuts its fence.
         // Started on the control runtime: the address task it spawns then runs on the control

@@ -158,7 +158,7 @@ fn latency_json(buckets: &[(f64, u64)]) -> Value {
 
 /// The affinity store's counters (they only grow), or null without `[session]`.
 fn affinity(node: &Node) -> Value {
-    let Some(store) = node.dp.sessions() else {
+    let Some(store) = node.dp.snapshot().sessions.clone() else {
         return Value::Null;
     };
     let m = store.metrics();
@@ -172,7 +172,7 @@ fn affinity(node: &Node) -> Value {
 }
 
 fn session_state(node: &Node) -> &'static str {
-    match node.dp.sessions().map(|s| s.state()) {
+    match node.dp.snapshot().sessions.clone().map(|s| s.state()) {
         None | Some(fulcrum_session::StoreState::Disabled) => "disabled",
         Some(fulcrum_session::StoreState::Connected) => "connected",
         Some(fulcrum_session::StoreState::Degraded) => "degraded",
@@ -195,7 +195,7 @@ pub async fn members(node: &Node) -> Value {
 
 /// Mirrors live backend state into gauges just before a scrape.
 pub fn refresh_gauges(node: &Node) {
-    if let Some(store) = node.dp.sessions() {
+    if let Some(store) = node.dp.snapshot().sessions.clone() {
         node.dp.metrics.observe_session(
             &store.metrics(),
             store.state() == fulcrum_session::StoreState::Connected,

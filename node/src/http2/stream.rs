@@ -69,13 +69,7 @@ async fn route_and_forward(
         return Err(Answer::Misdirected);
     }
     drop(snapshot);
-    let keys = ChoiceKeys::read(
-        &shared.dp,
-        &pool,
-        &shared.conn,
-        req.headers(),
-        target.path.as_bytes(),
-    );
+    let keys = ChoiceKeys::read(&pool, &shared.conn, req.headers(), target.path.as_bytes());
     let choice = choose_backend(&pool, &shared.conn, keys)
         .await
         .ok_or(Local::NoBackend)?;

@@ -88,7 +88,7 @@ async fn route_and_forward(
     }
     let pool = snap.pools.get(&route.pool).ok_or(Local::NoBackend)?.clone();
     let span = tracing::debug_span!("request", method = %req.method(), path = %target.path, pool = %pool.name);
-    let keys = ChoiceKeys::read(dp, &pool, conn, req.headers(), target.path.as_bytes());
+    let keys = ChoiceKeys::read(&pool, conn, req.headers(), target.path.as_bytes());
     let choice = choose_backend(&pool, conn, keys)
         .await
         .ok_or(Local::NoBackend)?;
