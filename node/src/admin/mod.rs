@@ -113,7 +113,8 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<AdminResponse
         (Method::GET, "/debug/failover") => json(StatusCode::OK, &failover::failover(&node)),
         (Method::GET, "/cluster") => json(
             StatusCode::OK,
-            &crate::control::gather::gather(&node, status::status(&node)).await,
+            &crate::control::gather::gather(&node.local, node.cluster(), status::status(&node))
+                .await,
         ),
         (Method::GET, "/" | "/dashboard") => dashboard::page(),
         (Method::GET, "/members") => json(StatusCode::OK, &status::members(&node).await),

@@ -116,7 +116,7 @@ fn committed_version(node: &Node, running: u64) -> u64 {
 /// `{version, reason, since, attempts, retrying}` of the committed version this node
 /// could not apply, or null.
 fn apply_error(node: &Node) -> Value {
-    let Some(failure) = node.cluster().and_then(|c| c.apply_failure()) else {
+    let Some(failure) = node.applier.failure() else {
         return Value::Null;
     };
     json!({

@@ -7,8 +7,10 @@
 //! one whose state machine is fine. A member that does not answer within
 //! `PEER_TIMEOUT` is listed as unreachable with the reason, never left out.
 
-use crate::app::Node;
+use crate::control::cluster::Cluster;
+use fulcrum_config::NodeSection;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -26,10 +28,10 @@ struct Target {
 /// `GET /cluster`: `{via, leader_id, config_version_committed, divergent, vip_holders,
 /// nodes: [{id, admin, voter, reachable, error, status}]}`, nodes sorted by id.
 /// `own` is this node's `/status`, which is not fetched over the network.
-pub async fn gather(node: &Node, own: Value) -> Value {
-    let targets = targets(node).await;
+pub async fn gather(local: &NodeSection, cluster: Option<&Arc<Cluster>>, own: Value) -> Value {
+    let targets = targets(local, cluster).await;
     let mut asks = JoinSet::new();
-    for t in targets.iter().filter(|t| t.id != node.local.id) {
+    for t in targets.iter().filter(|t| t.id != local.id) {
         let t = t.clone();
         asks.spawn(async move {
             let answer = ask(&t.admin).await;
@@ -45,7 +47,7 @@ pub async fn gather(node: &Node, own: Value) -> Value {
     let committed = own["config_version_committed"].as_u64().unwrap_or(0);
     let mut nodes = Vec::new();
     for t in &targets {
-        let answer = if t.id == node.local.id {
+        let answer = if t.id == local.id {
             Ok(own.clone())
         } else {
             answers
@@ -76,7 +78,7 @@ pub async fn gather(node: &Node, own: Value) -> Value {
         .collect();
     tracing::trace!(nodes = nodes.len(), ?divergent, "cluster view gathered");
     json!({
-        "via": node.local.id,
+        "via": local.id,
         "leader_id": own["leader_id"],
         "config_version_committed": committed,
         "divergent": divergent,
@@ -86,13 +88,13 @@ pub async fn gather(node: &Node, own: Value) -> Value {
 }
 
 /// The members to ask, this node included, sorted by id.
-async fn targets(node: &Node) -> Vec<Target> {
+async fn targets(local: &NodeSection, cluster: Option<&Arc<Cluster>>) -> Vec<Target> {
     let me = Target {
-        id: node.local.id,
-        admin: node.local.admin.to_string(),
+        id: local.id,
+        admin: local.admin.to_string(),
         voter: true,
     };
-    let Some(cluster) = node.cluster() else {
+    let Some(cluster) = cluster else {
         return vec![me];
     };
     let mut out: Vec<Target> = cluster
