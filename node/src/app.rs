@@ -9,7 +9,6 @@
 use crate::control::apply::{self, Applier};
 use crate::control::cluster::Cluster;
 use crate::control::events::{self, Events};
-use crate::control::vip_agree;
 use crate::control::vip_guard::VipGuard;
 use crate::dataplane::DataPlane;
 use crate::health;
@@ -109,7 +108,9 @@ impl Node {
         };
         if let Some(section) = &config.cluster {
             let hook = vip.as_ref().map(VipGuard::hook);
-            let cluster = Arc::new(Cluster::start(&node.local, section, &config, hook).await?);
+            let check = apply::leader_check(node.local.id, node.dp.clone());
+            let cluster =
+                Arc::new(Cluster::start(&node.local, section, &config, hook, check).await?);
             node.dp.registry.set_clustered(true);
             let _ = node.cluster.set(cluster.clone());
             let follow = crate::control::follow::follow(
@@ -161,14 +162,15 @@ impl Node {
         let Some(cluster) = self.cluster() else {
             return self.apply_text(text, origin).await;
         };
-        let config = fulcrum_config::parse(text, origin).map_err(|e| {
-            tracing::warn!(error = %e, "config refused; the running config stays");
-            ApplyError::Invalid(e)
-        })?;
-        crate::tls::check_config(&config)?;
-        vip_agree::check_change(&self.dp.snapshot().config, &config, text, origin).inspect_err(
-            |e| tracing::warn!(error = %e, "config refused; the running config stays"),
-        )?;
+        let config = fulcrum_config::parse(text, origin)
+            .map_err(ApplyError::from)
+            .and_then(|c| {
+                apply::check_proposal(&self.dp.snapshot().config, &c, text, origin)?;
+                Ok(c)
+            })
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "config refused; the running config stays"),
+            )?;
         let version = cluster.propose_config(&config).await?;
         tracing::info!(version, origin, "config committed through raft");
         Ok(version)

@@ -47,6 +47,7 @@ pub mod types;
 pub use events::{EventLog, FailoverEvent};
 pub use lease::{HookSlot, Leadership, Lease, LeaseTiming, StepDownHook};
 pub use node::{HandOff, MemberInfo, RaftError, RaftHandle, RaftOptions};
+pub use ops::WriteCheck;
 pub use propose::ProposeError;
 pub use start::{own_peer_ip, start};
 pub use state::{ClusterState, Policy};

@@ -159,6 +159,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
         admission: admission.clone(),
         shutdown: shutdown_rx.clone(),
         raft_vote_lease: RAFT_VOTE_LEASE,
+        write_check: opts.write_check.clone(),
     };
     let mut tasks = vec![
         tokio::spawn(server::serve(listener, ctx)),
@@ -213,6 +214,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
             bootstrapped,
             tasks: Mutex::new(Vec::new()),
             db_ref,
+            write_check: opts.write_check.clone(),
         }),
     };
     tasks.push(tokio::spawn(bootstrap::registrar(handle.clone())));

@@ -382,3 +382,66 @@ async fn apply_lists_every_node_and_names_a_dead_one() {
         );
     }
 }
+
+/// Issue 15: the leader checks a proposed config again. A certificate named by a relative
+/// path that only the follower's directory holds passes the follower's check; the leader
+/// (another directory) refuses it, so nothing is committed and no node diverges. Before
+/// the leader checked, the follower committed version 2 and the others could not run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_only_the_follower_accepts_is_refused_by_the_leader() {
+    let _serial = SERIAL.lock().await;
+    let a = TestBackend::start("a").await;
+    let cluster = LocalCluster::start(3, free_port(), &backend_list(&[&a], &[])).await;
+    let leader = cluster
+        .wait_leader(&[0, 1, 2], Duration::from_secs(10))
+        .await
+        .expect("a leader");
+    assert!(
+        cluster
+            .wait_version(&[0, 1, 2], 1, Duration::from_secs(5))
+            .await
+    );
+    let f = (leader + 1) % 3;
+    let ca = fulcrum_tests::tls::TestCa::new();
+    ca.leaf(&["localhost"])
+        .write(cluster.nodes[f].dir.path(), "only-here");
+    let file = cluster.nodes[f].dir.path().join("with-https.toml");
+    let secure = format!(
+        "{}\n[[listener]]\nname = \"secure\"\nbind = \"127.0.0.1:{}\"\nprotocol = \"https\"\n\
+         tls = [{{ cert = \"only-here.pem\", key = \"only-here.key\" }}]\n\n\
+         [[route]]\nlistener = \"secure\"\npool = \"app\"\n",
+        cluster.balancer(&backend_list(&[&a], &[])),
+        free_port()
+    );
+    std::fs::write(&file, secure).expect("write");
+
+    let out = ctl(
+        &cluster.members[f].admin,
+        &["apply", &file.display().to_string()],
+    )
+    .await;
+    let out_text = text(&out);
+    eprintln!("{out_text}");
+    assert_eq!(out.status.code(), Some(1), "{out_text}");
+    assert!(
+        out_text.contains("rejected by the leader")
+            && out_text.contains(&format!(
+                "rejected by the leader: node {}: ",
+                cluster.members[leader].id
+            ))
+            && out_text.contains("only-here.pem"),
+        "the leader names itself and the file: {out_text}"
+    );
+    assert!(!out_text.contains("committed"), "{out_text}");
+    // Nothing was committed: every node still runs and reports version 1.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let doc = status_json(&cluster.members[leader].admin).await;
+    assert_eq!(doc["config_version_committed"], 1, "{doc:#}");
+    for m in &cluster.members {
+        assert_eq!(
+            node(&doc, m.id)["status"]["config_version_running"],
+            1,
+            "{doc:#}"
+        );
+    }
+}

@@ -166,6 +166,10 @@ async fn put_config(node: &Node, req: Request<Incoming>) -> AdminResponse {
                 "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             }),
         ),
+        Err(e @ ApplyError::Cluster(fulcrum_raft::ProposeError::Rejected(_))) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({ "error": e.to_string(), "errors": [e.to_string()] }),
+        ),
         Err(e @ ApplyError::Cluster(_)) => json(
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "error": e.to_string(), "errors": [e.to_string()] }),

@@ -70,6 +70,36 @@ pub struct ApplyFailure {
     pub retrying: bool,
 }
 
+/// Checks a config about to be proposed the way this node would check its own file:
+/// the certificate files it names are readable here and `[vip]` is unchanged. What only
+/// a node can know when it applies (a bind) is not checked.
+pub fn check_proposal(
+    running: &Config,
+    config: &Config,
+    text: &str,
+    origin: &str,
+) -> Result<(), ApplyError> {
+    vip_agree::check_change(running, config, text, origin)?;
+    crate::tls::check_config(&config.with_local_from(running)?)?;
+    Ok(())
+}
+
+/// The leader's check of every config proposal, its own or a follower's
+/// ([`check_proposal`] on the replicated text): a follower of another version, or with
+/// files the leader lacks, cannot commit a config the leader would refuse.
+pub fn leader_check(me: u64, dp: Arc<DataPlane>) -> fulcrum_raft::WriteCheck {
+    fulcrum_raft::WriteCheck(Arc::new(move |cmd| {
+        let fulcrum_raft::Command::SetConfig { toml } = cmd else {
+            return Ok(());
+        };
+        let origin = "the proposed config";
+        fulcrum_config::parse(toml, origin)
+            .map_err(ApplyError::from)
+            .and_then(|c| check_proposal(&dp.snapshot().config, &c, toml, origin))
+            .map_err(|e| format!("node {me}: {e}"))
+    }))
+}
+
 /// Identity of a bound listener: a changed bind or protocol means a new socket.
 type ListenerKey = (String, String, &'static str);
 

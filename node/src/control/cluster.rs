@@ -94,6 +94,7 @@ impl Cluster {
         section: &ClusterSection,
         config: &Config,
         step_down_hook: Option<fulcrum_raft::HookSlot>,
+        write_check: fulcrum_raft::WriteCheck,
     ) -> Result<Cluster, ClusterError> {
         let secret_path = section.secret_file.display().to_string();
         let secret =
@@ -116,6 +117,7 @@ impl Cluster {
         opts.lease = section.lease;
         opts.seed_config_toml = replicated_text(config)?;
         opts.step_down_hook = step_down_hook;
+        opts.write_check = Some(write_check);
         // Raft and its lease run on the control thread, apart from the data plane.
         let raft = match crate::control::thread::control_handle() {
             Some(control) => control
