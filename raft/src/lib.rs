@@ -53,4 +53,4 @@ pub use start::{own_peer_ip, start};
 pub use state::{ClusterState, Policy};
 pub use status::{RaftStatus, Role};
 pub use tls::{PeerTlsContext, PeerTlsError, TlsFile};
-pub use types::{Command, NodeId, PeerNode, Response, TypeConfig};
+pub use types::{ApplyReport, Command, NodeId, PeerNode, Response, TypeConfig};

@@ -35,6 +35,11 @@ pub enum ApplyError {
         bind: String,
         source: std::io::Error,
     },
+    #[error("listener {listener} would bind {addr}, this node's admin address")]
+    AdminClash {
+        listener: String,
+        addr: std::net::SocketAddr,
+    },
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
@@ -51,9 +56,10 @@ pub enum ApplyError {
 
 impl ApplyError {
     /// Whether trying the same text again may succeed: a bind or a certificate file
-    /// depends on the machine and may change; a text refused as invalid will not.
+    /// depends on the machine and may change; a text refused as invalid, or one that
+    /// clashes with this node's own `[node]` settings, will not.
     pub fn may_pass_later(&self) -> bool {
-        !matches!(self, ApplyError::Invalid(_))
+        !matches!(self, ApplyError::Invalid(_) | ApplyError::AdminClash { .. })
     }
 }
 
@@ -232,6 +238,7 @@ impl Applier {
 
     /// Binds what is new, then swaps the snapshot and the listeners.
     fn swap(&self, config: Config, text: &str, version: Option<u64>) -> Result<u64, ApplyError> {
+        check_admin_clash(&config)?;
         let config = Arc::new(config);
         let running = self
             .listeners
@@ -369,6 +376,21 @@ impl Applier {
         );
         old.cancel();
         health::spawn_all(&self.dp, &token, self.verdicts.clone());
+    }
+}
+
+/// A listener whose bind lands on this node's admin address (`[node] listen_ip` can make
+/// a replicated `bind` do so on one node only) is refused: the admin API holds it.
+fn check_admin_clash(config: &Config) -> Result<(), ApplyError> {
+    let Some(node) = &config.node else {
+        return Ok(());
+    };
+    match (config.listener.iter()).find(|l| l.local_bind_addr(node.listen_ip) == Some(node.admin)) {
+        Some(l) => Err(ApplyError::AdminClash {
+            listener: l.name.clone(),
+            addr: node.admin,
+        }),
+        None => Ok(()),
     }
 }
 

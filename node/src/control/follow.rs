@@ -13,13 +13,18 @@
 //! `fulcrum_config_apply_failures_total`) and retries with backoff until it applies or
 //! a newer version is committed. Only a text the node refuses as invalid is not retried.
 //!
+//! Each node also says through Raft which version it runs and, when a committed one
+//! failed, which and why (`Command::ReportApply`, one proposal at a time, again after a
+//! failed proposal), so every member, `ctl status` and `ctl apply` know it even when the
+//! node's admin API cannot be reached.
+//!
 //! The data plane never waits on any of this: without quorum it keeps serving with the
 //! last config and its own passive view.
 
 use crate::control::apply::Applier;
 use crate::control::cluster::Cluster;
 use crate::dataplane::DataPlane;
-use fulcrum_raft::ClusterState;
+use fulcrum_raft::{ApplyReport, ClusterState, Command};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,16 +59,122 @@ pub async fn follow(
     tokio::spawn(cluster.run_reporter(known, stop.clone()));
     let mut states = cluster.raft.cluster_state();
     let mut retry: Option<Retry> = None;
+    let mut reporting = Reporting::default();
     loop {
         let state = states.borrow_and_update().clone();
         retry = converge_config(&applier, &state, retry).await;
         sync_backends(&cluster, &dp, &state);
+        let report_at = reporting.step(&cluster, &applier, &state).await;
         let retry_at = retry.map(|r| r.at);
         tokio::select! {
             _ = stop.cancelled() => return,
             changed = states.changed() => if changed.is_err() { return },
             _ = sleep_until(retry_at) => {}
+            _ = sleep_until(report_at) => {}
         }
+    }
+}
+
+/// How often an outstanding report proposal is looked at.
+const REPORT_CHECK: Duration = Duration::from_millis(200);
+/// Pause before proposing the report again after a proposal failed.
+const REPORT_RETRY: Duration = Duration::from_secs(1);
+/// Longest reason carried through Raft (bytes, cut at a character boundary).
+const REASON_MAX: usize = 400;
+
+/// This node's apply report on its way into Raft.
+#[derive(Default)]
+struct Reporting {
+    inflight: Option<tokio::task::JoinHandle<bool>>,
+    last_seq: u64,
+    retry_at: Option<Instant>,
+}
+
+impl Reporting {
+    /// Proposes this node's report when the replicated one differs; returns when to
+    /// look again.
+    async fn step(
+        &mut self,
+        cluster: &Arc<Cluster>,
+        applier: &Applier,
+        state: &ClusterState,
+    ) -> Option<Instant> {
+        let now = Instant::now();
+        if let Some(task) = self.inflight.take() {
+            if !task.is_finished() {
+                self.inflight = Some(task);
+                return Some(now + REPORT_CHECK);
+            }
+            if !task.await.unwrap_or(false) {
+                self.retry_at = Some(now + REPORT_RETRY);
+            }
+        }
+        let me = cluster.raft.node_id();
+        // Reported once the node's admin address is registered: whoever reads the
+        // report can then also ask the node itself.
+        if state.nodes.get(&me).is_none_or(|n| n.admin_addr.is_empty()) {
+            return Some(now + REPORT_CHECK);
+        }
+        let mut report = local_report(applier);
+        let replicated = state.applied.get(&me).cloned();
+        if replicated.is_some_and(|r| ApplyReport { seq: 0, ..r } == report) {
+            self.retry_at = None;
+            return None;
+        }
+        if let Some(at) = self.retry_at.filter(|at| now < *at) {
+            return Some(at);
+        }
+        self.retry_at = None;
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_seq = wall_ms.max(self.last_seq + 1);
+        report.seq = self.last_seq;
+        let (raft, node) = (cluster.raft.clone(), cluster.raft.node_id());
+        tracing::debug!(
+            running = report.running,
+            failed = report.failed_version,
+            "reporting the config this node runs"
+        );
+        self.inflight = Some(tokio::spawn(async move {
+            let cmd = Command::ReportApply { node, report };
+            match raft.propose(cmd).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "apply report not committed; retrying");
+                    false
+                }
+            }
+        }));
+        Some(now + REPORT_CHECK)
+    }
+}
+
+/// What this node says about its config (without `seq`).
+fn local_report(applier: &Applier) -> ApplyReport {
+    let running = applier.version();
+    match applier.failure().filter(|f| f.version > running) {
+        Some(f) => {
+            let mut reason = f.reason;
+            if reason.len() > REASON_MAX {
+                let mut cut = REASON_MAX;
+                while !reason.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                reason.truncate(cut);
+            }
+            ApplyReport {
+                running,
+                failed_version: f.version,
+                reason,
+                retrying: f.retrying,
+                seq: 0,
+            }
+        }
+        None => ApplyReport {
+            running,
+            ..ApplyReport::default()
+        },
     }
 }
 

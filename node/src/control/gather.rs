@@ -5,7 +5,8 @@
 //! a committed version it could not apply, whether its kernel holds the VIP), so the
 //! view is gathered rather than replicated: a node that cannot apply a config may well be
 //! one whose state machine is fine. A member that does not answer within
-//! `PEER_TIMEOUT` is listed as unreachable with the reason, never left out.
+//! `PEER_TIMEOUT` is listed as unreachable with the reason, never left out, and with
+//! what it last reported through Raft about its config (`control::follow` commits it).
 
 use crate::control::cluster::Cluster;
 use fulcrum_config::NodeSection;
@@ -26,7 +27,9 @@ struct Target {
 }
 
 /// `GET /cluster`: `{via, leader_id, config_version_committed, divergent, vip_holders,
-/// nodes: [{id, admin, voter, reachable, error, status}]}`, nodes sorted by id.
+/// nodes: [{id, admin, voter, reachable, error, status, reported}]}`, nodes sorted by id;
+/// `reported` is what the node last said through Raft about the config it runs
+/// (`{config_version_running, config_apply_error}`, null before its first report).
 /// `own` is this node's `/status`, which is not fetched over the network.
 pub async fn gather(local: &NodeSection, cluster: Option<&Arc<Cluster>>, own: Value) -> Value {
     let targets = targets(local, cluster).await;
@@ -45,6 +48,9 @@ pub async fn gather(local: &NodeSection, cluster: Option<&Arc<Cluster>>, own: Va
         }
     }
     let committed = own["config_version_committed"].as_u64().unwrap_or(0);
+    let reports = cluster
+        .map(|c| c.raft.cluster_state().borrow().applied.clone())
+        .unwrap_or_default();
     let mut nodes = Vec::new();
     for t in &targets {
         let answer = if t.id == local.id {
@@ -54,21 +60,30 @@ pub async fn gather(local: &NodeSection, cluster: Option<&Arc<Cluster>>, own: Va
                 .remove(&t.id)
                 .unwrap_or_else(|| Err("status task failed".to_string()))
         };
+        let reported = reports.get(&t.id).map_or(Value::Null, reported);
         nodes.push(match answer {
             Ok(status) => json!({
                 "id": t.id, "admin": t.admin, "voter": t.voter,
-                "reachable": true, "error": null, "status": status,
+                "reachable": true, "error": null, "status": status, "reported": reported,
             }),
             Err(error) => json!({
                 "id": t.id, "admin": t.admin, "voter": t.voter,
-                "reachable": false, "error": error, "status": null,
+                "reachable": false, "error": error, "status": null, "reported": reported,
             }),
         });
     }
-    let running = |n: &Value| n["status"]["config_version_running"].as_u64();
+    // A node that does not answer is judged by its last report through Raft.
+    let running = |n: &Value| {
+        let own_word = if n["reachable"] == true {
+            &n["status"]
+        } else {
+            &n["reported"]
+        };
+        own_word["config_version_running"].as_u64()
+    };
     let divergent: Vec<u64> = nodes
         .iter()
-        .filter(|n| n["reachable"] == true && running(n) != Some(committed))
+        .filter(|n| running(n).is_some_and(|r| r != committed))
         .filter_map(|n| n["id"].as_u64())
         .collect();
     let vip_holders: Vec<u64> = nodes
@@ -85,6 +100,16 @@ pub async fn gather(local: &NodeSection, cluster: Option<&Arc<Cluster>>, own: Va
         "vip_holders": vip_holders,
         "nodes": nodes,
     })
+}
+
+/// A node's report through Raft in the shape of its `/status` fields.
+fn reported(r: &fulcrum_raft::ApplyReport) -> Value {
+    let error = if r.failed_version > r.running {
+        json!({ "version": r.failed_version, "reason": r.reason, "retrying": r.retrying })
+    } else {
+        Value::Null
+    };
+    json!({ "config_version_running": r.running, "config_apply_error": error })
 }
 
 /// The members to ask, this node included, sorted by id.
