@@ -48,6 +48,7 @@ mod h2_flood; // issue 17: closes HTTP/2 clients that flood control frames
 mod health;
 mod http2; // issue 24: HTTP/2 clients on the request core, without hyper
 mod l4; // issue 7: TCP listeners
+mod latency; // per-backend latency buckets beside the pool histogram
 mod listener;
 mod load;
 mod logging;

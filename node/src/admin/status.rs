@@ -32,6 +32,7 @@ pub fn status(node: &Node) -> Value {
                         "in_flight": b.state.load.in_flight.load(Ordering::Relaxed),
                         "weight": b.weight,
                         "responses": responses(b.metrics.counts()),
+                        "latency_buckets": latency_json(&b.metrics.duration.backend_buckets()),
                     })
                 })
                 .collect();
