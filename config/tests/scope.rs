@@ -4,9 +4,12 @@
 use fulcrum_config::{covers, parse, scope_of, Config, Scope, SCOPES};
 use serde_json::Value;
 
+mod common;
+
 /// Every section present, `[vip]` with all its keys: the model's keys all show up when
 /// walked (absent optional fields serialise as `null`, so a new field shows up too).
-const FULL: &str = r#"
+fn full() -> String {
+    let local = r#"
 [node]
 id = 1
 admin = "127.0.0.1:9901"
@@ -24,19 +27,9 @@ lifetime = "3s"
 
 [session]
 redis = "redis://127.0.0.1:6379/0"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:8080"
-
-[[route]]
-listener = "web"
-pool = "app"
-
-[[pool]]
-name = "app"
-backends = [{ addr = "127.0.0.1:9101" }]
 "#;
+    format!("{local}{}", common::BASE)
+}
 
 /// Every dotted key path of `v` (objects walked, array elements walked under their
 /// array's key, a `null` or scalar is a leaf).
@@ -62,7 +55,7 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
 }
 
 fn model_keys() -> Vec<String> {
-    let config = parse(FULL, "full").expect("valid");
+    let config = parse(&full(), "full").expect("valid");
     let mut out = Vec::new();
     leaves("", &serde_json::to_value(&config).expect("json"), &mut out);
     out.sort();
@@ -97,7 +90,7 @@ fn every_key_of_the_model_is_in_exactly_one_scope() {
 
 #[test]
 fn without_local_drops_exactly_the_local_keys() {
-    let full = parse(FULL, "full").expect("valid");
+    let full = parse(&full(), "full").expect("valid");
     let replicated = full.without_local().expect("split");
     let mut kept = Vec::new();
     leaves(
@@ -135,15 +128,15 @@ fn lookup(c: &Config, key: &str) -> Option<Value> {
 
 #[test]
 fn with_local_from_keeps_the_nodes_own_local_and_fixed_keys() {
-    let own = parse(FULL, "own").expect("valid");
+    let own = parse(&full(), "own").expect("valid");
     // Another node's file: its own [node], [cluster], interface; another [vip] (a log
     // from before changes were refused), other pools.
-    let other_text = FULL
+    let other_text = full()
         .replace("id = 1", "id = 2")
         .replace("peers = [\"1@", "peers = [\"2@")
         .replace("eth0", "eth9")
         .replace("10.77.0.100/24", "10.77.0.200/24")
-        .replace("9101", "9102");
+        .replace("9001", "9002");
     let replicated = parse(&other_text, "other")
         .expect("valid")
         .without_local()

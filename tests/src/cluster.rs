@@ -200,6 +200,21 @@ impl LocalCluster {
             .to_string()
     }
 
+    /// Waits (10 s) for a leader of all members and (5 s) for every member to run the
+    /// seeded config version 1; returns the leader's index. Panics otherwise.
+    pub async fn wait_settled(&self) -> usize {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        let leader = self
+            .wait_leader(&all, Duration::from_secs(10))
+            .await
+            .expect("a leader");
+        assert!(
+            self.wait_version(&all, 1, Duration::from_secs(5)).await,
+            "every member runs config version 1"
+        );
+        leader
+    }
+
     /// Waits until exactly one of `alive` reports itself leader and all agree; returns its index.
     pub async fn wait_leader(&self, alive: &[usize], within: Duration) -> Option<usize> {
         let deadline = Instant::now() + within;

@@ -13,7 +13,8 @@
 //! A second test clicks: three real nodes on loopback with an admin token, the page
 //! driven over the DevTools protocol (`fulcrum_tests::browser`). No drain buttons until
 //! the token is typed in; then "drain" on a backend drains it on every node (no request
-//! reaches it) and "undrain" brings it back; each backend row shows its p50/p99.
+//! reaches it) and "undrain" brings it back; each backend row shows its p50/p99; a node
+//! whose process is stopped shows DOWN with the config version it reported through Raft.
 
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::browser::{chromium, Page};
@@ -250,6 +251,44 @@ async fn drained_everywhere(cluster: &LocalCluster, addr: &str, want: bool) -> b
     true
 }
 
+/// Evaluates `cond` in the page until true (10 s); fails with the page's text.
+fn wait(page: &mut Page, cond: &str, what: &str) {
+    let seen = page
+        .wait_for(cond, Duration::from_secs(10))
+        .expect("evaluate");
+    let text = page.eval("document.body.innerText").unwrap_or_default();
+    assert!(seen, "{what}: {text}");
+}
+
+/// Clicks the drain (`on`) or undrain button of backend `row` (a JS expression) and
+/// waits until the page shows it and every node's `/status` says so.
+async fn click_drain(page: &mut Page, cluster: &LocalCluster, row: &str, addr: &str, on: bool) {
+    let (label, call) = if on {
+        ("undrain", "drain")
+    } else {
+        ("drain", "undrain")
+    };
+    page.eval(&format!("{row}.querySelector('.drain-btn').click(); true"))
+        .expect("click");
+    wait(
+        page,
+        &format!(
+            "{row}.dataset.drained === '{on}' && \
+             {row}.querySelector('.drain-btn')?.textContent === '{label}' && \
+             document.getElementById('action-result').textContent.startsWith('{call} {addr}: 200')"
+        ),
+        &format!("{call} of {addr} shown, the call answered 200"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !drained_everywhere(cluster, addr, on).await && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        drained_everywhere(cluster, addr, on).await,
+        "drained = {on} on every node"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_and_undrain_buttons_work_in_a_real_browser() {
     let test = "drain_and_undrain_buttons_work_in_a_real_browser";
@@ -272,15 +311,7 @@ async fn drain_and_undrain_buttons_work_in_a_real_browser() {
         |_| String::new(),
     )
     .await;
-    cluster
-        .wait_leader(&[0, 1, 2], Duration::from_secs(10))
-        .await
-        .expect("a leader");
-    assert!(
-        cluster
-            .wait_version(&[0, 1, 2], 1, Duration::from_secs(5))
-            .await
-    );
+    cluster.wait_settled().await;
     let (to_a, to_b) = spread(&cluster, &a, &b).await;
     assert!(to_a > 0 && to_b > 0, "both backends serve: {to_a} {to_b}");
 
@@ -288,13 +319,6 @@ async fn drain_and_undrain_buttons_work_in_a_real_browser() {
     let mut page = Page::open(&browser, &url).expect("browser");
     let addr = a.addr.to_string();
     let row = format!("document.querySelector('tr.backend[data-addr=\"{addr}\"]')");
-    let wait = |page: &mut Page, cond: &str, what: &str| {
-        let seen = page
-            .wait_for(cond, Duration::from_secs(10))
-            .expect("evaluate");
-        let dom = page.eval("document.body.innerText").unwrap_or_default();
-        assert!(seen, "{what}: {dom}");
-    };
     wait(
         &mut page,
         &format!("document.body.dataset.loaded === 'true' && !!{row}"),
@@ -324,25 +348,7 @@ async fn drain_and_undrain_buttons_work_in_a_real_browser() {
         &format!("{row}.querySelector('.drain-btn')?.textContent === 'drain'"),
         "a drain button with the token",
     );
-    page.eval(&format!("{row}.querySelector('.drain-btn').click(); true"))
-        .expect("click drain");
-    wait(
-        &mut page,
-        &format!(
-            "{row}.dataset.drained === 'true' && \
-             {row}.querySelector('.drain-btn')?.textContent === 'undrain' && \
-             document.getElementById('action-result').textContent.startsWith('drain {addr}: 200')"
-        ),
-        "backend a shown drained, the call answered 200",
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !drained_everywhere(&cluster, &addr, true).await && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        drained_everywhere(&cluster, &addr, true).await,
-        "drained on every node"
-    );
+    click_drain(&mut page, &cluster, &row, &addr, true).await;
     let (to_a, to_b) = spread(&cluster, &a, &b).await;
     assert_eq!(
         (to_a, to_b),
@@ -351,24 +357,18 @@ async fn drain_and_undrain_buttons_work_in_a_real_browser() {
     );
 
     // "undrain": back in service everywhere.
-    page.eval(&format!("{row}.querySelector('.drain-btn').click(); true"))
-        .expect("click undrain");
-    wait(
-        &mut page,
-        &format!(
-            "{row}.dataset.drained === 'false' && \
-             document.getElementById('action-result').textContent.startsWith('undrain {addr}: 200')"
-        ),
-        "backend a shown back in service",
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !drained_everywhere(&cluster, &addr, false).await && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        drained_everywhere(&cluster, &addr, false).await,
-        "undrained on every node"
-    );
+    click_drain(&mut page, &cluster, &row, &addr, false).await;
     let (to_a, _) = spread(&cluster, &a, &b).await;
     assert!(to_a > 0, "backend a serves again");
+
+    // A node whose admin API stops answering is DOWN, with the version it reported
+    // through Raft.
+    cluster.nodes[2].signal(nix::sys::signal::Signal::SIGSTOP);
+    let n3 = "document.querySelector('tr[data-node-id=\"3\"]')";
+    wait(
+        &mut page,
+        &format!("{n3}.dataset.state === 'down' && {n3}.querySelector('td.config').textContent === '1 (raft)'"),
+        "node 3 down with its reported version",
+    );
+    cluster.nodes[2].signal(nix::sys::signal::Signal::SIGCONT);
 }

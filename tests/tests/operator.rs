@@ -112,6 +112,17 @@ where
     false
 }
 
+/// `ctl apply`'s output has "running config version `version`" for each of `members`.
+fn assert_running(out_text: &str, members: &[MemberPorts], version: u64) {
+    for m in members {
+        let line = format!(
+            "node {} ({}): running config version {version}",
+            m.id, m.admin
+        );
+        assert!(out_text.contains(&line), "{line}: {out_text}");
+    }
+}
+
 fn node(doc: &Value, id: u64) -> &Value {
     doc["nodes"]
         .as_array()
@@ -317,15 +328,7 @@ async fn apply_lists_every_node_and_names_a_dead_one() {
     let out = ctl(&admin, &["apply", &file]).await;
     let out_text = text(&out);
     assert!(out.status.success(), "{out_text}");
-    for m in &cluster.members {
-        assert!(
-            out_text.contains(&format!(
-                "node {} ({}): running config version 2",
-                m.id, m.admin
-            )),
-            "{out_text}"
-        );
-    }
+    assert_running(&out_text, &cluster.members, 2);
     assert!(
         out_text.contains("applied: config version 2 on every voter (3)"),
         "{out_text}"
@@ -392,15 +395,7 @@ async fn a_config_only_the_follower_accepts_is_refused_by_the_leader() {
     let _serial = SERIAL.lock().await;
     let a = TestBackend::start("a").await;
     let cluster = LocalCluster::start(3, free_port(), &backend_list(&[&a], &[])).await;
-    let leader = cluster
-        .wait_leader(&[0, 1, 2], Duration::from_secs(10))
-        .await
-        .expect("a leader");
-    assert!(
-        cluster
-            .wait_version(&[0, 1, 2], 1, Duration::from_secs(5))
-            .await
-    );
+    let leader = cluster.wait_settled().await;
     let f = (leader + 1) % 3;
     let ca = fulcrum_tests::tls::TestCa::new();
     ca.leaf(&["localhost"])
@@ -461,15 +456,7 @@ async fn a_refusal_for_good_ends_the_wait_and_raft_carries_a_silent_nodes_word()
     let admin_port = free_port();
     members[2].admin = format!("{}:{admin_port}", fulcrum_tests::cluster::listen_ip(3));
     let cluster = LocalCluster::start_members(members, web, &backends, |_| String::new()).await;
-    cluster
-        .wait_leader(&[0, 1, 2], Duration::from_secs(10))
-        .await
-        .expect("a leader");
-    assert!(
-        cluster
-            .wait_version(&[0, 1, 2], 1, Duration::from_secs(5))
-            .await
-    );
+    cluster.wait_settled().await;
     let asked = cluster.members[0].admin.clone();
     let three = cluster.members[2].admin.clone();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -497,15 +484,7 @@ async fn a_refusal_for_good_ends_the_wait_and_raft_carries_a_silent_nodes_word()
         )),
         "{out_text}"
     );
-    for m in &cluster.members[..2] {
-        assert!(
-            out_text.contains(&format!(
-                "node {} ({}): running config version 2",
-                m.id, m.admin
-            )),
-            "{out_text}"
-        );
-    }
+    assert_running(&out_text, &cluster.members[..2], 2);
     assert!(
         out_text.contains("but node 3 did not run it (refused for good"),
         "{out_text}"

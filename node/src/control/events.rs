@@ -144,18 +144,21 @@ pub fn sample(
 }
 
 /// Takes a `sample` every `SAMPLE` until `stop`, recording what changed into `events`.
+/// The first sample is compared with a node that knows nothing yet (no leader, no VIP,
+/// version 0), so a leader elected or a VIP taken before the watcher first runs is
+/// recorded all the same.
 pub async fn watch(sample: impl Fn() -> Sample, events: Arc<Events>, stop: CancellationToken) {
-    let mut before = sample();
+    let mut before = Sample::default();
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(SAMPLE) => {}
-        }
         let now = sample();
         for what in diff(&before, &now) {
             events.record(what);
         }
         before = now;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SAMPLE) => {}
+        }
     }
 }
 
