@@ -6,6 +6,7 @@
 //! - `net`       — address syntaxes: `IP/PREFIX` networks, `ID@HOST:PORT` peers.
 //! - `hash_key`  — what a consistent-hash pool hashes on.
 //! - `error`     — `ConfigError` (one problem, with `file:line:column`) and `ConfigErrors`.
+//! - `scope`     — which keys are node-local and which cluster-wide (the one list).
 //! - `span`      — finds a TOML path in the source text, so errors point at the exact spot.
 //! - `validate`  — whole-file checks (names exist, no duplicates, addresses parse, ranges).
 //! - `summary`   — the human-readable effective config `fulcrum check` prints.
@@ -19,6 +20,7 @@ mod error;
 mod hash_key;
 mod model;
 mod net;
+mod scope;
 mod span;
 mod summary;
 mod validate;
@@ -28,6 +30,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use hash_key::HashKey;
 pub use model::*;
 pub use net::{parse_peer, IpNet};
+pub use scope::{covers, scope_of, Scope, ScopeError, SCOPES};
 
 use std::path::Path;
 
@@ -55,7 +58,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
 /// section is still reported), and the result keeps only the cluster-wide part
 /// (see [`Config::without_local`]).
 pub fn parse_balancer(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
-    parse(text, origin).map(|c| c.without_local())
+    parse(text, origin)?.without_local().map_err(|e| {
+        ConfigErrors::single(ConfigError::whole_file(origin.to_string(), e.to_string()))
+    })
 }
 
 /// An error found outside this crate (e.g. a certificate file the node could not use)
@@ -73,17 +78,6 @@ pub fn error_at(
 }
 
 impl Config {
-    /// The cluster-wide part only: drops `[node]`, `[cluster]` and `vip.interface`.
-    pub fn without_local(&self) -> Config {
-        let mut c = self.clone();
-        c.node = None;
-        c.cluster = None;
-        if let Some(vip) = &mut c.vip {
-            vip.interface = None;
-        }
-        c
-    }
-
     /// Renders the config back to TOML (durations in humantime form); `parse` accepts it.
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string(self)

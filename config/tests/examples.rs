@@ -81,7 +81,7 @@ fn without_local_keeps_only_cluster_wide_part() {
     let full = parse(&text, "t").unwrap();
     let balancer = parse_balancer(&text, "t").unwrap();
     assert!(balancer.node.is_none() && balancer.cluster.is_none());
-    assert_eq!(balancer, full.without_local());
+    assert_eq!(balancer, full.without_local().unwrap());
     assert_eq!(balancer.pool, full.pool);
     // A balancer-only file (no [node]) is accepted too.
     let rendered = balancer.to_toml().unwrap();
@@ -91,7 +91,7 @@ fn without_local_keeps_only_cluster_wide_part() {
 #[test]
 fn vip_interface_is_local() {
     let text = "[vip]\naddress = \"10.0.0.100/24\"\ninterface = \"eth0\"\n";
-    let c = parse(text, "t").unwrap().without_local();
+    let c = parse(text, "t").unwrap().without_local().unwrap();
     let vip = c.vip.unwrap();
     assert_eq!(vip.interface, None);
     assert_eq!(vip.address, "10.0.0.100/24");

@@ -1,92 +1,49 @@
-//! The running node: data plane, listeners, health checks and config changes wired together.
+//! The running node: data plane, listeners, health checks, cluster and VIP wired together.
 //!
-//! `Node` owns what lives for the whole process. `apply_text` is the single way a new
-//! balancer config becomes active (file at start, SIGHUP, `PUT /config`): it validates
-//! first and changes nothing on error, binds any new listener before swapping so a bad
-//! bind also changes nothing, then swaps the snapshot and restarts the health checkers.
+//! `Node` owns what lives for the whole process and starts it. Control flows one way:
+//! operator changes go out through `change_config` / `change_drain` (validated here, then
+//! Raft, or applied locally when alone); committed state comes back through
+//! `control::follow` into `control::apply`, the one place a config becomes the running
+//! one. Nothing below imports this module.
 
-use crate::cluster::Cluster;
-use crate::conn_limit::ConnLimits;
-use crate::control::vip_agree::{self, VipSetting};
+use crate::control::apply::{self, Applier};
+use crate::control::cluster::Cluster;
+use crate::control::events::{self, Events};
 use crate::control::vip_guard::VipGuard;
 use crate::dataplane::DataPlane;
 use crate::health;
-use crate::listener::{self, HttpListenerSpec};
-use crate::metrics::RefusedLabels;
-use crate::metrics::{Metrics, ResultLabels};
-use fulcrum_config::{Config, ConfigErrors, NodeSection, Protocol};
-use std::collections::HashMap;
+use crate::metrics::Metrics;
+use fulcrum_config::{Config, ConfigErrors, NodeSection};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use tokio::net::TcpListener;
+use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Why a config could not be applied. Nothing changed in every case.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error("{0}")]
-    Invalid(#[from] ConfigErrors),
-    #[error("listener {name}: cannot bind {bind}: {source}")]
-    Bind {
-        name: String,
-        bind: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Tls(#[from] crate::tls::TlsError),
-    #[error("{0}")]
-    Cluster(#[from] fulcrum_raft::ProposeError),
-    #[error("{0}")]
-    ClusterStart(#[from] crate::cluster::ClusterError),
-    #[error("VIP: {0}")]
-    Vip(#[from] fulcrum_vip::VipError),
-    #[error("the control runtime stopped: {0}")]
-    ControlRuntime(#[from] tokio::task::JoinError),
-}
+pub use crate::control::apply::ApplyError;
 
 /// The control runtime when it runs (`fulcrum run` with `[cluster]`), else this one.
 fn control_runtime() -> tokio::runtime::Handle {
     crate::control::thread::control_handle().unwrap_or_else(tokio::runtime::Handle::current)
 }
 
-/// Identity of a bound listener: a changed bind or protocol means a new socket.
-type ListenerKey = (String, String, &'static str);
-
 pub struct Node {
     pub dp: Arc<DataPlane>,
     pub local: NodeSection,
     pub config_path: PathBuf,
     pub admin_token: Option<String>,
-    version: AtomicU64,
-    listeners: Mutex<HashMap<ListenerKey, CancellationToken>>,
-    health_stop: Mutex<CancellationToken>,
+    /// Applies configs (the file, SIGHUP, committed versions) to this node.
+    pub applier: Arc<Applier>,
     /// Fires once on shutdown: listeners stop, connections finish gracefully.
     pub stop: CancellationToken,
     /// Stops the VIP's leadership follower (fired before leadership is handed off).
     pub vip_stop: CancellationToken,
     pub connections: TaskTracker,
-    /// Serialises config changes so two reloads cannot interleave.
-    apply_lock: tokio::sync::Mutex<()>,
     /// Set when `[cluster]` is configured: changes then go through Raft.
     pub cluster: Arc<OnceLock<Arc<Cluster>>>,
     /// The floating address, when `[vip]` is configured.
     pub vip: OnceLock<Arc<VipGuard>>,
     /// Recent transitions for operators (`/status` `events`, the dashboard).
-    pub events: crate::control::events::Events,
-}
-
-fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Http => "http",
-        Protocol::Https => "https",
-        Protocol::Tcp => "tcp",
-    }
-}
-
-fn key_of(l: &fulcrum_config::Listener) -> ListenerKey {
-    (l.name.clone(), l.bind.clone(), protocol_name(l.protocol))
+    pub events: Arc<Events>,
 }
 
 impl Node {
@@ -104,28 +61,41 @@ impl Node {
         })?;
         let admin_token = read_token(&local)?;
         let config = Arc::new(config);
-        let bound = bind_new(&config, &HashMap::new())?;
+        let bound = apply::bind_all(&config)?;
         // In a cluster the file is only the seed: version 0 until Raft's version arrives.
         let version = if config.cluster.is_some() { 0 } else { 1 };
         let dp = DataPlane::new(config.clone(), Arc::from(source), version, Metrics::new());
+        let cluster_slot: Arc<OnceLock<Arc<Cluster>>> = Arc::new(OnceLock::new());
+        let verdicts: health::VerdictHook = {
+            let cluster = cluster_slot.clone();
+            Arc::new(move |pool, backend, healthy| {
+                if let Some(c) = cluster.get() {
+                    c.report_health(pool, backend, healthy);
+                }
+            })
+        };
+        let (stop, connections) = (CancellationToken::new(), TaskTracker::new());
+        let applier = Arc::new(Applier::new(
+            dp.clone(),
+            version,
+            stop.clone(),
+            connections.clone(),
+            verdicts,
+        ));
         let node = Arc::new(Node {
             dp,
             local,
             config_path,
             admin_token,
-            version: AtomicU64::new(version),
-            listeners: Mutex::new(HashMap::new()),
-            health_stop: Mutex::new(CancellationToken::new()),
-            stop: CancellationToken::new(),
+            applier,
+            stop,
             vip_stop: CancellationToken::new(),
-            connections: TaskTracker::new(),
-            apply_lock: tokio::sync::Mutex::new(()),
-            cluster: Arc::new(OnceLock::new()),
+            connections,
+            cluster: cluster_slot,
             vip: OnceLock::new(),
             events: Default::default(),
         });
-        node.dp.update_sessions(&config);
-        node.start_listeners(&config, bound);
+        node.applier.listen(&config, bound);
         // The guard exists before Raft so that Raft's first vote already shuts its fence.
         // Started on the control runtime: the address task it spawns then runs on the control
         // thread (real-time priority when allowed), not behind data-plane work; a claim on a
@@ -138,10 +108,18 @@ impl Node {
         };
         if let Some(section) = &config.cluster {
             let hook = vip.as_ref().map(VipGuard::hook);
-            let cluster = Arc::new(Cluster::start(&node.local, section, &config, hook).await?);
+            let check = apply::leader_check(node.local.id, node.dp.clone());
+            let cluster =
+                Arc::new(Cluster::start(&node.local, section, &config, hook, check).await?);
             node.dp.registry.set_clustered(true);
             let _ = node.cluster.set(cluster.clone());
-            tokio::spawn(cluster.follow(node.clone()));
+            let follow = crate::control::follow::follow(
+                cluster.clone(),
+                node.applier.clone(),
+                node.dp.clone(),
+                node.stop.clone(),
+            );
+            tokio::spawn(follow);
         }
         if let Some(vip) = vip {
             let _ = node.vip.set(vip.clone());
@@ -154,8 +132,22 @@ impl Node {
                 None => vip.hold_alone(),
             }
         }
-        node.restart_health();
-        tokio::spawn(crate::control::events::watch(node.clone()));
+        node.applier.restart_health();
+        let watched = node.clone();
+        let sample = move || {
+            events::sample(
+                watched.cluster(),
+                watched.local.id,
+                &watched.dp,
+                watched.vip.get().is_some_and(|v| v.held()),
+                watched.applier.version(),
+            )
+        };
+        tokio::spawn(events::watch(
+            sample,
+            node.events.clone(),
+            node.stop.clone(),
+        ));
         Ok(node)
     }
 
@@ -170,14 +162,15 @@ impl Node {
         let Some(cluster) = self.cluster() else {
             return self.apply_text(text, origin).await;
         };
-        let config = fulcrum_config::parse(text, origin).map_err(|e| {
-            tracing::warn!(error = %e, "config refused; the running config stays");
-            ApplyError::Invalid(e)
-        })?;
-        crate::tls::check_config(&config)?;
-        vip_agree::check_change(&self.dp.snapshot().config, &config, text, origin).inspect_err(
-            |e| tracing::warn!(error = %e, "config refused; the running config stays"),
-        )?;
+        let config = fulcrum_config::parse(text, origin)
+            .map_err(ApplyError::from)
+            .and_then(|c| {
+                apply::check_proposal(&self.dp.snapshot().config, &c, text, origin)?;
+                Ok(c)
+            })
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "config refused; the running config stays"),
+            )?;
         let version = cluster.propose_config(&config).await?;
         tracing::info!(version, origin, "config committed through raft");
         Ok(version)
@@ -203,175 +196,14 @@ impl Node {
         }
     }
 
-    /// Applies a config version committed through Raft (skips versions already running).
-    pub async fn apply_replicated(&self, text: &str, version: u64) -> Result<(), ApplyError> {
-        let _serialised = self.apply_lock.lock().await;
-        if version <= self.version() && self.version() != 0 {
-            return Ok(());
-        }
-        if self.version() == 0 && self.dp.snapshot().source.trim() != text.trim() {
-            tracing::info!(
-                version,
-                "the cluster's config differs from the local file; Raft's version wins"
-            );
-        }
-        self.apply_with_version(text, "raft", Some(version))
-            .map(|_| ())
-    }
-
+    /// The config version this node runs.
     pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Relaxed)
+        self.applier.version()
     }
 
-    /// Validates and applies a new balancer config; returns the new version.
-    /// The node-local sections of `text` are ignored: this node keeps its own.
+    /// Applies an operator's file on a node without a cluster; returns the new version.
     pub async fn apply_text(&self, text: &str, origin: &str) -> Result<u64, ApplyError> {
-        let _serialised = self.apply_lock.lock().await;
-        let result = self
-            .check_vip(text, origin)
-            .and_then(|()| self.apply_with_version(text, origin, None));
-        let label = if result.is_ok() { "ok" } else { "refused" };
-        self.dp
-            .metrics
-            .reloads
-            .get_or_create(&ResultLabels {
-                result: label.to_string(),
-            })
-            .inc();
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "config refused; the running config stays");
-        }
-        result
-    }
-
-    /// An operator's file may not change `[vip]` (see `control::vip_agree`).
-    fn check_vip(&self, text: &str, origin: &str) -> Result<(), ApplyError> {
-        let config = fulcrum_config::parse(text, origin)?;
-        vip_agree::check_change(&self.dp.snapshot().config, &config, text, origin)?;
-        Ok(())
-    }
-
-    fn apply_with_version(
-        &self,
-        text: &str,
-        origin: &str,
-        version: Option<u64>,
-    ) -> Result<u64, ApplyError> {
-        let mut config = fulcrum_config::parse(text, origin)?;
-        let current = self.dp.snapshot();
-        // Local sections always come from this node's own file.
-        config.node = current.config.node.clone();
-        config.cluster = current.config.cluster.clone();
-        // So does `[vip]`: the guard was built from it at start and does not change at
-        // run time; a replicated text that says otherwise (a log from before `ctl apply`
-        // refused such changes) is noted and not followed.
-        if VipSetting::of(&config).is_some_and(|v| VipSetting::of(&current.config) != Some(v)) {
-            tracing::warn!(
-                "the replicated config has another [vip] than this node runs; [vip] is not \
-                 changed at run time and this node keeps its own"
-            );
-        }
-        config.vip = current.config.vip.clone();
-        let config = Arc::new(config);
-        let running = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let bound = bind_new(&config, &running)?;
-        let version = match version {
-            Some(v) => {
-                self.version.store(v, Ordering::Relaxed);
-                v
-            }
-            None => self.version.fetch_add(1, Ordering::Relaxed) + 1,
-        };
-        self.dp.apply(config.clone(), Arc::from(text), version);
-        self.stop_removed_listeners(&config);
-        self.start_listeners(&config, bound);
-        self.restart_health();
-        Ok(version)
-    }
-
-    fn start_listeners(&self, config: &Config, bound: Vec<(ListenerKey, TcpListener)>) {
-        let mut running = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, socket) in bound {
-            let Some(l) = config.listener.iter().find(|l| key_of(l) == key) else {
-                continue;
-            };
-            let spec = HttpListenerSpec {
-                name: Arc::from(l.name.as_str()),
-                header_read_timeout: l.header_read_timeout,
-                idle_timeout: l.idle_timeout,
-                max_header_bytes: l.max_header_bytes,
-            };
-            let refused = self
-                .dp
-                .metrics
-                .connections_refused
-                .get_or_create(&RefusedLabels {
-                    listener: l.name.clone(),
-                    reason: "per_ip".into(),
-                });
-            let limits =
-                ConnLimits::new(l.max_connections, l.max_connections_per_ip, refused.clone());
-            let token = self.stop.child_token();
-            let (dp, stop, tracker) = (self.dp.clone(), token.clone(), self.connections.clone());
-            match l.protocol {
-                Protocol::Http => {
-                    tokio::spawn(listener::serve_http(
-                        socket, spec, limits, dp, stop, tracker,
-                    ));
-                }
-                Protocol::Https => match crate::tls::TlsServer::new(l) {
-                    Ok(tls) => {
-                        tokio::spawn(crate::tls::serve_https(
-                            socket, spec, limits, tls, dp, stop, tracker,
-                        ));
-                    }
-                    // Checked in `bind_new`; only a file broken in between lands here.
-                    Err(e) => {
-                        tracing::error!(listener = %l.name, error = %e, "not listening");
-                        continue;
-                    }
-                },
-                Protocol::Tcp => {
-                    tokio::spawn(crate::l4::serve_tcp(
-                        socket, spec.name, limits, dp, stop, tracker,
-                    ));
-                }
-            }
-            tracing::info!(listener = %l.name, bind = %l.bind, protocol = protocol_name(l.protocol), "listening");
-            running.insert(key, token);
-        }
-    }
-
-    fn stop_removed_listeners(&self, config: &Config) {
-        let mut running = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        running.retain(|key, token| {
-            let keep = config.listener.iter().any(|l| key_of(l) == *key);
-            if !keep {
-                tracing::info!(listener = %key.0, bind = %key.1, "listener removed by new config");
-                token.cancel();
-            }
-            keep
-        });
-    }
-
-    fn restart_health(&self) {
-        let token = self.stop.child_token();
-        let old = std::mem::replace(
-            &mut *self.health_stop.lock().unwrap_or_else(|p| p.into_inner()),
-            token.clone(),
-        );
-        old.cancel();
-        let cluster = self.cluster.clone();
-        let hook: health::VerdictHook = Arc::new(move |pool, backend, healthy| {
-            if let Some(c) = cluster.get() {
-                c.report_health(pool, backend, healthy);
-            }
-        });
-        health::spawn_all(&self.dp, &token, hook);
+        self.applier.apply_file(text, origin).await
     }
 
     /// Marks a backend drained (no new sessions) or back in service.
@@ -385,38 +217,6 @@ impl Node {
             None => false,
         }
     }
-}
-
-/// Binds the listeners of `config` that are not already running.
-fn bind_new(
-    config: &Config,
-    running: &HashMap<ListenerKey, CancellationToken>,
-) -> Result<Vec<(ListenerKey, TcpListener)>, ApplyError> {
-    // Certificate/key files of every HTTPS listener and TLS pool, running or new:
-    // a broken file refuses the whole config (issue 7).
-    crate::tls::check_config(config)?;
-    let mut bound = Vec::new();
-    for l in &config.listener {
-        let key = key_of(l);
-        if running.contains_key(&key) {
-            continue;
-        }
-        let listen_ip = config.node.as_ref().and_then(|n| n.listen_ip);
-        let addr = l
-            .local_bind_addr(listen_ip)
-            .ok_or_else(|| ApplyError::Bind {
-                name: l.name.clone(),
-                bind: l.bind.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address"),
-            })?;
-        let socket = listener::bind(addr).map_err(|source| ApplyError::Bind {
-            name: l.name.clone(),
-            bind: l.bind.clone(),
-            source,
-        })?;
-        bound.push((key, socket));
-    }
-    Ok(bound)
 }
 
 fn read_token(local: &NodeSection) -> Result<Option<String>, ApplyError> {

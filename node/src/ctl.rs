@@ -125,8 +125,13 @@ async fn apply_wait(
         return Ok(ExitCode::SUCCESS);
     }
     let names: Vec<String> = failed.iter().map(|i| format!("node {i}")).collect();
+    let when = if wait::undecided(&lines).is_empty() {
+        "(refused for good, not waiting longer)".to_string()
+    } else {
+        format!("within {within:?}")
+    };
     eprintln!(
-        "error: config version {version} is committed but {} did not run it within {within:?}",
+        "error: config version {version} is committed but {} did not run it {when}",
         names.join(", ")
     );
     Ok(ExitCode::FAILURE)

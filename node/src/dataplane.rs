@@ -8,8 +8,8 @@
 use crate::backend_state::BackendRegistry;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use arc_swap::{ArcSwap, ArcSwapOption};
-use fulcrum_config::Config;
+use arc_swap::ArcSwap;
+use fulcrum_config::{Config, SessionSection};
 use fulcrum_session::{AffinityStore, StoreOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,17 +22,21 @@ pub struct DataPlane {
     access_log: AtomicBool,
     /// Upgraded (WebSocket) tunnels: hyper's graceful shutdown does not see them.
     pub tunnels: TaskTracker,
-    /// The shared affinity store (Redis), when `[session]` names one.
-    sessions: ArcSwapOption<AffinityStore>,
-    /// The `[session]` section the store was built from, to rebuild only on change.
-    session_config: std::sync::Mutex<Option<fulcrum_config::SessionSection>>,
 }
 
 impl DataPlane {
     /// Compiles `config` as version `version` and makes it current.
     pub fn new(config: Arc<Config>, source: Arc<str>, version: u64, metrics: Metrics) -> Arc<Self> {
         let registry = BackendRegistry::default();
-        let snapshot = Snapshot::build(version, config.clone(), source, &registry, &metrics);
+        let sessions = build_store(wanted_store(&config));
+        let snapshot = Snapshot::build(
+            version,
+            config.clone(),
+            source,
+            sessions,
+            &registry,
+            &metrics,
+        );
         metrics.config_version.set(version as i64);
         let access_log = config
             .node
@@ -45,43 +49,7 @@ impl DataPlane {
             metrics,
             access_log: AtomicBool::new(access_log),
             tunnels: TaskTracker::new(),
-            sessions: ArcSwapOption::empty(),
-            session_config: std::sync::Mutex::new(None),
         })
-    }
-
-    /// The shared affinity store, if Redis is configured.
-    pub fn sessions(&self) -> Option<Arc<AffinityStore>> {
-        self.sessions.load_full()
-    }
-
-    /// (Re)builds the affinity store when the `[session]` section changed. Never blocks
-    /// on Redis: the store connects in the background.
-    pub fn update_sessions(&self, config: &Config) {
-        let wanted = config
-            .session
-            .clone()
-            .filter(|s| s.redis.is_some() || !s.sentinels.is_empty());
-        let mut current = self
-            .session_config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if *current == wanted {
-            return;
-        }
-        let store =
-            wanted
-                .as_ref()
-                .and_then(|s| match AffinityStore::new(StoreOptions::from_config(s)) {
-                    Ok(store) => Some(Arc::new(store)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "affinity store disabled: cannot build it");
-                        None
-                    }
-                });
-        tracing::info!(enabled = store.is_some(), "affinity store configured");
-        self.sessions.store(store);
-        *current = wanted;
     }
 
     /// The snapshot a new request should use.
@@ -89,10 +57,26 @@ impl DataPlane {
         self.current.load_full()
     }
 
-    /// Swaps in a new config version; in-flight requests finish on the old one.
+    /// Swaps in a new config version; in-flight requests finish on the old one. The
+    /// affinity store is kept when `[session]` did not change, else rebuilt, and swaps
+    /// in with the snapshot.
     pub fn apply(&self, config: Arc<Config>, source: Arc<str>, version: u64) {
-        self.update_sessions(&config);
-        let snapshot = Snapshot::build(version, config, source, &self.registry, &self.metrics);
+        let current = self.snapshot();
+        let wanted = wanted_store(&config);
+        let sessions = if wanted == wanted_store(&current.config) {
+            current.sessions.clone()
+        } else {
+            build_store(wanted)
+        };
+        drop(current);
+        let snapshot = Snapshot::build(
+            version,
+            config,
+            source,
+            sessions,
+            &self.registry,
+            &self.metrics,
+        );
         self.current.store(Arc::new(snapshot));
         self.metrics.config_version.set(version as i64);
         tracing::info!(version, "config applied to the data plane");
@@ -100,5 +84,82 @@ impl DataPlane {
 
     pub fn access_log_enabled(&self) -> bool {
         self.access_log.load(Ordering::Relaxed)
+    }
+}
+
+/// The `[session]` section when it names a store.
+fn wanted_store(config: &Config) -> Option<&SessionSection> {
+    config
+        .session
+        .as_ref()
+        .filter(|s| s.redis.is_some() || !s.sentinels.is_empty())
+}
+
+/// Builds the affinity store. Never blocks on Redis: the store connects in the background.
+fn build_store(section: Option<&SessionSection>) -> Option<Arc<AffinityStore>> {
+    let store = section.and_then(|s| match AffinityStore::new(StoreOptions::from_config(s)) {
+        Ok(store) => Some(Arc::new(store)),
+        Err(e) => {
+            tracing::error!(error = %e, "affinity store disabled: cannot build it");
+            None
+        }
+    });
+    tracing::info!(enabled = store.is_some(), "affinity store configured");
+    store
+}
+
+#[cfg(test)]
+mod tests {
+    //! The affinity store travels with the snapshot it was built for.
+    use super::*;
+
+    fn config(session: &str, backend: &str) -> Arc<Config> {
+        let text = format!(
+            "{session}\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\n\n\
+             [[route]]\nlistener = \"web\"\npool = \"app\"\n\n\
+             [[pool]]\nname = \"app\"\nbackends = [{{ addr = \"{backend}\" }}]\n"
+        );
+        Arc::new(fulcrum_config::parse(&text, "t").expect("valid"))
+    }
+
+    fn same(a: &Option<Arc<AffinityStore>>, b: &Option<Arc<AffinityStore>>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// Every pool of a snapshot uses that snapshot's store.
+    fn consistent(s: &Snapshot) -> bool {
+        s.pools.values().all(|p| same(&p.sessions, &s.sessions))
+    }
+
+    #[tokio::test]
+    async fn the_store_swaps_in_with_its_snapshot() {
+        let redis_a = "[session]\nredis = \"redis://127.0.0.1:1/0\"";
+        let redis_b = "[session]\nredis = \"redis://127.0.0.1:2/0\"";
+        let dp = DataPlane::new(config("", "127.0.0.1:9101"), "".into(), 1, Metrics::new());
+        let v1 = dp.snapshot();
+        assert!(v1.sessions.is_none() && consistent(&v1));
+
+        dp.apply(config(redis_a, "127.0.0.1:9101"), "".into(), 2);
+        let v2 = dp.snapshot();
+        assert!(v2.sessions.is_some() && consistent(&v2));
+        assert!(
+            v1.sessions.is_none(),
+            "an older snapshot keeps its own store"
+        );
+
+        // Same [session]: the store (its connection, its cache) is kept.
+        dp.apply(config(redis_a, "127.0.0.1:9102"), "".into(), 3);
+        let v3 = dp.snapshot();
+        assert!(same(&v3.sessions, &v2.sessions) && consistent(&v3));
+
+        // Another [session]: a new store, only in the new snapshot.
+        dp.apply(config(redis_b, "127.0.0.1:9102"), "".into(), 4);
+        let v4 = dp.snapshot();
+        assert!(v4.sessions.is_some() && !same(&v4.sessions, &v3.sessions));
+        assert!(consistent(&v4) && consistent(&v3));
     }
 }

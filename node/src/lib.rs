@@ -12,7 +12,7 @@
 //! - `cli`        — the command line (clap).
 //! - `load`       — reading, parsing and checking a config file.
 //! - `run`        — process lifecycle: runtime, logging, signals, graceful shutdown.
-//! - `app`        — the running node: config application, listeners, health.
+//! - `app`        — the running node: starts everything, takes operator changes.
 //! - `dataplane`, `snapshot`, `pool`, `router`, `balance`, `backend_state` — what a
 //!   request needs, compiled per config version.
 //! - `listener`, `h1`, `proxy`, `upstream` — accepting connections and forwarding requests
@@ -23,11 +23,11 @@
 //!   HTTP/2 control-frame flood guard.
 //! - `bufpool`    — per-thread free lists of connection buffers: an idle connection holds none.
 //! - `affinity`   — session stickiness.
-//! - `health`     — active checks; `control` — the health reporter (verdicts -> Raft).
+//! - `health`     — active checks (their verdicts go to `control`'s reporter -> Raft).
 //! - `admin`, `metrics`, `logging` — the operator's view; `ctl` is its client; `demo` a
 //!   local cluster for a first look.
-//! - `cluster`    — the node's side of Raft: start, config proposals, following commits.
-//! - `control`    — the control thread: Raft, lease, VIP guard and kernel fence.
+//! - `control`    — the control side: Raft (`control::cluster`), committed state -> node
+//!   (`follow`), applying a config (`apply`), the control thread, VIP guard and fence.
 
 mod admin;
 mod affinity;
@@ -36,7 +36,6 @@ mod backend_state;
 mod balance;
 mod bufpool; // per-thread free lists of connection buffers (issue 16)
 pub mod cli;
-mod cluster;
 mod conn_io; // a client connection's counted byte stream, shared by every codec
 mod conn_limit; // issue 17: max_connections and max_connections_per_ip of a listener
 mod conn_watch;
@@ -49,6 +48,7 @@ mod h2_flood; // issue 17: closes HTTP/2 clients that flood control frames
 mod health;
 mod http2; // issue 24: HTTP/2 clients on the request core, without hyper
 mod l4; // issue 7: TCP listeners
+mod latency; // per-backend latency buckets beside the pool histogram
 mod listener;
 mod load;
 mod logging;

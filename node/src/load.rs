@@ -34,7 +34,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     })?;
     let config = fulcrum_config::parse(&text, &origin)?;
     // Before anything is bound: a broken peer certificate is a config error.
-    crate::cluster::check_peer_tls(&config, &text, &origin)?;
+    crate::control::cluster::check_peer_tls(&config, &text, &origin)?;
     Ok(Loaded {
         config,
         text,

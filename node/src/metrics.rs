@@ -53,6 +53,9 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<PoolLabels, Histogram, fn() -> Histogram>,
+    /// Per-backend latency buckets (not exported: `/status` and the dashboard read them).
+    backend_latency:
+        std::sync::Mutex<std::collections::HashMap<BackendLabels, crate::latency::BackendBuckets>>,
     pub client_connections: Gauge,
     pub connections_refused: Family<RefusedLabels, Counter>,
     pub local_responses: Family<ResultLabels, Counter>,
@@ -113,7 +116,8 @@ struct RaftMetrics {
 pub struct BackendMetrics {
     /// Index 0..=4 for 1xx..5xx.
     by_class: [Counter; 5],
-    pub duration: Histogram,
+    /// Response latency: the pool's histogram and this backend's own buckets.
+    pub duration: crate::latency::Latency,
 }
 
 impl BackendMetrics {
@@ -136,7 +140,7 @@ impl BackendMetrics {
     /// histogram is encoded alone and read back (a few hundred bytes, at status time only).
     pub fn latency_buckets(&self) -> Vec<(f64, u64)> {
         let mut registry = Registry::default();
-        registry.register("d", "", self.duration.clone());
+        registry.register("d", "", self.duration.pool.clone());
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
             return Vec::new();
@@ -168,6 +172,7 @@ impl Metrics {
         let m = Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(new_latency_histogram as fn() -> Histogram),
+            backend_latency: Default::default(),
             client_connections: Gauge::default(),
             connections_refused: Family::default(),
             local_responses: Family::default(),
@@ -362,12 +367,22 @@ impl Metrics {
                 class("4xx"),
                 class("5xx"),
             ],
-            duration: self
-                .duration
-                .get_or_create(&PoolLabels {
-                    pool: pool.to_string(),
-                })
-                .clone(),
+            duration: crate::latency::Latency::new(
+                self.duration
+                    .get_or_create(&PoolLabels {
+                        pool: pool.to_string(),
+                    })
+                    .clone(),
+                self.backend_latency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(BackendLabels {
+                        pool: pool.to_string(),
+                        backend: backend.to_string(),
+                    })
+                    .or_default()
+                    .clone(),
+            ),
         }
     }
 

@@ -10,6 +10,7 @@ use crate::balance::{self, BackendLoad, Candidate, PickContext, Selector};
 use crate::metrics::{BackendMetrics, Metrics};
 use crate::upstream::Upstream;
 use fulcrum_config::{AffinityMode, HashKey, Pool};
+use fulcrum_session::AffinityStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,8 @@ pub struct PoolRuntime {
     pub response_timeout: Duration,
     /// The algorithm reads response latencies (`peak-ewma`); others skip recording them.
     pub latency_aware: bool,
+    /// The shared affinity store (Redis) of this pool's config version, if any.
+    pub sessions: Option<Arc<AffinityStore>>,
 }
 
 impl std::fmt::Debug for PoolRuntime {
@@ -70,6 +73,7 @@ impl PoolRuntime {
         metrics: &Metrics,
         cookie_secret: Option<&str>,
         fallback: &FallbackKeys,
+        sessions: Option<Arc<AffinityStore>>,
     ) -> Self {
         let backends: Vec<PoolBackend> = pool
             .backends
@@ -127,6 +131,7 @@ impl PoolRuntime {
             ),
             response_timeout: pool.response_timeout,
             latency_aware: pool.algorithm == fulcrum_config::Algorithm::PeakEwma,
+            sessions,
         }
     }
 

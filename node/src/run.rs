@@ -134,7 +134,11 @@ pub async fn run(
     // All nodes of a cluster run one [vip]: a node whose file differs does not join.
     // Checked alongside the signal handling, so a signal during the check is handled.
     let checked = node.clone();
-    let agree = async move { crate::control::vip_agree::check_peers(&checked).await };
+    let agree = async move {
+        let config = checked.dp.snapshot().config.clone();
+        let cluster = checked.cluster().map(|c| c.as_ref());
+        crate::control::vip_agree::check_peers(cluster, &config, checked.local.id).await
+    };
     tracing::info!(node = node.local.id, admin = %node.local.admin, version = node.version(), "fulcrum node running");
     let refused = tokio::select! {
         () = stop => None,

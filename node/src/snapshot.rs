@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::pool::PoolRuntime;
 use crate::router::RouteTable;
 use fulcrum_config::Config;
+use fulcrum_session::AffinityStore;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -23,6 +24,9 @@ pub struct Snapshot {
     /// Listener name -> its routes.
     pub routes: HashMap<String, RouteTable>,
     pub pools: HashMap<String, Arc<PoolRuntime>>,
+    /// The shared affinity store (Redis) of this version, if `[session]` names one: it
+    /// swaps in with the snapshot, so no request sees one version's pools with another's.
+    pub sessions: Option<Arc<AffinityStore>>,
 }
 
 impl Snapshot {
@@ -30,6 +34,7 @@ impl Snapshot {
         version: u64,
         config: Arc<Config>,
         source: Arc<str>,
+        sessions: Option<Arc<AffinityStore>>,
         registry: &BackendRegistry,
         metrics: &Metrics,
     ) -> Self {
@@ -53,6 +58,7 @@ impl Snapshot {
                         metrics,
                         cookie_secret,
                         &fallback,
+                        sessions.clone(),
                     )),
                 )
             })
@@ -82,6 +88,7 @@ impl Snapshot {
             source,
             routes,
             pools,
+            sessions,
         }
     }
 }

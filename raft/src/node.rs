@@ -53,6 +53,8 @@ pub struct RaftOptions {
     /// Shuts the VIP fence when this node stops leading; registered before the peer
     /// server accepts its first vote request.
     pub step_down_hook: Option<crate::lease::HookSlot>,
+    /// Run by the leader on every write before proposing it (`ops::WriteCheck`).
+    pub write_check: Option<crate::ops::WriteCheck>,
 }
 
 impl RaftOptions {
@@ -73,6 +75,7 @@ impl RaftOptions {
             lease: Duration::from_millis(20),
             seed_config_toml: String::new(),
             step_down_hook: None,
+            write_check: None,
         }
     }
 }
@@ -129,6 +132,7 @@ pub(crate) struct Inner {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Lets `shutdown` wait until the store file is really closed.
     pub(crate) db_ref: Weak<redb::Database>,
+    pub(crate) write_check: Option<crate::ops::WriteCheck>,
 }
 
 /// How a planned hand-off went.
@@ -169,6 +173,7 @@ impl RaftHandle {
             raft: &self.inner.raft,
             pool: &self.inner.pool,
             shutdown: &self.inner.shutdown_rx,
+            check: self.inner.write_check.as_ref(),
         }
     }
 

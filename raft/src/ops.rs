@@ -3,6 +3,7 @@
 //! Each maps openraft's errors to the small `AppError` the wire carries.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -25,10 +26,45 @@ fn map_write_err(e: WriteError) -> AppError {
     }
 }
 
-/// Propose `cmd` on this node, which must be the leader. A write that is not committed
-/// within `ttl` (no quorum) yields `NoQuorum`; it may still commit later.
-#[tracing::instrument(level = "debug", skip(raft))]
-pub async fn local_write(raft: &Raft, cmd: Command, ttl: Duration) -> Result<Response, AppError> {
+/// The leader's own check of a write before it proposes it (its own or one a follower
+/// forwarded): `Err(reason)` refuses it as `Rejected`. The node checks a config text the
+/// way it would check its own file, so a text that only the follower accepts (another
+/// version, a certificate file only the follower has) is not committed.
+#[derive(Clone)]
+pub struct WriteCheck(pub Arc<CheckFn>);
+
+/// `Err(reason)` refuses the command.
+pub type CheckFn = dyn Fn(&Command) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for WriteCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteCheck")
+    }
+}
+
+/// Propose `cmd` on this node, which must be the leader, after `check`. A write that is
+/// not committed within `ttl` (no quorum) yields `NoQuorum`; it may still commit later.
+#[tracing::instrument(level = "debug", skip(raft, check))]
+pub async fn local_write(
+    raft: &Raft,
+    check: Option<&WriteCheck>,
+    cmd: Command,
+    ttl: Duration,
+) -> Result<Response, AppError> {
+    if let Some(check) = check {
+        // Only a leader commits: a follower's answer would be "not leader" anyway.
+        let leads = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(m.id)
+        };
+        if leads {
+            (check.0)(&cmd).map_err(|reason| {
+                tracing::warn!(%reason, "the leader refused a write");
+                AppError::Rejected(reason)
+            })?;
+        }
+    }
     match tokio::time::timeout(ttl, raft.client_write(cmd)).await {
         Err(_) => Err(AppError::NoQuorum),
         Ok(Ok(r)) => Ok(r.data),

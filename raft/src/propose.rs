@@ -41,9 +41,14 @@ impl AppOp {
         }
     }
 
-    async fn run_local(&self, raft: &Raft, ttl: Duration) -> Result<Response, AppError> {
+    async fn run_local(
+        &self,
+        raft: &Raft,
+        check: Option<&ops::WriteCheck>,
+        ttl: Duration,
+    ) -> Result<Response, AppError> {
         match self {
-            AppOp::Write(c) => ops::local_write(raft, c.clone(), ttl).await,
+            AppOp::Write(c) => ops::local_write(raft, check, c.clone(), ttl).await,
             AppOp::Membership(m) => ops::local_membership(raft, m.clone(), ttl).await,
         }
     }
@@ -55,6 +60,7 @@ pub(crate) struct Router<'a> {
     pub raft: &'a Raft,
     pub pool: &'a PeerPool,
     pub shutdown: &'a watch::Receiver<bool>,
+    pub check: Option<&'a ops::WriteCheck>,
 }
 
 /// Pause between attempts while leadership is unknown or moving.
@@ -105,7 +111,9 @@ impl Router<'_> {
             (leader, addr)
         };
         match (leader, leader_addr) {
-            (Some(l), _) if l == self.self_id => from_app(op.run_local(self.raft, left).await),
+            (Some(l), _) if l == self.self_id => {
+                from_app(op.run_local(self.raft, self.check, left).await)
+            }
             (Some(l), Some(addr)) => {
                 let client = self.pool.get(l, &addr, Channel::App);
                 match client.call(&op.request(), left).await {

@@ -56,6 +56,8 @@ pub struct ServerCtx {
     pub raft_vote_lease: Duration,
     /// This node's last log entry, which a pre-vote answer compares.
     pub last_log: LastLog,
+    /// The leader's check of a forwarded write (`ops::WriteCheck`).
+    pub write_check: Option<crate::ops::WriteCheck>,
 }
 
 /// Accept connections until `shutdown` flips to true. Dropping the listener on return
@@ -189,9 +191,9 @@ async fn dispatch(ctx: &ServerCtx, req: PeerRequest) -> PeerResponse {
                 .observe_term(r.vote.leader_id().term, "snapshot of a newer term");
             PeerResponse::InstallSnapshot(raft.install_snapshot(r).await)
         }
-        PeerRequest::ForwardWrite(cmd) => {
-            PeerResponse::App(ops::local_write(raft, cmd, FORWARDED_WRITE_TTL).await)
-        }
+        PeerRequest::ForwardWrite(cmd) => PeerResponse::App(
+            ops::local_write(raft, ctx.write_check.as_ref(), cmd, FORWARDED_WRITE_TTL).await,
+        ),
         PeerRequest::Membership(op) => {
             PeerResponse::App(ops::local_membership(raft, op, FORWARDED_MEMBERSHIP_TTL).await)
         }

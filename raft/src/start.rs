@@ -172,6 +172,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
         shutdown: shutdown_rx.clone(),
         raft_vote_lease: raft_vote_lease(&opts),
         last_log: last_log.clone(),
+        write_check: opts.write_check.clone(),
     };
     let mut tasks = vec![
         tokio::spawn(server::serve(listener, ctx)),
@@ -227,6 +228,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
             bootstrapped,
             tasks: Mutex::new(Vec::new()),
             db_ref,
+            write_check: opts.write_check.clone(),
         }),
     };
     tasks.push(tokio::spawn(bootstrap::registrar(handle.clone())));

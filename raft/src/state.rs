@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Command, NodeId, PeerNode};
+use crate::types::{ApplyReport, Command, NodeId, PeerNode};
 
 /// How per-node health observations combine into one effective health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -59,6 +59,9 @@ pub struct ClusterState {
     pub drained: BTreeMap<String, BTreeSet<String>>,
     /// Which node should hold the VIP.
     pub vip_holder: Option<NodeId>,
+    /// node -> its newest report on applying the config (highest `seq`). Last field:
+    /// a state stored before it existed decodes with it empty (`state_machine`).
+    pub applied: BTreeMap<NodeId, ApplyReport>,
 }
 
 impl ClusterState {
@@ -101,6 +104,12 @@ impl ClusterState {
                 drained,
             } => self.set_drain(pool, backend, *drained),
             Command::SetVipHolder { node } => self.vip_holder = *node,
+            Command::ReportApply { node, report } => match self.applied.get(node) {
+                Some(newer) if newer.seq >= report.seq => {}
+                _ => {
+                    self.applied.insert(*node, report.clone());
+                }
+            },
         }
     }
 

@@ -44,6 +44,17 @@ struct SmData {
     state: ClusterState,
 }
 
+/// Decodes a state (or `SmData`, which ends with one) that may have been written before
+/// `ClusterState::applied` existed: such bytes lack only that last map, and an empty map
+/// is one zero byte in bincode's standard config.
+fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::CodecError> {
+    codec::decode(bytes).or_else(|e| {
+        let mut older = bytes.to_vec();
+        older.push(0);
+        codec::decode(&older).map_err(|_| e)
+    })
+}
+
 /// A snapshot as stored in redb: its metadata plus the encoded `ClusterState`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -71,8 +82,11 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Load the persisted state (or start empty) and publish it on a new watch channel.
     pub async fn open(db: Db) -> Result<(Self, watch::Receiver<Arc<ClusterState>>), DbError> {
-        let data: Option<SmData> =
-            db::read(&db, |tx| db::get_decoded(&tx.open_table(SM)?, KEY_STATE)).await?;
+        let data: Option<SmData> = db::read(&db, |tx| match tx.open_table(SM)?.get(KEY_STATE)? {
+            Some(bytes) => Ok(Some(decode_state(bytes.value())?)),
+            None => Ok(None),
+        })
+        .await?;
         let data = data.unwrap_or_default();
         let (tx, rx) = watch::channel(Arc::new(data.state.clone()));
         let sm = Self {
@@ -164,7 +178,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let state: ClusterState = codec::decode(&bytes)
+        let state: ClusterState = decode_state(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         self.data = SmData {
             last_applied: meta.last_log_id,
@@ -294,6 +308,45 @@ mod tests {
     fn config_of(snapshot: &Snapshot) -> String {
         let state: ClusterState = codec::decode(snapshot.snapshot.get_ref()).unwrap();
         state.config_toml
+    }
+
+    /// A state stored before `ClusterState::applied` existed still opens, with it empty.
+    #[test]
+    fn a_state_from_before_apply_reports_decodes() {
+        use crate::types::NodeId;
+        use std::collections::BTreeMap;
+        #[derive(Serialize)]
+        struct Before {
+            last_applied: Option<LogId>,
+            last_membership: StoredMembership,
+            config_toml: String,
+            config_version: u64,
+            nodes: BTreeMap<NodeId, crate::types::PeerNode>,
+            health: BTreeMap<String, BTreeMap<String, BTreeMap<NodeId, crate::state::Observation>>>,
+            drained: BTreeMap<String, std::collections::BTreeSet<String>>,
+            vip_holder: Option<NodeId>,
+        }
+        let before = Before {
+            last_applied: Some(log_id(7)),
+            last_membership: StoredMembership::default(),
+            config_toml: "old".into(),
+            config_version: 4,
+            nodes: BTreeMap::new(),
+            health: BTreeMap::new(),
+            drained: BTreeMap::new(),
+            vip_holder: Some(2),
+        };
+        let bytes = codec::encode(&before).unwrap();
+        assert!(
+            codec::decode::<SmData>(&bytes).is_err(),
+            "the shape did change"
+        );
+        let data: SmData = decode_state(&bytes).unwrap();
+        assert_eq!(data.last_applied, Some(log_id(7)));
+        assert_eq!(data.state.config_toml, "old");
+        assert_eq!(data.state.config_version, 4);
+        assert_eq!(data.state.vip_holder, Some(2));
+        assert!(data.state.applied.is_empty());
     }
 
     /// openraft asks for a builder at index 2, a snapshot up to index 9 is installed

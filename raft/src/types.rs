@@ -57,6 +57,23 @@ pub enum Command {
     },
     /// Which node should hold the VIP (informational; fencing is by lease).
     SetVipHolder { node: Option<NodeId> },
+    /// `node`'s own word on the config it runs (or cannot run), so every member and
+    /// `ctl status` know it without reaching the node. Kept per node by highest `seq`.
+    ReportApply { node: NodeId, report: ApplyReport },
+}
+
+/// What one node says about applying the committed config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// The config version the node runs.
+    pub running: u64,
+    /// A newer committed version it could not apply (0: none), and why.
+    pub failed_version: u64,
+    pub reason: String,
+    /// Whether it keeps trying (a port or a file may appear); false: refused for good.
+    pub retrying: bool,
+    /// The node's report counter (wall-clock milliseconds, kept increasing).
+    pub seq: u64,
 }
 
 /// Result of applying one log entry.

@@ -66,6 +66,27 @@ pub fn node_config_with(
     balancer: &str,
     cluster_extra: &str,
 ) -> String {
+    node_config_full(
+        me,
+        peers,
+        secret_file,
+        data_dir,
+        balancer,
+        "",
+        cluster_extra,
+    )
+}
+
+/// Like `node_config_with`, with `node_extra` lines appended to `[node]` too.
+pub fn node_config_full(
+    me: &MemberPorts,
+    peers: &str,
+    secret_file: &str,
+    data_dir: &str,
+    balancer: &str,
+    node_extra: &str,
+    cluster_extra: &str,
+) -> String {
     format!(
         r#"[node]
 id = {id}
@@ -74,6 +95,7 @@ data_dir = "{data_dir}"
 access_log = "off"
 shutdown_grace = "5s"
 listen_ip = "{ip}"
+{node_extra}
 
 [cluster]
 raft = "{raft}"
@@ -123,6 +145,17 @@ impl LocalCluster {
         backends: &str,
         cluster_extra: impl Fn(&MemberPorts) -> String,
     ) -> LocalCluster {
+        Self::start_members_with(members, web_port, backends, "", cluster_extra).await
+    }
+
+    /// Like `start_members`, with `node_extra` lines in every member's `[node]`.
+    pub async fn start_members_with(
+        members: Vec<MemberPorts>,
+        web_port: u16,
+        backends: &str,
+        node_extra: &str,
+        cluster_extra: impl Fn(&MemberPorts) -> String,
+    ) -> LocalCluster {
         let balancer = balancer(web_port, backends);
         let balancer = balancer.as_str();
         let secret_dir = tempfile::tempdir().expect("tempdir");
@@ -133,12 +166,13 @@ impl LocalCluster {
         let mut data_dirs = Vec::new();
         for m in &members {
             let data = tempfile::tempdir().expect("tempdir");
-            let cfg = node_config_with(
+            let cfg = node_config_full(
                 m,
                 &peers,
                 &secret.display().to_string(),
                 &data.path().display().to_string(),
                 balancer,
+                node_extra,
                 &cluster_extra(m),
             );
             nodes.push(Fulcrum::start(&cfg, &m.admin).await);
@@ -164,6 +198,21 @@ impl LocalCluster {
             .join("cluster.secret")
             .display()
             .to_string()
+    }
+
+    /// Waits (10 s) for a leader of all members and (5 s) for every member to run the
+    /// seeded config version 1; returns the leader's index. Panics otherwise.
+    pub async fn wait_settled(&self) -> usize {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        let leader = self
+            .wait_leader(&all, Duration::from_secs(10))
+            .await
+            .expect("a leader");
+        assert!(
+            self.wait_version(&all, 1, Duration::from_secs(5)).await,
+            "every member runs config version 1"
+        );
+        leader
     }
 
     /// Waits until exactly one of `alive` reports itself leader and all agree; returns its index.

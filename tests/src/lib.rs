@@ -13,6 +13,7 @@
 //! - `choked_backend` — a backend whose accept queue the test fills, so SYNs get dropped.
 
 pub mod backend;
+pub mod browser;
 pub mod choked_backend;
 pub mod client;
 pub mod cluster;

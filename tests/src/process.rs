@@ -86,6 +86,8 @@ impl Fulcrum {
             .args(["run", "--config"])
             .arg(&self.config_path)
             .args(["--threads", "2"])
+            // Each node in its own directory: a relative path in a config is per node.
+            .current_dir(self.dir.path())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
             .spawn()

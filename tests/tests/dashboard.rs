@@ -9,7 +9,19 @@
 //! test says so and skips (also in CI, where the skip is counted in the summary). A
 //! screenshot of the page is saved under the target dir (`dashboard.png`, and
 //! `dashboard-node-down.png` after the kill); `docs/dashboard.png` was taken by this test.
+//!
+//! A second test clicks: three real nodes on loopback with an admin token, the page
+//! driven over the DevTools protocol (`fulcrum_tests::browser`). No drain buttons until
+//! the token is typed in; then "drain" on a backend drains it on every node (no request
+//! reaches it) and "undrain" brings it back; each backend row shows its p50/p99; a node
+//! whose process is stopped shows DOWN with the config version it reported through Raft.
 
+use fulcrum_tests::backend::TestBackend;
+use fulcrum_tests::browser::{chromium, Page};
+use fulcrum_tests::client::{fresh_client, get, get_status};
+use fulcrum_tests::cluster::{LocalCluster, MemberPorts};
+use fulcrum_tests::config::backend_list;
+use fulcrum_tests::free_port;
 use fulcrum_tests::netns::can_run;
 use fulcrum_tests::vipbed::VipCluster;
 use std::io::Write as _;
@@ -19,23 +31,6 @@ use std::time::{Duration, Instant};
 
 /// Bound for the page to show a killed node down (a refresh is 1 s; a browser run ~1-2 s).
 const DOWN_BOUND: Duration = Duration::from_secs(8);
-
-/// The browser binary, or why there is none.
-fn chromium() -> Result<PathBuf, String> {
-    for name in ["chromium", "chromium-browser"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {name}")])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .filter(|p| !p.is_empty());
-        if let Some(p) = found {
-            return Ok(PathBuf::from(p));
-        }
-    }
-    Err("no chromium on PATH (Debian: apt-get install chromium)".to_string())
-}
 
 fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
@@ -221,4 +216,159 @@ fn dashboard_shows_the_cluster_and_a_killed_node_in_a_real_browser() {
         &format!("--screenshot={}", shot.display()),
     );
     eprintln!("screenshot with node {holder_id} down: {}", shot.display());
+}
+
+/// Requests through every node's listener; returns how many each backend got.
+async fn spread(cluster: &LocalCluster, a: &TestBackend, b: &TestBackend) -> (u64, u64) {
+    let (a0, b0) = (a.requests(), b.requests());
+    let client = fresh_client();
+    for m in &cluster.members {
+        for _ in 0..10 {
+            let r = get(&client, &m.url("/"), &[]).await;
+            assert!(
+                r.is_ok_and(|r| r.status == 200),
+                "a request through node {}",
+                m.id
+            );
+        }
+    }
+    (a.requests() - a0, b.requests() - b0)
+}
+
+/// Whether every node's `/status` says backend `addr` is drained (`want`).
+async fn drained_everywhere(cluster: &LocalCluster, addr: &str, want: bool) -> bool {
+    for m in &cluster.members {
+        let Some(s) = get_status(&m.admin).await else {
+            return false;
+        };
+        let b = s["pools"][0]["backends"]
+            .as_array()
+            .and_then(|bs| bs.iter().find(|b| b["addr"] == addr).cloned());
+        if b.is_none_or(|b| b["drained"] != want) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Evaluates `cond` in the page until true (10 s); fails with the page's text.
+fn wait(page: &mut Page, cond: &str, what: &str) {
+    let seen = page
+        .wait_for(cond, Duration::from_secs(10))
+        .expect("evaluate");
+    let text = page.eval("document.body.innerText").unwrap_or_default();
+    assert!(seen, "{what}: {text}");
+}
+
+/// Clicks the drain (`on`) or undrain button of backend `row` (a JS expression) and
+/// waits until the page shows it and every node's `/status` says so.
+async fn click_drain(page: &mut Page, cluster: &LocalCluster, row: &str, addr: &str, on: bool) {
+    let (label, call) = if on {
+        ("undrain", "drain")
+    } else {
+        ("drain", "undrain")
+    };
+    page.eval(&format!("{row}.querySelector('.drain-btn').click(); true"))
+        .expect("click");
+    wait(
+        page,
+        &format!(
+            "{row}.dataset.drained === '{on}' && \
+             {row}.querySelector('.drain-btn')?.textContent === '{label}' && \
+             document.getElementById('action-result').textContent.startsWith('{call} {addr}: 200')"
+        ),
+        &format!("{call} of {addr} shown, the call answered 200"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !drained_everywhere(cluster, addr, on).await && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        drained_everywhere(cluster, addr, on).await,
+        "drained = {on} on every node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_undrain_buttons_work_in_a_real_browser() {
+    let test = "drain_and_undrain_buttons_work_in_a_real_browser";
+    let browser = match chromium() {
+        Ok(b) => b,
+        Err(why) => return skip(test, &why),
+    };
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let token = "dashboard-test-token-0123456789";
+    let token_file = secrets.path().join("admin.token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("token");
+    let web = free_port();
+    let members: Vec<MemberPorts> = (1..=3).map(|id| MemberPorts::new(id, web)).collect();
+    let cluster = LocalCluster::start_members_with(
+        members,
+        web,
+        &backend_list(&[&a, &b], &[]),
+        &format!("admin_token_file = \"{}\"", token_file.display()),
+        |_| String::new(),
+    )
+    .await;
+    cluster.wait_settled().await;
+    let (to_a, to_b) = spread(&cluster, &a, &b).await;
+    assert!(to_a > 0 && to_b > 0, "both backends serve: {to_a} {to_b}");
+
+    let url = format!("http://{}/", cluster.members[1].admin);
+    let mut page = Page::open(&browser, &url).expect("browser");
+    let addr = a.addr.to_string();
+    let row = format!("document.querySelector('tr.backend[data-addr=\"{addr}\"]')");
+    wait(
+        &mut page,
+        &format!("document.body.dataset.loaded === 'true' && !!{row}"),
+        "the page shows backend a",
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('.drain-btn').length")
+            .expect("evaluate"),
+        0,
+        "no buttons without a token"
+    );
+    // Each backend row has its own latency figures once it served requests.
+    wait(
+        &mut page,
+        &format!("{row}.querySelector('td.p50').textContent.endsWith('s') && {row}.querySelector('td.p99').textContent.endsWith('s')"),
+        "backend a's p50/p99",
+    );
+
+    // Type the token: the buttons appear; click "drain" on backend a.
+    page.eval(&format!(
+        "const t = document.getElementById('token'); t.value = '{token}'; \
+         t.dispatchEvent(new Event('input')); true"
+    ))
+    .expect("type the token");
+    wait(
+        &mut page,
+        &format!("{row}.querySelector('.drain-btn')?.textContent === 'drain'"),
+        "a drain button with the token",
+    );
+    click_drain(&mut page, &cluster, &row, &addr, true).await;
+    let (to_a, to_b) = spread(&cluster, &a, &b).await;
+    assert_eq!(
+        (to_a, to_b),
+        (0, 30),
+        "a drained backend gets no new request"
+    );
+
+    // "undrain": back in service everywhere.
+    click_drain(&mut page, &cluster, &row, &addr, false).await;
+    let (to_a, _) = spread(&cluster, &a, &b).await;
+    assert!(to_a > 0, "backend a serves again");
+
+    // A node whose admin API stops answering is DOWN, with the version it reported
+    // through Raft.
+    cluster.nodes[2].signal(nix::sys::signal::Signal::SIGSTOP);
+    let n3 = "document.querySelector('tr[data-node-id=\"3\"]')";
+    wait(
+        &mut page,
+        &format!("{n3}.dataset.state === 'down' && {n3}.querySelector('td.config').textContent === '1 (raft)'"),
+        "node 3 down with its reported version",
+    );
+    cluster.nodes[2].signal(nix::sys::signal::Signal::SIGCONT);
 }

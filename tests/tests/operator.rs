@@ -112,6 +112,17 @@ where
     false
 }
 
+/// `ctl apply`'s output has "running config version `version`" for each of `members`.
+fn assert_running(out_text: &str, members: &[MemberPorts], version: u64) {
+    for m in members {
+        let line = format!(
+            "node {} ({}): running config version {version}",
+            m.id, m.admin
+        );
+        assert!(out_text.contains(&line), "{line}: {out_text}");
+    }
+}
+
 fn node(doc: &Value, id: u64) -> &Value {
     doc["nodes"]
         .as_array()
@@ -317,15 +328,7 @@ async fn apply_lists_every_node_and_names_a_dead_one() {
     let out = ctl(&admin, &["apply", &file]).await;
     let out_text = text(&out);
     assert!(out.status.success(), "{out_text}");
-    for m in &cluster.members {
-        assert!(
-            out_text.contains(&format!(
-                "node {} ({}): running config version 2",
-                m.id, m.admin
-            )),
-            "{out_text}"
-        );
-    }
+    assert_running(&out_text, &cluster.members, 2);
     assert!(
         out_text.contains("applied: config version 2 on every voter (3)"),
         "{out_text}"
@@ -381,4 +384,145 @@ async fn apply_lists_every_node_and_names_a_dead_one() {
             3
         );
     }
+}
+
+/// Issue 15: the leader checks a proposed config again. A certificate named by a relative
+/// path that only the follower's directory holds passes the follower's check; the leader
+/// (another directory) refuses it, so nothing is committed and no node diverges. Before
+/// the leader checked, the follower committed version 2 and the others could not run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_only_the_follower_accepts_is_refused_by_the_leader() {
+    let _serial = SERIAL.lock().await;
+    let a = TestBackend::start("a").await;
+    let cluster = LocalCluster::start(3, free_port(), &backend_list(&[&a], &[])).await;
+    let leader = cluster.wait_settled().await;
+    let f = (leader + 1) % 3;
+    let ca = fulcrum_tests::tls::TestCa::new();
+    ca.leaf(&["localhost"])
+        .write(cluster.nodes[f].dir.path(), "only-here");
+    let file = cluster.nodes[f].dir.path().join("with-https.toml");
+    let secure = format!(
+        "{}\n[[listener]]\nname = \"secure\"\nbind = \"127.0.0.1:{}\"\nprotocol = \"https\"\n\
+         tls = [{{ cert = \"only-here.pem\", key = \"only-here.key\" }}]\n\n\
+         [[route]]\nlistener = \"secure\"\npool = \"app\"\n",
+        cluster.balancer(&backend_list(&[&a], &[])),
+        free_port()
+    );
+    std::fs::write(&file, secure).expect("write");
+
+    let out = ctl(
+        &cluster.members[f].admin,
+        &["apply", &file.display().to_string()],
+    )
+    .await;
+    let out_text = text(&out);
+    eprintln!("{out_text}");
+    assert_eq!(out.status.code(), Some(1), "{out_text}");
+    assert!(
+        out_text.contains("rejected by the leader")
+            && out_text.contains(&format!(
+                "rejected by the leader: node {}: ",
+                cluster.members[leader].id
+            ))
+            && out_text.contains("only-here.pem"),
+        "the leader names itself and the file: {out_text}"
+    );
+    assert!(!out_text.contains("committed"), "{out_text}");
+    // Nothing was committed: every node still runs and reports version 1.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let doc = status_json(&cluster.members[leader].admin).await;
+    assert_eq!(doc["config_version_committed"], 1, "{doc:#}");
+    for m in &cluster.members {
+        assert_eq!(
+            node(&doc, m.id)["status"]["config_version_running"],
+            1,
+            "{doc:#}"
+        );
+    }
+}
+
+/// Issue 15: a node that refuses a version for good (here a listener whose port lands on
+/// node 3's own admin address through its `listen_ip`, which no retry can fix) ends
+/// `ctl apply`'s wait at once instead of after the whole wait; and what each node says
+/// about its config is replicated, so the cluster view still shows node 3's refusal
+/// while its admin API does not answer (the process stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_for_good_ends_the_wait_and_raft_carries_a_silent_nodes_word() {
+    let _serial = SERIAL.lock().await;
+    let a = TestBackend::start("a").await;
+    let backends = backend_list(&[&a], &[]);
+    let web = free_port();
+    let mut members: Vec<MemberPorts> = (1..=3).map(|id| MemberPorts::new(id, web)).collect();
+    let admin_port = free_port();
+    members[2].admin = format!("{}:{admin_port}", fulcrum_tests::cluster::listen_ip(3));
+    let cluster = LocalCluster::start_members(members, web, &backends, |_| String::new()).await;
+    cluster.wait_settled().await;
+    let asked = cluster.members[0].admin.clone();
+    let three = cluster.members[2].admin.clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("clash.toml");
+    let clash = format!(
+        "{}\n[[listener]]\nname = \"clash\"\nbind = \"127.0.0.1:{admin_port}\"\n\n\
+         [[route]]\nlistener = \"clash\"\npool = \"app\"\n",
+        cluster.balancer(&backends)
+    );
+    std::fs::write(&file, clash).expect("write");
+
+    let started = Instant::now();
+    let out = ctl(
+        &asked,
+        &["apply", "--wait", "10s", &file.display().to_string()],
+    )
+    .await;
+    let waited = started.elapsed();
+    let out_text = text(&out);
+    eprintln!("{out_text}");
+    assert_eq!(out.status.code(), Some(1), "{out_text}");
+    assert!(
+        out_text.contains(&format!(
+            "node 3 ({three}): REFUSED, still runs version 1: listener clash would bind {three}, this node's admin address"
+        )),
+        "{out_text}"
+    );
+    assert_running(&out_text, &cluster.members[..2], 2);
+    assert!(
+        out_text.contains("but node 3 did not run it (refused for good"),
+        "{out_text}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "stopped waiting once node 3 refused: {waited:?}"
+    );
+
+    // Node 3's word is in the replicated state; stop the process and ask node 1.
+    let reported = |doc: &Value| node(doc, 3)["reported"]["config_apply_error"]["version"] == 2;
+    let mut doc = status_json(&asked).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !reported(&doc) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        doc = status_json(&asked).await;
+    }
+    assert!(reported(&doc), "{doc:#}");
+    cluster.nodes[2].signal(nix::sys::signal::Signal::SIGSTOP);
+    let doc = status_json(&asked).await;
+    let n3 = node(&doc, 3);
+    assert_eq!(n3["reachable"], false, "{doc:#}");
+    assert_eq!(n3["reported"]["config_version_running"], 1, "{doc:#}");
+    assert_eq!(
+        n3["reported"]["config_apply_error"]["retrying"], false,
+        "{doc:#}"
+    );
+    assert!(
+        doc["divergent"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|i| i == 3)),
+        "{doc:#}"
+    );
+    let table = text(&ctl(&asked, &["status"]).await);
+    eprintln!("{table}");
+    assert!(
+        table.contains("1 (!raft)") && table.contains("this node's admin address"),
+        "{table}"
+    );
+    cluster.nodes[2].signal(nix::sys::signal::Signal::SIGCONT);
 }

@@ -113,7 +113,8 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<AdminResponse
         (Method::GET, "/debug/failover") => json(StatusCode::OK, &failover::failover(&node)),
         (Method::GET, "/cluster") => json(
             StatusCode::OK,
-            &crate::control::gather::gather(&node, status::status(&node)).await,
+            &crate::control::gather::gather(&node.local, node.cluster(), status::status(&node))
+                .await,
         ),
         (Method::GET, "/" | "/dashboard") => dashboard::page(),
         (Method::GET, "/members") => json(StatusCode::OK, &status::members(&node).await),
@@ -164,6 +165,10 @@ async fn put_config(node: &Node, req: Request<Incoming>) -> AdminResponse {
                 "error": "invalid config",
                 "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             }),
+        ),
+        Err(e @ ApplyError::Cluster(fulcrum_raft::ProposeError::Rejected(_))) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({ "error": e.to_string(), "errors": [e.to_string()] }),
         ),
         Err(e @ ApplyError::Cluster(_)) => json(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -32,6 +32,7 @@ pub fn status(node: &Node) -> Value {
                         "in_flight": b.state.load.in_flight.load(Ordering::Relaxed),
                         "weight": b.weight,
                         "responses": responses(b.metrics.counts()),
+                        "latency_buckets": latency_json(&b.metrics.duration.backend_buckets()),
                     })
                 })
                 .collect();
@@ -116,7 +117,7 @@ fn committed_version(node: &Node, running: u64) -> u64 {
 /// `{version, reason, since, attempts, retrying}` of the committed version this node
 /// could not apply, or null.
 fn apply_error(node: &Node) -> Value {
-    let Some(failure) = node.cluster().and_then(|c| c.apply_failure()) else {
+    let Some(failure) = node.applier.failure() else {
         return Value::Null;
     };
     json!({
@@ -158,7 +159,7 @@ fn latency_json(buckets: &[(f64, u64)]) -> Value {
 
 /// The affinity store's counters (they only grow), or null without `[session]`.
 fn affinity(node: &Node) -> Value {
-    let Some(store) = node.dp.sessions() else {
+    let Some(store) = node.dp.snapshot().sessions.clone() else {
         return Value::Null;
     };
     let m = store.metrics();
@@ -172,7 +173,7 @@ fn affinity(node: &Node) -> Value {
 }
 
 fn session_state(node: &Node) -> &'static str {
-    match node.dp.sessions().map(|s| s.state()) {
+    match node.dp.snapshot().sessions.clone().map(|s| s.state()) {
         None | Some(fulcrum_session::StoreState::Disabled) => "disabled",
         Some(fulcrum_session::StoreState::Connected) => "connected",
         Some(fulcrum_session::StoreState::Degraded) => "degraded",
@@ -195,7 +196,7 @@ pub async fn members(node: &Node) -> Value {
 
 /// Mirrors live backend state into gauges just before a scrape.
 pub fn refresh_gauges(node: &Node) {
-    if let Some(store) = node.dp.sessions() {
+    if let Some(store) = node.dp.snapshot().sessions.clone() {
         node.dp.metrics.observe_session(
             &store.metrics(),
             store.state() == fulcrum_session::StoreState::Connected,

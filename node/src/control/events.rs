@@ -8,11 +8,13 @@
 //! Raft, the VIP guard and the health checker) keeps those paths untouched; a change that
 //! flips and flips back within one sample is not recorded.
 
-use crate::app::Node;
+use crate::control::cluster::Cluster;
+use crate::dataplane::DataPlane;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
 
 /// How often the node's state is sampled.
 const SAMPLE: Duration = Duration::from_millis(100);
@@ -110,15 +112,22 @@ pub fn diff(before: &Sample, now: &Sample) -> Vec<String> {
     out
 }
 
-fn sample(node: &Node) -> Sample {
-    let (leader, term) = match node.cluster() {
+/// This node's state now: `me` leads alone without a cluster.
+pub fn sample(
+    cluster: Option<&Arc<Cluster>>,
+    me: u64,
+    dp: &DataPlane,
+    vip_held: bool,
+    version: u64,
+) -> Sample {
+    let (leader, term) = match cluster {
         Some(c) => {
             let s = c.status();
             (s.leader_id, s.term)
         }
-        None => (Some(node.local.id), 0),
+        None => (Some(me), 0),
     };
-    let snapshot = node.dp.snapshot();
+    let snapshot = dp.snapshot();
     let mut backends = BTreeMap::new();
     for pool in snapshot.pools.values() {
         for b in &pool.backends {
@@ -128,25 +137,28 @@ fn sample(node: &Node) -> Sample {
     Sample {
         leader,
         term,
-        vip_held: node.vip.get().is_some_and(|v| v.held()),
-        version: node.version(),
+        vip_held,
+        version,
         backends,
     }
 }
 
-/// Samples `node` until it stops, recording what changed into `node.events`.
-pub async fn watch(node: Arc<Node>) {
-    let mut before = sample(&node);
+/// Takes a `sample` every `SAMPLE` until `stop`, recording what changed into `events`.
+/// The first sample is compared with a node that knows nothing yet (no leader, no VIP,
+/// version 0), so a leader elected or a VIP taken before the watcher first runs is
+/// recorded all the same.
+pub async fn watch(sample: impl Fn() -> Sample, events: Arc<Events>, stop: CancellationToken) {
+    let mut before = Sample::default();
     loop {
-        tokio::select! {
-            _ = node.stop.cancelled() => return,
-            _ = tokio::time::sleep(SAMPLE) => {}
-        }
-        let now = sample(&node);
+        let now = sample();
         for what in diff(&before, &now) {
-            node.events.record(what);
+            events.record(what);
         }
         before = now;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SAMPLE) => {}
+        }
     }
 }
 

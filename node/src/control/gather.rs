@@ -5,10 +5,13 @@
 //! a committed version it could not apply, whether its kernel holds the VIP), so the
 //! view is gathered rather than replicated: a node that cannot apply a config may well be
 //! one whose state machine is fine. A member that does not answer within
-//! `PEER_TIMEOUT` is listed as unreachable with the reason, never left out.
+//! `PEER_TIMEOUT` is listed as unreachable with the reason, never left out, and with
+//! what it last reported through Raft about its config (`control::follow` commits it).
 
-use crate::app::Node;
+use crate::control::cluster::Cluster;
+use fulcrum_config::NodeSection;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -24,12 +27,14 @@ struct Target {
 }
 
 /// `GET /cluster`: `{via, leader_id, config_version_committed, divergent, vip_holders,
-/// nodes: [{id, admin, voter, reachable, error, status}]}`, nodes sorted by id.
+/// nodes: [{id, admin, voter, reachable, error, status, reported}]}`, nodes sorted by id;
+/// `reported` is what the node last said through Raft about the config it runs
+/// (`{config_version_running, config_apply_error}`, null before its first report).
 /// `own` is this node's `/status`, which is not fetched over the network.
-pub async fn gather(node: &Node, own: Value) -> Value {
-    let targets = targets(node).await;
+pub async fn gather(local: &NodeSection, cluster: Option<&Arc<Cluster>>, own: Value) -> Value {
+    let targets = targets(local, cluster).await;
     let mut asks = JoinSet::new();
-    for t in targets.iter().filter(|t| t.id != node.local.id) {
+    for t in targets.iter().filter(|t| t.id != local.id) {
         let t = t.clone();
         asks.spawn(async move {
             let answer = ask(&t.admin).await;
@@ -43,30 +48,42 @@ pub async fn gather(node: &Node, own: Value) -> Value {
         }
     }
     let committed = own["config_version_committed"].as_u64().unwrap_or(0);
+    let reports = cluster
+        .map(|c| c.raft.cluster_state().borrow().applied.clone())
+        .unwrap_or_default();
     let mut nodes = Vec::new();
     for t in &targets {
-        let answer = if t.id == node.local.id {
+        let answer = if t.id == local.id {
             Ok(own.clone())
         } else {
             answers
                 .remove(&t.id)
                 .unwrap_or_else(|| Err("status task failed".to_string()))
         };
+        let reported = reports.get(&t.id).map_or(Value::Null, reported);
         nodes.push(match answer {
             Ok(status) => json!({
                 "id": t.id, "admin": t.admin, "voter": t.voter,
-                "reachable": true, "error": null, "status": status,
+                "reachable": true, "error": null, "status": status, "reported": reported,
             }),
             Err(error) => json!({
                 "id": t.id, "admin": t.admin, "voter": t.voter,
-                "reachable": false, "error": error, "status": null,
+                "reachable": false, "error": error, "status": null, "reported": reported,
             }),
         });
     }
-    let running = |n: &Value| n["status"]["config_version_running"].as_u64();
+    // A node that does not answer is judged by its last report through Raft.
+    let running = |n: &Value| {
+        let own_word = if n["reachable"] == true {
+            &n["status"]
+        } else {
+            &n["reported"]
+        };
+        own_word["config_version_running"].as_u64()
+    };
     let divergent: Vec<u64> = nodes
         .iter()
-        .filter(|n| n["reachable"] == true && running(n) != Some(committed))
+        .filter(|n| running(n).is_some_and(|r| r != committed))
         .filter_map(|n| n["id"].as_u64())
         .collect();
     let vip_holders: Vec<u64> = nodes
@@ -76,7 +93,7 @@ pub async fn gather(node: &Node, own: Value) -> Value {
         .collect();
     tracing::trace!(nodes = nodes.len(), ?divergent, "cluster view gathered");
     json!({
-        "via": node.local.id,
+        "via": local.id,
         "leader_id": own["leader_id"],
         "config_version_committed": committed,
         "divergent": divergent,
@@ -85,14 +102,24 @@ pub async fn gather(node: &Node, own: Value) -> Value {
     })
 }
 
+/// A node's report through Raft in the shape of its `/status` fields.
+fn reported(r: &fulcrum_raft::ApplyReport) -> Value {
+    let error = if r.failed_version > r.running {
+        json!({ "version": r.failed_version, "reason": r.reason, "retrying": r.retrying })
+    } else {
+        Value::Null
+    };
+    json!({ "config_version_running": r.running, "config_apply_error": error })
+}
+
 /// The members to ask, this node included, sorted by id.
-async fn targets(node: &Node) -> Vec<Target> {
+async fn targets(local: &NodeSection, cluster: Option<&Arc<Cluster>>) -> Vec<Target> {
     let me = Target {
-        id: node.local.id,
-        admin: node.local.admin.to_string(),
+        id: local.id,
+        admin: local.admin.to_string(),
         voter: true,
     };
-    let Some(cluster) = node.cluster() else {
+    let Some(cluster) = cluster else {
         return vec![me];
     };
     let mut out: Vec<Target> = cluster

@@ -1,6 +1,10 @@
 //! The control side of the node: what decides who holds the VIP and what turns local
 //! observations into replicated state, apart from the data plane that serves requests.
 //!
+//! - `cluster`   — the node's Raft member: start, proposals out, the health reporter.
+//! - `apply`     — the one place a parsed config becomes the running one (listeners bound,
+//!   snapshot swapped, checkers restarted), and the record of a version that failed.
+//! - `follow`    — committed Raft state -> this node (config versions, health, drains).
 //! - `thread`    — the control runtime on its own OS threads (real-time when allowed);
 //!   Raft, the lease and the VIP guard run there.
 //! - `vip_guard` — leadership -> kernel fence and address, and the synchronous step-down.
@@ -11,7 +15,10 @@
 //! - `events`    — this node's recent transitions (leader, VIP, backends, config).
 //! - `gather`    — the cluster view: every member's own `/status`, asked by one node.
 
+pub mod apply;
+pub mod cluster;
 pub mod events;
+pub mod follow;
 pub mod gather;
 pub mod reporter;
 pub mod thread;

@@ -16,7 +16,7 @@
 //!   address with one fencing mode. A peer that started after it with another `[vip]` is
 //!   only logged: that peer's own check refuses it, and the running node stays.
 
-use crate::app::Node;
+use crate::control::cluster::Cluster;
 use fulcrum_config::{Config, ConfigErrors, Fencing};
 use serde_json::{json, Value};
 use std::fmt;
@@ -169,20 +169,18 @@ pub struct VipDisagreement {
 /// [`PEER_CHECK_WINDOW`] while some are unreachable or unknown; the first one that
 /// differs and has been up longer than this node is an error. Members that never answer
 /// are not checked (logged).
-pub async fn check_peers(node: &Node) -> Result<(), VipDisagreement> {
-    let Some(cluster) = node.cluster() else {
+/// `config` is the node's running config, `me` its id.
+pub async fn check_peers(
+    cluster: Option<&Cluster>,
+    config: &Config,
+    me: u64,
+) -> Result<(), VipDisagreement> {
+    let Some(cluster) = cluster else {
         return Ok(());
     };
-    let snapshot = node.dp.snapshot();
-    let ours = VipSetting::of(&snapshot.config);
+    let ours = VipSetting::of(config);
     // Peers named in the file: a node alone in its cluster has nobody to compare with.
-    let has_static_peers = snapshot
-        .config
-        .cluster
-        .as_ref()
-        .is_some_and(|c| c.peers.len() > 1);
-    drop(snapshot);
-    let me = node.local.id;
+    let has_static_peers = config.cluster.as_ref().is_some_and(|c| c.peers.len() > 1);
     let deadline = Instant::now() + PEER_CHECK_WINDOW;
     let mut checked = std::collections::BTreeSet::new();
     loop {

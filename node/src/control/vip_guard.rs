@@ -19,7 +19,7 @@
 //! Without the privilege for nftables the fence is off (warned at start); the address
 //! lifetime is then the only kernel-side fence, as in earlier versions.
 
-use crate::cluster::Cluster;
+use crate::control::cluster::Cluster;
 use fulcrum_config::{Config, Fencing};
 use fulcrum_raft::lease::time::{instant_at, now_us};
 use fulcrum_raft::{HookSlot, Leadership, Lease, StepDownHook};

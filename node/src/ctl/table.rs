@@ -29,14 +29,24 @@ pub fn render(cluster: &Value) -> String {
     for n in &nodes {
         let s = &n["status"];
         if n["reachable"] != true {
+            // What it last said through Raft about its config, when it said anything.
+            let r = &n["reported"];
+            let (config, said) = match r["config_version_running"].as_u64() {
+                Some(v) if v == committed => (format!("{v} (raft)"), String::new()),
+                Some(v) => (
+                    format!("{v} (!raft)"),
+                    format!("; {}", apply_error(&r["config_apply_error"])),
+                ),
+                None => ("-".to_string(), String::new()),
+            };
             let _ = writeln!(
                 out,
-                "{:<4} {:<21} {:<9} {:<5} {:<8} {:<6} {:<4} {:<10} unreachable: {}",
+                "{:<4} {:<21} {:<9} {:<5} {:<8} {:<6} {:<4} {:<10} unreachable: {}{said}",
                 n["id"],
                 n["admin"].as_str().unwrap_or("?"),
                 "DOWN",
                 "-",
-                "-",
+                config,
                 "-",
                 "-",
                 "-",
@@ -136,15 +146,18 @@ pub fn apply_error(e: &Value) -> String {
     if !e.is_object() {
         return "-".to_string();
     }
+    let state = if e["retrying"] == true {
+        "retrying"
+    } else {
+        "waiting for a newer version"
+    };
+    let attempts = match e["attempts"].as_u64() {
+        Some(n) => format!("{n} attempts, "),
+        None => String::new(),
+    };
     format!(
-        "version {} ({} attempts, {}): {}",
+        "version {} ({attempts}{state}): {}",
         e["version"],
-        e["attempts"],
-        if e["retrying"] == true {
-            "retrying"
-        } else {
-            "waiting for a newer version"
-        },
         e["reason"].as_str().unwrap_or("?")
     )
 }

@@ -1,6 +1,8 @@
 //! `ctl apply`'s wait, like `kubectl rollout status`: after the commit, read the cluster
-//! view (`GET /cluster`) until every voter runs the new version or the wait is over,
-//! then print one line per node and say which did not apply it and why.
+//! view (`GET /cluster`) until every voter runs the new version or has refused it for
+//! good (a node that keeps retrying may still make it), or the wait is over; then print
+//! one line per node and say which did not apply it and why. A node whose admin API
+//! does not answer is judged by what it reported through Raft (`reported`).
 
 use super::{call, CtlError};
 use http::Method;
@@ -22,6 +24,11 @@ pub enum NodeOutcome {
         running: u64,
         reason: Option<String>,
     },
+    /// Refused for good (retrying cannot help): waiting longer changes nothing.
+    Refused {
+        running: u64,
+        reason: String,
+    },
     Unreachable(String),
 }
 
@@ -39,7 +46,11 @@ impl NodeLine {
         let who = format!(
             "node {} ({}{})",
             self.id,
-            self.admin,
+            if self.admin.is_empty() {
+                "admin address not known yet"
+            } else {
+                &self.admin
+            },
             if self.voter { "" } else { ", learner" }
         );
         match &self.outcome {
@@ -50,6 +61,9 @@ impl NodeLine {
                     .as_deref()
                     .unwrap_or("no error reported yet (still applying?)")
             ),
+            NodeOutcome::Refused { running, reason } => {
+                format!("{who}: REFUSED, still runs version {running}: {reason}")
+            }
             NodeOutcome::Unreachable(e) => format!("{who}: NOT confirmed, unreachable: {e}"),
         }
     }
@@ -62,18 +76,13 @@ pub fn outcomes(cluster: &Value, want: u64) -> Vec<NodeLine> {
         .into_iter()
         .flatten()
         .map(|n| {
-            let s = &n["status"];
-            let outcome = if n["reachable"] != true {
-                NodeOutcome::Unreachable(n["error"].as_str().unwrap_or("?").to_string())
+            let outcome = if n["reachable"] == true {
+                outcome(&n["status"], want)
             } else {
-                let running = s["config_version_running"].as_u64().unwrap_or(0);
-                if running >= want {
-                    NodeOutcome::Running
-                } else {
-                    let e = &s["config_apply_error"];
-                    let reason = (e["version"].as_u64() >= Some(want))
-                        .then(|| e["reason"].as_str().unwrap_or("?").to_string());
-                    NodeOutcome::Behind { running, reason }
+                let error = n["error"].as_str().unwrap_or("?");
+                match outcome(&n["reported"], want) {
+                    NodeOutcome::Behind { .. } => NodeOutcome::Unreachable(error.to_string()),
+                    reported => reported,
                 }
             };
             NodeLine {
@@ -86,6 +95,31 @@ pub fn outcomes(cluster: &Value, want: u64) -> Vec<NodeLine> {
         .collect()
 }
 
+/// Where a node stands by its own word: its `/status`, or its report through Raft
+/// (`config_version_running`, `config_apply_error: {version, reason, retrying}`).
+fn outcome(said: &Value, want: u64) -> NodeOutcome {
+    let running = said["config_version_running"].as_u64().unwrap_or(0);
+    if running >= want {
+        return NodeOutcome::Running;
+    }
+    let e = &said["config_apply_error"];
+    if e["version"].as_u64() < Some(want) {
+        return NodeOutcome::Behind {
+            running,
+            reason: None,
+        };
+    }
+    let reason = e["reason"].as_str().unwrap_or("?").to_string();
+    if e["retrying"] == false {
+        NodeOutcome::Refused { running, reason }
+    } else {
+        NodeOutcome::Behind {
+            running,
+            reason: Some(reason),
+        }
+    }
+}
+
 /// Voters that do not run `want` (yet).
 pub fn pending(lines: &[NodeLine]) -> Vec<u64> {
     lines
@@ -95,7 +129,23 @@ pub fn pending(lines: &[NodeLine]) -> Vec<u64> {
         .collect()
 }
 
-/// Waits up to `within` for every voter to run `want`; returns the last lines seen.
+/// Voters that may still run `want`: neither running it nor refusing it for good.
+pub fn undecided(lines: &[NodeLine]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter(|l| l.voter)
+        .filter(|l| {
+            !matches!(
+                l.outcome,
+                NodeOutcome::Running | NodeOutcome::Refused { .. }
+            )
+        })
+        .map(|l| l.id)
+        .collect()
+}
+
+/// Waits up to `within` until every voter runs `want` or refused it for good; returns
+/// the last lines seen.
 pub async fn wait(
     admin: &str,
     token: Option<&str>,
@@ -115,7 +165,7 @@ pub async fn wait(
         let cluster: Value = serde_json::from_str(&body)
             .map_err(|e| CtlError::Other(format!("GET /cluster is not JSON: {e}")))?;
         let lines = outcomes(&cluster, want);
-        let waiting = pending(&lines);
+        let waiting = undecided(&lines);
         let now = Instant::now();
         if waiting.is_empty() || now >= start + within {
             return Ok(lines);
@@ -161,5 +211,30 @@ mod tests {
         assert!(lines[2].render(2).contains("unreachable: refused"));
         assert_eq!(lines[0].render(2), "node 1 (a:1): running config version 2");
         assert!(lines[3].render(2).contains("learner"));
+        assert_eq!(undecided(&lines), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_refusal_for_good_ends_the_wait_and_a_report_stands_in_for_a_down_node() {
+        let refused = json!({"version": 2, "reason": "listener x: this node's admin address", "retrying": false});
+        let cluster = json!({"nodes": [
+            {"id": 1, "admin": "a:1", "voter": true, "reachable": true,
+             "status": {"config_version_running": 2, "config_apply_error": null}},
+            {"id": 2, "admin": "a:2", "voter": true, "reachable": true,
+             "status": {"config_version_running": 1, "config_apply_error": refused}},
+            {"id": 3, "admin": "a:3", "voter": true, "reachable": false, "error": "timed out", "status": null,
+             "reported": {"config_version_running": 1, "config_apply_error": refused}},
+            {"id": 4, "admin": "a:4", "voter": true, "reachable": false, "error": "timed out", "status": null,
+             "reported": {"config_version_running": 2, "config_apply_error": null}},
+        ]});
+        let lines = outcomes(&cluster, 2);
+        assert!(undecided(&lines).is_empty(), "{lines:?}");
+        assert_eq!(pending(&lines), vec![2, 3]);
+        assert_eq!(
+            lines[1].render(2),
+            "node 2 (a:2): REFUSED, still runs version 1: listener x: this node's admin address"
+        );
+        assert!(lines[2].render(2).contains("REFUSED"), "{lines:?}");
+        assert_eq!(lines[3].outcome, NodeOutcome::Running);
     }
 }

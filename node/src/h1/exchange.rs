@@ -101,7 +101,9 @@ where
     let Some(route) = table.find(host, path, &c.head.view(buf)) else {
         return local(c, ctx, Local::NoRoute).await;
     };
-    if let Err(limited) = rate_limit::admit(route, &ctx.conn, &c.head.view(buf), path) {
+    if let Err(limited) =
+        rate_limit::admit(route.limiter.as_deref(), &ctx.conn, &c.head.view(buf), path)
+    {
         return local(c, ctx, limited).await;
     }
     if route.redirect_https && !ctx.conn.tls {
@@ -113,7 +115,7 @@ where
     if pool.upstream.is_tls() {
         return Next::Handoff;
     }
-    let keys = ChoiceKeys::read(&ctx.dp, &pool, &ctx.conn, &c.head.view(buf), path);
+    let keys = ChoiceKeys::read(&pool, &ctx.conn, &c.head.view(buf), path);
     let choice = choice::choose_backend(&pool, &ctx.conn, keys).await;
     let Some(choice) = choice else {
         return local(c, ctx, Local::NoBackend).await;
@@ -325,9 +327,9 @@ where
     backend.state.note_success();
     let mut set_cookie = set_cookie;
     if pool.affinity_mode == AffinityMode::Learn {
-        if let Some(store) = ctx.dp.sessions() {
+        if let Some(store) = &pool.sessions {
             let learned = shared::learned_sessions(pool, &HeadView::new(&c.resp.headers, &up.buf));
-            set_cookie |= shared::pin_learned(&store, pool, index, learned).await;
+            set_cookie |= shared::pin_learned(store, pool, index, learned).await;
         }
     }
     let status = c.resp.status;

@@ -134,7 +134,6 @@ pub(super) async fn forward(
     let set_cookie = choice.set_cookie || moved;
     let head_request = parts.method == Method::HEAD;
     relay(
-        shared,
         &pool,
         index,
         up,
@@ -243,7 +242,6 @@ async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), 
 /// connection goes back to the pool when the response was read whole.
 #[allow(clippy::too_many_arguments)]
 async fn relay(
-    shared: &Shared,
     pool: &PoolRuntime,
     index: usize,
     mut up: BackendConn,
@@ -267,9 +265,9 @@ async fn relay(
     backend.state.note_success();
     let mut set_cookie = set_cookie;
     if pool.affinity_mode == AffinityMode::Learn {
-        if let Some(store) = shared.dp.sessions() {
+        if let Some(store) = &pool.sessions {
             let learned = affinity::learned_sessions(pool, &HeadView::new(&resp.headers, &up.buf));
-            set_cookie |= affinity::pin_learned(&store, pool, index, learned).await;
+            set_cookie |= affinity::pin_learned(store, pool, index, learned).await;
         }
     }
     let status = resp.status;

@@ -61,7 +61,12 @@ async fn route_and_forward(
     let route = table
         .find(target.host(), target.path.as_bytes(), req.headers())
         .ok_or(Local::NoRoute)?;
-    rate_limit::admit(route, &shared.conn, req.headers(), target.path.as_bytes())?;
+    rate_limit::admit(
+        route.limiter.as_deref(),
+        &shared.conn,
+        req.headers(),
+        target.path.as_bytes(),
+    )?;
     let pool = snapshot
         .pools
         .get(&route.pool)
@@ -71,13 +76,7 @@ async fn route_and_forward(
         return Err(Answer::Misdirected);
     }
     drop(snapshot);
-    let keys = ChoiceKeys::read(
-        &shared.dp,
-        &pool,
-        &shared.conn,
-        req.headers(),
-        target.path.as_bytes(),
-    );
+    let keys = ChoiceKeys::read(&pool, &shared.conn, req.headers(), target.path.as_bytes());
     let choice = choose_backend(&pool, &shared.conn, keys)
         .await
         .ok_or(Local::NoBackend)?;

@@ -100,9 +100,9 @@ pub(super) async fn forward(
                 backend.state.note_success();
                 let mut learned = false;
                 if pool.affinity_mode == fulcrum_config::AffinityMode::Learn {
-                    if let Some(store) = dp.sessions() {
+                    if let Some(store) = &pool.sessions {
                         let sessions = shared::learned_sessions(&pool, resp.headers());
-                        learned = shared::pin_learned(&store, &pool, index, sessions).await;
+                        learned = shared::pin_learned(store, &pool, index, sessions).await;
                     }
                 }
                 let done = RequestDone::new(

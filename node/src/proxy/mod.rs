@@ -88,13 +88,18 @@ async fn route_and_forward(
     let route = table
         .find(target.host(), target.path.as_bytes(), req.headers())
         .ok_or(Local::NoRoute)?;
-    rate_limit::admit(route, conn, req.headers(), target.path.as_bytes())?;
+    rate_limit::admit(
+        route.limiter.as_deref(),
+        conn,
+        req.headers(),
+        target.path.as_bytes(),
+    )?;
     if route.redirect_https && !conn.tls {
         return Ok(redirect_to_https(target.host(), req.uri()));
     }
     let pool = snap.pools.get(&route.pool).ok_or(Local::NoBackend)?.clone();
     let span = tracing::debug_span!("request", method = %req.method(), path = %target.path, pool = %pool.name);
-    let keys = ChoiceKeys::read(dp, &pool, conn, req.headers(), target.path.as_bytes());
+    let keys = ChoiceKeys::read(&pool, conn, req.headers(), target.path.as_bytes());
     let choice = choose_backend(&pool, conn, keys)
         .await
         .ok_or(Local::NoBackend)?;

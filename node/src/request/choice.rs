@@ -5,7 +5,6 @@
 use crate::affinity::cookie::find_cookie;
 use crate::affinity::shared;
 use crate::balance::PickContext;
-use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
 use crate::request::conn::ConnInfo;
 use crate::request::lookup::HeaderLookup;
@@ -37,7 +36,6 @@ pub(crate) struct ChoiceKeys {
 
 impl ChoiceKeys {
     pub(crate) fn read(
-        dp: &DataPlane,
         pool: &PoolRuntime,
         conn: &ConnInfo,
         headers: &impl HeaderLookup,
@@ -56,7 +54,7 @@ impl ChoiceKeys {
                 fallback_pin: None,
             };
         }
-        let session = dp.sessions().and_then(|store| {
+        let session = pool.sessions.clone().and_then(|store| {
             shared::session_key(pool, headers, conn.client.ip()).map(|key| (store, key))
         });
         let fallback_pin = match (&session, &pool.fallback) {

@@ -22,7 +22,6 @@ use super::choice::hash_key_bytes;
 use super::conn::ConnInfo;
 use super::local::Local;
 use super::lookup::HeaderLookup;
-use crate::router::CompiledRoute;
 
 /// Independent locks, so that clients on different threads rarely wait for each other.
 const SHARDS: usize = 16;
@@ -127,14 +126,15 @@ impl RateLimiter {
     }
 }
 
-/// Applies `route`'s rate limit (if any) to a request: the 429 to answer when refused.
+/// Applies a route's rate limit (if it has one) to a request: the 429 to answer when
+/// refused.
 pub(crate) fn admit(
-    route: &CompiledRoute,
+    limiter: Option<&RateLimiter>,
     conn: &ConnInfo,
     headers: &impl HeaderLookup,
     path: &[u8],
 ) -> Result<(), Local> {
-    let Some(limiter) = &route.limiter else {
+    let Some(limiter) = limiter else {
         return Ok(());
     };
     let key = hash_key_bytes(Some(&limiter.key), conn, headers, path);

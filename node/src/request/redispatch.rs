@@ -47,7 +47,7 @@ pub(crate) async fn after_failure(
         NextAttempt::SameBackend => Retry::SameBackend,
         NextAttempt::OtherBackend => {
             tracing::warn!(pool = %pool.name, backend = %backend.id, ?failure, "backend request failed; trying another backend");
-            Retry::Other(retry_target(dp, pool, choice, conn, index).await?)
+            Retry::Other(retry_target(pool, choice, conn, index).await?)
         }
     };
     dp.metrics.retries.inc();
@@ -71,7 +71,6 @@ pub(crate) fn eject_locally(dp: &DataPlane, pool: &PoolRuntime, index: usize) {
 /// Another backend for a request whose connection failed; a Redis-pinned session is
 /// moved off the failed backend once, so every node follows.
 pub(crate) async fn retry_target(
-    dp: &DataPlane,
     pool: &PoolRuntime,
     choice: &Choice,
     conn: &ConnInfo,
@@ -82,9 +81,9 @@ pub(crate) async fn retry_target(
         client_ip: Some(conn.client.ip()),
     };
     let pick = || pool.pick(&ctx, Some(failed));
-    match (choice.session.as_deref(), dp.sessions()) {
+    match (choice.session.as_deref(), &pool.sessions) {
         (Some(key), Some(store)) => {
-            shared::repin(&store, pool, key, &pool.backends[failed].id, pick).await
+            shared::repin(store, pool, key, &pool.backends[failed].id, pick).await
         }
         _ => pick(),
     }

@@ -1,40 +1,19 @@
-//! The node's link to Raft: one config everywhere, shared health, drains, members.
+//! The node's link to Raft: starting the member, and operator changes out to it.
 //!
-//! Two directions:
-//! - **Out**: operator changes (`PUT /config`, `ctl apply`, SIGHUP, drain) become Raft
-//!   proposals (`propose_*`); they return once the change is committed, or fail with a
-//!   clear "no quorum" error within seconds. This node's own health verdicts go to its
-//!   `HealthReporter`, which commits them until the replicated state matches.
-//! - **In**: `follow` watches the replicated `ClusterState` and makes the data plane match
-//!   it: a newer config version is applied (Raft's version wins over the local file),
-//!   effective backend health is recomputed with the configured policy, drain flags copied.
-//!
-//! A committed config this node cannot apply (a port still busy, a certificate not yet
-//! deployed) is not forgotten: the node keeps running the last version that applied,
-//! records the failure (`apply_failure`, shown in `/status`, `ctl status` and
-//! `fulcrum_config_apply_failures_total`) and retries with backoff until it applies or
-//! a newer version is committed. Only a text the node refuses as invalid is not retried.
-//!
-//! The data plane never waits on any of this: without quorum it keeps serving with the
-//! last config and its own passive view.
+//! Operator changes (`PUT /config`, `ctl apply`, SIGHUP, drain) become Raft proposals
+//! (`propose_*`); they return once the change is committed, or fail with a clear "no
+//! quorum" error within seconds. This node's own health verdicts go to its
+//! `HealthReporter`, which commits them until the replicated state matches. The way
+//! back, committed state -> this node, is `control::follow`; nothing here knows the node.
 
-use crate::app::{ApplyError, Node};
 use crate::control::reporter::HealthReporter;
 use fulcrum_config::{ClusterSection, Config, ConfigErrors, HealthPolicy, NodeSection};
 use fulcrum_raft::{
-    ClusterState, Command, NodeId, PeerTlsContext, Policy, ProposeError, RaftHandle, RaftOptions,
-    RaftStatus,
+    Command, NodeId, PeerTlsContext, Policy, ProposeError, RaftHandle, RaftOptions, RaftStatus,
 };
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
-use tokio::time::Instant;
-
-/// First pause before retrying a config version that failed to apply.
-const APPLY_RETRY_FIRST: Duration = Duration::from_millis(250);
-/// Longest pause between two attempts: a freed port is used within about this long.
-const APPLY_RETRY_MAX: Duration = Duration::from_secs(2);
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// File in the node's data dir holding the health reporter's sequence counter.
 const REPORT_SEQ_FILE: &str = "health_report_seq";
@@ -60,30 +39,9 @@ pub enum ClusterError {
 /// A running Raft member inside this node.
 pub struct Cluster {
     pub raft: RaftHandle,
-    policy: Policy,
+    /// How observers' verdicts combine (`[cluster] health_policy`).
+    pub policy: Policy,
     reporter: Arc<HealthReporter>,
-    apply_failure: Mutex<Option<ApplyFailure>>,
-}
-
-/// A committed config version this node could not apply (yet).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApplyFailure {
-    pub version: u64,
-    /// The last attempt's error.
-    pub reason: String,
-    /// When the first attempt at this version failed.
-    pub since: SystemTime,
-    pub attempts: u64,
-    /// False when retrying cannot help (the text is refused): waits for a newer version.
-    pub retrying: bool,
-}
-
-/// When to try a failed version again.
-#[derive(Debug, Clone, Copy)]
-struct Retry {
-    version: u64,
-    at: Instant,
-    pause: Duration,
 }
 
 fn policy(p: HealthPolicy) -> Policy {
@@ -98,6 +56,7 @@ fn policy(p: HealthPolicy) -> Policy {
 pub fn replicated_text(config: &Config) -> Result<String, ClusterError> {
     config
         .without_local()
+        .map_err(|e| ClusterError::Render(e.to_string()))?
         .to_toml()
         .map_err(|e| ClusterError::Render(e.to_string()))
 }
@@ -135,6 +94,7 @@ impl Cluster {
         section: &ClusterSection,
         config: &Config,
         step_down_hook: Option<fulcrum_raft::HookSlot>,
+        write_check: fulcrum_raft::WriteCheck,
     ) -> Result<Cluster, ClusterError> {
         let secret_path = section.secret_file.display().to_string();
         let secret =
@@ -157,6 +117,7 @@ impl Cluster {
         opts.lease = section.lease;
         opts.seed_config_toml = replicated_text(config)?;
         opts.step_down_hook = step_down_hook;
+        opts.write_check = Some(write_check);
         // Raft and its lease run on the control thread, apart from the data plane.
         let raft = match crate::control::thread::control_handle() {
             Some(control) => control
@@ -171,7 +132,6 @@ impl Cluster {
             raft,
             policy: policy(section.health_policy),
             reporter: Arc::new(reporter),
-            apply_failure: Mutex::new(None),
         })
     }
 
@@ -211,14 +171,6 @@ impl Cluster {
         self.raft.cluster_state().borrow().config_version
     }
 
-    /// The committed version this node failed to apply, while it still runs an older one.
-    pub fn apply_failure(&self) -> Option<ApplyFailure> {
-        self.apply_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Every observer's latest report on one backend: node id -> healthy.
     pub fn observations(&self, pool: &str, backend: &str) -> BTreeMap<NodeId, bool> {
         let state = self.raft.cluster_state().borrow().clone();
@@ -228,140 +180,13 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// Keeps the data plane in line with the replicated state until the node stops,
-    /// and runs the health reporter alongside.
-    pub async fn follow(self: Arc<Self>, node: Arc<Node>) {
-        let dp = node.dp.clone();
-        let known = move |pool: &str, backend: &str| dp.registry.find(pool, backend).is_some();
-        tokio::spawn(
-            self.reporter
-                .clone()
-                .run(self.raft.clone(), known, node.stop.clone()),
-        );
-        let mut states: watch::Receiver<Arc<ClusterState>> = self.raft.cluster_state();
-        let mut retry: Option<Retry> = None;
-        loop {
-            let state = states.borrow_and_update().clone();
-            retry = self.converge_config(&node, &state, retry).await;
-            self.sync_backends(&node, &state);
-            let retry_at = retry.map(|r| r.at);
-            tokio::select! {
-                _ = node.stop.cancelled() => return,
-                changed = states.changed() => if changed.is_err() { return },
-                _ = sleep_until(retry_at) => {}
-            }
-        }
-    }
-
-    /// Applies the committed config when this node runs an older one; returns when to
-    /// try again after a failure that may go away.
-    async fn converge_config(
+    /// Commits this node's health verdicts until `stop` (see `HealthReporter::run`).
+    pub fn run_reporter(
         &self,
-        node: &Node,
-        state: &ClusterState,
-        retry: Option<Retry>,
-    ) -> Option<Retry> {
-        let version = state.config_version;
-        if version <= node.version() || state.config_toml.is_empty() {
-            self.clear_failure(node.version());
-            return None;
-        }
-        let failed_before = self.apply_failure().filter(|f| f.version == version);
-        match (&failed_before, retry) {
-            // A newer version, or a retry that is due: try now.
-            (None, _) => {}
-            (Some(_), Some(r)) if r.version == version && Instant::now() >= r.at => {}
-            // Waiting for the retry, or refused for good: nothing to do yet.
-            (Some(_), _) => return retry,
-        }
-        let applied = node.apply_replicated(&state.config_toml, version).await;
-        match applied {
-            Ok(()) => {
-                self.clear_failure(version);
-                None
-            }
-            Err(e) => self.note_failure(node, version, &e, retry),
-        }
-    }
-
-    fn note_failure(
-        &self,
-        node: &Node,
-        version: u64,
-        error: &ApplyError,
-        retry: Option<Retry>,
-    ) -> Option<Retry> {
-        node.dp.metrics.config.apply_failures.inc();
-        let retrying = retry_may_help(error);
-        let reason = error.to_string();
-        let mut slot = self.apply_failure.lock().unwrap_or_else(|p| p.into_inner());
-        let failure = match slot.take().filter(|f| f.version == version) {
-            Some(f) => ApplyFailure {
-                attempts: f.attempts + 1,
-                reason,
-                retrying,
-                ..f
-            },
-            None => {
-                tracing::error!(version, running = node.version(), error = %error, retrying, "replicated config could not be applied; keeping the previous one");
-                ApplyFailure {
-                    version,
-                    reason,
-                    since: SystemTime::now(),
-                    attempts: 1,
-                    retrying,
-                }
-            }
-        };
-        tracing::debug!(version, attempts = failure.attempts, error = %error, "config apply attempt failed");
-        *slot = Some(failure);
-        if !retrying {
-            return None;
-        }
-        let pause = match retry {
-            Some(r) if r.version == version => (r.pause * 2).min(APPLY_RETRY_MAX),
-            _ => APPLY_RETRY_FIRST,
-        };
-        Some(Retry {
-            version,
-            at: Instant::now() + pause,
-            pause,
-        })
-    }
-
-    /// Forgets a failure once version `running` (or a newer one) runs.
-    fn clear_failure(&self, running: u64) {
-        let mut slot = self.apply_failure.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = slot.as_ref().filter(|f| f.version <= running) {
-            tracing::info!(
-                version = running,
-                failed_attempts = f.attempts,
-                "replicated config applied after failed attempts"
-            );
-            *slot = None;
-        }
-    }
-
-    /// Effective health and drain flags from the replicated state.
-    fn sync_backends(&self, node: &Node, state: &ClusterState) {
-        let voters: BTreeSet<u64> = self.raft.voter_ids();
-        for (pool, addr, backend) in node.dp.registry.all() {
-            backend.set_cluster_healthy(state.backend_healthy(&pool, &addr, &voters, self.policy));
-            backend.set_drained(state.is_drained(&pool, &addr));
-        }
-    }
-}
-
-/// Whether trying the same text again may succeed: a bind or a certificate file depends
-/// on the machine and may change; a text this node refuses as invalid will not.
-fn retry_may_help(error: &ApplyError) -> bool {
-    !matches!(error, ApplyError::Invalid(_))
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+        known: impl Fn(&str, &str) -> bool + Send + 'static,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.reporter.clone().run(self.raft.clone(), known, stop)
     }
 }
 
