@@ -12,9 +12,13 @@
 //!   served, and that has lasted `header_timeout` — a request head is being trickled
 //!   (slowloris). HTTP/1 only: HTTP/2 carries control frames between requests.
 //!
-//! Both are judged at watchdog ticks, so a timeout fires up to one tick late.
+//! Both are judged at watchdog ticks, so a timeout fires up to one tick late. The
+//! HTTP/1.1 path's connections are judged by their listener's sweep
+//! (`crate::listener_sweep`), which tells a connection its verdict through `post`.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use futures_util::task::AtomicWaker;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// The counters one client connection shares with its watchdog.
@@ -30,6 +34,10 @@ pub(crate) struct ConnActivity {
     in_flight: AtomicU32,
     /// The connection speaks HTTP/2.
     http2: AtomicBool,
+    /// Events a sweep posted and the connection has not taken yet (bits).
+    events: AtomicU8,
+    /// The connection's task, woken when an event is posted.
+    waker: AtomicWaker,
 }
 
 impl ConnActivity {
@@ -59,6 +67,21 @@ impl ConnActivity {
         self.reads_when_answered
             .store(self.reads.load(Ordering::Relaxed), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Adds `events` (bits) for the connection and wakes its task.
+    pub(crate) fn post(&self, events: u8) {
+        self.events.fetch_or(events, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// The events posted since the last call, once there are any.
+    pub(crate) fn poll_events(&self, cx: &mut Context<'_>) -> Poll<u8> {
+        self.waker.register(cx.waker());
+        if self.events.load(Ordering::Acquire) == 0 {
+            return Poll::Pending;
+        }
+        Poll::Ready(self.events.swap(0, Ordering::AcqRel))
     }
 
     /// Bytes arrived since the last answer while nothing is being served: a new

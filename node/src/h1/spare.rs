@@ -4,7 +4,8 @@
 //! buffer comes from `crate::bufpool` when bytes arrive (`read_lent`: a buffer is taken
 //! for each read attempt and given back at once if the socket had nothing), and the
 //! per-request working memory — the head being written, the parsed request and
-//! response heads, the normalised path — from a per-thread free list (`Client::lend`).
+//! response heads, the normalised path, the response timer — from a per-thread free
+//! list (`Client::lend`).
 //! Both go back once a request is answered and no pipelined byte is waiting
 //! (`Client::park`). A connection with bytes of a next request (pipelining, a head
 //! split across reads) keeps what it holds until it has parsed and served them.
@@ -12,6 +13,7 @@
 use super::exchange::Client;
 use super::head::RequestHead;
 use super::response::ResponseHead;
+use super::timer::ResponseTimer;
 use crate::bufpool;
 use bytes::BytesMut;
 use std::cell::RefCell;
@@ -34,6 +36,7 @@ struct Scratch {
     head: RequestHead,
     resp: ResponseHead,
     path: Vec<u8>,
+    timer: ResponseTimer,
 }
 
 thread_local! {
@@ -56,6 +59,7 @@ impl<S> Client<S> {
         self.head = s.head;
         self.resp = s.resp;
         self.path = s.path;
+        self.timer = s.timer;
         self.lent = true;
     }
 
@@ -75,6 +79,7 @@ impl<S> Client<S> {
             head: std::mem::take(&mut self.head),
             resp: std::mem::take(&mut self.resp),
             path: std::mem::take(&mut self.path),
+            timer: std::mem::take(&mut self.timer),
         };
         if s.out.capacity() > MAX_OUT {
             return;
@@ -148,7 +153,7 @@ mod tests {
             head: RequestHead::default(),
             resp: ResponseHead::default(),
             consumed: false,
-            timer: super::super::timer::ResponseTimer::new(),
+            timer: ResponseTimer::default(),
             path: Vec::new(),
             forward_normalized: false,
             lent: false,
