@@ -48,6 +48,7 @@ use bytes::{Bytes, BytesMut};
 use exchange::{Client, Next};
 use head::Parsed;
 use io::write_both;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -117,14 +118,18 @@ pub(crate) struct Handoff<S> {
 /// Serves one plain client connection; returns it as a `Handoff` if a request needs
 /// what only hyper does. Idle and slow-head timeouts and the listener's stop come from
 /// its `sweep`.
-pub(crate) async fn serve<S>(
+///
+/// The connection's state is set up here and moved into the returned future once
+/// (an `async fn` would keep its arguments beside what it builds from them, for the
+/// connection's whole life).
+pub(crate) fn serve<S>(
     stream: S,
     conn: Arc<ConnInfo>,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
     max_header_bytes: usize,
     sweep: &Arc<Sweep>,
-) -> Option<Handoff<S>>
+) -> impl Future<Output = Option<Handoff<S>>> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -141,33 +146,35 @@ where
         phase: AtomicU8::new(Phase::Between as u8),
         activity,
     };
-    let end = {
-        let session = session(&mut io, &mut buf, &ctx);
-        tokio::pin!(session);
-        loop {
-            tokio::select! {
-                biased;
-                end = &mut session => break end,
-                posted = std::future::poll_fn(|cx| ctx.activity.poll_events(cx)) => {
-                    if let Some(end) = judge(&ctx, posted) {
-                        break end;
+    async move {
+        let end = {
+            let session = session(&mut io, &mut buf, &ctx);
+            tokio::pin!(session);
+            loop {
+                tokio::select! {
+                    biased;
+                    end = &mut session => break end,
+                    posted = std::future::poll_fn(|cx| ctx.activity.poll_events(cx)) => {
+                        if let Some(end) = judge(&ctx, posted) {
+                            break end;
+                        }
                     }
                 }
             }
+        };
+        drop((open, watched));
+        let Ctx { dp, conn, .. } = ctx;
+        if end != End::Handoff {
+            bufpool::give(&mut buf);
         }
-    };
-    drop((open, watched));
-    let Ctx { dp, conn, .. } = ctx;
-    if end != End::Handoff {
-        bufpool::give(&mut buf);
+        (end == End::Handoff).then(|| Handoff {
+            prefix: buf.freeze(),
+            stream: io.into_inner(),
+            conn,
+            dp,
+            stop,
+        })
     }
-    (end == End::Handoff).then(|| Handoff {
-        prefix: buf.freeze(),
-        stream: io.into_inner(),
-        conn,
-        dp,
-        stop,
-    })
 }
 
 /// What the connection does about the events its sweep posted: `Some` to close now.

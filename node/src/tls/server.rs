@@ -158,7 +158,7 @@ async fn handshake_and_serve(
         listener::serve_connection(tls_stream, Bytes::new(), conn, builder, dp, stop, timeouts)
             .await;
     } else {
-        listener::serve_h1(tls_stream, conn, dp, stop, &http).await;
+        listener::serve_h1(tls_stream, conn, dp, stop, http.clone()).await;
     }
 }
 
