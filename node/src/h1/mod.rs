@@ -214,7 +214,7 @@ where
 {
     loop {
         if buf.is_empty() {
-            match spare::read_lent(io, buf).await {
+            match bufpool::read_lent(io, buf).await {
                 Ok(0) | Err(_) => return End::Closed,
                 Ok(_) => {}
             }
@@ -313,7 +313,7 @@ where
                 Parsed::Partial => {}
             }
         }
-        match spare::read_lent(&mut c.io, &mut c.buf).await {
+        match bufpool::read_lent(&mut c.io, &mut c.buf).await {
             Ok(0) | Err(_) => return HeadRead::Closed,
             Ok(_) => {}
         }

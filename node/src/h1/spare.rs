@@ -1,7 +1,7 @@
 //! What a client connection holds only while it serves a request.
 //!
 //! Between requests a keep-alive connection needs nothing but its socket: its read
-//! buffer comes from `crate::bufpool` when bytes arrive (`read_lent`: a buffer is taken
+//! buffer comes from `crate::bufpool` when bytes arrive (`bufpool::read_lent`: a buffer is taken
 //! for each read attempt and given back at once if the socket had nothing), and the
 //! per-request working memory — the head being written, the parsed request and
 //! response heads, the normalised path, the response timer — from a per-thread free
@@ -15,12 +15,7 @@ use super::head::RequestHead;
 use super::response::ResponseHead;
 use super::timer::ResponseTimer;
 use crate::bufpool;
-use bytes::BytesMut;
 use std::cell::RefCell;
-use std::future::{poll_fn, Future};
-use std::io;
-use std::pin::pin;
-use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Working sets kept per thread.
 const KEEP: usize = 64;
@@ -95,33 +90,10 @@ impl<S> Client<S> {
     }
 }
 
-/// Reads from `io` into `buf`. A `buf` without capacity (an idle connection) gets a
-/// lent buffer for each attempt, returned at once when nothing could be read, so a
-/// connection waiting for its client holds none; one that holds bytes grows by a read.
-pub(super) async fn read_lent<R>(io: &mut R, buf: &mut BytesMut) -> io::Result<usize>
-where
-    R: AsyncRead + Unpin,
-{
-    if buf.capacity() > 0 {
-        buf.reserve(bufpool::BUFFER);
-        return io.read_buf(buf).await;
-    }
-    poll_fn(|cx| {
-        if buf.capacity() == 0 {
-            *buf = bufpool::take();
-        }
-        let read = pin!(io.read_buf(&mut *buf)).poll(cx);
-        if read.is_pending() && buf.is_empty() {
-            bufpool::give(buf);
-        }
-        read
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
@@ -131,17 +103,17 @@ mod tests {
         // Polled (pending) until the timeout drops it: the buffer went back at once.
         let waited = tokio::time::timeout(
             std::time::Duration::from_millis(20),
-            read_lent(&mut near, &mut buf),
+            bufpool::read_lent(&mut near, &mut buf),
         )
         .await;
         assert!(waited.is_err(), "nothing to read yet");
         assert_eq!(buf.capacity(), 0, "no buffer held while waiting");
         far.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        let n = read_lent(&mut near, &mut buf).await.unwrap();
+        let n = bufpool::read_lent(&mut near, &mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n");
         // A partial head keeps its buffer and grows it.
         far.write_all(b"Host: a\r\n\r\n").await.unwrap();
-        read_lent(&mut near, &mut buf).await.unwrap();
+        bufpool::read_lent(&mut near, &mut buf).await.unwrap();
         assert_eq!(&buf[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     }
 
