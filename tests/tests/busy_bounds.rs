@@ -9,7 +9,7 @@
 
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::client::{fresh_client, get};
-use fulcrum_tests::config::{backend_list, Ports};
+use fulcrum_tests::config::{backend_list, single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
 use fulcrum_tests::wire::WireConn;
 use std::time::Duration;
@@ -28,33 +28,13 @@ const CLIENTS: usize = 300;
 const ANNOUNCED: usize = 4 * 1024 * 1024;
 const SENT: usize = 256 * 1024;
 
-/// A single-node config whose listener gives heads 30 s, so the clients are still
-/// there when the resident set is read.
+/// The one-node test config with a listener that gives heads 30 s, so the clients
+/// are still there when the resident set is read.
 fn config(ports: &Ports, backends: &str) -> String {
-    format!(
-        r#"[node]
-id = 1
-admin = "{admin}"
-data_dir = "/tmp"
-access_log = "off"
-
-[[listener]]
-name = "web"
-bind = "{web}"
-header_read_timeout = "30s"
-max_header_bytes = {MAX_HEAD}
-
-[[route]]
-listener = "web"
-pool = "app"
-
-[[pool]]
-name = "app"
-backends = {backends}
-"#,
-        admin = ports.admin,
-        web = ports.web,
-    )
+    let cfg = single_node(ports, backends, "", "");
+    let listener = format!("header_read_timeout = \"30s\"\nmax_header_bytes = {MAX_HEAD}");
+    assert!(cfg.contains("header_read_timeout = \"2s\""), "{cfg}");
+    cfg.replace("header_read_timeout = \"2s\"", &listener)
 }
 
 /// Opens `CLIENTS` connections, each sending `bytes` and then nothing more.
