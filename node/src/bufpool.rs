@@ -4,7 +4,7 @@
 //! pooled backend connection, for its next use. Neither needs a read buffer then. So
 //! the hand-written HTTP/1.1 path (`crate::h1`) and its backend connections
 //! (`crate::upstream::BackendConn`) take a buffer when bytes arrive and give it back
-//! once it is drained, like HAProxy's and nginx's buffer pools. Each thread keeps a
+//! once it is drained (`read_lent`), like HAProxy's and nginx's buffer pools. Each thread keeps a
 //! short free list of them: taking and giving is a `Vec` pop and push, no allocation
 //! in the steady state. A task may give a buffer back on another thread than the one
 //! it took it on (work stealing); each list is bounded, so that only shifts which
@@ -13,6 +13,10 @@
 
 use bytes::BytesMut;
 use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::pin;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The size of a lent buffer: what one read asks the kernel for.
 pub(crate) const BUFFER: usize = 16 * 1024;
@@ -62,6 +66,31 @@ pub(crate) fn shelve<T: 'static>(
             }
         }
     });
+}
+
+/// Reads from `io` into `buf`. A `buf` without capacity (an idle connection) gets a
+/// lent buffer for each attempt, returned at once when nothing could be read, so a
+/// connection waiting for its peer (a client's next request, a backend's answer)
+/// holds none; one that holds bytes grows by a read.
+pub(crate) async fn read_lent<R>(io: &mut R, buf: &mut BytesMut) -> io::Result<usize>
+where
+    R: AsyncRead + Unpin,
+{
+    if buf.capacity() > 0 {
+        buf.reserve(BUFFER);
+        return io.read_buf(buf).await;
+    }
+    poll_fn(|cx| {
+        if buf.capacity() == 0 {
+            *buf = take();
+        }
+        let read = pin!(io.read_buf(&mut *buf)).poll(cx);
+        if read.is_pending() && buf.is_empty() {
+            give(buf);
+        }
+        read
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -37,14 +37,19 @@ impl Drop for OpenConnection {
 pub(crate) struct ActivityIo<T> {
     inner: T,
     activity: Arc<ConnActivity>,
-    /// Read first, before `inner`.
-    prefix: Bytes,
+    /// Read first, before `inner`; boxed, as most connections never have one and this
+    /// is part of every connection's task.
+    prefix: Option<Box<Bytes>>,
 }
 
 impl<T> ActivityIo<T> {
     /// Wraps `inner`; every completed read or write is counted in `activity`.
     pub(crate) fn new(inner: T, activity: Arc<ConnActivity>) -> Self {
-        Self::with_prefix(inner, Bytes::new(), activity)
+        ActivityIo {
+            inner,
+            activity,
+            prefix: None,
+        }
     }
 
     /// Like `new`, with `prefix` read before anything from `inner`.
@@ -52,7 +57,7 @@ impl<T> ActivityIo<T> {
         ActivityIo {
             inner,
             activity,
-            prefix,
+            prefix: (!prefix.is_empty()).then(|| Box::new(prefix)),
         }
     }
 
@@ -68,9 +73,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix.split_to(n));
+        if let Some(prefix) = self.prefix.as_mut() {
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix.split_to(n));
+            if prefix.is_empty() {
+                self.prefix = None;
+            }
             self.activity.note_read();
             return Poll::Ready(Ok(()));
         }

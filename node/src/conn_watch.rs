@@ -12,24 +12,33 @@
 //!   served, and that has lasted `header_timeout` — a request head is being trickled
 //!   (slowloris). HTTP/1 only: HTTP/2 carries control frames between requests.
 //!
-//! Both are judged at watchdog ticks, so a timeout fires up to one tick late.
+//! Both are judged at watchdog ticks, so a timeout fires up to one tick late. The
+//! HTTP/1.1 path's connections are judged by their listener's sweep
+//! (`crate::listener_sweep`), which tells a connection its verdict through `post`.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use futures_util::task::AtomicWaker;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// The counters one client connection shares with its watchdog.
 #[derive(Debug, Default)]
 pub(crate) struct ConnActivity {
+    // Counters wrap (u32, to keep this small): only changes between ticks matter.
     /// Completed reads.
-    reads: AtomicU64,
+    reads: AtomicU32,
     /// Completed writes.
-    writes: AtomicU64,
+    writes: AtomicU32,
     /// `reads` when the last response head went out.
-    reads_when_answered: AtomicU64,
+    reads_when_answered: AtomicU32,
     /// Requests handed to the service and not yet answered.
     in_flight: AtomicU32,
     /// The connection speaks HTTP/2.
     http2: AtomicBool,
+    /// Events a sweep posted and the connection has not taken yet (bits).
+    events: AtomicU8,
+    /// The connection's task, woken when an event is posted.
+    waker: AtomicWaker,
 }
 
 impl ConnActivity {
@@ -43,7 +52,8 @@ impl ConnActivity {
 
     /// Reads and writes so far.
     pub(crate) fn io_count(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed) + self.writes.load(Ordering::Relaxed)
+        u64::from(self.reads.load(Ordering::Relaxed))
+            + u64::from(self.writes.load(Ordering::Relaxed))
     }
 
     /// A complete request head reached the service.
@@ -59,6 +69,21 @@ impl ConnActivity {
         self.reads_when_answered
             .store(self.reads.load(Ordering::Relaxed), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Adds `events` (bits) for the connection and wakes its task.
+    pub(crate) fn post(&self, events: u8) {
+        self.events.fetch_or(events, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// The events posted since the last call, once there are any.
+    pub(crate) fn poll_events(&self, cx: &mut Context<'_>) -> Poll<u8> {
+        self.waker.register(cx.waker());
+        if self.events.load(Ordering::Acquire) == 0 {
+            return Poll::Pending;
+        }
+        Poll::Ready(self.events.swap(0, Ordering::AcqRel))
     }
 
     /// Bytes arrived since the last answer while nothing is being served: a new
@@ -84,46 +109,54 @@ pub(crate) enum Verdict {
 /// The watchdog's memory between ticks.
 #[derive(Debug)]
 pub(crate) struct Watchdog {
-    idle_timeout: Duration,
-    header_timeout: Duration,
+    // Milliseconds in `u32`s (up to 49 days, saturating): one is kept per watched
+    // connection (`listener_sweep`), so it is kept small.
+    idle_ms: u32,
+    header_ms: u32,
+    quiet_ms: u32,
+    head_ms: u32,
     last_io: u64,
-    quiet_for: Duration,
-    head_for: Duration,
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl Watchdog {
     pub(crate) fn new(idle_timeout: Duration, header_timeout: Duration) -> Self {
         Watchdog {
-            idle_timeout,
-            header_timeout,
+            idle_ms: millis(idle_timeout),
+            header_ms: millis(header_timeout),
+            quiet_ms: 0,
+            head_ms: 0,
             last_io: 0,
-            quiet_for: Duration::ZERO,
-            head_for: Duration::ZERO,
         }
     }
 
     /// How often to tick: a quarter of the shorter timeout, at least 100 ms.
     pub(crate) fn period(&self) -> Duration {
-        (self.idle_timeout.min(self.header_timeout) / 4).max(Duration::from_millis(100))
+        let shorter = Duration::from_millis(u64::from(self.idle_ms.min(self.header_ms)));
+        (shorter / 4).max(Duration::from_millis(100))
     }
 
     /// One tick, `elapsed` after the previous one.
     pub(crate) fn tick(&mut self, activity: &ConnActivity, elapsed: Duration) -> Verdict {
+        let elapsed = millis(elapsed);
         let io = activity.io_count();
-        self.quiet_for = if io == self.last_io {
-            self.quiet_for + elapsed
+        self.quiet_ms = if io == self.last_io {
+            self.quiet_ms.saturating_add(elapsed)
         } else {
-            Duration::ZERO
+            0
         };
         self.last_io = io;
-        self.head_for = if activity.reading_head() {
-            self.head_for + elapsed
+        self.head_ms = if activity.reading_head() {
+            self.head_ms.saturating_add(elapsed)
         } else {
-            Duration::ZERO
+            0
         };
-        if self.quiet_for >= self.idle_timeout {
+        if self.quiet_ms >= self.idle_ms {
             Verdict::Idle
-        } else if self.head_for >= self.header_timeout {
+        } else if self.head_ms >= self.header_ms {
             Verdict::SlowHead
         } else {
             Verdict::Keep

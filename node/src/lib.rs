@@ -50,6 +50,7 @@ mod http2; // issue 24: HTTP/2 clients on the request core, without hyper
 mod l4; // issue 7: TCP listeners
 mod latency; // per-backend latency buckets beside the pool histogram
 mod listener;
+mod listener_sweep; // issue 16: one idle/slow-head watch per listener, not per connection
 mod load;
 mod logging;
 mod metrics;

@@ -15,8 +15,11 @@ use crate::conn_limit::ConnLimits;
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
 use crate::h2_flood::FloodGuard;
+use crate::listener_sweep::Sweep;
 use crate::proxy::{self, ConnInfo};
 use bytes::Bytes;
+use futures_util::future::OptionFuture;
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -58,14 +61,30 @@ pub struct HttpListenerSpec {
 }
 
 impl HttpListenerSpec {
-    /// What the hand-written HTTP/1.1 path needs to know of this listener.
-    pub(crate) fn limits(&self) -> crate::h1::Limits {
-        crate::h1::Limits {
-            idle_timeout: self.idle_timeout,
-            header_timeout: self.header_read_timeout,
-            // The same floor as hyper's buffer (see `http_builder`).
-            max_header_bytes: self.max_header_bytes.max(8192),
-        }
+    /// The largest request head the hand-written HTTP/1.1 path reads: the same floor
+    /// as hyper's buffer (see `http_builder`).
+    pub(crate) fn h1_max_header_bytes(&self) -> usize {
+        self.max_header_bytes.max(8192)
+    }
+}
+
+/// What every connection of an HTTP or HTTPS listener shares: its settings, hyper's
+/// builder (for what the HTTP/1.1 path hands over) and the watchdog sweep of its
+/// HTTP/1.1 connections (`listener_sweep`).
+pub(crate) struct HttpShared {
+    pub spec: HttpListenerSpec,
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub sweep: Arc<Sweep>,
+}
+
+impl HttpShared {
+    /// Builds the shared parts and starts the sweep, which runs until `stop`.
+    pub(crate) fn new(spec: HttpListenerSpec, stop: CancellationToken) -> Arc<Self> {
+        Arc::new(HttpShared {
+            builder: Arc::new(http_builder(&spec)),
+            sweep: Sweep::start(spec.idle_timeout, spec.header_read_timeout, stop),
+            spec,
+        })
     }
 }
 
@@ -84,7 +103,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     // What each connection's task holds at least, idle or not.
-    let task_bytes = std::mem::size_of::<Fut>();
+    let task_bytes = std::mem::size_of::<futures_util::future::Map<Fut, fn(())>>();
     tracing::debug!(listener = %name, task_bytes, "accepting connections");
     loop {
         // Room first: at `max_connections` the listener stops accepting.
@@ -111,11 +130,10 @@ pub(crate) async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = serve(stream, peer);
-        tracker.spawn(async move {
-            connection.await;
-            drop(admitted);
-        });
+        // `map`, not an `async move` block awaiting it: such a block would hold the
+        // connection's future twice (once captured, once being awaited), and every
+        // connection's task would be twice the size.
+        tracker.spawn(serve(stream, peer).map(move |()| drop(admitted)));
     }
     tracing::info!(listener = %name, "listener stopped accepting");
 }
@@ -129,38 +147,46 @@ pub async fn serve_http(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let builder = Arc::new(http_builder(&spec));
     let name = spec.name.clone();
+    let http = HttpShared::new(spec, stop.clone());
     accept_loop(
         listener,
         &name,
         limits,
         stop.clone(),
         tracker,
-        |stream, peer| {
-            serve_plain(
-                stream,
-                peer,
-                spec.clone(),
-                builder.clone(),
-                dp.clone(),
-                stop.clone(),
-            )
-        },
+        |stream, peer| serve_plain(stream, peer, http.clone(), dp.clone(), stop.clone()),
     )
     .await;
 }
 
 /// One plain-HTTP connection: the client address (from a PROXY header when the
 /// listener has `accept_proxy`; an untrusted or malformed one closes it), then HTTP.
-async fn serve_plain(
-    mut stream: TcpStream,
+/// Two stages chained with `then` rather than one `async fn`: nothing of the first
+/// stage is kept in the task while the connection is served (one allocation per
+/// connection, freed once the client is known).
+fn serve_plain(
+    stream: TcpStream,
     peer: SocketAddr,
-    spec: HttpListenerSpec,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    http: Arc<HttpShared>,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    // Boxed: reading a PROXY header needs a few hundred bytes of state, only at first.
+    Box::pin(plain_origin(stream, peer, http.clone(), dp.clone())).then(move |origin| {
+        let served = origin.map(|(stream, conn)| serve_h1(stream, conn, dp, stop, http));
+        OptionFuture::from(served).map(drop)
+    })
+}
+
+/// The first stage of `serve_plain`: who the client is.
+async fn plain_origin(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    http: Arc<HttpShared>,
+    dp: Arc<DataPlane>,
+) -> Option<(TcpStream, Arc<ConnInfo>)> {
+    let spec = &http.spec;
     let snapshot = dp.snapshot();
     let config = snapshot
         .config
@@ -171,43 +197,40 @@ async fn serve_plain(
         Ok(origin) => origin,
         Err(e) => {
             tracing::debug!(listener = %spec.name, error = %e, "connection refused");
-            return;
+            return None;
         }
     };
     let trusted = config.is_some_and(|l| l.trusts_proxy(origin.client.ip()));
-    drop(snapshot);
-    let conn = Arc::new(ConnInfo::new(
-        spec.name.clone(),
-        origin.client,
-        false,
-        trusted,
-    ));
-    serve_h1(stream, conn, builder, dp, stop, &spec).await;
+    let conn = ConnInfo::new(spec.name.clone(), origin.client, false, trusted);
+    Some((stream, Arc::new(conn)))
 }
 
 /// Serves a connection on the hand-written HTTP/1.1 path, and with hyper from the
 /// request on that the path hands over (HTTP/2 prior knowledge, upgrades, ...).
-pub(crate) async fn serve_h1<S>(
+pub(crate) fn serve_h1<S>(
     stream: S,
     conn: Arc<ConnInfo>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
-    spec: &HttpListenerSpec,
-) where
+    http: Arc<HttpShared>,
+) -> impl std::future::Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = spec.limits();
-    let Some(h) = crate::h1::serve(stream, conn, dp, stop, limits).await else {
-        return;
-    };
-    let timeouts = (limits.idle_timeout, limits.header_timeout);
-    // Boxed: hyper's connection state is large, and inline it would make every
-    // connection's task that large, handed over or not.
-    Box::pin(serve_connection(
-        h.stream, h.prefix, h.conn, builder, h.dp, h.stop, timeouts,
-    ))
-    .await;
+    let max_header_bytes = http.spec.h1_max_header_bytes();
+    let h1 = crate::h1::serve(stream, conn, dp, stop, max_header_bytes, &http.sweep);
+    h1.then(move |handoff| {
+        let hyper = handoff.map(|h| {
+            let timeouts = (http.spec.idle_timeout, http.spec.header_read_timeout);
+            let builder = http.builder.clone();
+            // Boxed: hyper's connection state is large, and inline it would make every
+            // connection's task that large, handed over or not.
+            Box::pin(serve_connection(
+                h.stream, h.prefix, h.conn, builder, h.dp, h.stop, timeouts,
+            ))
+        });
+        OptionFuture::from(hyper).map(drop)
+    })
 }
 
 pub(crate) fn http_builder(spec: &HttpListenerSpec) -> auto::Builder<TokioExecutor> {
@@ -298,5 +321,40 @@ pub(crate) async fn serve_connection<S>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size_of_val<F>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// The whole of an idle plain HTTP/1.1 connection's task future (issue 16). It was
+    /// 1,712 bytes in a debug build, and the task twice that (an `async move` wrapper
+    /// held it twice), with the per-request state inline, two timers, and the PROXY
+    /// header reader's state kept for the connection's life; 328 bytes now.
+    #[tokio::test]
+    async fn a_plain_connections_task_is_small() {
+        let text = include_str!("../../config/examples/single-node.toml");
+        let config = Arc::new(fulcrum_config::parse(text, "t.toml").expect("example config"));
+        let dp = DataPlane::new(config, Arc::from(text), 1, crate::metrics::Metrics::new());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).await;
+        let (stream, peer) = listener.accept().await.expect("accept");
+        let spec = HttpListenerSpec {
+            name: Arc::from("web"),
+            header_read_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 8192,
+        };
+        let http = HttpShared::new(spec, CancellationToken::new());
+        let task = serve_plain(stream, peer, http, dp, CancellationToken::new()).map(drop);
+        let bytes = size_of_val(&task);
+        eprintln!("plain connection task: {bytes} bytes");
+        assert!(bytes <= 400, "{bytes} bytes per connection task");
+        drop(client);
     }
 }

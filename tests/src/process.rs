@@ -111,6 +111,22 @@ impl Fulcrum {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The node's resident set (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        let pid = self.pid().expect("node running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS line");
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS value");
+        kb * 1024
+    }
+
     pub fn signal(&self, sig: Signal) {
         if let Some(pid) = self.pid() {
             let _ = kill(Pid::from_raw(pid as i32), sig);

@@ -20,6 +20,7 @@ use super::upload::{self, Delivered, UploadError};
 use super::{Ctx, Phase};
 use crate::affinity::shared;
 use crate::balance;
+use crate::bufpool;
 use crate::pool::PoolRuntime;
 use crate::request::choice::{self, Choice, ChoiceKeys};
 use crate::request::failure::ExchangeFailure;
@@ -207,6 +208,11 @@ where
     if !c.consumed {
         c.buf.advance(c.head.len + c.buffered_body());
         c.consumed = true;
+    }
+    if c.buf.is_empty() {
+        // Nothing of a next request: the read buffer goes back while the response is
+        // relayed (which needs only the backend's).
+        bufpool::give(&mut c.buf);
     }
     let set_cookie = choice.set_cookie || moved;
     let next = respond(c, ctx, &pool, index, up, done, set_cookie, delivered).await;

@@ -19,7 +19,8 @@
 //! common case is fast.
 //!
 //! Idle and slow-head timeouts come from the same counter-based watchdog as hyper's
-//! connections (`conn_watch`); shutdown lets the request in progress finish. A request
+//! connections (`conn_watch`), run for all of a listener's connections by one sweep
+//! (`crate::listener_sweep`); shutdown lets the request in progress finish. A request
 //! whose relay makes no client I/O for the idle timeout (a backend or client that
 //! stalled mid-body) is cut off; waiting for a response head is bounded by the pool's
 //! `response_timeout` instead.
@@ -37,17 +38,19 @@ mod spare;
 mod timer;
 mod upload;
 
+use crate::bufpool;
 use crate::conn_io::{ActivityIo, OpenConnection};
-use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
+use crate::conn_watch::ConnActivity;
 use crate::dataplane::DataPlane;
+use crate::listener_sweep::{event, Sweep};
 use crate::request::conn::ConnInfo;
 use bytes::{Bytes, BytesMut};
 use exchange::{Client, Next};
 use head::Parsed;
 use io::write_both;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -101,14 +104,6 @@ enum End {
     Handoff,
 }
 
-/// Limits and timeouts of the listener a connection came in on.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub idle_timeout: Duration,
-    pub header_timeout: Duration,
-    pub max_header_bytes: usize,
-}
-
 /// A connection this path gives up at a request boundary: the stream, the bytes of
 /// the next request already read from it, and what serving it needs. The caller
 /// serves it with hyper (`listener::serve_h1`); this path never calls hyper itself.
@@ -121,119 +116,173 @@ pub(crate) struct Handoff<S> {
 }
 
 /// Serves one plain client connection; returns it as a `Handoff` if a request needs
-/// what only hyper does.
-pub(crate) async fn serve<S>(
+/// what only hyper does. Idle and slow-head timeouts and the listener's stop come from
+/// its `sweep`.
+///
+/// The connection's state is set up here and moved into the returned future once
+/// (an `async fn` would keep its arguments beside what it builds from them, for the
+/// connection's whole life).
+pub(crate) fn serve<S>(
     stream: S,
     conn: Arc<ConnInfo>,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
-    limits: Limits,
-) -> Option<Handoff<S>>
+    max_header_bytes: usize,
+    sweep: &Arc<Sweep>,
+) -> impl Future<Output = Option<Handoff<S>>> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let open = OpenConnection::count(&dp.metrics.client_connections);
     let activity = Arc::new(ConnActivity::default());
-    let mut client = Client {
-        io: ActivityIo::new(stream, activity.clone()),
-        buf: BytesMut::new(),
-        out: Vec::new(),
-        head: Default::default(),
-        resp: Default::default(),
-        consumed: false,
-        timer: timer::ResponseTimer::new(),
-        path: Vec::new(),
-        forward_normalized: false,
-        lent: false,
-    };
+    let watched = sweep.watch(activity.clone());
+    let mut io = ActivityIo::new(stream, activity.clone());
+    let mut buf = BytesMut::new();
     let ctx = Ctx {
         dp,
         conn,
-        max_header_bytes: limits.max_header_bytes,
+        max_header_bytes,
         closing: AtomicBool::new(false),
         phase: AtomicU8::new(Phase::Between as u8),
         activity,
     };
-    let (closing, activity) = (&ctx.closing, &ctx.activity);
-    let end = {
-        let session = session(&mut client, &ctx);
-        tokio::pin!(session);
-        let mut watchdog = Watchdog::new(limits.idle_timeout, limits.header_timeout);
-        let tick = watchdog.period();
-        let mut ticker = tokio::time::interval(tick);
-        let mut stopping = false;
-        loop {
-            tokio::select! {
-                biased;
-                end = &mut session => break end,
-                _ = stop.cancelled(), if !stopping => {
-                    stopping = true;
-                    closing.store(true, Ordering::Relaxed);
-                    if ctx.phase() == Phase::Between {
-                        break End::Closed;
-                    }
-                }
-                _ = ticker.tick() => match watchdog.tick(activity, tick) {
-                    Verdict::Keep => {}
-                    Verdict::Idle if ctx.phase() == Phase::AwaitingBackend => {
-                        closing.store(true, Ordering::Relaxed);
-                    }
-                    Verdict::Idle => {
-                        tracing::debug!(client = %ctx.conn.client, "connection idle or stalled; closing");
-                        break End::Closed;
-                    }
-                    Verdict::SlowHead => {
-                        tracing::debug!(client = %ctx.conn.client, "request head too slow; closing");
-                        break End::Closed;
+    async move {
+        let end = {
+            let session = session(&mut io, &mut buf, &ctx);
+            tokio::pin!(session);
+            loop {
+                tokio::select! {
+                    biased;
+                    end = &mut session => break end,
+                    posted = std::future::poll_fn(|cx| ctx.activity.poll_events(cx)) => {
+                        if let Some(end) = judge(&ctx, posted) {
+                            break end;
+                        }
                     }
                 }
             }
+        };
+        drop((open, watched));
+        let Ctx { dp, conn, .. } = ctx;
+        if end != End::Handoff {
+            bufpool::give(&mut buf);
         }
-    };
-    drop(open);
-    let Ctx { dp, conn, .. } = ctx;
-    client.park();
-    (end == End::Handoff).then(|| Handoff {
-        prefix: client.buf.freeze(),
-        stream: client.io.into_inner(),
-        conn,
-        dp,
-        stop,
-    })
+        (end == End::Handoff).then(|| Handoff {
+            prefix: buf.freeze(),
+            stream: io.into_inner(),
+            conn,
+            dp,
+            stop,
+        })
+    }
+}
+
+/// What the connection does about the events its sweep posted: `Some` to close now.
+fn judge(ctx: &Ctx, posted: u8) -> Option<End> {
+    if posted & event::STOP != 0 {
+        ctx.closing.store(true, Ordering::Relaxed);
+        if ctx.phase() == Phase::Between {
+            return Some(End::Closed);
+        }
+    }
+    if posted & event::SLOW_HEAD != 0 {
+        tracing::debug!(client = %ctx.conn.client, "request head too slow; closing");
+        return Some(End::Closed);
+    }
+    if posted & event::IDLE != 0 {
+        if ctx.phase() == Phase::AwaitingBackend {
+            ctx.closing.store(true, Ordering::Relaxed);
+        } else {
+            tracing::debug!(client = %ctx.conn.client, "connection idle or stalled; closing");
+            return Some(End::Closed);
+        }
+    }
+    None
 }
 
 /// Requests one after another until the client leaves, something fails, or a request
 /// goes to hyper.
-async fn session<S>(c: &mut Client<ActivityIo<S>>, ctx: &Ctx) -> End
+///
+/// Between requests the connection waits for its client holding no buffer, and this
+/// future is a few pointers: everything a request needs (its buffers, parsed heads,
+/// timer and the exchange's state) is built in one allocation when bytes arrive
+/// (`busy`) and dropped when the connection is idle again. Inline, that state would be
+/// part of every idle connection's task.
+async fn session<S>(io: &mut ActivityIo<S>, buf: &mut BytesMut, ctx: &Ctx) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        if buf.is_empty() {
+            match bufpool::read_lent(io, buf).await {
+                Ok(0) | Err(_) => return End::Closed,
+                Ok(_) => {}
+            }
+        }
+        if let Some(end) = Box::pin(busy(io, buf, ctx)).await {
+            return end;
+        }
+    }
+}
+
+/// Serves requests while the client has bytes waiting; `None` once the connection is
+/// idle again (its working set and buffer given back), else how the session ended.
+/// Unread bytes stay in `buf` (a request handed to hyper).
+async fn busy<S>(io: &mut ActivityIo<S>, buf: &mut BytesMut, ctx: &Ctx) -> Option<End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut c = Client {
+        io,
+        buf: std::mem::take(buf),
+        out: Vec::new(),
+        head: Default::default(),
+        resp: Default::default(),
+        consumed: false,
+        timer: Default::default(),
+        path: Vec::new(),
+        forward_normalized: false,
+        lent: false,
+    };
+    let end = requests(&mut c, ctx).await;
+    c.park();
+    *buf = std::mem::take(&mut c.buf);
+    end
+}
+
+/// The requests of one busy period (see `busy`).
+async fn requests<S>(c: &mut Client<S>, ctx: &Ctx) -> Option<End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
         match read_head(c, ctx.max_header_bytes).await {
             HeadRead::Ready => {}
-            HeadRead::Closed => return End::Closed,
+            HeadRead::Closed => return Some(End::Closed),
             HeadRead::Handoff(reason) => {
                 tracing::trace!(reason, "request handed to hyper");
-                return End::Handoff;
+                return Some(End::Handoff);
             }
             HeadRead::Reject(status) => {
                 reject(c, status).await;
-                return End::Closed;
+                return Some(End::Closed);
             }
         }
         c.consumed = false;
         ctx.activity.request_started(false);
         ctx.set_phase(Phase::Relaying);
-        // Boxed (one allocation per request, from the allocator's thread cache): the
-        // exchange's state is kilobytes, and inline it would be part of every idle
-        // connection's task.
-        let next = Box::pin(exchange::run(c, ctx)).await;
+        let next = exchange::run(c, ctx).await;
         ctx.activity.request_answered();
         ctx.set_phase(Phase::Between);
         match next {
-            Next::KeepAlive if !ctx.closing() => c.park(),
-            Next::Handoff => return End::Handoff,
-            Next::KeepAlive | Next::Close => return End::Closed,
+            Next::KeepAlive if !ctx.closing() => {
+                c.park();
+                if c.buf.is_empty() {
+                    return None;
+                }
+            }
+            Next::Handoff => return Some(End::Handoff),
+            Next::KeepAlive | Next::Close => return Some(End::Closed),
         }
     }
 }
@@ -264,7 +313,7 @@ where
                 Parsed::Partial => {}
             }
         }
-        match spare::read_lent(&mut c.io, &mut c.buf).await {
+        match bufpool::read_lent(&mut c.io, &mut c.buf).await {
             Ok(0) | Err(_) => return HeadRead::Closed,
             Ok(_) => {}
         }

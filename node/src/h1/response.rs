@@ -10,7 +10,6 @@ use super::head::{classify, connection_options, named_in, parse_length, HeaderSp
 use crate::upstream::BackendConn;
 use std::mem::MaybeUninit;
 use std::ops::Range;
-use tokio::io::AsyncReadExt;
 
 /// How many header lines a backend response may have.
 const MAX_RESPONSE_HEADERS: usize = 128;
@@ -151,8 +150,6 @@ impl ResponseHead {
 
 /// A response head larger than this is refused (502).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Bytes asked of the socket per read while a head arrives.
-const HEAD_READ_CHUNK: usize = 16 * 1024;
 
 /// Why a backend's response head could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,8 +174,8 @@ impl ResponseHead {
                     Ok(false) | Err(_) => return Err(HeadReadError::Malformed),
                 }
             }
-            up.buf.reserve(HEAD_READ_CHUNK);
-            match up.stream.read_buf(&mut up.buf).await {
+            // A buffer only once the backend answers: waiting for it holds none.
+            match crate::bufpool::read_lent(&mut up.stream, &mut up.buf).await {
                 Ok(0) | Err(_) if up.buf.is_empty() => return Err(HeadReadError::ClosedEmpty),
                 Ok(0) | Err(_) => return Err(HeadReadError::Malformed),
                 Ok(_) => {}

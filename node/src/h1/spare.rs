@@ -1,10 +1,11 @@
 //! What a client connection holds only while it serves a request.
 //!
 //! Between requests a keep-alive connection needs nothing but its socket: its read
-//! buffer comes from `crate::bufpool` when bytes arrive (`read_lent`: a buffer is taken
+//! buffer comes from `crate::bufpool` when bytes arrive (`bufpool::read_lent`: a buffer is taken
 //! for each read attempt and given back at once if the socket had nothing), and the
 //! per-request working memory — the head being written, the parsed request and
-//! response heads, the normalised path — from a per-thread free list (`Client::lend`).
+//! response heads, the normalised path, the response timer — from a per-thread free
+//! list (`Client::lend`).
 //! Both go back once a request is answered and no pipelined byte is waiting
 //! (`Client::park`). A connection with bytes of a next request (pipelining, a head
 //! split across reads) keeps what it holds until it has parsed and served them.
@@ -12,13 +13,9 @@
 use super::exchange::Client;
 use super::head::RequestHead;
 use super::response::ResponseHead;
+use super::timer::ResponseTimer;
 use crate::bufpool;
-use bytes::BytesMut;
 use std::cell::RefCell;
-use std::future::{poll_fn, Future};
-use std::io;
-use std::pin::pin;
-use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Working sets kept per thread.
 const KEEP: usize = 64;
@@ -34,6 +31,7 @@ struct Scratch {
     head: RequestHead,
     resp: ResponseHead,
     path: Vec<u8>,
+    timer: ResponseTimer,
 }
 
 thread_local! {
@@ -56,6 +54,7 @@ impl<S> Client<S> {
         self.head = s.head;
         self.resp = s.resp;
         self.path = s.path;
+        self.timer = s.timer;
         self.lent = true;
     }
 
@@ -75,6 +74,7 @@ impl<S> Client<S> {
             head: std::mem::take(&mut self.head),
             resp: std::mem::take(&mut self.resp),
             path: std::mem::take(&mut self.path),
+            timer: std::mem::take(&mut self.timer),
         };
         if s.out.capacity() > MAX_OUT {
             return;
@@ -90,33 +90,10 @@ impl<S> Client<S> {
     }
 }
 
-/// Reads from `io` into `buf`. A `buf` without capacity (an idle connection) gets a
-/// lent buffer for each attempt, returned at once when nothing could be read, so a
-/// connection waiting for its client holds none; one that holds bytes grows by a read.
-pub(super) async fn read_lent<R>(io: &mut R, buf: &mut BytesMut) -> io::Result<usize>
-where
-    R: AsyncRead + Unpin,
-{
-    if buf.capacity() > 0 {
-        buf.reserve(bufpool::BUFFER);
-        return io.read_buf(buf).await;
-    }
-    poll_fn(|cx| {
-        if buf.capacity() == 0 {
-            *buf = bufpool::take();
-        }
-        let read = pin!(io.read_buf(&mut *buf)).poll(cx);
-        if read.is_pending() && buf.is_empty() {
-            bufpool::give(buf);
-        }
-        read
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
@@ -126,17 +103,17 @@ mod tests {
         // Polled (pending) until the timeout drops it: the buffer went back at once.
         let waited = tokio::time::timeout(
             std::time::Duration::from_millis(20),
-            read_lent(&mut near, &mut buf),
+            bufpool::read_lent(&mut near, &mut buf),
         )
         .await;
         assert!(waited.is_err(), "nothing to read yet");
         assert_eq!(buf.capacity(), 0, "no buffer held while waiting");
         far.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        let n = read_lent(&mut near, &mut buf).await.unwrap();
+        let n = bufpool::read_lent(&mut near, &mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n");
         // A partial head keeps its buffer and grows it.
         far.write_all(b"Host: a\r\n\r\n").await.unwrap();
-        read_lent(&mut near, &mut buf).await.unwrap();
+        bufpool::read_lent(&mut near, &mut buf).await.unwrap();
         assert_eq!(&buf[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     }
 
@@ -148,7 +125,7 @@ mod tests {
             head: RequestHead::default(),
             resp: ResponseHead::default(),
             consumed: false,
-            timer: super::super::timer::ResponseTimer::new(),
+            timer: ResponseTimer::default(),
             path: Vec::new(),
             forward_normalized: false,
             lent: false,

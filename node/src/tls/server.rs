@@ -19,13 +19,11 @@ use super::resolver::SniResolver;
 use super::TlsError;
 use crate::conn_limit::ConnLimits;
 use crate::dataplane::DataPlane;
-use crate::listener::{self, HttpListenerSpec};
+use crate::listener::{self, HttpListenerSpec, HttpShared};
 use crate::proxy_protocol;
 use crate::request::conn::ConnInfo;
 use bytes::Bytes;
 use fulcrum_config::Listener;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,9 +83,9 @@ pub async fn serve_https(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let builder = Arc::new(listener::http_builder(&spec));
-    tokio::spawn(watch(tls.clone(), dp.clone(), stop.clone()));
     let name = spec.name.clone();
+    let http = HttpShared::new(spec, stop.clone());
+    tokio::spawn(watch(tls.clone(), dp.clone(), stop.clone()));
     listener::accept_loop(
         socket,
         &name,
@@ -98,9 +96,8 @@ pub async fn serve_https(
             handshake_and_serve(
                 stream,
                 peer,
-                spec.clone(),
+                http.clone(),
                 tls.clone(),
-                builder.clone(),
                 dp.clone(),
                 stop.clone(),
             )
@@ -112,12 +109,12 @@ pub async fn serve_https(
 async fn handshake_and_serve(
     mut stream: TcpStream,
     peer: SocketAddr,
-    spec: HttpListenerSpec,
+    http: Arc<HttpShared>,
     tls: Arc<TlsServer>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     dp: Arc<DataPlane>,
     stop: CancellationToken,
 ) {
+    let spec = &http.spec;
     let snapshot = dp.snapshot();
     let config = snapshot.config.listener.iter().find(|l| l.name == tls.name);
     let origin = match proxy_protocol::origin_of(config, &mut stream, peer).await {
@@ -157,10 +154,11 @@ async fn handshake_and_serve(
         crate::http2::serve(tls_stream, conn, dp, stop, limits).await;
     } else if h2 {
         let timeouts = (spec.idle_timeout, spec.header_read_timeout);
+        let builder = http.builder.clone();
         listener::serve_connection(tls_stream, Bytes::new(), conn, builder, dp, stop, timeouts)
             .await;
     } else {
-        listener::serve_h1(tls_stream, conn, builder, dp, stop, &spec).await;
+        listener::serve_h1(tls_stream, conn, dp, stop, http.clone()).await;
     }
 }
 

@@ -242,7 +242,6 @@ impl Upstream {
         while let Some(mut conn) = stack.take(self.inner.idle_timeout) {
             if conn.probe_now() == raw::Idle::Quiet {
                 conn.reused = true;
-                conn.unpark();
                 return Some(conn);
             }
         }

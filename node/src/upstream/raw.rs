@@ -15,7 +15,8 @@
 //! (`fulcrum_backend_unsolicited_total`); one the backend closed is just dropped.
 //!
 //! An idle connection holds no read buffer: it gives it back to `crate::bufpool` when
-//! it enters the idle stack and takes one when it leaves it (`park`, `unpark`).
+//! it enters the idle stack (`park`), and takes one only when the backend's answer
+//! arrives (`bufpool::read_lent`): a request waiting for its response holds none.
 
 use super::idle::Pooled;
 use super::UpstreamError;
@@ -32,7 +33,7 @@ use tokio::net::TcpStream;
 pub struct BackendConn {
     pub stream: TcpStream,
     /// Bytes read from the backend and not yet relayed; lent from `crate::bufpool`
-    /// while the connection is in use, empty (no allocation) while it is idle.
+    /// while a response is read, empty (no allocation) otherwise.
     pub buf: BytesMut,
     /// The connection served a request before this one.
     pub reused: bool,
@@ -61,7 +62,7 @@ impl BackendConn {
         let stream = super::connect::tcp(addr, timeout).await?;
         Ok(BackendConn {
             stream,
-            buf: crate::bufpool::take(),
+            buf: BytesMut::new(),
             reused: false,
             unsolicited,
         })
@@ -71,13 +72,6 @@ impl BackendConn {
     pub(super) fn park(&mut self) {
         if self.buf.is_empty() {
             crate::bufpool::give(&mut self.buf);
-        }
-    }
-
-    /// Takes a read buffer as the connection leaves the idle stack.
-    pub(super) fn unpark(&mut self) {
-        if self.buf.capacity() == 0 {
-            self.buf = crate::bufpool::take();
         }
     }
 
