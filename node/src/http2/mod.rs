@@ -18,16 +18,21 @@
 //!   gathered (`Coalesce`) and reach TLS and the socket once per flush of the codec.
 //!
 //! Served only where nothing needs hyper: a listener whose routes lead to a pool that
-//! speaks TLS to its backends keeps hyper for HTTP/2 (`eligible`). Should such a pool
-//! appear on a connection that started here (a config change), its requests get 421
-//! Misdirected Request, which a client answers by retrying on a new connection.
+//! speaks TLS to its backends keeps hyper, and its pooled TLS client, for HTTP/2
+//! (`eligible`). Should such a pool appear on a connection that started here (a
+//! config change), its requests still go through, each over a TLS connection of its
+//! own (`backend`). Trailers cross in both directions (`trailers`), informational
+//! heads (`100 Continue`, `103 Early Hints`) are relayed, and `CONNECT` is answered
+//! 404 (no route leads to a tunnel).
 //! Idle connections close after the listener's idle timeout (`conn_watch`), and
 //! shutdown lets the streams in progress finish (GOAWAY).
 
+mod backend;
 mod coalesce;
 mod encode;
 mod exchange;
 mod stream;
+mod trailers;
 
 use crate::conn_io::{ActivityIo, OpenConnection};
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
