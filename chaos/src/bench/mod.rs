@@ -160,6 +160,9 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         let all = h2conns::measure_all(&ctx, &args.h2_conns).await;
         drop(backends);
         h2conns::print(&all, ctx.settings.duration);
+        if args.keep_temp {
+            eprintln!("kept {}", temp.keep().display());
+        }
         if all.iter().all(|(_, _, got)| got.is_err()) {
             bail!("no measurement succeeded");
         }

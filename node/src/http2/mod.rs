@@ -103,7 +103,12 @@ pub(crate) async fn serve<S>(
         .max_pending_accept_reset_streams(64)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW);
-    let handshake = tokio::time::timeout(limits.header_timeout, builder.handshake(io)).await;
+    // Boxed: the handshake's state is freed once it is done, not kept in this future.
+    let handshake = Box::pin(tokio::time::timeout(
+        limits.header_timeout,
+        builder.handshake(io),
+    ))
+    .await;
     let mut connection = match handshake {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
