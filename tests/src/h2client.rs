@@ -33,7 +33,8 @@ pub struct Outgoing {
     pub stream_body: bool,
     /// Ends the stream with a HEADERS frame of these fields.
     pub trailers: Option<HeaderMap>,
-    /// Wait for a `100 Continue` before sending the body (panics without one).
+    /// Wait for a `100 Continue` before sending the body (panics if none comes in
+    /// 5 s); a final response that comes first means the body is never sent.
     pub wait_continue: bool,
 }
 
@@ -71,18 +72,21 @@ impl H2Client {
         let end = out.body.is_empty() && !out.stream_body && out.trailers.is_none();
         let (mut resp, mut tx) = sender.send_request(req, end).expect("send");
         let mut interim = Vec::new();
+        let mut refused = false;
         if out.wait_continue {
             let first = std::future::poll_fn(|cx| resp.poll_informational(cx));
             let first = tokio::time::timeout(CONTINUE_DEADLINE, first)
                 .await
-                .expect("a 100 Continue before the body is sent");
-            let (parts, ()) = first
-                .expect("an informational head")
-                .expect("h2")
-                .into_parts();
-            interim.push((parts.status, parts.headers));
+                .expect("a 100 Continue or a final response before the body is sent");
+            match first {
+                Some(head) => {
+                    let (parts, ()) = head.expect("h2").into_parts();
+                    interim.push((parts.status, parts.headers));
+                }
+                None => refused = true,
+            }
         }
-        if !end {
+        if !end && !refused {
             for piece in out.body.chunks(1000) {
                 tx.send_data(Bytes::copy_from_slice(piece), false)
                     .expect("data");

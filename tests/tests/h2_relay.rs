@@ -4,15 +4,20 @@
 //! trailer section; a chunked response's trailer section reaches the client as
 //! trailers, what gRPC carries its status in), informational heads (`103 Early
 //! Hints`, and `100 Continue` to a client that waits for it before its body),
-//! `CONNECT` answered as an unrouted request, and a pool that starts speaking TLS
-//! to its backends while a connection is open served on that same connection.
+//! a backend's final answer before `100 Continue` leaving the body unsent (and the
+//! backend connection unused again), `CONNECT` answered as an unrouted request, and
+//! a pool that starts speaking TLS to its backends while a connection is open
+//! served on that same connection.
 
 use fulcrum_tests::h2client::{one_pool_config, H2Bed, Outgoing};
 use fulcrum_tests::raw_backend::{Action, RawBackend, Seen};
 use fulcrum_tests::tls::tls_front;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use nix::sys::signal::Signal;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Answers by path: a gRPC-like chunked response with trailers, a 103 before the
 /// final answer, uploads by their size, else `200` with `path=TARGET`.
@@ -154,6 +159,69 @@ async fn informational_heads_are_relayed_and_100_continue_releases_the_body() {
         (status, body.as_slice()),
         (StatusCode::OK, &b"path=/after"[..])
     );
+}
+
+/// A backend that refuses every request at its head (`417`, without reading a
+/// body or sending `100 Continue`) and keeps its connections open; counts them.
+async fn refusing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let count = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                loop {
+                    let Ok(n) = tcp.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        seen.clear();
+                        let refusal =
+                            b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n";
+                        if tcp.write_all(refusal).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_answer_before_100_continue_leaves_the_body_unsent() {
+    let (addr, conns) = refusing_backend().await;
+    let bed = H2Bed::start(&format!("[{{ addr = \"{addr}\" }}]")).await;
+    let client = bed.client().await;
+    for round in 1..=2 {
+        let req = Request::put("https://a.test/big-upload")
+            .header("expect", "100-continue")
+            .header("content-length", 4000)
+            .body(())
+            .expect("request");
+        let out = Outgoing {
+            body: vec![1u8; 4000],
+            wait_continue: true,
+            ..Outgoing::default()
+        };
+        let reply = client.exchange(req, out).await;
+        assert_eq!(reply.status, StatusCode::EXPECTATION_FAILED);
+        assert!(reply.interim.is_empty(), "{:?}", reply.interim);
+        // The backend still waits for a body it will never get: its connection
+        // cannot carry the next request.
+        assert_eq!(conns.load(Ordering::SeqCst), round, "round {round}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
