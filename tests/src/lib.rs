@@ -18,6 +18,7 @@ pub mod choked_backend;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod h2client;
 pub mod h2raw;
 pub mod hostile;
 pub mod mitm;

@@ -30,6 +30,8 @@ pub struct Seen {
     pub conn: usize,
     pub head: Head,
     pub body: Vec<u8>,
+    /// Trailer fields of a chunked body, as sent.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Seen {
@@ -235,6 +237,7 @@ async fn serve(mut conn: WireConn, n: usize, script: Script, log: Log) {
             conn: n,
             head: msg.head,
             body: msg.body,
+            trailers: msg.trailers,
         };
         let action = script(&request);
         log.seen

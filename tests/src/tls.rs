@@ -284,3 +284,43 @@ pub async fn get(
         .await
         .map_err(|_| "request timed out".to_string())?
 }
+
+/// An HTTPS backend for tests: terminates TLS with the CA's `backend.test`
+/// certificate on a new port of 127.0.0.1 and relays the plaintext to `target`.
+pub async fn tls_front(ca: &TestCa, target: std::net::SocketAddr) -> std::net::SocketAddr {
+    let leaf = ca.leaf(&["backend.test"]);
+    let certs = vec![CertificateDer::from(leaf.der.clone())];
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}

@@ -6,48 +6,11 @@
 //! HEAD, a body larger than the client's window), hop-by-hop response fields removed,
 //! a dead backend retried elsewhere, and malformed requests answered locally.
 
-use bytes::Bytes;
-use fulcrum_tests::config::Ports;
-use fulcrum_tests::process::Fulcrum;
+use fulcrum_tests::h2client::H2Bed;
 use fulcrum_tests::raw_backend::{Action, After, RawBackend, Seen};
-use fulcrum_tests::tls::{alpn, connect, verifying_config, TestCa};
-use http::{HeaderMap, Request, StatusCode};
-use std::path::Path;
-use std::time::Duration;
+use http::{Request, StatusCode};
 
 const BIG: usize = 3 * 1024 * 1024 + 17;
-
-/// A one-node config: HTTPS listener `web` with `cert`/`key`, one pool of `backends`.
-fn config(ports: &Ports, cert: &Path, key: &Path, backends: &str) -> String {
-    format!(
-        r#"[node]
-id = 1
-admin = "{admin}"
-data_dir = "/tmp"
-access_log = "off"
-shutdown_grace = "5s"
-
-[[listener]]
-name = "web"
-bind = "{web}"
-protocol = "https"
-tls = [{{ cert = "{cert}", key = "{key}" }}]
-
-[[route]]
-listener = "web"
-pool = "app"
-
-[[pool]]
-name = "app"
-algorithm = "round-robin"
-backends = {backends}
-"#,
-        admin = ports.admin,
-        web = ports.web,
-        cert = cert.display(),
-        key = key.display(),
-    )
-}
 
 /// Answers by path: framing cases, else `200` with `path=TARGET`.
 fn script(seen: &Seen) -> Action {
@@ -70,95 +33,16 @@ fn script(seen: &Seen) -> Action {
     }
 }
 
-struct Client {
-    sender: h2::client::SendRequest<Bytes>,
-}
-
-impl Client {
-    async fn connect(addr: &str, ca: &TestCa) -> Client {
-        let tls = verifying_config(&ca.pem(), &[b"h2"]);
-        let stream = connect(addr, "a.test", tls).await.expect("TLS connect");
-        assert_eq!(alpn(&stream).as_deref(), Some(b"h2".as_slice()));
-        let (sender, conn) = h2::client::handshake(stream).await.expect("h2 handshake");
-        tokio::spawn(conn);
-        Client { sender }
-    }
-
-    /// Sends `req` with `body` (none when empty and `stream_body` is false; sent as
-    /// DATA frames without a length otherwise); returns status, headers and body.
-    async fn send(
-        &self,
-        req: Request<()>,
-        body: &[u8],
-        stream_body: bool,
-    ) -> (StatusCode, HeaderMap, Vec<u8>) {
-        let fut = async {
-            let mut sender = self.sender.clone().ready().await.expect("ready");
-            let end = body.is_empty() && !stream_body;
-            let (resp, mut tx) = sender.send_request(req, end).expect("send");
-            if !end {
-                for piece in body.chunks(1000) {
-                    tx.send_data(Bytes::copy_from_slice(piece), false)
-                        .expect("data");
-                }
-                tx.send_data(Bytes::new(), true).expect("end");
-            }
-            let resp = resp.await.expect("response");
-            let (parts, mut rx) = resp.into_parts();
-            let mut data = Vec::new();
-            while let Some(chunk) = rx.data().await {
-                let chunk = chunk.expect("body");
-                let _ = rx.flow_control().release_capacity(chunk.len());
-                data.extend_from_slice(&chunk);
-            }
-            (parts.status, parts.headers, data)
-        };
-        tokio::time::timeout(Duration::from_secs(20), fut)
-            .await
-            .expect("answered in time")
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
-        let req = Request::get(format!("https://a.test{path}"))
-            .body(())
-            .expect("request");
-        self.send(req, &[], false).await
-    }
-}
-
-struct Bed {
-    _dir: tempfile::TempDir,
-    ca: TestCa,
-    ports: Ports,
-    _node: Fulcrum,
-}
-
-async fn start(backends: &str) -> Bed {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = TestCa::new();
-    let (cert, key) = ca.leaf(&["a.test"]).write(dir.path(), "a");
-    let ports = Ports::new();
-    let node = Fulcrum::start(&config(&ports, &cert, &key, backends), &ports.admin).await;
-    Bed {
-        _dir: dir,
-        ca,
-        ports,
-        _node: node,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_streams_reach_pooled_backend_connections_as_http11() {
     let backend = RawBackend::start(script).await;
-    let bed = start(&backend.backend_list()).await;
-    let client = Client::connect(&bed.ports.web, &bed.ca).await;
+    let bed = H2Bed::start(&backend.backend_list()).await;
+    let client = bed.client().await;
 
     // 50 streams in flight on one connection.
     let mut tasks = Vec::new();
     for i in 0..50 {
-        let c = Client {
-            sender: client.sender.clone(),
-        };
+        let c = client.clone();
         tasks.push(tokio::spawn(async move {
             let (status, _, body) = c.get(&format!("/n/{i}?q={i}")).await;
             (i, status, body)
@@ -208,8 +92,8 @@ async fn concurrent_streams_reach_pooled_backend_connections_as_http11() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_and_every_response_framing() {
     let backend = RawBackend::start(script).await;
-    let bed = start(&backend.backend_list()).await;
-    let client = Client::connect(&bed.ports.web, &bed.ca).await;
+    let bed = H2Bed::start(&backend.backend_list()).await;
+    let client = bed.client().await;
 
     let (status, _, body) = client.get("/chunked").await;
     assert_eq!(
@@ -301,8 +185,8 @@ async fn a_dead_backend_is_retried_elsewhere_and_bad_requests_answered_locally()
         "[{{ addr = \"{dead_addr}\" }}, {{ addr = \"{}\" }}]",
         live.addr
     );
-    let bed = start(&list).await;
-    let client = Client::connect(&bed.ports.web, &bed.ca).await;
+    let bed = H2Bed::start(&list).await;
+    let client = bed.client().await;
     for i in 0..10 {
         let (status, _, body) = client.get(&format!("/r/{i}")).await;
         assert_eq!(status, 200, "request {i}");

@@ -7,7 +7,8 @@ use fulcrum_tests::client::raw_exchange;
 use fulcrum_tests::config::Ports;
 use fulcrum_tests::process::{check_config, Fulcrum};
 use fulcrum_tests::tls::{
-    alpn, connect, get, http_over, peer_cert, recording_config, verifying_config, Recorder, TestCa,
+    alpn, connect, get, http_over, peer_cert, recording_config, tls_front, verifying_config,
+    Recorder, TestCa,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -382,55 +383,13 @@ async fn check_refuses_broken_certificates_with_clear_messages() {
     );
 }
 
-/// An HTTPS backend: the test CA's `backend.test` certificate in front of `inner`.
-async fn tls_backend(ca: &TestCa, inner: &TestBackend) -> std::net::SocketAddr {
-    use rustls::pki_types::pem::PemObject;
-    let leaf = ca.leaf(&["backend.test"]);
-    let certs = vec![rustls::pki_types::CertificateDer::from(leaf.der.clone())];
-    let key =
-        rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let target = inner.addr;
-    // Terminates TLS and relays the plaintext to the plain test backend.
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut plain) = tokio::net::TcpStream::connect(target).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_tls_verifies_backend_with_given_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new();
     let ca_path = ca.write(dir.path());
     let inner = TestBackend::start("secure").await;
-    let addr = tls_backend(&ca, &inner).await;
+    let addr = tls_front(&ca, inner.addr).await;
     let ports = Ports::new();
     let config = |server_name: &str| {
         format!(
@@ -540,7 +499,7 @@ async fn health_checks_of_a_tls_pool_speak_tls() {
     let ca = TestCa::new();
     let ca_path = ca.write(dir.path());
     let inner = TestBackend::start("secure").await;
-    let addr = tls_backend(&ca, &inner).await;
+    let addr = tls_front(&ca, inner.addr).await;
     let ports = Ports::new();
     let config = |server_name: &str| {
         format!(

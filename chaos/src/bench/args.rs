@@ -39,6 +39,12 @@ pub struct BenchArgs {
     /// HTTP/2 clients).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub h2_connections: u32,
+    /// Measure memory per HTTP/2 connection (TLS, ALPN h2) instead of throughput: for
+    /// each count N, idle (N connections that made one request each) and busy
+    /// (`h2load -cN -m1` for `--duration`), against every target (`h2conns.rs`;
+    /// `--modes`, `--rounds` and `--conns` do not apply).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub h2_conns: Vec<u32>,
     /// The fulcrum binary [default: target/release/fulcrum in the workspace].
     #[arg(long)]
     pub fulcrum: Option<PathBuf>,

@@ -17,6 +17,7 @@
 mod args;
 mod backends;
 mod conns;
+mod h2conns;
 mod h2load;
 mod handshake;
 mod idle;
@@ -81,7 +82,8 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     }
     let wrk = find_program("wrk").context(install_hint("wrk"))?;
     let modes = dedup(&args.modes);
-    let h2load = match modes.iter().any(|m| m.h2_streams().is_some()) {
+    let needs_h2load = modes.iter().any(|m| m.h2_streams().is_some()) || !args.h2_conns.is_empty();
+    let h2load = match needs_h2load {
         true => Some(find_program("h2load").context(
             "h2load not found (the h2 modes need it): install it with \
              `apt-get install -y nghttp2-client`",
@@ -150,6 +152,18 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
             eprintln!("kept {}", temp.keep().display());
         }
         if all.iter().all(|t| t.idle.is_err()) {
+            bail!("no measurement succeeded");
+        }
+        return Ok(());
+    }
+    if !args.h2_conns.is_empty() {
+        let all = h2conns::measure_all(&ctx, &args.h2_conns).await;
+        drop(backends);
+        h2conns::print(&all, ctx.settings.duration);
+        if args.keep_temp {
+            eprintln!("kept {}", temp.keep().display());
+        }
+        if all.iter().all(|(_, _, got)| got.is_err()) {
             bail!("no measurement succeeded");
         }
         return Ok(());

@@ -82,7 +82,19 @@ impl ChunkScanner {
     pub(crate) fn feed_data(
         &mut self,
         bytes: &[u8],
+        data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<usize, ChunkError> {
+        self.feed_parts(bytes, data, |_| {})
+    }
+
+    /// Like `feed_data`, and hands `trailer` each byte of the trailer lines (with
+    /// their CRLFs, without the final blank line), for a client that gets the
+    /// trailer fields in a frame of their own (HTTP/2).
+    pub(crate) fn feed_parts(
+        &mut self,
+        bytes: &[u8],
         mut data: impl FnMut(std::ops::Range<usize>),
+        mut trailer: impl FnMut(u8),
     ) -> Result<usize, ChunkError> {
         let mut i = 0;
         while let (Some(&b), false) = (bytes.get(i), self.state == State::Done) {
@@ -97,7 +109,15 @@ impl ChunkScanner {
                 };
                 continue;
             }
+            let before = self.state;
             self.step(b)?;
+            if matches!(
+                before,
+                State::TrailerStart | State::Trailer | State::TrailerLf
+            ) && self.state != State::EndLf
+            {
+                trailer(b);
+            }
             i += 1;
         }
         Ok(i)
@@ -224,6 +244,32 @@ mod tests {
             assert!(scanner.is_done());
             assert_eq!(used, body.len() - b"extra".len());
         }
+    }
+
+    #[test]
+    fn trailer_lines_are_reported_apart_from_the_data() {
+        let body = b"3\r\nabc\r\n0\r\nX-Sum: 9\r\nY: a b\r\n\r\nnext";
+        for split in 1..body.len() {
+            let mut scanner = ChunkScanner::default();
+            let (mut data, mut trailer) = (Vec::new(), Vec::new());
+            for part in [&body[..split], &body[split..]] {
+                scanner
+                    .feed_parts(
+                        part,
+                        |r| data.extend_from_slice(&part[r]),
+                        |b| trailer.push(b),
+                    )
+                    .unwrap();
+            }
+            assert_eq!(data, b"abc", "split at {split}");
+            assert_eq!(trailer, b"X-Sum: 9\r\nY: a b\r\n", "split at {split}");
+        }
+        let mut trailer = Vec::new();
+        let mut scanner = ChunkScanner::default();
+        scanner
+            .feed_parts(b"0\r\n\r\n", |_| {}, |b| trailer.push(b))
+            .unwrap();
+        assert!(scanner.is_done() && trailer.is_empty());
     }
 
     #[test]

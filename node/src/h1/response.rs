@@ -8,8 +8,10 @@
 
 use super::head::{classify, connection_options, named_in, parse_length, HeaderSpan, Kind};
 use crate::upstream::BackendConn;
+use bytes::BytesMut;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use tokio::io::AsyncRead;
 
 /// How many header lines a backend response may have.
 const MAX_RESPONSE_HEADERS: usize = 128;
@@ -166,17 +168,26 @@ impl ResponseHead {
     /// (informational ones included); the bytes stay in `up.buf`. Both HTTP paths
     /// read backend responses with it.
     pub(crate) async fn read_from(&mut self, up: &mut BackendConn) -> Result<(), HeadReadError> {
+        self.read_over(&mut up.stream, &mut up.buf).await
+    }
+
+    /// `read_from` for any connection to a backend (`crate::http2`'s TLS ones).
+    pub(crate) async fn read_over<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        buf: &mut BytesMut,
+    ) -> Result<(), HeadReadError> {
         loop {
-            if !up.buf.is_empty() {
-                match self.parse(&up.buf) {
+            if !buf.is_empty() {
+                match self.parse(buf) {
                     Ok(true) => return Ok(()),
-                    Ok(false) if up.buf.len() < MAX_RESPONSE_HEAD => {}
+                    Ok(false) if buf.len() < MAX_RESPONSE_HEAD => {}
                     Ok(false) | Err(_) => return Err(HeadReadError::Malformed),
                 }
             }
             // A buffer only once the backend answers: waiting for it holds none.
-            match crate::bufpool::read_lent(&mut up.stream, &mut up.buf).await {
-                Ok(0) | Err(_) if up.buf.is_empty() => return Err(HeadReadError::ClosedEmpty),
+            match crate::bufpool::read_lent(stream, buf).await {
+                Ok(0) | Err(_) if buf.is_empty() => return Err(HeadReadError::ClosedEmpty),
                 Ok(0) | Err(_) => return Err(HeadReadError::Malformed),
                 Ok(_) => {}
             }

@@ -10,10 +10,14 @@
 //! in the connection's buffer (`h1::response`) and turned into an h2 HEADERS frame
 //! without its hop-by-hop fields, the body sent as DATA frames, de-chunked, within
 //! the client's flow-control window. A response that fits in what was read with its
-//! head goes out with no further wait.
+//! head goes out with no further wait. Informational heads are relayed as they come;
+//! a request that expects `100 Continue` sends its body once the backend said so (or
+//! stayed silent for `CONTINUE_WAIT`), not at all if the backend answered first.
+//! Trailer fields cross both ways where the body is chunked (`trailers`).
 
+use super::backend::Up;
 use super::encode::{self, BodyFraming};
-use super::Shared;
+use super::{trailers, Shared};
 use crate::affinity::shared as affinity;
 use crate::balance;
 use crate::h1::chunked::ChunkScanner;
@@ -27,19 +31,21 @@ use crate::request::local::Local;
 use crate::request::redispatch::{self, Retry};
 use crate::request::retry::{is_idempotent, Retries};
 use crate::request::target::Target;
-use crate::upstream::BackendConn;
 use bytes::{Buf, Bytes, BytesMut};
 use fulcrum_config::AffinityMode;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::{Duration, Instant};
 
-/// Informational (1xx) heads skipped before the final one, at most.
+/// Informational (1xx) heads relayed before the final one, at most.
 const MAX_INFORMATIONAL: usize = 8;
-const READ_CHUNK: usize = 16 * 1024;
+/// How long a request with `Expect: 100-continue` waits for the backend's
+/// `100 Continue` before its body is sent anyway (curl's default).
+const CONTINUE_WAIT: Duration = Duration::from_secs(1);
+/// The most bytes of trailer lines taken from a chunked response.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 /// Forwards the request; `Err` only while no response head went to the client.
 pub(super) async fn forward(
@@ -54,6 +60,11 @@ pub(super) async fn forward(
     let (parts, mut body) = req.into_parts();
     let has_body = !body.is_end_stream();
     let retryable = is_idempotent(&parts.method) && !has_body;
+    let expect_continue = has_body
+        && parts
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let log = RequestLog {
         method: parts.method.clone(),
         path: if shared.dp.access_log_enabled() {
@@ -90,8 +101,10 @@ pub(super) async fn forward(
             head: &head_bytes,
             framing,
             fresh,
+            expect_continue,
         };
-        let failure = match send(&pool, index, &attempt, &mut body, &mut resp).await {
+        let sent = send(&pool, index, &attempt, &mut body, &mut resp, respond).await;
+        let failure = match sent {
             Ok(up) => {
                 let done = RequestDone::new(
                     shared.dp.clone(),
@@ -152,33 +165,48 @@ struct Attempt<'a> {
     framing: BodyFraming,
     /// Open a new connection instead of taking a pooled one.
     fresh: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    expect_continue: bool,
 }
 
-/// Writes the request to backend `index` and reads its response head into `resp`.
+/// A backend connection with a response head read into `resp`.
+struct Sent {
+    up: Up,
+    /// The backend answered before the request body was sent (it did not want it):
+    /// the connection cannot carry another request.
+    body_unsent: bool,
+}
+
+/// Writes the request to backend `index` and reads its response head into `resp`;
+/// informational heads that come before the body is sent are relayed to `respond`.
 async fn send(
     pool: &PoolRuntime,
     index: usize,
     attempt: &Attempt<'_>,
     body: &mut RecvStream,
     resp: &mut ResponseHead,
-) -> Result<BackendConn, ExchangeFailure> {
-    let pooled = match attempt.fresh {
-        true => None,
-        false => pool.upstream.take_raw(index),
-    };
-    let mut up = match pooled {
-        Some(up) => up,
-        None => pool.upstream.open_raw(index).await.map_err(|e| {
-            tracing::warn!(pool = %pool.name, error = %e, "backend connect failed");
-            ExchangeFailure::Connect {
-                timed_out: e.is_connect_timeout(),
-            }
-        })?,
-    };
-    let reused = up.reused;
+    respond: &mut SendResponse<Bytes>,
+) -> Result<Sent, ExchangeFailure> {
+    let mut up = Up::get(pool, index, attempt.fresh).await.map_err(|e| {
+        tracing::warn!(pool = %pool.name, error = %e, "backend connect failed");
+        ExchangeFailure::Connect {
+            timed_out: e.is_connect_timeout(),
+        }
+    })?;
+    let reused = up.reused();
     // A failed write may be the backend having answered and closed: read on.
-    let mut whole = up.stream.write_all(attempt.head).await.is_ok();
+    let mut whole = up.write_all(attempt.head).await.is_ok();
     if whole && attempt.framing != BodyFraming::None {
+        let wanted = match attempt.expect_continue {
+            true => await_continue(pool, &mut up, resp, respond).await?,
+            false => true,
+        };
+        if !wanted {
+            return Ok(Sent {
+                up,
+                body_unsent: true,
+            });
+        }
         whole = upload(&mut up, body, attempt.framing == BodyFraming::Chunked).await?;
     }
     let read = tokio::time::timeout(pool.response_timeout, read_head(&mut up, resp)).await;
@@ -191,14 +219,53 @@ async fn send(
         }
         Ok(Err(ExchangeFailure::Broken { .. })) => Err(ExchangeFailure::Broken { reused }),
         Ok(Err(other)) => Err(other),
-        Ok(Ok(())) => Ok(up),
+        Ok(Ok(())) => Ok(Sent {
+            up,
+            body_unsent: false,
+        }),
+    }
+}
+
+/// Waits, at most `CONTINUE_WAIT`, for the backend to say whether it wants the body:
+/// `true` after its `100 Continue` (relayed, with any other informational head before
+/// it) or when it stays silent, `false` when its final answer came first (in `resp`).
+async fn await_continue(
+    pool: &PoolRuntime,
+    up: &mut Up,
+    resp: &mut ResponseHead,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<bool, ExchangeFailure> {
+    let deadline = tokio::time::Instant::now() + CONTINUE_WAIT.min(pool.response_timeout);
+    for _ in 0..MAX_INFORMATIONAL {
+        match tokio::time::timeout_at(deadline, read_head(up, resp)).await {
+            // Reading a head is cancel-safe: what arrived stays in the buffer.
+            Err(_) => return Ok(true),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(())) if resp.is_informational() => {
+                interim(resp, up.buf(), respond);
+                up.buf().advance(resp.len);
+                if resp.status == 100 {
+                    return Ok(true);
+                }
+            }
+            Ok(Ok(())) => return Ok(false),
+        }
+    }
+    Err(ExchangeFailure::BadResponse)
+}
+
+/// Relays an informational (1xx) head to the client; a client that reset its
+/// stream meanwhile is found out when the final head is sent.
+fn interim(resp: &ResponseHead, buf: &[u8], respond: &mut SendResponse<Bytes>) {
+    if let Some(head) = response_fields(resp, buf) {
+        let _ = respond.send_informational(head);
     }
 }
 
 /// Streams the client's body to the backend; `Ok(false)` if the backend stopped
 /// taking it.
 async fn upload(
-    up: &mut BackendConn,
+    up: &mut Up,
     body: &mut RecvStream,
     chunked: bool,
 ) -> Result<bool, ExchangeFailure> {
@@ -215,24 +282,30 @@ async fn upload(
                 frame.extend_from_slice(size.as_bytes());
                 frame.extend_from_slice(&data);
                 frame.extend_from_slice(b"\r\n");
-                up.stream.write_all(&frame).await
+                up.write_all(&frame).await
             }
-            false => up.stream.write_all(&data).await,
+            false => up.write_all(&data).await,
         };
         if written.is_err() {
             return Ok(false);
         }
     }
-    // Request trailers are not forwarded (HTTP/1.1 backends rarely read them).
-    if chunked && up.stream.write_all(b"0\r\n\r\n").await.is_err() {
-        return Ok(false);
+    if !chunked {
+        // A body framed by its length cannot carry trailers to the backend.
+        return Ok(true);
     }
-    Ok(true)
+    let fields = body
+        .trailers()
+        .await
+        .map_err(|_| ExchangeFailure::ClientGone)?;
+    let mut last = Vec::new();
+    trailers::last_chunk(&mut last, fields.as_ref());
+    Ok(up.write_all(&last).await.is_ok())
 }
 
 /// Reads until `resp` holds a complete head (`ResponseHead::read_from`).
-async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), ExchangeFailure> {
-    resp.read_from(up).await.map_err(|e| match e {
+async fn read_head(up: &mut Up, resp: &mut ResponseHead) -> Result<(), ExchangeFailure> {
+    up.read_head(resp).await.map_err(|e| match e {
         HeadReadError::ClosedEmpty => ExchangeFailure::Broken { reused: false },
         HeadReadError::Malformed => ExchangeFailure::BadResponse,
     })
@@ -244,17 +317,22 @@ async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), 
 async fn relay(
     pool: &PoolRuntime,
     index: usize,
-    mut up: BackendConn,
+    sent: Sent,
     mut done: Pending,
     set_cookie: bool,
     head_request: bool,
     resp: &mut ResponseHead,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<(), Local> {
+    let Sent {
+        mut up,
+        body_unsent,
+    } = sent;
     let mut informational = 0;
     while resp.is_informational() {
         informational += 1;
-        up.buf.advance(resp.len);
+        interim(resp, up.buf(), respond);
+        up.buf().advance(resp.len);
         let read = tokio::time::timeout(pool.response_timeout, read_head(&mut up, resp)).await;
         if informational > MAX_INFORMATIONAL || !matches!(read, Ok(Ok(()))) {
             done.set_status(502);
@@ -266,7 +344,7 @@ async fn relay(
     let mut set_cookie = set_cookie;
     if pool.affinity_mode == AffinityMode::Learn {
         if let Some(store) = &pool.sessions {
-            let learned = affinity::learned_sessions(pool, &HeadView::new(&resp.headers, &up.buf));
+            let learned = affinity::learned_sessions(pool, &HeadView::new(&resp.headers, up.buf()));
             set_cookie |= affinity::pin_learned(store, pool, index, learned).await;
         }
     }
@@ -278,13 +356,13 @@ async fn relay(
         balance::observe_latency(&backend.state.load, latency);
     }
     done.set_status(status);
-    let framing = resp.framing(&up.buf, head_request);
-    let Some(head) = response_head(resp, &up.buf, pool, index, set_cookie) else {
+    let framing = resp.framing(up.buf(), head_request);
+    let Some(head) = response_head(resp, up.buf(), pool, index, set_cookie) else {
         done.set_status(502);
         return Err(Local::BadGateway);
     };
-    let keep_alive = resp.keep_alive;
-    up.buf.advance(resp.len);
+    let keep_alive = resp.keep_alive && !body_unsent;
+    up.buf().advance(resp.len);
     let Ok(mut send) = respond.send_response(head, framing == Framing::Empty) else {
         // The client reset the stream: the backend's answer is not read to its end.
         return Ok(());
@@ -296,7 +374,7 @@ async fn relay(
     if complete {
         done.complete();
         if keep_alive && framing != Framing::UntilClose {
-            pool.upstream.put_raw(index, up);
+            up.give_back(pool, index);
         }
     } else {
         send.send_reset(h2::Reason::INTERNAL_ERROR);
@@ -304,9 +382,8 @@ async fn relay(
     Ok(())
 }
 
-/// The HEADERS of the response: status, the backend's fields without the hop-by-hop
-/// ones (and without framing, which HTTP/2 does itself), `Via` with this hop, and
-/// the affinity cookie when one is due. `None` for a status HTTP/2 cannot carry.
+/// The HEADERS of the response: `response_fields`, `Via` with this hop, and the
+/// affinity cookie when one is due.
 fn response_head(
     resp: &ResponseHead,
     buf: &[u8],
@@ -314,31 +391,14 @@ fn response_head(
     index: usize,
     set_cookie: bool,
 ) -> Option<Response<()>> {
-    let mut head = Response::new(());
-    *head.status_mut() = StatusCode::from_u16(resp.status).ok()?;
+    let mut head = response_fields(resp, buf)?;
     let headers = head.headers_mut();
-    let coded = resp.has_transfer_encoding();
     let mut via: Vec<u8> = Vec::new();
-    for h in &resp.headers {
+    for h in resp.headers.iter().filter(|h| h.kind == Kind::Via) {
         let value = &buf[h.value.clone()];
-        match h.kind {
-            Kind::HopByHop | Kind::Connection | Kind::TransferEncoding => continue,
-            Kind::ContentLength if coded => continue,
-            Kind::Via => {
-                if !value.is_empty() {
-                    via.extend_from_slice(value);
-                    via.extend_from_slice(b", ");
-                }
-                continue;
-            }
-            Kind::ContentLength => {}
-            _ if resp.is_listed(buf, h) => continue,
-            _ => {}
-        }
-        let name = HeaderName::from_bytes(&buf[h.name.clone()]);
-        let value = HeaderValue::from_bytes(value);
-        if let (Ok(name), Ok(value)) = (name, value) {
-            headers.append(name, value);
+        if !value.is_empty() {
+            via.extend_from_slice(value);
+            via.extend_from_slice(b", ");
         }
     }
     via.extend_from_slice(b"1.1 fulcrum");
@@ -356,9 +416,36 @@ fn response_head(
     Some(head)
 }
 
-/// Relays the body as DATA frames; `true` when it was read and sent to its end.
+/// A response head as HTTP/2 carries it: the status and the backend's fields
+/// without the hop-by-hop ones, without framing (which HTTP/2 does itself) and
+/// without `Via` (which `response_head` extends). `None` for a status HTTP/2 cannot
+/// carry.
+fn response_fields(resp: &ResponseHead, buf: &[u8]) -> Option<Response<()>> {
+    let mut head = Response::new(());
+    *head.status_mut() = StatusCode::from_u16(resp.status).ok()?;
+    let headers = head.headers_mut();
+    let coded = resp.has_transfer_encoding();
+    for h in &resp.headers {
+        match h.kind {
+            Kind::HopByHop | Kind::Connection | Kind::TransferEncoding | Kind::Via => continue,
+            Kind::ContentLength if coded => continue,
+            Kind::ContentLength => {}
+            _ if resp.is_listed(buf, h) => continue,
+            _ => {}
+        }
+        let name = HeaderName::from_bytes(&buf[h.name.clone()]);
+        let value = HeaderValue::from_bytes(&buf[h.value.clone()]);
+        if let (Ok(name), Ok(value)) = (name, value) {
+            headers.append(name, value);
+        }
+    }
+    Some(head)
+}
+
+/// Relays the body as DATA frames, and a chunked body's trailer fields as the
+/// HEADERS frame that ends the stream; `true` when it was read and sent to its end.
 async fn send_body(
-    up: &mut BackendConn,
+    up: &mut Up,
     send: &mut SendStream<Bytes>,
     framing: Framing,
     sent: &mut u64,
@@ -368,11 +455,11 @@ async fn send_body(
         _ => u64::MAX,
     };
     let mut chunks = ChunkScanner::default();
+    let mut trailer_lines = Vec::new();
     let mut first = true;
     loop {
-        if up.buf.is_empty() {
-            up.buf.reserve(READ_CHUNK);
-            match up.stream.read_buf(&mut up.buf).await {
+        if up.buf().is_empty() {
+            match up.fill().await {
                 Ok(0) if framing == Framing::UntilClose => {
                     return send.send_data(Bytes::new(), true).is_ok();
                 }
@@ -380,24 +467,28 @@ async fn send_body(
                 Ok(_) => {}
             }
         }
+        let buf = up.buf();
         let data = match framing {
             Framing::Chunked => {
                 let mut runs = Vec::new();
-                let used = match chunks.feed_data(&up.buf, |r| runs.push(r)) {
-                    Ok(used) => used,
-                    Err(_) => return false,
+                let fed = chunks.feed_parts(buf, |r| runs.push(r), |b| trailer_lines.push(b));
+                let Ok(used) = fed else {
+                    return false;
                 };
+                if trailer_lines.len() > MAX_TRAILER_BYTES {
+                    return false;
+                }
                 let mut data = BytesMut::new();
                 for r in runs {
-                    data.extend_from_slice(&up.buf[r]);
+                    data.extend_from_slice(&buf[r]);
                 }
-                up.buf.advance(used);
+                buf.advance(used);
                 data.freeze()
             }
             _ => {
-                let take = (up.buf.len() as u64).min(left) as usize;
+                let take = (buf.len() as u64).min(left) as usize;
                 left -= take as u64;
-                up.buf.split_to(take).freeze()
+                buf.split_to(take).freeze()
             }
         };
         let end = match framing {
@@ -405,19 +496,24 @@ async fn send_body(
             Framing::Length(_) => left == 0,
             _ => false,
         };
+        let fields = match end {
+            true => trailers::parse(&trailer_lines),
+            false => None,
+        };
+        let end_stream = end && fields.is_none();
         *sent += data.len() as u64;
         // A body that came whole with its head goes out at once; anything longer
         // waits for the client's window.
         let sent_ok = match first && end {
-            true => send.send_data(data, true).is_ok(),
-            false => send_within_window(send, data, end).await,
+            true => send.send_data(data, end_stream).is_ok(),
+            false => send_within_window(send, data, end_stream).await,
         };
         first = false;
         if !sent_ok {
             return false;
         }
         if end {
-            return true;
+            return fields.is_none_or(|f| send.send_trailers(f).is_ok());
         }
     }
 }

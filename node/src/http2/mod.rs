@@ -18,16 +18,21 @@
 //!   gathered (`Coalesce`) and reach TLS and the socket once per flush of the codec.
 //!
 //! Served only where nothing needs hyper: a listener whose routes lead to a pool that
-//! speaks TLS to its backends keeps hyper for HTTP/2 (`eligible`). Should such a pool
-//! appear on a connection that started here (a config change), its requests get 421
-//! Misdirected Request, which a client answers by retrying on a new connection.
+//! speaks TLS to its backends keeps hyper, and its pooled TLS client, for HTTP/2
+//! (`eligible`). Should such a pool appear on a connection that started here (a
+//! config change), its requests still go through, each over a TLS connection of its
+//! own (`backend`). Trailers cross in both directions (`trailers`), informational
+//! heads (`100 Continue`, `103 Early Hints`) are relayed, and `CONNECT` is answered
+//! 404 (no route leads to a tunnel).
 //! Idle connections close after the listener's idle timeout (`conn_watch`), and
 //! shutdown lets the streams in progress finish (GOAWAY).
 
+mod backend;
 mod coalesce;
 mod encode;
 mod exchange;
 mod stream;
+mod trailers;
 
 use crate::conn_io::{ActivityIo, OpenConnection};
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
@@ -44,6 +49,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Streams one connection may have open at once (hyper's setting before).
 const MAX_STREAMS: u32 = 256;
+/// Streams whose frames are gathered at most before the codec gets its turn.
+const BATCH: usize = 16;
 /// Receive windows: a stream may send this much body before it must wait for us.
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
@@ -98,7 +105,12 @@ pub(crate) async fn serve<S>(
         .max_pending_accept_reset_streams(64)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW);
-    let handshake = tokio::time::timeout(limits.header_timeout, builder.handshake(io)).await;
+    // Boxed: the handshake's state is freed once it is done, not kept in this future.
+    let handshake = Box::pin(tokio::time::timeout(
+        limits.header_timeout,
+        builder.handshake(io),
+    ))
+    .await;
     let mut connection = match handshake {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -116,16 +128,24 @@ pub(crate) async fn serve<S>(
     let tick = watchdog.period();
     let mut ticker = tokio::time::interval(tick);
     let mut shutting_down = false;
+    // Streams that finished one after another since the codec was last polled.
+    let mut in_a_row = 0;
     loop {
-        tokio::select! {
+        let stream_done = tokio::select! {
             // Streams first: the frames of every stream that is ready are written
-            // before the codec flushes them, together.
+            // before the codec flushes them, together. But at most `BATCH` in a row:
+            // the codec writes and reads only while `accept` is polled, and with many
+            // streams finishing one after another every answer would wait for them.
             biased;
-            Some(()) = streams.next(), if !streams.is_empty() => activity.request_answered(),
+            Some(()) = streams.next(), if !streams.is_empty() && in_a_row < BATCH => {
+                activity.request_answered();
+                true
+            }
             accepted = connection.accept() => match accepted {
                 Some(Ok((req, respond))) => {
                     activity.request_started(true);
                     streams.push(stream::serve(&shared, req, respond));
+                    false
                 }
                 Some(Err(e)) => {
                     tracing::debug!(client = %shared.conn.client, error = %e, "HTTP/2 connection error");
@@ -136,15 +156,25 @@ pub(crate) async fn serve<S>(
             _ = stop.cancelled(), if !shutting_down => {
                 shutting_down = true;
                 connection.graceful_shutdown();
+                false
             }
-            _ = ticker.tick(), if !shutting_down => match watchdog.tick(&activity, tick) {
-                Verdict::Keep | Verdict::SlowHead => {}
-                Verdict::Idle => {
-                    tracing::debug!(client = %shared.conn.client, "closing idle HTTP/2 connection");
-                    shutting_down = true;
-                    connection.graceful_shutdown();
+            _ = ticker.tick(), if !shutting_down => {
+                match watchdog.tick(&activity, tick) {
+                    Verdict::Keep | Verdict::SlowHead => {}
+                    Verdict::Idle => {
+                        tracing::debug!(client = %shared.conn.client, "closing idle HTTP/2 connection");
+                        shutting_down = true;
+                        connection.graceful_shutdown();
+                    }
                 }
+                false
             }
-        }
+            // The codec had its turn and had nothing new: back to the streams.
+            () = std::future::ready(()), if in_a_row >= BATCH => false,
+        };
+        in_a_row = match stream_done {
+            true => in_a_row + 1,
+            false => 0,
+        };
     }
 }

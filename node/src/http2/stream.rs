@@ -13,7 +13,7 @@ use crate::request::target::Target;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response};
 use tracing::Instrument;
 
 /// Serves one stream; every failure ends in a response or a reset, never an error.
@@ -22,24 +22,8 @@ pub(super) async fn serve(
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
-    if let Err(answer) = route_and_forward(shared, req, &mut respond).await {
-        match answer {
-            Answer::Local(local) => send_local(shared, &mut respond, local),
-            Answer::Misdirected => send_status(&mut respond, StatusCode::MISDIRECTED_REQUEST),
-        }
-    }
-}
-
-/// What a stream gets instead of a backend's response.
-pub(super) enum Answer {
-    Local(Local),
-    /// The route's pool speaks TLS to its backends: served on another connection.
-    Misdirected,
-}
-
-impl From<Local> for Answer {
-    fn from(local: Local) -> Self {
-        Answer::Local(local)
+    if let Err(local) = route_and_forward(shared, req, &mut respond).await {
+        send_local(shared, &mut respond, local);
     }
 }
 
@@ -47,15 +31,18 @@ async fn route_and_forward(
     shared: &Shared,
     req: Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
-) -> Result<(), Answer> {
+) -> Result<(), Local> {
     let snapshot = shared.dp.snapshot();
     let table = snapshot
         .routes
         .get(&*shared.conn.listener)
         .ok_or(Local::NoRoute)?;
-    // CONNECT names no path: a reverse proxy has no tunnel to offer.
+    // CONNECT asks for a tunnel to an authority and names no path: no route leads
+    // there (routes match a host and a path), so it gets the 404 any unrouted
+    // request gets, as Envoy answers it without a CONNECT route configured. The
+    // request is well formed, so not 400; nothing reaches a backend.
     if req.method() == Method::CONNECT {
-        return Err(Local::BadRequest.into());
+        return Err(Local::NoRoute);
     }
     let target = Target::read(&req, table.paths)?;
     let route = table
@@ -72,9 +59,6 @@ async fn route_and_forward(
         .get(&route.pool)
         .ok_or(Local::NoBackend)?
         .clone();
-    if pool.upstream.is_tls() {
-        return Err(Answer::Misdirected);
-    }
     drop(snapshot);
     let keys = ChoiceKeys::read(&pool, &shared.conn, req.headers(), target.path.as_bytes());
     let choice = choose_backend(&pool, &shared.conn, keys)
@@ -88,7 +72,6 @@ async fn route_and_forward(
     } else {
         forwarded.instrument(span).await
     }
-    .map_err(Answer::Local)
 }
 
 /// Answers with a response fulcrum makes itself (when no response head went out yet).
@@ -110,10 +93,4 @@ pub(super) fn send_local(shared: &Shared, respond: &mut SendResponse<Bytes>, loc
     if let Ok(mut body) = respond.send_response(head, false) {
         let _ = body.send_data(Bytes::from_static(text.as_bytes()), true);
     }
-}
-
-fn send_status(respond: &mut SendResponse<Bytes>, status: StatusCode) {
-    let mut head = Response::new(());
-    *head.status_mut() = status;
-    let _ = respond.send_response(head, true);
 }

@@ -71,6 +71,21 @@ where
     let Some(tls) = &settings.tls else {
         return handshake(tcp, addr, upgrades).await;
     };
+    let stream = tls_over(settings.connect_timeout, tls, tcp, addr).await?;
+    handshake(stream, addr, upgrades).await
+}
+
+/// The TLS handshake with backend `addr` over `tcp`, within `timeout`, with the
+/// pool's client config and the name it verifies.
+pub(super) async fn tls_over<S>(
+    timeout: Duration,
+    tls: &TlsSettings,
+    tcp: S,
+    addr: SocketAddr,
+) -> Result<tokio_rustls::client::TlsStream<S>, UpstreamError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let Some(connector) = &tls.connector else {
         return Err(UpstreamError::Tls {
             addr,
@@ -78,14 +93,13 @@ where
         });
     };
     let name = crate::tls::backend::server_name_for(tls.server_name.as_ref(), addr);
-    let stream = tokio::time::timeout(settings.connect_timeout, connector.connect(name, tcp))
+    tokio::time::timeout(timeout, connector.connect(name, tcp))
         .await
         .map_err(|_| UpstreamError::Tls {
             addr,
             source: std::io::ErrorKind::TimedOut.into(),
         })?
-        .map_err(|source| UpstreamError::Tls { addr, source })?;
-    handshake(stream, addr, upgrades).await
+        .map_err(|source| UpstreamError::Tls { addr, source })
 }
 
 /// A TCP connection to `addr` within `timeout`, tuned for proxying.

@@ -255,6 +255,25 @@ impl Upstream {
         BackendConn::open(inner.addrs[index], timeout, inner.unsolicited.clone()).await
     }
 
+    /// A new TLS connection to backend `index`, for a path that speaks HTTP/1.1 over
+    /// it itself (`crate::http2`); refused for a pool without `tls`.
+    pub async fn open_tls(
+        &self,
+        index: usize,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, UpstreamError> {
+        let inner = &self.inner;
+        let addr = inner.addrs[index];
+        let Some(tls) = &inner.settings.tls else {
+            return Err(UpstreamError::Tls {
+                addr,
+                source: std::io::Error::other("the pool does not speak TLS to its backends"),
+            });
+        };
+        let timeout = inner.settings.connect_timeout;
+        let tcp = connect::tcp(addr, timeout).await?;
+        connect::tls_over(timeout, tls, tcp, addr).await
+    }
+
     /// Returns a connection whose last response was relayed completely; one with
     /// bytes past that response is dropped (and counted) instead.
     pub fn put_raw(&self, index: usize, mut conn: BackendConn) {
