@@ -81,7 +81,7 @@ async fn probe_within(addr: &str, budget: Duration) -> Option<bool> {
     }
 }
 
-fn raft_addr(raft: &Raft, id: NodeId) -> Option<String> {
+pub(crate) fn raft_addr(raft: &Raft, id: NodeId) -> Option<String> {
     let m = raft.metrics();
     let m = m.borrow();
     m.membership_config
@@ -352,16 +352,19 @@ pub async fn answer_prevote(lease: &Lease, raft: &Raft, req: PreVote) -> bool {
 /// last AppendEntries reached the other voters about when it reached this node, and a
 /// vote request inside their lease is refused, which leaves the cluster without a leader
 /// until a detector notices the silence.
+///
+/// Once elected, it asks the stopping leader for the VIP's traffic (`handover`).
 pub async fn take_over(
-    lease: &Lease,
+    lease: &Arc<Lease>,
     raft: &Raft,
+    pool: &PeerPool,
     term: u64,
     raft_vote_lease: Duration,
 ) -> PeerResponse {
-    let (state, current) = {
+    let (state, current, old) = {
         let m = raft.metrics();
         let m = m.borrow();
-        (m.state, m.current_term)
+        (m.state, m.current_term, m.current_leader)
     };
     if state == ServerState::Leader || current != term {
         return PeerResponse::App(Err(AppError::Rejected(format!(
@@ -377,7 +380,15 @@ pub async fn take_over(
         tokio::time::sleep(Duration::from_micros(lease_end - now)).await;
     }
     match raft.trigger().elect().await {
-        Ok(()) => PeerResponse::App(Ok(Response::default())),
+        Ok(()) => {
+            if let Some(old) = old {
+                let (lease, raft, pool) = (lease.clone(), raft.clone(), pool.clone());
+                tokio::spawn(async move {
+                    crate::handover::claim_from(&lease, &raft, &pool, old, term).await;
+                });
+            }
+            PeerResponse::App(Ok(Response::default()))
+        }
         Err(_) => PeerResponse::App(Err(AppError::Shutdown)),
     }
 }

@@ -28,6 +28,7 @@ use crate::detector;
 use crate::frame::{FrameError, MAX_FRAME};
 use crate::lease::wire::FenceReport;
 use crate::lease::{stream, Lease};
+use crate::network::PeerPool;
 use crate::ops;
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::sealed::SealedConn;
@@ -53,6 +54,8 @@ pub struct ServerCtx {
     pub shutdown: watch::Receiver<bool>,
     /// openraft's vote lease, which a take-over campaign waits out (see `detector`).
     pub raft_vote_lease: Duration,
+    /// Outgoing calls (a successor asks the old holder for the traffic: `handover`).
+    pub pool: PeerPool,
 }
 
 /// Accept connections until `shutdown` flips to true. Dropping the listener on return
@@ -193,7 +196,10 @@ async fn dispatch(ctx: &ServerCtx, req: PeerRequest) -> PeerResponse {
             PeerResponse::App(ops::local_membership(raft, op, FORWARDED_MEMBERSHIP_TTL).await)
         }
         PeerRequest::TakeOver { term } => {
-            detector::take_over(&ctx.lease, raft, term, ctx.raft_vote_lease).await
+            detector::take_over(&ctx.lease, raft, &ctx.pool, term, ctx.raft_vote_lease).await
+        }
+        PeerRequest::HandOver { term, from, mac } => {
+            crate::handover::answer(&ctx.lease, term, from, mac)
         }
         PeerRequest::PreVote(p) => {
             PeerResponse::PreVote(detector::answer_prevote(&ctx.lease, raft, p).await)

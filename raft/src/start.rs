@@ -159,6 +159,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
         admission: admission.clone(),
         shutdown: shutdown_rx.clone(),
         raft_vote_lease: RAFT_VOTE_LEASE,
+        pool: pool.clone(),
     };
     let mut tasks = vec![
         tokio::spawn(server::serve(listener, ctx)),

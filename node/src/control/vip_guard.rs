@@ -16,6 +16,11 @@
 //! fence the voters know of has lapsed); in `strict` mode also for the old holder's
 //! address lifetime, as the kernel was given it.
 //!
+//! A planned hand-off bridges instead (`bridge`, `hand_over`): the stopping leader grants
+//! its successor's vote with the fence still open for at most one lease, and closes it
+//! when the successor, leading, asks for the traffic; what still reaches this node for
+//! the VIP is then forwarded to the successor's MAC by the fence itself.
+//!
 //! Without the privilege for nftables the fence is off (warned at start); the address
 //! lifetime is then the only kernel-side fence, as in earlier versions.
 
@@ -23,7 +28,7 @@ use crate::cluster::Cluster;
 use fulcrum_config::{Config, Fencing};
 use fulcrum_raft::lease::time::{instant_at, now_us};
 use fulcrum_raft::{HookSlot, Leadership, Lease, StepDownHook};
-use fulcrum_vip::{Fence, VipController, VipError, VipOptions};
+use fulcrum_vip::{Fence, Forward, VipController, VipError, VipOptions};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,6 +39,14 @@ use tokio_util::sync::CancellationToken;
 /// (`VipOptions::kernel_expiry_bound`, which already includes the kernel's own slack)
 /// before a strict-mode claim.
 const STRICT_MARGIN: Duration = Duration::from_millis(100);
+
+/// How long a handed-over node forwards the VIP's packets to its successor: clients that
+/// have not taken in the successor's gratuitous ARP yet keep sending here meanwhile.
+const FORWARD_AFTER_HAND_OVER: Duration = Duration::from_secs(3);
+
+/// How long a handed-over node keeps the address for the connections it accepted before
+/// (the process normally exits sooner: once they are done, or at its shutdown grace).
+const KEEP_AFTER_HAND_OVER: Duration = Duration::from_secs(30);
 
 /// The VIP as the rest of the node sees it.
 pub struct VipGuard {
@@ -51,6 +64,13 @@ pub struct VipGuard {
     /// Term in which the VIP is held (0 when not).
     held_term: AtomicU64,
     lease: OnceLock<Arc<Lease>>,
+    /// A planned hand-off's bridge: the fence stays open until then (µs), or until the
+    /// successor asks for the traffic. Locked after `fence`.
+    bridge: Mutex<Option<u64>>,
+    /// The deadline (µs) the fence was last opened until.
+    fence_until: AtomicU64,
+    /// Told when a bridge ends by a hand-over.
+    bridge_ended: tokio::sync::Notify,
 }
 
 impl VipGuard {
@@ -86,6 +106,9 @@ impl VipGuard {
             held: AtomicBool::new(false),
             held_term: AtomicU64::new(0),
             lease: OnceLock::new(),
+            bridge: Mutex::new(None),
+            fence_until: AtomicU64::new(0),
+            bridge_ended: tokio::sync::Notify::new(),
         })))
     }
 
@@ -182,6 +205,9 @@ impl VipGuard {
                     "lease lapsed (no quorum acknowledgement)"
                 };
                 self.release(reason);
+                if let Some(until) = self.bridging(now) {
+                    return Some(until);
+                }
             }
             // Leading but not yet allowed: wake when the claim instant comes.
             return (l.term != 0 && l.lease_until_us.is_some() && now < l.claim_after_us)
@@ -227,7 +253,7 @@ impl VipGuard {
         let until = until.min(still.lease_until_us.unwrap_or(0));
         if let Some(f) = fence.as_mut() {
             match f.open_all_until(instant_at(until)) {
-                Ok(given) if !given.is_zero() => {}
+                Ok(given) if !given.is_zero() => self.fence_until.store(until, Ordering::Relaxed),
                 Ok(_) => return false,
                 Err(e) => {
                     tracing::error!(error = %e, "opening the VIP fence failed");
@@ -266,6 +292,10 @@ impl VipGuard {
     /// fence is surely shut (or there is none).
     fn shut(&self, reason: &str) -> bool {
         let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(until) = self.bridging(now_us()) {
+            tracing::debug!(reason, until, "not releasing: bridging a planned hand-off");
+            return false;
+        }
         let shut = match fence.as_mut().map(Fence::close_all) {
             None | Some(Ok(())) => true,
             Some(Err(e)) => {
@@ -273,6 +303,12 @@ impl VipGuard {
                 false
             }
         };
+        self.let_go(reason);
+        shut
+    }
+
+    /// Releases the address (the fence is closed already).
+    fn let_go(&self, reason: &str) {
         if self.held.swap(false, Ordering::Relaxed) {
             let _span = tracing::info_span!("vip", transition = "release").entered();
             tracing::info!(reason, "releasing the VIP");
@@ -280,7 +316,27 @@ impl VipGuard {
             self.record("release", term, reason);
             self.controller.release(reason);
         }
-        shut
+    }
+
+    /// The end of the bridge (µs) while one is open at `now`.
+    fn bridging(&self, now: u64) -> Option<u64> {
+        let bridge = self.bridge.lock().unwrap_or_else(|p| p.into_inner());
+        bridge.filter(|until| now < *until)
+    }
+
+    /// Waits until no bridge is open (the successor took the traffic, or the bridge
+    /// ran out): a stopping node keeps its listeners open until then.
+    pub async fn bridge_closed(&self) {
+        loop {
+            let ended = self.bridge_ended.notified();
+            let Some(until) = self.bridging(now_us()) else {
+                return;
+            };
+            tokio::select! {
+                () = ended => {}
+                () = sleep_until_us(Some(until)) => {}
+            }
+        }
     }
 
     fn record(&self, what: &'static str, term: u64, detail: &str) {
@@ -291,11 +347,99 @@ impl VipGuard {
 }
 
 impl StepDownHook for VipGuard {
+    /// A step-down during a planned hand-off: the fence is left to lapse by itself at
+    /// the lease deadline it already has (never later: every claim already waits for
+    /// that), the address stays until then, and the successor can take the traffic
+    /// earlier ([`StepDownHook::hand_over`]). Returns how long the kernel may still answer.
+    fn bridge(&self, reason: &str) -> Duration {
+        let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_us();
+        let until = self.fence_until.load(Ordering::Relaxed);
+        if let Some(open) = self.bridging(now) {
+            return Duration::from_micros(open - now);
+        }
+        if fence.is_none() || !self.held() || until <= now {
+            drop(fence);
+            return self.step_down(reason);
+        }
+        *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        let _span = tracing::info_span!("vip", transition = "bridge").entered();
+        tracing::info!(
+            reason,
+            left_us = until - now,
+            "planned hand-off: answering until the successor takes the traffic or the lease ends"
+        );
+        Duration::from_micros(until - now)
+    }
+
+    /// The successor leads and asks for the traffic: fence closed and forward started in
+    /// one kernel transaction, then the address goes.
+    fn hand_over(&self, to: Option<[u8; 6]>) {
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut keeping = false;
+        let closed = match (fence.as_mut(), to) {
+            (Some(f), Some(to)) => {
+                let keep = match self.address {
+                    IpAddr::V4(v4) => fulcrum_vip::tcp_peers_of(v4).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "cannot list the VIP's connections; they will be cut");
+                        Vec::new()
+                    }),
+                    IpAddr::V6(_) => Vec::new(),
+                };
+                let kept = keep.len();
+                let fwd = Forward {
+                    to,
+                    from: self.controller.link_mac(),
+                    for_ms: FORWARD_AFTER_HAND_OVER.as_millis() as u64,
+                    keep,
+                    keep_ms: KEEP_AFTER_HAND_OVER.as_millis() as u64,
+                };
+                match f.hand_over(fwd) {
+                    Ok(()) => {
+                        keeping = true;
+                        tracing::info!(kept, "fence closed; new connections go to the successor");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "starting the hand-over forward failed; closing the fence");
+                        f.close_all()
+                    }
+                }
+            }
+            (Some(f), None) => f.close_all(),
+            (None, _) => Ok(()),
+        };
+        if let Err(e) = closed {
+            tracing::error!(error = %e, "closing the VIP fence failed; it lapses with the bridge");
+        }
+        if keeping && self.held.swap(false, Ordering::Relaxed) {
+            // The address stays, unannounced, for the connections accepted before.
+            let _span = tracing::info_span!("vip", transition = "release").entered();
+            let term = self.held_term.swap(0, Ordering::Relaxed);
+            self.record("release", term, "handed over; finishing its connections");
+            let until = std::time::Instant::now() + KEEP_AFTER_HAND_OVER;
+            self.controller.keep_quietly_until(until);
+        } else {
+            self.let_go("handed over to the successor");
+        }
+        drop(fence);
+        self.bridge_ended.notify_waiters();
+    }
+
+    fn link_mac(&self) -> Option<[u8; 6]> {
+        Some(self.controller.link_mac())
+    }
+
     /// Called by the Raft server before it grants a vote or when a higher term appears.
     /// Returns how long this kernel may still answer for the VIP.
     fn step_down(&self, reason: &str) -> Duration {
         let was_held = self.held();
         let shut = self.shut(reason);
+        let now = now_us();
+        if let Some(until) = self.bridging(now) {
+            return Duration::from_micros(until - now);
+        }
         match (shut, self.fenced) {
             // Fence shut: the kernel drops VIP traffic from now on.
             (true, true) => Duration::ZERO,
