@@ -225,6 +225,9 @@ async fn shutdown(node: &Arc<Node>) {
         node.dp.tunnels.wait().await;
     })
     .await;
+    if let Some(vip) = node.vip.get() {
+        vip.drop_kept_address();
+    }
     match drained {
         Ok(()) => tracing::info!("all connections finished; exiting"),
         Err(_) => tracing::warn!(

@@ -353,7 +353,8 @@ pub async fn answer_prevote(lease: &Lease, raft: &Raft, req: PreVote) -> bool {
 /// vote request inside their lease is refused, which leaves the cluster without a leader
 /// until a detector notices the silence.
 ///
-/// Once elected, it asks the stopping leader for the VIP's traffic (`handover`).
+/// Meanwhile it gets ready to ask the stopping leader for the VIP's traffic once
+/// elected (`handover`).
 pub async fn take_over(
     lease: &Arc<Lease>,
     raft: &Raft,
@@ -374,21 +375,19 @@ pub async fn take_over(
     lease
         .events
         .record("takeover", term, "asked by the stopping leader");
+    if let Some(old) = old {
+        let (lease, raft, pool) = (lease.clone(), raft.clone(), pool.clone());
+        tokio::spawn(async move {
+            crate::handover::claim_from(&lease, &raft, &pool, old, term).await;
+        });
+    }
     let lease_end = raft_vote_lease_end(lease.last_append_us(), raft_vote_lease);
     let now = now_us();
     if now < lease_end {
         tokio::time::sleep(Duration::from_micros(lease_end - now)).await;
     }
     match raft.trigger().elect().await {
-        Ok(()) => {
-            if let Some(old) = old {
-                let (lease, raft, pool) = (lease.clone(), raft.clone(), pool.clone());
-                tokio::spawn(async move {
-                    crate::handover::claim_from(&lease, &raft, &pool, old, term).await;
-                });
-            }
-            PeerResponse::App(Ok(Response::default()))
-        }
+        Ok(()) => PeerResponse::App(Ok(Response::default())),
         Err(_) => PeerResponse::App(Err(AppError::Shutdown)),
     }
 }

@@ -17,7 +17,7 @@ use crate::rpc::{AppError, PeerRequest, PeerResponse};
 use crate::types::{NodeId, Raft, Response};
 
 /// A successor that has been asked to take over by `old` in `asked_term`: waits (at most
-/// twice the lease) until this node leads a later term with a lease, then asks `old` for
+/// three leases) until this node leads a later term with a lease, then asks `old` for
 /// the traffic and, when it confirms, stops waiting for its fence.
 pub(crate) async fn claim_from(
     lease: &Lease,
@@ -26,23 +26,34 @@ pub(crate) async fn claim_from(
     old: NodeId,
     asked_term: u64,
 ) {
+    let Some(addr) = raft_addr(raft, old) else {
+        return;
+    };
+    let client = pool.get(old, &addr, Channel::Control);
+    // Open the connection now, before the election (a request for term 0 is refused and
+    // changes nothing): the hand-over request must not wait for a handshake.
+    let me = lease.read(|s| s.me());
+    let warm = PeerRequest::HandOver {
+        term: 0,
+        from: me,
+        mac: None,
+    };
+    let _ = client.call(&warm, lease.timing.fence).await;
     let mut leadership = lease.leadership();
-    let within = lease.timing.fence * 2;
+    let within = lease.timing.fence * 3;
     let leading = leadership.wait_for(|l| l.term > asked_term && l.lease_until_us.is_some());
     let term = match tokio::time::timeout(within, leading).await {
         Ok(Ok(l)) => l.term,
         _ => return,
     };
-    let Some(addr) = raft_addr(raft, old) else {
-        return;
-    };
-    let me = lease.read(|s| s.me());
     let ask = PeerRequest::HandOver {
         term,
         from: me,
         mac: lease.link_mac(),
     };
-    let client = pool.get(old, &addr, Channel::Control);
+    lease
+        .events
+        .record("hand_over_asked", term, format!("of {old}"));
     match client.call(&ask, within).await {
         Ok(PeerResponse::App(Ok(_))) => {
             lease.released_by(old, term, now_us());

@@ -355,10 +355,11 @@ fn sigterm_hand_overs_lose_no_request() {
         assert!(
             failed.is_empty(),
             "round {round}: {} of {sent} requests failed around the hand-over (µs after the \
-             SIGTERM: {failed:?}); nodes:\n{}\nold holder's log:\n{}",
+             SIGTERM: {failed:?}); nodes:\n{}\nold holder's log:\n{}\nnew holder's log:\n{}",
             failed.len(),
             c.failover_debug(),
-            c.log(leader)
+            c.log(leader),
+            c.log(new)
         );
         c.start_node(leader);
         std::thread::sleep(Duration::from_secs(2));

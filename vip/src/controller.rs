@@ -119,6 +119,14 @@ impl VipController {
         }
     }
 
+    /// A handle that can delete the address later (see [`AddressDropper`]).
+    pub fn dropper(&self) -> AddressDropper {
+        AddressDropper {
+            shared: self.shared.clone(),
+            tx: self.tx.clone(),
+        }
+    }
+
     /// The interface's MAC (as it was when the controller started): where a planned
     /// hand-over forwards the VIP's packets to.
     pub fn link_mac(&self) -> [u8; 6] {
@@ -181,6 +189,30 @@ impl VipController {
     fn send(&self, cmd: Command) {
         if self.tx.send(cmd).is_err() {
             tracing::error!("VIP controller task is gone; the command is lost (the kernel lifetime removes a held VIP)");
+        }
+    }
+}
+
+/// Deletes the address on command, whatever was wished before: after
+/// [`VipController::keep_quietly_until`], once the connections it was kept for are done.
+pub struct AddressDropper {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl AddressDropper {
+    /// Deletes the address now unless the node holds the VIP again.
+    pub fn drop_address(&self, reason: &str) {
+        let desired = lock(&self.shared.desired);
+        if !*desired
+            && self
+                .tx
+                .send(Command::Release {
+                    reason: reason.to_string(),
+                })
+                .is_err()
+        {
+            tracing::debug!("VIP controller task is gone; nothing to drop");
         }
     }
 }

@@ -34,7 +34,7 @@ mod task;
 
 pub use announcer::link_address;
 pub use conns::tcp_peers_of;
-pub use controller::VipController;
+pub use controller::{AddressDropper, VipController};
 pub use error::VipError;
 pub use fence::{fence_installed, remove_fence, Fence, Forward, RefreshMethod};
 pub use netlink::{is_present, remove_stale};

@@ -48,6 +48,9 @@ const FORWARD_AFTER_HAND_OVER: Duration = Duration::from_secs(3);
 /// (the process normally exits sooner: once they are done, or at its shutdown grace).
 const KEEP_AFTER_HAND_OVER: Duration = Duration::from_secs(30);
 
+/// How often a handed-over node looks whether its kept connections are done.
+const KEPT_POLL: Duration = Duration::from_millis(2);
+
 /// The VIP as the rest of the node sees it.
 pub struct VipGuard {
     controller: VipController,
@@ -153,8 +156,15 @@ impl VipGuard {
     }
 
     /// Releases at once (idempotent): fence shut first, then the address.
+    ///
+    /// While this node hands its leadership off, the fence is bridged instead (see
+    /// `bridge`): Raft's role change reaches the guard before the vote's grant does.
     pub fn release(&self, reason: &str) {
-        self.shut(reason);
+        if self.lease.get().is_some_and(|l| l.handing_off()) {
+            self.bridge(reason);
+        } else {
+            self.shut(reason);
+        }
     }
 
     /// Follows the lease's leadership until `stop` fires, then releases.
@@ -318,10 +328,31 @@ impl VipGuard {
         }
     }
 
+    /// The VIP's connections that still need packets from their clients (IPv4 only).
+    fn connections(&self) -> Vec<(std::net::Ipv4Addr, u16)> {
+        match self.address {
+            IpAddr::V4(v4) => fulcrum_vip::tcp_peers_of(v4).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot list the VIP's connections");
+                Vec::new()
+            }),
+            IpAddr::V6(_) => Vec::new(),
+        }
+    }
+
     /// The end of the bridge (µs) while one is open at `now`.
     fn bridging(&self, now: u64) -> Option<u64> {
         let bridge = self.bridge.lock().unwrap_or_else(|p| p.into_inner());
         bridge.filter(|until| now < *until)
+    }
+
+    /// After a hand-over, once this node's connections are done (its drain ended): the
+    /// address kept for them goes now, not with the process.
+    pub fn drop_kept_address(&self) {
+        if !self.held() {
+            self.controller
+                .dropper()
+                .drop_address("stopping: the connections kept after the hand-over are done");
+        }
     }
 
     /// Waits until no bridge is open (the successor took the traffic, or the bridge
@@ -363,6 +394,12 @@ impl StepDownHook for VipGuard {
             return self.step_down(reason);
         }
         *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        let term = self.held_term.load(Ordering::Relaxed);
+        self.record(
+            "bridge",
+            term,
+            &format!("fence left open {} µs", until - now),
+        );
         let _span = tracing::info_span!("vip", transition = "bridge").entered();
         tracing::info!(
             reason,
@@ -377,27 +414,30 @@ impl StepDownHook for VipGuard {
     fn hand_over(&self, to: Option<[u8; 6]>) {
         let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
         *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let mut keeping = false;
+        let mut kept = 0;
         let closed = match (fence.as_mut(), to) {
             (Some(f), Some(to)) => {
-                let keep = match self.address {
-                    IpAddr::V4(v4) => fulcrum_vip::tcp_peers_of(v4).unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "cannot list the VIP's connections; they will be cut");
-                        Vec::new()
-                    }),
-                    IpAddr::V6(_) => Vec::new(),
-                };
-                let kept = keep.len();
+                let keep_ms = KEEP_AFTER_HAND_OVER.as_millis() as u64;
+                let mut keep = self.connections();
+                if keep.len() > Fence::KEEP_IN_SWITCH {
+                    // Most of them first; the switch carries those accepted meanwhile.
+                    if let Err(e) = f.keep(&keep, keep_ms) {
+                        tracing::warn!(error = %e, "keeping the VIP's connections failed; some will be cut");
+                    }
+                    let before = keep;
+                    keep = self.connections();
+                    keep.retain(|c| !before.contains(c));
+                }
                 let fwd = Forward {
                     to,
                     from: self.controller.link_mac(),
                     for_ms: FORWARD_AFTER_HAND_OVER.as_millis() as u64,
                     keep,
-                    keep_ms: KEEP_AFTER_HAND_OVER.as_millis() as u64,
+                    keep_ms,
                 };
                 match f.hand_over(fwd) {
                     Ok(()) => {
-                        keeping = true;
+                        kept = self.connections().len();
                         tracing::info!(kept, "fence closed; new connections go to the successor");
                         Ok(())
                     }
@@ -413,13 +453,20 @@ impl StepDownHook for VipGuard {
         if let Err(e) = closed {
             tracing::error!(error = %e, "closing the VIP fence failed; it lapses with the bridge");
         }
-        if keeping && self.held.swap(false, Ordering::Relaxed) {
-            // The address stays, unannounced, for the connections accepted before.
+        if kept > 0 && self.held.swap(false, Ordering::Relaxed) {
+            // The address stays, unannounced, until the connections accepted before are done.
             let _span = tracing::info_span!("vip", transition = "release").entered();
             let term = self.held_term.swap(0, Ordering::Relaxed);
             self.record("release", term, "handed over; finishing its connections");
             let until = std::time::Instant::now() + KEEP_AFTER_HAND_OVER;
             self.controller.keep_quietly_until(until);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(drop_address_when_done(
+                    self.controller.dropper(),
+                    self.address,
+                    until,
+                ));
+            }
         } else {
             self.let_go("handed over to the successor");
         }
@@ -462,6 +509,23 @@ fn install_fence(interface: &str, address: IpAddr) -> Option<Fence> {
                 "VIP fence unavailable (needs nf_tables and CAP_NET_ADMIN): a frozen holder keeps \
                  answering for the VIP until its address lifetime runs out");
             None
+        }
+    }
+}
+
+/// Deletes a handed-over node's address once the connections it kept are done (or at
+/// `until`, when the controller lets go by itself).
+async fn drop_address_when_done(
+    dropper: fulcrum_vip::AddressDropper,
+    address: IpAddr,
+    until: std::time::Instant,
+) {
+    let IpAddr::V4(v4) = address else { return };
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(KEPT_POLL).await;
+        if fulcrum_vip::tcp_peers_of(v4).is_ok_and(|c| c.is_empty()) {
+            dropper.drop_address("the connections kept after the hand-over are done");
+            return;
         }
     }
 }

@@ -187,7 +187,7 @@ impl Lease {
     /// `term`. (Closing a fence is always safe, and a forward hands packets to a kernel
     /// whose own fence decides; the forward yields to this node's own lease element.)
     pub fn hand_over(&self, term: u64, from: u64, mac: Option<[u8; 6]>) -> bool {
-        let ours = self.read(|s| s.leading() < Some(term));
+        let ours = term > 0 && self.read(|s| s.leading() < Some(term));
         if !ours {
             return false;
         }

@@ -56,6 +56,17 @@ pub struct Forward {
     pub keep_ms: u64,
 }
 
+/// Adds the messages that put connections (client address, port) into `keep4` for
+/// `keep_ms`.
+pub(crate) fn keep(batch: &mut Batch<'_>, conns: &[(std::net::Ipv4Addr, u16)], keep_ms: u64) {
+    for &(addr, port) in conns {
+        let mut key = [0u8; 8];
+        key[..4].copy_from_slice(&addr.octets());
+        key[4..6].copy_from_slice(&port.to_be_bytes());
+        elements::add_raw(batch, KEEP4, &key, keep_ms);
+    }
+}
+
 /// Adds the messages that replace the hand-over chain's rules with one forwarding `vips`'
 /// IPv4 packets as `fwd` says, out of interface `ifindex`, and start its timeout.
 pub(crate) fn start(batch: &mut Batch<'_>, vips: &[IpAddr], ifindex: u32, fwd: &Forward) {
@@ -63,12 +74,7 @@ pub(crate) fn start(batch: &mut Batch<'_>, vips: &[IpAddr], ifindex: u32, fwd: &
         w.str_attr(NFTA_RULE_TABLE, TABLE);
         w.str_attr(NFTA_RULE_CHAIN, HANDOFF_CHAIN);
     });
-    for &(addr, port) in &fwd.keep {
-        let mut key = [0u8; 8];
-        key[..4].copy_from_slice(&addr.octets());
-        key[4..6].copy_from_slice(&port.to_be_bytes());
-        elements::add_raw(batch, KEEP4, &key, fwd.keep_ms);
-    }
+    keep(batch, &fwd.keep, fwd.keep_ms);
     for vip in vips {
         add_keep_rule(batch, HANDOFF_CHAIN, *vip);
         let IpAddr::V4(v4) = vip else { continue };

@@ -183,8 +183,13 @@ impl Fence {
     /// transaction, starts forwarding their IPv4 packets to the successor for
     /// `fwd.for_ms` (see `handoff`). When this returns, this node's kernel answers for no
     /// VIP; packets still sent to it go on to the successor, whose own fence decides.
+    ///
+    /// At most [`Fence::KEEP_IN_SWITCH`] kept connections go into the switching
+    /// transaction (a netlink batch is bounded); call [`Fence::keep`] first with the rest.
     pub fn hand_over(&mut self, fwd: Forward) -> Result<(), VipError> {
         tracing::debug!(vips = ?self.vips, to = ?fwd.to, for_ms = fwd.for_ms, "VIP fence closing, forwarding to the successor");
+        let mut fwd = fwd;
+        fwd.keep.truncate(Fence::KEEP_IN_SWITCH);
         let (vips, tick, ifindex) = (&self.vips, self.tick_ms(), self.ifindex);
         self.socket
             .transact(|b| {
@@ -194,6 +199,26 @@ impl Fence {
                 handoff::start(b, vips, ifindex, &fwd);
             })
             .map_err(nft_error("hand the fence over"))
+    }
+
+    /// Most kept connections one transaction carries.
+    pub const KEEP_IN_SWITCH: usize = 256;
+
+    /// Lets the packets of these connections (client address, port) through to this
+    /// node's stack for `keep_ms` whatever the fence says (see `handoff`), in transactions
+    /// of at most [`Fence::KEEP_IN_SWITCH`]: a hand-over with many connections puts most
+    /// of them in place before it switches.
+    pub fn keep(
+        &mut self,
+        conns: &[(std::net::Ipv4Addr, u16)],
+        keep_ms: u64,
+    ) -> Result<(), VipError> {
+        for chunk in conns.chunks(Fence::KEEP_IN_SWITCH) {
+            self.socket
+                .transact(|b| handoff::keep(b, chunk, keep_ms))
+                .map_err(nft_error("keep connections"))?;
+        }
+        Ok(())
     }
 
     /// How long the kernel will still keep `vip`'s lease element (in its jiffies, as
