@@ -384,16 +384,23 @@ mod tests {
         assert_eq!(acked.get(&2), Some(&(2_000 + F - 3_000)));
     }
 
-    #[test]
-    fn leader_lease_from_votes_then_pings_and_revocation() {
+    /// Node 1, elected in `term` by node 2's vote (sent at 1,000, answered at 1,200) with
+    /// `report`.
+    fn elected(term: u64, report: &FenceReport) -> LeaseState {
         let mut s = settled(1);
         s.set_voters(voters());
+        s.on_vote_reply(term, 2, 1_000, report, 1_200);
+        s.set_leading(Some(term));
+        s
+    }
+
+    #[test]
+    fn leader_lease_from_votes_then_pings_and_revocation() {
         let report = FenceReport {
             own_clear_in_us: 0,
             acked: vec![(3, 4_000)],
         };
-        s.on_vote_reply(7, 2, 1_000, &report, 1_200);
-        s.set_leading(Some(7));
+        let mut s = elected(7, &report);
         let l = s.leadership(1_500);
         assert_eq!(l.lease_until_us, Some(1_000 + F));
         assert_eq!(l.claim_after_us, 1_200 + 4_000, "waits for node 3's fence");
@@ -413,14 +420,11 @@ mod tests {
     /// earlier than another voter's bound, and never for another term.
     #[test]
     fn a_hand_over_confirmation_ends_the_wait_for_that_fence_only() {
-        let mut s = settled(1);
-        s.set_voters(voters());
         let bridged = FenceReport {
             own_clear_in_us: 15_000,
             acked: vec![(3, 2_000)],
         };
-        s.on_vote_reply(4, 2, 1_000, &bridged, 1_200);
-        s.set_leading(Some(4));
+        let mut s = elected(4, &bridged);
         assert_eq!(s.leadership(1_300).claim_after_us, 1_200 + 15_000);
         s.on_released(2, 3, 5_000);
         assert_eq!(
@@ -436,10 +440,7 @@ mod tests {
             5_000,
             "never later again"
         );
-        let mut t = settled(1);
-        t.set_voters(voters());
-        t.on_vote_reply(4, 2, 1_000, &bridged, 1_200);
-        t.set_leading(Some(4));
+        let mut t = elected(4, &bridged);
         t.on_released(2, 4, 1_500);
         assert_eq!(
             t.leadership(1_600).claim_after_us,

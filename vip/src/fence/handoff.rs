@@ -25,17 +25,10 @@
 
 use std::net::IpAddr;
 
-use super::abi::{
-    NFPROTO_NETDEV, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE, NFT_META_PROTOCOL,
-    NFT_MSG_DELRULE, NFT_MSG_NEWRULE, NLM_F_APPEND, NLM_F_CREATE,
-};
+use super::abi::{NFPROTO_NETDEV, NFTA_RULE_CHAIN, NFTA_RULE_TABLE, NFT_MSG_DELRULE};
 use super::elements::{self, Key};
-use super::expr::{
-    absent_from, equals, forward_to_device, immediate, load, present_in, write_link_header, Load,
-};
-use super::ruleset::{
-    add_keep_rule, network, ETH_P_IP, HANDOFF4, HANDOFF_CHAIN, KEEP4, LEASE4, TABLE,
-};
+use super::expr::{absent_from, forward_to_device, immediate, present_in, write_link_header};
+use super::ruleset::{add_ipv4_rule, add_keep_rule, HANDOFF4, HANDOFF_CHAIN, KEEP4, LEASE4, TABLE};
 use super::socket::Batch;
 
 /// An Ethernet address.
@@ -78,30 +71,16 @@ pub(crate) fn start(batch: &mut Batch<'_>, vips: &[IpAddr], ifindex: u32, fwd: &
     for vip in vips {
         add_keep_rule(batch, HANDOFF_CHAIN, *vip);
         let IpAddr::V4(v4) = vip else { continue };
-        let addr = v4.octets();
-        batch.add(
-            NFT_MSG_NEWRULE,
-            NLM_F_CREATE | NLM_F_APPEND,
-            NFPROTO_NETDEV,
-            |w| {
-                w.str_attr(NFTA_RULE_TABLE, TABLE);
-                w.str_attr(NFTA_RULE_CHAIN, HANDOFF_CHAIN);
-                w.nest(NFTA_RULE_EXPRESSIONS, |w| {
-                    load(w, Load::Meta(NFT_META_PROTOCOL));
-                    equals(w, &ETH_P_IP);
-                    load(w, network(16, 4));
-                    equals(w, &addr);
-                    absent_from(w, LEASE4.name, LEASE4.id);
-                    present_in(w, HANDOFF4.name, HANDOFF4.id);
-                    immediate(w, &fwd.to);
-                    write_link_header(w, 0, 6);
-                    immediate(w, &fwd.from);
-                    write_link_header(w, 6, 6);
-                    immediate(w, &ifindex.to_ne_bytes());
-                    forward_to_device(w);
-                });
-            },
-        );
+        add_ipv4_rule(batch, HANDOFF_CHAIN, *v4, |w| {
+            absent_from(w, LEASE4.name, LEASE4.id);
+            present_in(w, HANDOFF4.name, HANDOFF4.id);
+            immediate(w, &fwd.to);
+            write_link_header(w, 0, 6);
+            immediate(w, &fwd.from);
+            write_link_header(w, 6, 6);
+            immediate(w, &ifindex.to_ne_bytes());
+            forward_to_device(w);
+        });
         elements::add(batch, HANDOFF4, Key::of(*vip), fwd.for_ms);
     }
 }

@@ -110,7 +110,7 @@ pub(crate) fn lease_set(addr: IpAddr) -> SetRef {
     }
 }
 
-pub(crate) const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
 const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 const IPPROTO_ICMPV6: u8 = 58;
@@ -119,7 +119,7 @@ const ND_NEIGHBOR_SOLICIT: u8 = 135;
 /// ARP for IPv4 over Ethernet, operation request: ptype, hlen, plen, oper at offset 2.
 const ARP_IPV4_REQUEST: [u8; 6] = [0x08, 0x00, 6, 4, 0x00, 0x01];
 
-pub(crate) const fn network(offset: u32, len: u32) -> Load {
+const fn network(offset: u32, len: u32) -> Load {
     Load::Payload {
         base: NFT_PAYLOAD_NETWORK_HEADER,
         offset,
@@ -227,7 +227,24 @@ fn add_rules(batch: &mut Batch<'_>, vip: IpAddr) {
 /// `keep4`: this chain lets it through to the stack.
 pub(crate) fn add_keep_rule(batch: &mut Batch<'_>, chain: &str, vip: IpAddr) {
     let IpAddr::V4(v4) = vip else { return };
-    let addr = v4.octets();
+    add_ipv4_rule(batch, chain, v4, |w| {
+        load(w, Load::Meta(NFT_META_L4PROTO));
+        equals(w, &[IPPROTO_TCP]);
+        load_into(w, NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG32_00);
+        load_into(w, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_01);
+        present_in_from(w, KEEP4.name, KEEP4.id, NFT_REG32_00);
+        accept_packet(w);
+    });
+}
+
+/// Appends to `chain` a rule for IPv4 packets to `vip`: the protocol and address checks,
+/// then the expressions `rest` writes.
+pub(crate) fn add_ipv4_rule(
+    batch: &mut Batch<'_>,
+    chain: &str,
+    vip: std::net::Ipv4Addr,
+    rest: impl FnOnce(&mut super::message::Writer),
+) {
     batch.add(
         NFT_MSG_NEWRULE,
         NLM_F_CREATE | NLM_F_APPEND,
@@ -239,13 +256,8 @@ pub(crate) fn add_keep_rule(batch: &mut Batch<'_>, chain: &str, vip: IpAddr) {
                 load(w, Load::Meta(NFT_META_PROTOCOL));
                 equals(w, &ETH_P_IP);
                 load(w, network(16, 4));
-                equals(w, &addr);
-                load(w, Load::Meta(NFT_META_L4PROTO));
-                equals(w, &[IPPROTO_TCP]);
-                load_into(w, NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG32_00);
-                load_into(w, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_01);
-                present_in_from(w, KEEP4.name, KEEP4.id, NFT_REG32_00);
-                accept_packet(w);
+                equals(w, &vip.octets());
+                rest(w);
             });
         },
     );
