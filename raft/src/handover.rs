@@ -69,7 +69,10 @@ pub(crate) async fn claim_from(
 
 /// The old holder's side of `PeerRequest::HandOver`.
 pub(crate) fn answer(lease: &Lease, term: u64, from: NodeId, mac: Option<[u8; 6]>) -> PeerResponse {
-    if lease.hand_over(term, from, mac) {
+    let started = std::time::Instant::now();
+    let done = lease.hand_over(term, from, mac);
+    tracing::info!(term, from, done, took = ?started.elapsed(), "hand-over asked by the successor");
+    if done {
         PeerResponse::App(Ok(Response::default()))
     } else {
         PeerResponse::App(Err(AppError::Rejected(format!(

@@ -49,7 +49,7 @@ const FORWARD_AFTER_HAND_OVER: Duration = Duration::from_secs(3);
 const KEEP_AFTER_HAND_OVER: Duration = Duration::from_secs(30);
 
 /// How often a handed-over node looks whether its kept connections are done.
-const KEPT_POLL: Duration = Duration::from_millis(2);
+const KEPT_POLL: Duration = Duration::from_millis(10);
 
 /// The VIP as the rest of the node sees it.
 pub struct VipGuard {
@@ -418,7 +418,9 @@ impl StepDownHook for VipGuard {
         let closed = match (fence.as_mut(), to) {
             (Some(f), Some(to)) => {
                 let keep_ms = KEEP_AFTER_HAND_OVER.as_millis() as u64;
+                // One dump (a few ms on a host with a big socket table): the switch waits for it.
                 let mut keep = self.connections();
+                let listed = keep.len();
                 if keep.len() > Fence::KEEP_IN_SWITCH {
                     // Most of them first; the switch carries those accepted meanwhile.
                     if let Err(e) = f.keep(&keep, keep_ms) {
@@ -437,7 +439,7 @@ impl StepDownHook for VipGuard {
                 };
                 match f.hand_over(fwd) {
                     Ok(()) => {
-                        kept = self.connections().len();
+                        kept = listed;
                         tracing::info!(kept, "fence closed; new connections go to the successor");
                         Ok(())
                     }
