@@ -414,13 +414,13 @@ impl StepDownHook for VipGuard {
     fn hand_over(&self, to: Option<[u8; 6]>) {
         let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
         *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let mut kept = 0;
+        let mut kept: Vec<(std::net::Ipv4Addr, u16)> = Vec::new();
         let closed = match (fence.as_mut(), to) {
             (Some(f), Some(to)) => {
                 let keep_ms = KEEP_AFTER_HAND_OVER.as_millis() as u64;
                 // One dump (a few ms on a host with a big socket table): the switch waits for it.
                 let mut keep = self.connections();
-                let listed = keep.len();
+                let listed = keep.clone();
                 if keep.len() > Fence::KEEP_IN_SWITCH {
                     // Most of them first; the switch carries those accepted meanwhile.
                     if let Err(e) = f.keep(&keep, keep_ms) {
@@ -440,7 +440,10 @@ impl StepDownHook for VipGuard {
                 match f.hand_over(fwd) {
                     Ok(()) => {
                         kept = listed;
-                        tracing::info!(kept, "fence closed; new connections go to the successor");
+                        tracing::info!(
+                            kept = kept.len(),
+                            "fence closed; new connections go to the successor"
+                        );
                         Ok(())
                     }
                     Err(e) => {
@@ -455,7 +458,7 @@ impl StepDownHook for VipGuard {
         if let Err(e) = closed {
             tracing::error!(error = %e, "closing the VIP fence failed; it lapses with the bridge");
         }
-        if kept > 0 && self.held.swap(false, Ordering::Relaxed) {
+        if !kept.is_empty() && self.held.swap(false, Ordering::Relaxed) {
             // The address stays, unannounced, until the connections accepted before are done.
             let _span = tracing::info_span!("vip", transition = "release").entered();
             let term = self.held_term.swap(0, Ordering::Relaxed);
@@ -466,6 +469,7 @@ impl StepDownHook for VipGuard {
                 rt.spawn(drop_address_when_done(
                     self.controller.dropper(),
                     self.address,
+                    kept,
                     until,
                 ));
             }
@@ -515,17 +519,21 @@ fn install_fence(interface: &str, address: IpAddr) -> Option<Fence> {
     }
 }
 
-/// Deletes a handed-over node's address once the connections it kept are done (or at
-/// `until`, when the controller lets go by itself).
+/// Deletes a handed-over node's address once the connections it kept (`kept`) are done, or
+/// at `until`, when the controller lets go by itself. Only those count: a connection that
+/// completed its handshake here after the list was taken lost its client to the successor
+/// and must not hold the address.
 async fn drop_address_when_done(
     dropper: fulcrum_vip::AddressDropper,
     address: IpAddr,
+    kept: Vec<(std::net::Ipv4Addr, u16)>,
     until: std::time::Instant,
 ) {
     let IpAddr::V4(v4) = address else { return };
     while std::time::Instant::now() < until {
         tokio::time::sleep(KEPT_POLL).await;
-        if fulcrum_vip::tcp_peers_of(v4).is_ok_and(|c| c.is_empty()) {
+        let open = fulcrum_vip::tcp_peers_of(v4);
+        if open.is_ok_and(|c| !c.iter().any(|p| kept.contains(p))) {
             dropper.drop_address("the connections kept after the hand-over are done");
             return;
         }
