@@ -193,8 +193,9 @@ async fn reload(node: &Arc<Node>) {
 
 /// Planned stop, make before break:
 /// 1. While listeners still accept, hand Raft leadership (and with it the VIP) to a
-///    peer: the successor's vote request shuts this node's fence before it is granted,
-///    and the successor claims as soon as it has the grant.
+///    peer: this node grants the successor's vote with its fence still open, and closes
+///    it (forwarding stragglers to the successor) when the successor, leading, asks for
+///    the traffic; the successor claims on that answer (`control::vip_guard`).
 /// 2. If this node still leads (no peer took over), shut Raft down: a node that leads
 ///    never releases the VIP while it still serves as leader, and a stopped Raft lets
 ///    the peers elect at once.
@@ -204,6 +205,11 @@ async fn shutdown(node: &Arc<Node>) {
     if let Some(cluster) = node.cluster() {
         let outcome = cluster.raft.hand_off().await;
         tracing::info!(?outcome, "leadership hand-off before stopping");
+        // Listeners keep accepting while the fence is bridged for the successor: until it
+        // has taken the traffic, this node is the one that answers.
+        if let Some(vip) = node.vip.get() {
+            vip.bridge_closed().await;
+        }
         if cluster.raft.status().borrow().role == fulcrum_raft::Role::Leader {
             tracing::warn!("still leading after the hand-off; stopping Raft before draining");
             cluster.raft.shutdown().await;
@@ -223,6 +229,9 @@ async fn shutdown(node: &Arc<Node>) {
         node.dp.tunnels.wait().await;
     })
     .await;
+    if let Some(vip) = node.vip.get() {
+        vip.drop_kept_address();
+    }
     match drained {
         Ok(()) => tracing::info!("all connections finished; exiting"),
         Err(_) => tracing::warn!(

@@ -87,7 +87,7 @@ async fn probe_within(addr: &str, budget: Duration) -> Option<bool> {
     }
 }
 
-fn raft_addr(raft: &Raft, id: NodeId) -> Option<String> {
+pub(crate) fn raft_addr(raft: &Raft, id: NodeId) -> Option<String> {
     let m = raft.metrics();
     let m = m.borrow();
     m.membership_config
@@ -367,16 +367,20 @@ pub async fn answer_prevote(lease: &Lease, raft: &Raft, last_log: &LastLog, req:
 /// last AppendEntries reached the other voters about when it reached this node, and a
 /// vote request inside their lease is refused, which leaves the cluster without a leader
 /// until a detector notices the silence.
+///
+/// Meanwhile it gets ready to ask the stopping leader for the VIP's traffic once
+/// elected (`handover`).
 pub async fn take_over(
-    lease: &Lease,
+    lease: &Arc<Lease>,
     raft: &Raft,
+    pool: &PeerPool,
     term: u64,
     raft_vote_lease: Duration,
 ) -> PeerResponse {
-    let (state, current) = {
+    let (state, current, old) = {
         let m = raft.metrics();
         let m = m.borrow();
-        (m.state, m.current_term)
+        (m.state, m.current_term, m.current_leader)
     };
     if state == ServerState::Leader || current != term {
         return PeerResponse::App(Err(AppError::Rejected(format!(
@@ -386,6 +390,12 @@ pub async fn take_over(
     lease
         .events
         .record("takeover", term, "asked by the stopping leader");
+    if let Some(old) = old {
+        let (lease, raft, pool) = (lease.clone(), raft.clone(), pool.clone());
+        tokio::spawn(async move {
+            crate::handover::claim_from(&lease, &raft, &pool, old, term).await;
+        });
+    }
     // An append that arrives meanwhile (a write still in flight) extends the lease: wait
     // again, within a bound, since a leader that keeps writing would keep it fresh.
     let give_up = now_us() + TAKE_OVER_LEASE_WAIT_US;

@@ -26,6 +26,7 @@ pub mod db;
 pub mod detector;
 pub mod events;
 pub mod frame;
+mod handover;
 pub mod lease;
 pub mod log_store;
 pub mod network;

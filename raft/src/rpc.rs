@@ -42,6 +42,13 @@ pub enum PeerRequest {
     OpenLease,
     /// Would the receiver vote for a campaign (see `lease::wire::PreVote`)?
     PreVote(PreVote),
+    /// The successor `from` of a planned hand-off leads `term`: "close your fence and
+    /// forward the VIP's packets to `mac`" (see `handover`).
+    HandOver {
+        term: u64,
+        from: NodeId,
+        mac: Option<[u8; 6]>,
+    },
 }
 
 /// Why an application RPC failed on the remote side.

@@ -29,6 +29,7 @@ use crate::frame::{FrameError, MAX_FRAME};
 use crate::lease::wire::FenceReport;
 use crate::lease::{stream, Lease};
 use crate::log_store::LastLog;
+use crate::network::PeerPool;
 use crate::ops;
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::sealed::SealedConn;
@@ -58,6 +59,8 @@ pub struct ServerCtx {
     pub last_log: LastLog,
     /// The leader's check of a forwarded write (`ops::WriteCheck`).
     pub write_check: Option<crate::ops::WriteCheck>,
+    /// Outgoing calls (a successor asks the old holder for the traffic: `handover`).
+    pub pool: PeerPool,
 }
 
 /// Accept connections until `shutdown` flips to true. Dropping the listener on return
@@ -198,7 +201,10 @@ async fn dispatch(ctx: &ServerCtx, req: PeerRequest) -> PeerResponse {
             PeerResponse::App(ops::local_membership(raft, op, FORWARDED_MEMBERSHIP_TTL).await)
         }
         PeerRequest::TakeOver { term } => {
-            detector::take_over(&ctx.lease, raft, term, ctx.raft_vote_lease).await
+            detector::take_over(&ctx.lease, raft, &ctx.pool, term, ctx.raft_vote_lease).await
+        }
+        PeerRequest::HandOver { term, from, mac } => {
+            crate::handover::answer(&ctx.lease, term, from, mac)
         }
         PeerRequest::PreVote(p) => PeerResponse::PreVote(
             detector::answer_prevote(&ctx.lease, raft, &ctx.last_log, p).await,

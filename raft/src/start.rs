@@ -173,6 +173,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
         raft_vote_lease: raft_vote_lease(&opts),
         last_log: last_log.clone(),
         write_check: opts.write_check.clone(),
+        pool: pool.clone(),
     };
     let mut tasks = vec![
         tokio::spawn(server::serve(listener, ctx)),

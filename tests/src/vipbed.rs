@@ -300,6 +300,11 @@ pub struct Prober {
 
 impl Prober {
     pub fn start(bed: &Testbed, limit: Duration) -> Prober {
+        Prober::start_every(bed, limit, Duration::from_millis(20))
+    }
+
+    /// [`Prober::start`] with probes `every` apart (a new connection each, one at a time).
+    pub fn start_every(bed: &Testbed, limit: Duration, every: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let results = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
@@ -311,7 +316,7 @@ impl Prober {
                 if let Ok(mut v) = r.lock() {
                     v.push(Probe { at: t, ok });
                 }
-                let next = t + Duration::from_millis(20);
+                let next = t + every;
                 if let Some(wait) = next.checked_sub(started.elapsed()) {
                     std::thread::sleep(wait);
                 }

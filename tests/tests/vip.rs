@@ -312,3 +312,62 @@ fn a_connection_flood_on_the_raft_port_does_not_stop_a_failover() {
     );
     assert!(window < 2000, "outage {window} ms under the flood");
 }
+
+/// A planned stop loses nothing (issue 21): a client opening a new connection every
+/// 2 ms through three SIGTERMs of the holder gets an answer every time. Before the
+/// bridged hand-over the old holder closed its fence at the vote grant, several ms before
+/// the successor claimed, and the SYNs sent in between were dropped (1 s until the retry,
+/// beyond the probe's 300 ms budget): about three failed probes per hand-off.
+///
+/// Ignored in the default run until the planned stop is lossless: with the bridge it
+/// still loses one probe in about half the runs (a HandOver answered after the old
+/// lease ran out, or a connection accepted between the socket dump and the switch; see
+/// issue 21). Run it with `cargo test -p fulcrum-tests --test vip -- --ignored`.
+#[test]
+#[ignore = "issue 21: planned stop not yet lossless (fails about one run in two)"]
+fn sigterm_hand_overs_lose_no_request() {
+    if !can_run("sigterm_hand_overs_lose_no_request") {
+        return;
+    }
+    let mut c = VipCluster::start("z", "fast", "2s");
+    for round in 0..3 {
+        let leader = c
+            .wait_holder(SETTLE)
+            .unwrap_or_else(|| panic!("no VIP holder (round {round}); log:\n{}", c.log(0)));
+        let prober = Prober::start_every(&c.bed, Duration::from_secs(15), Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(300));
+        let at = prober.started.elapsed();
+        c.signal(leader, Signal::SIGTERM);
+        assert!(
+            c.wait_exit(leader, Duration::from_secs(10)),
+            "node {} did not exit after SIGTERM",
+            leader + 1
+        );
+        let new = c.wait_holder(Duration::from_secs(5)).expect("a new holder");
+        std::thread::sleep(Duration::from_millis(500));
+        let probes = prober.finish();
+        let failed: Vec<i128> = probes
+            .iter()
+            .filter(|p| !p.ok)
+            .map(|p| p.at.as_micros() as i128 - at.as_micros() as i128)
+            .collect();
+        let sent = probes.len();
+        eprintln!(
+            "round {round}: SIGTERM of node {} -> node {}; {sent} probes, failed at {failed:?} µs after the SIGTERM",
+            leader + 1,
+            new + 1
+        );
+        assert!(sent > 200, "only {sent} probes: the client did not keep up");
+        assert!(
+            failed.is_empty(),
+            "round {round}: {} of {sent} requests failed around the hand-over (µs after the \
+             SIGTERM: {failed:?}); nodes:\n{}\nold holder's log:\n{}\nnew holder's log:\n{}",
+            failed.len(),
+            c.failover_debug(),
+            c.log(leader),
+            c.log(new)
+        );
+        c.start_node(leader);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}

@@ -33,6 +33,8 @@ struct Shared {
     suspended: Arc<AtomicBool>,
     /// Told when the first announcement of a holding period (or re-announce) is out.
     on_announce: Arc<OnceLock<AnnounceHook>>,
+    /// The interface's MAC when the controller started.
+    mac: [u8; 6],
 }
 
 impl VipController {
@@ -46,6 +48,7 @@ impl VipController {
         let netlink = Netlink::open()?;
         let link = netlink.link(&opts.interface).await?;
         let announcer = Announcer::open()?;
+        let mac = link.mac;
         let (tx, rx) = mpsc::unbounded_channel();
         tracing::info!(vip = %opts.address, prefix = opts.prefix, interface = %opts.interface,
             lifetime = ?opts.lifetime, "VIP controller started");
@@ -69,6 +72,7 @@ impl VipController {
                 deadline,
                 suspended,
                 on_announce,
+                mac,
             }),
             tx,
             task: Some(tokio::spawn(task.run())),
@@ -100,6 +104,33 @@ impl VipController {
     /// failover chain records it.
     pub fn on_first_announcement(&self, hook: AnnounceHook) {
         let _ = self.shared.on_announce.set(hook);
+    }
+
+    /// Keep the address until `until` (then let go), announcing it no more: a node that
+    /// handed the VIP over finishes the connections it accepted. Clears the wish to hold
+    /// (`held()` is false); a later `hold` or `hold_until` holds and announces again.
+    pub fn keep_quietly_until(&self, until: std::time::Instant) {
+        let mut desired = lock(&self.shared.desired);
+        self.shared.deadline.set(Some(until));
+        if *desired {
+            *desired = false;
+            self.shared.transitions.fetch_add(1, Ordering::Relaxed);
+            self.send(Command::Quiet);
+        }
+    }
+
+    /// A handle that can delete the address later (see [`AddressDropper`]).
+    pub fn dropper(&self) -> AddressDropper {
+        AddressDropper {
+            shared: self.shared.clone(),
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// The interface's MAC (as it was when the controller started): where a planned
+    /// hand-over forwards the VIP's packets to.
+    pub fn link_mac(&self) -> [u8; 6] {
+        self.shared.mac
     }
 
     /// Drop the VIP at once and stop announcing it. Idempotent.
@@ -158,6 +189,30 @@ impl VipController {
     fn send(&self, cmd: Command) {
         if self.tx.send(cmd).is_err() {
             tracing::error!("VIP controller task is gone; the command is lost (the kernel lifetime removes a held VIP)");
+        }
+    }
+}
+
+/// Deletes the address on command, whatever was wished before: after
+/// [`VipController::keep_quietly_until`], once the connections it was kept for are done.
+pub struct AddressDropper {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl AddressDropper {
+    /// Deletes the address now unless the node holds the VIP again.
+    pub fn drop_address(&self, reason: &str) {
+        let desired = lock(&self.shared.desired);
+        if !*desired
+            && self
+                .tx
+                .send(Command::Release {
+                    reason: reason.to_string(),
+                })
+                .is_err()
+        {
+            tracing::debug!("VIP controller task is gone; nothing to drop");
         }
     }
 }

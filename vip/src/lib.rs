@@ -21,6 +21,7 @@
 
 mod announcer;
 mod caps;
+mod conns;
 mod controller;
 mod deadline;
 mod error;
@@ -32,9 +33,10 @@ mod schedule;
 mod task;
 
 pub use announcer::link_address;
-pub use controller::VipController;
+pub use conns::tcp_peers_of;
+pub use controller::{AddressDropper, VipController};
 pub use error::VipError;
-pub use fence::{fence_installed, remove_fence, Fence, RefreshMethod};
+pub use fence::{fence_installed, remove_fence, Fence, Forward, RefreshMethod};
 pub use netlink::{is_present, remove_stale};
 pub use options::{parse_cidr, VipOptions, KERNEL_EXPIRY_SLACK};
 pub use task::AnnounceHook;

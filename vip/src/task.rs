@@ -27,10 +27,21 @@ const ADD_RETRY: Duration = Duration::from_millis(200);
 const WARN_EVERY: u32 = 25;
 
 pub(crate) enum Command {
-    Hold { reason: String },
-    Release { reason: String },
-    Reannounce { reason: String },
-    Shutdown { done: oneshot::Sender<()> },
+    Hold {
+        reason: String,
+    },
+    Release {
+        reason: String,
+    },
+    Reannounce {
+        reason: String,
+    },
+    /// Keep the address (renewing it) but announce it no more: a handed-over node
+    /// finishing its connections while clients move to the successor.
+    Quiet,
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// State while commanded to hold.
@@ -39,6 +50,8 @@ struct Holding {
     next_renew: Instant,
     /// `None` until the address is in the kernel: we never announce an address we lack.
     schedule: Option<AnnounceSchedule>,
+    /// Announce nothing (see `Command::Quiet`).
+    quiet: bool,
 }
 
 pub(crate) struct Task {
@@ -98,6 +111,12 @@ impl Task {
                     Some(Command::Hold { reason }) => self.hold(&reason).await,
                     Some(Command::Release { reason }) => self.release(&reason).await,
                     Some(Command::Reannounce { reason }) => self.reannounce(&reason),
+                    Some(Command::Quiet) => {
+                        if let Some(h) = self.holding.as_mut() {
+                            h.quiet = true;
+                            h.schedule = None;
+                        }
+                    }
                     Some(Command::Shutdown { done }) => {
                         self.release("shutdown").await;
                         let _ = done.send(());
@@ -122,7 +141,14 @@ impl Task {
     async fn hold(&mut self, reason: &str) {
         let span = tracing::info_span!("vip_hold", vip = %self.opts.address, reason);
         async {
-            if self.holding.is_some() {
+            if let Some(h) = self.holding.as_mut() {
+                if h.quiet {
+                    // Holding for real again: announce from scratch.
+                    h.quiet = false;
+                    h.next_renew = Instant::now();
+                    self.renew().await;
+                    self.announce_due();
+                }
                 return;
             }
             if self.deadline.expired() {
@@ -134,6 +160,7 @@ impl Task {
             self.holding = Some(Holding {
                 next_renew: started,
                 schedule: None,
+                quiet: false,
             });
             // The address first: every millisecond before the announcement is an outage.
             self.renew().await;
@@ -242,7 +269,7 @@ impl Task {
         match result {
             Ok(()) => {
                 h.next_renew = now + self.opts.renew_period();
-                if h.schedule.is_none() {
+                if h.schedule.is_none() && !h.quiet {
                     let plan = AnnounceSchedule::new(now, &self.opts.bursts, self.opts.refresh);
                     h.schedule = Some(plan);
                     self.first_due = Some("hold");

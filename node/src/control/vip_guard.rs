@@ -16,6 +16,11 @@
 //! fence the voters know of has lapsed); in `strict` mode also for the old holder's
 //! address lifetime, as the kernel was given it.
 //!
+//! A planned hand-off bridges instead (`bridge`, `hand_over`): the stopping leader grants
+//! its successor's vote with the fence still open for at most one lease, and closes it
+//! when the successor, leading, asks for the traffic; what still reaches this node for
+//! the VIP is then forwarded to the successor's MAC by the fence itself.
+//!
 //! Without the privilege for nftables the fence is off (warned at start); the address
 //! lifetime is then the only kernel-side fence, as in earlier versions.
 
@@ -23,7 +28,7 @@ use crate::control::cluster::Cluster;
 use fulcrum_config::{Config, Fencing};
 use fulcrum_raft::lease::time::{instant_at, now_us};
 use fulcrum_raft::{HookSlot, Leadership, Lease, StepDownHook};
-use fulcrum_vip::{Fence, VipController, VipError, VipOptions};
+use fulcrum_vip::{Fence, Forward, VipController, VipError, VipOptions};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,6 +39,17 @@ use tokio_util::sync::CancellationToken;
 /// (`VipOptions::kernel_expiry_bound`, which already includes the kernel's own slack)
 /// before a strict-mode claim.
 const STRICT_MARGIN: Duration = Duration::from_millis(100);
+
+/// How long a handed-over node forwards the VIP's packets to its successor: clients that
+/// have not taken in the successor's gratuitous ARP yet keep sending here meanwhile.
+const FORWARD_AFTER_HAND_OVER: Duration = Duration::from_secs(3);
+
+/// How long a handed-over node keeps the address for the connections it accepted before
+/// (the process normally exits sooner: once they are done, or at its shutdown grace).
+const KEEP_AFTER_HAND_OVER: Duration = Duration::from_secs(30);
+
+/// How often a handed-over node looks whether its kept connections are done.
+const KEPT_POLL: Duration = Duration::from_millis(10);
 
 /// The VIP as the rest of the node sees it.
 pub struct VipGuard {
@@ -51,6 +67,13 @@ pub struct VipGuard {
     /// Term in which the VIP is held (0 when not).
     held_term: AtomicU64,
     lease: OnceLock<Arc<Lease>>,
+    /// A planned hand-off's bridge: the fence stays open until then (µs), or until the
+    /// successor asks for the traffic. Locked after `fence`.
+    bridge: Mutex<Option<u64>>,
+    /// The deadline (µs) the fence was last opened until.
+    fence_until: AtomicU64,
+    /// Told when a bridge ends by a hand-over.
+    bridge_ended: tokio::sync::Notify,
 }
 
 impl VipGuard {
@@ -86,6 +109,9 @@ impl VipGuard {
             held: AtomicBool::new(false),
             held_term: AtomicU64::new(0),
             lease: OnceLock::new(),
+            bridge: Mutex::new(None),
+            fence_until: AtomicU64::new(0),
+            bridge_ended: tokio::sync::Notify::new(),
         })))
     }
 
@@ -130,8 +156,15 @@ impl VipGuard {
     }
 
     /// Releases at once (idempotent): fence shut first, then the address.
+    ///
+    /// While this node hands its leadership off, the fence is bridged instead (see
+    /// `bridge`): Raft's role change reaches the guard before the vote's grant does.
     pub fn release(&self, reason: &str) {
-        self.shut(reason);
+        if self.lease.get().is_some_and(|l| l.handing_off()) {
+            self.bridge(reason);
+        } else {
+            self.shut(reason);
+        }
     }
 
     /// Follows the lease's leadership until `stop` fires, then releases.
@@ -182,6 +215,9 @@ impl VipGuard {
                     "lease lapsed (no quorum acknowledgement)"
                 };
                 self.release(reason);
+                if let Some(until) = self.bridging(now) {
+                    return Some(until);
+                }
             }
             // Leading but not yet allowed: wake when the claim instant comes.
             return (l.term != 0 && l.lease_until_us.is_some() && now < l.claim_after_us)
@@ -227,7 +263,7 @@ impl VipGuard {
         let until = until.min(still.lease_until_us.unwrap_or(0));
         if let Some(f) = fence.as_mut() {
             match f.open_all_until(instant_at(until)) {
-                Ok(given) if !given.is_zero() => {}
+                Ok(given) if !given.is_zero() => self.fence_until.store(until, Ordering::Relaxed),
                 Ok(_) => return false,
                 Err(e) => {
                     tracing::error!(error = %e, "opening the VIP fence failed");
@@ -266,6 +302,10 @@ impl VipGuard {
     /// fence is surely shut (or there is none).
     fn shut(&self, reason: &str) -> bool {
         let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(until) = self.bridging(now_us()) {
+            tracing::debug!(reason, until, "not releasing: bridging a planned hand-off");
+            return false;
+        }
         let shut = match fence.as_mut().map(Fence::close_all) {
             None | Some(Ok(())) => true,
             Some(Err(e)) => {
@@ -273,6 +313,12 @@ impl VipGuard {
                 false
             }
         };
+        self.let_go(reason);
+        shut
+    }
+
+    /// Releases the address (the fence is closed already).
+    fn let_go(&self, reason: &str) {
         if self.held.swap(false, Ordering::Relaxed) {
             let _span = tracing::info_span!("vip", transition = "release").entered();
             tracing::info!(reason, "releasing the VIP");
@@ -280,7 +326,48 @@ impl VipGuard {
             self.record("release", term, reason);
             self.controller.release(reason);
         }
-        shut
+    }
+
+    /// The VIP's connections that still need packets from their clients (IPv4 only).
+    fn connections(&self) -> Vec<(std::net::Ipv4Addr, u16)> {
+        match self.address {
+            IpAddr::V4(v4) => fulcrum_vip::tcp_peers_of(v4).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot list the VIP's connections");
+                Vec::new()
+            }),
+            IpAddr::V6(_) => Vec::new(),
+        }
+    }
+
+    /// The end of the bridge (µs) while one is open at `now`.
+    fn bridging(&self, now: u64) -> Option<u64> {
+        let bridge = self.bridge.lock().unwrap_or_else(|p| p.into_inner());
+        bridge.filter(|until| now < *until)
+    }
+
+    /// After a hand-over, once this node's connections are done (its drain ended): the
+    /// address kept for them goes now, not with the process.
+    pub fn drop_kept_address(&self) {
+        if !self.held() {
+            self.controller
+                .dropper()
+                .drop_address("stopping: the connections kept after the hand-over are done");
+        }
+    }
+
+    /// Waits until no bridge is open (the successor took the traffic, or the bridge
+    /// ran out): a stopping node keeps its listeners open until then.
+    pub async fn bridge_closed(&self) {
+        loop {
+            let ended = self.bridge_ended.notified();
+            let Some(until) = self.bridging(now_us()) else {
+                return;
+            };
+            tokio::select! {
+                () = ended => {}
+                () = sleep_until_us(Some(until)) => {}
+            }
+        }
     }
 
     fn record(&self, what: &'static str, term: u64, detail: &str) {
@@ -291,11 +378,121 @@ impl VipGuard {
 }
 
 impl StepDownHook for VipGuard {
+    /// A step-down during a planned hand-off: the fence is left to lapse by itself at
+    /// the lease deadline it already has (never later: every claim already waits for
+    /// that), the address stays until then, and the successor can take the traffic
+    /// earlier ([`StepDownHook::hand_over`]). Returns how long the kernel may still answer.
+    fn bridge(&self, reason: &str) -> Duration {
+        let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_us();
+        let until = self.fence_until.load(Ordering::Relaxed);
+        if let Some(open) = self.bridging(now) {
+            return Duration::from_micros(open - now);
+        }
+        if fence.is_none() || !self.held() || until <= now {
+            drop(fence);
+            return self.step_down(reason);
+        }
+        *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        let term = self.held_term.load(Ordering::Relaxed);
+        self.record(
+            "bridge",
+            term,
+            &format!("fence left open {} µs", until - now),
+        );
+        let _span = tracing::info_span!("vip", transition = "bridge").entered();
+        tracing::info!(
+            reason,
+            left_us = until - now,
+            "planned hand-off: answering until the successor takes the traffic or the lease ends"
+        );
+        Duration::from_micros(until - now)
+    }
+
+    /// The successor leads and asks for the traffic: fence closed and forward started in
+    /// one kernel transaction, then the address goes.
+    fn hand_over(&self, to: Option<[u8; 6]>) {
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut kept: Vec<(std::net::Ipv4Addr, u16)> = Vec::new();
+        let closed = match (fence.as_mut(), to) {
+            (Some(f), Some(to)) => {
+                let keep_ms = KEEP_AFTER_HAND_OVER.as_millis() as u64;
+                // One dump (a few ms on a host with a big socket table): the switch waits for it.
+                let mut keep = self.connections();
+                let listed = keep.clone();
+                if keep.len() > Fence::KEEP_IN_SWITCH {
+                    // Most of them first; the switch carries those accepted meanwhile.
+                    if let Err(e) = f.keep(&keep, keep_ms) {
+                        tracing::warn!(error = %e, "keeping the VIP's connections failed; some will be cut");
+                    }
+                    let before = keep;
+                    keep = self.connections();
+                    keep.retain(|c| !before.contains(c));
+                }
+                let fwd = Forward {
+                    to,
+                    from: self.controller.link_mac(),
+                    for_ms: FORWARD_AFTER_HAND_OVER.as_millis() as u64,
+                    keep,
+                    keep_ms,
+                };
+                match f.hand_over(fwd) {
+                    Ok(()) => {
+                        kept = listed;
+                        tracing::info!(
+                            kept = kept.len(),
+                            "fence closed; new connections go to the successor"
+                        );
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "starting the hand-over forward failed; closing the fence");
+                        f.close_all()
+                    }
+                }
+            }
+            (Some(f), None) => f.close_all(),
+            (None, _) => Ok(()),
+        };
+        if let Err(e) = closed {
+            tracing::error!(error = %e, "closing the VIP fence failed; it lapses with the bridge");
+        }
+        if !kept.is_empty() && self.held.swap(false, Ordering::Relaxed) {
+            // The address stays, unannounced, until the connections accepted before are done.
+            let _span = tracing::info_span!("vip", transition = "release").entered();
+            let term = self.held_term.swap(0, Ordering::Relaxed);
+            self.record("release", term, "handed over; finishing its connections");
+            let until = std::time::Instant::now() + KEEP_AFTER_HAND_OVER;
+            self.controller.keep_quietly_until(until);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(drop_address_when_done(
+                    self.controller.dropper(),
+                    self.address,
+                    kept,
+                    until,
+                ));
+            }
+        } else {
+            self.let_go("handed over to the successor");
+        }
+        drop(fence);
+        self.bridge_ended.notify_waiters();
+    }
+
+    fn link_mac(&self) -> Option<[u8; 6]> {
+        Some(self.controller.link_mac())
+    }
+
     /// Called by the Raft server before it grants a vote or when a higher term appears.
     /// Returns how long this kernel may still answer for the VIP.
     fn step_down(&self, reason: &str) -> Duration {
         let was_held = self.held();
         let shut = self.shut(reason);
+        let now = now_us();
+        if let Some(until) = self.bridging(now) {
+            return Duration::from_micros(until - now);
+        }
         match (shut, self.fenced) {
             // Fence shut: the kernel drops VIP traffic from now on.
             (true, true) => Duration::ZERO,
@@ -318,6 +515,27 @@ fn install_fence(interface: &str, address: IpAddr) -> Option<Fence> {
                 "VIP fence unavailable (needs nf_tables and CAP_NET_ADMIN): a frozen holder keeps \
                  answering for the VIP until its address lifetime runs out");
             None
+        }
+    }
+}
+
+/// Deletes a handed-over node's address once the connections it kept (`kept`) are done, or
+/// at `until`, when the controller lets go by itself. Only those count: a connection that
+/// completed its handshake here after the list was taken lost its client to the successor
+/// and must not hold the address.
+async fn drop_address_when_done(
+    dropper: fulcrum_vip::AddressDropper,
+    address: IpAddr,
+    kept: Vec<(std::net::Ipv4Addr, u16)>,
+    until: std::time::Instant,
+) {
+    let IpAddr::V4(v4) = address else { return };
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(KEPT_POLL).await;
+        let open = fulcrum_vip::tcp_peers_of(v4);
+        if open.is_ok_and(|c| !c.iter().any(|p| kept.contains(p))) {
+            dropper.drop_address("the connections kept after the hand-over are done");
+            return;
         }
     }
 }

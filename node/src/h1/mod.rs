@@ -77,6 +77,10 @@ enum Phase {
     AwaitingBackend = 1,
     /// Moving body bytes: no client I/O for the idle timeout means a side stalled.
     Relaying = 2,
+    /// Accepted, no request served yet: the client has just connected to send one, so
+    /// shutdown lets it come (and answers it with `Connection: close`); an idle timeout
+    /// closes as between requests.
+    Fresh = 3,
 }
 
 impl Ctx {
@@ -92,6 +96,7 @@ impl Ctx {
         match self.phase.load(Ordering::Relaxed) {
             0 => Phase::Between,
             1 => Phase::AwaitingBackend,
+            3 => Phase::Fresh,
             _ => Phase::Relaying,
         }
     }
@@ -143,7 +148,7 @@ where
         conn,
         max_header_bytes,
         closing: AtomicBool::new(false),
-        phase: AtomicU8::new(Phase::Between as u8),
+        phase: AtomicU8::new(Phase::Fresh as u8),
         activity,
     };
     async move {

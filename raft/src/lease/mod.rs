@@ -36,6 +36,26 @@ pub trait StepDownHook: Send + Sync {
     /// node's kernel may still answer for the VIP (zero once closed; the remaining lease
     /// if closing failed).
     fn step_down(&self, reason: &str) -> Duration;
+
+    /// A step-down while this node hands its leadership off: leave the fence open until
+    /// the lease deadline it already has (the kernel closes it then), so that it answers
+    /// until the successor takes the traffic ([`StepDownHook::hand_over`]). Returns how
+    /// long the kernel may still answer.
+    fn bridge(&self, reason: &str) -> Duration {
+        self.step_down(reason)
+    }
+
+    /// The successor of a planned hand-off leads and asks for the traffic: close the fence
+    /// now and send what still arrives for the VIP on to `to` (its MAC on the VIP's link).
+    fn hand_over(&self, to: Option<[u8; 6]>) {
+        let _ = to;
+        self.step_down("handed over");
+    }
+
+    /// This node's MAC on the VIP's link (`None`: no VIP here).
+    fn link_mac(&self) -> Option<[u8; 6]> {
+        None
+    }
 }
 
 /// A [`StepDownHook`] as an option of the node (registered before the node can vote).
@@ -133,9 +153,11 @@ impl Lease {
         f(&s)
     }
 
-    /// Closes the fence now (through the hook); returns what remains of it in µs.
+    /// Closes the fence now (through the hook); returns what remains of it in µs. While
+    /// this node hands off, the fence is bridged instead: left to its lease deadline.
     pub fn step_down(&self, reason: &str) -> u64 {
         match self.hook.get() {
+            Some(h) if self.handing_off() => us(h.bridge(reason)),
             Some(h) => us(h.step_down(reason)),
             None => 0,
         }
@@ -158,6 +180,33 @@ impl Lease {
         self.with(|s| s.on_vote_granted(term, candidate, now));
         let own = self.step_down("granted a vote");
         self.read(|s| s.report(own, now))
+    }
+
+    /// The successor `from`, leader of `term`, asks for the VIP's traffic: close the fence
+    /// and forward to `mac`. False (nothing done) when this node leads a term as late as
+    /// `term`. (Closing a fence is always safe, and a forward hands packets to a kernel
+    /// whose own fence decides; the forward yields to this node's own lease element.)
+    pub fn hand_over(&self, term: u64, from: u64, mac: Option<[u8; 6]>) -> bool {
+        let ours = term > 0 && self.read(|s| s.leading() < Some(term));
+        if !ours {
+            return false;
+        }
+        if let Some(h) = self.hook.get() {
+            h.hand_over(mac);
+        }
+        self.events.record("hand_over", term, format!("to {from}"));
+        true
+    }
+
+    /// The old holder confirmed (at `now`) that its fence is closed: a claim no longer
+    /// waits for it.
+    pub fn released_by(&self, node: u64, term: u64, now: u64) {
+        self.with(|s| s.on_released(node, term, now));
+    }
+
+    /// This node's MAC on the VIP's link, if it has a VIP.
+    pub fn link_mac(&self) -> Option<[u8; 6]> {
+        self.hook.get().and_then(|h| h.link_mac())
     }
 
     /// A lease stream from `leader` closed (EOF or error): maybe a crash.

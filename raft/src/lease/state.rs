@@ -54,6 +54,7 @@ pub struct LeaseState {
     // voter side
     granted_term: u64,
     last_grant_at: Option<Micros>,
+
     bounds: Bounds,
     following: Option<Following>,
     successor: Option<NodeId>,
@@ -82,6 +83,7 @@ impl LeaseState {
             fence_us,
             granted_term: 0,
             last_grant_at: None,
+
             bounds,
             following: None,
             successor: None,
@@ -263,6 +265,17 @@ impl LeaseState {
         });
     }
 
+    /// `voter`, whose vote elected this node in `term`, confirmed at `now` that its fence
+    /// is closed (a planned hand-over): its own word, exact, replaces what its vote said.
+    pub fn on_released(&mut self, voter: NodeId, term: u64, now: Micros) {
+        if term != self.campaign_term {
+            return;
+        }
+        if let Some(r) = self.reports.iter_mut().find(|r| r.from == voter) {
+            r.own_clear_at = r.own_clear_at.min(now);
+        }
+    }
+
     /// `voter` acknowledged a ping this node sent at `sent` in `term`.
     pub fn on_ping_acked(&mut self, term: u64, voter: NodeId, sent: Micros) {
         if !self.campaign(term) {
@@ -371,16 +384,23 @@ mod tests {
         assert_eq!(acked.get(&2), Some(&(2_000 + F - 3_000)));
     }
 
-    #[test]
-    fn leader_lease_from_votes_then_pings_and_revocation() {
+    /// Node 1, elected in `term` by node 2's vote (sent at 1,000, answered at 1,200) with
+    /// `report`.
+    fn elected(term: u64, report: &FenceReport) -> LeaseState {
         let mut s = settled(1);
         s.set_voters(voters());
+        s.on_vote_reply(term, 2, 1_000, report, 1_200);
+        s.set_leading(Some(term));
+        s
+    }
+
+    #[test]
+    fn leader_lease_from_votes_then_pings_and_revocation() {
         let report = FenceReport {
             own_clear_in_us: 0,
             acked: vec![(3, 4_000)],
         };
-        s.on_vote_reply(7, 2, 1_000, &report, 1_200);
-        s.set_leading(Some(7));
+        let mut s = elected(7, &report);
         let l = s.leadership(1_500);
         assert_eq!(l.lease_until_us, Some(1_000 + F));
         assert_eq!(l.claim_after_us, 1_200 + 4_000, "waits for node 3's fence");
@@ -393,6 +413,40 @@ mod tests {
         assert_eq!(s.leadership(15_200).lease_until_us, None);
         s.on_ping_acked(7, 3, 16_000);
         assert_eq!(s.leadership(16_100), Leadership::default());
+    }
+
+    /// A planned hand-off: the old holder (2) granted with its fence still open for 15 ms;
+    /// its later word that the fence is closed lets the claim go at once, but never
+    /// earlier than another voter's bound, and never for another term.
+    #[test]
+    fn a_hand_over_confirmation_ends_the_wait_for_that_fence_only() {
+        let bridged = FenceReport {
+            own_clear_in_us: 15_000,
+            acked: vec![(3, 2_000)],
+        };
+        let mut s = elected(4, &bridged);
+        assert_eq!(s.leadership(1_300).claim_after_us, 1_200 + 15_000);
+        s.on_released(2, 3, 5_000);
+        assert_eq!(
+            s.leadership(5_100).claim_after_us,
+            1_200 + 15_000,
+            "a confirmation for another term counts for nothing"
+        );
+        s.on_released(2, 4, 5_000);
+        assert_eq!(s.leadership(5_100).claim_after_us, 5_000);
+        s.on_released(2, 4, 9_000);
+        assert_eq!(
+            s.leadership(9_100).claim_after_us,
+            5_000,
+            "never later again"
+        );
+        let mut t = elected(4, &bridged);
+        t.on_released(2, 4, 1_500);
+        assert_eq!(
+            t.leadership(1_600).claim_after_us,
+            1_200 + 2_000,
+            "node 3's fence, as node 2 knows it, is still waited for"
+        );
     }
 
     #[test]

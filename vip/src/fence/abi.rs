@@ -30,6 +30,7 @@ pub const NFT_MSG_GETTABLE: u16 = 1;
 pub const NFT_MSG_DELTABLE: u16 = 2;
 pub const NFT_MSG_NEWCHAIN: u16 = 3;
 pub const NFT_MSG_NEWRULE: u16 = 6;
+pub const NFT_MSG_DELRULE: u16 = 8;
 pub const NFT_MSG_NEWSET: u16 = 9;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_GETSETELEM: u16 = 13;
@@ -65,7 +66,12 @@ pub const NFTA_PAYLOAD_DREG: u16 = 1;
 pub const NFTA_PAYLOAD_BASE: u16 = 2;
 pub const NFTA_PAYLOAD_OFFSET: u16 = 3;
 pub const NFTA_PAYLOAD_LEN: u16 = 4;
+pub const NFT_PAYLOAD_LL_HEADER: u32 = 0;
 pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+pub const NFTA_PAYLOAD_SREG: u16 = 5;
+pub const NFTA_PAYLOAD_CSUM_TYPE: u16 = 6;
+pub const NFT_PAYLOAD_CSUM_NONE: u32 = 0;
+pub const NFTA_FWD_SREG_DEV: u16 = 1;
 pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 pub const NFTA_CMP_SREG: u16 = 1;
 pub const NFTA_CMP_OP: u16 = 2;
@@ -84,6 +90,9 @@ pub const NFTA_VERDICT_CODE: u16 = 1;
 pub const NFT_REG_VERDICT: u32 = 0;
 /// The first 16-byte data register (big enough for an IPv6 address).
 pub const NFT_REG_1: u32 = 1;
+/// The first and second 32-bit registers (a concatenated key is loaded into both).
+pub const NFT_REG32_00: u32 = 8;
+pub const NFT_REG32_01: u32 = 9;
 
 // enum nft_set_attributes / nft_set_flags
 pub const NFTA_SET_TABLE: u16 = 1;

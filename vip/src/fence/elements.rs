@@ -64,6 +64,14 @@ pub(crate) fn add_expiring(
     });
 }
 
+/// Adds the message that creates (or refreshes) an element with key `key` (raw bytes, the
+/// set's key length), expiring `timeout_ms` from now.
+pub(crate) fn add_raw(batch: &mut Batch<'_>, set: SetRef, key: &[u8], timeout_ms: u64) {
+    batch.add(NFT_MSG_NEWSETELEM, NLM_F_CREATE, NFPROTO_NETDEV, |w| {
+        element_raw(w, set, key, Some((timeout_ms, timeout_ms)));
+    });
+}
+
 /// Adds the message that deletes the element (`ENOENT` if it is absent).
 pub(crate) fn delete(batch: &mut Batch<'_>, set: SetRef, key: Key) {
     batch.add(NFT_MSG_DELSETELEM, 0, NFPROTO_NETDEV, |w| {
@@ -74,13 +82,15 @@ pub(crate) fn delete(batch: &mut Batch<'_>, set: SetRef, key: Key) {
 /// Writes the attributes naming one element of `set` (the body of a new/del/get message),
 /// with its timeout and expiration in milliseconds when given.
 pub(crate) fn element(w: &mut Writer, set: SetRef, key: Key, times_ms: Option<(u64, u64)>) {
+    element_raw(w, set, key.as_bytes(), times_ms);
+}
+
+fn element_raw(w: &mut Writer, set: SetRef, key: &[u8], times_ms: Option<(u64, u64)>) {
     w.str_attr(NFTA_SET_ELEM_LIST_TABLE, TABLE);
     w.str_attr(NFTA_SET_ELEM_LIST_SET, set.name);
     w.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |w| {
         w.nest(NFTA_LIST_ELEM, |w| {
-            w.nest(NFTA_SET_ELEM_KEY, |w| {
-                w.bytes_attr(NFTA_DATA_VALUE, key.as_bytes())
-            });
+            w.nest(NFTA_SET_ELEM_KEY, |w| w.bytes_attr(NFTA_DATA_VALUE, key));
             if let Some((timeout, expires)) = times_ms {
                 w.u64_attr(NFTA_SET_ELEM_TIMEOUT, timeout);
                 w.u64_attr(NFTA_SET_ELEM_EXPIRATION, expires);

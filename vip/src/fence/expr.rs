@@ -3,10 +3,11 @@
 
 use super::abi::{
     NFTA_CMP_DATA, NFTA_CMP_OP, NFTA_CMP_SREG, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA,
-    NFTA_EXPR_NAME, NFTA_IMMEDIATE_DATA, NFTA_IMMEDIATE_DREG, NFTA_LIST_ELEM, NFTA_LOOKUP_FLAGS,
-    NFTA_LOOKUP_SET, NFTA_LOOKUP_SET_ID, NFTA_LOOKUP_SREG, NFTA_META_DREG, NFTA_META_KEY,
-    NFTA_PAYLOAD_BASE, NFTA_PAYLOAD_DREG, NFTA_PAYLOAD_LEN, NFTA_PAYLOAD_OFFSET, NFTA_VERDICT_CODE,
-    NFT_CMP_EQ, NFT_LOOKUP_F_INV, NFT_REG_1, NFT_REG_VERDICT, NF_DROP,
+    NFTA_EXPR_NAME, NFTA_FWD_SREG_DEV, NFTA_IMMEDIATE_DATA, NFTA_IMMEDIATE_DREG, NFTA_LIST_ELEM,
+    NFTA_LOOKUP_FLAGS, NFTA_LOOKUP_SET, NFTA_LOOKUP_SET_ID, NFTA_LOOKUP_SREG, NFTA_META_DREG,
+    NFTA_META_KEY, NFTA_PAYLOAD_BASE, NFTA_PAYLOAD_CSUM_TYPE, NFTA_PAYLOAD_DREG, NFTA_PAYLOAD_LEN,
+    NFTA_PAYLOAD_OFFSET, NFTA_PAYLOAD_SREG, NFTA_VERDICT_CODE, NFT_CMP_EQ, NFT_LOOKUP_F_INV,
+    NFT_PAYLOAD_CSUM_NONE, NFT_PAYLOAD_LL_HEADER, NFT_REG_1, NFT_REG_VERDICT, NF_ACCEPT, NF_DROP,
 };
 use super::message::Writer;
 
@@ -63,14 +64,74 @@ pub(crate) fn absent_from(w: &mut Writer, name: &str, set_id: u32) {
     });
 }
 
+/// Stops the rule unless register 1 is an element of set `name`.
+pub(crate) fn present_in(w: &mut Writer, name: &str, set_id: u32) {
+    present_in_from(w, name, set_id, NFT_REG_1);
+}
+
+/// Puts `value` (bytes as they go into the register) in register 1.
+pub(crate) fn immediate(w: &mut Writer, value: &[u8]) {
+    expression(w, "immediate", |w| {
+        w.u32_attr(NFTA_IMMEDIATE_DREG, NFT_REG_1);
+        w.nest(NFTA_IMMEDIATE_DATA, |w| {
+            w.bytes_attr(NFTA_DATA_VALUE, value)
+        });
+    });
+}
+
+/// Writes `len` bytes of register 1 into the link-layer header at `offset` (no checksum
+/// to fix: the Ethernet header has none).
+pub(crate) fn write_link_header(w: &mut Writer, offset: u32, len: u32) {
+    expression(w, "payload", |w| {
+        w.u32_attr(NFTA_PAYLOAD_SREG, NFT_REG_1);
+        w.u32_attr(NFTA_PAYLOAD_BASE, NFT_PAYLOAD_LL_HEADER);
+        w.u32_attr(NFTA_PAYLOAD_OFFSET, offset);
+        w.u32_attr(NFTA_PAYLOAD_LEN, len);
+        w.u32_attr(NFTA_PAYLOAD_CSUM_TYPE, NFT_PAYLOAD_CSUM_NONE);
+    });
+}
+
+/// Sends the frame, as it now is, out of the interface whose index is in register 1 (the
+/// packet is stolen: no later rule or chain sees it).
+pub(crate) fn forward_to_device(w: &mut Writer) {
+    expression(w, "fwd", |w| w.u32_attr(NFTA_FWD_SREG_DEV, NFT_REG_1));
+}
+
 /// The verdict: drop the packet.
 pub(crate) fn drop_packet(w: &mut Writer) {
+    verdict(w, NF_DROP);
+}
+
+/// The verdict: accept the packet (this chain is done with it).
+pub(crate) fn accept_packet(w: &mut Writer) {
+    verdict(w, NF_ACCEPT);
+}
+
+fn verdict(w: &mut Writer, code: u32) {
     expression(w, "immediate", |w| {
         w.u32_attr(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
         w.nest(NFTA_IMMEDIATE_DATA, |w| {
-            w.nest(NFTA_DATA_VERDICT, |w| {
-                w.u32_attr(NFTA_VERDICT_CODE, NF_DROP)
-            });
+            w.nest(NFTA_DATA_VERDICT, |w| w.u32_attr(NFTA_VERDICT_CODE, code));
         });
+    });
+}
+
+/// Loads a payload field into 32-bit register `reg` (`NFT_REG32_*`; a short field is
+/// padded with zeros to whole registers).
+pub(crate) fn load_into(w: &mut Writer, base: u32, offset: u32, len: u32, reg: u32) {
+    expression(w, "payload", |w| {
+        w.u32_attr(NFTA_PAYLOAD_DREG, reg);
+        w.u32_attr(NFTA_PAYLOAD_BASE, base);
+        w.u32_attr(NFTA_PAYLOAD_OFFSET, offset);
+        w.u32_attr(NFTA_PAYLOAD_LEN, len);
+    });
+}
+
+/// Stops the rule unless the key starting at register `reg` is an element of set `name`.
+pub(crate) fn present_in_from(w: &mut Writer, name: &str, set_id: u32, reg: u32) {
+    expression(w, "lookup", |w| {
+        w.str_attr(NFTA_LOOKUP_SET, name);
+        w.u32_attr(NFTA_LOOKUP_SET_ID, set_id);
+        w.u32_attr(NFTA_LOOKUP_SREG, reg);
     });
 }

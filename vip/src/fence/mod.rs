@@ -11,6 +11,7 @@
 //! - `ruleset`  — the table, sets, chain and rules, installed as one transaction.
 //! - `elements` — lease element add / delete / get messages.
 //! - `probe`    — how this kernel rounds and refreshes element timeouts.
+//! - `handoff`  — a planned hand-over's forward of the VIP's packets to the successor.
 //! - `expr`     — the nf_tables expressions the rules are made of.
 //! - `socket`   — the NETLINK_NETFILTER socket: transactions and their acknowledgements.
 //! - `message`, `reply` — writing and reading netlink bytes.
@@ -24,6 +25,7 @@
 mod abi;
 mod elements;
 mod expr;
+mod handoff;
 mod message;
 mod probe;
 mod reply;
@@ -38,6 +40,7 @@ use nix::libc;
 
 use crate::VipError;
 use elements::Key;
+pub use handoff::Forward;
 use probe::KernelTimeouts;
 pub use probe::RefreshMethod;
 use ruleset::lease_set;
@@ -48,6 +51,7 @@ use socket::NfSocket;
 pub struct Fence {
     socket: NfSocket,
     interface: String,
+    ifindex: u32,
     vips: Vec<IpAddr>,
     kernel: KernelTimeouts,
 }
@@ -68,7 +72,7 @@ impl Fence {
         let span = tracing::info_span!("vip_fence_install", interface, ?vips);
         let _enter = span.enter();
         check_vips(vips)?;
-        check_interface(interface)?;
+        let ifindex = check_interface(interface)?;
         let mut socket = NfSocket::open().map_err(unavailable_or("open netfilter netlink"))?;
         socket
             .transact(|b| ruleset::replace_table(b, interface, vips))
@@ -82,6 +86,7 @@ impl Fence {
         Ok(Fence {
             socket,
             interface: interface.to_string(),
+            ifindex,
             vips: vips.to_vec(),
             kernel,
         })
@@ -172,6 +177,48 @@ impl Fence {
                 }
             })
             .map_err(nft_error("close the fence"))
+    }
+
+    /// A planned hand-over: closes the fence for every guarded VIP and, in the same
+    /// transaction, starts forwarding their IPv4 packets to the successor for
+    /// `fwd.for_ms` (see `handoff`). When this returns, this node's kernel answers for no
+    /// VIP; packets still sent to it go on to the successor, whose own fence decides.
+    ///
+    /// At most [`Fence::KEEP_IN_SWITCH`] kept connections go into the switching
+    /// transaction (a netlink batch is bounded); call [`Fence::keep`] first with the rest.
+    pub fn hand_over(&mut self, fwd: Forward) -> Result<(), VipError> {
+        tracing::debug!(vips = ?self.vips, to = ?fwd.to, for_ms = fwd.for_ms, "VIP fence closing, forwarding to the successor");
+        let mut fwd = fwd;
+        fwd.keep.truncate(Fence::KEEP_IN_SWITCH);
+        let (vips, tick, ifindex) = (&self.vips, self.tick_ms(), self.ifindex);
+        self.socket
+            .transact(|b| {
+                for &vip in vips {
+                    ensure_then_delete(b, vip, Key::of(vip), tick);
+                }
+                handoff::start(b, vips, ifindex, &fwd);
+            })
+            .map_err(nft_error("hand the fence over"))
+    }
+
+    /// Most kept connections one transaction carries.
+    pub const KEEP_IN_SWITCH: usize = 256;
+
+    /// Lets the packets of these connections (client address, port) through to this
+    /// node's stack for `keep_ms` whatever the fence says (see `handoff`), in transactions
+    /// of at most [`Fence::KEEP_IN_SWITCH`]: a hand-over with many connections puts most
+    /// of them in place before it switches.
+    pub fn keep(
+        &mut self,
+        conns: &[(std::net::Ipv4Addr, u16)],
+        keep_ms: u64,
+    ) -> Result<(), VipError> {
+        for chunk in conns.chunks(Fence::KEEP_IN_SWITCH) {
+            self.socket
+                .transact(|b| handoff::keep(b, chunk, keep_ms))
+                .map_err(nft_error("keep connections"))?;
+        }
+        Ok(())
     }
 
     /// How long the kernel will still keep `vip`'s lease element (in its jiffies, as
@@ -299,9 +346,9 @@ fn check_vips(vips: &[IpAddr]) -> Result<(), VipError> {
     }
 }
 
-fn check_interface(interface: &str) -> Result<(), VipError> {
+fn check_interface(interface: &str) -> Result<u32, VipError> {
     match nix::net::if_::if_nametoindex(interface) {
-        Ok(_) => Ok(()),
+        Ok(index) => Ok(index),
         Err(_) => Err(VipError::NoSuchInterface {
             interface: interface.to_string(),
         }),

@@ -8,11 +8,18 @@
 //!   set probe  { type ipv4_addr; flags timeout; }   # kernel feature probes only
 //!   chain vip_fence {
 //!     type filter hook ingress device "eth0" priority -500; policy accept;
+//!     ip daddr 10.77.0.100 meta l4proto tcp ip saddr . tcp sport @keep4 accept
 //!     arp ptype 0x0800 arp hlen 6 arp plen 4 arp operation request
 //!         arp daddr ip 10.77.0.100 arp daddr ip != @lease4 drop
 //!     ip daddr 10.77.0.100 ip daddr != @lease4 drop
 //!     ip6 daddr fd77::100 ip6 daddr != @lease6 drop
 //!     icmpv6 type nd-neighbor-solicit @th,64,128 fd77::100 (target) != @lease6 drop
+//!   }
+//!   set handoff4 { type ipv4_addr; flags timeout; }
+//!   set keep4 { type ipv4_addr . inet_service; flags timeout; }
+//!   chain vip_handoff {    # a planned hand-over adds its forward here (see `handoff`)
+//!     type filter hook ingress device "eth0" priority -510; policy accept;
+//!     ip daddr 10.77.0.100 meta l4proto tcp ip saddr . tcp sport @keep4 accept
 //!   }
 //! }
 //! ```
@@ -30,22 +37,28 @@ use super::abi::{
     NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE, NFTA_SET_FLAGS, NFTA_SET_ID, NFTA_SET_KEY_LEN,
     NFTA_SET_KEY_TYPE, NFTA_SET_NAME, NFTA_SET_TABLE, NFTA_TABLE_NAME, NFT_META_L4PROTO,
     NFT_META_PROTOCOL, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET,
-    NFT_MSG_NEWTABLE, NFT_PAYLOAD_NETWORK_HEADER, NFT_PAYLOAD_TRANSPORT_HEADER, NFT_SET_TIMEOUT,
-    NFT_TYPE_IP6ADDR, NFT_TYPE_IPADDR, NF_ACCEPT, NF_NETDEV_INGRESS, NLM_F_APPEND, NLM_F_CREATE,
+    NFT_MSG_NEWTABLE, NFT_PAYLOAD_NETWORK_HEADER, NFT_PAYLOAD_TRANSPORT_HEADER, NFT_REG32_00,
+    NFT_REG32_01, NFT_SET_TIMEOUT, NFT_TYPE_IP6ADDR, NFT_TYPE_IPADDR, NF_ACCEPT, NF_NETDEV_INGRESS,
+    NLM_F_APPEND, NLM_F_CREATE,
 };
-use super::expr::{absent_from, drop_packet, equals, load, Load};
+use super::expr::{
+    absent_from, accept_packet, drop_packet, equals, load, load_into, present_in_from, Load,
+};
 use super::socket::Batch;
 
 pub(crate) const TABLE: &str = "fulcrum";
 const CHAIN: &str = "vip_fence";
 /// Early in the ingress hook, before any ordinary filter.
 const PRIORITY: i32 = -500;
+/// The hand-over chain (see `handoff`): before the fence, whose drop it must pre-empt.
+pub(crate) const HANDOFF_CHAIN: &str = "vip_handoff";
+const HANDOFF_PRIORITY: i32 = -510;
 
 /// One of the table's sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SetRef {
     pub name: &'static str,
-    id: u32,
+    pub(crate) id: u32,
     key_type: u32,
     key_len: u32,
 }
@@ -70,6 +83,25 @@ pub(crate) const PROBE: SetRef = SetRef {
     key_len: 4,
 };
 
+/// While its element lives, the hand-over chain forwards the VIP's IPv4 packets.
+pub(crate) const HANDOFF4: SetRef = SetRef {
+    name: "handoff4",
+    id: 4,
+    key_type: NFT_TYPE_IPADDR,
+    key_len: 4,
+};
+
+/// Connections a handed-over node finishes itself (client address . port): their packets
+/// pass both chains (see `handoff`).
+pub(crate) const KEEP4: SetRef = SetRef {
+    name: "keep4",
+    id: 5,
+    // nft's type of `ipv4_addr . inet_service`: (7 << 6) | 13.
+    key_type: (NFT_TYPE_IPADDR << 6) | 13,
+    // The port is padded to a whole 32-bit register.
+    key_len: 8,
+};
+
 /// The set holding the lease element of `addr`.
 pub(crate) fn lease_set(addr: IpAddr) -> SetRef {
     match addr {
@@ -82,6 +114,7 @@ const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
 const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_TCP: u8 = 6;
 const ND_NEIGHBOR_SOLICIT: u8 = 135;
 /// ARP for IPv4 over Ethernet, operation request: ptype, hlen, plen, oper at offset 2.
 const ARP_IPV4_REQUEST: [u8; 6] = [0x08, 0x00, 6, 4, 0x00, 0x01];
@@ -109,11 +142,14 @@ pub(crate) fn replace_table(batch: &mut Batch<'_>, interface: &str, vips: &[IpAd
     batch.add(NFT_MSG_NEWTABLE, NLM_F_CREATE, NFPROTO_NETDEV, table_name);
     delete_table(batch);
     batch.add(NFT_MSG_NEWTABLE, NLM_F_CREATE, NFPROTO_NETDEV, table_name);
-    for set in [LEASE4, LEASE6, PROBE] {
+    for set in [LEASE4, LEASE6, PROBE, HANDOFF4, KEEP4] {
         add_set(batch, set);
     }
-    add_chain(batch, interface);
+    add_chain(batch, interface, CHAIN, PRIORITY);
+    add_chain(batch, interface, HANDOFF_CHAIN, HANDOFF_PRIORITY);
     for &vip in vips {
+        add_keep_rule(batch, CHAIN, vip);
+        add_keep_rule(batch, HANDOFF_CHAIN, vip);
         add_rules(batch, vip);
     }
 }
@@ -138,13 +174,13 @@ fn add_set(batch: &mut Batch<'_>, set: SetRef) {
     });
 }
 
-fn add_chain(batch: &mut Batch<'_>, interface: &str) {
+fn add_chain(batch: &mut Batch<'_>, interface: &str, name: &str, priority: i32) {
     batch.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, NFPROTO_NETDEV, |w| {
         w.str_attr(NFTA_CHAIN_TABLE, TABLE);
-        w.str_attr(NFTA_CHAIN_NAME, CHAIN);
+        w.str_attr(NFTA_CHAIN_NAME, name);
         w.nest(NFTA_CHAIN_HOOK, |w| {
             w.u32_attr(NFTA_HOOK_HOOKNUM, NF_NETDEV_INGRESS);
-            w.u32_attr(NFTA_HOOK_PRIORITY, PRIORITY as u32);
+            w.u32_attr(NFTA_HOOK_PRIORITY, priority as u32);
             w.str_attr(NFTA_HOOK_DEV, interface);
         });
         w.u32_attr(NFTA_CHAIN_POLICY, NF_ACCEPT);
@@ -185,6 +221,46 @@ fn add_rules(batch: &mut Batch<'_>, vip: IpAddr) {
             add_drop_unless_leased(batch, &solicit, LEASE6);
         }
     }
+}
+
+/// The rule in `chain` that accepts TCP packets to `vip` (IPv4) from a connection in
+/// `keep4`: this chain lets it through to the stack.
+pub(crate) fn add_keep_rule(batch: &mut Batch<'_>, chain: &str, vip: IpAddr) {
+    let IpAddr::V4(v4) = vip else { return };
+    add_ipv4_rule(batch, chain, v4, |w| {
+        load(w, Load::Meta(NFT_META_L4PROTO));
+        equals(w, &[IPPROTO_TCP]);
+        load_into(w, NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG32_00);
+        load_into(w, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_01);
+        present_in_from(w, KEEP4.name, KEEP4.id, NFT_REG32_00);
+        accept_packet(w);
+    });
+}
+
+/// Appends to `chain` a rule for IPv4 packets to `vip`: the protocol and address checks,
+/// then the expressions `rest` writes.
+pub(crate) fn add_ipv4_rule(
+    batch: &mut Batch<'_>,
+    chain: &str,
+    vip: std::net::Ipv4Addr,
+    rest: impl FnOnce(&mut super::message::Writer),
+) {
+    batch.add(
+        NFT_MSG_NEWRULE,
+        NLM_F_CREATE | NLM_F_APPEND,
+        NFPROTO_NETDEV,
+        |w| {
+            w.str_attr(NFTA_RULE_TABLE, TABLE);
+            w.str_attr(NFTA_RULE_CHAIN, chain);
+            w.nest(NFTA_RULE_EXPRESSIONS, |w| {
+                load(w, Load::Meta(NFT_META_PROTOCOL));
+                equals(w, &ETH_P_IP);
+                load(w, network(16, 4));
+                equals(w, &vip.octets());
+                rest(w);
+            });
+        },
+    );
 }
 
 /// A rule that drops a packet when every `(field, value)` matches and the last field (the
