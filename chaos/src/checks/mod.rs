@@ -121,6 +121,11 @@ pub struct Expect {
     pub max_failover_ms: f64,
     /// Longest time two nodes may hold the VIP at once (0 except fast fencing + SIGSTOP).
     pub max_dual_ms: f64,
+    /// Longest a stopping holder may keep its address configured (fenced: it answers
+    /// nothing new, and forwards to the successor) beside the new holder, so that the
+    /// connections it accepted can finish. Counted in the netlink view only, and only
+    /// when the wire view ran and saw no two nodes answering beyond `max_dual_ms`.
+    pub kept_address_ms: f64,
 }
 
 /// How much data a verdict needs before it means anything.

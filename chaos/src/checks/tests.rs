@@ -583,3 +583,40 @@ fn cpu_hog_needs_more_processes_than_cores_and_a_busy_machine() {
         );
     }
 }
+
+#[test]
+fn a_stopping_holder_may_keep_its_fenced_address_only_while_the_wire_proves_it_silent() {
+    let rolling = |rec: &Recording| {
+        judge(rec, &plan("rolling-restart", false))
+            .into_iter()
+            .find(|c| c.name == "dual VIP holders")
+            .expect("dual check")
+    };
+    // The old holder (n1) keeps its address for 60 ms after n2 claimed (8050 ms), for
+    // the connections it accepted; it answers nothing new (the wire sees only n2).
+    let mut kept = good("rolling-restart").render();
+    if let Probed::Samples(s) = &mut kept.holders {
+        for sample in s.iter_mut().filter(|s| s.t_ms > 8050.0 && s.t_ms < 8110.0) {
+            sample.holders[0] = Some(true);
+        }
+    }
+    let c = rolling(&kept);
+    assert!(c.pass, "{}", c.figure);
+    assert!(c.figure.contains("netlink: 60 ms overlap"), "{}", c.figure);
+
+    // The same, but the old holder also answered on the wire: two holders.
+    let mut answered = kept.clone();
+    if let Probed::Samples(w) = &mut answered.wire {
+        for s in w.iter_mut().filter(|s| s.t_ms > 8050.0 && s.t_ms < 8110.0) {
+            s.tcp[0] = true;
+        }
+    }
+    let c = rolling(&answered);
+    assert!(!c.pass, "{}", c.figure);
+
+    // Without the wire view nothing proves the kept address silent: held to 0 ms.
+    let mut unseen = kept.clone();
+    unseen.wire = Probed::Unavailable("no wire probe".into());
+    let c = rolling(&unseen);
+    assert!(!c.pass, "{}", c.figure);
+}

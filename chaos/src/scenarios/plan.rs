@@ -195,6 +195,7 @@ fn bounds(name: &str, strict: bool) -> (u64, Expect) {
         max_outage_ms: 1000.0,
         max_failover_ms: 2000.0,
         max_dual_ms: 0.0,
+        kept_address_ms: 0.0,
     };
     // Strict fencing: a new leader first waits out the longest the old holder's address can
     // outlive its last renewal (lifetime 2 s + the kernel's expiry slack 1 s + 0.1 s), then
@@ -254,12 +255,16 @@ fn bounds(name: &str, strict: bool) -> (u64, Expect) {
             },
         ),
         "backend-kill" | "backend-hang" | "backend-500" => (12_000, backend),
-        // A planned stop hands leadership over first: the window must stay small.
+        // A planned stop hands leadership over first: the window must stay small. The
+        // stopping holder keeps its fenced address (forwarding new packets to the
+        // successor) until the connections it accepted are done: at most its
+        // `shutdown_grace` (2 s in the chaos configs) plus two holder polls.
         "rolling-restart" => (
             18_000,
             Expect {
                 max_failover_ms: 1000.0,
                 min_availability_pct: 90.0,
+                kept_address_ms: 2000.0 + 40.0,
                 ..failover
             },
         ),
@@ -273,6 +278,7 @@ fn bounds(name: &str, strict: bool) -> (u64, Expect) {
                 max_outage_ms: 6000.0,
                 max_failover_ms: 6000.0,
                 max_dual_ms: zombie_dual_ms,
+                kept_address_ms: 0.0,
             },
         ),
         "partition-flap" => (13_000, backend),
