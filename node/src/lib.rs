@@ -49,6 +49,7 @@ mod health;
 mod http2; // issue 24: HTTP/2 clients on the request core, without hyper
 mod l4; // issue 7: TCP listeners
 mod latency; // per-backend latency buckets beside the pool histogram
+mod linger; // lingering close for connections hyper serves
 mod listener;
 mod listener_sweep; // issue 16: one idle/slow-head watch per listener, not per connection
 mod load;

@@ -15,6 +15,7 @@ use crate::conn_limit::ConnLimits;
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
 use crate::h2_flood::FloodGuard;
+use crate::linger::Linger;
 use crate::listener_sweep::Sweep;
 use crate::proxy::{self, ConnInfo};
 use bytes::Bytes;
@@ -271,11 +272,12 @@ pub(crate) async fn serve_connection<S>(
     let _open = OpenConnection::count(&dp.metrics.client_connections);
     let activity = Arc::new(ConnActivity::default());
     // The flood guard watches what the client sends (HTTP/2 only; see `h2_flood`).
-    let io = TokioIo::new(FloodGuard::new(ActivityIo::with_prefix(
+    // Closing lingers (see `linger`): an early answer is read, not reset away.
+    let io = TokioIo::new(Linger::new(FloodGuard::new(ActivityIo::with_prefix(
         stream,
         prefix,
         activity.clone(),
-    )));
+    ))));
     let service_dp = dp.clone();
     let service_conn = conn.clone();
     let service_activity = activity.clone();

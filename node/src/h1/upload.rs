@@ -14,13 +14,9 @@ use super::exchange::Client;
 use super::relay::READ_CHUNK;
 use crate::upstream::BackendConn;
 use bytes::Buf;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// How long, and how many bytes, a client's unread body is drained after an early
-/// answer before the connection is closed anyway.
-const LINGER_TIME: Duration = Duration::from_secs(1);
-const LINGER_BYTES: usize = 1024 * 1024;
+use crate::linger::{LINGER_BYTES, LINGER_TIME};
 
 /// How much of a request reached the backend before it began to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
