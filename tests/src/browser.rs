@@ -148,11 +148,20 @@ impl Page {
         Ok(r["result"]["value"].clone())
     }
 
-    /// Evaluates `condition` every 100 ms until it is true or `within` passed.
+    /// Evaluates `condition` every 100 ms until it is true or `within` passed. A script
+    /// exception counts as "not yet" (while the page loads, `document.body` can still be
+    /// null: CI saw "Cannot read properties of null (reading 'dataset')"); a failed call
+    /// to the browser is an error.
     pub fn wait_for(&mut self, condition: &str, within: Duration) -> Result<bool, String> {
         let deadline = Instant::now() + within;
+        let session = self.session.clone();
         loop {
-            if self.eval(condition)? == json!(true) {
+            let r = self.call(
+                Some(&session),
+                "Runtime.evaluate",
+                json!({ "expression": condition, "awaitPromise": true, "returnByValue": true }),
+            )?;
+            if r["exceptionDetails"].is_null() && r["result"]["value"] == json!(true) {
                 return Ok(true);
             }
             if Instant::now() >= deadline {
