@@ -95,28 +95,25 @@ impl RateLimiter {
             shard.retain(|_, tat| *tat > now_ns);
             *last_sweep = now_ns;
         }
-        let tat = shard.get(key).copied().unwrap_or(now_ns).max(now_ns);
+        // Too many distinct keys at once (a spoofed-header flood): a new key shares the
+        // keyless bucket rather than grow the table without bound.
+        let bucket: &[u8] = if shard.len() < SHARD_KEYS || shard.contains_key(key) {
+            key
+        } else {
+            &[]
+        };
+        let tat = shard.get(bucket).copied().unwrap_or(now_ns).max(now_ns);
         if tat - now_ns > tolerance {
             return Err(Limited {
                 retry_after: Duration::from_nanos(tat - now_ns - tolerance),
             });
         }
         let next = tat.saturating_add(interval);
-        if let Some(slot) = shard.get_mut(key) {
-            *slot = next;
-        } else if shard.len() < SHARD_KEYS {
-            shard.insert(key.to_vec(), next);
-        } else {
-            // Too many distinct keys at once (a spoofed-header flood): lump the
-            // overflow into the shared bucket rather than grow without bound.
-            let shared = shard.entry(Vec::new()).or_insert(now_ns);
-            let tat = (*shared).max(now_ns);
-            if tat - now_ns > tolerance {
-                return Err(Limited {
-                    retry_after: Duration::from_nanos(tat - now_ns - tolerance),
-                });
+        match shard.get_mut(bucket) {
+            Some(slot) => *slot = next,
+            None => {
+                shard.insert(bucket.to_vec(), next);
             }
-            *shared = tat.saturating_add(interval);
         }
         Ok(())
     }
