@@ -271,8 +271,16 @@ impl LeaseState {
         if term != self.campaign_term {
             return;
         }
-        if let Some(r) = self.reports.iter_mut().find(|r| r.from == voter) {
-            r.own_clear_at = r.own_clear_at.min(now);
+        match self.reports.iter_mut().find(|r| r.from == voter) {
+            Some(r) => r.own_clear_at = r.own_clear_at.min(now),
+            // Elected without its vote (the stopping leader stepped down on a voter's newer
+            // term, not on our vote request): its word is just as exact, and without this
+            // the claim would wait for its lease while its kernel already forwards to us.
+            None => self.reports.push(VoteReport {
+                from: voter,
+                own_clear_at: now,
+                bounds: Bounds::new(),
+            }),
         }
     }
 
@@ -447,6 +455,29 @@ mod tests {
             1_200 + 2_000,
             "node 3's fence, as node 2 knows it, is still waited for"
         );
+    }
+
+    #[test]
+    fn a_hand_over_confirmation_counts_without_the_old_holders_vote() {
+        // Node 1 follows node 3 and is elected in term 4 by node 2 alone (node 3 stepped
+        // down on node 2's newer term and never voted): node 3's fence, as node 1 and
+        // node 2 acknowledged it, is waited for until node 3 says it is closed.
+        let mut s = settled(1);
+        s.set_voters(voters());
+        assert!(s.on_ping(3, 3, Some(1), Some((3, 3)), 500));
+        let report = FenceReport {
+            own_clear_in_us: 0,
+            acked: vec![(3, 18_000)],
+        };
+        s.on_vote_reply(4, 2, 1_000, &report, 1_200);
+        s.set_leading(Some(4));
+        assert_eq!(
+            s.leadership(1_300).claim_after_us,
+            500 + F,
+            "its own ack is later"
+        );
+        s.on_released(3, 4, 3_000);
+        assert_eq!(s.leadership(3_100).claim_after_us, 3_000);
     }
 
     #[test]
