@@ -78,4 +78,11 @@ pub enum PeerResponse {
     LeaseOpened,
     /// Pre-vote answer.
     PreVote(bool),
+    /// The answer to `PeerRequest::HandOver`: whether the fence is closed and the forward
+    /// started (`done`), and the answering node's MAC on the VIP's link, the source of the
+    /// frames it forwards (`None`: no VIP there). A request for term 0 only asks for the MAC.
+    HandOver {
+        done: bool,
+        mac: Option<[u8; 6]>,
+    },
 }

@@ -119,6 +119,19 @@ impl VipController {
         }
     }
 
+    /// Put the address in place without announcing it, until `until` unless a `hold` or
+    /// `hold_until` comes first (then it is announced as usual): a successor of a planned
+    /// hand-over stages it before its claim, so that the packets the old holder forwards
+    /// find it (its fence lets through only those). `held()` stays false. Ignored while
+    /// holding.
+    pub fn stage_until(&self, until: std::time::Instant) {
+        let desired = lock(&self.shared.desired);
+        if !*desired {
+            self.shared.deadline.set(Some(until));
+            self.send(Command::Stage);
+        }
+    }
+
     /// A handle that can delete the address later (see [`AddressDropper`]).
     pub fn dropper(&self) -> AddressDropper {
         AddressDropper {

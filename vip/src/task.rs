@@ -39,6 +39,9 @@ pub(crate) enum Command {
     /// Keep the address (renewing it) but announce it no more: a handed-over node
     /// finishing its connections while clients move to the successor.
     Quiet,
+    /// Add the address without announcing it, unless holding already: a successor about
+    /// to take over gets it in place before its claim (see `VipController::stage_until`).
+    Stage,
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -117,6 +120,7 @@ impl Task {
                             h.schedule = None;
                         }
                     }
+                    Some(Command::Stage) => self.stage().await,
                     Some(Command::Shutdown { done }) => {
                         self.release("shutdown").await;
                         let _ = done.send(());
@@ -185,6 +189,19 @@ impl Task {
         }
         .instrument(span)
         .await;
+    }
+
+    async fn stage(&mut self) {
+        if self.holding.is_some() || self.deadline.expired() {
+            return;
+        }
+        self.holding = Some(Holding {
+            next_renew: Instant::now(),
+            schedule: None,
+            quiet: true,
+        });
+        self.renew().await;
+        tracing::debug!(vip = %self.opts.address, "VIP address staged, unannounced");
     }
 
     async fn release(&mut self, reason: &str) {

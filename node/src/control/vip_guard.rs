@@ -19,7 +19,7 @@
 //! A planned hand-off bridges instead (`bridge`, `hand_over`): the stopping leader grants
 //! its successor's vote with the fence still open for at most one lease, and closes it
 //! when the successor, leading, asks for the traffic; what still reaches this node for
-//! the VIP is then forwarded to the successor's MAC by the fence itself.
+//! the VIP is then forwarded to the successor's MAC by the fence itself (`handover`).
 //!
 //! Without the privilege for nftables the fence is off (warned at start); the address
 //! lifetime is then the only kernel-side fence, as in earlier versions.
@@ -28,28 +28,19 @@ use crate::control::cluster::Cluster;
 use fulcrum_config::{Config, Fencing};
 use fulcrum_raft::lease::time::{instant_at, now_us};
 use fulcrum_raft::{HookSlot, Leadership, Lease, StepDownHook};
-use fulcrum_vip::{Fence, Forward, VipController, VipError, VipOptions};
+use fulcrum_vip::{Fence, VipController, VipError, VipOptions};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+mod handover;
+
 /// Margin on top of the longest an old holder's address can outlive its last renewal
 /// (`VipOptions::kernel_expiry_bound`, which already includes the kernel's own slack)
 /// before a strict-mode claim.
 const STRICT_MARGIN: Duration = Duration::from_millis(100);
-
-/// How long a handed-over node forwards the VIP's packets to its successor: clients that
-/// have not taken in the successor's gratuitous ARP yet keep sending here meanwhile.
-const FORWARD_AFTER_HAND_OVER: Duration = Duration::from_secs(3);
-
-/// How long a handed-over node keeps the address for the connections it accepted before
-/// (the process normally exits sooner: once they are done, or at its shutdown grace).
-const KEEP_AFTER_HAND_OVER: Duration = Duration::from_secs(30);
-
-/// How often a handed-over node looks whether its kept connections are done.
-const KEPT_POLL: Duration = Duration::from_millis(10);
 
 /// The VIP as the rest of the node sees it.
 pub struct VipGuard {
@@ -328,17 +319,6 @@ impl VipGuard {
         }
     }
 
-    /// The VIP's connections that still need packets from their clients (IPv4 only).
-    fn connections(&self) -> Vec<(std::net::Ipv4Addr, u16)> {
-        match self.address {
-            IpAddr::V4(v4) => fulcrum_vip::tcp_peers_of(v4).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot list the VIP's connections");
-                Vec::new()
-            }),
-            IpAddr::V6(_) => Vec::new(),
-        }
-    }
-
     /// The end of the bridge (µs) while one is open at `now`.
     fn bridging(&self, now: u64) -> Option<u64> {
         let bridge = self.bridge.lock().unwrap_or_else(|p| p.into_inner());
@@ -409,75 +389,14 @@ impl StepDownHook for VipGuard {
         Duration::from_micros(until - now)
     }
 
-    /// The successor leads and asks for the traffic: fence closed and forward started in
-    /// one kernel transaction, then the address goes.
+    /// The successor leads and asks for the traffic (see `handover`).
     fn hand_over(&self, to: Option<[u8; 6]>) {
-        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
-        *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let mut kept: Vec<(std::net::Ipv4Addr, u16)> = Vec::new();
-        let closed = match (fence.as_mut(), to) {
-            (Some(f), Some(to)) => {
-                let keep_ms = KEEP_AFTER_HAND_OVER.as_millis() as u64;
-                // One dump (a few ms on a host with a big socket table): the switch waits for it.
-                let mut keep = self.connections();
-                let listed = keep.clone();
-                if keep.len() > Fence::KEEP_IN_SWITCH {
-                    // Most of them first; the switch carries those accepted meanwhile.
-                    if let Err(e) = f.keep(&keep, keep_ms) {
-                        tracing::warn!(error = %e, "keeping the VIP's connections failed; some will be cut");
-                    }
-                    let before = keep;
-                    keep = self.connections();
-                    keep.retain(|c| !before.contains(c));
-                }
-                let fwd = Forward {
-                    to,
-                    from: self.controller.link_mac(),
-                    for_ms: FORWARD_AFTER_HAND_OVER.as_millis() as u64,
-                    keep,
-                    keep_ms,
-                };
-                match f.hand_over(fwd) {
-                    Ok(()) => {
-                        kept = listed;
-                        tracing::info!(
-                            kept = kept.len(),
-                            "fence closed; new connections go to the successor"
-                        );
-                        Ok(())
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "starting the hand-over forward failed; closing the fence");
-                        f.close_all()
-                    }
-                }
-            }
-            (Some(f), None) => f.close_all(),
-            (None, _) => Ok(()),
-        };
-        if let Err(e) = closed {
-            tracing::error!(error = %e, "closing the VIP fence failed; it lapses with the bridge");
-        }
-        if !kept.is_empty() && self.held.swap(false, Ordering::Relaxed) {
-            // The address stays, unannounced, until the connections accepted before are done.
-            let _span = tracing::info_span!("vip", transition = "release").entered();
-            let term = self.held_term.swap(0, Ordering::Relaxed);
-            self.record("release", term, "handed over; finishing its connections");
-            let until = std::time::Instant::now() + KEEP_AFTER_HAND_OVER;
-            self.controller.keep_quietly_until(until);
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(drop_address_when_done(
-                    self.controller.dropper(),
-                    self.address,
-                    kept,
-                    until,
-                ));
-            }
-        } else {
-            self.let_go("handed over to the successor");
-        }
-        drop(fence);
-        self.bridge_ended.notify_waiters();
+        self.switch_to_successor(to);
+    }
+
+    /// This node will lead and ask the old holder for the traffic (see `handover`).
+    fn prepare_take_over(&self, from: [u8; 6], until: std::time::Instant) {
+        self.stage_take_over(from, until);
     }
 
     fn link_mac(&self) -> Option<[u8; 6]> {
@@ -515,27 +434,6 @@ fn install_fence(interface: &str, address: IpAddr) -> Option<Fence> {
                 "VIP fence unavailable (needs nf_tables and CAP_NET_ADMIN): a frozen holder keeps \
                  answering for the VIP until its address lifetime runs out");
             None
-        }
-    }
-}
-
-/// Deletes a handed-over node's address once the connections it kept (`kept`) are done, or
-/// at `until`, when the controller lets go by itself. Only those count: a connection that
-/// completed its handshake here after the list was taken lost its client to the successor
-/// and must not hold the address.
-async fn drop_address_when_done(
-    dropper: fulcrum_vip::AddressDropper,
-    address: IpAddr,
-    kept: Vec<(std::net::Ipv4Addr, u16)>,
-    until: std::time::Instant,
-) {
-    let IpAddr::V4(v4) = address else { return };
-    while std::time::Instant::now() < until {
-        tokio::time::sleep(KEPT_POLL).await;
-        let open = fulcrum_vip::tcp_peers_of(v4);
-        if open.is_ok_and(|c| !c.iter().any(|p| kept.contains(p))) {
-            dropper.drop_address("the connections kept after the hand-over are done");
-            return;
         }
     }
 }

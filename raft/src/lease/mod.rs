@@ -56,6 +56,15 @@ pub trait StepDownHook: Send + Sync {
     fn link_mac(&self) -> Option<[u8; 6]> {
         None
     }
+
+    /// The successor, leading with a lease until `until` (this process's monotonic clock),
+    /// is about to ask the stopping holder whose MAC is `from` for the traffic: until then,
+    /// accept the VIP's frames that holder forwards (it forwards only with its own fence
+    /// closed) and have the address in place, unannounced, so that no forwarded packet is
+    /// lost between its switch and this node's claim.
+    fn prepare_take_over(&self, from: [u8; 6], until: std::time::Instant) {
+        let _ = (from, until);
+    }
 }
 
 /// A [`StepDownHook`] as an option of the node (registered before the node can vote).
@@ -202,6 +211,13 @@ impl Lease {
     /// waits for it.
     pub fn released_by(&self, node: u64, term: u64, now: u64) {
         self.with(|s| s.on_released(node, term, now));
+    }
+
+    /// See [`StepDownHook::prepare_take_over`].
+    pub fn prepare_take_over(&self, from: [u8; 6], until: std::time::Instant) {
+        if let Some(h) = self.hook.get() {
+            h.prepare_take_over(from, until);
+        }
     }
 
     /// This node's MAC on the VIP's link, if it has a VIP.

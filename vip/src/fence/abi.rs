@@ -21,6 +21,8 @@ pub const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 pub const NFNL_MSG_BATCH_END: u16 = 17;
 pub const NFPROTO_NETDEV: u8 = 5;
 pub const NF_NETDEV_INGRESS: u32 = 0;
+/// The netdev egress hook (Linux 5.16 and later).
+pub const NF_NETDEV_EGRESS: u32 = 1;
 pub const NF_DROP: u32 = 0;
 pub const NF_ACCEPT: u32 = 1;
 
@@ -102,9 +104,20 @@ pub const NFTA_SET_KEY_TYPE: u16 = 4;
 pub const NFTA_SET_KEY_LEN: u16 = 5;
 pub const NFTA_SET_ID: u16 = 10;
 pub const NFT_SET_TIMEOUT: u32 = 0x10;
+/// The set may be updated from the packet path (`dynset`; nft's `dynamic`).
+pub const NFT_SET_EVAL: u32 = 0x20;
 /// nft's own data type numbers (stored so `nft list` prints addresses, not integers).
 pub const NFT_TYPE_IPADDR: u32 = 7;
 pub const NFT_TYPE_IP6ADDR: u32 = 8;
+pub const NFT_TYPE_ETHERADDR: u32 = 9;
+
+// The `dynset` expression: add or refresh an element from the packet path.
+pub const NFTA_DYNSET_SET_NAME: u16 = 1;
+pub const NFTA_DYNSET_SET_ID: u16 = 2;
+pub const NFTA_DYNSET_OP: u16 = 3;
+pub const NFTA_DYNSET_SREG_KEY: u16 = 4;
+pub const NFTA_DYNSET_TIMEOUT: u16 = 6;
+pub const NFT_DYNSET_OP_UPDATE: u32 = 1;
 
 // enum nft_set_elem_list_attributes / nft_set_elem_attributes
 pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;

@@ -2,12 +2,14 @@
 //! load a packet field into a register, compare it, look it up in a set, drop.
 
 use super::abi::{
-    NFTA_CMP_DATA, NFTA_CMP_OP, NFTA_CMP_SREG, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA,
-    NFTA_EXPR_NAME, NFTA_FWD_SREG_DEV, NFTA_IMMEDIATE_DATA, NFTA_IMMEDIATE_DREG, NFTA_LIST_ELEM,
-    NFTA_LOOKUP_FLAGS, NFTA_LOOKUP_SET, NFTA_LOOKUP_SET_ID, NFTA_LOOKUP_SREG, NFTA_META_DREG,
-    NFTA_META_KEY, NFTA_PAYLOAD_BASE, NFTA_PAYLOAD_CSUM_TYPE, NFTA_PAYLOAD_DREG, NFTA_PAYLOAD_LEN,
-    NFTA_PAYLOAD_OFFSET, NFTA_PAYLOAD_SREG, NFTA_VERDICT_CODE, NFT_CMP_EQ, NFT_LOOKUP_F_INV,
-    NFT_PAYLOAD_CSUM_NONE, NFT_PAYLOAD_LL_HEADER, NFT_REG_1, NFT_REG_VERDICT, NF_ACCEPT, NF_DROP,
+    NFTA_CMP_DATA, NFTA_CMP_OP, NFTA_CMP_SREG, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_DYNSET_OP,
+    NFTA_DYNSET_SET_ID, NFTA_DYNSET_SET_NAME, NFTA_DYNSET_SREG_KEY, NFTA_DYNSET_TIMEOUT,
+    NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_FWD_SREG_DEV, NFTA_IMMEDIATE_DATA, NFTA_IMMEDIATE_DREG,
+    NFTA_LIST_ELEM, NFTA_LOOKUP_FLAGS, NFTA_LOOKUP_SET, NFTA_LOOKUP_SET_ID, NFTA_LOOKUP_SREG,
+    NFTA_META_DREG, NFTA_META_KEY, NFTA_PAYLOAD_BASE, NFTA_PAYLOAD_CSUM_TYPE, NFTA_PAYLOAD_DREG,
+    NFTA_PAYLOAD_LEN, NFTA_PAYLOAD_OFFSET, NFTA_PAYLOAD_SREG, NFTA_VERDICT_CODE, NFT_CMP_EQ,
+    NFT_DYNSET_OP_UPDATE, NFT_LOOKUP_F_INV, NFT_PAYLOAD_CSUM_NONE, NFT_PAYLOAD_LL_HEADER,
+    NFT_REG_1, NFT_REG_VERDICT, NF_ACCEPT, NF_DROP,
 };
 use super::message::Writer;
 
@@ -133,5 +135,17 @@ pub(crate) fn present_in_from(w: &mut Writer, name: &str, set_id: u32, reg: u32)
         w.str_attr(NFTA_LOOKUP_SET, name);
         w.u32_attr(NFTA_LOOKUP_SET_ID, set_id);
         w.u32_attr(NFTA_LOOKUP_SREG, reg);
+    });
+}
+
+/// Adds the key starting at register `reg` to set `name`, or restarts its timeout, with a
+/// timeout of `timeout_ms` (the set must be `dynamic`): the packet path keeps the set.
+pub(crate) fn update_set_from(w: &mut Writer, name: &str, set_id: u32, reg: u32, timeout_ms: u64) {
+    expression(w, "dynset", |w| {
+        w.str_attr(NFTA_DYNSET_SET_NAME, name);
+        w.u32_attr(NFTA_DYNSET_SET_ID, set_id);
+        w.u32_attr(NFTA_DYNSET_OP, NFT_DYNSET_OP_UPDATE);
+        w.u32_attr(NFTA_DYNSET_SREG_KEY, reg);
+        w.u64_attr(NFTA_DYNSET_TIMEOUT, timeout_ms);
     });
 }

@@ -22,13 +22,38 @@
 //! that leads again answers itself. The source MAC is rewritten too: a bridge must not learn
 //! the client's MAC on this node's port. The `handoff4` element's timeout bounds the whole
 //! thing in the kernel, whatever becomes of the process. IPv6 VIPs are not forwarded.
+//!
+//! `keep4` must hold *every* connection this node still answers when the switch commits,
+//! also one whose SYN arrived after the list of connections was read. So before it reads
+//! that list, the node makes its kernel note each connection it sends a packet on (a SYN-ACK
+//! first of all) in `keep4`, from the egress hook (Linux 5.16 and later; without it, only
+//! the list counts):
+//!
+//! ```text
+//! chain vip_keep_out {
+//!   ip saddr 10.77.0.100 meta l4proto tcp update @keep4 { ip daddr . tcp dport timeout 30s }
+//! }
+//! ```
+//!
+//! A connection is then either older than that rule (in the list) or has sent through it
+//! (in the set) before its client could send anything the switch would forward. The rule
+//! goes when this node opens its fence again (it leads again).
 
 use std::net::IpAddr;
 
-use super::abi::{NFPROTO_NETDEV, NFTA_RULE_CHAIN, NFTA_RULE_TABLE, NFT_MSG_DELRULE};
+use super::abi::{
+    NFPROTO_NETDEV, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE, NFT_META_L4PROTO,
+    NFT_META_PROTOCOL, NFT_MSG_DELRULE, NFT_MSG_NEWRULE, NFT_PAYLOAD_NETWORK_HEADER,
+    NFT_PAYLOAD_TRANSPORT_HEADER, NFT_REG32_00, NFT_REG32_01, NLM_F_APPEND, NLM_F_CREATE,
+};
 use super::elements::{self, Key};
-use super::expr::{absent_from, forward_to_device, immediate, present_in, write_link_header};
-use super::ruleset::{add_ipv4_rule, add_keep_rule, HANDOFF4, HANDOFF_CHAIN, KEEP4, LEASE4, TABLE};
+use super::expr::{
+    absent_from, equals, forward_to_device, immediate, load, load_into, present_in,
+    update_set_from, write_link_header, Load,
+};
+use super::ruleset::{
+    add_ipv4_rule, add_keep_rule, EGRESS_CHAIN, HANDOFF4, HANDOFF_CHAIN, KEEP4, LEASE4, TABLE,
+};
 use super::socket::Batch;
 
 /// An Ethernet address.
@@ -83,4 +108,48 @@ pub(crate) fn start(batch: &mut Batch<'_>, vips: &[IpAddr], ifindex: u32, fwd: &
         });
         elements::add(batch, HANDOFF4, Key::of(*vip), fwd.for_ms);
     }
+}
+
+/// Adds the messages that make the egress chain note, for `keep_ms`, every connection of
+/// `vips` (IPv4) this node sends a TCP packet on, in `keep4`.
+pub(crate) fn keep_outgoing(batch: &mut Batch<'_>, vips: &[IpAddr], keep_ms: u64) {
+    for vip in vips {
+        let IpAddr::V4(v4) = vip else { continue };
+        batch.add(
+            NFT_MSG_NEWRULE,
+            NLM_F_CREATE | NLM_F_APPEND,
+            NFPROTO_NETDEV,
+            |w| {
+                w.str_attr(NFTA_RULE_TABLE, TABLE);
+                w.str_attr(NFTA_RULE_CHAIN, EGRESS_CHAIN);
+                w.nest(NFTA_RULE_EXPRESSIONS, |w| {
+                    load(w, Load::Meta(NFT_META_PROTOCOL));
+                    equals(w, &[0x08, 0x00]);
+                    load(
+                        w,
+                        Load::Payload {
+                            base: NFT_PAYLOAD_NETWORK_HEADER,
+                            offset: 12,
+                            len: 4,
+                        },
+                    );
+                    equals(w, &v4.octets());
+                    load(w, Load::Meta(NFT_META_L4PROTO));
+                    equals(w, &[6]);
+                    // The client's address and port: the key `keep4` is looked up by on ingress.
+                    load_into(w, NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG32_00);
+                    load_into(w, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_01);
+                    update_set_from(w, KEEP4.name, KEEP4.id, NFT_REG32_00, keep_ms);
+                });
+            },
+        );
+    }
+}
+
+/// Adds the message that empties the egress chain (see [`keep_outgoing`]).
+pub(crate) fn stop_keeping_outgoing(batch: &mut Batch<'_>) {
+    batch.add(NFT_MSG_DELRULE, 0, NFPROTO_NETDEV, |w| {
+        w.str_attr(NFTA_RULE_TABLE, TABLE);
+        w.str_attr(NFTA_RULE_CHAIN, EGRESS_CHAIN);
+    });
 }

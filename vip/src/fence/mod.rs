@@ -12,6 +12,7 @@
 //! - `elements` — lease element add / delete / get messages.
 //! - `probe`    — how this kernel rounds and refreshes element timeouts.
 //! - `handoff`  — a planned hand-over's forward of the VIP's packets to the successor.
+//! - `takeover` — the successor accepting those forwarded packets before its claim.
 //! - `expr`     — the nf_tables expressions the rules are made of.
 //! - `socket`   — the NETLINK_NETFILTER socket: transactions and their acknowledgements.
 //! - `message`, `reply` — writing and reading netlink bytes.
@@ -31,6 +32,7 @@ mod probe;
 mod reply;
 mod ruleset;
 mod socket;
+mod takeover;
 
 use std::io;
 use std::net::IpAddr;
@@ -54,6 +56,10 @@ pub struct Fence {
     ifindex: u32,
     vips: Vec<IpAddr>,
     kernel: KernelTimeouts,
+    /// The kernel has a netdev egress hook and the chain for [`Fence::keep_outgoing`].
+    egress: bool,
+    /// The egress chain has a rule (removed when the fence opens again).
+    keeping_outgoing: bool,
 }
 
 impl Fence {
@@ -78,9 +84,18 @@ impl Fence {
             .transact(|b| ruleset::replace_table(b, interface, vips))
             .map_err(unavailable_or("install the fence table"))?;
         let kernel = probe::probe(&mut socket).map_err(nft_error("probe element timeouts"))?;
+        let egress = match socket.transact(|b| ruleset::add_egress_chain(b, interface)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "no netdev egress hook (Linux 5.16+): a connection \
+                    accepted while a planned hand-over switches can be cut");
+                false
+            }
+        };
         tracing::info!(
             tick_ms = kernel.tick.as_millis() as u64,
             refresh = ?kernel.refresh,
+            egress,
             "VIP fence installed, closed"
         );
         Ok(Fence {
@@ -89,6 +104,8 @@ impl Fence {
             ifindex,
             vips: vips.to_vec(),
             kernel,
+            egress,
+            keeping_outgoing: false,
         })
     }
 
@@ -141,8 +158,12 @@ impl Fence {
             None => &self.vips[..],
         };
         let refresh = self.kernel.refresh;
+        let stop_keeping = std::mem::take(&mut self.keeping_outgoing);
         self.socket
             .transact(|b| {
+                if stop_keeping {
+                    handoff::stop_keeping_outgoing(b);
+                }
                 for &vip in vips {
                     let (set, key) = (lease_set(vip), Key::of(vip));
                     elements::add(b, set, key, ms);
@@ -199,6 +220,34 @@ impl Fence {
                 handoff::start(b, vips, ifindex, &fwd);
             })
             .map_err(nft_error("hand the fence over"))
+    }
+
+    /// The first step of a planned hand-over, before the connections are listed: from now
+    /// on (for `keep_ms`), every connection to a VIP this node sends a packet on is kept
+    /// (see `handoff`). Returns false when the kernel cannot (no netdev egress hook).
+    pub fn keep_outgoing(&mut self, keep_ms: u64) -> Result<bool, VipError> {
+        if !self.egress {
+            return Ok(false);
+        }
+        let vips = &self.vips;
+        self.socket
+            .transact(|b| handoff::keep_outgoing(b, vips, keep_ms))
+            .map_err(nft_error("keep outgoing connections"))?;
+        self.keeping_outgoing = true;
+        Ok(true)
+    }
+
+    /// The successor's side of a planned hand-over: accept the VIP's frames forwarded by
+    /// the node whose MAC is `from` until `until`, this node's lease end (see `takeover`).
+    /// Returns whether an element went in (none when less than a kernel tick remains).
+    pub fn accept_forwarded(&mut self, from: [u8; 6], until: Instant) -> Result<bool, VipError> {
+        let Some(ms) = timeout_until(Instant::now(), until, self.kernel.tick) else {
+            return Ok(false);
+        };
+        self.socket
+            .transact(|b| takeover::accept_from(b, from, ms))
+            .map_err(nft_error("accept forwarded frames"))?;
+        Ok(true)
     }
 
     /// Most kept connections one transaction carries.

@@ -6,9 +6,11 @@
 //!   set lease4 { type ipv4_addr; flags timeout; }
 //!   set lease6 { type ipv6_addr; flags timeout; }
 //!   set probe  { type ipv4_addr; flags timeout; }   # kernel feature probes only
+//!   set forwarders { type ether_addr; flags timeout; }
 //!   chain vip_fence {
 //!     type filter hook ingress device "eth0" priority -500; policy accept;
 //!     ip daddr 10.77.0.100 meta l4proto tcp ip saddr . tcp sport @keep4 accept
+//!     ip daddr 10.77.0.100 ether saddr @forwarders accept
 //!     arp ptype 0x0800 arp hlen 6 arp plen 4 arp operation request
 //!         arp daddr ip 10.77.0.100 arp daddr ip != @lease4 drop
 //!     ip daddr 10.77.0.100 ip daddr != @lease4 drop
@@ -16,10 +18,13 @@
 //!     icmpv6 type nd-neighbor-solicit @th,64,128 fd77::100 (target) != @lease6 drop
 //!   }
 //!   set handoff4 { type ipv4_addr; flags timeout; }
-//!   set keep4 { type ipv4_addr . inet_service; flags timeout; }
+//!   set keep4 { type ipv4_addr . inet_service; flags dynamic,timeout; }
 //!   chain vip_handoff {    # a planned hand-over adds its forward here (see `handoff`)
 //!     type filter hook ingress device "eth0" priority -510; policy accept;
 //!     ip daddr 10.77.0.100 meta l4proto tcp ip saddr . tcp sport @keep4 accept
+//!   }
+//!   chain vip_keep_out {   # kernels with a netdev egress hook (5.16+); see `handoff`
+//!     type filter hook egress device "eth0" priority 0; policy accept;
 //!   }
 //! }
 //! ```
@@ -37,12 +42,14 @@ use super::abi::{
     NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE, NFTA_SET_FLAGS, NFTA_SET_ID, NFTA_SET_KEY_LEN,
     NFTA_SET_KEY_TYPE, NFTA_SET_NAME, NFTA_SET_TABLE, NFTA_TABLE_NAME, NFT_META_L4PROTO,
     NFT_META_PROTOCOL, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET,
-    NFT_MSG_NEWTABLE, NFT_PAYLOAD_NETWORK_HEADER, NFT_PAYLOAD_TRANSPORT_HEADER, NFT_REG32_00,
-    NFT_REG32_01, NFT_SET_TIMEOUT, NFT_TYPE_IP6ADDR, NFT_TYPE_IPADDR, NF_ACCEPT, NF_NETDEV_INGRESS,
-    NLM_F_APPEND, NLM_F_CREATE,
+    NFT_MSG_NEWTABLE, NFT_PAYLOAD_LL_HEADER, NFT_PAYLOAD_NETWORK_HEADER,
+    NFT_PAYLOAD_TRANSPORT_HEADER, NFT_REG32_00, NFT_REG32_01, NFT_SET_EVAL, NFT_SET_TIMEOUT,
+    NFT_TYPE_ETHERADDR, NFT_TYPE_IP6ADDR, NFT_TYPE_IPADDR, NF_ACCEPT, NF_NETDEV_EGRESS,
+    NF_NETDEV_INGRESS, NLM_F_APPEND, NLM_F_CREATE,
 };
 use super::expr::{
-    absent_from, accept_packet, drop_packet, equals, load, load_into, present_in_from, Load,
+    absent_from, accept_packet, drop_packet, equals, load, load_into, present_in, present_in_from,
+    Load,
 };
 use super::socket::Batch;
 
@@ -53,6 +60,8 @@ const PRIORITY: i32 = -500;
 /// The hand-over chain (see `handoff`): before the fence, whose drop it must pre-empt.
 pub(crate) const HANDOFF_CHAIN: &str = "vip_handoff";
 const HANDOFF_PRIORITY: i32 = -510;
+/// Where a handed-over node notes the connections it still answers (see `handoff`).
+pub(crate) const EGRESS_CHAIN: &str = "vip_keep_out";
 
 /// One of the table's sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +70,7 @@ pub(crate) struct SetRef {
     pub(crate) id: u32,
     key_type: u32,
     key_len: u32,
+    flags: u32,
 }
 
 pub(crate) const LEASE4: SetRef = SetRef {
@@ -68,12 +78,14 @@ pub(crate) const LEASE4: SetRef = SetRef {
     id: 1,
     key_type: NFT_TYPE_IPADDR,
     key_len: 4,
+    flags: NFT_SET_TIMEOUT,
 };
 pub(crate) const LEASE6: SetRef = SetRef {
     name: "lease6",
     id: 2,
     key_type: NFT_TYPE_IP6ADDR,
     key_len: 16,
+    flags: NFT_SET_TIMEOUT,
 };
 /// Holds only probe elements (see `probe`); no rule looks at it.
 pub(crate) const PROBE: SetRef = SetRef {
@@ -81,6 +93,7 @@ pub(crate) const PROBE: SetRef = SetRef {
     id: 3,
     key_type: NFT_TYPE_IPADDR,
     key_len: 4,
+    flags: NFT_SET_TIMEOUT,
 };
 
 /// While its element lives, the hand-over chain forwards the VIP's IPv4 packets.
@@ -89,6 +102,7 @@ pub(crate) const HANDOFF4: SetRef = SetRef {
     id: 4,
     key_type: NFT_TYPE_IPADDR,
     key_len: 4,
+    flags: NFT_SET_TIMEOUT,
 };
 
 /// Connections a handed-over node finishes itself (client address . port): their packets
@@ -100,6 +114,18 @@ pub(crate) const KEEP4: SetRef = SetRef {
     key_type: (NFT_TYPE_IPADDR << 6) | 13,
     // The port is padded to a whole 32-bit register.
     key_len: 8,
+    // A handed-over node's egress rule adds the connections it answers (see `handoff`).
+    flags: NFT_SET_TIMEOUT | NFT_SET_EVAL,
+};
+
+/// The MACs of stopping holders whose forwarded VIP frames this node, their successor,
+/// accepts before its own claim (see `takeover`).
+pub(crate) const FORWARDERS: SetRef = SetRef {
+    name: "forwarders",
+    id: 6,
+    key_type: NFT_TYPE_ETHERADDR,
+    key_len: 6,
+    flags: NFT_SET_TIMEOUT,
 };
 
 /// The set holding the lease element of `addr`.
@@ -142,13 +168,20 @@ pub(crate) fn replace_table(batch: &mut Batch<'_>, interface: &str, vips: &[IpAd
     batch.add(NFT_MSG_NEWTABLE, NLM_F_CREATE, NFPROTO_NETDEV, table_name);
     delete_table(batch);
     batch.add(NFT_MSG_NEWTABLE, NLM_F_CREATE, NFPROTO_NETDEV, table_name);
-    for set in [LEASE4, LEASE6, PROBE, HANDOFF4, KEEP4] {
+    for set in [LEASE4, LEASE6, PROBE, HANDOFF4, KEEP4, FORWARDERS] {
         add_set(batch, set);
     }
-    add_chain(batch, interface, CHAIN, PRIORITY);
-    add_chain(batch, interface, HANDOFF_CHAIN, HANDOFF_PRIORITY);
+    add_chain(batch, interface, CHAIN, NF_NETDEV_INGRESS, PRIORITY);
+    add_chain(
+        batch,
+        interface,
+        HANDOFF_CHAIN,
+        NF_NETDEV_INGRESS,
+        HANDOFF_PRIORITY,
+    );
     for &vip in vips {
         add_keep_rule(batch, CHAIN, vip);
+        add_forwarded_rule(batch, vip);
         add_keep_rule(batch, HANDOFF_CHAIN, vip);
         add_rules(batch, vip);
     }
@@ -167,19 +200,26 @@ fn add_set(batch: &mut Batch<'_>, set: SetRef) {
     batch.add(NFT_MSG_NEWSET, NLM_F_CREATE, NFPROTO_NETDEV, |w| {
         w.str_attr(NFTA_SET_TABLE, TABLE);
         w.str_attr(NFTA_SET_NAME, set.name);
-        w.u32_attr(NFTA_SET_FLAGS, NFT_SET_TIMEOUT);
+        w.u32_attr(NFTA_SET_FLAGS, set.flags);
         w.u32_attr(NFTA_SET_KEY_TYPE, set.key_type);
         w.u32_attr(NFTA_SET_KEY_LEN, set.key_len);
         w.u32_attr(NFTA_SET_ID, set.id);
     });
 }
 
-fn add_chain(batch: &mut Batch<'_>, interface: &str, name: &str, priority: i32) {
+/// Adds the (empty) egress chain a handed-over node puts its connection-keeping rule in
+/// (see `handoff`). Separate from the table's transaction: kernels before 5.16 have no
+/// netdev egress hook, and the fence works without it.
+pub(crate) fn add_egress_chain(batch: &mut Batch<'_>, interface: &str) {
+    add_chain(batch, interface, EGRESS_CHAIN, NF_NETDEV_EGRESS, 0);
+}
+
+fn add_chain(batch: &mut Batch<'_>, interface: &str, name: &str, hook: u32, priority: i32) {
     batch.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, NFPROTO_NETDEV, |w| {
         w.str_attr(NFTA_CHAIN_TABLE, TABLE);
         w.str_attr(NFTA_CHAIN_NAME, name);
         w.nest(NFTA_CHAIN_HOOK, |w| {
-            w.u32_attr(NFTA_HOOK_HOOKNUM, NF_NETDEV_INGRESS);
+            w.u32_attr(NFTA_HOOK_HOOKNUM, hook);
             w.u32_attr(NFTA_HOOK_PRIORITY, priority as u32);
             w.str_attr(NFTA_HOOK_DEV, interface);
         });
@@ -233,6 +273,25 @@ pub(crate) fn add_keep_rule(batch: &mut Batch<'_>, chain: &str, vip: IpAddr) {
         load_into(w, NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG32_00);
         load_into(w, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_01);
         present_in_from(w, KEEP4.name, KEEP4.id, NFT_REG32_00);
+        accept_packet(w);
+    });
+}
+
+/// The rule in the fence chain that accepts IPv4 frames to `vip` whose source MAC is in
+/// `forwarders`: what a stopping holder forwards to this node, its successor (see
+/// `takeover`). ARP is not matched: the successor does not announce before its claim.
+fn add_forwarded_rule(batch: &mut Batch<'_>, vip: IpAddr) {
+    let IpAddr::V4(v4) = vip else { return };
+    add_ipv4_rule(batch, CHAIN, v4, |w| {
+        load(
+            w,
+            Load::Payload {
+                base: NFT_PAYLOAD_LL_HEADER,
+                offset: 6,
+                len: 6,
+            },
+        );
+        present_in(w, FORWARDERS.name, FORWARDERS.id);
         accept_packet(w);
     });
 }
