@@ -89,6 +89,11 @@ impl HttpShared {
     }
 }
 
+/// How long a stopping listener waits for one more queued connection.
+const DRAIN_IDLE: Duration = Duration::from_millis(10);
+/// The longest a stopping listener drains its accept queue.
+const DRAIN_MAX: Duration = Duration::from_millis(100);
+
 /// Accepts connections until `stop` fires and hands each one (with TCP_NODELAY set)
 /// to `serve`, whose future runs in `tracker`, within the listener's connection
 /// `limits` (see `conn_limit`). Shared by the HTTP, HTTPS and TCP listeners.
@@ -106,6 +111,17 @@ pub(crate) async fn accept_loop<F, Fut>(
     // What each connection's task holds at least, idle or not.
     let task_bytes = std::mem::size_of::<futures_util::future::Map<Fut, fn(())>>();
     tracing::debug!(listener = %name, task_bytes, "accepting connections");
+    let mut start = |stream: TcpStream, peer: SocketAddr, room| {
+        let Some(admitted) = limits.admit(room, peer.ip()) else {
+            tracing::debug!(listener = %name, client = %peer, "over max_connections_per_ip; closed");
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        // `map`, not an `async move` block awaiting it: such a block would hold the
+        // connection's future twice (once captured, once being awaited), and every
+        // connection's task would be twice the size.
+        tracker.spawn(serve(stream, peer).map(move |()| drop(admitted)));
+    };
     loop {
         // Room first: at `max_connections` the listener stops accepting.
         let room = tokio::select! {
@@ -117,24 +133,31 @@ pub(crate) async fn accept_loop<F, Fut>(
             _ = stop.cancelled() => break,
             a = socket.accept() => a,
         };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
+        match accepted {
+            Ok((stream, peer)) => start(stream, peer, room),
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!(listener = %name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
             }
-        };
-        let Some(admitted) = limits.admit(room, peer.ip()) else {
-            tracing::debug!(listener = %name, client = %peer, "over max_connections_per_ip; closed");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        // `map`, not an `async move` block awaiting it: such a block would hold the
-        // connection's future twice (once captured, once being awaited), and every
-        // connection's task would be twice the size.
-        tracker.spawn(serve(stream, peer).map(move |()| drop(admitted)));
+        }
+    }
+    // Closing the socket would reset the connections the kernel already completed and
+    // queued (after a planned hand-over, the last ones accepted here): serve those, and
+    // any that completes its handshake within `DRAIN_IDLE`, for at most `DRAIN_MAX`.
+    let drain_until = tokio::time::Instant::now() + DRAIN_MAX;
+    let mut drained = 0u32;
+    while let Ok(Some(room)) = tokio::time::timeout_at(drain_until, limits.room()).await {
+        match tokio::time::timeout(DRAIN_IDLE, socket.accept()).await {
+            Ok(Ok((stream, peer))) => {
+                drained += 1;
+                start(stream, peer, room);
+            }
+            _ => break,
+        }
+    }
+    if drained > 0 {
+        tracing::info!(listener = %name, drained, "served the connections queued at the stop");
     }
     tracing::info!(listener = %name, "listener stopped accepting");
 }
@@ -358,5 +381,43 @@ mod tests {
         eprintln!("plain connection task: {bytes} bytes");
         assert!(bytes <= 400, "{bytes} bytes per connection task");
         drop(client);
+    }
+
+    /// A listener stopped while connections wait in its accept queue serves them: closing
+    /// the socket would reset them (the last connections before a planned hand-over).
+    #[tokio::test]
+    async fn a_stopped_listener_serves_what_its_queue_holds() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut clients = Vec::new();
+        for _ in 0..5 {
+            clients.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let limits = ConnLimits::new(100, 0, Default::default());
+        let tracker = TaskTracker::new();
+        accept_loop(
+            listener,
+            "t",
+            limits,
+            stop,
+            tracker.clone(),
+            |mut s, _| async move {
+                let _ = s.write_all(b"served").await;
+            },
+        )
+        .await;
+        tracker.close();
+        tracker.wait().await;
+        for mut c in clients {
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(2), c.read_to_end(&mut got)).await;
+            assert!(
+                matches!(read, Ok(Ok(_))) && got == b"served",
+                "a queued connection was not served: {read:?} {got:?}"
+            );
+        }
     }
 }

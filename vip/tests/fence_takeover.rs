@@ -1,6 +1,8 @@
 //! The two halves of a lossless planned hand-over, on the wire:
 //! - the successor accepts the VIP's frames from the stopping holder's MAC (only that MAC,
-//!   only until its lease ends, never ARP) before its own claim;
+//!   only until its lease ends, never ARP) before its own claim, and sends the packets of
+//!   connections it does not know back to the old holder, but never a new connection's SYN
+//!   and never one of its own;
 //! - the stopping holder keeps every connection it sends a packet on once
 //!   `keep_outgoing` is on, also one opened after it listed its connections, while a
 //!   connection that stays silent and unlisted is handed over with the rest.
@@ -33,14 +35,24 @@ fn a_successor_accepts_forwarded_frames_from_that_mac_only_until_its_lease_ends(
         assert!(!ask.tcp(VIP4, wait), "a closed fence let TCP through");
         let stranger = [0x02, 0x77, 0, 0, 0, 0x99];
         assert!(fence
-            .accept_forwarded(stranger, Instant::now() + Duration::from_secs(5))
+            .take_over(
+                stranger,
+                bed.node_mac,
+                Instant::now() + Duration::from_secs(5),
+                3000
+            )
             .expect("accept a stranger's frames"));
         assert!(
             !ask.tcp(VIP4, wait),
             "frames from another MAC than the forwarder's got through"
         );
         assert!(fence
-            .accept_forwarded(bed.peer_mac, Instant::now() + Duration::from_millis(600))
+            .take_over(
+                bed.peer_mac,
+                bed.node_mac,
+                Instant::now() + Duration::from_millis(600),
+                3000
+            )
             .expect("accept the forwarder's frames"));
         assert!(ask.tcp(VIP4, wait), "the forwarder's frames were dropped");
         assert!(
@@ -54,6 +66,61 @@ fn a_successor_accepts_forwarded_frames_from_that_mac_only_until_its_lease_ends(
         );
     });
     assert!(!fence.is_open(vip).expect("read the lease"));
+}
+
+#[test]
+fn a_successor_sends_unknown_connections_back_and_keeps_its_own() {
+    let Some(_serial) = ready("a_successor_sends_unknown_connections_back") else {
+        return;
+    };
+    let vip = IpAddr::V4(VIP4);
+    let bed = Bed::new("takeb", &[vip]);
+    let Some(mut fence) = install_in(&bed.node, &[vip]) else {
+        return;
+    };
+    fence
+        .open_until(vip, Instant::now() + Duration::from_secs(10))
+        .expect("open");
+    let echo_port = PORT + 3;
+    let listener = in_netns(&bed.node, || {
+        TcpListener::bind(SocketAddr::new(vip, echo_port))
+    })
+    .expect("listen on the VIP");
+    let echo = std::thread::spawn(move || echo_two(listener));
+    let target = SocketAddr::new(vip, echo_port);
+    let connect = || {
+        let s = in_netns(&bed.peer, || {
+            TcpStream::connect_timeout(&target, Duration::from_secs(1))
+        })
+        .expect("connect: a new connection's SYN must not be sent back");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        s
+    };
+    // Older than the take-over: this node does not know it as its own.
+    let mut older = connect();
+    assert!(round_trip(&mut older, b'a'), "no echo before the take-over");
+    let old_holder = [0x02, 0x77, 0, 0, 0, 0x98];
+    assert!(fence
+        .take_over(
+            old_holder,
+            bed.node_mac,
+            Instant::now() + Duration::from_secs(5),
+            3000
+        )
+        .expect("take over"));
+    // Opened after it: noted as this node's own by its SYN-ACK.
+    let mut own = connect();
+    assert!(
+        round_trip(&mut own, b'b'),
+        "a connection this node answered since the take-over was sent away"
+    );
+    assert!(
+        !round_trip(&mut older, b'c'),
+        "a connection this node does not know was not sent back to the old holder"
+    );
+    drop((older, own));
+    let _ = echo.join();
 }
 
 #[test]

@@ -2,14 +2,15 @@
 //! load a packet field into a register, compare it, look it up in a set, drop.
 
 use super::abi::{
+    NFTA_BITWISE_DREG, NFTA_BITWISE_LEN, NFTA_BITWISE_MASK, NFTA_BITWISE_SREG, NFTA_BITWISE_XOR,
     NFTA_CMP_DATA, NFTA_CMP_OP, NFTA_CMP_SREG, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_DYNSET_OP,
     NFTA_DYNSET_SET_ID, NFTA_DYNSET_SET_NAME, NFTA_DYNSET_SREG_KEY, NFTA_DYNSET_TIMEOUT,
     NFTA_EXPR_DATA, NFTA_EXPR_NAME, NFTA_FWD_SREG_DEV, NFTA_IMMEDIATE_DATA, NFTA_IMMEDIATE_DREG,
     NFTA_LIST_ELEM, NFTA_LOOKUP_FLAGS, NFTA_LOOKUP_SET, NFTA_LOOKUP_SET_ID, NFTA_LOOKUP_SREG,
     NFTA_META_DREG, NFTA_META_KEY, NFTA_PAYLOAD_BASE, NFTA_PAYLOAD_CSUM_TYPE, NFTA_PAYLOAD_DREG,
     NFTA_PAYLOAD_LEN, NFTA_PAYLOAD_OFFSET, NFTA_PAYLOAD_SREG, NFTA_VERDICT_CODE, NFT_CMP_EQ,
-    NFT_DYNSET_OP_UPDATE, NFT_LOOKUP_F_INV, NFT_PAYLOAD_CSUM_NONE, NFT_PAYLOAD_LL_HEADER,
-    NFT_REG_1, NFT_REG_VERDICT, NF_ACCEPT, NF_DROP,
+    NFT_CMP_NEQ, NFT_DYNSET_OP_UPDATE, NFT_LOOKUP_F_INV, NFT_PAYLOAD_CSUM_NONE,
+    NFT_PAYLOAD_LL_HEADER, NFT_REG_1, NFT_REG_VERDICT, NF_ACCEPT, NF_DROP,
 };
 use super::message::Writer;
 
@@ -55,15 +56,42 @@ pub(crate) fn equals(w: &mut Writer, value: &[u8]) {
     });
 }
 
-/// Stops the rule if register 1 is an element of set `name` (created in the same transaction
-/// with id `set_id`): the rule goes on only for values *absent* from the set.
-pub(crate) fn absent_from(w: &mut Writer, name: &str, set_id: u32) {
+/// Stops the rule if register 1 equals `value`.
+pub(crate) fn differs(w: &mut Writer, value: &[u8]) {
+    expression(w, "cmp", |w| {
+        w.u32_attr(NFTA_CMP_SREG, NFT_REG_1);
+        w.u32_attr(NFTA_CMP_OP, NFT_CMP_NEQ);
+        w.nest(NFTA_CMP_DATA, |w| w.bytes_attr(NFTA_DATA_VALUE, value));
+    });
+}
+
+/// Register 1 becomes register 1 AND `mask` (as many bytes as `mask` has).
+pub(crate) fn mask(w: &mut Writer, mask: &[u8]) {
+    expression(w, "bitwise", |w| {
+        w.u32_attr(NFTA_BITWISE_SREG, NFT_REG_1);
+        w.u32_attr(NFTA_BITWISE_DREG, NFT_REG_1);
+        w.u32_attr(NFTA_BITWISE_LEN, mask.len() as u32);
+        w.nest(NFTA_BITWISE_MASK, |w| w.bytes_attr(NFTA_DATA_VALUE, mask));
+        w.nest(NFTA_BITWISE_XOR, |w| {
+            w.bytes_attr(NFTA_DATA_VALUE, &vec![0; mask.len()])
+        });
+    });
+}
+
+/// Stops the rule if the key starting at register `reg` is an element of set `name`.
+pub(crate) fn absent_from_reg(w: &mut Writer, name: &str, set_id: u32, reg: u32) {
     expression(w, "lookup", |w| {
         w.str_attr(NFTA_LOOKUP_SET, name);
         w.u32_attr(NFTA_LOOKUP_SET_ID, set_id);
-        w.u32_attr(NFTA_LOOKUP_SREG, NFT_REG_1);
+        w.u32_attr(NFTA_LOOKUP_SREG, reg);
         w.u32_attr(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
     });
+}
+
+/// Stops the rule if register 1 is an element of set `name` (created in the same transaction
+/// with id `set_id`): the rule goes on only for values *absent* from the set.
+pub(crate) fn absent_from(w: &mut Writer, name: &str, set_id: u32) {
+    absent_from_reg(w, name, set_id, NFT_REG_1);
 }
 
 /// Stops the rule unless register 1 is an element of set `name`.

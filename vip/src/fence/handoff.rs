@@ -52,7 +52,8 @@ use super::expr::{
     update_set_from, write_link_header, Load,
 };
 use super::ruleset::{
-    add_ipv4_rule, add_keep_rule, EGRESS_CHAIN, HANDOFF4, HANDOFF_CHAIN, KEEP4, LEASE4, TABLE,
+    add_ipv4_rule, add_keep_rule, SetRef, EGRESS_CHAIN, HANDOFF4, HANDOFF_CHAIN, KEEP4, LEASE4,
+    TABLE,
 };
 use super::socket::Batch;
 
@@ -85,13 +86,18 @@ pub(crate) fn keep(batch: &mut Batch<'_>, conns: &[(std::net::Ipv4Addr, u16)], k
     }
 }
 
-/// Adds the messages that replace the hand-over chain's rules with one forwarding `vips`'
-/// IPv4 packets as `fwd` says, out of interface `ifindex`, and start its timeout.
-pub(crate) fn start(batch: &mut Batch<'_>, vips: &[IpAddr], ifindex: u32, fwd: &Forward) {
+/// Adds the message that empties the hand-over chain (its keep rules go too: add them back).
+pub(crate) fn flush(batch: &mut Batch<'_>) {
     batch.add(NFT_MSG_DELRULE, 0, NFPROTO_NETDEV, |w| {
         w.str_attr(NFTA_RULE_TABLE, TABLE);
         w.str_attr(NFTA_RULE_CHAIN, HANDOFF_CHAIN);
     });
+}
+
+/// Adds the messages that replace the hand-over chain's rules with one forwarding `vips`'
+/// IPv4 packets as `fwd` says, out of interface `ifindex`, and start its timeout.
+pub(crate) fn start(batch: &mut Batch<'_>, vips: &[IpAddr], ifindex: u32, fwd: &Forward) {
+    flush(batch);
     keep(batch, &fwd.keep, fwd.keep_ms);
     for vip in vips {
         add_keep_rule(batch, HANDOFF_CHAIN, *vip);
@@ -110,9 +116,11 @@ pub(crate) fn start(batch: &mut Batch<'_>, vips: &[IpAddr], ifindex: u32, fwd: &
     }
 }
 
-/// Adds the messages that make the egress chain note, for `keep_ms`, every connection of
-/// `vips` (IPv4) this node sends a TCP packet on, in `keep4`.
-pub(crate) fn keep_outgoing(batch: &mut Batch<'_>, vips: &[IpAddr], keep_ms: u64) {
+/// Adds the messages that replace the egress chain's rules with ones noting in `set`, for
+/// `for_ms`, the client (address, port) of every TCP packet this node sends from one of
+/// `vips` (IPv4): `keep4` for a handed-over node, `mine4` for a successor.
+pub(crate) fn note_outgoing(batch: &mut Batch<'_>, vips: &[IpAddr], set: SetRef, for_ms: u64) {
+    stop_keeping_outgoing(batch);
     for vip in vips {
         let IpAddr::V4(v4) = vip else { continue };
         batch.add(
@@ -136,10 +144,10 @@ pub(crate) fn keep_outgoing(batch: &mut Batch<'_>, vips: &[IpAddr], keep_ms: u64
                     equals(w, &v4.octets());
                     load(w, Load::Meta(NFT_META_L4PROTO));
                     equals(w, &[6]);
-                    // The client's address and port: the key `keep4` is looked up by on ingress.
+                    // The client's address and port: the key ingress rules look up.
                     load_into(w, NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG32_00);
                     load_into(w, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_01);
-                    update_set_from(w, KEEP4.name, KEEP4.id, NFT_REG32_00, keep_ms);
+                    update_set_from(w, set.name, set.id, NFT_REG32_00, for_ms);
                 });
             },
         );

@@ -58,8 +58,8 @@ pub struct Fence {
     kernel: KernelTimeouts,
     /// The kernel has a netdev egress hook and the chain for [`Fence::keep_outgoing`].
     egress: bool,
-    /// The egress chain has a rule (removed when the fence opens again).
-    keeping_outgoing: bool,
+    /// The egress chain has a rule, to be removed when the fence is opened after then.
+    egress_until: Option<Instant>,
 }
 
 impl Fence {
@@ -105,7 +105,7 @@ impl Fence {
             vips: vips.to_vec(),
             kernel,
             egress,
-            keeping_outgoing: false,
+            egress_until: None,
         })
     }
 
@@ -158,7 +158,10 @@ impl Fence {
             None => &self.vips[..],
         };
         let refresh = self.kernel.refresh;
-        let stop_keeping = std::mem::take(&mut self.keeping_outgoing);
+        let stop_keeping = self.egress_until.is_some_and(|t| t <= Instant::now());
+        if stop_keeping {
+            self.egress_until = None;
+        }
         self.socket
             .transact(|b| {
                 if stop_keeping {
@@ -231,22 +234,40 @@ impl Fence {
         }
         let vips = &self.vips;
         self.socket
-            .transact(|b| handoff::keep_outgoing(b, vips, keep_ms))
+            .transact(|b| handoff::note_outgoing(b, vips, ruleset::KEEP4, keep_ms))
             .map_err(nft_error("keep outgoing connections"))?;
-        self.keeping_outgoing = true;
+        // Removed when this node opens its fence again (it leads again).
+        self.egress_until = Some(Instant::now());
         Ok(true)
     }
 
-    /// The successor's side of a planned hand-over: accept the VIP's frames forwarded by
-    /// the node whose MAC is `from` until `until`, this node's lease end (see `takeover`).
-    /// Returns whether an element went in (none when less than a kernel tick remains).
-    pub fn accept_forwarded(&mut self, from: [u8; 6], until: Instant) -> Result<bool, VipError> {
-        let Some(ms) = timeout_until(Instant::now(), until, self.kernel.tick) else {
+    /// The successor's side of a planned hand-over, before it asks the old holder (MAC
+    /// `old`) for the traffic (see `takeover`): accept the VIP's frames it forwards until
+    /// `until` (this node's lease end), note this node's own connections and send the
+    /// packets of others back to it for `return_ms`. Returns false (nothing done) when less
+    /// than a kernel tick of the lease remains.
+    pub fn take_over(
+        &mut self,
+        old: [u8; 6],
+        me: [u8; 6],
+        until: Instant,
+        return_ms: u64,
+    ) -> Result<bool, VipError> {
+        let Some(accept_ms) = timeout_until(Instant::now(), until, self.kernel.tick) else {
             return Ok(false);
         };
+        let t = takeover::TakeOver {
+            old,
+            me,
+            ifindex: self.ifindex,
+            accept_ms,
+            return_ms,
+        };
+        let vips = &self.vips;
         self.socket
-            .transact(|b| takeover::accept_from(b, from, ms))
-            .map_err(nft_error("accept forwarded frames"))?;
+            .transact(|b| takeover::start(b, vips, &t))
+            .map_err(nft_error("take over"))?;
+        self.egress_until = Some(Instant::now() + Duration::from_millis(return_ms));
         Ok(true)
     }
 

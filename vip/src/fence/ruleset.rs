@@ -7,6 +7,8 @@
 //!   set lease6 { type ipv6_addr; flags timeout; }
 //!   set probe  { type ipv4_addr; flags timeout; }   # kernel feature probes only
 //!   set forwarders { type ether_addr; flags timeout; }
+//!   set mine4 { type ipv4_addr . inet_service; flags dynamic,timeout; }
+//!   set return4 { type ipv4_addr; flags timeout; }
 //!   chain vip_fence {
 //!     type filter hook ingress device "eth0" priority -500; policy accept;
 //!     ip daddr 10.77.0.100 meta l4proto tcp ip saddr . tcp sport @keep4 accept
@@ -128,6 +130,26 @@ pub(crate) const FORWARDERS: SetRef = SetRef {
     flags: NFT_SET_TIMEOUT,
 };
 
+/// The connections a successor answers itself (client address . port), noted from its
+/// egress hook while it takes over (see `takeover`): their packets are not sent back.
+pub(crate) const MINE4: SetRef = SetRef {
+    name: "mine4",
+    id: 7,
+    key_type: (NFT_TYPE_IPADDR << 6) | 13,
+    key_len: 8,
+    flags: NFT_SET_TIMEOUT | NFT_SET_EVAL,
+};
+
+/// While its element lives, a successor sends packets of connections it does not know
+/// back to the old holder (see `takeover`).
+pub(crate) const RETURN4: SetRef = SetRef {
+    name: "return4",
+    id: 8,
+    key_type: NFT_TYPE_IPADDR,
+    key_len: 4,
+    flags: NFT_SET_TIMEOUT,
+};
+
 /// The set holding the lease element of `addr`.
 pub(crate) fn lease_set(addr: IpAddr) -> SetRef {
     match addr {
@@ -168,7 +190,9 @@ pub(crate) fn replace_table(batch: &mut Batch<'_>, interface: &str, vips: &[IpAd
     batch.add(NFT_MSG_NEWTABLE, NLM_F_CREATE, NFPROTO_NETDEV, table_name);
     delete_table(batch);
     batch.add(NFT_MSG_NEWTABLE, NLM_F_CREATE, NFPROTO_NETDEV, table_name);
-    for set in [LEASE4, LEASE6, PROBE, HANDOFF4, KEEP4, FORWARDERS] {
+    for set in [
+        LEASE4, LEASE6, PROBE, HANDOFF4, KEEP4, FORWARDERS, MINE4, RETURN4,
+    ] {
         add_set(batch, set);
     }
     add_chain(batch, interface, CHAIN, NF_NETDEV_INGRESS, PRIORITY);

@@ -10,8 +10,10 @@
 //!
 //! The successor, before it asks (`stage_take_over`): accepts the frames the old holder
 //! will forward (by its MAC, until its own lease ends) and puts the address in place
-//! without announcing it. A SYN forwarded between the old holder's switch and the
-//! successor's claim is then answered instead of dropped.
+//! without announcing it, so that a SYN forwarded between the old holder's switch and the
+//! successor's claim is answered instead of dropped; and sends the packets of connections
+//! it does not know back to the old holder, whose clients move here with the gratuitous
+//! ARP while it still finishes their connections (`fulcrum_vip::Fence::take_over`).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::Ordering;
@@ -131,11 +133,12 @@ impl VipGuard {
         let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
         // Without a fence of our own the address would answer everything: stage nothing.
         let Some(f) = fence.as_mut() else { return };
-        match f.accept_forwarded(from, until) {
+        let return_ms = KEEP_AFTER_HAND_OVER.as_millis() as u64;
+        match f.take_over(from, self.controller.link_mac(), until, return_ms) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot accept the old holder's forwarded frames; they are dropped until the claim");
+                tracing::warn!(error = %e, "cannot prepare the take-over; forwarded frames are dropped until the claim");
                 return;
             }
         }
