@@ -173,9 +173,10 @@ async fn drop_address_when_done(
     until: Instant,
 ) {
     let IpAddr::V4(v4) = address else { return };
+    // The first look is at once: with no connection left, the address goes now.
     while Instant::now() < until {
-        tokio::time::sleep(KEPT_POLL).await;
         let Ok(open) = fulcrum_vip::tcp_peers_of(v4) else {
+            tokio::time::sleep(KEPT_POLL).await;
             continue;
         };
         let done = match &kept {
@@ -186,5 +187,6 @@ async fn drop_address_when_done(
             dropper.drop_address("the connections kept after the hand-over are done");
             return;
         }
+        tokio::time::sleep(KEPT_POLL).await;
     }
 }
