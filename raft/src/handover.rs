@@ -58,8 +58,18 @@ pub(crate) async fn claim_from(
         Ok(Ok(l)) => (l.term, l.lease_until_us),
         _ => return,
     };
-    if let (Some(from), Some(until)) = (old_mac, lease_until) {
-        lease.prepare_take_over(from, instant_at(until));
+    // Only once every other fence this claim waits for has lapsed: the old holder's is the
+    // only one its forward makes safe (the lease model found the case of a third node's).
+    let others_lapsed = lease.read(|s| s.claim_after_except(old)) <= now_us();
+    match (old_mac, lease_until) {
+        (Some(from), Some(until)) if others_lapsed => {
+            lease.prepare_take_over(from, instant_at(until));
+        }
+        _ => tracing::debug!(
+            old,
+            others_lapsed,
+            "not accepting forwarded frames before the claim"
+        ),
     }
     let ask = PeerRequest::HandOver {
         term,

@@ -55,6 +55,19 @@ fn a_successor_accepts_forwarded_frames_from_that_mac_only_until_its_lease_ends(
             )
             .expect("accept the forwarder's frames"));
         assert!(ask.tcp(VIP4, wait), "the forwarder's frames were dropped");
+        fence.close_all().expect("close");
+        assert!(
+            !ask.tcp(VIP4, wait),
+            "closing the fence did not stop accepting forwarded frames"
+        );
+        let until = Instant::now() + Duration::from_millis(600);
+        assert!(fence
+            .take_over(bed.peer_mac, bed.node_mac, until, 3000)
+            .expect("accept the forwarder's frames again"));
+        assert!(
+            ask.tcp(VIP4, wait),
+            "the forwarder's frames were dropped again"
+        );
         assert!(
             !ask.arp(VIP4, wait),
             "ARP for the VIP was answered before the claim"

@@ -200,6 +200,9 @@ impl Lease {
         if !ours {
             return false;
         }
+        // Whatever this node still leads is older: revoked now, so that no late
+        // acknowledgement can reopen the fence after the switch.
+        self.with(|s| s.observe_term(term));
         if let Some(h) = self.hook.get() {
             h.hand_over(mac);
         }

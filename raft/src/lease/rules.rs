@@ -99,12 +99,27 @@ pub struct VoteReport {
 /// Earliest instant candidate `me` may open its fence: after every other node's fence
 /// that its own acknowledgements (`own`) or its granted votes (`reports`) know of.
 pub fn claim_after(me: NodeId, own: &Bounds, reports: &[VoteReport]) -> Micros {
+    claim_after_except(me, None, own, reports)
+}
+
+/// [`claim_after`] leaving out node `skip`'s fence: when a planned hand-over's successor
+/// may accept what the old holder `skip` forwards (it forwards only with its own fence
+/// closed, so only the others' fences matter).
+pub fn claim_after_except(
+    me: NodeId,
+    skip: Option<NodeId>,
+    own: &Bounds,
+    reports: &[VoteReport],
+) -> Micros {
     let mut nodes: BTreeSet<NodeId> = own.keys().copied().collect();
     for r in reports {
         nodes.insert(r.from);
         nodes.extend(r.bounds.keys().copied());
     }
     nodes.remove(&me);
+    if let Some(skip) = skip {
+        nodes.remove(&skip);
+    }
     nodes
         .into_iter()
         .map(|y| bound_of(y, own, reports))

@@ -265,6 +265,12 @@ impl LeaseState {
         });
     }
 
+    /// The earliest instant every fence but `old`'s that this node's claim in its campaign
+    /// term waits for has lapsed (see `rules::claim_after_except`).
+    pub fn claim_after_except(&self, old: NodeId) -> Micros {
+        rules::claim_after_except(self.me, Some(old), &self.bounds, &self.reports)
+    }
+
     /// `voter`, whose vote elected this node in `term`, confirmed at `now` that its fence
     /// is closed (a planned hand-over): its own word, exact, replaces what its vote said.
     pub fn on_released(&mut self, voter: NodeId, term: u64, now: Micros) {
@@ -478,6 +484,28 @@ mod tests {
         );
         s.on_released(3, 4, 3_000);
         assert_eq!(s.leadership(3_100).claim_after_us, 3_000);
+    }
+
+    #[test]
+    fn a_successor_may_accept_forwarded_frames_once_the_other_fences_lapsed() {
+        // Node 1 follows node 2 (the stopping holder); node 3 led before and its fence, as
+        // node 2 reports it, runs 5 ms more.
+        let mut s = settled(1);
+        s.set_voters(voters());
+        assert!(s.on_ping(3, 2, Some(1), Some((3, 2)), 500));
+        let report = FenceReport {
+            own_clear_in_us: 15_000,
+            acked: vec![(3, 5_000)],
+        };
+        s.on_vote_reply(4, 2, 1_000, &report, 1_200);
+        s.set_leading(Some(4));
+        assert_eq!(s.leadership(1_300).claim_after_us, 1_200 + 15_000);
+        assert_eq!(
+            s.claim_after_except(2),
+            1_200 + 5_000,
+            "node 3's fence still counts"
+        );
+        assert_eq!(settled(1).claim_after_except(2), 0);
     }
 
     #[test]

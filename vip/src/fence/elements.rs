@@ -79,6 +79,13 @@ pub(crate) fn delete(batch: &mut Batch<'_>, set: SetRef, key: Key) {
     });
 }
 
+/// [`delete`] for a key given as raw bytes.
+pub(crate) fn delete_raw(batch: &mut Batch<'_>, set: SetRef, key: &[u8]) {
+    batch.add(NFT_MSG_DELSETELEM, 0, NFPROTO_NETDEV, |w| {
+        element_raw(w, set, key, None);
+    });
+}
+
 /// Writes the attributes naming one element of `set` (the body of a new/del/get message),
 /// with its timeout and expiration in milliseconds when given.
 pub(crate) fn element(w: &mut Writer, set: SetRef, key: Key, times_ms: Option<(u64, u64)>) {

@@ -60,6 +60,9 @@ pub struct Fence {
     egress: bool,
     /// The egress chain has a rule, to be removed when the fence is opened after then.
     egress_until: Option<Instant>,
+    /// The node whose forwarded frames this one accepts (see `takeover`), until the fence
+    /// is closed.
+    accepting: Option<[u8; 6]>,
 }
 
 impl Fence {
@@ -106,6 +109,7 @@ impl Fence {
             kernel,
             egress,
             egress_until: None,
+            accepting: None,
         })
     }
 
@@ -185,8 +189,14 @@ impl Fence {
         let key = self.key(vip)?;
         tracing::debug!(%vip, "VIP fence closing");
         let tick = self.tick_ms();
+        let accepting = self.accepting.take();
         self.socket
-            .transact(|b| ensure_then_delete(b, vip, key, tick))
+            .transact(|b| {
+                ensure_then_delete(b, vip, key, tick);
+                if let Some(mac) = accepting {
+                    takeover::stop_accepting(b, mac, tick);
+                }
+            })
             .map_err(nft_error("close the fence"))
     }
 
@@ -194,10 +204,14 @@ impl Fence {
     pub fn close_all(&mut self) -> Result<(), VipError> {
         tracing::debug!(vips = ?self.vips, "VIP fence closing");
         let (vips, tick) = (&self.vips, self.tick_ms());
+        let accepting = self.accepting.take();
         self.socket
             .transact(|b| {
                 for &vip in vips {
                     ensure_then_delete(b, vip, Key::of(vip), tick);
+                }
+                if let Some(mac) = accepting {
+                    takeover::stop_accepting(b, mac, tick);
                 }
             })
             .map_err(nft_error("close the fence"))
@@ -215,10 +229,14 @@ impl Fence {
         let mut fwd = fwd;
         fwd.keep.truncate(Fence::KEEP_IN_SWITCH);
         let (vips, tick, ifindex) = (&self.vips, self.tick_ms(), self.ifindex);
+        let accepting = self.accepting.take();
         self.socket
             .transact(|b| {
                 for &vip in vips {
                     ensure_then_delete(b, vip, Key::of(vip), tick);
+                }
+                if let Some(mac) = accepting {
+                    takeover::stop_accepting(b, mac, tick);
                 }
                 handoff::start(b, vips, ifindex, &fwd);
             })
@@ -267,6 +285,7 @@ impl Fence {
         self.socket
             .transact(|b| takeover::start(b, vips, &t))
             .map_err(nft_error("take over"))?;
+        self.accepting = Some(old);
         self.egress_until = Some(Instant::now() + Duration::from_millis(return_ms));
         Ok(true)
     }

@@ -73,6 +73,16 @@ pub(crate) struct TakeOver {
     pub return_ms: u64,
 }
 
+/// Adds the messages that stop accepting frames from `mac` now, whether or not its element
+/// is still there (a short add makes the delete valid; both commit together). Closing the
+/// fence always comes with this: a node that stops answering for the VIP stops answering
+/// forwarded frames too (the lease model found the successor, deposed right after its
+/// take-over, still answering them next to the next holder).
+pub(crate) fn stop_accepting(batch: &mut Batch<'_>, mac: [u8; 6], tick_ms: u64) {
+    elements::add_raw(batch, FORWARDERS, &mac, tick_ms);
+    elements::delete_raw(batch, FORWARDERS, &mac);
+}
+
 /// Adds the messages of steps 1-3 for `vips`.
 pub(crate) fn start(batch: &mut Batch<'_>, vips: &[IpAddr], t: &TakeOver) {
     elements::add_raw(batch, FORWARDERS, &t.old, t.accept_ms);
