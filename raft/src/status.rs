@@ -132,13 +132,16 @@ fn follow_metrics(
 ) {
     let membership = m.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    let leading = (m.state == ServerState::Leader).then_some(m.current_term);
-    if leading.is_some() && before.role != Role::Leader {
+    let leader = m.state == ServerState::Leader;
+    if leader && before.role != Role::Leader {
         t.lease.events.record("leader", m.current_term, "elected");
     }
     t.lease.with(|s| {
         s.set_voters(voters);
-        s.set_leading(leading);
+        // A candidate whose votes a quorum granted leads already (see `on_vote_reply`):
+        // Raft's metrics catch up once its first entry is on disk.
+        let won = m.state == ServerState::Candidate && s.won(m.current_term);
+        s.set_leading((leader || won).then_some(m.current_term));
     });
     let mut ips: Vec<IpAddr> = t.static_peers.iter().map(|(_, a)| a.ip()).collect();
     ips.extend(

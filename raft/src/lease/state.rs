@@ -227,6 +227,14 @@ impl LeaseState {
         self.leading
     }
 
+    /// Whether a quorum of voters (with this node) granted this node's votes in `term`,
+    /// which was not given up since.
+    pub fn won(&self, term: u64) -> bool {
+        term == self.campaign_term
+            && term > self.revoked_upto
+            && rules::quorum_ack(&self.voters, self.me, &self.acks, 0).is_some()
+    }
+
     fn campaign(&mut self, term: u64) -> bool {
         if term < self.campaign_term || term <= self.revoked_upto {
             return false;
@@ -253,6 +261,12 @@ impl LeaseState {
             return;
         }
         self.acks.insert(voter, sent);
+        // A quorum granted this campaign: this node leads `term` (Raft allows one leader a
+        // term), whether or not Raft's metrics say so yet (they wait for the first entry's
+        // fsync, 10+ ms on a busy disk, and a planned hand-over's old fence does not wait).
+        if self.leading.is_none() && self.won(term) {
+            self.leading = Some(term);
+        }
         self.reports.retain(|r| r.from != voter);
         self.reports.push(VoteReport {
             from: voter,
@@ -506,6 +520,28 @@ mod tests {
             "node 3's fence still counts"
         );
         assert_eq!(settled(1).claim_after_except(2), 0);
+    }
+
+    #[test]
+    fn a_quorum_of_grants_leads_before_raft_says_so() {
+        let mut s = settled(1);
+        s.set_voters(voters());
+        let r = FenceReport::default();
+        s.on_vote_reply(5, 2, 1_000, &r, 1_100);
+        assert_eq!(s.leading(), Some(5), "two of three (with itself) granted");
+        assert_eq!(s.leadership(1_200).lease_until_us, Some(1_000 + F));
+        // Raft's metrics still say candidate of term 5: it stays leading.
+        let won = s.won(5);
+        s.set_leading(won.then_some(5));
+        assert_eq!(s.leading(), Some(5));
+        // A newer term seen: given up, and a later grant of term 5 does not revive it.
+        assert!(s.observe_term(6));
+        assert!(!s.won(5));
+        assert_eq!(s.leadership(1_300), Leadership::default());
+        let mut t = settled(1);
+        t.set_voters([1, 2, 3, 4, 5].into());
+        t.on_vote_reply(5, 2, 1_000, &r, 1_100);
+        assert_eq!(t.leading(), None, "two of five is no quorum");
     }
 
     #[test]
