@@ -1,19 +1,18 @@
 //! The local cluster: generated configs and the processes of one scenario run.
 //!
 //! Three `fulcrum run` nodes (one per node namespace), a `redis-server`, and one chaos
-//! backend per backend namespace. Every child runs in its own process group (so Ctrl-C
-//! reaches only us and we tear down in order) and is stopped by the PID we hold. Logs and
-//! configs go to the run directory; dropping a [`LocalCluster`] SIGKILLs what is left.
+//! backend per backend namespace. Every child is a test-bed [`Proc`]: in its own process
+//! group (so Ctrl-C reaches only us and we tear down in order), stopped by the PID we
+//! hold. Logs and configs go to the run directory; dropping a [`LocalCluster`] SIGKILLs
+//! what is left.
 
-use crate::netns;
 use crate::testbed::Layout;
 use anyhow::{anyhow, Context, Result};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::fs::{File, OpenOptions};
-use std::os::unix::process::CommandExt;
+use fulcrum_testbed::netns;
+use fulcrum_testbed::process::{Output, Poll, Proc};
+use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -121,9 +120,9 @@ secret_file = "{secret}"
 /// The running processes of one scenario.
 pub struct LocalCluster {
     pub spec: ClusterSpec,
-    nodes: Mutex<Vec<Option<Child>>>,
-    redis: Mutex<Option<Child>>,
-    backends: Mutex<Vec<Option<Child>>>,
+    nodes: Mutex<Vec<Proc>>,
+    redis: Mutex<Proc>,
+    backends: Mutex<Vec<Proc>>,
 }
 
 impl LocalCluster {
@@ -142,9 +141,9 @@ impl LocalCluster {
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         let cluster = LocalCluster {
-            nodes: Mutex::new((0..spec.layout.nodes).map(|_| None).collect()),
-            redis: Mutex::new(None),
-            backends: Mutex::new((0..spec.layout.backends).map(|_| None).collect()),
+            nodes: Mutex::new((0..spec.layout.nodes).map(|_| Proc::default()).collect()),
+            redis: Mutex::new(Proc::default()),
+            backends: Mutex::new((0..spec.layout.backends).map(|_| Proc::default()).collect()),
             spec,
         };
         cluster.start_redis()?;
@@ -157,24 +156,9 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    fn log(&self, name: &str) -> Result<(File, File)> {
-        let path = self.spec.dir.join(format!("{name}.log"));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let err = file.try_clone().context("cloning a log handle")?;
-        Ok((file, err))
-    }
-
-    fn spawn(&self, mut cmd: Command, log: &str) -> Result<Child> {
-        let (out, err) = self.log(log)?;
-        cmd.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        cmd.spawn().with_context(|| format!("starting {log}"))
+    fn spawn(&self, cmd: Command, log: &str) -> Result<Proc> {
+        let path = self.spec.dir.join(format!("{log}.log"));
+        Proc::spawn(cmd, Output::Log(&path), true).with_context(|| format!("starting {log}"))
     }
 
     /// (Re)starts node `i` with its generated config.
@@ -184,29 +168,20 @@ impl LocalCluster {
             netns::command_in(&self.spec.layout.node_ns(i), path_str(&self.spec.fulcrum)?);
         cmd.args(["run", "--config", path_str(&config)?]);
         let child = self.spawn(cmd, &format!("n{}", i + 1))?;
-        lock(&self.nodes)[i] = Some(child);
+        lock(&self.nodes)[i] = child;
         Ok(())
     }
 
     pub fn start_redis(&self) -> Result<()> {
         let ip = self.spec.layout.redis_ip().to_string();
-        let mut cmd = netns::command_in(Layout::REDIS_NS, "redis-server");
-        cmd.args([
-            "--bind",
+        let cmd = fulcrum_testbed::redis::server_command(
+            Some(Layout::REDIS_NS),
             &ip,
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-            "--dir",
-            path_str(&self.spec.dir)?,
-        ]);
+            6379,
+            &self.spec.dir,
+        );
         let child = self.spawn(cmd, "redis")?;
-        *lock(&self.redis) = Some(child);
+        *lock(&self.redis) = child;
         Ok(())
     }
 
@@ -218,7 +193,7 @@ impl LocalCluster {
         cmd.args(["backend", "--name", &name, "--listen"])
             .arg(format!("0.0.0.0:{BACKEND_PORT}"));
         let child = self.spawn(cmd, &name)?;
-        lock(&self.backends)[b] = Some(child);
+        lock(&self.backends)[b] = child;
         Ok(())
     }
 
@@ -239,16 +214,8 @@ impl LocalCluster {
     pub fn wait_node_exit(&self, i: usize, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            {
-                let mut nodes = lock(&self.nodes);
-                match nodes[i].as_mut().map(|c| c.try_wait()) {
-                    None => return true,
-                    Some(Ok(Some(_))) | Some(Err(_)) => {
-                        nodes[i] = None;
-                        return true;
-                    }
-                    Some(Ok(None)) => {}
-                }
+            if lock(&self.nodes)[i].poll() != Poll::Running {
+                return true;
             }
             if Instant::now() >= deadline {
                 return false;
@@ -259,41 +226,24 @@ impl LocalCluster {
 
     /// Whether node `i` is running; an exited node is reaped.
     pub fn node_running(&self, i: usize) -> bool {
-        let mut nodes = lock(&self.nodes);
-        match nodes[i].as_mut().map(|c| c.try_wait()) {
-            Some(Ok(None)) => true,
-            Some(_) => {
-                nodes[i] = None;
-                false
-            }
-            None => false,
-        }
+        lock(&self.nodes)[i].poll() == Poll::Running
     }
 }
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        let mut all: Vec<Option<Child>> = Vec::new();
-        all.extend(lock(&self.nodes).drain(..));
-        all.extend(lock(&self.backends).drain(..));
-        all.push(lock(&self.redis).take());
-        for mut child in all.into_iter().flatten() {
-            // SIGKILL also ends a SIGSTOPped process.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Nodes first, then backends, then Redis; SIGKILL also ends a SIGSTOPped process.
+        lock(&self.nodes).iter_mut().for_each(Proc::kill);
+        lock(&self.backends).iter_mut().for_each(Proc::kill);
+        lock(&self.redis).kill();
     }
 }
 
-fn signal_child(slot: &mut Option<Child>, signal: Signal) -> Result<()> {
-    let child = slot
-        .as_mut()
-        .ok_or_else(|| anyhow!("process is not running"))?;
-    let pid = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
-    kill(pid, signal).with_context(|| format!("sending {signal} to {pid}"))?;
+/// Sends `signal`; SIGKILL also reaps. Errors if the process is not running.
+fn signal_child(proc: &mut Proc, signal: Signal) -> Result<()> {
+    proc.signal(signal)?;
     if signal == Signal::SIGKILL {
-        let _ = child.wait();
-        *slot = None;
+        proc.kill();
     }
     Ok(())
 }

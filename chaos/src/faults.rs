@@ -6,9 +6,9 @@
 
 use crate::checks::{Event, Fault};
 use crate::httpc;
-use crate::netns;
 use crate::ops::{BackendAction, NodeAction, Ops};
 use anyhow::{bail, Result};
+use fulcrum_testbed::netns;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -286,7 +286,7 @@ pub fn tc_netem(ns: &str, on: bool) -> Result<String> {
         let tc = netns::run_in(ns, "tc", &["qdisc", "del", "dev", "eth0", "root"]);
         let nft = netns::run_in(ns, "nft", &["delete", "table", "inet", NFT_LOSS_TABLE]);
         return match (tc, nft) {
-            (Err(e), Err(_)) => Err(e),
+            (Err(e), Err(_)) => Err(e.into()),
             _ => Ok("removed".into()),
         };
     }
@@ -308,6 +308,6 @@ pub fn tc_netem(ns: &str, on: bool) -> Result<String> {
             netns::run_in(ns, "nft", &["-f", &path])?;
             Ok("no sch_netem in this kernel: 5% loss via nftables, no delay".into())
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }

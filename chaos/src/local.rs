@@ -11,7 +11,6 @@ use crate::cli::LocalArgs;
 use crate::cluster::{ClusterSpec, LocalCluster, BACKEND_PORT, RAFT_PORT};
 use crate::faults;
 use crate::hog::Hog;
-use crate::netns;
 use crate::ops::{BackendAction, NodeAction, Ops};
 use crate::poller::Probe;
 use crate::report;
@@ -20,6 +19,7 @@ use crate::testbed::{self, Layout, Testbed};
 use crate::vip_poller::NetlinkProbe;
 use crate::wire_probe::WireProbe;
 use anyhow::{anyhow, bail, Context, Result};
+use fulcrum_testbed::netns;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -214,7 +214,7 @@ fn drive(
 fn wire_probe(layout: &Layout) -> Result<Box<dyn Probe<Sample = WireSample>>> {
     let macs = (0..layout.nodes)
         .map(|i| testbed::mac_of(&layout.node_ns(i)))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let probe = WireProbe::new("eth0", layout.probe_ip(), layout.vip(), macs)?;
     Ok(Box::new(probe))
 }

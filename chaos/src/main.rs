@@ -15,9 +15,8 @@ mod converge;
 mod faults;
 mod hog;
 mod httpc;
-mod load;
+
 mod local;
-mod netns;
 mod ops;
 mod poller;
 mod remote;

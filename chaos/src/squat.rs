@@ -1,17 +1,16 @@
 //! A process that occupies a TCP port inside a node's namespace (port-busy scenario):
 //! the chaos backend itself, listening on `0.0.0.0:PORT`, stopped by the PID we hold.
-//! Dropping the [`Squatter`] kills what is left.
+//! Dropping the [`Squatter`] kills what is left (its [`Proc`] does).
 
-use crate::netns;
 use anyhow::{bail, Context, Result};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Stdio};
+use fulcrum_testbed::netns;
+use fulcrum_testbed::process::{Output, Proc};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
 pub struct Squatter {
-    child: Mutex<Option<Child>>,
+    child: Mutex<Option<Proc>>,
 }
 
 impl Squatter {
@@ -24,12 +23,8 @@ impl Squatter {
         let exe = format!("/proc/{}/exe", std::process::id());
         let mut cmd = netns::command_in(ns, &exe);
         cmd.args(["backend", "--name", "squatter", "--listen"])
-            .arg(format!("0.0.0.0:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        let child = cmd.spawn().context("starting the port squatter")?;
+            .arg(format!("0.0.0.0:{port}"));
+        let child = Proc::spawn(cmd, Output::Null, true).context("starting the port squatter")?;
         *slot = Some(child);
         // Taken once it accepts a connection on the node's address.
         let addr = std::net::SocketAddr::from((ip, port));
@@ -49,18 +44,7 @@ impl Squatter {
         let Some(mut child) = slot.take() else {
             bail!("no port squatter runs");
         };
-        child.kill().context("killing the port squatter")?;
-        child.wait().context("reaping the port squatter")?;
+        child.kill();
         Ok(())
-    }
-}
-
-impl Drop for Squatter {
-    fn drop(&mut self) {
-        let slot = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(mut c) = slot.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }

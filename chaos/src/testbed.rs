@@ -8,20 +8,23 @@
 //! ```
 //! Addresses come from one /24 inside 10.77.0.0/16; no namespace gets a default route, so
 //! nothing can leave the machine. The host's own links and routes are never touched: the
-//! bridge lives in `fch-sw`. Dropping a [`Testbed`] deletes every namespace it created
+//! bridge lives in `fch-sw`. The network itself is the shared test bed's
+//! ([`fulcrum_testbed::bridge`]): dropping a [`Testbed`] deletes every namespace it created
 //! (which also removes the veth pairs); [`cleanup`] removes leftovers of a crashed run.
 
-use crate::netns;
 use crate::wire_probe::PROBE_MAC;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use fulcrum_testbed::bridge::{self, mac_text, BridgeSpec, Bridged, Leftovers};
+use fulcrum_testbed::netns;
 use std::net::Ipv4Addr;
+
+pub use fulcrum_testbed::bridge::mac_of;
 
 /// Prefix of every namespace, bridge and host-side link this tool creates.
 pub const PREFIX: &str = "fch-";
 /// Namespace holding the bridge.
 const SWITCH_NS: &str = "fch-sw";
 const BRIDGE: &str = "fch-br";
-const BRIDGE_NF: &str = "net/bridge/bridge-nf-call-iptables";
 
 /// Who lives where: namespace names and addresses, derived from the /24.
 #[derive(Debug, Clone)]
@@ -99,29 +102,6 @@ impl Layout {
     }
 }
 
-fn mac_text(mac: &[u8; 6]) -> String {
-    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-    parts.join(":")
-}
-
-/// The MAC of `eth0` in namespace `ns`.
-pub fn mac_of(ns: &str) -> Result<[u8; 6]> {
-    let out = netns::run("ip", &["-n", ns, "-o", "link", "show", "eth0"])?;
-    let text = out
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .ok_or_else(|| anyhow!("no MAC for eth0 in {ns}"))?;
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("MAC {text:?} of {ns}"))?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow!("MAC {text:?} of {ns} is not 6 bytes"))
-}
-
 /// Node `i` learns the wire probe's MAC for the probe address (a permanent neighbour
 /// entry), so it can answer a probe without an ARP exchange of its own (see
 /// `wire_probe.rs`). Taking the link down flushes the entry: call again after link up.
@@ -139,7 +119,8 @@ pub fn teach_probe(layout: &Layout, i: usize) -> Result<()> {
         "nud",
         "permanent",
     ];
-    netns::run_in(&layout.node_ns(i), "ip", &args).map(|_| ())
+    netns::run_in(&layout.node_ns(i), "ip", &args)?;
+    Ok(())
 }
 
 /// Takes `eth0` of node `i` down or up (an interface inside the node's namespace: the
@@ -158,135 +139,35 @@ pub fn set_link(layout: &Layout, i: usize, up: bool) -> Result<()> {
 
 /// The built test bed; dropping it tears everything down.
 pub struct Testbed {
-    created: Vec<String>,
-    /// Host value of bridge-nf-call-iptables to put back if our change leaked to the host.
-    restore_bridge_nf: Option<String>,
+    _net: Bridged,
 }
 
 impl Testbed {
     /// Builds the bridge and every namespace. Fails if leftovers exist (run `--cleanup`).
     pub fn build(layout: &Layout) -> Result<Testbed> {
-        let leftovers = netns::list(PREFIX);
-        if !leftovers.is_empty() {
-            bail!(
-                "namespaces from an earlier run exist ({}): run `fulcrum-chaos local --cleanup`",
-                leftovers.join(", ")
-            );
-        }
-        let mut bed = Testbed {
-            created: Vec::new(),
-            restore_bridge_nf: None,
+        let spec = BridgeSpec {
+            switch_ns: SWITCH_NS.to_string(),
+            bridge: BRIDGE.to_string(),
+            hosts: layout.hosts(),
+            leftovers: Leftovers::Refuse {
+                prefix: PREFIX,
+                hint: "fulcrum-chaos local --cleanup",
+            },
+            quiet_bridge_netfilter: true,
         };
-        bed.add_ns(SWITCH_NS)?;
-        netns::run_in(SWITCH_NS, "ip", &["link", "set", "lo", "up"])?;
-        netns::run_in(
-            SWITCH_NS,
-            "ip",
-            &["link", "add", BRIDGE, "type", "bridge", "stp_state", "0"],
-        )?;
-        netns::run_in(SWITCH_NS, "ip", &["link", "set", BRIDGE, "up"])?;
-        bed.quiet_bridge_netfilter();
-        for (ns, ip) in layout.hosts() {
-            bed.add_ns(&ns)?;
-            let port = format!("{ns}p");
-            netns::run(
-                "ip",
-                &[
-                    "link", "add", &port, "netns", SWITCH_NS, "type", "veth", "peer", "name",
-                    "eth0", "netns", &ns,
-                ],
-            )?;
-            netns::run_in(SWITCH_NS, "ip", &["link", "set", &port, "master", BRIDGE])?;
-            netns::run_in(SWITCH_NS, "ip", &["link", "set", &port, "up"])?;
-            let cidr = format!("{ip}/24");
-            netns::run_in(&ns, "ip", &["link", "set", "lo", "up"])?;
-            netns::run_in(&ns, "ip", &["addr", "add", &cidr, "dev", "eth0"])?;
-            netns::run_in(&ns, "ip", &["link", "set", "eth0", "up"])?;
-        }
-        bed.teach_probe_address(layout)?;
+        let bed = Testbed {
+            _net: Bridged::build(&spec)?,
+        };
+        // Every node knows the wire probe's MAC for its address (see [`teach_probe`]).
+        (0..layout.nodes).try_for_each(|i| teach_probe(layout, i))?;
         Ok(bed)
-    }
-
-    /// Every node knows the wire probe's MAC for its address (see [`teach_probe`]).
-    fn teach_probe_address(&self, layout: &Layout) -> Result<()> {
-        (0..layout.nodes).try_for_each(|i| teach_probe(layout, i))
-    }
-
-    fn add_ns(&mut self, ns: &str) -> Result<()> {
-        netns::run("ip", &["netns", "add", ns])?;
-        self.created.push(ns.to_string());
-        Ok(())
-    }
-
-    /// Bridged frames must not go through iptables: set bridge-nf-call-iptables=0 inside
-    /// the switch namespace when the sysctl exists, and restore the host if it leaked.
-    fn quiet_bridge_netfilter(&mut self) {
-        let host_path = format!("/proc/sys/{BRIDGE_NF}");
-        let Ok(before) = std::fs::read_to_string(&host_path) else {
-            return; // br_netfilter not loaded: bridged frames skip iptables anyway.
-        };
-        let set = format!("{}=0", BRIDGE_NF.replace('/', "."));
-        if netns::run_in(SWITCH_NS, "sysctl", &["-q", "-w", &set]).is_err() {
-            return;
-        }
-        if std::fs::read_to_string(&host_path).ok().as_deref() != Some(before.as_str()) {
-            self.restore_bridge_nf = Some(before.trim().to_string());
-        }
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        for ns in self.created.iter().rev() {
-            kill_ns_processes(ns);
-            let _ = netns::run("ip", &["netns", "del", ns]);
-        }
-        if let Some(value) = &self.restore_bridge_nf {
-            let _ = std::fs::write(format!("/proc/sys/{BRIDGE_NF}"), value);
-        }
-    }
-}
-
-/// SIGKILLs whatever still runs in a namespace of ours (processes this tool started).
-fn kill_ns_processes(ns: &str) {
-    let Ok(pids) = netns::run("ip", &["netns", "pids", ns]) else {
-        return;
-    };
-    let me = std::process::id() as i32;
-    for pid in pids
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
-        .filter(|p| *p != me)
-    {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
     }
 }
 
 /// Removes everything a crashed run may have left: `fch-*` namespaces (and the processes
 /// in them) and any `fch-*` link in the host namespace. Returns what was removed.
 pub fn cleanup() -> Vec<String> {
-    let mut removed = Vec::new();
-    for ns in netns::list(PREFIX) {
-        kill_ns_processes(&ns);
-        if netns::run("ip", &["netns", "del", &ns]).is_ok() {
-            removed.push(format!("netns {ns}"));
-        }
-    }
-    if let Ok(links) = netns::run("ip", &["-o", "link", "show"]) {
-        for line in links.lines() {
-            let Some(name) = line.split(':').nth(1).map(str::trim) else {
-                continue;
-            };
-            let name = name.split('@').next().unwrap_or(name);
-            if name.starts_with(PREFIX) && netns::run("ip", &["link", "del", name]).is_ok() {
-                removed.push(format!("link {name}"));
-            }
-        }
-    }
-    removed
+    bridge::cleanup(PREFIX)
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@
 //! reports `None` (unknown), never "not holding".
 
 use crate::checks::HolderSample;
-use crate::netns;
 use crate::poller::Probe;
 use anyhow::{bail, Context, Result};
+use fulcrum_testbed::netns;
 use nix::sys::socket::{
     recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
     SockProtocol, SockType,
@@ -49,7 +49,7 @@ impl NetlinkProbe {
                 .context("netlink socket")?;
                 setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::milliseconds(200))
                     .context("netlink receive timeout")?;
-                Ok(fd)
+                Ok::<_, anyhow::Error>(fd)
             })?;
             sockets.push(fd);
         }

@@ -26,11 +26,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fulcrum_testbed::redis::{command_stats, round_trips, CommandStats};
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::client::{get, get_status, keepalive_client};
 use fulcrum_tests::config::{backend_list, single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
-use fulcrum_tests::redis::{command_stats, round_trips, CommandStats};
 
 const HEADER: &str = r#"affinity = { mode = "header", header = "x-user" }"#;
 const CACHED_USERS: usize = 100;

@@ -1,10 +1,9 @@
 //! A real `fulcrum` process for tests: generated config, readiness wait, stop by PID.
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use fulcrum_testbed::process::{Output, Poll, Proc};
+use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Writes `config` to `dir/check.toml` and runs `fulcrum check --config` on it.
@@ -24,34 +23,17 @@ pub fn check_config(config: &str, dir: &Path) -> (bool, String, String) {
     )
 }
 
-/// Path of the `fulcrum` binary, building it once if needed.
+/// Path of the `fulcrum` binary (the test bed's: `$FULCRUM_BIN` or the debug build).
 pub fn fulcrum_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("FULCRUM_BIN") {
-            return PathBuf::from(p);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .to_path_buf();
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join("target"));
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-q", "-p", "fulcrum", "--bin", "fulcrum"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building fulcrum failed");
-        target.join("debug").join("fulcrum")
-    })
-    .clone()
+    match fulcrum_testbed::process::fulcrum_bin() {
+        Ok(path) => path,
+        Err(e) => panic!("the fulcrum binary: {e}"),
+    }
 }
 
 /// A running fulcrum node. Dropping it kills the process (SIGKILL) by its PID.
 pub struct Fulcrum {
-    child: Option<Child>,
+    proc: Proc,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub admin: String,
@@ -65,7 +47,7 @@ impl Fulcrum {
         let config_path = dir.path().join("fulcrum.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut node = Fulcrum {
-            child: None,
+            proc: Proc::default(),
             dir,
             config_path,
             admin: admin.to_string(),
@@ -76,23 +58,14 @@ impl Fulcrum {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("fulcrum.log"))
-            .expect("log file");
-        let err = log.try_clone().expect("clone log");
-        let child = Command::new(fulcrum_bin())
-            .args(["run", "--config"])
+        let mut cmd = Command::new(fulcrum_bin());
+        cmd.args(["run", "--config"])
             .arg(&self.config_path)
             .args(["--threads", "2"])
             // Each node in its own directory: a relative path in a config is per node.
-            .current_dir(self.dir.path())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("start fulcrum");
-        self.child = Some(child);
+            .current_dir(self.dir.path());
+        let log = self.dir.path().join("fulcrum.log");
+        self.proc = Proc::spawn(cmd, Output::Log(&log), false).expect("start fulcrum");
     }
 
     /// Waits until the admin API answers.
@@ -108,7 +81,7 @@ impl Fulcrum {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.proc.pid()
     }
 
     /// The node's resident set (`VmRSS`), in bytes.
@@ -128,9 +101,7 @@ impl Fulcrum {
     }
 
     pub fn signal(&self, sig: Signal) {
-        if let Some(pid) = self.pid() {
-            let _ = kill(Pid::from_raw(pid as i32), sig);
-        }
+        let _ = self.proc.signal(sig);
     }
 
     /// Waits for the process to exit; returns its exit code (None if killed by a signal
@@ -138,11 +109,8 @@ impl Fulcrum {
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return status.code();
-                }
+            if let Poll::Exited(code) = self.proc.poll() {
+                return code;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -151,20 +119,14 @@ impl Fulcrum {
 
     /// Starts the process again with the same config and data dir (after a kill).
     pub async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.proc.kill();
         self.spawn();
         self.wait_ready().await;
     }
 
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.proc.kill();
     }
 
     /// Replaces the config file (for SIGHUP reload tests).
@@ -174,14 +136,5 @@ impl Fulcrum {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("fulcrum.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Fulcrum {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }

@@ -1,16 +1,13 @@
-//! Raw TCP backends for L4 tests: a named echo server and a real `redis-server`.
+//! Raw TCP backends for L4 tests: a named echo server, and raw RESP commands to a real
+//! `redis-server` (the test bed's `TestRedis`).
 //!
 //! `TcpEcho` greets each connection with `NAME\n` (so a test can tell which backend it
 //! reached) and then echoes bytes. With `expect_proxy_v2`, it first reads a PROXY v2
 //! header and keeps its raw bytes for the test to check.
-//!
-//! `RedisServer` runs `/usr/bin/redis-server` on a free loopback port without
-//! persistence and kills it by PID when dropped.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -137,43 +134,6 @@ pub fn parse_v2_ipv4(h: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
         SocketAddr::from((ip(&h[16..20]), port(&h[24..26]))),
         SocketAddr::from((ip(&h[20..24]), port(&h[26..28]))),
     ))
-}
-
-/// A real redis-server on a free loopback port, killed by PID on drop.
-pub struct RedisServer {
-    child: Child,
-    pub addr: SocketAddr,
-}
-
-impl RedisServer {
-    /// Starts redis-server and waits (up to 10 s) until it accepts connections.
-    pub async fn start() -> RedisServer {
-        let port = crate::free_port();
-        let child = Command::new("/usr/bin/redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start /usr/bin/redis-server (apt-get install redis-server)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let server = RedisServer { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(addr).await.is_ok() {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start on {addr}");
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Sends one RESP command and reads one reply line (plus a bulk body if any). 5 s bound.

@@ -2,9 +2,10 @@
 //! plus the two observers the VIP tests need: a prober that sends a request to the VIP
 //! every 20 ms, and a poller that records which node namespaces hold the VIP.
 
-use crate::netns::{exec, Testbed};
 use crate::process::fulcrum_bin;
-use std::process::{Child, Command, Stdio};
+use fulcrum_testbed::netns::{command_in, exec};
+use fulcrum_testbed::process::{Output, Poll, Proc};
+use fulcrum_testbed::testbed::Testbed;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 pub struct VipCluster {
     pub bed: Testbed,
     pub dir: tempfile::TempDir,
-    pub nodes: Vec<Option<Child>>,
+    pub nodes: Vec<Proc>,
     backend_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -57,7 +58,7 @@ impl VipCluster {
         for i in 0..3 {
             let cfg = c.node_config(i, fencing, lifetime);
             std::fs::write(c.config_path(i), cfg).expect("config");
-            c.nodes.push(None);
+            c.nodes.push(Proc::default());
             c.start_node(i);
         }
         c
@@ -138,53 +139,34 @@ backends = [{{ addr = "10.77.70.21:8080" }}]
 
     /// Starts (or restarts) node `i` with its data dir.
     pub fn start_node(&mut self, i: usize) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("n{}.log", i + 1)))
-            .expect("log");
-        let err = log.try_clone().expect("log");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.bed.ns(NODES[i]),
-                fulcrum_bin().to_str().unwrap_or("fulcrum"),
-                "run",
-                "--config",
-            ])
-            .arg(self.config_path(i))
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("start fulcrum");
-        self.nodes[i] = Some(child);
+        let mut cmd = command_in(
+            &self.bed.ns(NODES[i]),
+            fulcrum_bin().to_str().unwrap_or("fulcrum"),
+        );
+        cmd.args(["run", "--config"]).arg(self.config_path(i));
+        let log = self.dir.path().join(format!("n{}.log", i + 1));
+        self.nodes[i] = Proc::spawn(cmd, Output::Log(&log), false).expect("start fulcrum");
     }
 
     pub fn pid(&self, i: usize) -> i32 {
-        self.nodes[i].as_ref().map(|c| c.id() as i32).unwrap_or(0)
+        self.nodes[i].pid().map(|p| p as i32).unwrap_or(0)
     }
 
+    /// Sends `sig` to node `i` if it runs.
     pub fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid(i)), sig);
+        let _ = self.nodes[i].signal(sig);
     }
 
     pub fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.nodes[i].kill();
     }
 
     /// Waits for node `i` to exit by itself (after SIGTERM).
     pub fn wait_exit(&mut self, i: usize, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Some(c) = self.nodes[i].as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    self.nodes[i] = None;
-                    return true;
-                }
+            if let Poll::Exited(_) = self.nodes[i].poll() {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -204,7 +186,7 @@ backends = [{{ addr = "10.77.70.21:8080" }}]
     /// `/debug/failover` of every running node (events, lease, fence), for failure messages.
     pub fn failover_debug(&self) -> String {
         (0..3)
-            .filter(|&i| self.nodes[i].is_some())
+            .filter(|&i| self.nodes[i].pid().is_some())
             .map(|i| {
                 let url = format!("http://{}:9901/debug/failover", node_ip(i));
                 let (_, out) = exec(&self.bed.ns("cl"), &["curl", "-s", "-m", "1", &url]);
@@ -219,7 +201,7 @@ backends = [{{ addr = "10.77.70.21:8080" }}]
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             for (i, name) in NODES.iter().enumerate() {
-                if self.nodes[i].is_some() && self.bed.has_addr(name, VIP) {
+                if self.nodes[i].pid().is_some() && self.bed.has_addr(name, VIP) {
                     if let Some(s) = self.status(i) {
                         if s["role"] == "leader" && s["vip_held"] == true {
                             return Some(i);
@@ -440,11 +422,7 @@ fn holders_at_one_instant(bed_names: &[String; 3]) -> usize {
 }
 
 fn has_vip(ns: &str) -> bool {
-    Command::new("ip")
-        .args(["-n", ns, "-br", "addr", "show", "dev", "eth0"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {VIP}/")))
-        .unwrap_or(false)
+    fulcrum_testbed::bridge::has_addr(ns, VIP)
 }
 
 /// The namespace names of the three nodes.

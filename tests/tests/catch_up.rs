@@ -5,7 +5,7 @@
 //! (30 MiB of log) committed, the follower started again: it must run the last version
 //! within [`BOUND`]. Needs root; skipped (with a message) otherwise.
 
-use fulcrum_tests::netns::{can_run, exec};
+use fulcrum_testbed::netns::{can_run, exec};
 use fulcrum_tests::vipbed::VipCluster;
 use std::time::{Duration, Instant};
 

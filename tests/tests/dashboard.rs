@@ -16,13 +16,13 @@
 //! reaches it) and "undrain" brings it back; each backend row shows its p50/p99; a node
 //! whose process is stopped shows DOWN with the config version it reported through Raft.
 
+use fulcrum_testbed::netns::can_run;
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::browser::{chromium, Page};
 use fulcrum_tests::client::{fresh_client, get, get_status};
 use fulcrum_tests::cluster::{LocalCluster, MemberPorts};
 use fulcrum_tests::config::backend_list;
 use fulcrum_tests::free_port;
-use fulcrum_tests::netns::can_run;
 use fulcrum_tests::vipbed::VipCluster;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

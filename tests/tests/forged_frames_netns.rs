@@ -11,11 +11,12 @@
 //! The namespaces (and so every socket in them) are deleted when the test ends, also on
 //! failure; the node processes are killed by their PIDs first. Needs root.
 
+use fulcrum_testbed::netns::{can_run, command_in, exec};
+use fulcrum_testbed::process::{Output, Proc};
+use fulcrum_testbed::testbed::Testbed;
 use fulcrum_tests::mitm::{Mitm, Tamper};
-use fulcrum_tests::netns::{can_run, exec, Testbed};
 use fulcrum_tests::process::fulcrum_bin;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,30 +79,17 @@ health = {{ path = "{health_path}", interval = "1s", timeout = "500ms", rise = 1
     )
 }
 
-/// The node processes, killed by PID when the test ends (before the namespaces go).
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start_node(bed: &Testbed, dir: &Path, i: usize) -> Child {
-    let log = std::fs::File::create(dir.join(format!("n{}.log", i + 1))).expect("log");
-    let err = log.try_clone().expect("log");
-    Command::new("ip")
-        .args(["netns", "exec", &bed.ns(NODES[i])])
-        .arg(fulcrum_bin())
-        .args(["run", "--config"])
-        .arg(dir.join(format!("n{}.toml", i + 1)))
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .expect("start fulcrum")
+/// Starts node `i` in its namespace; the returned process is killed by its PID when
+/// dropped (before the namespaces go).
+fn start_node(bed: &Testbed, dir: &Path, i: usize) -> Proc {
+    let mut cmd = command_in(
+        &bed.ns(NODES[i]),
+        fulcrum_bin().to_str().unwrap_or("fulcrum"),
+    );
+    cmd.args(["run", "--config"])
+        .arg(dir.join(format!("n{}.toml", i + 1)));
+    let log = dir.join(format!("n{}.log", i + 1));
+    Proc::spawn(cmd, Output::Log(&log), false).expect("start fulcrum")
 }
 
 /// `curl` from the client namespace: (success, body).
@@ -196,7 +184,7 @@ fn a_config_frame_altered_by_a_relay_between_namespaces_is_refused() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the forwarders listen");
     write_configs(dir.path(), "/healthz");
-    let nodes = Nodes((0..3).map(|i| start_node(&bed, dir.path(), i)).collect());
+    let nodes: Vec<Proc> = (0..3).map(|i| start_node(&bed, dir.path(), i)).collect();
     eprintln!("relay and nodes started after {:?}", t0.elapsed());
     let leader = leader(&bed, Duration::from_secs(20)).unwrap_or_else(|| {
         panic!(

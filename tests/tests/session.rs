@@ -1,10 +1,10 @@
 //! Session affinity in Redis across real fulcrum nodes sharing one real redis-server.
 
+use fulcrum_testbed::redis::TestRedis;
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::client::{fresh_client, get, get_status};
 use fulcrum_tests::config::{backend_list, single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
-use fulcrum_tests::redis::TestRedis;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

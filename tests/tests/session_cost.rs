@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use fulcrum_testbed::redis::{round_trips as delta, TestRedis};
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::client::{get, get_status, keepalive_client, HttpClient};
 use fulcrum_tests::config::{backend_list, single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
-use fulcrum_tests::redis::{round_trips as delta, TestRedis};
 use std::time::Duration;
 
 const HEADER: &str = r#"affinity = { mode = "header", header = "x-user" }"#;

@@ -4,11 +4,11 @@
 //! held pins reach Redis once it is back, so the sessions stay put without the cookie too.
 
 use fulcrum_session::fallback_pick;
+use fulcrum_testbed::redis::TestRedis;
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::client::{fresh_client, get, get_status, Reply};
 use fulcrum_tests::config::{backend_list, single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
-use fulcrum_tests::redis::TestRedis;
 use std::time::{Duration, Instant};
 
 const SESSIONS: usize = 20;

@@ -1,9 +1,10 @@
 //! TCP (L4) listeners end to end: a real redis-server behind fulcrum, PROXY v2 towards
 //! backends, failover to another backend when one dies, and the idle timeout.
 
+use fulcrum_testbed::redis::TestRedis;
 use fulcrum_tests::config::Ports;
 use fulcrum_tests::process::Fulcrum;
-use fulcrum_tests::tcp_backend::{parse_v2_ipv4, resp_command, RedisServer, TcpEcho};
+use fulcrum_tests::tcp_backend::{parse_v2_ipv4, resp_command, TcpEcho};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -49,9 +50,9 @@ backends = [{list}]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_through_fulcrum() {
-    let redis = RedisServer::start().await;
+    let redis = TestRedis::start().await;
     let ports = Ports::new();
-    let node = Fulcrum::start(&tcp_config(&ports, &[redis.addr], "", ""), &ports.admin).await;
+    let node = Fulcrum::start(&tcp_config(&ports, &[redis.addr()], "", ""), &ports.admin).await;
     let mut conn = TcpStream::connect(&ports.web).await.expect("connect");
     assert_eq!(
         resp_command(&mut conn, &["PING"]).await.expect("PING"),

@@ -2,7 +2,7 @@
 //! kill -9 and SIGTERM, partitions, frozen leaders, ARP, and never two holders where
 //! DESIGN.md forbids it. Needs root; skipped (with a message) otherwise.
 
-use fulcrum_tests::netns::can_run;
+use fulcrum_testbed::netns::can_run;
 use fulcrum_tests::vipbed::{
     node_namespaces, outage_after, AnnounceWatcher, HolderPoller, Prober, VipCluster,
 };

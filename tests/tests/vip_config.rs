@@ -3,7 +3,7 @@
 //! another `[vip]` than its running peers refuses to join. Three real fulcrum nodes in
 //! network namespaces; needs root, skipped (with a message) otherwise.
 
-use fulcrum_tests::netns::can_run;
+use fulcrum_testbed::netns::can_run;
 use fulcrum_tests::vipbed::{VipCluster, VIP};
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! the first one of that node at or after its claim.
 
 use super::{Chain, Link, NodeDoc, NodeEvent, LINKS};
-use crate::load::Sample;
+use fulcrum_testbed::load::Sample;
 
 /// How far before the fault a last ping may lie (one silence threshold is 25 ms; a
 /// loaded machine may have missed a few pings).

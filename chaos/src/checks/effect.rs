@@ -250,7 +250,7 @@ fn port_taken(inp: &Inputs, e: &Event, end: f64) -> Result<String, String> {
 
 /// The link fault shows in the load: slow or failed requests, or a slower median.
 fn slowed(inp: &Inputs, e: &Event, end: f64) -> Result<String, String> {
-    let during: Vec<&crate::load::Sample> = inp
+    let during: Vec<&fulcrum_testbed::load::Sample> = inp
         .rec
         .samples
         .iter()

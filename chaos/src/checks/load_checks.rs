@@ -2,7 +2,7 @@
 //! failover time, affinity and requests lost outside the expected windows.
 
 use super::{Check, Event, Inputs, Recording};
-use crate::load::Sample;
+use fulcrum_testbed::load::Sample;
 use std::collections::HashMap;
 
 /// When the fault window ends if the timeline has a single event. At the default 100

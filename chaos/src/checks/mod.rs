@@ -25,7 +25,7 @@ mod synth_heal;
 mod tests;
 
 use crate::faults::NodeStatus;
-use crate::load::Sample;
+use fulcrum_testbed::load::Sample;
 use serde::Serialize;
 
 pub use premises::{Premise, Which};

@@ -7,7 +7,7 @@ use super::{
     CpuUse, Event, Fault, HolderSample, NodeEnd, Probed, Recording, StatusSample, WireSample,
 };
 use crate::faults::{ApplyError, NodeStatus};
-use crate::load::Sample;
+use fulcrum_testbed::load::Sample;
 
 pub const NODES: usize = 3;
 const USERS: usize = 50;

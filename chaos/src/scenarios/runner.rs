@@ -7,11 +7,11 @@ use crate::checks::{self, Check, HolderSample, NodeEnd, Probed, Recording, WireS
 use crate::converge;
 use crate::faults::{self, Timeline};
 use crate::httpc;
-use crate::load::{self, LoadSpec, Progress};
 use crate::ops::Ops;
 use crate::poller::{Poller, Probe, Sampling};
 use crate::status_poller::StatusPoller;
 use anyhow::{bail, Result};
+use fulcrum_testbed::load::{self, LoadSpec, Progress};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

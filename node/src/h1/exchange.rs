@@ -18,10 +18,9 @@ use super::response::{Framing, HeadReadError, ResponseHead};
 use super::timer::ResponseTimer;
 use super::upload::{self, Delivered, UploadError};
 use super::{Ctx, Phase};
-use crate::affinity::shared;
-use crate::balance;
 use crate::bufpool;
 use crate::pool::PoolRuntime;
+use crate::request::answered::answered;
 use crate::request::choice::{self, Choice, ChoiceKeys};
 use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
@@ -31,7 +30,6 @@ use crate::request::retry::Retries;
 use crate::request::{authority, path, rate_limit};
 use crate::upstream::BackendConn;
 use bytes::{Buf, BytesMut};
-use fulcrum_config::AffinityMode;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -329,23 +327,10 @@ where
             return Next::Close;
         }
     }
-    let backend = &pool.backends[index];
-    backend.state.note_success();
-    let mut set_cookie = set_cookie;
-    if pool.affinity_mode == AffinityMode::Learn {
-        if let Some(store) = &pool.sessions {
-            let learned = shared::learned_sessions(pool, &HeadView::new(&c.resp.headers, &up.buf));
-            set_cookie |= shared::pin_learned(store, pool, index, learned).await;
-        }
-    }
     let status = c.resp.status;
-    backend.metrics.record_status(status);
-    let latency = done.started().elapsed();
-    backend.metrics.duration.observe(latency.as_secs_f64());
-    if pool.latency_aware {
-        balance::observe_latency(&backend.state.load, latency);
-    }
-    done.set_status(status);
+    let headers = HeadView::new(&c.resp.headers, &up.buf);
+    let set_cookie = answered(pool, index, &headers, status, &mut done, set_cookie).await;
+    let backend = &pool.backends[index];
     // `c.head` still describes the request: only its bytes left the buffer.
     let framing = c.resp.framing(&up.buf, c.head.method == http::Method::HEAD);
     let cookie = match set_cookie {

@@ -18,12 +18,11 @@
 use super::backend::Up;
 use super::encode::{self, BodyFraming};
 use super::{trailers, Shared};
-use crate::affinity::shared as affinity;
-use crate::balance;
 use crate::h1::chunked::ChunkScanner;
 use crate::h1::head::{HeadView, Kind};
 use crate::h1::response::{Framing, HeadReadError, ResponseHead};
 use crate::pool::PoolRuntime;
+use crate::request::answered::answered;
 use crate::request::choice::Choice;
 use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
@@ -32,7 +31,6 @@ use crate::request::redispatch::{self, Retry};
 use crate::request::retry::{is_idempotent, Retries};
 use crate::request::target::Target;
 use bytes::{Buf, Bytes, BytesMut};
-use fulcrum_config::AffinityMode;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -339,23 +337,9 @@ async fn relay(
             return Err(Local::BadGateway);
         }
     }
-    let backend = &pool.backends[index];
-    backend.state.note_success();
-    let mut set_cookie = set_cookie;
-    if pool.affinity_mode == AffinityMode::Learn {
-        if let Some(store) = &pool.sessions {
-            let learned = affinity::learned_sessions(pool, &HeadView::new(&resp.headers, up.buf()));
-            set_cookie |= affinity::pin_learned(store, pool, index, learned).await;
-        }
-    }
     let status = resp.status;
-    backend.metrics.record_status(status);
-    let latency = done.started().elapsed();
-    backend.metrics.duration.observe(latency.as_secs_f64());
-    if pool.latency_aware {
-        balance::observe_latency(&backend.state.load, latency);
-    }
-    done.set_status(status);
+    let headers = HeadView::new(&resp.headers, up.buf());
+    let set_cookie = answered(pool, index, &headers, status, &mut done, set_cookie).await;
     let framing = resp.framing(up.buf(), head_request);
     let Some(head) = response_head(resp, up.buf(), pool, index, set_cookie) else {
         done.set_status(502);

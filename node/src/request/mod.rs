@@ -10,10 +10,12 @@
 //! - `failure`    — why a raw backend exchange failed, and what that calls for.
 //! - `retry`      — after a failed attempt: same backend, another one, or give up; eject?
 //! - `redispatch` — local ejection and the other backend (moving a pinned session).
+//! - `answered`   — what a relaying codec records when a backend's final head arrives.
 //! - `finish`     — accounting when a request is done (metrics, access log, load).
 //! - `rate_limit` — per-route request rates per client key (429 beyond them).
 //! - `local`      — the responses fulcrum makes itself.
 
+pub(crate) mod answered;
 pub mod authority;
 pub mod choice;
 pub mod conn;

@@ -1,7 +1,25 @@
-//! A real `redis-server` for tests: free loopback port, no persistence, killed by PID.
+//! A real `redis-server` without persistence: its command line (on loopback or inside a
+//! namespace), a loopback instance for tests ([`TestRedis`], killed by PID), and Redis's
+//! own count of the commands it ran (`INFO commandstats`).
 
-use std::process::{Child, Command, Stdio};
+use crate::process::{Output, Proc};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// `redis-server` bound to `bind:port`, no snapshots, no append-only file, its working
+/// directory `dir`; inside namespace `ns` when given.
+pub fn server_command(ns: Option<&str>, bind: &str, port: u16, dir: &Path) -> Command {
+    let mut cmd = match ns {
+        Some(ns) => crate::netns::command_in(ns, "redis-server"),
+        None => Command::new("redis-server"),
+    };
+    cmd.args(["--bind", bind, "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .arg("--dir")
+        .arg(dir);
+    cmd
+}
 
 /// `INFO commandstats`: command name -> (calls, failed or rejected calls).
 pub type CommandStats = std::collections::BTreeMap<String, (u64, u64)>;
@@ -99,9 +117,10 @@ pub async fn command_stats(port: u16) -> CommandStats {
     out
 }
 
+/// A redis-server on a free loopback port for one test; dropping it kills it.
 pub struct TestRedis {
     pub port: u16,
-    child: Option<Child>,
+    proc: Proc,
     dir: tempfile::TempDir,
 }
 
@@ -109,12 +128,17 @@ impl TestRedis {
     /// Starts redis-server on a free port and waits until it answers PING.
     pub async fn start() -> TestRedis {
         let mut r = TestRedis {
-            port: crate::free_port(),
-            child: None,
+            port: crate::ports::free_port(),
+            proc: Proc::default(),
             dir: tempfile::tempdir().expect("tempdir"),
         };
         r.spawn().await;
         r
+    }
+
+    /// Its address, for raw TCP clients.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     pub fn url(&self) -> String {
@@ -122,24 +146,11 @@ impl TestRedis {
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
+        let cmd = server_command(None, "127.0.0.1", self.port, self.dir.path());
+        self.proc = match Proc::spawn(cmd, Output::Null, false) {
+            Ok(p) => p,
+            Err(e) => panic!("redis-server must be installed (apt-get install redis-server): {e}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.ping().await {
@@ -183,21 +194,12 @@ impl TestRedis {
 
     /// Kills the server (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill();
     }
 
     /// Starts it again on the same port (empty: no persistence).
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -7,6 +7,7 @@
 //! `duration` (and a hard cap on the count).
 
 use crate::httpc;
+use crate::BedError;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -165,7 +166,7 @@ async fn one(
             t_ms,
             user,
             status: None,
-            error: Some(format!("{e:#}")),
+            error: Some(e.to_string()),
             latency_ms,
             backend: None,
             had_cookie: cookie.is_some(),
@@ -178,16 +179,18 @@ async fn pooled_request(
     client: &PooledClient,
     spec: &LoadSpec,
     headers: &[(&str, String)],
-) -> anyhow::Result<httpc::Reply> {
+) -> Result<httpc::Reply, BedError> {
     let mut builder = hyper::Request::builder()
         .method("GET")
         .uri(format!("http://{}/", spec.target));
     for (name, value) in headers {
         builder = builder.header(*name, value.as_str());
     }
-    let req = builder.body(Full::new(Bytes::new()))?;
+    let req = builder
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| httpc::chained(&e))?;
     let exchange = async {
-        let resp = client.request(req).await?;
+        let resp = client.request(req).await.map_err(|e| httpc::chained(&e))?;
         let status = resp.status().as_u16();
         let header = |name: &str| -> Vec<String> {
             resp.headers()
@@ -200,9 +203,10 @@ async fn pooled_request(
         let backend = header("x-backend").into_iter().next();
         let set_cookies = header("set-cookie");
         let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await?
+            .await
+            .map_err(|e| httpc::chained(&e))?
             .to_bytes();
-        anyhow::Ok(httpc::Reply {
+        Ok::<_, BedError>(httpc::Reply {
             status,
             backend,
             set_cookies,
@@ -211,5 +215,5 @@ async fn pooled_request(
     };
     tokio::time::timeout(spec.timeout, exchange)
         .await
-        .map_err(|_| anyhow::anyhow!("timeout after {} ms", spec.timeout.as_millis()))?
+        .map_err(|_| BedError::Http(format!("timeout after {} ms", spec.timeout.as_millis())))?
 }

@@ -1,0 +1,30 @@
+//! The one test bed of `tests/` (end-to-end tests) and `chaos/` (the chaos suite):
+//! the real parts both of them start, and tear down again even after a failure.
+//!
+//! - [`backend`] — a real HTTP backend (in the test's process, or as `fulcrum-chaos
+//!   backend`): names itself, can be slowed, failed, hung, made unhealthy or killed.
+//! - [`load`]   — the open-loop load client (a fixed rate, cookie jars per simulated
+//!   user, every request's fate); [`httpc`] — one request on a fresh connection.
+//! - [`netns`]  — commands and threads inside a named network namespace, the root check.
+//! - [`bridge`] — a bridge in its own namespace and one namespace per host, joined by veth
+//!   pairs, addresses inside 10.77.0.0/16 only, no route out; deleted on drop.
+//! - [`ports`]  — free loopback ports, never the same twice in one process.
+//! - [`process`] — a child process we started (log file, own process group), signalled
+//!   and stopped by its PID; the `fulcrum` binary under test.
+//! - [`redis`]  — a real `redis-server` without persistence: its command line (on loopback
+//!   or in a namespace), a loopback instance for tests, `INFO commandstats`.
+//! - [`testbed`] — one test's bed: short host names in 10.77.70.0/24, unique per process.
+//! - [`error`]  — the crate's one error type.
+
+pub mod backend;
+pub mod bridge;
+pub mod error;
+pub mod httpc;
+pub mod load;
+pub mod netns;
+pub mod ports;
+pub mod process;
+pub mod redis;
+pub mod testbed;
+
+pub use error::BedError;

@@ -1,0 +1,152 @@
+//! A child process the bed started: its output appended to a log file (or dropped), in
+//! its own process group when asked (so Ctrl-C reaches only the driver), signalled and
+//! stopped by the PID we hold, never by name. Dropping a [`Proc`] SIGKILLs and reaps it.
+//! Also where the `fulcrum` binary under test comes from.
+
+use crate::BedError;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+/// Where a child's stdout and stderr go.
+#[derive(Debug, Clone, Copy)]
+pub enum Output<'a> {
+    /// Appended to this file (created when missing).
+    Log(&'a Path),
+    /// Dropped.
+    Null,
+}
+
+/// What a poll of a child found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    Running,
+    /// It exited (now reaped) with this code; `None` when a signal ended it.
+    Exited(Option<i32>),
+    /// No process: never started, already reaped or killed.
+    Gone,
+}
+
+/// A started child process (or none, between a stop and the next start).
+#[derive(Debug, Default)]
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdin closed and its output sent to `output`; `own_group` puts
+    /// it in a process group of its own.
+    pub fn spawn(mut cmd: Command, output: Output<'_>, own_group: bool) -> Result<Proc, BedError> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let (out, err) = match output {
+            Output::Log(path) => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| BedError::io(path.display(), e))?;
+                let err = file
+                    .try_clone()
+                    .map_err(|e| BedError::io(path.display(), e))?;
+                (Stdio::from(file), Stdio::from(err))
+            }
+            Output::Null => (Stdio::null(), Stdio::null()),
+        };
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        if own_group {
+            cmd.process_group(0);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|source| BedError::Spawn { program, source })?;
+        tracing::debug!(pid = child.id(), "started a test-bed process");
+        Ok(Proc { child: Some(child) })
+    }
+
+    /// The PID while the process is held (running or not yet reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends `signal` to the process we hold (never to a PID we did not start: an
+    /// exited process stays held, unreaped, until [`Proc::poll`] or [`Proc::kill`]).
+    /// Errors if none is held.
+    pub fn signal(&self, signal: Signal) -> Result<(), BedError> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| BedError::Refused("process is not running".into()))?;
+        let raw = i32::try_from(child.id())
+            .map_err(|_| BedError::Refused(format!("pid {} out of range", child.id())))?;
+        let pid = Pid::from_raw(raw);
+        kill(pid, signal).map_err(|source| BedError::Sys {
+            what: format!("sending {signal} to {pid}"),
+            source,
+        })
+    }
+
+    /// Whether it still runs; an exited process is reaped (and no longer held).
+    pub fn poll(&mut self) -> Poll {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            None => Poll::Gone,
+            Some(Ok(None)) => Poll::Running,
+            Some(Ok(Some(status))) => {
+                self.child = None;
+                Poll::Exited(status.code())
+            }
+            Some(Err(_)) => {
+                self.child = None;
+                Poll::Exited(None)
+            }
+        }
+    }
+
+    /// SIGKILL (which also ends a stopped process) and reap; nothing if none is held.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Path of the `fulcrum` binary under test: `$FULCRUM_BIN`, or the workspace's debug
+/// build (built once per test process, with the `cargo` that runs the tests).
+pub fn fulcrum_bin() -> Result<PathBuf, BedError> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("FULCRUM_BIN") {
+            return Ok(PathBuf::from(p));
+        }
+        // This crate is tests/bed: the workspace is two levels up.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .nth(2)
+            .ok_or("no workspace root above tests/bed")?
+            .to_path_buf();
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target"));
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", "fulcrum", "--bin", "fulcrum"])
+            .current_dir(&root)
+            .status()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if !status.success() {
+            return Err("building fulcrum failed".to_string());
+        }
+        Ok(target.join("debug").join("fulcrum"))
+    })
+    .clone()
+    .map_err(BedError::Refused)
+}

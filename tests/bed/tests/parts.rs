@@ -1,0 +1,233 @@
+//! The test bed's own parts against the real thing: processes stopped by PID, the HTTP
+//! backend's modes and sessions through the bed's HTTP client, redis-server, and a bridged
+//! network that is deleted on drop (that one needs root and iproute2).
+
+use fulcrum_testbed::backend::{Mode, Options, TestBackend};
+use fulcrum_testbed::bridge::{self, BridgeSpec, Bridged, Leftovers};
+use fulcrum_testbed::httpc;
+use fulcrum_testbed::netns;
+use fulcrum_testbed::process::{Output, Poll, Proc};
+use fulcrum_testbed::redis::TestRedis;
+use nix::sys::signal::Signal;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BUDGET: Duration = Duration::from_secs(2);
+
+fn wait_exit(p: &mut Proc) -> Poll {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let poll = p.poll();
+        if poll != Poll::Running || Instant::now() >= deadline {
+            return poll;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_process_is_signalled_reaped_and_killed_on_drop_by_its_pid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("sh.log");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "echo started; exec sleep 30"]);
+    let mut p = Proc::spawn(cmd, Output::Log(&log), true).expect("spawn sh");
+    assert_eq!(p.poll(), Poll::Running);
+    p.signal(Signal::SIGTERM).expect("SIGTERM");
+    assert_eq!(wait_exit(&mut p), Poll::Exited(None), "a signal ended it");
+    assert_eq!(p.poll(), Poll::Gone);
+    assert!(
+        p.signal(Signal::SIGTERM).is_err(),
+        "nothing held, nothing signalled"
+    );
+    assert!(std::fs::read_to_string(&log)
+        .expect("log")
+        .contains("started"));
+
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "exit 7"]);
+    let mut p = Proc::spawn(cmd, Output::Null, false).expect("spawn sh");
+    assert_eq!(wait_exit(&mut p), Poll::Exited(Some(7)));
+
+    let mut cmd = Command::new("sleep");
+    cmd.arg("30");
+    let p = Proc::spawn(cmd, Output::Null, false).expect("sleep");
+    let pid = p.pid().expect("pid");
+    drop(p);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "dropping a Proc kills and reaps its process"
+    );
+}
+
+#[tokio::test]
+async fn the_backend_switches_modes_and_hands_out_sessions() {
+    let options = Options {
+        mode: Mode::Ok,
+        hand_out_sessions: true,
+        line_body: true,
+    };
+    let b = TestBackend::serve("127.0.0.1:0".parse().expect("addr"), "b1", options)
+        .await
+        .expect("backend");
+    let addr = b.addr.to_string();
+    let get = |headers: Vec<(&'static str, String)>, path: &'static str| {
+        let addr = addr.clone();
+        async move { httpc::request(&addr, "GET", path, &headers, None, BUDGET).await }
+    };
+    let first = get(vec![], "/").await.expect("GET /");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.backend.as_deref(), Some("b1"));
+    assert_eq!(&first.body[..], b"b1\n");
+    assert!(
+        first
+            .set_cookies
+            .iter()
+            .any(|c| c.starts_with("JSESSIONID=")),
+        "{:?}",
+        first.set_cookies
+    );
+    let again = get(vec![("cookie", "JSESSIONID=abc".into())], "/")
+        .await
+        .expect("GET / with a session");
+    assert!(again.set_cookies.is_empty(), "{:?}", again.set_cookies);
+    let health = get(vec![], "/healthz").await.expect("GET /healthz");
+    assert!(
+        health.set_cookies.is_empty(),
+        "no session for a health check"
+    );
+
+    let switch = get(vec![], "/__chaos/mode?m=500").await.expect("mode 500");
+    assert_eq!(switch.status, 200);
+    assert_eq!(get(vec![], "/").await.expect("GET /").status, 500);
+    assert_eq!(get(vec![], "/healthz").await.expect("healthz").status, 500);
+    b.set_mode(Mode::Hang);
+    let hung = get(vec![], "/").await;
+    assert!(
+        hung.as_ref()
+            .is_err_and(|e| e.to_string().starts_with("timeout")),
+        "{:?}",
+        hung.map(|r| r.status)
+    );
+    assert_eq!(
+        get(vec![], "/__chaos/mode?m=nope")
+            .await
+            .expect("bad mode")
+            .status,
+        400
+    );
+    b.set_mode(Mode::Ok);
+    assert_eq!(b.health_checks(), 2);
+    assert_eq!(
+        b.requests(),
+        4,
+        "GET / x4 (the mode switches are not requests)"
+    );
+}
+
+#[tokio::test]
+async fn the_plain_backend_answers_its_paths_without_sessions() {
+    let b = TestBackend::start("plain").await;
+    let addr = b.addr.to_string();
+    let r = httpc::request(&addr, "GET", "/", &[], None, BUDGET)
+        .await
+        .expect("GET /");
+    assert_eq!((r.status, &r.body[..]), (200, &b"plain"[..]));
+    assert!(r.set_cookies.is_empty());
+    b.set_healthy(false);
+    let r = httpc::request(&addr, "GET", "/healthz", &[], None, BUDGET)
+        .await
+        .expect("GET /healthz");
+    assert_eq!(r.status, 503);
+    let r = httpc::request(&addr, "GET", "/status?code=418", &[], None, BUDGET)
+        .await
+        .expect("GET /status");
+    assert_eq!(r.status, 418);
+    b.kill();
+    let gone = httpc::request(&addr, "GET", "/", &[], None, BUDGET).await;
+    assert!(gone.is_err(), "a killed backend does not answer");
+}
+
+#[tokio::test]
+async fn redis_starts_answers_and_stops_by_pid() {
+    let mut r = TestRedis::start().await;
+    assert!(r.ping().await);
+    r.kill();
+    assert!(!r.ping().await, "killed");
+    r.restart().await;
+    assert!(r.ping().await, "restarted on the same port");
+}
+
+#[test]
+fn addresses_outside_10_77_are_refused_before_anything_is_made() {
+    assert!(bridge::allowed(Ipv4Addr::new(10, 77, 3, 4)));
+    assert!(!bridge::allowed(Ipv4Addr::new(10, 78, 3, 4)));
+    assert!(!bridge::allowed(Ipv4Addr::new(192, 168, 1, 1)));
+    let prefix = format!("fbt{}o", std::process::id() % 100_000);
+    let spec = BridgeSpec {
+        switch_ns: format!("{prefix}-sw"),
+        bridge: "br0".into(),
+        hosts: vec![(format!("{prefix}-a"), Ipv4Addr::new(192, 168, 7, 1))],
+        leftovers: Leftovers::Replace,
+        quiet_bridge_netfilter: false,
+    };
+    let err = Bridged::build(&spec).err().expect("refused");
+    assert!(err.to_string().contains("outside 10.77.0.0/16"), "{err}");
+    assert!(netns::list(&prefix).is_empty(), "nothing was made");
+}
+
+#[test]
+fn a_bridged_bed_connects_its_hosts_and_is_gone_after_drop() {
+    if !netns::can_run("a_bridged_bed_connects_its_hosts_and_is_gone_after_drop") {
+        return;
+    }
+    let prefix = format!("fbt{}b", std::process::id() % 100_000);
+    let spec = BridgeSpec {
+        switch_ns: format!("{prefix}-sw"),
+        bridge: "br0".into(),
+        hosts: vec![
+            (format!("{prefix}-a"), Ipv4Addr::new(10, 77, 71, 1)),
+            (format!("{prefix}-b"), Ipv4Addr::new(10, 77, 71, 2)),
+        ],
+        leftovers: Leftovers::Refuse {
+            prefix: "fbt-never-",
+            hint: "nothing",
+        },
+        quiet_bridge_netfilter: false,
+    };
+    let bed = Bridged::build(&spec).expect("bed");
+    let a = format!("{prefix}-a");
+    let b = format!("{prefix}-b");
+    assert!(bridge::has_addr(&a, "10.77.71.1"));
+    assert!(bridge::mac_of(&b).is_ok());
+    let listener = netns::spawn_in(&b, || std::net::TcpListener::bind("10.77.71.2:7000"))
+        .join()
+        .expect("thread in b")
+        .expect("listen in b");
+    let reached = netns::spawn_in(&a, || {
+        let to = std::net::SocketAddr::from(([10, 77, 71, 2], 7000));
+        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).map(|_| ())
+    })
+    .join()
+    .expect("thread in a");
+    assert!(reached.is_ok(), "a reaches b over the bridge: {reached:?}");
+    drop(listener);
+    let (routes_ok, routes) = netns::exec(&a, &["ip", "route", "show", "default"]);
+    assert!(
+        routes_ok && routes.trim().is_empty(),
+        "no route out: {routes}"
+    );
+    // A process left running in a host namespace is killed with the bed.
+    let sleeper = netns::command_in(&b, "sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep in b");
+    let pid = sleeper.id();
+    assert_eq!(netns::list(&prefix).len(), 3);
+    drop(bed);
+    assert!(netns::list(&prefix).is_empty(), "every namespace deleted");
+    let mut sleeper = sleeper;
+    let status = sleeper.wait().expect("reap");
+    assert!(!status.success(), "pid {pid} was killed, not left running");
+}
