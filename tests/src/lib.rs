@@ -11,6 +11,7 @@
 //! - `hostile` — a corpus of attack requests, raw send-and-see, a backend answering early.
 //! - `mitm`    — a forwarding man-in-the-middle that alters one frame on command.
 //! - `choked_backend` — a backend whose accept queue the test fills, so SYNs get dropped.
+//! - `keepalive` — one request at a time on a held HTTP/1.1 connection; a web + TLS node.
 
 pub mod backend;
 pub mod browser;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod h2client;
 pub mod h2raw;
 pub mod hostile;
+pub mod keepalive;
 pub mod mitm;
 pub mod netns;
 pub mod process;

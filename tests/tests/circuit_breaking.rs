@@ -9,6 +9,7 @@ use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::choked_backend::ChokedBackend;
 use fulcrum_tests::config::Ports;
 use fulcrum_tests::hostile::metric;
+use fulcrum_tests::keepalive::web_and_tls_node;
 use fulcrum_tests::process::Fulcrum;
 use http::Request;
 use std::time::{Duration, Instant};
@@ -87,25 +88,8 @@ async fn requests_over_a_backends_caps_get_503_with_the_reason_on_every_path() {
              [[route]]\nlistener = \"{listener}\"\npath_prefix = \"/connect\"\npool = \"pending\"\n\n"
         )
     };
-    let cfg = format!(
-        r#"[node]
-id = 1
-admin = "{admin}"
-data_dir = "/tmp"
-access_log = "off"
-shutdown_grace = "10s"
-
-[[listener]]
-name = "web"
-bind = "{web}"
-
-[[listener]]
-name = "tls"
-bind = "{tls_addr}"
-protocol = "https"
-tls = [{{ cert = "{cert}", key = "{key}" }}]
-
-{web_routes}{tls_routes}[[pool]]
+    let pools = format!(
+        r#"{web_routes}{tls_routes}[[pool]]
 name = "capped"
 backends = [{{ addr = "{b}" }}]
 max_requests = 2
@@ -116,15 +100,12 @@ backends = [{{ addr = "{c}" }}]
 max_pending = 1
 connect_timeout = "1500ms"
 "#,
-        admin = ports.admin,
-        web = ports.web,
-        cert = cert.display(),
-        key = key.display(),
         web_routes = routes("web"),
         tls_routes = routes("tls"),
         b = backend.addr,
         c = choked.addr(),
     );
+    let cfg = web_and_tls_node(&ports.admin, &ports.web, &tls_addr, &cert, &key, &pools);
     let node = Fulcrum::start(&cfg, &ports.admin).await;
     let counted = |result: &'static str| {
         let admin = node.admin.clone();

@@ -9,10 +9,10 @@
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::config::{single_node, Ports};
 use fulcrum_tests::hostile::metric;
+use fulcrum_tests::keepalive::exchange;
 use fulcrum_tests::process::Fulcrum;
 use fulcrum_tests::raw_backend::{Action, RawBackend};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn sick(name: &'static str) -> impl Fn(&fulcrum_tests::raw_backend::Seen) -> Action {
@@ -26,37 +26,9 @@ fn sick(name: &'static str) -> impl Fn(&fulcrum_tests::raw_backend::Seen) -> Act
 
 /// One GET on the keep-alive connection `s`; the status.
 async fn get(s: &mut TcpStream) -> u16 {
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    exchange(s, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
-        .expect("send");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .expect("answered in time")
-            .expect("read");
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).to_string();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let length: usize = text[..end]
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .expect("Content-Length");
-        if got.len() >= end + 4 + length {
-            return text
-                .get(9..12)
-                .and_then(|c| c.parse().ok())
-                .expect("status");
-        }
-    }
+        .status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,43 +6,16 @@
 
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::config::{backend_list, single_node, Ports};
+use fulcrum_tests::keepalive::exchange;
 use fulcrum_tests::process::Fulcrum;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One GET on the keep-alive connection `s`; the `x-backend` that answered.
 async fn get(s: &mut TcpStream) -> String {
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .expect("send");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .expect("answered in time")
-            .expect("read");
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).to_string();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let field = |name: &str| {
-            text[..end].lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-            })
-        };
-        let length: usize = field("content-length")
-            .and_then(|v| v.parse().ok())
-            .expect("length");
-        if got.len() >= end + 4 + length {
-            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-            return field("x-backend").expect("x-backend");
-        }
-    }
+    let answer = exchange(s, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer.header("x-backend").expect("x-backend").to_string()
 }
 
 /// How many of `n` requests `name` answered.

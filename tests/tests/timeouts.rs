@@ -15,12 +15,13 @@
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::config::Ports;
 use fulcrum_tests::hostile::metric;
+use fulcrum_tests::keepalive::{exchange, web_and_tls_node};
 use fulcrum_tests::process::{check_config, Fulcrum};
 use http::Request;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -132,26 +133,8 @@ impl Bed {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = fulcrum_tests::tls::TestCa::new();
         let (cert, key) = ca.leaf(&["a.test"]).write(dir.path(), "a");
-        let cfg = format!(
-            r#"[node]
-id = 1
-admin = "{admin}"
-data_dir = "/tmp"
-access_log = "off"
-shutdown_grace = "10s"
-
-[[listener]]
-name = "web"
-bind = "{web}"
-header_read_timeout = "2s"
-
-[[listener]]
-name = "tls"
-bind = "{tls_addr}"
-protocol = "https"
-tls = [{{ cert = "{cert}", key = "{key}" }}]
-
-{web_routes}{tls_routes}[[pool]]
+        let pools = format!(
+            r#"{web_routes}{tls_routes}[[pool]]
 name = "mixed"
 backends = [{{ addr = "{s}" }}, {{ addr = "{a}" }}]
 
@@ -168,10 +151,6 @@ name = "budget"
 backends = [{{ addr = "{s3}" }}, {{ addr = "{a}" }}]
 retry_budget = {{ percent = 0, min_per_second = 1, window = "2s" }}
 "#,
-            admin = ports.admin,
-            web = ports.web,
-            cert = cert.display(),
-            key = key.display(),
             web_routes = routes("web"),
             tls_routes = routes("tls"),
             s = stalled.addr,
@@ -179,6 +158,7 @@ retry_budget = {{ percent = 0, min_per_second = 1, window = "2s" }}
             s3 = stalled3.addr,
             a = answering.addr,
         );
+        let cfg = web_and_tls_node(&ports.admin, &ports.web, &tls_addr, &cert, &key, &pools);
         let node = Fulcrum::start(&cfg, &ports.admin).await;
         Bed {
             ports,
@@ -205,46 +185,9 @@ async fn h1(s: &mut TcpStream, method: &str, path: &str) -> (u16, Option<String>
         "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let started = Instant::now();
-    s.write_all(req.as_bytes()).await.expect("send");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .expect("answered within 10 s")
-            .expect("read");
-        assert!(
-            n > 0,
-            "connection closed after {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).to_string();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let head = &text[..end];
-        let length: usize = header(head, "content-length")
-            .and_then(|v| v.parse().ok())
-            .expect("a Content-Length");
-        if got.len() < end + 4 + length {
-            continue;
-        }
-        let status = text
-            .get(9..12)
-            .and_then(|c| c.parse().ok())
-            .expect("status");
-        let backend = header(head, "x-backend").map(str::to_string);
-        return (status, backend, started.elapsed());
-    }
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
+    let answer = exchange(s, req.as_bytes()).await;
+    let backend = answer.header("x-backend").map(str::to_string);
+    (answer.status, backend, answer.took)
 }
 
 /// A GET over an HTTP/2 connection (`sender`): status, `x-backend`, time.
