@@ -39,7 +39,7 @@ async fn returning_backend_ramps_up(algorithm: &str, weights: &[u32], full: (usi
         &backend_list(&[&a, &b], weights),
         &format!(
             "algorithm = \"{algorithm}\"\nslow_start = \"4s\"\n\
-             health = {{ kind = \"http\", path = \"/healthz\", interval = \"200ms\", timeout = \"500ms\", rise = 1, fall = 1 }}"
+             health = {{ kind = \"http\", path = \"/healthz\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 1 }}"
         ),
         "",
     );
