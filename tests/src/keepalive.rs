@@ -1,6 +1,7 @@
 //! One HTTP/1.1 request at a time on a keep-alive connection the test holds, with the
 //! answer read by its `Content-Length` (the responses fulcrum and the test backends give),
-//! and a node config with a plain and an HTTPS listener for tests that cover every codec.
+//! the same for a GET on a held HTTP/2 connection, and a node config with a plain and an
+//! HTTPS listener for tests that cover every codec.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -63,6 +64,38 @@ pub async fn exchange(s: &mut TcpStream, request: &[u8]) -> Answer {
             answer.took = started.elapsed();
             return answer;
         }
+    }
+}
+
+/// A GET on a held HTTP/2 connection (`sender`), read whole; the head lists the
+/// response's fields as `name: value` lines after a status line.
+pub async fn h2_get(sender: &h2::client::SendRequest<bytes::Bytes>, uri: &str) -> Answer {
+    let started = Instant::now();
+    let req = http::Request::get(uri).body(()).expect("request");
+    let mut ready = sender.clone().ready().await.expect("ready");
+    let (resp, _) = ready.send_request(req, true).expect("send");
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("answered within 10 s")
+        .expect("response");
+    let status = resp.status().as_u16();
+    let mut head = format!("HTTP/2 {status}");
+    for (name, value) in resp.headers() {
+        head.push_str(&format!(
+            "\r\n{name}: {}",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    let mut body = resp.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        bytes.extend_from_slice(&chunk.expect("body"));
+    }
+    Answer {
+        status,
+        head,
+        body: bytes,
+        took: started.elapsed(),
     }
 }
 

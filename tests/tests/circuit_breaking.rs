@@ -9,9 +9,8 @@ use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::choked_backend::ChokedBackend;
 use fulcrum_tests::config::Ports;
 use fulcrum_tests::hostile::metric;
-use fulcrum_tests::keepalive::web_and_tls_node;
+use fulcrum_tests::keepalive::{h2_get, web_and_tls_node};
 use fulcrum_tests::process::Fulcrum;
-use http::Request;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,29 +36,10 @@ async fn h1_get(addr: &str, path: &str) -> (u16, String, Duration) {
 }
 
 /// One GET over an HTTP/2 connection: status, body, time taken.
-async fn h2_get(
-    sender: &h2::client::SendRequest<bytes::Bytes>,
-    uri: &str,
-) -> (u16, String, Duration) {
-    let started = Instant::now();
-    let req = Request::get(uri).body(()).expect("request");
-    let mut ready = sender.clone().ready().await.expect("ready");
-    let (resp, _) = ready.send_request(req, true).expect("send");
-    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
-        .await
-        .expect("answered within 10 s")
-        .expect("response");
-    let status = resp.status().as_u16();
-    let mut body = resp.into_body();
-    let mut text = Vec::new();
-    while let Some(chunk) = body.data().await {
-        text.extend_from_slice(&chunk.expect("body"));
-    }
-    (
-        status,
-        String::from_utf8_lossy(&text).to_string(),
-        started.elapsed(),
-    )
+async fn h2(sender: &h2::client::SendRequest<bytes::Bytes>, uri: &str) -> (u16, String, Duration) {
+    let answer = h2_get(sender, uri).await;
+    let body = String::from_utf8_lossy(&answer.body).to_string();
+    (answer.status, body, answer.took)
 }
 
 fn assert_refused(what: &str, got: &(u16, String, Duration), reason: &str) {
@@ -132,18 +112,14 @@ connect_timeout = "1500ms"
     let tcp = TcpStream::connect(&ports.web).await.expect("connect");
     let (h2c, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
     tokio::spawn(conn);
-    assert_refused("h2c", &h2_get(&h2c, "http://a/").await, "max_requests");
+    assert_refused("h2c", &h2(&h2c, "http://a/").await, "max_requests");
     let stream = connect(&tls_addr, "a.test", verifying_config(&ca.pem(), &[b"h2"]))
         .await
         .expect("TLS connect");
     assert_eq!(alpn(&stream).as_deref(), Some(b"h2".as_slice()));
     let (h2tls, conn) = h2::client::handshake(stream).await.expect("h2 handshake");
     tokio::spawn(conn);
-    assert_refused(
-        "h2",
-        &h2_get(&h2tls, "https://a.test/").await,
-        "max_requests",
-    );
+    assert_refused("h2", &h2(&h2tls, "https://a.test/").await, "max_requests");
     for s in slow {
         let (status, _, _) = s.await.expect("slow request");
         assert_eq!(status, 200, "requests under the cap are served");
@@ -151,8 +127,8 @@ connect_timeout = "1500ms"
     assert_eq!(counted("max_requests").await, 3.0);
     // The slow ones are done: room again, on every path.
     assert_eq!(h1_get(&ports.web, "/").await.0, 200);
-    assert_eq!(h2_get(&h2c, "http://a/").await.0, 200);
-    assert_eq!(h2_get(&h2tls, "https://a.test/").await.0, 200);
+    assert_eq!(h2(&h2c, "http://a/").await.0, 200);
+    assert_eq!(h2(&h2tls, "https://a.test/").await.0, 200);
 
     // max_pending = 1: one connect hangs (the backend's accept queue is full), a
     // second request to that backend is refused rather than queued behind it.
@@ -172,14 +148,10 @@ connect_timeout = "1500ms"
         &h1_get(&ports.web, "/connect").await,
         "max_pending",
     );
-    assert_refused(
-        "h2c",
-        &h2_get(&h2c, "http://a/connect").await,
-        "max_pending",
-    );
+    assert_refused("h2c", &h2(&h2c, "http://a/connect").await, "max_pending");
     assert_refused(
         "h2",
-        &h2_get(&h2tls, "https://a.test/connect").await,
+        &h2(&h2tls, "https://a.test/connect").await,
         "max_pending",
     );
     choked.unchoke_after(Duration::ZERO);

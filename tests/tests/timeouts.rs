@@ -15,9 +15,8 @@
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::config::Ports;
 use fulcrum_tests::hostile::metric;
-use fulcrum_tests::keepalive::{exchange, web_and_tls_node};
+use fulcrum_tests::keepalive::{exchange, h2_get, web_and_tls_node};
 use fulcrum_tests::process::{check_config, Fulcrum};
-use http::Request;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -191,24 +190,13 @@ async fn h1(s: &mut TcpStream, method: &str, path: &str) -> (u16, Option<String>
 }
 
 /// A GET over an HTTP/2 connection (`sender`): status, `x-backend`, time.
-async fn h2_get(
+async fn h2(
     sender: &h2::client::SendRequest<bytes::Bytes>,
     uri: &str,
 ) -> (u16, Option<String>, Duration) {
-    let started = Instant::now();
-    let req = Request::get(uri).body(()).expect("request");
-    let mut ready = sender.clone().ready().await.expect("ready");
-    let (resp, _) = ready.send_request(req, true).expect("send");
-    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
-        .await
-        .expect("answered within 10 s")
-        .expect("response");
-    let backend = resp
-        .headers()
-        .get("x-backend")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    (resp.status().as_u16(), backend, started.elapsed())
+    let answer = h2_get(sender, uri).await;
+    let backend = answer.header("x-backend").map(str::to_string);
+    (answer.status, backend, answer.took)
 }
 
 /// Asserts a 504 that came when the limit `at` ran out (not at once, not at 30 s).
@@ -313,7 +301,7 @@ async fn timed_out_tries_are_retried_elsewhere_and_route_timeouts_answer_504_on_
     tokio::spawn(h2conn);
     check_path(&bed, "h2c", |path| {
         let sender = sender.clone();
-        async move { h2_get(&sender, &format!("http://a{path}")).await }
+        async move { h2(&sender, &format!("http://a{path}")).await }
     })
     .await;
 
@@ -331,7 +319,7 @@ async fn timed_out_tries_are_retried_elsewhere_and_route_timeouts_answer_504_on_
     tokio::spawn(h2conn);
     check_path(&bed, "h2", |path| {
         let sender = sender.clone();
-        async move { h2_get(&sender, &format!("https://a.test{path}")).await }
+        async move { h2(&sender, &format!("https://a.test{path}")).await }
     })
     .await;
 
