@@ -10,6 +10,7 @@
 //! - `span`      — finds a TOML path in the source text, so errors point at the exact spot.
 //! - `validate`  — whole-file checks (names exist, no duplicates, addresses parse, ranges).
 //! - `summary`   — the human-readable effective config `fulcrum check` prints.
+//! - `traffic`   — retry budgets and other multi-value traffic settings of a pool.
 //!
 //! Nothing here does I/O beyond reading the file it is asked to load; certificate and
 //! secret files are named, not opened.
@@ -23,6 +24,7 @@ mod net;
 mod scope;
 mod span;
 mod summary;
+mod traffic;
 mod validate;
 
 pub use accessors::DEFAULT_AFFINITY_COOKIE;
@@ -31,6 +33,7 @@ pub use hash_key::HashKey;
 pub use model::*;
 pub use net::{parse_peer, IpNet};
 pub use scope::{covers, scope_of, Scope, ScopeError, SCOPES};
+pub use traffic::{Outlier, RetryBudget, MAX_BUDGET_WINDOW_SECS};
 
 use std::path::Path;
 

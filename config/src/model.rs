@@ -5,6 +5,7 @@
 //! ignored key); defaults live next to the field they belong to. Semantic checks that
 //! need the whole file (names that must exist, weights in range) live in `validate.rs`.
 
+use crate::traffic::{Outlier, RetryBudget};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -290,6 +291,22 @@ pub struct Route {
     pub upgrades: Vec<String>,
     /// Requests per second allowed to each client key of this route; beyond it, 429.
     pub rate_limit: Option<RateLimit>,
+    /// The longest a request waits for its response head over all its tries, from when
+    /// it was routed (504 beyond it). None: only the pool's `response_timeout` per try.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// The longest one try waits for its response head; a try that runs out is retried
+    /// on another backend when the request is safe to replay (504 otherwise).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub per_try_timeout: Option<Duration>,
 }
 
 /// `rate_limit = { requests_per_second = 50, burst = 100, key = "source-ip" }` on a route:
@@ -452,6 +469,22 @@ pub struct Pool {
     pub upstream_idle_timeout: Duration,
     pub send_proxy: Option<ProxyVersion>,
     pub tls: Option<BackendTls>,
+    /// Retries allowed as a share of requests (`traffic::RetryBudget`); none: no limit.
+    pub retry_budget: Option<RetryBudget>,
+    /// Circuit breaking: requests in flight to one backend at most (503 beyond it).
+    pub max_requests: Option<u32>,
+    /// Circuit breaking: connects in progress to one backend at most (503 beyond it).
+    pub max_pending: Option<u32>,
+    /// Outlier detection: ejection after consecutive 5xx or gateway errors.
+    pub outlier: Option<Outlier>,
+    /// A backend that joins or comes back ramps from 10% of its share to all of it
+    /// over this window.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub slow_start: Option<Duration>,
 }
 
 /// One backend of a pool.

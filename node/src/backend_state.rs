@@ -6,6 +6,7 @@
 //! `BackendRegistry` hands out one `Arc<BackendState>` per `(pool, addr)`.
 
 use crate::balance::BackendLoad;
+use crate::request::outlier_state::OutlierCounters;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,12 @@ pub struct BackendState {
     /// Passive ejection deadline, in milliseconds since `epoch` (0 = not ejected).
     ejected_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// When the backend last joined or came back healthy (ms since `epoch`), for slow
+    /// start; the end of a local ejection counts too (`returned_ms`).
+    warm_since_ms: AtomicU64,
     pub load: Arc<BackendLoad>,
+    /// Outlier detection's streaks and ejection history (`request::outlier`).
+    pub outlier: OutlierCounters,
     epoch: Instant,
 }
 
@@ -44,7 +50,9 @@ impl BackendState {
             drained: AtomicBool::new(false),
             ejected_until_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
+            warm_since_ms: AtomicU64::new(epoch.elapsed().as_millis() as u64),
             load: Arc::new(BackendLoad::default()),
+            outlier: OutlierCounters::default(),
             epoch,
         }
     }
@@ -60,7 +68,9 @@ impl BackendState {
 
     /// Sets the effective health computed from every node's observations.
     pub fn set_cluster_healthy(&self, healthy: bool) {
-        self.cluster_healthy.store(healthy, Ordering::Relaxed);
+        if !self.cluster_healthy.swap(healthy, Ordering::Relaxed) && healthy {
+            self.warm_since_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
     }
 
     pub fn active_healthy(&self) -> bool {
@@ -69,7 +79,23 @@ impl BackendState {
 
     /// Returns true when the value changed.
     pub fn set_active_healthy(&self, healthy: bool) -> bool {
-        self.active_healthy.swap(healthy, Ordering::Relaxed) != healthy
+        let changed = self.active_healthy.swap(healthy, Ordering::Relaxed) != healthy;
+        if changed && healthy {
+            self.warm_since_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+        changed
+    }
+
+    /// Milliseconds since the backend last came back: joined, turned healthy, or its
+    /// local ejection ended (slow start).
+    pub fn returned_ms(&self) -> u64 {
+        let now = self.now_ms();
+        let mut since = self.warm_since_ms.load(Ordering::Relaxed);
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        if until != 0 && until <= now {
+            since = since.max(until);
+        }
+        now.saturating_sub(since)
     }
 
     pub fn drained(&self) -> bool {
@@ -107,11 +133,23 @@ impl BackendState {
     pub fn note_success(&self) {
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
-            self.ejected_until_ms.store(0, Ordering::Relaxed);
+            let until = self.ejected_until_ms.swap(0, Ordering::Relaxed);
+            // The ejection's end stays the time it came back (slow start).
+            let back = until.min(self.now_ms());
+            self.warm_since_ms.fetch_max(back, Ordering::Relaxed);
         }
     }
 
-    fn now_ms(&self) -> u64 {
+    /// Ejects for `duration` from now (outlier detection); returns when it ends (ms on
+    /// `now_ms`'s clock).
+    pub fn eject_for(&self, duration: Duration) -> u64 {
+        let until = (self.now_ms() + duration.as_millis() as u64).max(1);
+        self.ejected_until_ms.store(until, Ordering::Relaxed);
+        until
+    }
+
+    /// Milliseconds since the registry's epoch.
+    pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 }

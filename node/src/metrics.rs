@@ -65,6 +65,7 @@ pub struct Metrics {
     pub backend_unsolicited: Counter,
     pub health_checks: Family<CheckLabels, Counter>,
     pub retries: Counter,
+    retry_budget_exhausted: Family<PoolLabels, Counter>,
     pub config_version: Gauge,
     pub reloads: Family<ResultLabels, Counter>,
     pub config: ConfigMetrics,
@@ -182,6 +183,7 @@ impl Metrics {
             backend_unsolicited: Counter::default(),
             health_checks: Family::default(),
             retries: Counter::default(),
+            retry_budget_exhausted: Family::default(),
             config_version: Gauge::default(),
             reloads: Family::default(),
             config: ConfigMetrics::default(),
@@ -244,8 +246,13 @@ impl Metrics {
         );
         registry.register(
             "retries",
-            "Requests retried on another backend after a connect failure",
+            "Requests retried after a failed try (connect failure, broken connection, per-try timeout)",
             m.retries.clone(),
+        );
+        registry.register(
+            "retry_budget_exhausted",
+            "Failed attempts not retried because the pool's retry budget was spent",
+            m.retry_budget_exhausted.clone(),
         );
         registry.register(
             "config_version",
@@ -429,6 +436,15 @@ impl Metrics {
             .swap(s.leader_changes, std::sync::atomic::Ordering::Relaxed);
         rm.leader_changes
             .inc_by(s.leader_changes.saturating_sub(before));
+    }
+
+    /// A retry refused by `pool`'s retry budget.
+    pub fn retry_budget_exhausted(&self, pool: &str) {
+        self.retry_budget_exhausted
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
+            })
+            .inc();
     }
 
     pub fn local_response(&self, what: &str) {

@@ -6,8 +6,11 @@
 use crate::affinity::cookie::CookieSigner;
 use crate::affinity::fallback::{FallbackCookie, FallbackKeys};
 use crate::backend_state::{BackendRegistry, BackendState};
+use crate::balance::slow_start::SlowStart;
 use crate::balance::{self, BackendLoad, Candidate, PickContext, Selector};
 use crate::metrics::{BackendMetrics, Metrics};
+use crate::request::budget::RetryGate;
+use crate::request::outlier_state::OutlierPolicy;
 use crate::upstream::Upstream;
 use fulcrum_config::{AffinityMode, HashKey, Pool};
 use fulcrum_session::AffinityStore;
@@ -54,6 +57,14 @@ pub struct PoolRuntime {
     pub latency_aware: bool,
     /// The shared affinity store (Redis) of this pool's config version, if any.
     pub sessions: Option<Arc<AffinityStore>>,
+    /// `retry_budget`, counting this config version's requests and retries.
+    pub retry_budget: Option<RetryGate>,
+    /// Circuit breaking: requests in flight per backend at most (`request::breaker`).
+    pub max_requests: Option<u64>,
+    /// Outlier detection (`request::outlier`), if the pool has it.
+    pub outlier: Option<OutlierPolicy>,
+    /// `slow_start`, unless the pool hashes (`balance::slow_start`).
+    slow_start: Option<SlowStart>,
 }
 
 impl std::fmt::Debug for PoolRuntime {
@@ -128,10 +139,27 @@ impl PoolRuntime {
                 pool.upstream_idle_timeout,
                 crate::tls::backend::upstream_settings(pool),
                 metrics.backend_unsolicited.clone(),
-            ),
+            )
+            .with_max_pending(pool.max_pending),
             response_timeout: pool.response_timeout,
             latency_aware: pool.algorithm == fulcrum_config::Algorithm::PeakEwma,
             sessions,
+            retry_budget: pool.retry_budget.as_ref().map(RetryGate::new),
+            max_requests: pool.max_requests.map(u64::from),
+            slow_start: pool
+                .slow_start
+                .filter(|_| pool.algorithm != fulcrum_config::Algorithm::ConsistentHash)
+                .map(SlowStart::new),
+            outlier: (pool.outlier.as_ref())
+                .map(|o| OutlierPolicy::new(o, metrics.backend_ejections.clone())),
+        }
+    }
+
+    /// Counts a request towards the retry budget, if the pool has one (nothing else).
+    #[inline]
+    pub fn note_request(&self) {
+        if let Some(gate) = &self.retry_budget {
+            gate.note_request();
         }
     }
 
@@ -139,7 +167,14 @@ impl PoolRuntime {
     /// healthy backend is locally ejected, ignores ejection rather than failing
     /// (Envoy's "panic mode"), since a local ejection is only a guess.
     pub fn pick(&self, ctx: &PickContext<'_>, exclude: Option<usize>) -> Option<usize> {
-        let strict = |i: usize| Some(i) != exclude && self.backends[i].state.eligible();
+        let strict = |i: usize| {
+            let state = &self.backends[i].state;
+            Some(i) != exclude
+                && state.eligible()
+                && self
+                    .slow_start
+                    .is_none_or(|warm| warm.admits(state.returned_ms()))
+        };
         if let Some(i) = self.selector.pick(ctx, &strict) {
             return Some(i);
         }

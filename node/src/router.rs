@@ -14,6 +14,7 @@
 use crate::request::lookup::HeaderLookup;
 use crate::request::path::PathPolicy;
 use crate::request::rate_limit::RateLimiter;
+use crate::request::timeouts::RouteTimeouts;
 #[cfg(test)]
 use http::HeaderMap;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct CompiledRoute {
     pub upgrades: Vec<String>,
     /// The route's rate limit, with its buckets (see `request::rate_limit`).
     pub limiter: Option<Arc<RateLimiter>>,
+    /// `timeout` and `per_try_timeout` (see `request::timeouts`).
+    pub timeouts: RouteTimeouts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +105,10 @@ impl RouteTable {
                 redirect_https: r.redirect_https,
                 upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
                 limiter: r.rate_limit.as_ref().map(|l| Arc::new(RateLimiter::new(l))),
+                timeouts: RouteTimeouts {
+                    overall: r.timeout,
+                    per_try: r.per_try_timeout,
+                },
             })
             .collect();
         compiled.sort_by(|a, b| {
@@ -176,6 +183,8 @@ mod tests {
             redirect_https: false,
             upgrades: vec!["websocket".into()],
             rate_limit: None,
+            timeout: None,
+            per_try_timeout: None,
         }
     }
 

@@ -12,6 +12,7 @@
 //! - `hostile` — a corpus of attack requests, raw send-and-see, a backend answering early.
 //! - `mitm`    — a forwarding man-in-the-middle that alters one frame on command.
 //! - `choked_backend` — a backend whose accept queue the test fills, so SYNs get dropped.
+//! - `keepalive` — one request at a time on a held HTTP/1.1 connection; a web + TLS node.
 
 /// The real HTTP backends: the shared test bed's.
 pub use fulcrum_testbed::backend;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod h2client;
 pub mod h2raw;
 pub mod hostile;
+pub mod keepalive;
 pub mod mitm;
 pub mod process;
 pub mod raw_backend;

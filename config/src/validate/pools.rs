@@ -6,6 +6,7 @@ use crate::hash_key::{is_token, HashKey};
 use crate::model::{AffinityMode, Algorithm, Config, Pool, Protocol};
 use crate::net::parse_socket_addr;
 use crate::span::Seg::{I, K};
+use crate::traffic::MAX_BUDGET_WINDOW_SECS;
 use std::collections::{HashMap, HashSet};
 
 /// Allowed backend weights; the upper bound keeps weighted schedules small.
@@ -203,6 +204,49 @@ fn check_upstream(i: usize, pool: &Pool, r: &mut Report<'_>) {
         "upstream_idle_timeout",
         pool.upstream_idle_timeout,
     );
+    for (key, cap) in [
+        ("max_requests", pool.max_requests),
+        ("max_pending", pool.max_pending),
+    ] {
+        if cap == Some(0) {
+            r.error(&at(key), format!("{key} must be at least 1"));
+        }
+    }
+    if let Some(window) = pool.slow_start {
+        r.positive(&at("slow_start"), "slow_start", window);
+    }
+    if let Some(outlier) = &pool.outlier {
+        let at = |key| [K("pool"), I(i), K("outlier"), K(key)];
+        r.positive(&at("base_ejection"), "base_ejection", outlier.base_ejection);
+        if outlier.max_ejection < outlier.base_ejection {
+            r.error(
+                &at("max_ejection"),
+                "max_ejection must be at least base_ejection",
+            );
+        }
+        if !(1..=100).contains(&outlier.max_ejection_percent) {
+            r.error(
+                &at("max_ejection_percent"),
+                "max_ejection_percent must be from 1 to 100",
+            );
+        }
+    }
+    if let Some(budget) = &pool.retry_budget {
+        let at = |key| [K("pool"), I(i), K("retry_budget"), K(key)];
+        if !(budget.percent.is_finite() && (0.0..=100.0).contains(&budget.percent)) {
+            r.error(
+                &at("percent"),
+                format!("percent must be between 0 and 100, got {}", budget.percent),
+            );
+        }
+        let secs = budget.window.as_secs();
+        if budget.window.subsec_nanos() != 0 || !(1..=MAX_BUDGET_WINDOW_SECS).contains(&secs) {
+            r.error(
+                &at("window"),
+                format!("window must be whole seconds from 1s to {MAX_BUDGET_WINDOW_SECS}s"),
+            );
+        }
+    }
     if let Some(tls) = &pool.tls {
         if tls.cert.is_some() != tls.key.is_some() {
             r.error(

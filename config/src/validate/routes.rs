@@ -22,6 +22,7 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
         check_refs(i, route, &listeners, &pools, r);
         check_matchers(i, route, r);
         check_rate_limit(i, route, r);
+        check_timeouts(i, route, r);
         if let Some(first) = seen.insert(match_key(route), i) {
             r.error(
                 &[K("route"), I(i)],
@@ -88,6 +89,22 @@ fn check_rate_limit(i: usize, route: &Route, r: &mut Report<'_>) {
     }
     if let Err(e) = HashKey::parse(&limit.key) {
         r.error(&at("key"), format!("rate_limit {e}"));
+    }
+}
+
+fn check_timeouts(i: usize, route: &Route, r: &mut Report<'_>) {
+    let at = |key| [K("route"), I(i), K(key)];
+    if let Some(t) = route.timeout {
+        r.positive(&at("timeout"), "timeout", t);
+    }
+    if let Some(t) = route.per_try_timeout {
+        r.positive(&at("per_try_timeout"), "per_try_timeout", t);
+        if route.timeout.is_some_and(|overall| t > overall) {
+            r.error(
+                &at("per_try_timeout"),
+                "per_try_timeout must not exceed the route's timeout",
+            );
+        }
     }
 }
 

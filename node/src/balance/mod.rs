@@ -26,6 +26,9 @@
 //! | `random.rs`            | `random`                 | weights                       |
 //! | `consistent_hash.rs`   | `consistent-hash`        | the request's hash key        |
 //!
+//! `slow_start.rs` ramps a returning backend's share up over `pool.slow_start` (for
+//! every algorithm but consistent hashing; applied in `PoolRuntime::pick`).
+//!
 //! `sample.rs` holds the uniform sampling of eligible indices that the
 //! power-of-two-choices algorithms and the hash fallback share.
 //!
@@ -41,6 +44,7 @@ mod peak_ewma;
 mod random;
 mod round_robin;
 mod sample;
+pub mod slow_start;
 mod weighted;
 
 use std::net::IpAddr;

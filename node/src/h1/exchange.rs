@@ -27,7 +27,8 @@ use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
 use crate::request::redispatch::{self, Retry};
 use crate::request::retry::Retries;
-use crate::request::{authority, path, rate_limit};
+use crate::request::timeouts::{RequestClock, RouteTimeouts, TryClock};
+use crate::request::{authority, breaker, path, rate_limit};
 use crate::upstream::BackendConn;
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
@@ -121,20 +122,31 @@ where
     };
     let span = tracing::debug_span!("request", method = %c.head.method, path = %String::from_utf8_lossy(path), pool = %pool.name);
     // A disabled span (the usual case) would still be entered and left on every poll.
+    let timeouts = route.timeouts;
     if span.is_disabled() {
-        forward(c, ctx, pool, choice).await
+        forward(c, ctx, pool, choice, timeouts).await
     } else {
-        forward(c, ctx, pool, choice).instrument(span).await
+        forward(c, ctx, pool, choice, timeouts)
+            .instrument(span)
+            .await
     }
 }
 
 /// Sends the request to the chosen backend (and once more elsewhere if it could not
 /// be delivered), then relays the response.
-async fn forward<S>(c: &mut Client<S>, ctx: &Ctx, pool: Arc<PoolRuntime>, choice: Choice) -> Next
+async fn forward<S>(
+    c: &mut Client<S>,
+    ctx: &Ctx,
+    pool: Arc<PoolRuntime>,
+    choice: Choice,
+    timeouts: RouteTimeouts,
+) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
+    let clock = RequestClock::new(timeouts, started, pool.response_timeout);
+    pool.note_request();
     let retryable =
         crate::request::retry::is_idempotent(&c.head.method) && c.head.content_length == 0;
     let forwarded_path = c.forward_normalized.then_some(c.path.as_slice());
@@ -160,9 +172,11 @@ where
     let mut moved = false;
     let mut retries = Retries::default();
     let (up, delivered, done) = loop {
-        let backend = &pool.backends[index];
-        let occupied = backend.state.load.occupy();
-        let sent = send(c, ctx, &pool, index, fresh).await;
+        let occupied = match breaker::occupy(&pool, index) {
+            Ok(occupied) => occupied,
+            Err(answer) => return local(c, ctx, answer).await,
+        };
+        let sent = send(c, ctx, &pool, index, fresh, &clock.start_try()).await;
         let failure = match sent {
             Ok((up, delivered)) => {
                 let done = RequestDone::new(
@@ -193,11 +207,12 @@ where
             index,
             failure,
             retryable,
+            &clock,
         );
         match next.await {
-            None => return local(c, ctx, Local::BadGateway).await,
-            Some(Retry::SameBackend) => fresh = true,
-            Some(Retry::Other(other)) => {
+            Err(answer) => return local(c, ctx, answer).await,
+            Ok(Retry::SameBackend) => fresh = true,
+            Ok(Retry::Other(other)) => {
                 moved = true;
                 index = other;
             }
@@ -229,6 +244,7 @@ async fn send<S>(
     pool: &PoolRuntime,
     index: usize,
     fresh: bool,
+    clock: &TryClock,
 ) -> Result<(BackendConn, Delivered), ExchangeFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -240,12 +256,9 @@ where
     };
     let mut up = match pooled {
         Some(up) => up,
-        None => pool.upstream.open_raw(index).await.map_err(|e| {
-            tracing::warn!(pool = %pool.name, error = %e, "backend connect failed");
-            ExchangeFailure::Connect {
-                timed_out: e.is_connect_timeout(),
-            }
-        })?,
+        None => {
+            (pool.upstream.open_raw(index).await).map_err(|e| ExchangeFailure::connect(pool, &e))?
+        }
     };
     let reused = up.reused;
     let (head_len, length, buffered) = (c.head.len, c.head.content_length, c.buffered_body());
@@ -263,11 +276,11 @@ where
             .map_err(|UploadError::ClientGone| ExchangeFailure::ClientGone)?;
     }
     ctx.set_phase(Phase::AwaitingBackend);
-    let limit = pool.response_timeout;
+    let (limit, expiry) = clock.wait();
     let read = c.timer.within(limit, read_head(&mut up, &mut c.resp)).await;
     ctx.set_phase(Phase::Relaying);
     match read {
-        None => Err(ExchangeFailure::Timeout),
+        None => Err(ExchangeFailure::Timeout(expiry)),
         Some(Err(ExchangeFailure::Broken { .. }))
             if delivered == Delivered::Partial && length > 0 =>
         {

@@ -23,6 +23,7 @@ use crate::h1::head::{HeadView, Kind};
 use crate::h1::response::{Framing, HeadReadError, ResponseHead};
 use crate::pool::PoolRuntime;
 use crate::request::answered::answered;
+use crate::request::breaker;
 use crate::request::choice::Choice;
 use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
@@ -30,6 +31,7 @@ use crate::request::local::Local;
 use crate::request::redispatch::{self, Retry};
 use crate::request::retry::{is_idempotent, Retries};
 use crate::request::target::Target;
+use crate::request::timeouts::{RequestClock, RouteTimeouts, TryClock};
 use bytes::{Buf, Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -52,9 +54,12 @@ pub(super) async fn forward(
     choice: Choice,
     req: Request<RecvStream>,
     target: Target,
+    timeouts: RouteTimeouts,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<(), Local> {
     let started = Instant::now();
+    let clock = RequestClock::new(timeouts, started, pool.response_timeout);
+    pool.note_request();
     let (parts, mut body) = req.into_parts();
     let has_body = !body.is_end_stream();
     let retryable = is_idempotent(&parts.method) && !has_body;
@@ -94,12 +99,13 @@ pub(super) async fn forward(
             headers: &parts.headers,
         };
         let framing = encode::request_head(&mut head_bytes, &head, &shared.conn, has_body);
-        let occupied = backend.state.load.occupy();
+        let occupied = breaker::occupy(&pool, index)?;
         let attempt = Attempt {
             head: &head_bytes,
             framing,
             fresh,
             expect_continue,
+            clock: clock.start_try(),
         };
         let sent = send(&pool, index, &attempt, &mut body, &mut resp, respond).await;
         let failure = match sent {
@@ -133,8 +139,9 @@ pub(super) async fn forward(
             index,
             failure,
             retryable,
+            &clock,
         );
-        match next.await.ok_or(Local::BadGateway)? {
+        match next.await? {
             Retry::SameBackend => fresh = true,
             Retry::Other(other) => {
                 moved = true;
@@ -165,6 +172,8 @@ struct Attempt<'a> {
     fresh: bool,
     /// The client waits for `100 Continue` before it sends the body.
     expect_continue: bool,
+    /// This try's limits.
+    clock: TryClock,
 }
 
 /// A backend connection with a response head read into `resp`.
@@ -185,12 +194,8 @@ async fn send(
     resp: &mut ResponseHead,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<Sent, ExchangeFailure> {
-    let mut up = Up::get(pool, index, attempt.fresh).await.map_err(|e| {
-        tracing::warn!(pool = %pool.name, error = %e, "backend connect failed");
-        ExchangeFailure::Connect {
-            timed_out: e.is_connect_timeout(),
-        }
-    })?;
+    let mut up = (Up::get(pool, index, attempt.fresh).await)
+        .map_err(|e| ExchangeFailure::connect(pool, &e))?;
     let reused = up.reused();
     // A failed write may be the backend having answered and closed: read on.
     let mut whole = up.write_all(attempt.head).await.is_ok();
@@ -207,9 +212,10 @@ async fn send(
         }
         whole = upload(&mut up, body, attempt.framing == BodyFraming::Chunked).await?;
     }
-    let read = tokio::time::timeout(pool.response_timeout, read_head(&mut up, resp)).await;
+    let (limit, expiry) = attempt.clock.wait();
+    let read = tokio::time::timeout(limit, read_head(&mut up, resp)).await;
     match read {
-        Err(_) => Err(ExchangeFailure::Timeout),
+        Err(_) => Err(ExchangeFailure::Timeout(expiry)),
         Ok(Err(ExchangeFailure::Broken { .. }))
             if !whole && attempt.framing != BodyFraming::None =>
         {

@@ -59,13 +59,14 @@ async fn route_and_forward(
         .get(&route.pool)
         .ok_or(Local::NoBackend)?
         .clone();
+    let timeouts = route.timeouts;
     drop(snapshot);
     let keys = ChoiceKeys::read(&pool, &shared.conn, req.headers(), target.path.as_bytes());
     let choice = choose_backend(&pool, &shared.conn, keys)
         .await
         .ok_or(Local::NoBackend)?;
     let span = tracing::debug_span!("request", method = %req.method(), path = %target.path, pool = %pool.name);
-    let forwarded = exchange::forward(shared, pool, choice, req, target, respond);
+    let forwarded = exchange::forward(shared, pool, choice, req, target, timeouts, respond);
     // A disabled span (the usual case) would still be entered and left on every poll.
     if span.is_disabled() {
         forwarded.await

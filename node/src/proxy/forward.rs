@@ -16,14 +16,16 @@ use crate::affinity::shared;
 use crate::balance;
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
+use crate::request::breaker;
 use crate::request::choice::Choice;
 use crate::request::conn::ConnInfo;
 use crate::request::finish::{RequestDone, RequestLog};
-use crate::request::local::Local;
+use crate::request::local::{Cap, Local};
 use crate::request::redispatch::{after_failure, Retry};
 use crate::request::retry::is_idempotent;
-use crate::request::retry::Retries;
+use crate::request::retry::{AttemptFailure, Retries};
 use crate::request::target::Target;
+use crate::request::timeouts::{Expiry, RequestClock, RouteTimeouts};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -39,8 +41,11 @@ pub(super) async fn forward(
     conn: &Arc<ConnInfo>,
     req: Request<Incoming>,
     target: Target,
+    timeouts: RouteTimeouts,
 ) -> Result<Response<ProxyBody>, Local> {
     let started = Instant::now();
+    let clock = RequestClock::new(timeouts, started, pool.response_timeout);
+    pool.note_request();
     let (mut parts, body) = req.into_parts();
     let http2 = parts.version == Version::HTTP_2;
     let host = target.authority.as_deref();
@@ -87,9 +92,12 @@ pub(super) async fn forward(
             body.take(),
             backend,
         );
-        let occupied = backend.state.load.occupy();
-        let sent =
-            tokio::time::timeout(pool.response_timeout, pool.upstream.send(index, upstream)).await;
+        let occupied = breaker::occupy(&pool, index)?;
+        let (limit, expiry) = clock.start_try().wait();
+        let sent = tokio::time::timeout(limit, pool.upstream.send(index, upstream)).await;
+        if sent.is_err() {
+            crate::request::outlier::observe_timeout(&pool, index);
+        }
         let err = match sent {
             Ok(Ok((resp, _))) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 // Nobody asked it to switch (`Upgrade` was not forwarded).
@@ -118,20 +126,24 @@ pub(super) async fn forward(
                 let set_cookie = choice.set_cookie || moved || learned;
                 return Ok(finish_response(&pool, index, resp, done, set_cookie));
             }
-            Ok(Err(e)) => e,
+            Ok(Err(e)) => Some(e),
+            Err(_elapsed) if expiry == Expiry::PerTry => None,
             Err(_elapsed) => {
-                tracing::warn!(pool = %pool.name, backend = %backend.id, "backend response timeout");
+                tracing::warn!(pool = %pool.name, backend = %backend.id, ?expiry, "backend response timeout");
                 return Err(Local::GatewayTimeout);
             }
         };
         drop(occupied);
-        if client_failed.load() {
-            tracing::debug!(client = %conn.client, error = %err, "request body broken by the client");
-            return Err(Local::ClientError);
-        }
-        tracing::warn!(pool = %pool.name, backend = %backend.id, error = %err, "backend request failed");
-        let Some(failure) = err.attempt_failure(has_body) else {
-            return Err(Local::BadGateway);
+        let failure = match err {
+            Some(err) => match attempt_failure(conn, &pool, backend, &client_failed, err, has_body)
+            {
+                Ok(failure) => failure,
+                Err(answer) => return Err(answer),
+            },
+            None => {
+                tracing::warn!(pool = %pool.name, backend = %backend.id, "backend try timeout");
+                AttemptFailure::TryTimeout
+            }
         };
         let next = after_failure(
             dp,
@@ -142,8 +154,9 @@ pub(super) async fn forward(
             index,
             failure,
             retryable,
+            &clock,
         );
-        match next.await.ok_or(Local::BadGateway)? {
+        match next.await? {
             Retry::SameBackend => {}
             Retry::Other(other) => {
                 moved = true;
@@ -152,6 +165,28 @@ pub(super) async fn forward(
         }
     }
     Err(Local::BadGateway)
+}
+
+/// How a failed send counts: the client's fault (400), an answer at once (502), or a
+/// failed attempt for the retry rule.
+fn attempt_failure(
+    conn: &ConnInfo,
+    pool: &PoolRuntime,
+    backend: &crate::pool::PoolBackend,
+    client_failed: &body::ClientFailed,
+    err: crate::upstream::UpstreamError,
+    has_body: bool,
+) -> Result<AttemptFailure, Local> {
+    if client_failed.load() {
+        tracing::debug!(client = %conn.client, error = %err, "request body broken by the client");
+        return Err(Local::ClientError);
+    }
+    if matches!(err, crate::upstream::UpstreamError::Pending { .. }) {
+        tracing::warn!(pool = %pool.name, backend = %backend.id, "backend at max_pending: 503");
+        return Err(Local::Overloaded(Cap::Pending));
+    }
+    tracing::warn!(pool = %pool.name, backend = %backend.id, error = %err, "backend request failed");
+    err.attempt_failure(has_body).ok_or(Local::BadGateway)
 }
 
 /// The HTTP/1.1 request sent to `backend`. A request without `Host` (HTTP/1.0) gets

@@ -112,7 +112,7 @@ async fn route_and_forward(
             .instrument(span)
             .await;
     }
-    let forwarded = forward::forward(dp, pool, choice, conn, req, target);
+    let forwarded = forward::forward(dp, pool, choice, conn, req, target, route.timeouts);
     // A disabled span (the usual case) would still be entered and left on every poll.
     if span.is_disabled() {
         forwarded.await

@@ -68,6 +68,9 @@ impl OnFinish for RequestDone {
     fn finish(&mut self, bytes: u64, complete: bool) {
         let backend = &self.pool.backends[self.index];
         backend.state.load.end_request();
+        if self.pool.outlier.is_some() && self.status >= 100 {
+            crate::request::outlier::observe_status(&self.pool, self.index, self.status);
+        }
         // A response cut short leaves its connection mid-message: dropping the lease
         // closes it. A complete one can carry the next request.
         if let (true, Some(lease)) = (complete, self.lease.take()) {

@@ -3,6 +3,15 @@
 
 use http::StatusCode;
 
+/// Which circuit-breaking cap refused a request (`request::breaker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// `max_requests`: requests in flight to the backend.
+    Requests,
+    /// `max_pending`: connects in progress to the backend.
+    Pending,
+}
+
 /// A response fulcrum makes itself.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Local {
@@ -14,6 +23,8 @@ pub(crate) enum Local {
     /// The route's rate limit refused the request; `Retry-After` in seconds.
     RateLimited(u32),
     NoBackend,
+    /// The chosen backend is at a circuit-breaking cap of its pool (`request::breaker`).
+    Overloaded(Cap),
     BadGateway,
     GatewayTimeout,
 }
@@ -34,6 +45,16 @@ impl Local {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy backend\n",
                 "no_backend",
+            ),
+            Local::Overloaded(Cap::Requests) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend at max_requests\n",
+                "max_requests",
+            ),
+            Local::Overloaded(Cap::Pending) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend at max_pending\n",
+                "max_pending",
             ),
             Local::BadGateway => (StatusCode::BAD_GATEWAY, "bad gateway\n", "bad_gateway"),
             Local::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "backend timeout\n", "timeout"),

@@ -13,18 +13,28 @@
 //! - `answered`   — what a relaying codec records when a backend's final head arrives.
 //! - `finish`     — accounting when a request is done (metrics, access log, load).
 //! - `rate_limit` — per-route request rates per client key (429 beyond them).
+//! - `timeouts`   — how long a try waits: pool response timeout, route per-try and overall.
+//! - `budget`     — a pool's retry budget (retries as a share of requests).
+//! - `breaker`    — circuit breaking: per-backend caps on requests and pending connects.
+//! - `outlier`    — ejection after consecutive 5xx or gateway errors (`pool.outlier`);
+//!   `outlier_state` what it keeps per pool and per backend.
 //! - `local`      — the responses fulcrum makes itself.
 
 pub(crate) mod answered;
 pub mod authority;
+pub mod breaker;
+pub mod budget;
 pub mod choice;
 pub mod conn;
 pub(crate) mod failure;
 pub(crate) mod finish;
 pub mod local;
 pub mod lookup;
+pub mod outlier;
+pub mod outlier_state;
 pub mod path;
 pub mod rate_limit;
 pub mod redispatch;
 pub mod retry;
 pub(crate) mod target;
+pub mod timeouts;

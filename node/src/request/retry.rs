@@ -9,7 +9,9 @@
 //!   session off a healthy backend breaks affinity (HAProxy's `retries` before
 //!   `redispatch`). Anything else goes to another backend;
 //! - **whether to eject** the backend locally: a refused or failed connect, or a fresh
-//!   connection that broke with no request body on its way, is the backend's fault; a reused
+//!   connection that broke with no request body on its way, is the backend's fault; a try
+//!   that ran out of its `per_try_timeout` goes to another backend and is not (slow is
+//!   not gone, and the same slowness on every backend would eject them all); a reused
 //!   connection that broke, or one that broke while a body was being sent (a backend may
 //!   refuse a body and close, RFC 9112 §9.5, which any client can make it do), is not.
 
@@ -32,6 +34,8 @@ pub enum AttemptFailure {
     /// The connection broke before a response byte arrived. `reused`: it had served
     /// earlier requests; `during_body`: the request body was on its way.
     Broken { reused: bool, during_body: bool },
+    /// No response head within the route's `per_try_timeout` (`request::timeouts`).
+    TryTimeout,
 }
 
 /// Where the next attempt goes.
@@ -61,6 +65,7 @@ pub fn is_backends_fault(failure: AttemptFailure) -> bool {
             reused,
             during_body,
         } => !reused && !during_body,
+        AttemptFailure::TryTimeout => false,
     }
 }
 
@@ -120,6 +125,7 @@ mod tests {
         reused: false,
         during_body: true,
     };
+    const SLOW: AttemptFailure = AttemptFailure::TryTimeout;
 
     fn d(next: NextAttempt, eject: bool) -> Decision {
         Decision { next, eject }
@@ -149,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_request_that_cannot_be_replayed_is_never_retried() {
-        for failure in [TIMEOUT, REFUSED, REUSED, FRESH, BODY] {
+        for failure in [TIMEOUT, REFUSED, REUSED, FRESH, BODY, SLOW] {
             let decision = Retries::default().after(failure, false);
             assert_eq!(decision.next, NextAttempt::GiveUp, "{failure:?}");
         }
@@ -157,6 +163,13 @@ mod tests {
         assert!(Retries::default().after(REFUSED, false).eject);
         assert!(!Retries::default().after(BODY, false).eject);
         assert!(!Retries::default().after(REUSED, false).eject);
+    }
+
+    #[test]
+    fn a_try_that_timed_out_goes_to_another_backend_once_without_ejecting() {
+        let mut r = Retries::default();
+        assert_eq!(r.after(SLOW, true), d(NextAttempt::OtherBackend, false));
+        assert_eq!(r.after(SLOW, true), d(NextAttempt::GiveUp, false));
     }
 
     #[test]

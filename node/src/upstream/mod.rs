@@ -13,6 +13,7 @@
 
 mod connect;
 mod idle;
+mod pending;
 mod raw;
 mod stop_sending;
 
@@ -51,6 +52,9 @@ pub enum UpstreamError {
     },
     #[error("HTTP handshake: {0}")]
     Handshake(hyper::Error),
+    /// The pool's `max_pending` connects to this backend are in progress already.
+    #[error("{addr}: at max_pending connects")]
+    Pending { addr: SocketAddr },
     #[error("{source}")]
     Request {
         source: hyper::Error,
@@ -66,6 +70,7 @@ impl UpstreamError {
         match self {
             Self::Connect { .. } | Self::Tls { .. } | Self::Handshake(_) => true,
             Self::Request { source, .. } => is_connection_level(source),
+            Self::Pending { .. } => false,
         }
     }
 
@@ -90,6 +95,7 @@ impl UpstreamError {
                 reused: *reused,
                 during_body: had_body,
             },
+            Self::Pending { .. } => return None,
         })
     }
 }
@@ -116,6 +122,8 @@ fn is_connection_level(e: &hyper::Error) -> bool {
 /// The connections of one pool, index-aligned with the pool's backends.
 pub struct Upstream {
     inner: Arc<Inner>,
+    /// `max_pending`, if the pool has it.
+    connects: Option<pending::ConnectCap>,
 }
 
 struct Inner {
@@ -174,7 +182,30 @@ impl Upstream {
             unsolicited,
         });
         spawn_reaper(Arc::downgrade(&inner), idle_timeout);
-        Upstream { inner }
+        Upstream {
+            inner,
+            connects: None,
+        }
+    }
+
+    /// Caps connects in progress per backend at `max` (none: no cap).
+    pub fn with_max_pending(mut self, max: Option<u32>) -> Self {
+        let backends = self.inner.addrs.len();
+        self.connects = max.map(|m| pending::ConnectCap::new(m, backends));
+        self
+    }
+
+    /// A connect to backend `index` may start: within `max_pending`, if any.
+    fn begin_connect(
+        &self,
+        index: usize,
+    ) -> Result<Option<pending::PendingConnect<'_>>, UpstreamError> {
+        match &self.connects {
+            None => Ok(None),
+            Some(cap) => cap.begin(index).map(Some).ok_or(UpstreamError::Pending {
+                addr: self.inner.addrs[index],
+            }),
+        }
     }
 
     /// Sends `req` to backend `index` over a pooled connection or a new one.
@@ -202,7 +233,9 @@ impl Upstream {
                 },
             }
         }
+        let connecting = self.begin_connect(index)?;
         let mut sender = connect::open(&inner.settings, inner.addrs[index], false).await?;
+        drop(connecting);
         match sender.send_request(req).await {
             Ok(resp) => Ok((resp, self.lease(index, sender))),
             Err(source) => Err(UpstreamError::Request {
@@ -220,7 +253,9 @@ impl Upstream {
         req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let inner = &self.inner;
+        let connecting = self.begin_connect(index)?;
         let mut sender = connect::open(&inner.settings, inner.addrs[index], true).await?;
+        drop(connecting);
         sender
             .send_request(req)
             .await
@@ -252,6 +287,7 @@ impl Upstream {
     pub async fn open_raw(&self, index: usize) -> Result<BackendConn, UpstreamError> {
         let inner = &self.inner;
         let timeout = inner.settings.connect_timeout;
+        let _connecting = self.begin_connect(index)?;
         BackendConn::open(inner.addrs[index], timeout, inner.unsolicited.clone()).await
     }
 
@@ -270,6 +306,7 @@ impl Upstream {
             });
         };
         let timeout = inner.settings.connect_timeout;
+        let _connecting = self.begin_connect(index)?;
         let tcp = connect::tcp(addr, timeout).await?;
         connect::tls_over(timeout, tls, tcp, addr).await
     }
