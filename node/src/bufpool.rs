@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::pin;
+use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The size of a lent buffer: what one read asks the kernel for.
@@ -93,6 +94,28 @@ where
     .await
 }
 
+/// Waits until `io` has bytes and returns them in a buffer from the pool; `None` at
+/// the end of the stream. The wait itself holds no buffer, and its future only `io`: a
+/// buffer is taken for each read attempt and given back at once if nothing came (an
+/// idle connection waits here, `crate::h1`).
+pub(crate) async fn read_fresh<R>(io: &mut R) -> io::Result<Option<BytesMut>>
+where
+    R: AsyncRead + Unpin,
+{
+    poll_fn(|cx| {
+        let mut buf = take();
+        let read = pin!(io.read_buf(&mut buf)).poll(cx);
+        match read {
+            Poll::Ready(Ok(n)) if n > 0 => Poll::Ready(Ok(Some(buf))),
+            other => {
+                give(&mut buf);
+                other.map(|done| done.map(|_| None))
+            }
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +151,30 @@ mod tests {
             give(&mut b);
         }
         assert_eq!(FREE.with_borrow(|f| f.len()), KEEP);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_read_holds_no_buffer_while_it_waits() {
+        use tokio::io::AsyncWriteExt;
+        let (mut near, mut far) = tokio::io::duplex(64);
+        let pooled = || FREE.with_borrow(|free| free.len());
+        give(&mut take());
+        let before = pooled();
+        {
+            let waiting = read_fresh(&mut near);
+            tokio::pin!(waiting);
+            let polled = futures_util::poll!(waiting.as_mut());
+            assert!(polled.is_pending(), "nothing sent yet");
+            assert_eq!(pooled(), before, "the buffer went back while waiting");
+        }
+        far.write_all(b"GET").await.unwrap();
+        let buf = read_fresh(&mut near).await.unwrap().expect("bytes");
+        assert_eq!(&buf[..], b"GET");
+        assert!(buf.capacity() >= BUFFER);
+        assert_eq!(pooled(), before - 1, "the buffer with the bytes is out");
+        drop(far);
+        let end = read_fresh(&mut near).await.unwrap();
+        assert!(end.is_none(), "end of stream");
+        assert_eq!(pooled(), before, "the end of the stream holds no buffer");
     }
 }

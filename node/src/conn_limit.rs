@@ -34,9 +34,14 @@ struct PerIp {
 }
 
 /// One admitted connection's share of the limits; dropping it gives the share back.
+///
+/// Every connection's task holds one for the connection's life, so it is two pointers
+/// (16 bytes, not the 48 of a semaphore permit and an inline address): the permit
+/// taken for the connection is forgotten and added back on drop, and the address is
+/// boxed, only when a per-address limit is set.
 pub(crate) struct Admitted {
-    _permit: OwnedSemaphorePermit,
-    ip: Option<(Arc<PerIp>, IpAddr)>,
+    total: Arc<Semaphore>,
+    ip: Option<Box<(Arc<PerIp>, IpAddr)>>,
 }
 
 impl ConnLimits {
@@ -71,10 +76,7 @@ impl ConnLimits {
     /// (`None`) when `ip` already holds its share.
     pub(crate) fn admit(&self, permit: OwnedSemaphorePermit, ip: IpAddr) -> Option<Admitted> {
         let Some(per_ip) = &self.per_ip else {
-            return Some(Admitted {
-                _permit: permit,
-                ip: None,
-            });
+            return Some(self.admitted(permit, None));
         };
         let mut open = per_ip.open.lock().unwrap_or_else(|p| p.into_inner());
         let count = open.entry(ip).or_insert(0);
@@ -84,18 +86,30 @@ impl ConnLimits {
             return None;
         }
         *count += 1;
-        Some(Admitted {
-            _permit: permit,
-            ip: Some((per_ip.clone(), ip)),
-        })
+        drop(open);
+        Some(self.admitted(permit, Some(Box::new((per_ip.clone(), ip)))))
+    }
+
+    fn admitted(
+        &self,
+        permit: OwnedSemaphorePermit,
+        ip: Option<Box<(Arc<PerIp>, IpAddr)>>,
+    ) -> Admitted {
+        permit.forget();
+        Admitted {
+            total: self.total.clone(),
+            ip,
+        }
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let Some((per_ip, ip)) = self.ip.take() else {
+        self.total.add_permits(1);
+        let Some(held) = self.ip.take() else {
             return;
         };
+        let (per_ip, ip) = *held;
         let mut open = per_ip.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = open.get_mut(&ip) {
             *count -= 1;
@@ -133,6 +147,11 @@ mod tests {
         assert!(waiting.await.is_err(), "no room at the limit");
         drop(one);
         assert!(limits.room().await.is_some());
+    }
+
+    #[test]
+    fn an_admission_is_two_pointers() {
+        assert_eq!(std::mem::size_of::<Admitted>(), 16);
     }
 
     #[test]

@@ -47,6 +47,7 @@ mod h1; // hand-written HTTP/1.1 fast path
 mod h2_flood; // issue 17: closes HTTP/2 clients that flood control frames
 mod health;
 mod http2; // issue 24: HTTP/2 clients on the request core, without hyper
+mod huge_pages; // issue 16: the heap in small pages (THP off for the process)
 mod l4; // issue 7: TCP listeners
 mod latency; // per-backend latency buckets beside the pool histogram
 mod linger; // lingering close for connections hyper serves

@@ -18,6 +18,9 @@ use tokio::signal::unix::{signal, SignalKind};
 /// `fulcrum run`: loads the config, sets up logging, the runtimes and signals, and runs the
 /// node until SIGTERM or SIGINT.
 pub fn run_process(config_path: &Path, threads: Option<usize>) -> ExitCode {
+    if !crate::huge_pages::disable() {
+        eprintln!("could not turn transparent huge pages off; memory per connection is larger");
+    }
     let loaded = match crate::load(config_path) {
         Ok(l) => l,
         Err(e) => {

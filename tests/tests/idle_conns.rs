@@ -23,11 +23,12 @@ const AT_LEAST: usize = 2000;
 const PARALLEL: usize = 100;
 /// Resident-set growth allowed per idle connection. Before issue 16 each held a
 /// 16 KiB read buffer; before its second round, about 2.8 KB (debug build: a task
-/// future held twice, the per-request state inline, two timers). Now about 1,060 B of
-/// heap each (a heap profile: task 512, socket registration 256, `ConnInfo` 180,
-/// counters 64, sweep slot 32), which this debug build with two worker threads shows
-/// as 1,220-2,170 B of resident set from run to run (allocator pages, and request
-/// buffers that come and go while connections are opened).
+/// future held twice, the per-request state inline, two timers). Then about 1,060 B of
+/// heap each, shown as 1,220-2,170 B of resident set (the heap was in 2 MiB huge pages);
+/// now about 816 B (task 384, socket registration 256, `ConnInfo` 80, counters 64,
+/// sweep slot 32) with huge pages off, 1,081 B of resident set in one debug run with two
+/// worker threads (allocator pages, and request buffers that come and go while
+/// connections are opened).
 const MAX_BYTES_PER_IDLE: u64 = 2560;
 
 /// Raises the soft open-file limit to the hard one (the node inherits it) and says

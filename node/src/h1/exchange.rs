@@ -160,9 +160,10 @@ where
         },
     };
     c.out.clear();
+    let (client_ip, forwarded) = (ctx.conn.client_ip(), ctx.conn.forwarded());
     let fwd = Forwarding {
-        client_ip: ctx.conn.client_ip.as_bytes(),
-        forwarded: ctx.conn.forwarded.as_bytes(),
+        client_ip: client_ip.as_bytes(),
+        forwarded: forwarded.as_bytes(),
         proto: ctx.conn.proto(),
         trusted: ctx.conn.trusted,
     };

@@ -39,7 +39,7 @@ mod timer;
 mod upload;
 
 use crate::bufpool;
-use crate::conn_io::{ActivityIo, OpenConnection};
+use crate::conn_io::ActivityIo;
 use crate::conn_watch::ConnActivity;
 use crate::dataplane::DataPlane;
 use crate::listener_sweep::{event, Sweep};
@@ -52,18 +52,25 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
 
-/// What every request of one connection shares.
+/// What every request of one connection shares. It lives in the connection's task for
+/// the connection's whole life, so it is kept to pointers and a few bytes; it counts the
+/// connection in `client_connections` while it exists.
 pub(super) struct Ctx {
     dp: Arc<DataPlane>,
     conn: Arc<ConnInfo>,
-    max_header_bytes: usize,
+    activity: Arc<ConnActivity>,
+    max_header_bytes: u32,
     /// Finish the request in progress, then close (shutdown or idle).
     closing: AtomicBool,
     /// Where the request in progress is (a `Phase` as u8).
     phase: AtomicU8,
-    activity: Arc<ConnActivity>,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        self.dp.metrics.client_connections.dec();
+    }
 }
 
 /// Where a connection is in serving a request; decides what an idle timeout does.
@@ -84,6 +91,27 @@ enum Phase {
 }
 
 impl Ctx {
+    fn new(
+        dp: Arc<DataPlane>,
+        conn: Arc<ConnInfo>,
+        activity: Arc<ConnActivity>,
+        max_header_bytes: usize,
+    ) -> Self {
+        dp.metrics.client_connections.inc();
+        Ctx {
+            dp,
+            conn,
+            activity,
+            max_header_bytes: u32::try_from(max_header_bytes).unwrap_or(u32::MAX),
+            closing: AtomicBool::new(false),
+            phase: AtomicU8::new(Phase::Fresh as u8),
+        }
+    }
+
+    fn max_header_bytes(&self) -> usize {
+        self.max_header_bytes as usize
+    }
+
     fn closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
     }
@@ -117,7 +145,6 @@ pub(crate) struct Handoff<S> {
     pub prefix: Bytes,
     pub conn: Arc<ConnInfo>,
     pub dp: Arc<DataPlane>,
-    pub stop: CancellationToken,
 }
 
 /// Serves one plain client connection; returns it as a `Handoff` if a request needs
@@ -126,58 +153,48 @@ pub(crate) struct Handoff<S> {
 ///
 /// The connection's state is set up here and moved into the returned future once
 /// (an `async fn` would keep its arguments beside what it builds from them, for the
-/// connection's whole life).
+/// connection's whole life). While the connection is idle that future holds the
+/// stream, `Ctx`, the sweep's slot and the wait for bytes: no buffer (see `session`).
 pub(crate) fn serve<S>(
     stream: S,
     conn: Arc<ConnInfo>,
     dp: Arc<DataPlane>,
-    stop: CancellationToken,
     max_header_bytes: usize,
     sweep: &Arc<Sweep>,
 ) -> impl Future<Output = Option<Handoff<S>>> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let open = OpenConnection::count(&dp.metrics.client_connections);
     let activity = Arc::new(ConnActivity::default());
     let watched = sweep.watch(activity.clone());
     let mut io = ActivityIo::new(stream, activity.clone());
-    let mut buf = BytesMut::new();
-    let ctx = Ctx {
-        dp,
-        conn,
-        max_header_bytes,
-        closing: AtomicBool::new(false),
-        phase: AtomicU8::new(Phase::Fresh as u8),
-        activity,
-    };
+    let ctx = Ctx::new(dp, conn, activity, max_header_bytes);
     async move {
-        let end = {
-            let session = session(&mut io, &mut buf, &ctx);
+        let (end, mut buf) = {
+            let session = session(&mut io, &ctx);
             tokio::pin!(session);
             loop {
                 tokio::select! {
                     biased;
-                    end = &mut session => break end,
+                    ended = &mut session => break ended,
                     posted = std::future::poll_fn(|cx| ctx.activity.poll_events(cx)) => {
                         if let Some(end) = judge(&ctx, posted) {
-                            break end;
+                            break (end, BytesMut::new());
                         }
                     }
                 }
             }
         };
-        drop((open, watched));
-        let Ctx { dp, conn, .. } = ctx;
+        drop(watched);
         if end != End::Handoff {
             bufpool::give(&mut buf);
+            return None;
         }
-        (end == End::Handoff).then(|| Handoff {
+        Some(Handoff {
             prefix: buf.freeze(),
             stream: io.into_inner(),
-            conn,
-            dp,
-            stop,
+            conn: ctx.conn.clone(),
+            dp: ctx.dp.clone(),
         })
     }
 }
@@ -206,40 +223,39 @@ fn judge(ctx: &Ctx, posted: u8) -> Option<End> {
 }
 
 /// Requests one after another until the client leaves, something fails, or a request
-/// goes to hyper.
+/// goes to hyper; how it ended, with the unread bytes (a request handed to hyper).
 ///
 /// Between requests the connection waits for its client holding no buffer, and this
-/// future is a few pointers: everything a request needs (its buffers, parsed heads,
-/// timer and the exchange's state) is built in one allocation when bytes arrive
-/// (`busy`) and dropped when the connection is idle again. Inline, that state would be
-/// part of every idle connection's task.
-async fn session<S>(io: &mut ActivityIo<S>, buf: &mut BytesMut, ctx: &Ctx) -> End
+/// future is a few pointers: the buffer is taken from the pool when bytes arrive
+/// (`bufpool::read_fresh`), and everything a request needs (its parsed heads, output,
+/// timer and the exchange's state) is built in one allocation then (`busy`) and dropped
+/// when the connection is idle again. Inline, that state would be part of every idle
+/// connection's task.
+async fn session<S>(io: &mut ActivityIo<S>, ctx: &Ctx) -> (End, BytesMut)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        if buf.is_empty() {
-            match bufpool::read_lent(io, buf).await {
-                Ok(0) | Err(_) => return End::Closed,
-                Ok(_) => {}
-            }
-        }
-        if let Some(end) = Box::pin(busy(io, buf, ctx)).await {
-            return end;
+        let buf = match bufpool::read_fresh(io).await {
+            Ok(Some(buf)) => buf,
+            Ok(None) | Err(_) => return (End::Closed, BytesMut::new()),
+        };
+        if let Err(ended) = Box::pin(busy(io, buf, ctx)).await {
+            return ended;
         }
     }
 }
 
-/// Serves requests while the client has bytes waiting; `None` once the connection is
-/// idle again (its working set and buffer given back), else how the session ended.
-/// Unread bytes stay in `buf` (a request handed to hyper).
-async fn busy<S>(io: &mut ActivityIo<S>, buf: &mut BytesMut, ctx: &Ctx) -> Option<End>
+/// Serves requests while the client has bytes waiting; `Ok` once the connection is
+/// idle again (its working set and buffer given back), else how the session ended and
+/// the unread bytes.
+async fn busy<S>(io: &mut ActivityIo<S>, buf: BytesMut, ctx: &Ctx) -> Result<(), (End, BytesMut)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut c = Client {
         io,
-        buf: std::mem::take(buf),
+        buf,
         out: Vec::new(),
         head: Default::default(),
         resp: Default::default(),
@@ -251,8 +267,10 @@ where
     };
     let end = requests(&mut c, ctx).await;
     c.park();
-    *buf = std::mem::take(&mut c.buf);
-    end
+    match end {
+        None => Ok(()),
+        Some(end) => Err((end, std::mem::take(&mut c.buf))),
+    }
 }
 
 /// The requests of one busy period (see `busy`).
@@ -261,7 +279,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        match read_head(c, ctx.max_header_bytes).await {
+        match read_head(c, ctx.max_header_bytes()).await {
             HeadRead::Ready => {}
             HeadRead::Closed => return Some(End::Closed),
             HeadRead::Handoff(reason) => {

@@ -109,13 +109,14 @@ pub(super) fn request_head(
 /// client's own values only from a trusted proxy (as `h1::encode::Forwarding`).
 fn forwarding(out: &mut Vec<u8>, headers: &HeaderMap, conn: &ConnInfo) {
     let trusted = conn.trusted;
+    let client_ip = conn.client_ip();
     list_line(
         out,
         b"X-Forwarded-For: ",
         headers,
         "x-forwarded-for",
         trusted,
-        conn.client_ip.as_bytes(),
+        client_ip.as_bytes(),
     );
     if headers.contains_key(http::header::FORWARDED) {
         list_line(
@@ -124,7 +125,7 @@ fn forwarding(out: &mut Vec<u8>, headers: &HeaderMap, conn: &ConnInfo) {
             headers,
             "forwarded",
             trusted,
-            conn.forwarded.as_bytes(),
+            conn.forwarded().as_bytes(),
         );
     }
     if headers.contains_key("x-real-ip") {
@@ -133,7 +134,7 @@ fn forwarding(out: &mut Vec<u8>, headers: &HeaderMap, conn: &ConnInfo) {
             .iter()
             .find(|v| trusted && !v.is_empty());
         out.extend_from_slice(b"X-Real-IP: ");
-        out.extend_from_slice(kept.map_or(conn.client_ip.as_bytes(), |v| v.as_bytes()));
+        out.extend_from_slice(kept.map_or(client_ip.as_bytes(), |v| v.as_bytes()));
         out.extend_from_slice(b"\r\n");
     }
 }

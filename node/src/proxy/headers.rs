@@ -90,16 +90,22 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
 /// authority the request was routed on (Host, absolute-form target or :authority).
 pub fn add_forwarding(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, http2: bool) {
     let trusted = conn.trusted;
-    set_list(headers, &X_FORWARDED_FOR, &conn.client_ip, trusted);
+    let client_ip = conn.client_ip().header_value();
+    set_list(headers, &X_FORWARDED_FOR, &client_ip, trusted);
     if headers.contains_key(FORWARDED) {
-        set_list(headers, &FORWARDED, &conn.forwarded, trusted);
+        set_list(
+            headers,
+            &FORWARDED,
+            &conn.forwarded().header_value(),
+            trusted,
+        );
     }
     let trusted_real_ip = trusted
         && headers
             .get(&X_REAL_IP)
             .is_some_and(|v| !v.as_bytes().is_empty());
     if headers.contains_key(&X_REAL_IP) && !trusted_real_ip {
-        headers.insert(X_REAL_IP.clone(), conn.client_ip.clone());
+        headers.insert(X_REAL_IP.clone(), client_ip);
     }
     headers.insert(
         X_FORWARDED_PROTO.clone(),
@@ -253,7 +259,10 @@ mod tests {
             true,
             false,
         );
-        assert_eq!(v6.forwarded, "for=\"[2001:db8::1]\";proto=https");
+        assert_eq!(
+            v6.forwarded().header_value(),
+            "for=\"[2001:db8::1]\";proto=https"
+        );
     }
 
     #[test]

@@ -145,7 +145,7 @@ async fn handshake_and_serve(
         ))
         .await;
     } else {
-        Box::pin(listener::serve_h1(tls_stream, conn, dp, stop, http.clone())).await;
+        Box::pin(listener::serve_h1(tls_stream, conn, dp, http.clone())).await;
     }
 }
 
