@@ -86,30 +86,11 @@ fn a_successor_sends_unknown_connections_back_and_keeps_its_own() {
     let Some(_serial) = ready("a_successor_sends_unknown_connections_back") else {
         return;
     };
-    let vip = IpAddr::V4(VIP4);
-    let bed = Bed::new("takeb", &[vip]);
-    let Some(mut fence) = install_in(&bed.node, &[vip]) else {
+    let Some(mut e) = EchoBed::open("takeb", PORT + 3) else {
         return;
     };
-    fence
-        .open_until(vip, Instant::now() + Duration::from_secs(10))
-        .expect("open");
-    let echo_port = PORT + 3;
-    let listener = in_netns(&bed.node, || {
-        TcpListener::bind(SocketAddr::new(vip, echo_port))
-    })
-    .expect("listen on the VIP");
-    let echo = std::thread::spawn(move || echo_two(listener));
-    let target = SocketAddr::new(vip, echo_port);
-    let connect = || {
-        let s = in_netns(&bed.peer, || {
-            TcpStream::connect_timeout(&target, Duration::from_secs(1))
-        })
-        .expect("connect: a new connection's SYN must not be sent back");
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
-        s
-    };
+    let (bed, fence) = (&e.bed, &mut e.fence);
+    let connect = || e_connect(bed, e.target);
     // Older than the take-over: this node does not know it as its own.
     let mut older = connect();
     assert!(round_trip(&mut older, b'a'), "no echo before the take-over");
@@ -133,7 +114,7 @@ fn a_successor_sends_unknown_connections_back_and_keeps_its_own() {
         "a connection this node does not know was not sent back to the old holder"
     );
     drop((older, own));
-    let _ = echo.join();
+    e.finish();
 }
 
 #[test]
@@ -142,29 +123,11 @@ fn keep_outgoing_keeps_a_connection_opened_after_the_listing() {
         return;
     };
     let vip = IpAddr::V4(VIP4);
-    let bed = Bed::new("keepo", &[vip]);
-    let Some(mut fence) = install_in(&bed.node, &[vip]) else {
+    let Some(mut e) = EchoBed::open("keepo", PORT + 2) else {
         return;
     };
-    fence
-        .open_until(vip, Instant::now() + Duration::from_secs(10))
-        .expect("open");
-    let echo_port = PORT + 2;
-    let listener = in_netns(&bed.node, || {
-        TcpListener::bind(SocketAddr::new(vip, echo_port))
-    })
-    .expect("listen on the VIP");
-    let echo = std::thread::spawn(move || echo_two(listener));
-    let target = SocketAddr::new(vip, echo_port);
-    let connect = || {
-        let s = in_netns(&bed.peer, || {
-            TcpStream::connect_timeout(&target, Duration::from_secs(1))
-        })
-        .expect("connect through the open fence");
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
-        s
-    };
+    let (bed, fence) = (&e.bed, &mut e.fence);
+    let connect = || e_connect(bed, e.target);
     // Silent from before the listing, and not listed: handed over like a stranger.
     let mut silent = connect();
     assert!(
@@ -211,7 +174,51 @@ fn keep_outgoing_keeps_a_connection_opened_after_the_listing() {
         );
     }
     drop((silent, late));
-    let _ = echo.join();
+    e.finish();
+}
+
+/// A node with its fence installed and open, and an echo server on the VIP (two
+/// connections), in a fresh bed.
+struct EchoBed {
+    bed: Bed,
+    fence: fulcrum_vip::Fence,
+    target: SocketAddr,
+    echo: std::thread::JoinHandle<()>,
+}
+
+impl EchoBed {
+    fn open(tag: &str, port: u16) -> Option<EchoBed> {
+        let vip = IpAddr::V4(VIP4);
+        let bed = Bed::new(tag, &[vip]);
+        let mut fence = install_in(&bed.node, &[vip])?;
+        fence
+            .open_until(vip, Instant::now() + Duration::from_secs(10))
+            .expect("open");
+        let listener = in_netns(&bed.node, || TcpListener::bind(SocketAddr::new(vip, port)))
+            .expect("listen on the VIP");
+        let echo = std::thread::spawn(move || echo_two(listener));
+        Some(EchoBed {
+            bed,
+            fence,
+            target: SocketAddr::new(vip, port),
+            echo,
+        })
+    }
+
+    fn finish(self) {
+        let _ = self.echo.join();
+    }
+}
+
+/// A connection from the peer to `target`, with a short read timeout.
+fn e_connect(bed: &Bed, target: SocketAddr) -> TcpStream {
+    let s = in_netns(&bed.peer, || {
+        TcpStream::connect_timeout(&target, Duration::from_secs(1))
+    })
+    .expect("connect (a new connection's SYN is never sent back)");
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    s
 }
 
 fn round_trip(s: &mut TcpStream, byte: u8) -> bool {

@@ -80,12 +80,7 @@ pub(crate) fn mask(w: &mut Writer, mask: &[u8]) {
 
 /// Stops the rule if the key starting at register `reg` is an element of set `name`.
 pub(crate) fn absent_from_reg(w: &mut Writer, name: &str, set_id: u32, reg: u32) {
-    expression(w, "lookup", |w| {
-        w.str_attr(NFTA_LOOKUP_SET, name);
-        w.u32_attr(NFTA_LOOKUP_SET_ID, set_id);
-        w.u32_attr(NFTA_LOOKUP_SREG, reg);
-        w.u32_attr(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
-    });
+    lookup(w, name, set_id, reg, true);
 }
 
 /// Stops the rule if register 1 is an element of set `name` (created in the same transaction
@@ -159,10 +154,19 @@ pub(crate) fn load_into(w: &mut Writer, base: u32, offset: u32, len: u32, reg: u
 
 /// Stops the rule unless the key starting at register `reg` is an element of set `name`.
 pub(crate) fn present_in_from(w: &mut Writer, name: &str, set_id: u32, reg: u32) {
+    lookup(w, name, set_id, reg, false);
+}
+
+/// A set lookup of the key starting at register `reg`; `inverted`: the rule goes on only
+/// for keys *absent* from the set.
+fn lookup(w: &mut Writer, name: &str, set_id: u32, reg: u32, inverted: bool) {
     expression(w, "lookup", |w| {
         w.str_attr(NFTA_LOOKUP_SET, name);
         w.u32_attr(NFTA_LOOKUP_SET_ID, set_id);
         w.u32_attr(NFTA_LOOKUP_SREG, reg);
+        if inverted {
+            w.u32_attr(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+        }
     });
 }
 

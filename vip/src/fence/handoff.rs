@@ -42,9 +42,8 @@
 use std::net::IpAddr;
 
 use super::abi::{
-    NFPROTO_NETDEV, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE, NFT_META_L4PROTO,
-    NFT_META_PROTOCOL, NFT_MSG_DELRULE, NFT_MSG_NEWRULE, NFT_PAYLOAD_NETWORK_HEADER,
-    NFT_PAYLOAD_TRANSPORT_HEADER, NFT_REG32_00, NFT_REG32_01, NLM_F_APPEND, NLM_F_CREATE,
+    NFPROTO_NETDEV, NFTA_RULE_CHAIN, NFTA_RULE_TABLE, NFT_META_L4PROTO, NFT_MSG_DELRULE,
+    NFT_PAYLOAD_NETWORK_HEADER, NFT_PAYLOAD_TRANSPORT_HEADER, NFT_REG32_00, NFT_REG32_01,
 };
 use super::elements::{self, Key};
 use super::expr::{
@@ -52,8 +51,8 @@ use super::expr::{
     update_set_from, write_link_header, Load,
 };
 use super::ruleset::{
-    add_ipv4_rule, add_keep_rule, SetRef, EGRESS_CHAIN, HANDOFF4, HANDOFF_CHAIN, KEEP4, LEASE4,
-    TABLE,
+    add_ipv4_rule, add_ipv4_rule_from, add_keep_rule, SetRef, EGRESS_CHAIN, HANDOFF4,
+    HANDOFF_CHAIN, KEEP4, LEASE4, TABLE,
 };
 use super::socket::Batch;
 
@@ -123,34 +122,14 @@ pub(crate) fn note_outgoing(batch: &mut Batch<'_>, vips: &[IpAddr], set: SetRef,
     stop_keeping_outgoing(batch);
     for vip in vips {
         let IpAddr::V4(v4) = vip else { continue };
-        batch.add(
-            NFT_MSG_NEWRULE,
-            NLM_F_CREATE | NLM_F_APPEND,
-            NFPROTO_NETDEV,
-            |w| {
-                w.str_attr(NFTA_RULE_TABLE, TABLE);
-                w.str_attr(NFTA_RULE_CHAIN, EGRESS_CHAIN);
-                w.nest(NFTA_RULE_EXPRESSIONS, |w| {
-                    load(w, Load::Meta(NFT_META_PROTOCOL));
-                    equals(w, &[0x08, 0x00]);
-                    load(
-                        w,
-                        Load::Payload {
-                            base: NFT_PAYLOAD_NETWORK_HEADER,
-                            offset: 12,
-                            len: 4,
-                        },
-                    );
-                    equals(w, &v4.octets());
-                    load(w, Load::Meta(NFT_META_L4PROTO));
-                    equals(w, &[6]);
-                    // The client's address and port: the key ingress rules look up.
-                    load_into(w, NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG32_00);
-                    load_into(w, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_01);
-                    update_set_from(w, set.name, set.id, NFT_REG32_00, for_ms);
-                });
-            },
-        );
+        add_ipv4_rule_from(batch, EGRESS_CHAIN, *v4, |w| {
+            load(w, Load::Meta(NFT_META_L4PROTO));
+            equals(w, &[6]);
+            // The client's address and port: the key ingress rules look up.
+            load_into(w, NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG32_00);
+            load_into(w, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_01);
+            update_set_from(w, set.name, set.id, NFT_REG32_00, for_ms);
+        });
     }
 }
 

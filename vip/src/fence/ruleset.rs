@@ -328,6 +328,27 @@ pub(crate) fn add_ipv4_rule(
     vip: std::net::Ipv4Addr,
     rest: impl FnOnce(&mut super::message::Writer),
 ) {
+    add_ipv4_rule_at(batch, chain, 16, vip, rest);
+}
+
+/// [`add_ipv4_rule`] for packets *from* `vip` (its address as the source: egress rules).
+pub(crate) fn add_ipv4_rule_from(
+    batch: &mut Batch<'_>,
+    chain: &str,
+    vip: std::net::Ipv4Addr,
+    rest: impl FnOnce(&mut super::message::Writer),
+) {
+    add_ipv4_rule_at(batch, chain, 12, vip, rest);
+}
+
+/// A rule for IPv4 packets whose address at `offset` in the IP header is `vip`.
+fn add_ipv4_rule_at(
+    batch: &mut Batch<'_>,
+    chain: &str,
+    offset: u32,
+    vip: std::net::Ipv4Addr,
+    rest: impl FnOnce(&mut super::message::Writer),
+) {
     batch.add(
         NFT_MSG_NEWRULE,
         NLM_F_CREATE | NLM_F_APPEND,
@@ -338,7 +359,7 @@ pub(crate) fn add_ipv4_rule(
             w.nest(NFTA_RULE_EXPRESSIONS, |w| {
                 load(w, Load::Meta(NFT_META_PROTOCOL));
                 equals(w, &ETH_P_IP);
-                load(w, network(16, 4));
+                load(w, network(offset, 4));
                 equals(w, &vip.octets());
                 rest(w);
             });
