@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - `model`     — typed structs for every TOML table, with defaults.
+//! - `bgp`       — `[bgp]`: the service prefixes a node announces through BIRD.
 //! - `accessors` — typed views of string fields (`SocketAddr`, `HashKey`, networks, ...).
 //! - `net`       — address syntaxes: `IP/PREFIX` networks, `ID@HOST:PORT` peers.
 //! - `hash_key`  — what a consistent-hash pool hashes on.
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod accessors;
+mod bgp;
 mod error;
 mod hash_key;
 mod model;
@@ -28,6 +30,7 @@ mod traffic;
 mod validate;
 
 pub use accessors::DEFAULT_AFFINITY_COOKIE;
+pub use bgp::BgpSection;
 pub use error::{ConfigError, ConfigErrors};
 pub use hash_key::HashKey;
 pub use model::*;

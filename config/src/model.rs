@@ -22,6 +22,8 @@ pub struct Config {
     pub cluster: Option<ClusterSection>,
     /// The floating address; `interface` is local, the rest is cluster-wide.
     pub vip: Option<VipSection>,
+    /// Local to one node: announce the service addresses through BIRD (ECMP).
+    pub bgp: Option<crate::bgp::BgpSection>,
     /// Where session affinity lives, and the key that signs affinity cookies.
     pub session: Option<SessionSection>,
     #[serde(default)]

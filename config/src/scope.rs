@@ -30,6 +30,7 @@ pub const SCOPES: &[(&str, Scope)] = &[
     ("vip.address", Scope::Fixed),
     ("vip.fencing", Scope::Fixed),
     ("vip.lifetime", Scope::Fixed),
+    ("bgp", Scope::Local),
     ("session", Scope::Cluster),
     ("listener", Scope::Cluster),
     ("route", Scope::Cluster),

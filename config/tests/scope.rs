@@ -25,6 +25,10 @@ interface = "eth0"
 fencing = "strict"
 lifetime = "3s"
 
+[bgp]
+prefixes = ["10.77.0.100/32"]
+fragment = "/tmp/fulcrum-bird.conf"
+
 [session]
 redis = "redis://127.0.0.1:6379/0"
 "#;

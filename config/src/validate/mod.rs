@@ -11,6 +11,7 @@
 //!   it is set.
 //! - Hosts are IP literals; names that need DNS are refused.
 
+mod bgp;
 mod health;
 mod listeners;
 mod local;
@@ -84,6 +85,9 @@ impl<'t> Report<'t> {
 pub(crate) fn validate(config: &Config, text: &str, origin: &str) -> Result<(), ConfigErrors> {
     let mut report = Report::new(text, origin);
     local::check(config, &mut report);
+    if let Some(b) = &config.bgp {
+        bgp::check(b, &mut report);
+    }
     listeners::check(config, &mut report);
     routes::check(config, &mut report);
     pools::check(config, &mut report);
