@@ -11,6 +11,8 @@
 //! - `frames`     — gratuitous ARP and unsolicited IPv6 NA byte layouts.
 //! - `options`    — [`VipOptions`] and its defaults.
 //! - `caps`       — the CAP_NET_ADMIN check at start.
+//! - `service_link` — [`ServiceLink`]: a TUN link that carries the BGP-announced service
+//!   addresses and vanishes with the process (BIRD then withdraws their routes).
 //! - `fence`      — [`Fence`], the nftables fence: the node's kernel drops ARP / neighbour
 //!   solicitations for the VIP and packets to it unless a lease element with a millisecond
 //!   timeout is present, so a frozen or dead holder stops answering when its lease lapses.
@@ -30,6 +32,7 @@ pub mod frames;
 mod netlink;
 mod options;
 mod schedule;
+mod service_link;
 mod task;
 
 pub use announcer::link_address;
@@ -39,4 +42,5 @@ pub use error::VipError;
 pub use fence::{fence_installed, remove_fence, Fence, Forward, RefreshMethod};
 pub use netlink::{is_present, remove_stale};
 pub use options::{parse_cidr, VipOptions, KERNEL_EXPIRY_SLACK};
+pub use service_link::ServiceLink;
 pub use task::AnnounceHook;

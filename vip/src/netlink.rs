@@ -63,6 +63,11 @@ impl Netlink {
         })
     }
 
+    /// The rtnetlink handle, for requests this module has no helper for.
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Index and MAC of `name`; `NoSuchInterface` when it does not exist, `NotEthernet` when
     /// it has no 6-byte hardware address.
     pub async fn link(&self, name: &str) -> Result<LinkInfo, VipError> {
