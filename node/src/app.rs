@@ -44,6 +44,8 @@ pub struct Node {
     pub vip: OnceLock<Arc<VipGuard>>,
     /// Recent transitions for operators (`/status` `events`, the dashboard).
     pub events: Arc<Events>,
+    /// BGP mode, when `[bgp]` is configured (set by `run` before the node serves).
+    pub bgp: OnceLock<Arc<crate::control::bgp::Bgp>>,
 }
 
 impl Node {
@@ -94,6 +96,7 @@ impl Node {
             cluster: cluster_slot,
             vip: OnceLock::new(),
             events: Default::default(),
+            bgp: OnceLock::new(),
         });
         node.applier.listen(&config, bound);
         // The guard exists before Raft so that Raft's first vote already shuts its fence.

@@ -76,6 +76,10 @@ pub enum CtlCommand {
     Drain { pool: String, addr: String },
     /// Put a drained backend back in service.
     Undrain { pool: String, addr: String },
+    /// BGP mode: withdraw the addressed node's prefixes (it keeps serving what arrives).
+    DrainNode,
+    /// BGP mode: announce the addressed node's prefixes again.
+    UndrainNode,
     /// List cluster members.
     Members,
 }

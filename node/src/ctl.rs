@@ -75,6 +75,8 @@ async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
             format!("/undrain?pool={}&addr={}", encode(pool), encode(addr)),
             None,
         ),
+        CtlCommand::DrainNode => (Method::POST, "/drain-node".to_string(), None),
+        CtlCommand::UndrainNode => (Method::POST, "/undrain-node".to_string(), None),
     };
     let call = call(&args.admin, method, &path, body, token.as_deref());
     let (status, text) = tokio::time::timeout(CALL_TIMEOUT, call)

@@ -34,6 +34,8 @@ mod affinity;
 mod app;
 mod backend_state;
 mod balance;
+mod bgp_inputs; // issue 18: what the BGP announcer is told about this node
+mod bgp_metrics; // issue 18: BGP mode's gauges
 mod bufpool; // per-thread free lists of connection buffers (issue 16)
 pub mod cli;
 mod conn_io; // a client connection's counted byte stream, shared by every codec

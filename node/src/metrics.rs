@@ -73,6 +73,8 @@ pub struct Metrics {
     raft: RaftMetrics,
     vip_held: Gauge,
     vip_transitions: Counter,
+    /// BGP mode (`[bgp]`), set at scrape time.
+    pub bgp: crate::bgp_metrics::BgpMetrics,
     last_vip_transitions: std::sync::atomic::AtomicU64,
 }
 
@@ -192,6 +194,7 @@ impl Metrics {
             vip_held: Gauge::default(),
             vip_transitions: Counter::default(),
             last_vip_transitions: std::sync::atomic::AtomicU64::new(0),
+            bgp: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -352,6 +355,7 @@ impl Metrics {
             "VIP hold/release transitions on this node",
             m.vip_transitions.clone(),
         );
+        m.bgp.register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -108,6 +108,9 @@ pub enum RunError {
     /// Its `[vip]` differs from the cluster's: it does not join.
     #[error("{0}")]
     VipRefused(#[from] crate::control::vip_agree::VipDisagreement),
+    /// `[bgp]` is configured and its service link could not be made.
+    #[error("{0}")]
+    Bgp(#[from] crate::control::bgp::BgpError),
 }
 
 /// Runs a node from `config` (parsed from `text`, the file at `config_path`) until `stop`
@@ -121,7 +124,12 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     crate::control::vip_agree::mark_started();
+    // The service link first: listeners may bind the service addresses it carries.
+    let bgp = crate::bgp_inputs::start(config.bgp.as_ref()).await?;
     let node = Node::start(config, text, config_path.to_path_buf()).await?;
+    if let Some(bgp) = bgp {
+        crate::bgp_inputs::spawn(&node, bgp);
+    }
     let admin_socket = listener::bind(node.local.admin).map_err(|source| RunError::AdminBind {
         addr: node.local.admin,
         source,
@@ -203,7 +211,17 @@ async fn reload(node: &Arc<Node>) {
 ///    never releases the VIP while it still serves as leader, and a stopped Raft lets
 ///    the peers elect at once.
 /// 3. Only then stop accepting and drain in-flight requests up to the grace period.
+///
+/// In BGP mode the prefixes are withdrawn before all of this, and the node keeps serving
+/// for `[bgp] withdraw_wait` while the routers move the flows to the other nodes.
 async fn shutdown(node: &Arc<Node>) {
+    if let Some(bgp) = node.bgp.get() {
+        let took = bgp
+            .withdraw_for_stop(std::time::Duration::from_secs(3))
+            .await;
+        tracing::info!(took, wait = ?bgp.withdraw_wait, "BGP: withdrawn before stopping; still serving while routers converge");
+        tokio::time::sleep(bgp.withdraw_wait).await;
+    }
     let mut raft_stopped = false;
     if let Some(cluster) = node.cluster() {
         let outcome = cluster.raft.hand_off().await;

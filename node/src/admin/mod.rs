@@ -8,6 +8,8 @@
 //! | PUT | /config | token | validate + apply a new config, `{"version": N}` |
 //! | POST | /drain?pool=P&addr=A | token | stop sending new sessions to a backend |
 //! | POST | /undrain?pool=P&addr=A | token | put it back |
+//! | POST | /drain-node | token | BGP mode: withdraw this node's prefixes (keeps serving) |
+//! | POST | /undrain-node | token | announce them again |
 //! | GET | /members | no | cluster members |
 //! | GET | /cluster | no | every member's `/status`, gathered by this node |
 //! | GET | / or /dashboard | no | the dashboard page (drain buttons need the token) |
@@ -121,6 +123,8 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<AdminResponse
         (Method::PUT, "/config") => put_config(&node, req).await,
         (Method::POST, "/drain") => drain(&node, &req, true).await,
         (Method::POST, "/undrain") => drain(&node, &req, false).await,
+        (Method::POST, "/drain-node") => drain_node(&node, true),
+        (Method::POST, "/undrain-node") => drain_node(&node, false),
         (Method::POST, "/members/add") => members::add(&node, query_params(&req)).await,
         (Method::POST, "/members/promote") => members::promote(&node, query_params(&req)).await,
         (Method::POST, "/members/remove") => members::remove(&node, query_params(&req)).await,
@@ -215,6 +219,23 @@ async fn drain(node: &Node, req: &Request<Incoming>, drained: bool) -> AdminResp
         ),
         Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
     }
+}
+
+/// `ctl drain-node` / `undrain-node`: in BGP mode, withdraw (or announce again) this
+/// node's prefixes; the node keeps serving what still reaches it.
+fn drain_node(node: &Node, drained: bool) -> AdminResponse {
+    let Some(bgp) = node.bgp.get() else {
+        return text(
+            StatusCode::CONFLICT,
+            "this node has no [bgp]: drain-node withdraws BGP announcements only\n",
+        );
+    };
+    bgp.set_drained(drained);
+    tracing::info!(drained, "node drain changed by the operator");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "node_id": node.local.id, "drained": drained }),
+    )
 }
 
 /// Minimal `%XX` decoding for query values (addresses may contain `:` as `%3A`).

@@ -89,6 +89,7 @@ pub fn status(node: &Node) -> Value {
         "config_apply_error": apply_error(node),
         "vip_held": node.vip.get().is_some_and(|v| v.held()),
         "vip": VipSetting::to_json(VipSetting::of(&snapshot.config).as_ref()),
+        "bgp": node.bgp.get().map(|b| serde_json::to_value(b.view()).unwrap_or(Value::Null)),
         "uptime_ms": crate::control::vip_agree::uptime_ms(),
         "session_store": session_state(node),
         "affinity": affinity(node),
@@ -207,6 +208,9 @@ pub fn refresh_gauges(node: &Node) {
     }
     if let Some(v) = node.vip.get() {
         node.dp.metrics.observe_vip(v.held(), v.transitions());
+    }
+    if let Some(b) = node.bgp.get() {
+        node.dp.metrics.bgp.observe(&b.view());
     }
     let snapshot = node.dp.snapshot();
     let config = &node.dp.metrics.config;

@@ -14,8 +14,12 @@
 //!   at start.
 //! - `events`    — this node's recent transitions (leader, VIP, backends, config).
 //! - `gather`    — the cluster view: every member's own `/status`, asked by one node.
+//! - `bgp`       — BGP mode: announce or withdraw the service prefixes through BIRD.
+//! - `bird`      — the BIRD 2 driver (`birdc`, the config fragment).
 
 pub mod apply;
+pub mod bgp;
+pub mod bird;
 pub mod cluster;
 pub mod events;
 pub mod follow;
