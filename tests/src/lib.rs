@@ -1,6 +1,7 @@
 //! Helpers for fulcrum's end-to-end tests. Namespaces, process handling and
 //! redis-server come from the shared test bed (`tests/bed`, crate `fulcrum-testbed`).
 //!
+//! - `bgpbed`  — BGP / ECMP bed: three nodes with their own BIRD, a BIRD router, a client.
 //! - `backend` — the test bed's real HTTP backends (tokio + hyper) that name themselves in
 //!   an `x-backend` header and can be slowed, failed, toggled unhealthy or killed.
 //! - `process` — starts a real `fulcrum` binary with a generated config and stops it by PID.
@@ -16,6 +17,7 @@
 
 /// The real HTTP backends: the shared test bed's.
 pub use fulcrum_testbed::backend;
+pub mod bgpbed;
 pub mod browser;
 pub mod choked_backend;
 pub mod client;

@@ -1,0 +1,324 @@
+//! BGP mode end to end (issue 18): three nodes announce the service address through their
+//! own BIRD 2; a BIRD router peering with them (eBGP + BFD) installs an ECMP route with
+//! three next hops, and a client behind it spreads its connections over the three nodes
+//! (L4 hash). Header affinity lives in Redis, so a user keeps its backend whichever node
+//! its connection reaches. Then: kill -9 one node (BIRD withdraws its route by itself,
+//! because the route points at the node's service link, which dies with the process);
+//! drain a node (withdrawn, still serving); restart; SIGTERM a node (withdrawn before it
+//! stops serving, no failed request).
+
+use fulcrum_testbed::netns::can_run;
+use fulcrum_tests::bgpbed::{bird_tool, node_ip, request_as, BgpBed};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// When a probe started, and the backend that answered it (None: it failed).
+type Probe = (Duration, Option<String>);
+
+/// Probes from the client every 20 ms, each on a new connection, always as one user.
+struct Prober {
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    results: Arc<Mutex<Vec<Probe>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(bed: &BgpBed, user: &'static str) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let (s, r) = (stop.clone(), results.clone());
+        // Bounded: at most 60 s of probes whatever happens to the test.
+        let handle = bed.in_client(move || {
+            while !s.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
+                let at = started.elapsed();
+                let got = request_as(user, Duration::from_millis(300));
+                if let Ok(mut v) = r.lock() {
+                    v.push((at, got));
+                }
+                if let Some(wait) = (at + Duration::from_millis(20)).checked_sub(started.elapsed())
+                {
+                    std::thread::sleep(wait);
+                }
+            }
+        });
+        Prober {
+            started,
+            stop,
+            results,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Probe> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.results.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+fn hops(nodes: &[usize]) -> Vec<String> {
+    let mut v: Vec<String> = nodes.iter().map(|&i| node_ip(i)).collect();
+    v.sort();
+    v
+}
+
+fn diag(bed: &BgpBed) -> String {
+    let mut out = format!(
+        "--- router protocols\n{}\n",
+        bed.birdc("rt", &["show", "protocols"])
+    );
+    for name in ["bird-rt.log", "bird-n1.log", "n1.log", "n2.log", "n3.log"] {
+        let text = bed.log(name);
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        out.push_str(&format!(
+            "--- {name}\n{}\n",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    out
+}
+
+/// 2xx responses node `i` relayed, from its `/status`.
+fn served(bed: &BgpBed, i: usize) -> u64 {
+    let Some(s) = bed.status(i) else { return 0 };
+    s["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["backends"].as_array().into_iter().flatten())
+        .map(|b| b["responses"]["2xx"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn ecmp_through_bird_keeps_affinity_and_withdraws_on_kill_drain_and_stop() {
+    if !can_run("bgp_ecmp") {
+        return;
+    }
+    if bird_tool("bird").is_none() || bird_tool("birdc").is_none() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!ci, "bgp_ecmp needs bird2 in CI (.ci/run installs it)");
+        eprintln!("SKIPPED bgp_ecmp: bird2 is not installed");
+        return;
+    }
+    let mut bed = BgpBed::start("bg");
+
+    // 1. Every node announces: the router has three next hops.
+    let all = hops(&[0, 1, 2]);
+    let up = bed.wait_hops(&all, Duration::from_secs(40));
+    assert!(
+        up.is_some(),
+        "router never saw three next hops (has {:?})\n{}",
+        bed.next_hops(),
+        diag(&bed)
+    );
+    for i in 0..3 {
+        // BIRD's sessions are read once a second: wait for a view that shows it.
+        let established = |s: &serde_json::Value| {
+            s["bgp"]["sessions"].as_array().is_some_and(|v| {
+                v.iter()
+                    .any(|p| p["name"] == "uplink" && p["established"] == true)
+            })
+        };
+        let mut s = serde_json::Value::Null;
+        for _ in 0..50 {
+            s = bed.status(i).unwrap_or_default();
+            if established(&s) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(s["bgp"]["announced"], true, "node {}: {}", i + 1, s["bgp"]);
+        assert!(
+            established(&s),
+            "node {}: uplink session not established: {}",
+            i + 1,
+            s["bgp"]
+        );
+        let m = bed.metrics(i);
+        assert!(
+            m.contains("fulcrum_bgp_announced 1"),
+            "node {} metrics:\n{m}",
+            i + 1
+        );
+        assert!(
+            m.contains("fulcrum_bgp_prefix_announced{prefix=\"10.77.72.1/32\"} 1"),
+            "{m}"
+        );
+        assert!(
+            m.contains("fulcrum_bgp_session_up{session=\"uplink\",proto=\"BGP\"} 1"),
+            "{m}"
+        );
+    }
+
+    // 2. Affinity across nodes: 24 users, 8 rounds, a new connection per request.
+    let before: Vec<u64> = (0..3).map(|i| served(&bed, i)).collect();
+    let seen = bed
+        .in_client(|| {
+            let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            let mut failed = 0;
+            for _round in 0..8 {
+                for u in 0..24 {
+                    let user = format!("user{u}");
+                    match request_as(&user, Duration::from_secs(2)) {
+                        Some(b) => {
+                            seen.entry(user).or_default().insert(b);
+                        }
+                        None => failed += 1,
+                    }
+                }
+            }
+            (seen, failed)
+        })
+        .join()
+        .expect("client");
+    let (seen, failed) = seen;
+    assert_eq!(
+        failed,
+        0,
+        "requests failed with every node up\n{}",
+        diag(&bed)
+    );
+    let moved: Vec<_> = seen.iter().filter(|(_, b)| b.len() != 1).collect();
+    assert!(
+        moved.is_empty(),
+        "users answered by more than one backend: {moved:?}"
+    );
+    let backends: BTreeSet<&String> = seen.values().flatten().collect();
+    assert_eq!(
+        backends.len(),
+        2,
+        "users should be spread over both backends: {seen:?}"
+    );
+    let per_node: Vec<u64> = (0..3).map(|i| served(&bed, i) - before[i]).collect();
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "ECMP should spread 192 connections over the three nodes: {per_node:?}"
+    );
+    eprintln!("affinity: 192 requests, per node {per_node:?}, each of 24 users on one backend");
+
+    // 3. kill -9 node 1 under probes: its route goes, the others keep serving, and the
+    // probing user keeps its backend.
+    let prober = Prober::start(&bed, "prober");
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = prober.started.elapsed();
+    bed.kill9(0);
+    let reroute = bed.wait_hops(&hops(&[1, 2]), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1000));
+    let probes = prober.finish();
+    let reroute = reroute.unwrap_or_else(|| {
+        panic!(
+            "route to node 1 not withdrawn: {:?}\n{}",
+            bed.next_hops(),
+            diag(&bed)
+        )
+    });
+    let rerouted_at = killed_at + reroute;
+    let failed_during: Vec<_> = probes
+        .iter()
+        .filter(|(at, got)| got.is_none() && *at >= killed_at)
+        .map(|(at, _)| *at)
+        .collect();
+    let failed_after: Vec<_> = probes
+        .iter()
+        .filter(|(at, got)| got.is_none() && *at > rerouted_at + Duration::from_millis(50))
+        .collect();
+    assert!(
+        failed_after.is_empty(),
+        "probes failed after the reroute at {rerouted_at:?}: {failed_after:?}"
+    );
+    let backends: BTreeSet<&String> = probes.iter().filter_map(|(_, g)| g.as_ref()).collect();
+    assert_eq!(
+        backends.len(),
+        1,
+        "the probing user changed backend across the reroute: {backends:?}"
+    );
+    assert!(
+        probes
+            .iter()
+            .filter(|(at, _)| *at < killed_at)
+            .all(|(_, g)| g.is_some()),
+        "probes failed before the kill: {probes:?}"
+    );
+    eprintln!(
+        "kill -9 node 1: route withdrawn at the router {} ms after the kill; {} of {} probes failed meanwhile (at {:?})",
+        reroute.as_millis(),
+        failed_during.len(),
+        probes.len(),
+        failed_during
+    );
+
+    // 4. Drain node 2: withdrawn, still serving what reaches it; undrain: back.
+    let (ok, out) = bed.ctl(1, &["drain-node"]);
+    assert!(ok, "ctl drain-node: {out}");
+    let drained = bed.wait_hops(&hops(&[2]), Duration::from_secs(10));
+    assert!(
+        drained.is_some(),
+        "drained node 2 still announced: {:?}",
+        bed.next_hops()
+    );
+    assert!(bed.node_serves_locally(1), "a drained node keeps serving");
+    let s = bed.status(1).expect("status");
+    assert_eq!(s["bgp"]["announced"], false);
+    assert_eq!(s["bgp"]["withdrawn_because"], "drained");
+    assert!(bed.metrics(1).contains("fulcrum_bgp_announced 0"));
+    let (ok, out) = bed.ctl(1, &["undrain-node"]);
+    assert!(ok, "ctl undrain-node: {out}");
+    assert!(
+        bed.wait_hops(&hops(&[1, 2]), Duration::from_secs(10))
+            .is_some(),
+        "undrained node 2 not announced again: {:?}",
+        bed.next_hops()
+    );
+    eprintln!(
+        "drain-node: withdrawn at the router {} ms after the call",
+        drained.map_or(0, |d| d.as_millis())
+    );
+
+    // 5. Node 1 comes back and announces again.
+    bed.start_node(0);
+    let back = bed.wait_hops(&all, Duration::from_secs(40));
+    assert!(
+        back.is_some(),
+        "restarted node 1 not announced: {:?}\n{}",
+        bed.next_hops(),
+        diag(&bed)
+    );
+
+    // 6. SIGTERM node 2 under probes: withdrawn while it still serves, no failed probe.
+    let prober = Prober::start(&bed, "prober");
+    std::thread::sleep(Duration::from_millis(300));
+    bed.sigterm(1);
+    let withdrawn = bed.wait_hops(&hops(&[0, 2]), Duration::from_secs(10));
+    let still_running = bed.running(1);
+    let still_serving = bed.node_serves_locally(1);
+    let exited = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        !bed.running(1)
+    });
+    let probes = prober.finish();
+    assert!(
+        withdrawn.is_some(),
+        "stopping node 2 not withdrawn: {:?}",
+        bed.next_hops()
+    );
+    assert!(still_running && still_serving, "node 2 stopped serving before its route was withdrawn (running {still_running}, serving {still_serving})");
+    assert!(exited, "node 2 did not exit after SIGTERM");
+    let failed: Vec<_> = probes.iter().filter(|(_, g)| g.is_none()).collect();
+    assert!(
+        failed.is_empty(),
+        "probes failed across a planned stop: {failed:?} of {}",
+        probes.len()
+    );
+    eprintln!(
+        "SIGTERM node 2: withdrawn at the router {} ms after the signal, then served on; 0 of {} probes failed",
+        withdrawn.map_or(0, |d| d.as_millis()),
+        probes.len()
+    );
+}
