@@ -7,8 +7,8 @@
 //! drain a node (withdrawn, still serving); restart; SIGTERM a node (withdrawn before it
 //! stops serving, no failed request).
 
-use fulcrum_testbed::netns::can_run;
-use fulcrum_tests::bgpbed::{bird_tool, node_ip, request_as, BgpBed};
+use fulcrum_testbed::netns::{can_run, exec};
+use fulcrum_tests::bgpbed::{bird_tool, ip, node_ip, request_as, BgpBed};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -287,6 +287,79 @@ fn ecmp_through_bird_keeps_affinity_and_withdraws_on_kill_drain_and_stop() {
     assert!(
         back.is_some(),
         "restarted node 1 not announced: {:?}\n{}",
+        bed.next_hops(),
+        diag(&bed)
+    );
+
+    // 5b. Node 3 loses the quorum (its Raft traffic dropped, BGP untouched): it withdraws
+    // by itself within [bgp] quorum_grace (1 s); healed, it announces again.
+    let raft_drop = "table inet fnt { chain in { type filter hook input priority 0; tcp dport 7946 drop; tcp sport 7946 drop; }; chain out { type filter hook output priority 0; tcp dport 7946 drop; tcp sport 7946 drop; }; }";
+    let (ok, out) = exec(&bed.bed.ns("n3"), &["nft", raft_drop]);
+    assert!(ok, "nft: {out}");
+    let cut_off = bed.wait_hops(&hops(&[0, 1]), Duration::from_secs(10));
+    let reason = bed.status(2).map(|s| s["bgp"]["withdrawn_because"].clone());
+    let (ok, out) = exec(&bed.bed.ns("n3"), &["nft", "delete table inet fnt"]);
+    assert!(ok, "nft delete: {out}");
+    assert!(
+        cut_off.is_some(),
+        "node 3 without quorum still announced: {:?}",
+        bed.next_hops()
+    );
+    assert_eq!(reason, Some(serde_json::json!("no quorum")));
+    assert!(
+        bed.wait_hops(&all, Duration::from_secs(20)).is_some(),
+        "node 3 not announced after healing: {:?}",
+        bed.next_hops()
+    );
+    eprintln!(
+        "quorum lost on node 3: withdrawn at the router {} ms after its Raft traffic was cut",
+        cut_off.map_or(0, |d| d.as_millis())
+    );
+
+    // 5c. Node 3's host goes dark (its link down: fulcrum and BIRD alive but unreachable):
+    // the router's BFD session drops it; the client keeps being served by the others.
+    let prober = Prober::start(&bed, "prober");
+    std::thread::sleep(Duration::from_millis(300));
+    let dark_at = prober.started.elapsed();
+    ip(&["-n", &bed.bed.ns("n3"), "link", "set", "eth0", "down"]);
+    let bfd = bed.wait_hops(&hops(&[0, 1]), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(700));
+    let probes = prober.finish();
+    ip(&["-n", &bed.bed.ns("n3"), "link", "set", "eth0", "up"]);
+    ip(&[
+        "-n",
+        &bed.bed.ns("n3"),
+        "route",
+        "replace",
+        "10.77.71.0/24",
+        "via",
+        "10.77.70.1",
+    ]);
+    let bfd = bfd.unwrap_or_else(|| {
+        panic!(
+            "dark node 3 not withdrawn: {:?}\n{}",
+            bed.next_hops(),
+            diag(&bed)
+        )
+    });
+    let after = dark_at + bfd + Duration::from_millis(50);
+    let failed_after: Vec<_> = probes
+        .iter()
+        .filter(|(at, g)| g.is_none() && *at > after)
+        .collect();
+    assert!(
+        failed_after.is_empty(),
+        "probes failed after the BFD withdrawal: {failed_after:?}"
+    );
+    let failed = probes.iter().filter(|(_, g)| g.is_none()).count();
+    eprintln!(
+        "node 3 link down: BFD withdrew it at the router {} ms later; {failed} of {} probes failed meanwhile",
+        bfd.as_millis(),
+        probes.len()
+    );
+    assert!(
+        bed.wait_hops(&all, Duration::from_secs(30)).is_some(),
+        "node 3 not announced after its link came back: {:?}\n{}",
         bed.next_hops(),
         diag(&bed)
     );
