@@ -4,6 +4,7 @@
 //! own `/status`); `apply` waits after the commit until every voter runs the new
 //! version (`wait`), unless `--no-wait`.
 
+mod bgp_rows;
 mod table;
 mod wait;
 

@@ -268,6 +268,11 @@ fn ecmp_through_bird_keeps_affinity_and_withdraws_on_kill_drain_and_stop() {
     assert_eq!(s["bgp"]["announced"], false);
     assert_eq!(s["bgp"]["withdrawn_because"], "drained");
     assert!(bed.metrics(1).contains("fulcrum_bgp_announced 0"));
+    let (ok, table) = bed.ctl(2, &["status"]);
+    assert!(
+        ok && table.contains("withdrawn (drained)") && table.contains("uplink:Established"),
+        "ctl status:\n{table}"
+    );
     let (ok, out) = bed.ctl(1, &["undrain-node"]);
     assert!(ok, "ctl undrain-node: {out}");
     assert!(

@@ -86,6 +86,7 @@ pub fn render(cluster: &Value) -> String {
         );
     }
     backends(&mut out, &nodes);
+    super::bgp_rows::render(&mut out, &nodes);
     out
 }
 
