@@ -41,7 +41,7 @@ pub struct BgpBed {
     pub bed: Testbed,
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Option<Child>>,
-    birds: Vec<Child>,
+    birds: Vec<(String, Child)>,
     redis: Option<Child>,
     client_ns: String,
     backend_stops: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -192,7 +192,7 @@ impl BgpBed {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start bird");
-        self.birds.push(child);
+        self.birds.push((host.to_string(), child));
     }
 
     pub fn bird_socket(&self, host: &str) -> PathBuf {
@@ -217,7 +217,19 @@ ipv4 {{ import where net = {SERVICE}/32; export none; }}; }}\n",
         self.spawn_bird("rt", &conf);
     }
 
-    fn start_node_bird(&mut self, i: usize) {
+    /// Stops node `i`'s BIRD (kill -9; its BGP session with the router goes).
+    pub fn stop_node_bird(&mut self, i: usize) {
+        let host = NODES[i];
+        if let Some(pos) = self.birds.iter().position(|(h, _)| h == host) {
+            let (_, mut c) = self.birds.remove(pos);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.bird_socket(host));
+    }
+
+    /// Starts node `i`'s BIRD with an empty fragment (as a fresh install would).
+    pub fn start_node_bird(&mut self, i: usize) {
         let fragment = self.fragment_path(i);
         std::fs::write(&fragment, "").expect("empty fragment");
         let conf = format!(
@@ -449,7 +461,8 @@ impl Drop for BgpBed {
         for i in 0..self.nodes.len() {
             self.kill9(i);
         }
-        for mut c in self.birds.drain(..).chain(self.redis.take()) {
+        let birds = self.birds.drain(..).map(|(_, c)| c);
+        for mut c in birds.chain(self.redis.take()).collect::<Vec<_>>() {
             let _ = c.kill();
             let _ = c.wait();
         }

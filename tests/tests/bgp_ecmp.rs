@@ -286,8 +286,28 @@ fn ecmp_through_bird_keeps_affinity_and_withdraws_on_kill_drain_and_stop() {
         drained.map_or(0, |d| d.as_millis())
     );
 
-    // 5. Node 1 comes back and announces again.
+    // 5. Node 1 comes back, first without its BIRD (it starts anyway and says why it does
+    // not announce), then BIRD starts and node 1 announces again.
+    bed.stop_node_bird(0);
     bed.start_node(0);
+    let mut error = serde_json::Value::Null;
+    for _ in 0..100 {
+        error = bed
+            .status(0)
+            .map(|s| s["bgp"]["error"].clone())
+            .unwrap_or_default();
+        if error.is_string() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        error.is_string(),
+        "node 1 without BIRD: no error in /status bgp\n{}",
+        diag(&bed)
+    );
+    assert_eq!(bed.next_hops(), hops(&[1, 2]));
+    bed.start_node_bird(0);
     let back = bed.wait_hops(&all, Duration::from_secs(40));
     assert!(
         back.is_some(),

@@ -7,7 +7,7 @@
 //! on the next tick. The service link (`fulcrum_vip::ServiceLink`) is the dead man's
 //! switch: the routes point at it, so they vanish from BIRD when the process dies.
 
-use crate::control::bird::{Bird, BirdError, Protocol};
+use crate::control::bird::{Bird, Protocol};
 use fulcrum_config::{BgpSection, IpNet};
 use fulcrum_vip::ServiceLink;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +32,6 @@ pub enum BgpError {
         #[source]
         source: fulcrum_vip::VipError,
     },
-    #[error("[bgp] cannot drive BIRD: {0}")]
-    Bird(#[from] BirdError),
 }
 
 /// What the node looks like to the announcer.
@@ -132,7 +130,15 @@ impl Bgp {
             link: link_name.clone(),
             prefixes,
         };
-        bird.apply(false).await?;
+        // BIRD may start after this node: the announcer keeps trying, and until BIRD has
+        // the fragment it announces nothing of ours.
+        let error = match bird.apply(false).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "BGP mode: BIRD not reachable yet; will keep trying");
+                Some(e.to_string())
+            }
+        };
         tracing::info!(link = %link_name, prefixes = ?section.prefixes, "BGP mode: service link up, prefixes withdrawn until the node is ready");
         Ok(Arc::new(Bgp {
             bird,
@@ -147,7 +153,7 @@ impl Bgp {
                 drained: false,
                 prefixes: section.prefixes.clone(),
                 link: link_name,
-                error: None,
+                error,
                 sessions: Vec::new(),
                 transitions: 0,
             }),
