@@ -15,6 +15,7 @@ impl Config {
         node(&mut out, self.node.as_ref());
         cluster(&mut out, self.cluster.as_ref());
         vip(&mut out, self.vip.as_ref());
+        bgp(&mut out, self.bgp.as_ref());
         session(&mut out, self.session.as_ref());
         listeners(&mut out, self);
         pools(&mut out, &self.pool);
@@ -87,6 +88,19 @@ fn vip(out: &mut String, vip: Option<&VipSection>) {
         format!("{:?}", v.fencing).to_lowercase(),
         h(v.lifetime),
     );
+}
+
+fn bgp(out: &mut String, bgp: Option<&crate::BgpSection>) {
+    if let Some(b) = bgp {
+        let _ = writeln!(
+            out,
+            "bgp: announce {} through BIRD ({}, fragment {}), withdraw_wait {}",
+            b.prefixes.join(", "),
+            b.socket.display(),
+            b.fragment.display(),
+            h(b.withdraw_wait),
+        );
+    }
 }
 
 fn session(out: &mut String, session: Option<&SessionSection>) {

@@ -51,3 +51,13 @@ fn bgp_is_node_local() {
     let shared = config.without_local().expect("split");
     assert!(shared.bgp.is_none(), "[bgp] must not be replicated");
 }
+
+#[test]
+fn summary_names_what_is_announced() {
+    let text = bgp("prefixes = [\"10.77.9.1/32\", \"fd77::1/128\"]");
+    let s = parse(&text, "t").expect("valid").summary();
+    assert!(
+        s.contains("bgp: announce 10.77.9.1/32, fd77::1/128 through BIRD (/run/bird/bird.ctl, fragment /tmp/f.conf)"),
+        "{s}"
+    );
+}
