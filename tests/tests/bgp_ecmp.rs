@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 /// When a probe started, and the backend that answered it (None: it failed).
 type Probe = (Duration, Option<String>);
 
-/// Probes from the client every 20 ms, each on a new connection, always as one user.
+/// Probes from the client every 20 ms (one at a time, 1 s budget each), each on a new
+/// connection, always as one user.
 struct Prober {
     started: Instant,
     stop: Arc<AtomicBool>,
@@ -35,7 +36,7 @@ impl Prober {
         let handle = bed.in_client(move || {
             while !s.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
                 let at = started.elapsed();
-                let got = request_as(user, Duration::from_millis(300));
+                let got = request_as(user, Duration::from_secs(1));
                 if let Ok(mut v) = r.lock() {
                     v.push((at, got));
                 }
