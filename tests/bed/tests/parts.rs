@@ -34,6 +34,14 @@ fn a_process_is_signalled_reaped_and_killed_on_drop_by_its_pid() {
     cmd.args(["-c", "echo started; exec sleep 30"]);
     let mut p = Proc::spawn(cmd, Output::Log(&log), true).expect("spawn sh");
     assert_eq!(p.poll(), Poll::Running);
+    // Its output reaches the log (wait for it: a signal sent before the shell ran its
+    // first command would end it with nothing written).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let started = || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("started"));
+    while !started() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(started(), "the process's output did not reach its log");
     p.signal(Signal::SIGTERM).expect("SIGTERM");
     assert_eq!(wait_exit(&mut p), Poll::Exited(None), "a signal ended it");
     assert_eq!(p.poll(), Poll::Gone);
@@ -41,9 +49,6 @@ fn a_process_is_signalled_reaped_and_killed_on_drop_by_its_pid() {
         p.signal(Signal::SIGTERM).is_err(),
         "nothing held, nothing signalled"
     );
-    assert!(std::fs::read_to_string(&log)
-        .expect("log")
-        .contains("started"));
 
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "exit 7"]);
@@ -224,6 +229,23 @@ fn a_bridged_bed_connects_its_hosts_and_is_gone_after_drop() {
         .spawn()
         .expect("sleep in b");
     let pid = sleeper.id();
+    // Wait until it is in the namespace (`ip netns exec` enters it, then execs `sleep`):
+    // before that, nothing in the namespace could be killed.
+    let in_b = || {
+        std::process::Command::new("ip")
+            .args(["netns", "pids", &b])
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|p| p == pid.to_string())
+            })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !in_b() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(in_b(), "pid {pid} never showed up in {b}");
     assert_eq!(netns::list(&prefix).len(), 3);
     drop(bed);
     assert!(netns::list(&prefix).is_empty(), "every namespace deleted");
