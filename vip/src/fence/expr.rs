@@ -49,18 +49,19 @@ pub(crate) fn load(w: &mut Writer, from: Load) {
 
 /// Stops the rule unless register 1 equals `value` (network byte order).
 pub(crate) fn equals(w: &mut Writer, value: &[u8]) {
-    expression(w, "cmp", |w| {
-        w.u32_attr(NFTA_CMP_SREG, NFT_REG_1);
-        w.u32_attr(NFTA_CMP_OP, NFT_CMP_EQ);
-        w.nest(NFTA_CMP_DATA, |w| w.bytes_attr(NFTA_DATA_VALUE, value));
-    });
+    compare(w, NFT_CMP_EQ, value);
 }
 
 /// Stops the rule if register 1 equals `value`.
 pub(crate) fn differs(w: &mut Writer, value: &[u8]) {
+    compare(w, NFT_CMP_NEQ, value);
+}
+
+/// Register 1 against `value` with comparison `op` (`NFT_CMP_*`): the rule goes on if it holds.
+fn compare(w: &mut Writer, op: u32, value: &[u8]) {
     expression(w, "cmp", |w| {
         w.u32_attr(NFTA_CMP_SREG, NFT_REG_1);
-        w.u32_attr(NFTA_CMP_OP, NFT_CMP_NEQ);
+        w.u32_attr(NFTA_CMP_OP, op);
         w.nest(NFTA_CMP_DATA, |w| w.bytes_attr(NFTA_DATA_VALUE, value));
     });
 }

@@ -186,17 +186,12 @@ impl Fence {
     /// Closes the fence for `vip` now: deletes its lease element (an absent or lapsed element
     /// is fine). When this returns, the kernel drops the VIP's traffic.
     pub fn close(&mut self, vip: IpAddr) -> Result<(), VipError> {
-        let key = self.key(vip)?;
+        self.key(vip)?;
         tracing::debug!(%vip, "VIP fence closing");
         let tick = self.tick_ms();
         let accepting = self.accepting.take();
         self.socket
-            .transact(|b| {
-                ensure_then_delete(b, vip, key, tick);
-                if let Some(mac) = accepting {
-                    takeover::stop_accepting(b, mac, tick);
-                }
-            })
+            .transact(|b| close_in(b, std::slice::from_ref(&vip), tick, accepting))
             .map_err(nft_error("close the fence"))
     }
 
@@ -206,14 +201,7 @@ impl Fence {
         let (vips, tick) = (&self.vips, self.tick_ms());
         let accepting = self.accepting.take();
         self.socket
-            .transact(|b| {
-                for &vip in vips {
-                    ensure_then_delete(b, vip, Key::of(vip), tick);
-                }
-                if let Some(mac) = accepting {
-                    takeover::stop_accepting(b, mac, tick);
-                }
-            })
+            .transact(|b| close_in(b, vips, tick, accepting))
             .map_err(nft_error("close the fence"))
     }
 
@@ -232,12 +220,7 @@ impl Fence {
         let accepting = self.accepting.take();
         self.socket
             .transact(|b| {
-                for &vip in vips {
-                    ensure_then_delete(b, vip, Key::of(vip), tick);
-                }
-                if let Some(mac) = accepting {
-                    takeover::stop_accepting(b, mac, tick);
-                }
+                close_in(b, vips, tick, accepting);
                 handoff::start(b, vips, ifindex, &fwd);
             })
             .map_err(nft_error("hand the fence over"))
@@ -410,6 +393,18 @@ pub fn remove_fence() -> Result<bool, VipError> {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(nft_error("remove the fence table")(e)),
+    }
+}
+
+/// Adds the messages that close the fence for `vips`: their lease elements go and, with
+/// them, the forwarder this node accepted frames from (`accepting`): a node that stops
+/// answering for the VIP stops answering forwarded frames too.
+fn close_in(b: &mut socket::Batch<'_>, vips: &[IpAddr], tick_ms: u64, accepting: Option<[u8; 6]>) {
+    for &vip in vips {
+        ensure_then_delete(b, vip, Key::of(vip), tick_ms);
+    }
+    if let Some(mac) = accepting {
+        takeover::stop_accepting(b, mac, tick_ms);
     }
 }
 
