@@ -267,7 +267,11 @@ impl Drop for VipCluster {
 /// One probe result: time since the prober started, and whether the VIP answered 200.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
+    /// When the probe's connect started (since [`Prober::started`]).
     pub at: Duration,
+    /// When its answer (or its failure) came back: a probe in flight at a kill can fail
+    /// because of the kill even though it started before it.
+    pub done: Duration,
     pub ok: bool,
 }
 
@@ -295,8 +299,9 @@ impl Prober {
             while !s.load(Ordering::SeqCst) && started.elapsed() < limit {
                 let t = started.elapsed();
                 let ok = probe_once();
+                let done = started.elapsed();
                 if let Ok(mut v) = r.lock() {
-                    v.push(Probe { at: t, ok });
+                    v.push(Probe { at: t, done, ok });
                 }
                 let next = t + every;
                 if let Some(wait) = next.checked_sub(started.elapsed()) {

@@ -31,7 +31,7 @@ fn kill9_of_the_leader_moves_the_vip_within_two_seconds() {
         let probes = prober.finish();
         let early: Vec<_> = probes
             .iter()
-            .filter(|p| p.at < killed_at && !p.ok)
+            .filter(|p| p.done < killed_at && !p.ok)
             .map(|p| p.at.as_millis())
             .collect();
         assert!(
