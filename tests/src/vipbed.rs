@@ -265,7 +265,7 @@ impl Drop for VipCluster {
 }
 
 /// One probe result: time since the prober started, and whether the VIP answered 200.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Probe {
     /// When the probe's connect started (since [`Prober::started`]).
     pub at: Duration,
@@ -273,6 +273,8 @@ pub struct Probe {
     /// because of the kill even though it started before it.
     pub done: Duration,
     pub ok: bool,
+    /// Why it failed (which step, and the error), for the assertion messages.
+    pub failure: Option<String>,
 }
 
 /// Sends `GET /` to the VIP every 20 ms from the client namespace until stopped (or
@@ -298,10 +300,16 @@ impl Prober {
         let handle = bed.in_ns("cl", move || {
             while !s.load(Ordering::SeqCst) && started.elapsed() < limit {
                 let t = started.elapsed();
-                let ok = probe_once();
+                let failure = probe_once().err();
                 let done = started.elapsed();
                 if let Ok(mut v) = r.lock() {
-                    v.push(Probe { at: t, done, ok });
+                    let ok = failure.is_none();
+                    v.push(Probe {
+                        at: t,
+                        done,
+                        ok,
+                        failure,
+                    });
                 }
                 let next = t + every;
                 if let Some(wait) = next.checked_sub(started.elapsed()) {
@@ -327,20 +335,40 @@ impl Prober {
     }
 }
 
-fn probe_once() -> bool {
+/// One `GET /` on a new connection; the error names the step that failed.
+fn probe_once() -> Result<(), String> {
     use std::io::{Read, Write};
     let addr: std::net::SocketAddr = format!("{VIP}:80").parse().expect("addr");
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
-        return false;
-    };
+    let mac = vip_mac();
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).map_err(|e| {
+            format!(
+                "connect: {e} (VIP's MAC before: {mac}, after: {})",
+                vip_mac()
+            )
+        })?;
     let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
-    if s.write_all(b"GET / HTTP/1.1\r\nhost: vip\r\nconnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
+    s.write_all(b"GET / HTTP/1.1\r\nhost: vip\r\nconnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
     let mut buf = [0u8; 64];
-    matches!(s.read(&mut buf), Ok(n) if n >= 12 && buf.starts_with(b"HTTP/1.1 200"))
+    match s.read(&mut buf) {
+        Ok(n) if n >= 12 && buf.starts_with(b"HTTP/1.1 200") => Ok(()),
+        Ok(n) => Err(format!(
+            "answer: {:?}",
+            String::from_utf8_lossy(&buf[..n.min(buf.len())])
+        )),
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// The client's ARP entry for the VIP (this thread's namespace), or "none".
+fn vip_mac() -> String {
+    let arp = std::fs::read_to_string("/proc/thread-self/net/arp").unwrap_or_default();
+    arp.lines()
+        .find(|l| l.split_whitespace().next() == Some(VIP))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap_or("none")
+        .to_string()
 }
 
 /// Longest run of failed probes after `from` (the outage window), in milliseconds.

@@ -346,22 +346,31 @@ fn sigterm_hand_overs_lose_no_request() {
         let new = c.wait_holder(Duration::from_secs(5)).expect("a new holder");
         std::thread::sleep(Duration::from_millis(500));
         let probes = prober.finish();
-        let failed: Vec<i128> = probes
+        let failed: Vec<(i128, i128, String)> = probes
             .iter()
             .filter(|p| !p.ok)
-            .map(|p| p.at.as_micros() as i128 - at.as_micros() as i128)
+            .map(|p| {
+                let after = |d: Duration| d.as_micros() as i128 - at.as_micros() as i128;
+                (
+                    after(p.at),
+                    after(p.done),
+                    p.failure.clone().unwrap_or_default(),
+                )
+            })
             .collect();
         let sent = probes.len();
         eprintln!(
-            "round {round}: SIGTERM of node {} -> node {}; {sent} probes, failed at {failed:?} µs after the SIGTERM",
+            "round {round}: SIGTERM of node {} ({}) -> node {} ({}); {sent} probes, failed (started, ended µs after the SIGTERM, why): {failed:?}",
             leader + 1,
-            new + 1
+            c.node_mac(leader),
+            new + 1,
+            c.node_mac(new)
         );
         assert!(sent > 200, "only {sent} probes: the client did not keep up");
         assert!(
             failed.is_empty(),
-            "round {round}: {} of {sent} requests failed around the hand-over (µs after the \
-             SIGTERM: {failed:?}); nodes:\n{}\nold holder's log:\n{}\nnew holder's log:\n{}",
+            "round {round}: {} of {sent} requests failed around the hand-over (started, ended µs \
+             after the SIGTERM, why: {failed:?}); nodes:\n{}\nold holder's log:\n{}\nnew holder's log:\n{}",
             failed.len(),
             c.failover_debug(),
             c.log(leader),
