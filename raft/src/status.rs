@@ -100,7 +100,7 @@ pub(crate) async fn run(t: StatusTask) {
             _ = tick.tick() => {}
         }
         let m = metrics.borrow_and_update().clone();
-        follow_metrics(&t, &m, &next);
+        follow_metrics(&t, &m);
         update_from_metrics(&mut next, &mut known_leader, &m);
         let now = now_us();
         let lease_until = t.lease.read(|s| s.leadership(now).lease_until_us);
@@ -125,17 +125,10 @@ pub(crate) async fn run(t: StatusTask) {
 
 /// Tells the lease which term this node leads and who votes; tells admission who the
 /// peers are.
-fn follow_metrics(
-    t: &StatusTask,
-    m: &openraft::RaftMetrics<NodeId, PeerNode>,
-    before: &RaftStatus,
-) {
+fn follow_metrics(t: &StatusTask, m: &openraft::RaftMetrics<NodeId, PeerNode>) {
     let membership = m.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let leader = m.state == ServerState::Leader;
-    if leader && before.role != Role::Leader {
-        t.lease.events.record("leader", m.current_term, "elected");
-    }
     t.lease.with(|s| {
         s.set_voters(voters);
         // A candidate whose votes a quorum granted leads already (see `on_vote_reply`):

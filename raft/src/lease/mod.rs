@@ -146,13 +146,20 @@ impl Lease {
         let now = now_us();
         let l = s.leadership(now);
         drop(s);
+        let mut new_term = false;
         self.tx.send_if_modified(|cur| {
             if *cur != l {
+                new_term = l.term != 0 && cur.term != l.term;
                 *cur = l;
                 return true;
             }
             false
         });
+        if new_term {
+            // The failover chain's "leader": from here this node may claim (a quorum's
+            // votes are in; Raft's own metrics follow once its first entry is on disk).
+            self.events.record("leader", l.term, "elected");
+        }
         r
     }
 
