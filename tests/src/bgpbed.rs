@@ -6,13 +6,15 @@
 //! nothing is routed anywhere else. Every process is ours, stopped by PID on drop; the
 //! namespaces go with the `Testbed` (and the client's with this bed).
 
-use crate::process::fulcrum_bin;
-use fulcrum_testbed::netns::{exec, run};
+use fulcrum_testbed::cluster::{web_to_app, Cluster};
+use fulcrum_testbed::netns::{command_in, exec, run, spawn_in};
+use fulcrum_testbed::nsbackend::NsBackend;
+use fulcrum_testbed::process::{Output, Proc};
 use fulcrum_testbed::testbed::Testbed;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The anycast service address every node announces.
@@ -37,14 +39,15 @@ pub fn bird_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// The bed: nodes (a test-bed [`Cluster`], files in `dir`), BIRDs, Redis, backends.
 pub struct BgpBed {
+    pub nodes: Cluster,
+    birds: Vec<(String, Proc)>,
+    redis: Proc,
     pub bed: Testbed,
     pub dir: tempfile::TempDir,
-    pub nodes: Vec<Option<Child>>,
-    birds: Vec<(String, Child)>,
-    redis: Option<Child>,
     client_ns: String,
-    backend_stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    backends: Vec<NsBackend>,
 }
 
 impl BgpBed {
@@ -62,16 +65,18 @@ impl BgpBed {
             ],
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("secret"), "bgp-test-secret-0123456789").expect("secret");
+        let nodes =
+            Cluster::on_testbed(&bed, &NODES, dir.path(), "3s", "bgp-test-secret-0123456789")
+                .expect("cluster files");
         let client_ns = bed.ns("cl");
         let mut b = BgpBed {
+            nodes,
+            birds: Vec::new(),
+            redis: Proc::default(),
             bed,
             dir,
-            nodes: vec![None, None, None],
-            birds: Vec::new(),
-            redis: None,
             client_ns,
-            backend_stops: Vec::new(),
+            backends: Vec::new(),
         };
         b.wire_router_and_client();
         b.start_backends();
@@ -79,7 +84,7 @@ impl BgpBed {
         b.start_router_bird();
         for i in 0..3 {
             b.start_node_bird(i);
-            std::fs::write(b.config_path(i), b.node_config(i)).expect("config");
+            b.nodes.write_config(i, &b.node_config(i)).expect("config");
             b.start_node(i);
         }
         b
@@ -132,66 +137,34 @@ impl BgpBed {
 
     fn start_backends(&mut self) {
         for (host, addr) in [("b1", "10.77.70.21:8080"), ("b2", "10.77.70.22:8080")] {
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let addr: SocketAddr = addr.parse().expect("addr");
-            self.bed.in_ns(host, move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .expect("rt");
-                rt.block_on(async move {
-                    let _b = crate::backend::TestBackend::start_on(addr, host).await;
-                    let _ = ready_tx.send(());
-                    let _ = rx.await;
-                });
-            });
-            ready_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("backend started");
-            self.backend_stops.push(tx);
+            let backend = NsBackend::start(&self.bed.ns(host), addr, host).expect("backend");
+            self.backends.push(backend);
         }
     }
 
     fn start_redis(&mut self) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.bed.ns("rd"), "redis-server"])
-            .args([
-                "--bind",
-                "10.77.70.31",
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.redis = Some(child);
+        let cmd = fulcrum_testbed::redis::server_command(
+            Some(&self.bed.ns("rd")),
+            "10.77.70.31",
+            6379,
+            self.dir.path(),
+        );
+        self.redis = Proc::spawn(cmd, Output::Null, false).expect("start redis-server");
     }
 
     fn spawn_bird(&mut self, host: &str, conf: &str) {
         let conf_path = self.dir.path().join(format!("bird-{host}.conf"));
         std::fs::write(&conf_path, conf).expect("bird conf");
-        let log = std::fs::File::create(self.dir.path().join(format!("bird-{host}.log")))
-            .expect("bird log");
+        let log = self.dir.path().join(format!("bird-{host}.log"));
         let bird = bird_tool("bird").expect("bird is installed");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.bed.ns(host)])
-            .arg(bird)
-            .arg("-f")
+        let mut cmd = command_in(&self.bed.ns(host), &bird.display().to_string());
+        cmd.arg("-f")
             .arg("-c")
             .arg(&conf_path)
             .arg("-s")
-            .arg(self.bird_socket(host))
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start bird");
+            .arg(self.bird_socket(host));
+        let child = Proc::spawn(cmd, Output::Log(&log), false).expect("start bird");
         self.birds.push((host.to_string(), child));
     }
 
@@ -222,8 +195,7 @@ ipv4 {{ import where net = {SERVICE}/32; export none; }}; }}\n",
         let host = NODES[i];
         if let Some(pos) = self.birds.iter().position(|(h, _)| h == host) {
             let (_, mut c) = self.birds.remove(pos);
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
         let _ = std::fs::remove_file(self.bird_socket(host));
     }
@@ -248,29 +220,10 @@ ipv4 {{ import none; export where proto ~ \"fulcrum*\"; }}; }}\n",
         self.dir.path().join(format!("fulcrum-n{}.conf", i + 1))
     }
 
-    fn config_path(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("n{}.toml", i + 1))
-    }
-
     pub fn node_config(&self, i: usize) -> String {
-        let peers: Vec<String> = (0..3)
-            .map(|j| format!("\"{}@{}:7946\"", j + 1, node_ip(j)))
-            .collect();
         let birdc = bird_tool("birdc").expect("birdc is installed");
-        format!(
-            r#"[node]
-id = {id}
-admin = "{ip}:9901"
-data_dir = "{data}"
-access_log = "off"
-shutdown_grace = "3s"
-
-[cluster]
-raft = "{ip}:7946"
-peers = [{peers}]
-secret_file = "{secret}"
-
-[bgp]
+        let local = format!(
+            r#"[bgp]
 prefixes = ["{SERVICE}/32"]
 fragment = "{fragment}"
 socket = "{socket}"
@@ -281,71 +234,34 @@ withdraw_wait = "1s"
 redis = "redis://10.77.70.31:6379/0"
 fallback_cookie = ""
 
-[[listener]]
-name = "web"
-bind = "0.0.0.0:80"
-
-[[route]]
-listener = "web"
-pool = "app"
-
-[[pool]]
-name = "app"
-affinity = {{ mode = "header", header = "x-user" }}
-backends = [{{ addr = "10.77.70.21:8080" }}, {{ addr = "10.77.70.22:8080" }}]
 "#,
-            id = i + 1,
-            ip = node_ip(i),
-            peers = peers.join(", "),
-            data = self.dir.path().join(format!("data{}", i + 1)).display(),
-            secret = self.dir.path().join("secret").display(),
             fragment = self.fragment_path(i).display(),
             socket = self.bird_socket(NODES[i]).display(),
             birdc = birdc.display(),
-        )
+        );
+        let pool = r#"affinity = { mode = "header", header = "x-user" }
+backends = [{ addr = "10.77.70.21:8080" }, { addr = "10.77.70.22:8080" }]"#;
+        self.nodes
+            .node_file(i)
+            .render(&(local + &web_to_app("0.0.0.0:80", "", pool)))
     }
 
     /// Starts (or restarts) node `i`.
     pub fn start_node(&mut self, i: usize) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("n{}.log", i + 1)))
-            .expect("log");
-        let err = log.try_clone().expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.bed.ns(NODES[i])])
-            .arg(fulcrum_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(self.config_path(i))
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("start fulcrum");
-        self.nodes[i] = Some(child);
+        self.nodes.start(i).expect("start fulcrum");
     }
 
     pub fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.nodes.node(i).kill();
     }
 
     pub fn sigterm(&self, i: usize) {
-        if let Some(c) = &self.nodes[i] {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        }
+        let _ = self.nodes.node(i).signal(nix::sys::signal::Signal::SIGTERM);
     }
 
     /// Whether node `i`'s process is still running.
     pub fn running(&mut self, i: usize) -> bool {
-        match self.nodes[i].as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.nodes.node(i).running()
     }
 
     /// The next hops of the router's kernel route to the service address, sorted.
@@ -379,27 +295,19 @@ backends = [{{ addr = "10.77.70.21:8080" }}, {{ addr = "10.77.70.22:8080" }}]
 
     /// `fulcrum ctl --admin <node i> ARGS...` from the node's own namespace.
     pub fn ctl(&self, i: usize, args: &[&str]) -> (bool, String) {
-        let admin = format!("{}:9901", node_ip(i));
-        let bin = fulcrum_bin();
-        let mut cmd = vec![bin.to_str().unwrap_or("fulcrum"), "ctl", "--admin", &admin];
-        cmd.extend_from_slice(args);
-        exec(&self.bed.ns(NODES[i]), &cmd)
+        self.nodes.ctl(&self.bed.ns(NODES[i]), i, args)
     }
 
     /// Node `i`'s `/status`.
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
-        let url = format!("http://{}:9901/status", node_ip(i));
-        let (ok, out) = exec(&self.bed.ns(NODES[i]), &["curl", "-s", "-m", "1", &url]);
-        if !ok {
-            return None;
-        }
-        serde_json::from_str(&out).ok()
+        self.nodes.status(&self.bed.ns(NODES[i]), i)
     }
 
     /// Node `i`'s `/metrics`.
     pub fn metrics(&self, i: usize) -> String {
-        let url = format!("http://{}:9901/metrics", node_ip(i));
-        exec(&self.bed.ns(NODES[i]), &["curl", "-s", "-m", "1", &url]).1
+        self.nodes
+            .admin_get(&self.bed.ns(NODES[i]), i, "/metrics")
+            .1
     }
 
     /// `GET /` to the service address from inside node `i`'s own namespace (the node
@@ -447,12 +355,12 @@ backends = [{{ addr = "10.77.70.21:8080" }}, {{ addr = "10.77.70.22:8080" }}]
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let path = format!("/var/run/netns/{}", self.client_ns);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns");
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
+        spawn_in(&self.client_ns, f)
+    }
+
+    /// The client's namespace (behind the router).
+    pub fn client_ns(&self) -> &str {
+        &self.client_ns
     }
 }
 
@@ -461,14 +369,9 @@ impl Drop for BgpBed {
         for i in 0..self.nodes.len() {
             self.kill9(i);
         }
-        let birds = self.birds.drain(..).map(|(_, c)| c);
-        for mut c in birds.chain(self.redis.take()).collect::<Vec<_>>() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for tx in self.backend_stops.drain(..) {
-            let _ = tx.send(());
-        }
+        self.birds.drain(..).for_each(|(_, mut c)| c.kill());
+        self.redis.kill();
+        self.backends.clear();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.client_ns])
             .output();

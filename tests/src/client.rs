@@ -33,6 +33,12 @@ pub fn fresh_client() -> HttpClient {
         .build(HttpConnector::new())
 }
 
+/// A response body read to its end, as text (lossy); `Err` carries the error as text.
+pub async fn body_text(body: hyper::body::Incoming) -> Result<String, String> {
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Sends one request; `Err` carries transport errors as text. 10 s bound.
 pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Result<Reply, String> {
     let fut = async {
@@ -43,17 +49,12 @@ pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Result<Repl
             .get("x-backend")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let body = body_text(resp.into_body()).await?;
         Ok(Reply {
             status,
             backend,
             headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body,
         })
     };
     tokio::time::timeout(Duration::from_secs(10), fut)

@@ -1,8 +1,11 @@
-//! A local Raft cluster of real fulcrum processes on 127.0.0.1 for tests.
+//! A local Raft cluster of real fulcrum processes on 127.0.0.1 for tests: the loopback
+//! flavour of the test bed's cluster (node files from `fulcrum_testbed::cluster::NodeFile`,
+//! each node a [`Fulcrum`] in its own temp dir, free ports, listeners on `listen_ip`).
 
 use crate::client::get_status;
 use crate::free_port;
 use crate::process::Fulcrum;
+use fulcrum_testbed::cluster::{web_to_app, NodeFile};
 use std::time::{Duration, Instant};
 
 /// Addresses of one member.
@@ -39,11 +42,7 @@ pub fn listen_ip(id: u64) -> String {
 
 /// The `[cluster]` peers line for these members.
 pub fn peers_line(members: &[MemberPorts]) -> String {
-    let items: Vec<String> = members
-        .iter()
-        .map(|m| format!("\"{}@{}\"", m.id, m.raft))
-        .collect();
-    format!("[{}]", items.join(", "))
+    fulcrum_testbed::cluster::peers_line(members.iter().map(|m| (m.id, m.raft.as_str())))
 }
 
 /// A node file: `[node]` + `[cluster]` + the shared balancer part `balancer`.
@@ -87,35 +86,27 @@ pub fn node_config_full(
     node_extra: &str,
     cluster_extra: &str,
 ) -> String {
-    format!(
-        r#"[node]
-id = {id}
-admin = "{admin}"
-data_dir = "{data_dir}"
-access_log = "off"
-shutdown_grace = "5s"
-listen_ip = "{ip}"
-{node_extra}
-
-[cluster]
-raft = "{raft}"
-peers = {peers}
-secret_file = "{secret_file}"
-{cluster_extra}
-
-{balancer}
-"#,
-        id = me.id,
-        admin = me.admin,
-        raft = me.raft,
-        ip = listen_ip(me.id),
-    )
+    NodeFile {
+        id: me.id,
+        admin: me.admin.clone(),
+        data_dir: data_dir.to_string(),
+        shutdown_grace: "5s".into(),
+        listen_ip: Some(listen_ip(me.id)),
+        node_extra: node_extra.to_string(),
+        raft: me.raft.clone(),
+        peers: peers.to_string(),
+        secret_file: secret_file.to_string(),
+        cluster_extra: cluster_extra.to_string(),
+    }
+    .render(balancer)
 }
 
 /// The shared balancer part: listener `web` on `web_port`, everything to pool `app`.
 pub fn balancer(web_port: u16, backends: &str) -> String {
-    format!(
-        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:{web_port}\"\n\n[[route]]\nlistener = \"web\"\npool = \"app\"\n\n[[pool]]\nname = \"app\"\nbackends = {backends}\n"
+    web_to_app(
+        &format!("127.0.0.1:{web_port}"),
+        "",
+        &format!("backends = {backends}"),
     )
 }
 

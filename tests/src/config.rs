@@ -2,6 +2,7 @@
 
 use crate::backend::TestBackend;
 use crate::free_port;
+use fulcrum_testbed::cluster::web_to_app;
 
 /// Ports of a single-node setup.
 #[derive(Debug, Clone)]
@@ -46,31 +47,19 @@ pub fn backend_list(backends: &[&TestBackend], weights: &[u32]) -> String {
 /// lines inside `[[pool]]` (algorithm, health, ...). `top_extra` goes before the
 /// listener (e.g. a `[session]` table).
 pub fn single_node(ports: &Ports, backends: &str, pool_extra: &str, top_extra: &str) -> String {
+    let pool = format!("backends = {backends}\n{pool_extra}");
+    one_node(
+        &ports.admin,
+        "10s",
+        top_extra,
+        &web_to_app(&ports.web, "header_read_timeout = \"2s\"", &pool),
+    )
+}
+
+/// A one-node file: `[node]` (id 1, `admin`, `shutdown_grace`), then `top_extra` (e.g. a
+/// `[session]` table), then the balancing part `balance`.
+pub fn one_node(admin: &str, shutdown_grace: &str, top_extra: &str, balance: &str) -> String {
     format!(
-        r#"[node]
-id = 1
-admin = "{admin}"
-data_dir = "/tmp"
-access_log = "off"
-shutdown_grace = "10s"
-
-{top_extra}
-
-[[listener]]
-name = "web"
-bind = "{web}"
-header_read_timeout = "2s"
-
-[[route]]
-listener = "web"
-pool = "app"
-
-[[pool]]
-name = "app"
-backends = {backends}
-{pool_extra}
-"#,
-        admin = ports.admin,
-        web = ports.web,
+        "[node]\nid = 1\nadmin = \"{admin}\"\ndata_dir = \"/tmp\"\naccess_log = \"off\"\nshutdown_grace = \"{shutdown_grace}\"\n\n{top_extra}\n\n{balance}"
     )
 }

@@ -9,6 +9,7 @@ use crate::config::Ports;
 use crate::process::Fulcrum;
 use crate::tls::{alpn, connect, verifying_config, TestCa};
 use bytes::Bytes;
+use fulcrum_testbed::cluster::web_to_app;
 use http::{HeaderMap, Request, StatusCode};
 use std::path::Path;
 use std::time::Duration;
@@ -151,34 +152,17 @@ pub fn one_pool_config(
     backends: &str,
     pool_extra: &str,
 ) -> String {
-    format!(
-        r#"[node]
-id = 1
-admin = "{admin}"
-data_dir = "/tmp"
-access_log = "off"
-shutdown_grace = "5s"
-
-[[listener]]
-name = "web"
-bind = "{web}"
-protocol = "https"
-tls = [{{ cert = "{cert}", key = "{key}" }}]
-
-[[route]]
-listener = "web"
-pool = "app"
-
-[[pool]]
-name = "app"
-algorithm = "round-robin"
-backends = {backends}
-{pool_extra}
-"#,
-        admin = ports.admin,
-        web = ports.web,
-        cert = cert.display(),
-        key = key.display(),
+    let listener = format!(
+        "protocol = \"https\"\ntls = [{{ cert = \"{}\", key = \"{}\" }}]",
+        cert.display(),
+        key.display()
+    );
+    let pool = format!("algorithm = \"round-robin\"\nbackends = {backends}\n{pool_extra}");
+    crate::config::one_node(
+        &ports.admin,
+        "5s",
+        "",
+        &web_to_app(&ports.web, &listener, &pool),
     )
 }
 

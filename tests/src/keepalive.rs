@@ -109,15 +109,8 @@ pub fn web_and_tls_node(
     key: &Path,
     rest: &str,
 ) -> String {
-    format!(
-        r#"[node]
-id = 1
-admin = "{admin}"
-data_dir = "/tmp"
-access_log = "off"
-shutdown_grace = "10s"
-
-[[listener]]
+    let listeners = format!(
+        r#"[[listener]]
 name = "web"
 bind = "{web}"
 header_read_timeout = "2s"
@@ -131,5 +124,6 @@ tls = [{{ cert = "{cert}", key = "{key}" }}]
 {rest}"#,
         cert = cert.display(),
         key = key.display(),
-    )
+    );
+    crate::config::one_node(admin, "10s", "", &listeners)
 }

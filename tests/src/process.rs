@@ -1,6 +1,8 @@
-//! A real `fulcrum` process for tests: generated config, readiness wait, stop by PID.
+//! A real `fulcrum` process for tests: generated config, readiness wait, stop by PID
+//! (the test bed's cluster [`Node`] on loopback, in its own temp dir).
 
-use fulcrum_testbed::process::{Output, Poll, Proc};
+use fulcrum_testbed::cluster::Node;
+use fulcrum_testbed::process::Poll;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +35,7 @@ pub fn fulcrum_bin() -> PathBuf {
 
 /// A running fulcrum node. Dropping it kills the process (SIGKILL) by its PID.
 pub struct Fulcrum {
-    proc: Proc,
+    node: Node,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub admin: String,
@@ -46,26 +48,20 @@ impl Fulcrum {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("fulcrum.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut node = Fulcrum {
-            proc: Proc::default(),
+        let log = dir.path().join("fulcrum.log");
+        let node = Node::new(&fulcrum_bin(), &config_path, &log)
+            .args(&["--threads", "2"])
+            // Each node in its own directory: a relative path in a config is per node.
+            .current_dir(dir.path());
+        let node = Fulcrum {
+            node,
             dir,
             config_path,
             admin: admin.to_string(),
         };
-        node.spawn();
+        node.node.start().expect("start fulcrum");
         node.wait_ready().await;
         node
-    }
-
-    fn spawn(&mut self) {
-        let mut cmd = Command::new(fulcrum_bin());
-        cmd.args(["run", "--config"])
-            .arg(&self.config_path)
-            .args(["--threads", "2"])
-            // Each node in its own directory: a relative path in a config is per node.
-            .current_dir(self.dir.path());
-        let log = self.dir.path().join("fulcrum.log");
-        self.proc = Proc::spawn(cmd, Output::Log(&log), false).expect("start fulcrum");
     }
 
     /// Waits until the admin API answers.
@@ -81,7 +77,7 @@ impl Fulcrum {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
+        self.node.pid()
     }
 
     /// The node's resident set (`VmRSS`), in bytes.
@@ -101,40 +97,35 @@ impl Fulcrum {
     }
 
     pub fn signal(&self, sig: Signal) {
-        let _ = self.proc.signal(sig);
+        let _ = self.node.signal(sig);
     }
 
     /// Waits for the process to exit; returns its exit code (None if killed by a signal
     /// or still running after `timeout`).
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Poll::Exited(code) = self.proc.poll() {
-                return code;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self.node.wait_exit_async(timeout).await {
+            Poll::Exited(code) => code,
+            Poll::Running | Poll::Gone => None,
         }
-        None
     }
 
     /// Starts the process again with the same config and data dir (after a kill).
     pub async fn restart(&mut self) {
-        self.proc.kill();
-        self.spawn();
+        self.node.start().expect("start fulcrum");
         self.wait_ready().await;
     }
 
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
-        self.proc.kill();
+        self.node.kill();
     }
 
     /// Replaces the config file (for SIGHUP reload tests).
     pub fn rewrite_config(&self, config: &str) {
-        std::fs::write(&self.config_path, config).expect("write config");
+        self.node.write_config(config).expect("write config");
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("fulcrum.log")).unwrap_or_default()
+        self.node.log()
     }
 }

@@ -6,7 +6,7 @@
 //! name" questions, accepts anything and just records the certificate it was shown.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
@@ -272,13 +272,8 @@ pub async fn get(
         }
         .map_err(|e| e.to_string())?;
         let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        let body = crate::client::body_text(resp.into_body()).await?;
+        Ok((status, body))
     };
     tokio::time::timeout(Duration::from_secs(10), fut)
         .await

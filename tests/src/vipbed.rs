@@ -2,9 +2,11 @@
 //! plus the two observers the VIP tests need: a prober that sends a request to the VIP
 //! every 20 ms, and a poller that records which node namespaces hold the VIP.
 
-use crate::process::fulcrum_bin;
-use fulcrum_testbed::netns::{command_in, exec};
-use fulcrum_testbed::process::{Output, Poll, Proc};
+use fulcrum_testbed::cluster::{web_to_app, Cluster};
+use fulcrum_testbed::netns::exec;
+use fulcrum_testbed::nsbackend::NsBackend;
+use fulcrum_testbed::periodic::Periodic;
+use fulcrum_testbed::process::Poll;
 use fulcrum_testbed::testbed::Testbed;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,15 +15,12 @@ use std::time::{Duration, Instant};
 pub const VIP: &str = "10.77.70.100";
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 
+/// The three nodes (a test-bed [`Cluster`], files in `dir`) on their bed.
 pub struct VipCluster {
+    pub nodes: Cluster,
+    _backend: NsBackend,
     pub bed: Testbed,
     pub dir: tempfile::TempDir,
-    pub nodes: Vec<Proc>,
-    backend_stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-fn node_ip(i: usize) -> String {
-    format!("10.77.70.{}", 11 + i)
 }
 
 impl VipCluster {
@@ -32,33 +31,20 @@ impl VipCluster {
             &[("n1", 11), ("n2", 12), ("n3", 13), ("cl", 2), ("b1", 21)],
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("secret"), "vip-test-secret-0123456789").expect("secret");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        bed.in_ns("b1", move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("rt");
-            rt.block_on(async move {
-                let _b = crate::backend::TestBackend::start_on(
-                    "10.77.70.21:8080".parse().expect("addr"),
-                    "b1",
-                )
-                .await;
-                let _ = rx.await;
-            });
-        });
+        let nodes =
+            Cluster::on_testbed(&bed, &NODES, dir.path(), "3s", "vip-test-secret-0123456789")
+                .expect("cluster files");
+        let addr = "10.77.70.21:8080".parse().expect("addr");
+        let backend = NsBackend::start(&bed.ns("b1"), addr, "b1").expect("backend b1");
         let mut c = VipCluster {
+            nodes,
+            _backend: backend,
             bed,
             dir,
-            nodes: Vec::new(),
-            backend_stop: Some(tx),
         };
         for i in 0..3 {
             let cfg = c.node_config(i, fencing, lifetime);
-            std::fs::write(c.config_path(i), cfg).expect("config");
-            c.nodes.push(Proc::default());
+            c.nodes.write_config(i, &cfg).expect("config");
             c.start_node(i);
         }
         c
@@ -77,119 +63,60 @@ impl VipCluster {
             &format!("address = \"{VIP}/24\""),
             &format!("address = \"{address}\""),
         );
-        std::fs::write(self.config_path(i), text).expect("config");
-        self.config_path(i)
+        self.nodes.write_config(i, &text).expect("config")
     }
 
     /// `fulcrum ctl --admin <node i> ARGS...` from the client namespace: (success, output).
     pub fn ctl(&self, i: usize, args: &[&str]) -> (bool, String) {
-        let admin = format!("{}:9901", node_ip(i));
-        let bin = fulcrum_bin();
-        let mut cmd = vec![bin.to_str().unwrap_or("fulcrum"), "ctl", "--admin", &admin];
-        cmd.extend_from_slice(args);
-        exec(&self.bed.ns("cl"), &cmd)
-    }
-
-    fn config_path(&self, i: usize) -> std::path::PathBuf {
-        self.dir.path().join(format!("n{}.toml", i + 1))
+        self.nodes.ctl(&self.bed.ns("cl"), i, args)
     }
 
     pub fn node_config(&self, i: usize, fencing: &str, lifetime: &str) -> String {
-        let peers: Vec<String> = (0..3)
-            .map(|j| format!("\"{}@{}:7946\"", j + 1, node_ip(j)))
-            .collect();
-        format!(
-            r#"[node]
-id = {id}
-admin = "{ip}:9901"
-data_dir = "{data}"
-access_log = "off"
-shutdown_grace = "3s"
-
-[cluster]
-raft = "{ip}:7946"
-peers = [{peers}]
-secret_file = "{secret}"
-
-[vip]
-address = "{VIP}/24"
-interface = "eth0"
-fencing = "{fencing}"
-lifetime = "{lifetime}"
-
-[[listener]]
-name = "web"
-bind = "0.0.0.0:80"
-
-[[route]]
-listener = "web"
-pool = "app"
-
-[[pool]]
-name = "app"
-backends = [{{ addr = "10.77.70.21:8080" }}]
-"#,
-            id = i + 1,
-            ip = node_ip(i),
-            peers = peers.join(", "),
-            data = self.dir.path().join(format!("data{}", i + 1)).display(),
-            secret = self.dir.path().join("secret").display(),
-        )
+        let vip = format!(
+            "[vip]\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\nfencing = \"{fencing}\"\nlifetime = \"{lifetime}\"\n\n"
+        );
+        let pool = "backends = [{ addr = \"10.77.70.21:8080\" }]";
+        self.nodes
+            .node_file(i)
+            .render(&(vip + &web_to_app("0.0.0.0:80", "", pool)))
     }
 
     /// Starts (or restarts) node `i` with its data dir.
     pub fn start_node(&mut self, i: usize) {
-        let mut cmd = command_in(
-            &self.bed.ns(NODES[i]),
-            fulcrum_bin().to_str().unwrap_or("fulcrum"),
-        );
-        cmd.args(["run", "--config"]).arg(self.config_path(i));
-        let log = self.dir.path().join(format!("n{}.log", i + 1));
-        self.nodes[i] = Proc::spawn(cmd, Output::Log(&log), false).expect("start fulcrum");
+        self.nodes.start(i).expect("start fulcrum");
     }
 
     pub fn pid(&self, i: usize) -> i32 {
-        self.nodes[i].pid().map(|p| p as i32).unwrap_or(0)
+        self.nodes.node(i).pid().map(|p| p as i32).unwrap_or(0)
     }
 
     /// Sends `sig` to node `i` if it runs.
     pub fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
-        let _ = self.nodes[i].signal(sig);
+        let _ = self.nodes.node(i).signal(sig);
     }
 
     pub fn kill9(&mut self, i: usize) {
-        self.nodes[i].kill();
+        self.nodes.node(i).kill();
     }
 
     /// Waits for node `i` to exit by itself (after SIGTERM).
     pub fn wait_exit(&mut self, i: usize, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Poll::Exited(_) = self.nodes[i].poll() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        matches!(self.nodes.node(i).wait_exit(within), Poll::Exited(_))
     }
 
     /// `/status` of node `i`, fetched from inside the client namespace.
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
-        let url = format!("http://{}:9901/status", node_ip(i));
-        let (ok, out) = exec(&self.bed.ns("cl"), &["curl", "-s", "-m", "1", &url]);
-        if !ok {
-            return None;
-        }
-        serde_json::from_str(&out).ok()
+        self.nodes.status(&self.bed.ns("cl"), i)
     }
 
     /// `/debug/failover` of every running node (events, lease, fence), for failure messages.
     pub fn failover_debug(&self) -> String {
         (0..3)
-            .filter(|&i| self.nodes[i].pid().is_some())
+            .filter(|&i| self.nodes.node(i).pid().is_some())
             .map(|i| {
-                let url = format!("http://{}:9901/debug/failover", node_ip(i));
-                let (_, out) = exec(&self.bed.ns("cl"), &["curl", "-s", "-m", "1", &url]);
+                let (_, out) = self
+                    .nodes
+                    .admin_get(&self.bed.ns("cl"), i, "/debug/failover");
                 format!("node {}: {out}", i + 1)
             })
             .collect::<Vec<_>>()
@@ -201,7 +128,7 @@ backends = [{{ addr = "10.77.70.21:8080" }}]
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             for (i, name) in NODES.iter().enumerate() {
-                if self.nodes[i].pid().is_some() && self.bed.has_addr(name, VIP) {
+                if self.nodes.node(i).pid().is_some() && self.bed.has_addr(name, VIP) {
                     if let Some(s) = self.status(i) {
                         if s["role"] == "leader" && s["vip_held"] == true {
                             return Some(i);
@@ -221,7 +148,7 @@ backends = [{{ addr = "10.77.70.21:8080" }}]
     }
 
     pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("n{}.log", i + 1))).unwrap_or_default()
+        self.nodes.node(i).log()
     }
 
     /// The MAC the client's neighbour table has for the VIP.
@@ -252,18 +179,6 @@ backends = [{{ addr = "10.77.70.21:8080" }}]
     }
 }
 
-impl Drop for VipCluster {
-    fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.signal(i, nix::sys::signal::Signal::SIGCONT);
-            self.kill9(i);
-        }
-        if let Some(tx) = self.backend_stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
 /// One probe result: time since the prober started, and whether the VIP answered 200.
 #[derive(Debug, Clone)]
 pub struct Probe {
@@ -278,12 +193,10 @@ pub struct Probe {
 }
 
 /// Sends `GET /` to the VIP every 20 ms from the client namespace until stopped (or
-/// `limit`), each on a new connection with a 300 ms budget.
+/// `limit`), each on a new connection with a 300 ms budget (a test-bed [`Periodic`]).
 pub struct Prober {
     pub started: Instant,
-    stop: Arc<AtomicBool>,
-    results: Arc<Mutex<Vec<Probe>>>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    probes: Periodic<Result<(), String>>,
 }
 
 impl Prober {
@@ -293,45 +206,25 @@ impl Prober {
 
     /// [`Prober::start`] with probes `every` apart (a new connection each, one at a time).
     pub fn start_every(bed: &Testbed, limit: Duration, every: Duration) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let results = Arc::new(Mutex::new(Vec::new()));
-        let started = Instant::now();
-        let (s, r) = (stop.clone(), results.clone());
-        let handle = bed.in_ns("cl", move || {
-            while !s.load(Ordering::SeqCst) && started.elapsed() < limit {
-                let t = started.elapsed();
-                let failure = probe_once().err();
-                let done = started.elapsed();
-                if let Ok(mut v) = r.lock() {
-                    let ok = failure.is_none();
-                    v.push(Probe {
-                        at: t,
-                        done,
-                        ok,
-                        failure,
-                    });
-                }
-                let next = t + every;
-                if let Some(wait) = next.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
-            }
-        });
+        let probes = Periodic::start(&bed.ns("cl"), limit, every, probe_once);
         Prober {
-            started,
-            stop,
-            results,
-            handle: Some(handle),
+            started: probes.started,
+            probes,
         }
     }
 
     /// Stops and returns every probe.
-    pub fn finish(mut self) -> Vec<Probe> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-        self.results.lock().map(|v| v.clone()).unwrap_or_default()
+    pub fn finish(self) -> Vec<Probe> {
+        self.probes
+            .finish()
+            .into_iter()
+            .map(|s| Probe {
+                at: s.at,
+                done: s.done,
+                ok: s.value.is_ok(),
+                failure: s.value.err(),
+            })
+            .collect()
     }
 }
 

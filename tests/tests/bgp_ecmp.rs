@@ -8,10 +8,9 @@
 //! stops serving, no failed request).
 
 use fulcrum_testbed::netns::{can_run, exec};
+use fulcrum_testbed::periodic::Periodic;
 use fulcrum_tests::bgpbed::{bird_tool, ip, node_ip, request_as, BgpBed};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// When a probe started, and the backend that answered it (None: it failed).
@@ -21,45 +20,27 @@ type Probe = (Duration, Option<String>);
 /// connection, always as one user.
 struct Prober {
     started: Instant,
-    stop: Arc<AtomicBool>,
-    results: Arc<Mutex<Vec<Probe>>>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    probes: Periodic<Option<String>>,
 }
 
 impl Prober {
     fn start(bed: &BgpBed, user: &'static str) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let results = Arc::new(Mutex::new(Vec::new()));
-        let started = Instant::now();
-        let (s, r) = (stop.clone(), results.clone());
         // Bounded: at most 60 s of probes whatever happens to the test.
-        let handle = bed.in_client(move || {
-            while !s.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
-                let at = started.elapsed();
-                let got = request_as(user, Duration::from_secs(1));
-                if let Ok(mut v) = r.lock() {
-                    v.push((at, got));
-                }
-                if let Some(wait) = (at + Duration::from_millis(20)).checked_sub(started.elapsed())
-                {
-                    std::thread::sleep(wait);
-                }
-            }
-        });
+        let probes = Periodic::start(
+            bed.client_ns(),
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            move || request_as(user, Duration::from_secs(1)),
+        );
         Prober {
-            started,
-            stop,
-            results,
-            handle: Some(handle),
+            started: probes.started,
+            probes,
         }
     }
 
-    fn finish(mut self) -> Vec<Probe> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-        self.results.lock().map(|v| v.clone()).unwrap_or_default()
+    fn finish(self) -> Vec<Probe> {
+        let samples = self.probes.finish();
+        samples.into_iter().map(|s| (s.at, s.value)).collect()
     }
 }
 

@@ -11,12 +11,10 @@
 //! The namespaces (and so every socket in them) are deleted when the test ends, also on
 //! failure; the node processes are killed by their PIDs first. Needs root.
 
-use fulcrum_testbed::netns::{can_run, command_in, exec};
-use fulcrum_testbed::process::{Output, Proc};
+use fulcrum_testbed::cluster::{peers_line, web_to_app, Cluster, NodeFile, RAFT_PORT};
+use fulcrum_testbed::netns::{can_run, exec};
 use fulcrum_testbed::testbed::Testbed;
 use fulcrum_tests::mitm::{Mitm, Tamper};
-use fulcrum_tests::process::fulcrum_bin;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,69 +25,30 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 /// The forwarder's host; it listens on `RELAY_PORT + i` for node `i`.
 const RELAY_IP: &str = "10.77.70.30";
 const RELAY_PORT: u16 = 7950;
-const RAFT_PORT: u16 = 7946;
 
 fn node_ip(i: usize) -> String {
     format!("10.77.70.{}", 11 + i)
 }
 
 /// Node `me`'s config: its own Raft address is real, the others are the forwarder's.
-fn node_config(dir: &Path, me: usize, health_path: &str) -> String {
+fn node_config(nodes: &Cluster, me: usize, health_path: &str) -> String {
     let peers: Vec<String> = (0..3)
         .map(|j| {
-            let addr = if j == me {
+            if j == me {
                 format!("{}:{RAFT_PORT}", node_ip(j))
             } else {
                 format!("{RELAY_IP}:{}", RELAY_PORT + j as u16)
-            };
-            format!("\"{}@{addr}\"", j + 1)
+            }
         })
         .collect();
-    format!(
-        r#"[node]
-id = {id}
-admin = "{ip}:9901"
-data_dir = "{data}"
-access_log = "off"
-shutdown_grace = "1s"
-
-[cluster]
-raft = "{ip}:{RAFT_PORT}"
-peers = [{peers}]
-secret_file = "{secret}"
-
-[[listener]]
-name = "web"
-bind = "{ip}:80"
-
-[[route]]
-listener = "web"
-pool = "app"
-
-[[pool]]
-name = "app"
-backends = [{{ addr = "10.77.70.21:8080" }}]
-health = {{ path = "{health_path}", interval = "1s", timeout = "500ms", rise = 1, fall = 3 }}
-"#,
-        id = me + 1,
-        ip = node_ip(me),
-        peers = peers.join(", "),
-        data = dir.join(format!("data{}", me + 1)).display(),
-        secret = dir.join("secret").display(),
-    )
-}
-
-/// Starts node `i` in its namespace; the returned process is killed by its PID when
-/// dropped (before the namespaces go).
-fn start_node(bed: &Testbed, dir: &Path, i: usize) -> Proc {
-    let mut cmd = command_in(
-        &bed.ns(NODES[i]),
-        fulcrum_bin().to_str().unwrap_or("fulcrum"),
+    let local = NodeFile {
+        peers: peers_line((1..).zip(peers.iter().map(String::as_str))),
+        ..nodes.node_file(me)
+    };
+    let pool = format!(
+        "backends = [{{ addr = \"10.77.70.21:8080\" }}]\nhealth = {{ path = \"{health_path}\", interval = \"1s\", timeout = \"500ms\", rise = 1, fall = 3 }}"
     );
-    cmd.args(["run", "--config"])
-        .arg(dir.join(format!("n{}.toml", i + 1)));
-    let log = dir.join(format!("n{}.log", i + 1));
-    Proc::spawn(cmd, Output::Log(&log), false).expect("start fulcrum")
+    local.render(&web_to_app(&format!("{}:80", node_ip(me)), "", &pool))
 }
 
 /// `curl` from the client namespace: (success, body).
@@ -150,20 +109,6 @@ fn start_relay(
     (stop_tx, handle, ready_rx)
 }
 
-fn log(dir: &Path, i: usize) -> String {
-    std::fs::read_to_string(dir.join(format!("n{}.log", i + 1))).unwrap_or_default()
-}
-
-fn write_configs(dir: &Path, health_path: &str) -> Vec<PathBuf> {
-    (0..3)
-        .map(|i| {
-            let path = dir.join(format!("n{}.toml", i + 1));
-            std::fs::write(&path, node_config(dir, i, health_path)).expect("config");
-            path
-        })
-        .collect()
-}
-
 #[test]
 fn a_config_frame_altered_by_a_relay_between_namespaces_is_refused() {
     if !can_run("a_config_frame_altered_by_a_relay_between_namespaces_is_refused") {
@@ -177,19 +122,30 @@ fn a_config_frame_altered_by_a_relay_between_namespaces_is_refused() {
     );
     eprintln!("test bed up after {:?}", t0.elapsed());
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("secret"), "forged-frames-secret-0123456789").expect("secret");
+    // Dropped before `bed`: the node processes are killed by their PIDs first.
+    let nodes = Cluster::on_testbed(
+        &bed,
+        &NODES,
+        dir.path(),
+        "1s",
+        "forged-frames-secret-0123456789",
+    )
+    .expect("cluster files");
     let tamper = Arc::new(Tamper::default());
     let (stop_relay, relay, ready) = start_relay(&bed, tamper.clone());
     ready
         .recv_timeout(Duration::from_secs(10))
         .expect("the forwarders listen");
-    write_configs(dir.path(), "/healthz");
-    let nodes: Vec<Proc> = (0..3).map(|i| start_node(&bed, dir.path(), i)).collect();
+    for i in 0..3 {
+        let text = node_config(&nodes, i, "/healthz");
+        nodes.write_config(i, &text).expect("config");
+        nodes.start(i).expect("start fulcrum");
+    }
     eprintln!("relay and nodes started after {:?}", t0.elapsed());
     let leader = leader(&bed, Duration::from_secs(20)).unwrap_or_else(|| {
         panic!(
             "no leader with every peer connection through the relay; logs:\n{:#?}",
-            (0..3).map(|i| log(dir.path(), i)).collect::<Vec<_>>()
+            (0..3).map(|i| nodes.node(i).log()).collect::<Vec<_>>()
         )
     });
     eprintln!("node {} leads after {:?}", leader + 1, t0.elapsed());
@@ -197,19 +153,11 @@ fn a_config_frame_altered_by_a_relay_between_namespaces_is_refused() {
     // peers lists, so a leader proves the relay forwards.
     tamper.armed.store(true, Ordering::SeqCst);
     let applied = dir.path().join("applied.toml");
-    std::fs::write(&applied, node_config(dir.path(), leader, "/probe-good")).expect("config");
-    let admin_addr = format!("{}:9901", node_ip(leader));
-    let bin = fulcrum_bin();
-    let (ok, out) = exec(
+    std::fs::write(&applied, node_config(&nodes, leader, "/probe-good")).expect("config");
+    let (ok, out) = nodes.ctl(
         &bed.ns("cl"),
-        &[
-            bin.to_str().expect("utf-8 path"),
-            "ctl",
-            "--admin",
-            &admin_addr,
-            "apply",
-            applied.to_str().expect("utf-8 path"),
-        ],
+        leader,
+        &["apply", applied.to_str().expect("utf-8 path")],
     );
     assert!(ok, "ctl apply: {out}");
     // `ctl apply` prints "committed: config version N", then one line per node.
@@ -240,7 +188,7 @@ fn a_config_frame_altered_by_a_relay_between_namespaces_is_refused() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let logs: Vec<String> = (0..3).map(|i| log(dir.path(), i)).collect();
+    let logs: Vec<String> = (0..3).map(|i| nodes.node(i).log()).collect();
     assert!(
         converged,
         "not every node runs version {version}; logs:\n{logs:#?}"

@@ -5,9 +5,14 @@
 //!   backend`): names itself, can be slowed, failed, hung, made unhealthy or killed.
 //! - [`load`]   — the open-loop load client (a fixed rate, cookie jars per simulated
 //!   user, every request's fate); [`httpc`] — one request on a fresh connection.
+//! - [`cluster`] — a cluster of real `fulcrum` processes: the node file (node-local and
+//!   cluster-wide parts), one node's start/signal/kill/wait/log, nodes in namespaces with
+//!   admin calls and `fulcrum ctl`.
 //! - [`netns`]  — commands and threads inside a named network namespace, the root check.
 //! - [`bridge`] — a bridge in its own namespace and one namespace per host, joined by veth
 //!   pairs, addresses inside 10.77.0.0/16 only, no route out; deleted on drop.
+//! - [`nsbackend`] — a [`backend::TestBackend`] serving inside a namespace until dropped.
+//! - [`periodic`] — a probe run every so often inside a namespace, every call's result kept.
 //! - [`ports`]  — free loopback ports, never the same twice in one process.
 //! - [`process`] — a child process we started (log file, own process group), signalled
 //!   and stopped by its PID; the `fulcrum` binary under test.
@@ -18,10 +23,13 @@
 
 pub mod backend;
 pub mod bridge;
+pub mod cluster;
 pub mod error;
 pub mod httpc;
 pub mod load;
 pub mod netns;
+pub mod nsbackend;
+pub mod periodic;
 pub mod ports;
 pub mod process;
 pub mod redis;

@@ -10,6 +10,8 @@ pub use crate::bridge::IFACE;
 /// A bridge namespace plus one namespace per host; dropping it deletes them all.
 pub struct Testbed {
     prefix: String,
+    /// Each host's short name and address.
+    hosts: Vec<(String, Ipv4Addr)>,
     _net: Bridged,
 }
 
@@ -30,7 +32,14 @@ impl Testbed {
             quiet_bridge_netfilter: false,
         };
         match Bridged::build(&spec) {
-            Ok(net) => Testbed { prefix, _net: net },
+            Ok(net) => Testbed {
+                prefix,
+                hosts: hosts
+                    .iter()
+                    .map(|(h, octet)| (h.to_string(), Ipv4Addr::new(10, 77, 70, *octet)))
+                    .collect(),
+                _net: net,
+            },
             Err(e) => panic!("building the test bed {prefix}: {e}"),
         }
     }
@@ -38,6 +47,14 @@ impl Testbed {
     /// The namespace name of a host.
     pub fn ns(&self, host: &str) -> String {
         format!("{}-{host}", self.prefix)
+    }
+
+    /// A host's address (None for a name the bed does not have).
+    pub fn ip(&self, host: &str) -> Option<Ipv4Addr> {
+        self.hosts
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, ip)| *ip)
     }
 
     /// Runs `f` on a new thread whose network namespace is `host`'s (sockets and child

@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,17 +14,9 @@ use nix::sched::CloneFlags;
 
 pub const IFACE: &str = "fvt0";
 
-/// True when the tests can build namespaces (root and `ip` present); prints why not otherwise.
-pub fn can_run(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
-    let ip = Command::new("ip").arg("-V").output().is_ok();
-    if !root || !ip {
-        eprintln!("SKIPPED {test}: needs root and iproute2 (root={root}, ip={ip})");
-    }
-    root && ip
-}
+/// True when the tests can build namespaces (root and `ip` present); says why not
+/// otherwise (the shared test bed's check: under `CI=true` a missing prerequisite fails).
+pub use fulcrum_testbed::netns::can_run;
 
 /// Runs `ip ARGS`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) -> String {

@@ -1,0 +1,166 @@
+//! One real `fulcrum run` process of a cluster bed: its config file and log, optionally
+//! a network namespace, a working directory and more arguments. Started, signalled,
+//! killed and waited for through the PID we hold (a test-bed [`Proc`]); every method
+//! takes `&self`, so a bed shared between threads can stop a node while another waits.
+
+use crate::process::{Output, Poll, Proc};
+use crate::BedError;
+use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How often the waits look at the process.
+const POLL_EVERY: Duration = Duration::from_millis(10);
+
+/// A node process (running or not) and how to start it again.
+#[derive(Debug)]
+pub struct Node {
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    ns: Option<String>,
+    cwd: Option<PathBuf>,
+    args: Vec<String>,
+    own_group: bool,
+    proc: Mutex<Proc>,
+}
+
+impl Node {
+    /// A node that runs `bin run --config CONFIG` with its output appended to `log`;
+    /// not started yet.
+    pub fn new(bin: &Path, config: &Path, log: &Path) -> Node {
+        Node {
+            bin: bin.to_path_buf(),
+            config: config.to_path_buf(),
+            log: log.to_path_buf(),
+            ns: None,
+            cwd: None,
+            args: Vec::new(),
+            own_group: false,
+            proc: Mutex::new(Proc::default()),
+        }
+    }
+
+    /// Runs inside network namespace `ns`.
+    pub fn in_namespace(mut self, ns: &str) -> Node {
+        self.ns = Some(ns.to_string());
+        self
+    }
+
+    /// Runs in `dir` (a relative path in its config is then per node).
+    pub fn current_dir(mut self, dir: &Path) -> Node {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Adds `args` after `run --config CONFIG`.
+    pub fn args(mut self, args: &[&str]) -> Node {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Puts the process in a group of its own (Ctrl-C on the driver does not reach it).
+    pub fn own_group(mut self) -> Node {
+        self.own_group = true;
+        self
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Replaces the config file (read at the next start or SIGHUP).
+    pub fn write_config(&self, text: &str) -> Result<(), BedError> {
+        std::fs::write(&self.config, text).map_err(|e| BedError::io(self.config.display(), e))
+    }
+
+    /// Starts the process; one still held is SIGKILLed first (so this also restarts).
+    pub fn start(&self) -> Result<(), BedError> {
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(&self.bin);
+                cmd
+            }
+            None => Command::new(&self.bin),
+        };
+        cmd.args(["run", "--config"])
+            .arg(&self.config)
+            .args(&self.args);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        let mut proc = self.lock();
+        proc.kill();
+        *proc = Proc::spawn(cmd, Output::Log(&self.log), self.own_group)?;
+        tracing::info!(config = %self.config.display(), pid = proc.pid(), "started a fulcrum node");
+        Ok(())
+    }
+
+    /// The PID while a process is held.
+    pub fn pid(&self) -> Option<u32> {
+        self.lock().pid()
+    }
+
+    /// Sends `signal`; SIGKILL also reaps. Errors if no process is held.
+    pub fn signal(&self, signal: Signal) -> Result<(), BedError> {
+        let mut proc = self.lock();
+        proc.signal(signal)?;
+        if signal == Signal::SIGKILL {
+            proc.kill();
+        }
+        Ok(())
+    }
+
+    /// `kill -9` and reap; nothing if none is held.
+    pub fn kill(&self) {
+        self.lock().kill();
+    }
+
+    /// Whether it runs; an exited process is reaped.
+    pub fn poll(&self) -> Poll {
+        self.lock().poll()
+    }
+
+    pub fn running(&self) -> bool {
+        self.poll() == Poll::Running
+    }
+
+    /// Waits (blocking the thread) up to `within` for the process to end by itself;
+    /// returns the last poll (`Running` when it did not end in time).
+    pub fn wait_exit(&self, within: Duration) -> Poll {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = self.poll();
+            if now != Poll::Running || Instant::now() >= deadline {
+                return now;
+            }
+            std::thread::sleep(POLL_EVERY);
+        }
+    }
+
+    /// [`Node::wait_exit`] for async tests (sleeps without blocking the runtime).
+    pub async fn wait_exit_async(&self, within: Duration) -> Poll {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = self.poll();
+            if now != Poll::Running || Instant::now() >= deadline {
+                return now;
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// Everything the node wrote so far (empty when there is no log yet).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Proc> {
+        self.proc
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
