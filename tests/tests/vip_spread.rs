@@ -3,6 +3,8 @@
 //! moves it to a survivor within 2 s; `ctl drain-node` moves a node's address away; back
 //! to one each after the restart and the undrain. Throughout, a client-side ARP prober asks
 //! "who has" every address every ~20 ms and no address may ever be answered by two nodes.
+//! A kill -9 of the leader moves its address too; the others, whose grants a new leader
+//! cannot renew for one grant length, are measured for how long they go unanswered.
 //! Needs root; skipped (with a message) otherwise.
 
 use fulcrum_testbed::netns::can_run;
@@ -327,5 +329,78 @@ fn three_vips_spread_move_on_kill_and_drain_and_never_have_two_holders() {
         watch.most_answering(),
         [1, 1, 1],
         "every address answered ARP"
+    );
+}
+
+/// The longest stretch after `from` in which address `k` got no ARP answer at all.
+fn longest_silence(watch: &ArpWatch, k: usize, from: Duration) -> Duration {
+    let seen = watch.seen.lock().map(|v| v.clone()).unwrap_or_default();
+    let mut last_answer = from;
+    let mut longest = Duration::ZERO;
+    for (at, _, macs) in seen.iter().filter(|(at, kk, _)| *kk == k && *at >= from) {
+        if !macs.is_empty() {
+            longest = longest.max(at.saturating_sub(last_answer));
+            last_answer = *at;
+        }
+    }
+    longest
+}
+
+#[test]
+fn a_leader_kill_moves_its_vip_and_never_two_answer() {
+    if !can_run("a_leader_kill_moves_its_vip_and_never_two_answer") {
+        return;
+    }
+    let mut c = VipCluster::start_with("sl", "fast", "2s", spread);
+    let all = [0, 1, 2];
+    let h = wait_for(&c, &all, Duration::from_secs(30), "one VIP per node", |h| {
+        one_each(h, 3)
+    });
+    let watch = ArpWatch::start(&c, mac_bytes(&c.bed.mac("cl")));
+    std::thread::sleep(Duration::from_millis(500));
+    let leader = (0..3)
+        .find(|&i| c.status(i).is_some_and(|s| s["role"] == "leader"))
+        .expect("a leader");
+    let k = h
+        .iter()
+        .position(|v| v == &vec![leader])
+        .expect("leader's VIP");
+    let killed_at = watch.now();
+    c.kill9(leader);
+    let alive: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    let after = wait_for(
+        &c,
+        &alive,
+        Duration::from_secs(5),
+        "the leader's VIP moves",
+        |h| h.iter().all(|v| v.len() == 1),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let new = after[k][0];
+    let answered = watch
+        .first_answer_by(k, &c.node_mac(new), killed_at)
+        .expect("the new holder answers ARP");
+    let moved_ms = (answered - killed_at).as_millis();
+    let silences: Vec<u128> = (0..3)
+        .map(|j| longest_silence(&watch, j, killed_at).as_millis())
+        .collect();
+    eprintln!(
+        "kill -9 of the leader (node {}): {} moved to node {} in {moved_ms} ms; longest ARP \
+         silence per address after the kill: {silences:?} ms",
+        leader + 1,
+        SPREAD[k],
+        new + 1
+    );
+    let watch = watch.finish();
+    assert!(moved_ms < 2000, "VIP moved after {moved_ms} ms");
+    assert!(
+        silences.iter().all(|&s| s < 2000),
+        "an address went unanswered for {silences:?} ms"
+    );
+    let doubles = watch.doubles();
+    assert!(
+        doubles.is_empty(),
+        "an address answered from two MACs: {:?}",
+        &doubles[..doubles.len().min(5)]
     );
 }
