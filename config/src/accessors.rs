@@ -5,9 +5,10 @@
 
 use crate::hash_key::HashKey;
 use crate::model::{
-    Affinity, Backend, ClusterSection, HealthCheck, Listener, Pool, RateLimit, VipSection,
+    Affinity, Backend, ClusterSection, Config, HealthCheck, Listener, Pool, RateLimit,
 };
 use crate::net::{parse_addr_prefix, parse_peer, IpNet};
+use crate::vips::{VipEntry, VipSection};
 use std::net::{IpAddr, SocketAddr};
 
 /// Cookie inserted by `affinity.mode = "cookie"` when `affinity.cookie` is not set.
@@ -119,6 +120,18 @@ pub(crate) fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
         return Err(format!("expect_status `{s}`: {lo} is above {hi}"));
     }
     Ok((lo, hi))
+}
+
+impl Config {
+    /// The single `[vip]` the leader holds, if the file has one.
+    pub fn leader_vip(&self) -> Option<&VipSection> {
+        self.vip.as_ref().and_then(crate::VipTable::one)
+    }
+
+    /// The `[[vip]]` entries spread over the nodes (empty when there are none).
+    pub fn spread_vips(&self) -> &[VipEntry] {
+        self.vip.as_ref().map(crate::VipTable::many).unwrap_or(&[])
+    }
 }
 
 #[cfg(test)]

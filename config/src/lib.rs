@@ -11,6 +11,7 @@
 //! - `span`      — finds a TOML path in the source text, so errors point at the exact spot.
 //! - `validate`  — whole-file checks (names exist, no duplicates, addresses parse, ranges).
 //! - `summary`   — the human-readable effective config `fulcrum check` prints.
+//! - `vips`      — the `vip` key: `[vip]` (the leader's) or `[[vip]]` (spread, issue 18).
 //! - `traffic`   — retry budgets and other multi-value traffic settings of a pool.
 //!
 //! Nothing here does I/O beyond reading the file it is asked to load; certificate and
@@ -28,6 +29,7 @@ mod span;
 mod summary;
 mod traffic;
 mod validate;
+mod vips;
 
 pub use accessors::DEFAULT_AFFINITY_COOKIE;
 pub use bgp::BgpSection;
@@ -37,6 +39,7 @@ pub use model::*;
 pub use net::{parse_peer, IpNet};
 pub use scope::{covers, scope_of, Scope, ScopeError, SCOPES};
 pub use traffic::{Outlier, RetryBudget, MAX_BUDGET_WINDOW_SECS};
+pub use vips::{Fencing, VipEntry, VipSection, VipTable};
 
 use std::path::Path;
 

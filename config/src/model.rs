@@ -20,8 +20,9 @@ pub struct Config {
     pub node: Option<NodeSection>,
     /// Local to one node. Absent: the node runs as a one-node cluster.
     pub cluster: Option<ClusterSection>,
-    /// The floating address; `interface` is local, the rest is cluster-wide.
-    pub vip: Option<VipSection>,
+    /// The floating address(es): `[vip]` (the leader holds it) or `[[vip]]` (spread over
+    /// the nodes); `interface` is local, the rest is fixed at start (see `scope`).
+    pub vip: Option<crate::vips::VipTable>,
     /// Local to one node: announce the service addresses through BIRD (ECMP).
     pub bgp: Option<crate::bgp::BgpSection>,
     /// Where session affinity lives, and the key that signs affinity cookies.
@@ -100,33 +101,6 @@ pub struct PeerTls {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-/// `[vip]`: the floating address the Raft leader holds.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct VipSection {
-    /// `ADDRESS/PREFIX`, e.g. `10.0.0.100/24`.
-    pub address: String,
-    /// Local: the interface this node adds the VIP to.
-    pub interface: Option<String>,
-    #[serde(default)]
-    pub fencing: Fencing,
-    /// Kernel address lifetime, whole seconds (the kernel counts in seconds); the address
-    /// vanishes this long after the last renewal.
-    #[serde(default = "default_vip_lifetime", with = "humantime_serde")]
-    pub lifetime: Duration,
-}
-
-/// How a new leader claims the VIP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Fencing {
-    /// Claim at once.
-    #[default]
-    Fast,
-    /// Wait until any old holder's kernel lifetime has surely run out.
-    Strict,
 }
 
 /// `[session]`: the shared affinity store and the cookie signing keys.
@@ -521,9 +495,6 @@ fn default_election_max() -> Duration {
 }
 fn default_lease() -> Duration {
     Duration::from_millis(20)
-}
-fn default_vip_lifetime() -> Duration {
-    Duration::from_secs(2)
 }
 fn default_session_ttl() -> Duration {
     Duration::from_secs(30 * 60)

@@ -82,6 +82,18 @@ impl Config {
                 continue;
             }
             let path: Vec<&str> = key.split('.').collect();
+            // `[[vip]]` is a list of tables: every key of it is local or fixed, so the
+            // node keeps its own list whole.
+            if let Some(first) = path.first().filter(|_| path.len() > 1) {
+                let list = |t: &toml::Table| matches!(t.get(*first), Some(Value::Array(_)));
+                if list(&own) || list(&merged) {
+                    match own.get(*first) {
+                        Some(v) => merged.insert(first.to_string(), v.clone()),
+                        None => merged.remove(*first),
+                    };
+                    continue;
+                }
+            }
             match lookup(&own, &path) {
                 Some(v) => insert(&mut merged, &path, v.clone()),
                 None => remove(&mut merged, &path),

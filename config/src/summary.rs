@@ -3,8 +3,9 @@
 //! Defaults are spelled out, so an operator sees what a left-out key means.
 
 use crate::model::{
-    ClusterSection, Config, HealthCheck, Listener, NodeSection, Pool, SessionSection, VipSection,
+    ClusterSection, Config, HealthCheck, Listener, NodeSection, Pool, SessionSection,
 };
+use crate::vips::VipSection;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -14,7 +15,8 @@ impl Config {
         let mut out = String::new();
         node(&mut out, self.node.as_ref());
         cluster(&mut out, self.cluster.as_ref());
-        vip(&mut out, self.vip.as_ref());
+        vip(&mut out, self.leader_vip());
+        spread_vips(&mut out, self.spread_vips());
         bgp(&mut out, self.bgp.as_ref());
         session(&mut out, self.session.as_ref());
         listeners(&mut out, self);
@@ -88,6 +90,19 @@ fn vip(out: &mut String, vip: Option<&VipSection>) {
         format!("{:?}", v.fencing).to_lowercase(),
         h(v.lifetime),
     );
+}
+
+fn spread_vips(out: &mut String, vips: &[crate::VipEntry]) {
+    for v in vips {
+        let _ = writeln!(
+            out,
+            "vip (spread): {} on {}, preferred {:?}, lifetime {}",
+            v.address,
+            v.interface.as_deref().unwrap_or("(interface not set)"),
+            v.preferred,
+            h(v.lifetime),
+        );
+    }
 }
 
 fn bgp(out: &mut String, bgp: Option<&crate::BgpSection>) {

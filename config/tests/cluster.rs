@@ -119,7 +119,7 @@ fn vip_address_needs_valid_prefix() {
     let text = format!("[vip]\naddress = \"fd00::100/64\"\n{BASE}");
     let config = parse(&text, "t").unwrap();
     assert_eq!(
-        config.vip.unwrap().addr_prefix(),
+        config.leader_vip().unwrap().addr_prefix(),
         Some(("fd00::100".parse().unwrap(), 64))
     );
 }

@@ -92,7 +92,7 @@ fn without_local_keeps_only_cluster_wide_part() {
 fn vip_interface_is_local() {
     let text = "[vip]\naddress = \"10.0.0.100/24\"\ninterface = \"eth0\"\n";
     let c = parse(text, "t").unwrap().without_local().unwrap();
-    let vip = c.vip.unwrap();
+    let vip = c.leader_vip().unwrap();
     assert_eq!(vip.interface, None);
     assert_eq!(vip.address, "10.0.0.100/24");
 }

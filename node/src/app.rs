@@ -46,6 +46,8 @@ pub struct Node {
     pub events: Arc<Events>,
     /// BGP mode, when `[bgp]` is configured (set by `run` before the node serves).
     pub bgp: OnceLock<Arc<crate::control::bgp::Bgp>>,
+    /// Several VIPs, when `[[vip]]` is configured.
+    pub spread: OnceLock<Arc<crate::control::vip_spread::SpreadVips>>,
 }
 
 impl Node {
@@ -97,6 +99,7 @@ impl Node {
             vip: OnceLock::new(),
             events: Default::default(),
             bgp: OnceLock::new(),
+            spread: OnceLock::new(),
         });
         node.applier.listen(&config, bound);
         // The guard exists before Raft so that Raft's first vote already shuts its fence.
@@ -135,6 +138,7 @@ impl Node {
                 None => vip.hold_alone(),
             }
         }
+        node.start_spread(&config).await?;
         node.applier.restart_health();
         let watched = node.clone();
         let sample = move || {
@@ -152,6 +156,29 @@ impl Node {
             node.stop.clone(),
         ));
         Ok(node)
+    }
+
+    /// `[[vip]]`: the controllers and fence, then the grant loop on the control runtime.
+    async fn start_spread(&self, config: &Arc<Config>) -> Result<(), ApplyError> {
+        use crate::control::vip_spread::SpreadVips;
+        let spread = {
+            let (config, clustered) = (config.clone(), config.cluster.is_some());
+            control_runtime()
+                .spawn(async move { SpreadVips::start(&config, clustered).await })
+                .await??
+        };
+        let Some(spread) = spread else {
+            return Ok(());
+        };
+        let _ = self.spread.set(spread.clone());
+        match self.cluster() {
+            Some(cluster) => {
+                let run = spread.run(cluster.raft.clone(), self.vip_stop.clone());
+                control_runtime().spawn(run);
+            }
+            None => spread.hold_alone(),
+        }
+        Ok(())
     }
 
     /// The Raft member, when this node is part of a cluster.

@@ -6,6 +6,7 @@
 
 mod bgp_rows;
 mod table;
+mod vip_rows;
 mod wait;
 
 use crate::cli::{CtlArgs, CtlCommand};

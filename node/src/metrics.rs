@@ -24,6 +24,12 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+/// `fulcrum_vip_held{address}`: one series per VIP of this node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VipLabels {
+    pub address: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     pub pool: String,
@@ -71,7 +77,7 @@ pub struct Metrics {
     pub config: ConfigMetrics,
     session: SessionMetrics,
     raft: RaftMetrics,
-    vip_held: Gauge,
+    vip_held: Family<VipLabels, Gauge>,
     vip_transitions: Counter,
     /// BGP mode (`[bgp]`), set at scrape time.
     pub bgp: crate::bgp_metrics::BgpMetrics,
@@ -191,7 +197,7 @@ impl Metrics {
             config: ConfigMetrics::default(),
             session: SessionMetrics::default(),
             raft: RaftMetrics::default(),
-            vip_held: Gauge::default(),
+            vip_held: Family::default(),
             vip_transitions: Counter::default(),
             last_vip_transitions: std::sync::atomic::AtomicU64::new(0),
             bgp: Default::default(),
@@ -347,7 +353,7 @@ impl Metrics {
         );
         registry.register(
             "vip_held",
-            "1 while this node holds the VIP",
+            "1 while this node holds the VIP at `address`",
             m.vip_held.clone(),
         );
         registry.register(
@@ -416,9 +422,14 @@ impl Metrics {
         *last = *now;
     }
 
-    /// Mirrors the VIP state.
-    pub fn observe_vip(&self, held: bool, transitions: u64) {
-        self.vip_held.set(i64::from(held));
+    /// Mirrors the VIP state: `(address, held)` for each VIP of this node.
+    pub fn observe_vip(&self, held: &[(String, bool)], transitions: u64) {
+        for (address, h) in held {
+            let labels = VipLabels {
+                address: address.clone(),
+            };
+            self.vip_held.get_or_create(&labels).set(i64::from(*h));
+        }
         let before = self
             .last_vip_transitions
             .swap(transitions, std::sync::atomic::Ordering::Relaxed);

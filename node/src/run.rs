@@ -222,6 +222,15 @@ async fn shutdown(node: &Arc<Node>) {
         tracing::info!(took, wait = ?bgp.withdraw_wait, "BGP: withdrawn before stopping; still serving while routers converge");
         tokio::time::sleep(bgp.withdraw_wait).await;
     }
+    if let Some(spread) = node.spread.get() {
+        let moved = spread
+            .drain_for_stop(std::time::Duration::from_secs(2))
+            .await;
+        tracing::info!(
+            moved,
+            "spread VIPs: asked the leader to move them before stopping"
+        );
+    }
     let mut raft_stopped = false;
     if let Some(cluster) = node.cluster() {
         let outcome = cluster.raft.hand_off().await;

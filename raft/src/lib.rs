@@ -15,7 +15,8 @@
 //! mutual TLS under the secret check), `network` (client side) + `server` (accept side) + `admission` (connection slots), `ops` + `propose`
 //! (leader routing), `lease` (leases, fence protocol, pings), `detector` (failure
 //! detection, pre-vote), `events` (the failover chain), `status`, `bootstrap` + `node`
-//! (the facade), `vip_plan` (where each `[[vip]]` should live; pure, not wired in yet).
+//! (the facade), `vip_plan` (where each `[[vip]]` should live) + `vip_grant` (who may hold
+//! one now: the leader's short grants).
 //! Never wipe the data dir of a node that is still a member (Raft would lose votes).
 
 pub mod admission;
@@ -44,6 +45,7 @@ pub mod status;
 pub mod successor;
 pub mod tls;
 pub mod types;
+pub mod vip_grant;
 pub mod vip_plan;
 
 pub use events::{EventLog, FailoverEvent};

@@ -50,6 +50,8 @@ pub enum Channel {
     Lease,
     /// Pre-votes and leadership hand-offs.
     Control,
+    /// `[[vip]]` grant renewals (`vip_grant`), kept off the pre-vote connection.
+    Vip,
 }
 
 /// A call failed before a response arrived.

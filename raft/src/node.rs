@@ -133,6 +133,7 @@ pub(crate) struct Inner {
     /// Lets `shutdown` wait until the store file is really closed.
     pub(crate) db_ref: Weak<redb::Database>,
     pub(crate) write_check: Option<crate::ops::WriteCheck>,
+    pub(crate) vip_grants: Arc<crate::vip_grant::VipGrants>,
 }
 
 /// How a planned hand-off went.
@@ -271,6 +272,49 @@ impl RaftHandle {
     /// Remove a voter or learner from the cluster.
     pub async fn remove(&self, id: NodeId) -> Result<(), ProposeError> {
         self.membership(MembershipOp::Remove { id }).await
+    }
+
+    /// The `[[vip]]` grant table (the leader's; see `vip_grant`).
+    pub fn vip_grants(&self) -> &Arc<crate::vip_grant::VipGrants> {
+        &self.inner.vip_grants
+    }
+
+    /// Asks the leader (or this node, if it leads) for this node's `[[vip]]` grants, within
+    /// `ttl`. `None`: no leader known or no answer; the caller's grants then lapse.
+    pub async fn ask_vip_lease(
+        &self,
+        ask: crate::vip_grant::VipLeaseAsk,
+        ttl: Duration,
+    ) -> Option<crate::vip_grant::VipLeaseGrant> {
+        let (leader, addr) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            let leader = m.current_leader?;
+            let addr = m
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|n| n.raft_addr.clone());
+            (leader, addr)
+        };
+        if leader == self.inner.node_id {
+            let state = self.inner.state_rx.borrow().clone();
+            return Some(crate::vip_grant::answer_here(
+                &self.inner.vip_grants,
+                &self.inner.lease,
+                &state,
+                &ask,
+            ));
+        }
+        let client = self.inner.pool.get(leader, &addr?, Channel::Vip);
+        match client.call(&PeerRequest::VipLease(ask), ttl).await {
+            Ok(PeerResponse::VipLease(g)) => Some(g),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "VIP lease request failed");
+                None
+            }
+        }
     }
 
     /// Planned hand-off before a stop; call `shutdown` afterwards.

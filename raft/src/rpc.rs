@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lease::wire::{FenceReport, PreVote};
 use crate::types::{Command, NodeId, PeerNode, Response, TypeConfig};
+use crate::vip_grant::{VipLeaseAsk, VipLeaseGrant};
 
 /// A membership change the leader should run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +50,8 @@ pub enum PeerRequest {
         from: NodeId,
         mac: Option<[u8; 6]>,
     },
+    /// A `[[vip]]` holder renews its grants (see `vip_grant`); the receiver must lead.
+    VipLease(VipLeaseAsk),
 }
 
 /// Why an application RPC failed on the remote side.
@@ -85,4 +88,6 @@ pub enum PeerResponse {
         done: bool,
         mac: Option<[u8; 6]>,
     },
+    /// The answer to `PeerRequest::VipLease` (nothing granted unless the receiver leads).
+    VipLease(VipLeaseGrant),
 }

@@ -61,6 +61,9 @@ pub struct ServerCtx {
     pub write_check: Option<crate::ops::WriteCheck>,
     /// Outgoing calls (a successor asks the old holder for the traffic: `handover`).
     pub pool: PeerPool,
+    /// `[[vip]]` grants this node gives while it leads, and the committed state they follow.
+    pub vip_grants: Arc<crate::vip_grant::VipGrants>,
+    pub state: watch::Receiver<Arc<crate::state::ClusterState>>,
 }
 
 /// Accept connections until `shutdown` flips to true. Dropping the listener on return
@@ -209,6 +212,15 @@ async fn dispatch(ctx: &ServerCtx, req: PeerRequest) -> PeerResponse {
         PeerRequest::PreVote(p) => PeerResponse::PreVote(
             detector::answer_prevote(&ctx.lease, raft, &ctx.last_log, p).await,
         ),
+        PeerRequest::VipLease(ask) => {
+            let state = ctx.state.borrow().clone();
+            PeerResponse::VipLease(crate::vip_grant::answer_here(
+                &ctx.vip_grants,
+                &ctx.lease,
+                &state,
+                &ask,
+            ))
+        }
         // Handled by `handle_conn` (the connection changes mode).
         PeerRequest::OpenLease => PeerResponse::LeaseOpened,
     }

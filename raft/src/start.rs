@@ -161,6 +161,9 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
         .await
         .map_err(|e| RaftError::Start(e.to_string()))?;
 
+    let vip_grants = Arc::new(crate::vip_grant::VipGrants::new(
+        crate::vip_grant::VIP_LEASE,
+    ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (status_tx, status_rx) = watch::channel(RaftStatus::default());
     let ctx = ServerCtx {
@@ -174,6 +177,8 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
         last_log: last_log.clone(),
         write_check: opts.write_check.clone(),
         pool: pool.clone(),
+        vip_grants: vip_grants.clone(),
+        state: state_rx.clone(),
     };
     let mut tasks = vec![
         tokio::spawn(server::serve(listener, ctx)),
@@ -230,6 +235,7 @@ pub async fn start(opts: RaftOptions) -> Result<RaftHandle, RaftError> {
             tasks: Mutex::new(Vec::new()),
             db_ref,
             write_check: opts.write_check.clone(),
+            vip_grants,
         }),
     };
     tasks.push(tokio::spawn(bootstrap::registrar(handle.clone())));

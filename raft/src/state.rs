@@ -62,6 +62,9 @@ pub struct ClusterState {
     /// node -> its newest report on applying the config (highest `seq`). Last field:
     /// a state stored before it existed decodes with it empty (`state_machine`).
     pub applied: BTreeMap<NodeId, ApplyReport>,
+    /// `[[vip]]` address -> the node that should hold it (issue 18; `vip_grant` decides
+    /// who may). Last field, for the same reason as `applied`.
+    pub vip_assignment: BTreeMap<String, NodeId>,
 }
 
 impl ClusterState {
@@ -104,6 +107,7 @@ impl ClusterState {
                 drained,
             } => self.set_drain(pool, backend, *drained),
             Command::SetVipHolder { node } => self.vip_holder = *node,
+            Command::AssignVips { assignment } => self.vip_assignment = assignment.clone(),
             Command::ReportApply { node, report } => match self.applied.get(node) {
                 Some(newer) if newer.seq >= report.seq => {}
                 _ => {

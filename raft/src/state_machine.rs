@@ -45,13 +45,17 @@ struct SmData {
 }
 
 /// Decodes a state (or `SmData`, which ends with one) that may have been written before
-/// `ClusterState::applied` existed: such bytes lack only that last map, and an empty map
-/// is one zero byte in bincode's standard config.
+/// `ClusterState::applied` (or `vip_assignment`) existed: such bytes lack only those last
+/// maps, and an empty map is one zero byte in bincode's standard config.
 fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::CodecError> {
     codec::decode(bytes).or_else(|e| {
-        let mut older = bytes.to_vec();
-        older.push(0);
-        codec::decode(&older).map_err(|_| e)
+        (1..=2)
+            .find_map(|missing| {
+                let mut older = bytes.to_vec();
+                older.resize(bytes.len() + missing, 0);
+                codec::decode(&older).ok()
+            })
+            .ok_or(e)
     })
 }
 

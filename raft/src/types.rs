@@ -57,6 +57,10 @@ pub enum Command {
     },
     /// Which node should hold the VIP (informational; fencing is by lease).
     SetVipHolder { node: Option<NodeId> },
+    /// The `[[vip]]` placement (address -> owner), replaced whole by the leader's planner.
+    AssignVips {
+        assignment: std::collections::BTreeMap<String, NodeId>,
+    },
     /// `node`'s own word on the config it runs (or cannot run), so every member and
     /// `ctl status` know it without reaching the node. Kept per node by highest `seq`.
     ReportApply { node: NodeId, report: ApplyReport },

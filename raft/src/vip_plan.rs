@@ -1,5 +1,6 @@
 //! Where each VIP of `[[vip]]` should live (issue 18, several VIPs): the pure placement
-//! rule, for the state machine to apply on the leader. Not wired in yet.
+//! rule the leader applies (the node's `control/vip_spread.rs`) and commits as
+//! `Command::AssignVips`.
 //!
 //! - A VIP whose owner is gone (dead, drained, frozen, cut off: not in `live`) or that has
 //!   no owner is placed at once, on the live node holding the fewest VIPs (a node in the

@@ -26,6 +26,17 @@ pub struct VipCluster {
 impl VipCluster {
     /// Builds the testbed and starts three nodes with `fencing` and VIP `lifetime`.
     pub fn start(tag: &str, fencing: &str, lifetime: &str) -> VipCluster {
+        VipCluster::start_with(tag, fencing, lifetime, |text| text)
+    }
+
+    /// [`VipCluster::start`] with each node's config text passed through `edit` first
+    /// (e.g. `[vip]` replaced by `[[vip]]` entries).
+    pub fn start_with(
+        tag: &str,
+        fencing: &str,
+        lifetime: &str,
+        edit: impl Fn(String) -> String,
+    ) -> VipCluster {
         let bed = Testbed::new(
             tag,
             &[("n1", 11), ("n2", 12), ("n3", 13), ("cl", 2), ("b1", 21)],
@@ -43,7 +54,7 @@ impl VipCluster {
             dir,
         };
         for i in 0..3 {
-            let cfg = c.node_config(i, fencing, lifetime);
+            let cfg = edit(c.node_config(i, fencing, lifetime));
             c.nodes.write_config(i, &cfg).expect("config");
             c.start_node(i);
         }

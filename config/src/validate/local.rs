@@ -1,9 +1,10 @@
 //! Checks of the singleton sections: `[node]`, `[cluster]`, `[vip]` and `[session]`.
 
 use super::Report;
-use crate::model::{ClusterSection, Config, NodeSection, SessionSection, VipSection};
+use crate::model::{ClusterSection, Config, NodeSection, SessionSection};
 use crate::net::{parse_addr_prefix, parse_peer_detailed};
 use crate::span::Seg::{I, K};
+use crate::vips::VipSection;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,9 +20,10 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
     if let Some(cluster) = &config.cluster {
         check_cluster(cluster, config.node.as_ref(), r);
     }
-    if let Some(vip) = &config.vip {
+    if let Some(vip) = config.leader_vip() {
         check_vip(vip, r);
     }
+    super::vips::check(config, r);
     if let Some(session) = &config.session {
         check_session(session, r);
     }
@@ -167,46 +169,11 @@ fn check_timing(c: &ClusterSection, r: &mut Report<'_>) {
 }
 
 fn check_vip(vip: &VipSection, r: &mut Report<'_>) {
-    match parse_addr_prefix(&vip.address) {
-        Err(e) => r.error(&[K("vip"), K("address")], format!("vip address: {e}")),
-        Ok((ip, _)) if ip.is_unspecified() || ip.is_multicast() => r.error(
-            &[K("vip"), K("address")],
-            format!("vip address {ip} must be a unicast host address"),
-        ),
-        Ok(_) => {}
-    }
+    check_vip_address(&[K("vip"), K("address")], &vip.address, r);
     if let Some(ifname) = &vip.interface {
-        // Linux interface names: 1..=15 bytes, no '/', no whitespace.
-        let ok = !ifname.is_empty()
-            && ifname.len() <= 15
-            && !ifname
-                .bytes()
-                .any(|b| b == b'/' || b.is_ascii_whitespace() || b == b':');
-        if !ok {
-            r.error(
-                &[K("vip"), K("interface")],
-                format!(
-                    "`{ifname}` is not a valid interface name (1-15 bytes, no `/`, `:` or spaces)"
-                ),
-            );
-        }
+        check_ifname(&[K("vip"), K("interface")], ifname, r);
     }
-    if vip.lifetime < Duration::from_secs(1) {
-        r.error(
-            &[K("vip"), K("lifetime")],
-            "lifetime must be at least 1s (the kernel counts address lifetimes in seconds)",
-        );
-    } else if vip.lifetime.subsec_nanos() != 0 {
-        // The kernel would be given the lifetime rounded up, so a strict-mode wait of
-        // the configured value would end before the old holder's address is gone.
-        r.error(
-            &[K("vip"), K("lifetime")],
-            format!(
-                "lifetime {} must be a whole number of seconds (the kernel counts address lifetimes in seconds)",
-                human(vip.lifetime)
-            ),
-        );
-    }
+    check_lifetime(&[K("vip"), K("lifetime")], vip.lifetime, r);
 }
 
 fn check_session(s: &SessionSection, r: &mut Report<'_>) {
@@ -274,4 +241,60 @@ fn check_session(s: &SessionSection, r: &mut Report<'_>) {
 
 pub(super) fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
+}
+
+/// Linux interface names: 1..=15 bytes, no `/`, `:` or whitespace.
+pub(super) fn check_ifname(path: &[crate::span::Seg<'_>], ifname: &str, r: &mut Report<'_>) {
+    let ok = !ifname.is_empty()
+        && ifname.len() <= 15
+        && !ifname
+            .bytes()
+            .any(|b| b == b'/' || b.is_ascii_whitespace() || b == b':');
+    if !ok {
+        r.error(
+            path,
+            format!("`{ifname}` is not a valid interface name (1-15 bytes, no `/`, `:` or spaces)"),
+        );
+    }
+}
+
+/// An address lifetime: whole seconds, at least 1 s (the kernel counts in seconds).
+pub(super) fn check_lifetime(
+    path: &[crate::span::Seg<'_>],
+    lifetime: Duration,
+    r: &mut Report<'_>,
+) {
+    if lifetime < Duration::from_secs(1) {
+        r.error(
+            path,
+            "lifetime must be at least 1s (the kernel counts address lifetimes in seconds)",
+        );
+    } else if lifetime.subsec_nanos() != 0 {
+        // The kernel would be given the lifetime rounded up, so a strict-mode wait of
+        // the configured value would end before the old holder's address is gone.
+        r.error(
+            path,
+            format!(
+                "lifetime {} must be a whole number of seconds (the kernel counts address lifetimes in seconds)",
+                human(lifetime)
+            ),
+        );
+    }
+}
+
+/// A VIP's `ADDRESS/PREFIX`: parses, and is a unicast host address.
+pub(super) fn check_vip_address(
+    path: &[crate::span::Seg<'_>],
+    address: &str,
+    r: &mut Report<'_>,
+) -> Option<std::net::IpAddr> {
+    match parse_addr_prefix(address) {
+        Err(e) => r.error(path, format!("vip address: {e}")),
+        Ok((ip, _)) if ip.is_unspecified() || ip.is_multicast() => r.error(
+            path,
+            format!("vip address {ip} must be a unicast host address"),
+        ),
+        Ok((ip, _)) => return Some(ip),
+    }
+    None
 }

@@ -222,15 +222,22 @@ async fn drain(node: &Node, req: &Request<Incoming>, drained: bool) -> AdminResp
 }
 
 /// `ctl drain-node` / `undrain-node`: in BGP mode, withdraw (or announce again) this
-/// node's prefixes; the node keeps serving what still reaches it.
+/// node's prefixes; with `[[vip]]`, ask the leader to move this node's addresses away (or
+/// let them come back). The node keeps serving what still reaches it.
 fn drain_node(node: &Node, drained: bool) -> AdminResponse {
-    let Some(bgp) = node.bgp.get() else {
+    let (bgp, spread) = (node.bgp.get(), node.spread.get());
+    if bgp.is_none() && spread.is_none() {
         return text(
             StatusCode::CONFLICT,
-            "this node has no [bgp]: drain-node withdraws BGP announcements only\n",
+            "this node has neither [bgp] nor [[vip]]: drain-node moves BGP announcements and spread VIPs only\n",
         );
-    };
-    bgp.set_drained(drained);
+    }
+    if let Some(bgp) = bgp {
+        bgp.set_drained(drained);
+    }
+    if let Some(spread) = spread {
+        spread.set_draining(drained);
+    }
     tracing::info!(drained, "node drain changed by the operator");
     json(
         StatusCode::OK,

@@ -89,6 +89,7 @@ pub fn status(node: &Node) -> Value {
         "config_apply_error": apply_error(node),
         "vip_held": node.vip.get().is_some_and(|v| v.held()),
         "vip": VipSetting::to_json(VipSetting::of(&snapshot.config).as_ref()),
+        "vips": spread_vips(node),
         "bgp": node.bgp.get().map(|b| serde_json::to_value(b.view()).unwrap_or(Value::Null)),
         "uptime_ms": crate::control::vip_agree::uptime_ms(),
         "session_store": session_state(node),
@@ -206,8 +207,19 @@ pub fn refresh_gauges(node: &Node) {
     if let Some(c) = node.cluster() {
         node.dp.metrics.observe_raft(&c.status());
     }
-    if let Some(v) = node.vip.get() {
-        node.dp.metrics.observe_vip(v.held(), v.transitions());
+    if let (Some(v), Some(s)) = (node.vip.get(), VipSetting::of(&node.dp.snapshot().config)) {
+        let address = s
+            .address
+            .split('/')
+            .next()
+            .unwrap_or(&s.address)
+            .to_string();
+        node.dp
+            .metrics
+            .observe_vip(&[(address, v.held())], v.transitions());
+    }
+    if let Some(s) = node.spread.get() {
+        node.dp.metrics.observe_vip(&s.held(), s.transitions());
     }
     if let Some(b) = node.bgp.get() {
         node.dp.metrics.bgp.observe(&b.view());
@@ -236,4 +248,15 @@ pub fn refresh_gauges(node: &Node) {
                 .set(b.state.load.in_flight() as i64);
         }
     }
+}
+
+/// `[[vip]]`: every address, its committed owner, and whether this node holds it now.
+fn spread_vips(node: &Node) -> Value {
+    let (Some(spread), Some(cluster)) = (node.spread.get(), node.cluster()) else {
+        return node.spread.get().map_or(Value::Null, |s| {
+            serde_json::to_value(s.view(&Default::default())).unwrap_or(Value::Null)
+        });
+    };
+    let assignment = cluster.raft.cluster_state().borrow().vip_assignment.clone();
+    serde_json::to_value(spread.view(&assignment)).unwrap_or(Value::Null)
 }

@@ -10,6 +10,8 @@
 //! - `vip_guard` — leadership -> kernel fence and address, and the synchronous step-down.
 //! - `reporter`  — this node's health verdicts, committed through Raft until the
 //!   replicated value matches them.
+//! - `vip_spread` — several VIPs (`[[vip]]`): each node holds what the assignment gives it
+//!   under the leader's short grants; the leader places and commits the assignment.
 //! - `vip_agree` — one `[vip]` per cluster: changes refused at run time, peers compared
 //!   at start.
 //! - `events`    — this node's recent transitions (leader, VIP, backends, config).
@@ -28,3 +30,4 @@ pub mod reporter;
 pub mod thread;
 pub mod vip_agree;
 pub mod vip_guard;
+pub mod vip_spread;

@@ -55,7 +55,7 @@ pub struct VipSetting {
 
 impl VipSetting {
     pub fn of(config: &Config) -> Option<VipSetting> {
-        config.vip.as_ref().map(|v| VipSetting {
+        config.leader_vip().map(|v| VipSetting {
             address: v.address.clone(),
             fencing: v.fencing,
             lifetime: v.lifetime,

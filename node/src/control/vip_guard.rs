@@ -75,7 +75,7 @@ impl VipGuard {
         config: &Config,
         clustered: bool,
     ) -> Result<Option<Arc<VipGuard>>, VipError> {
-        let Some(section) = &config.vip else {
+        let Some(section) = config.leader_vip() else {
             return Ok(None);
         };
         let opts = VipOptions::from_section(section, None)?;

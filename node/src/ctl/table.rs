@@ -87,6 +87,7 @@ pub fn render(cluster: &Value) -> String {
     }
     backends(&mut out, &nodes);
     super::bgp_rows::render(&mut out, &nodes);
+    super::vip_rows::render(&mut out, &nodes);
     out
 }
 
