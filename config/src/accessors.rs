@@ -67,6 +67,13 @@ impl RateLimit {
         HashKey::parse(&self.key).unwrap_or(HashKey::SourceIp)
     }
 
+    /// The fixed window a cluster-wide limit counts `burst` requests in: the time the
+    /// rate takes to refill a bucket (at least 1 ms).
+    pub fn window(&self) -> std::time::Duration {
+        let secs = self.burst() as f64 / self.requests_per_second.max(1e-6);
+        std::time::Duration::from_secs_f64(secs.clamp(0.001, 86_400.0))
+    }
+
     /// The bucket size: `burst`, or one second's worth (at least 1).
     pub fn burst(&self) -> u32 {
         self.burst

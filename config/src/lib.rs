@@ -38,7 +38,7 @@ pub use hash_key::HashKey;
 pub use model::*;
 pub use net::{parse_peer, IpNet};
 pub use scope::{covers, scope_of, Scope, ScopeError, SCOPES};
-pub use traffic::{Outlier, RetryBudget, MAX_BUDGET_WINDOW_SECS};
+pub use traffic::{BackendProtocol, Outlier, RateScope, RetryBudget, MAX_BUDGET_WINDOW_SECS};
 pub use vips::{Fencing, VipEntry, VipSection, VipTable};
 
 use std::path::Path;

@@ -299,6 +299,10 @@ pub struct RateLimit {
     /// `cookie:NAME`. Requests without the header or cookie share one bucket.
     #[serde(default = "default_rate_key")]
     pub key: String,
+    /// `node` (default): each node counts alone; `cluster`: one count for all nodes,
+    /// kept in the `[session]` Redis (`traffic::RateScope`).
+    #[serde(default, skip_serializing_if = "crate::traffic::RateScope::is_node")]
+    pub scope: crate::traffic::RateScope,
 }
 
 /// How a pool picks a backend.
@@ -461,6 +465,12 @@ pub struct Pool {
         skip_serializing_if = "Option::is_none"
     )]
     pub slow_start: Option<Duration>,
+    /// The HTTP version spoken to the backends (`traffic::BackendProtocol`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::traffic::BackendProtocol::is_http1"
+    )]
+    pub protocol: crate::traffic::BackendProtocol,
 }
 
 /// One backend of a pool.

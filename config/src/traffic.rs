@@ -23,6 +23,42 @@ pub struct RetryBudget {
     pub window: Duration,
 }
 
+/// `protocol = "h2"` on a pool: HTTP/2 to its backends, prior knowledge (h2c) on plain
+/// connections and ALPN `h2` over `tls`. Requests are streams on one shared connection
+/// per backend, balanced per request (what gRPC needs); trailers pass both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendProtocol {
+    /// HTTP/1.1 over keep-alive connections (the default).
+    #[default]
+    Http1,
+    H2,
+}
+
+impl BackendProtocol {
+    pub fn is_http1(&self) -> bool {
+        *self == BackendProtocol::Http1
+    }
+}
+
+/// Where a route's rate limit is counted. `cluster`: `burst` requests per key in each
+/// fixed window of `burst / requests_per_second` seconds, counted in Redis for all nodes
+/// together (each node takes a few at a time, so not every request asks Redis); while
+/// Redis cannot answer, each node falls back to the limit on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateScope {
+    #[default]
+    Node,
+    Cluster,
+}
+
+impl RateScope {
+    pub fn is_node(&self) -> bool {
+        *self == RateScope::Node
+    }
+}
+
 /// The longest window a retry budget may count over (one counter per second).
 pub const MAX_BUDGET_WINDOW_SECS: u64 = 60;
 

@@ -89,3 +89,27 @@ fn upgrade_tokens_must_be_protocol_names() {
         "not a valid upgrade protocol name",
     );
 }
+
+#[test]
+fn a_cluster_wide_rate_limit_needs_redis() {
+    let limit = "rate_limit = { requests_per_second = 10, scope = \"cluster\" }";
+    let text = BASE.replace(
+        "pool = \"app\"\n\n",
+        &format!("pool = \"app\"\n{limit}\n\n"),
+    );
+    assert_one(&text, "\"cluster\"", 0, "needs `[session] redis`");
+    let with_redis = format!("[session]\nredis = \"redis://127.0.0.1:6379\"\n{text}");
+    let config = fulcrum_config::parse(&with_redis, "t").expect("accepted with Redis");
+    let limit = config.route[0].rate_limit.as_ref().expect("a limit");
+    assert_eq!(limit.scope, fulcrum_config::RateScope::Cluster);
+    assert_eq!(limit.window(), std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn a_pool_may_speak_http2_to_its_backends() {
+    let text = BASE.replace("name = \"app\"\n", "name = \"app\"\nprotocol = \"h2\"\n");
+    let config = fulcrum_config::parse(&text, "t").expect("accepted");
+    assert_eq!(config.pool[0].protocol, fulcrum_config::BackendProtocol::H2);
+    let text = BASE.replace("name = \"app\"\n", "name = \"app\"\nprotocol = \"h3\"\n");
+    assert!(fulcrum_config::parse(&text, "t").is_err());
+}

@@ -6,7 +6,9 @@
 //! `BackendRegistry` hands out one `Arc<BackendState>` per `(pool, addr)`.
 
 use crate::balance::BackendLoad;
+use crate::request::budget::RetryGate;
 use crate::request::outlier_state::OutlierCounters;
+use fulcrum_config::RetryBudget;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,9 @@ pub struct BackendState {
     /// start; the end of a local ejection counts too (`returned_ms`).
     warm_since_ms: AtomicU64,
     pub load: Arc<BackendLoad>,
+    /// Connects in progress to this backend (`max_pending`, `upstream::pending`): kept
+    /// here so a config change does not start the count again while connects run.
+    pub pending_connects: Arc<AtomicU64>,
     /// Outlier detection's streaks and ejection history (`request::outlier`).
     pub outlier: OutlierCounters,
     epoch: Instant,
@@ -52,6 +57,7 @@ impl BackendState {
             consecutive_failures: AtomicU32::new(0),
             warm_since_ms: AtomicU64::new(epoch.elapsed().as_millis() as u64),
             load: Arc::new(BackendLoad::default()),
+            pending_connects: Arc::default(),
             outlier: OutlierCounters::default(),
             epoch,
         }
@@ -158,6 +164,8 @@ impl BackendState {
 #[derive(Debug)]
 pub struct BackendRegistry {
     states: Mutex<HashMap<(String, String), Arc<BackendState>>>,
+    /// Each pool's retry budget, kept across config versions while it is unchanged.
+    gates: Mutex<HashMap<String, (RetryBudget, Arc<RetryGate>)>>,
     epoch: Instant,
     clustered: Arc<AtomicBool>,
 }
@@ -166,6 +174,7 @@ impl Default for BackendRegistry {
     fn default() -> Self {
         BackendRegistry {
             states: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             clustered: Arc::new(AtomicBool::new(false)),
         }
@@ -208,6 +217,26 @@ impl BackendRegistry {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         states.retain(|(pool, addr), _| keep(pool, addr));
     }
+
+    /// Pool `pool`'s retry gate for `budget`: the one of the previous config version
+    /// when the budget is the same (its counts go on), else a new one.
+    pub fn retry_gate(&self, pool: &str, budget: &RetryBudget) -> Arc<RetryGate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        match gates.get(pool) {
+            Some((same, gate)) if same == budget => gate.clone(),
+            _ => {
+                let gate = Arc::new(RetryGate::new(budget));
+                gates.insert(pool.to_string(), (budget.clone(), gate.clone()));
+                gate
+            }
+        }
+    }
+
+    /// Forgets the retry gates of pools without a budget in the current config.
+    pub fn retain_gates(&self, keep: impl Fn(&str) -> bool) {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates.retain(|pool, _| keep(pool));
+    }
 }
 
 #[cfg(test)]
@@ -233,5 +262,26 @@ mod tests {
         registry.get("p", "a").set_drained(true);
         assert!(registry.get("p", "a").drained());
         assert!(!registry.get("q", "a").drained());
+    }
+
+    #[test]
+    fn a_retry_gate_is_kept_while_its_budget_is_unchanged() {
+        let registry = BackendRegistry::default();
+        let budget = RetryBudget {
+            percent: 20.0,
+            min_per_second: 3,
+            window: Duration::from_secs(10),
+        };
+        let first = registry.retry_gate("p", &budget);
+        assert!(Arc::ptr_eq(&first, &registry.retry_gate("p", &budget)));
+        assert!(!Arc::ptr_eq(&first, &registry.retry_gate("q", &budget)));
+        let other = RetryBudget {
+            percent: 10.0,
+            ..budget.clone()
+        };
+        let changed = registry.retry_gate("p", &other);
+        assert!(!Arc::ptr_eq(&first, &changed), "a new budget counts anew");
+        registry.retain_gates(|pool| pool == "q");
+        assert!(!Arc::ptr_eq(&changed, &registry.retry_gate("p", &other)));
     }
 }

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub backend_healthy: Family<BackendLabels, Gauge>,
     pub backend_ejections: Family<BackendLabels, Counter>,
     pub backend_unsolicited: Counter,
+    /// Requests of a cluster-wide rate limit counted locally: Redis could not answer.
+    pub rate_limit_fallbacks: Counter,
     pub health_checks: Family<CheckLabels, Counter>,
     pub retries: Counter,
     retry_budget_exhausted: Family<PoolLabels, Counter>,
@@ -189,6 +191,7 @@ impl Metrics {
             backend_healthy: Family::default(),
             backend_ejections: Family::default(),
             backend_unsolicited: Counter::default(),
+            rate_limit_fallbacks: Counter::default(),
             health_checks: Family::default(),
             retries: Counter::default(),
             retry_budget_exhausted: Family::default(),
@@ -247,6 +250,11 @@ impl Metrics {
             "backend_unsolicited",
             "Pooled backend connections dropped because the backend sent bytes no request asked for",
             m.backend_unsolicited.clone(),
+        );
+        registry.register(
+            "rate_limit_fallbacks",
+            "Requests of a cluster-wide rate limit counted by this node alone because Redis could not answer",
+            m.rate_limit_fallbacks.clone(),
         );
         registry.register(
             "health_checks",

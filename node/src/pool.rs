@@ -57,8 +57,9 @@ pub struct PoolRuntime {
     pub latency_aware: bool,
     /// The shared affinity store (Redis) of this pool's config version, if any.
     pub sessions: Option<Arc<AffinityStore>>,
-    /// `retry_budget`, counting this config version's requests and retries.
-    pub retry_budget: Option<RetryGate>,
+    /// `retry_budget`, counting requests and retries since the budget was configured
+    /// (the same gate across config versions that keep it: `BackendRegistry::retry_gate`).
+    pub retry_budget: Option<Arc<RetryGate>>,
     /// Circuit breaking: requests in flight per backend at most (`request::breaker`).
     pub max_requests: Option<u64>,
     /// Outlier detection (`request::outlier`), if the pool has it.
@@ -119,6 +120,9 @@ impl PoolRuntime {
             _ => None,
         };
         let addrs = backends.iter().map(|b| b.addr).collect();
+        let pending = (backends.iter())
+            .map(|b| b.state.pending_connects.clone())
+            .collect();
         PoolRuntime {
             name: pool.name.clone(),
             selector: balance::build(pool.algorithm, &candidates, loads),
@@ -140,11 +144,12 @@ impl PoolRuntime {
                 crate::tls::backend::upstream_settings(pool),
                 metrics.backend_unsolicited.clone(),
             )
-            .with_max_pending(pool.max_pending),
+            .with_max_pending(pool.max_pending, pending)
+            .with_protocol(pool.protocol),
             response_timeout: pool.response_timeout,
             latency_aware: pool.algorithm == fulcrum_config::Algorithm::PeakEwma,
             sessions,
-            retry_budget: pool.retry_budget.as_ref().map(RetryGate::new),
+            retry_budget: (pool.retry_budget.as_ref()).map(|b| registry.retry_gate(&pool.name, b)),
             max_requests: pool.max_requests.map(u64::from),
             slow_start: pool
                 .slow_start

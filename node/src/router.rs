@@ -11,6 +11,7 @@
 //! sliced as text. The path is the normalised one (`proxy::path`), with the listener's
 //! `PathPolicy` carried here so both HTTP paths read it with the routes.
 
+use crate::request::cluster_limit::ClusterLimits;
 use crate::request::lookup::HeaderLookup;
 use crate::request::path::PathPolicy;
 use crate::request::rate_limit::RateLimiter;
@@ -85,8 +86,39 @@ pub struct RouteTable {
     pub paths: PathPolicy,
 }
 
+/// The limiter of route `r`'s `limit`: counted in the cluster when it says so and
+/// Redis is configured. The route is named in Redis by what it matches, the same on
+/// every node of the cluster.
+fn limiter(
+    r: &fulcrum_config::Route,
+    limit: &fulcrum_config::RateLimit,
+    cluster: Option<&ClusterLimits>,
+) -> RateLimiter {
+    let local = RateLimiter::new(limit);
+    match cluster {
+        Some(cluster) if limit.scope == fulcrum_config::RateScope::Cluster => {
+            let named = format!(
+                "{}|{}|{}|{:?}",
+                r.listener,
+                r.host.as_deref().unwrap_or(""),
+                r.path_prefix.as_deref().unwrap_or("/"),
+                r.headers
+            );
+            let scope = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(named.as_bytes()));
+            local.counted_in_cluster(limit, scope, cluster.clone())
+        }
+        _ => local,
+    }
+}
+
 impl RouteTable {
-    pub fn build(routes: &[&fulcrum_config::Route], paths: PathPolicy) -> Self {
+    /// Compiles `routes`; a cluster-wide rate limit counts in `cluster`'s Redis (without
+    /// one, such a limit counts on this node alone).
+    pub fn build(
+        routes: &[&fulcrum_config::Route],
+        paths: PathPolicy,
+        cluster: Option<&ClusterLimits>,
+    ) -> Self {
         let mut compiled: Vec<CompiledRoute> = routes
             .iter()
             .map(|r| CompiledRoute {
@@ -104,7 +136,10 @@ impl RouteTable {
                 pool: r.pool.clone(),
                 redirect_https: r.redirect_https,
                 upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
-                limiter: r.rate_limit.as_ref().map(|l| Arc::new(RateLimiter::new(l))),
+                limiter: r
+                    .rate_limit
+                    .as_ref()
+                    .map(|l| Arc::new(limiter(r, l, cluster))),
                 timeouts: RouteTimeouts {
                     overall: r.timeout,
                     per_try: r.per_try_timeout,
@@ -190,7 +225,7 @@ mod tests {
 
     fn table(routes: &[Route]) -> RouteTable {
         let refs: Vec<&Route> = routes.iter().collect();
-        RouteTable::build(&refs, PathPolicy::default())
+        RouteTable::build(&refs, PathPolicy::default(), None)
     }
 
     #[test]

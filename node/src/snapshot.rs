@@ -8,6 +8,7 @@ use crate::affinity::fallback::FallbackKeys;
 use crate::backend_state::BackendRegistry;
 use crate::metrics::Metrics;
 use crate::pool::PoolRuntime;
+use crate::request::cluster_limit::ClusterLimits;
 use crate::router::RouteTable;
 use fulcrum_config::Config;
 use fulcrum_session::AffinityStore;
@@ -63,6 +64,11 @@ impl Snapshot {
                 )
             })
             .collect();
+        // The `[session]` Redis counts cluster-wide limits (`check_config` insists on one).
+        let cluster = sessions.as_ref().map(|store| ClusterLimits {
+            store: store.clone(),
+            fallbacks: metrics.rate_limit_fallbacks.clone(),
+        });
         let routes = config
             .listener
             .iter()
@@ -73,7 +79,10 @@ impl Snapshot {
                     .filter(|r| r.listener == l.name)
                     .collect();
                 let paths = crate::request::path::PathPolicy::from_listener(l);
-                (l.name.clone(), RouteTable::build(&mine, paths))
+                (
+                    l.name.clone(),
+                    RouteTable::build(&mine, paths, cluster.as_ref()),
+                )
             })
             .collect();
         registry.retain(|pool, addr| {
@@ -81,6 +90,9 @@ impl Snapshot {
                 .pool
                 .iter()
                 .any(|p| p.name == pool && p.backends.iter().any(|b| b.addr == addr))
+        });
+        registry.retain_gates(|pool| {
+            (config.pool.iter()).any(|p| p.name == pool && p.retry_budget.is_some())
         });
         Snapshot {
             version,

@@ -27,6 +27,8 @@
 //! * `monitor`: background probe / health ping / Sentinel follower / held-pin writer.
 //! * `metrics`: counters and the [`StoreMetrics`] snapshot.
 //! * `fallback`: [`fallback_pick`] (rendezvous hashing).
+//! * `window`: cluster-wide request counts for rate limits
+//!   ([`AffinityStore::take_from_window`]).
 //! * `error`: [`SessionError`], only returned by construction.
 //!
 //! Needs Redis 6.2 or newer (GETEX).
@@ -81,6 +83,7 @@ mod owners;
 mod pending;
 mod sentinel_watch;
 mod store;
+mod window;
 
 pub use error::SessionError;
 pub use fallback::fallback_pick;

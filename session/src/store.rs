@@ -124,6 +124,10 @@ impl AffinityStore {
         Ok(Self { inner })
     }
 
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
     fn key(&self, pool: &str, key: &str) -> String {
         redis_key(self.inner.layout, pool, key)
     }

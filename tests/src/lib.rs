@@ -14,6 +14,7 @@
 //! - `mitm`    — a forwarding man-in-the-middle that alters one frame on command.
 //! - `choked_backend` — a backend whose accept queue the test fills, so SYNs get dropped.
 //! - `keepalive` — one request at a time on a held HTTP/1.1 connection; a web + TLS node.
+//! - `grpc`    — a real gRPC backend (h2c) and client (tonic, raw-bytes codec).
 
 /// The real HTTP backends: the shared test bed's.
 pub use fulcrum_testbed::backend;
@@ -23,6 +24,7 @@ pub mod choked_backend;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod grpc;
 pub mod h2client;
 pub mod h2raw;
 pub mod hostile;

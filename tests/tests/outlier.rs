@@ -4,7 +4,8 @@
 //! The first sick backend to give 3 consecutive 500s is ejected (it gets nothing while
 //! ejected); the second is not, because one ejected backend is already 34% of the pool;
 //! once the ejection ends the backend gets requests again and is ejected again. Each
-//! ejection is counted in `fulcrum_backend_ejections_total`.
+//! ejection is counted in `fulcrum_backend_ejections_total`. Connect failures eject
+//! within the same share: of two dead backends beside a healthy one, one is ejected.
 
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::config::{single_node, Ports};
@@ -88,4 +89,53 @@ async fn consecutive_5xx_eject_a_backend_within_the_pools_max_ejection_share() {
     let again = ejected.seen().len() - before;
     assert!(again >= 1, "back in the rotation after its ejection");
     assert!(ejections().await >= 2.0, "ejected again: {again} requests");
+}
+
+/// A port nothing listens on (bound, then closed): connects to it are refused.
+fn dead_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    drop(l);
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_eject_within_the_pools_max_ejection_share() {
+    // Two dead backends and a healthy one; ejecting both dead ones would be 67% of
+    // the pool, over `max_ejection_percent = 34`.
+    let healthy = TestBackend::start("healthy").await;
+    let ports = Ports::new();
+    let backends = format!(
+        "[{{ addr = \"{}\" }}, {{ addr = \"{}\" }}, {{ addr = \"{}\" }}]",
+        dead_addr(),
+        dead_addr(),
+        healthy.addr
+    );
+    let cfg = single_node(
+        &ports,
+        &backends,
+        "outlier = { max_ejection_percent = 34 }",
+        "",
+    );
+    let node = Fulcrum::start(&cfg, &ports.admin).await;
+    let mut s = TcpStream::connect(&ports.web).await.expect("connect");
+    // Well within the first ejection's second: only one dead backend is ejected. The
+    // other stays in the rotation, so a request may meet it after the first dead one
+    // (a refused connect is retried once on another backend): 502 then.
+    for _ in 0..9 {
+        let status = get(&mut s).await;
+        assert!(status == 200 || status == 502, "{status}");
+    }
+    let ejections = metric(
+        &node.admin,
+        "fulcrum_backend_ejections_total",
+        "pool=\"app\"",
+    )
+    .await;
+    assert_eq!(ejections, 1.0, "one of the two dead backends ejected");
+    let log = node.log();
+    assert!(
+        log.contains("max_ejection_percent reached"),
+        "the second was kept in: {log}"
+    );
 }

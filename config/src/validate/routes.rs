@@ -18,10 +18,12 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
         .collect();
     let pools: HashSet<&str> = config.pool.iter().map(|p| p.name.as_str()).collect();
     let mut seen: HashMap<MatchKey, usize> = HashMap::new();
+    let redis =
+        (config.session.as_ref()).is_some_and(|s| s.redis.is_some() || !s.sentinels.is_empty());
     for (i, route) in config.route.iter().enumerate() {
         check_refs(i, route, &listeners, &pools, r);
         check_matchers(i, route, r);
-        check_rate_limit(i, route, r);
+        check_rate_limit(i, route, redis, r);
         check_timeouts(i, route, r);
         if let Some(first) = seen.insert(match_key(route), i) {
             r.error(
@@ -72,7 +74,7 @@ fn check_refs(
 /// Most requests per second a limit may name (above it a limit is no limit).
 const MAX_RATE: f64 = 1_000_000.0;
 
-fn check_rate_limit(i: usize, route: &Route, r: &mut Report<'_>) {
+fn check_rate_limit(i: usize, route: &Route, redis: bool, r: &mut Report<'_>) {
     let Some(limit) = &route.rate_limit else {
         return;
     };
@@ -89,6 +91,12 @@ fn check_rate_limit(i: usize, route: &Route, r: &mut Report<'_>) {
     }
     if let Err(e) = HashKey::parse(&limit.key) {
         r.error(&at("key"), format!("rate_limit {e}"));
+    }
+    if limit.scope == crate::traffic::RateScope::Cluster && !redis {
+        r.error(
+            &at("scope"),
+            "scope = \"cluster\" counts in Redis: it needs `[session] redis` (or sentinels)",
+        );
     }
 }
 

@@ -101,10 +101,14 @@ where
     let Some(route) = table.find(host, path, &c.head.view(buf)) else {
         return local(c, ctx, Local::NoRoute).await;
     };
-    if let Err(limited) =
-        rate_limit::admit(route.limiter.as_deref(), &ctx.conn, &c.head.view(buf), path)
-    {
-        return local(c, ctx, limited).await;
+    match rate_limit::admit(route.limiter.as_ref(), &ctx.conn, &c.head.view(buf), path) {
+        Ok(rate_limit::Admit::Yes) => {}
+        Ok(ask) => {
+            if let Err(limited) = ask.settle().await {
+                return local(c, ctx, limited).await;
+            }
+        }
+        Err(limited) => return local(c, ctx, limited).await,
     }
     if route.redirect_https && !ctx.conn.tls {
         return Next::Handoff;
@@ -112,7 +116,7 @@ where
     let Some(pool) = snapshot.pools.get(&route.pool).cloned() else {
         return local(c, ctx, Local::NoBackend).await;
     };
-    if pool.upstream.is_tls() {
+    if pool.upstream.needs_client() {
         return Next::Handoff;
     }
     let keys = ChoiceKeys::read(&pool, &ctx.conn, &c.head.view(buf), path);

@@ -73,7 +73,7 @@ pub(crate) fn eligible(snapshot: &Snapshot, listener: &str) -> bool {
         snapshot
             .pools
             .get(name)
-            .is_none_or(|p| !p.upstream.is_tls())
+            .is_none_or(|p| !p.upstream.needs_client())
     })
 }
 

@@ -48,8 +48,8 @@ async fn route_and_forward(
     let route = table
         .find(target.host(), target.path.as_bytes(), req.headers())
         .ok_or(Local::NoRoute)?;
-    rate_limit::admit(
-        route.limiter.as_deref(),
+    let admitted = rate_limit::admit(
+        route.limiter.as_ref(),
         &shared.conn,
         req.headers(),
         target.path.as_bytes(),
@@ -61,6 +61,7 @@ async fn route_and_forward(
         .clone();
     let timeouts = route.timeouts;
     drop(snapshot);
+    admitted.settle().await?;
     let keys = ChoiceKeys::read(&pool, &shared.conn, req.headers(), target.path.as_bytes());
     let choice = choose_backend(&pool, &shared.conn, keys)
         .await

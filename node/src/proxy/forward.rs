@@ -49,7 +49,15 @@ pub(super) async fn forward(
     let (mut parts, body) = req.into_parts();
     let http2 = parts.version == Version::HTTP_2;
     let host = target.authority.as_deref();
+    // `TE: trailers` is the one hop-by-hop header an HTTP/2 backend is told again
+    // (gRPC servers look for it); the client's says whether it takes trailers.
+    let te_trailers = pool.upstream.is_h2() && headers::takes_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
+    if te_trailers {
+        parts
+            .headers
+            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
     headers::add_forwarding(&mut parts.headers, conn, host, http2);
     // The authority routing used: the absolute-form target's or `:authority`
     // replaces whatever `Host` said.

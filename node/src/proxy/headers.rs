@@ -38,6 +38,22 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// Whether the client said it takes trailers (`TE: trailers`, maybe among others).
+pub fn takes_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        })
+}
+
 /// Removes hop-by-hop headers, including those listed in `Connection` (but see
 /// `NOT_LISTABLE`). `Upgrade` is removed too; the upgrade path re-adds it explicitly.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

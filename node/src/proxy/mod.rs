@@ -89,11 +89,13 @@ async fn route_and_forward(
         .find(target.host(), target.path.as_bytes(), req.headers())
         .ok_or(Local::NoRoute)?;
     rate_limit::admit(
-        route.limiter.as_deref(),
+        route.limiter.as_ref(),
         conn,
         req.headers(),
         target.path.as_bytes(),
-    )?;
+    )?
+    .settle()
+    .await?;
     if route.redirect_https && !conn.tls {
         return Ok(redirect_to_https(target.host(), req.uri()));
     }
@@ -108,9 +110,19 @@ async fn route_and_forward(
         _ => None,
     };
     if let Some(protocols) = upgrade {
-        return upgrade::forward(dp, &pool, choice.index, conn, req, target, protocols)
-            .instrument(span)
-            .await;
+        let timeouts = route.timeouts;
+        return upgrade::forward(
+            dp,
+            &pool,
+            choice.index,
+            conn,
+            req,
+            target,
+            protocols,
+            timeouts,
+        )
+        .instrument(span)
+        .await;
     }
     let forwarded = forward::forward(dp, pool, choice, conn, req, target, route.timeouts);
     // A disabled span (the usual case) would still be entered and left on every poll.

@@ -8,12 +8,22 @@
 //! task copies bytes both ways until either side closes. Tunnels are tracked
 //! separately because hyper's graceful shutdown does not see them once the 101 is
 //! sent.
+//!
+//! The handshake keeps the rules of any request: the route's `timeout` and
+//! `per_try_timeout` bound the wait for the backend's answer (with the pool's
+//! `response_timeout`), it counts towards `max_requests` until the answer and its
+//! connect towards `max_pending` (503 beyond either), and a connect failure ejects the
+//! backend within `outlier.max_ejection_percent`. The tunnel after a 101 has no
+//! request timeout: it is a connection, ended by either side.
 
 use super::body::{self, ProxyBody};
 use super::{headers, ConnInfo, Local};
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
+use crate::request::breaker;
+use crate::request::local::Cap;
 use crate::request::target::Target;
+use crate::request::timeouts::{RequestClock, RouteTimeouts};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -22,6 +32,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Forwards an upgrade request offering `protocols` (the allowed ones only).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
     dp: &Arc<DataPlane>,
     pool: &Arc<PoolRuntime>,
@@ -30,7 +41,9 @@ pub(super) async fn forward(
     mut req: Request<Incoming>,
     target: Target,
     protocols: HeaderValue,
+    timeouts: RouteTimeouts,
 ) -> Result<Response<ProxyBody>, Local> {
+    let clock = RequestClock::new(timeouts, std::time::Instant::now(), pool.response_timeout);
     let backend = &pool.backends[index];
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
@@ -50,14 +63,22 @@ pub(super) async fn forward(
     parts.uri = target.uri;
     parts.version = Version::HTTP_11;
     let upstream = Request::from_parts(parts, body.boxed());
+    let occupied = breaker::occupy(pool, index)?;
     let sent = pool.upstream.send_upgrade(index, upstream);
-    let mut resp = match tokio::time::timeout(pool.response_timeout, sent).await {
+    let (limit, _) = clock.start_try().wait();
+    let answer = tokio::time::timeout(limit, sent).await;
+    drop(occupied);
+    let mut resp = match answer {
         Ok(Ok(resp)) => resp,
+        Ok(Err(crate::upstream::UpstreamError::Pending { .. })) => {
+            tracing::warn!(pool = %pool.name, backend = %backend.id, "backend at max_pending: 503");
+            return Err(Local::Overloaded(Cap::Pending));
+        }
         Ok(Err(e)) => {
             // An upgrade is never retried, but a failure that is the backend's still counts.
             let fault = e.attempt_failure(false);
             if fault.is_some_and(crate::request::retry::is_backends_fault) {
-                backend.state.note_failure();
+                crate::request::redispatch::eject_locally(dp, pool, index);
             }
             tracing::warn!(backend = %backend.id, error = %e, "upgrade request failed");
             return Err(Local::BadGateway);

@@ -12,7 +12,8 @@
 //! - `redispatch` — local ejection and the other backend (moving a pinned session).
 //! - `answered`   — what a relaying codec records when a backend's final head arrives.
 //! - `finish`     — accounting when a request is done (metrics, access log, load).
-//! - `rate_limit` — per-route request rates per client key (429 beyond them).
+//! - `rate_limit` — per-route request rates per client key (429 beyond them);
+//!   `cluster_limit` the count shared by all nodes in Redis (`scope = "cluster"`).
 //! - `timeouts`   — how long a try waits: pool response timeout, route per-try and overall.
 //! - `budget`     — a pool's retry budget (retries as a share of requests).
 //! - `breaker`    — circuit breaking: per-backend caps on requests and pending connects.
@@ -25,6 +26,7 @@ pub mod authority;
 pub mod breaker;
 pub mod budget;
 pub mod choice;
+pub mod cluster_limit;
 pub mod conn;
 pub(crate) mod failure;
 pub(crate) mod finish;

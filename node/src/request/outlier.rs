@@ -6,7 +6,8 @@
 //! ejected). Each ejection lasts `base_ejection` times the backend's recent ejections (a
 //! count that drops by one per `base_ejection` the backend stays back), at most
 //! `max_ejection`; and no more than `max_ejection_percent` of the pool's backends (at
-//! least one) are ejected at once, so a pool-wide problem cannot empty the pool.
+//! least one) are ejected at once, so a pool-wide problem cannot empty the pool. The cap
+//! holds for the ejections after connect failures too (`may_eject`), in a pool with `outlier`.
 //!
 //! A pool without `outlier` has no policy: one `Option` test per finished request.
 
@@ -47,6 +48,25 @@ pub(crate) fn observe_timeout(pool: &PoolRuntime, index: usize) {
     }
 }
 
+/// The backends ejected now, when they are already `max_ejection_percent` of the pool
+/// (at least one): no other may be ejected.
+fn at_cap(policy: &OutlierPolicy, pool: &PoolRuntime) -> Option<u64> {
+    let n = pool.backends.len() as u64;
+    let allowed = (n * u64::from(policy.max_percent) / 100).max(1);
+    let ejected = pool.backends.iter().filter(|b| b.state.ejected()).count() as u64;
+    (ejected >= allowed).then_some(ejected)
+}
+
+/// Whether a connect failure may eject backend `index`: always, unless the pool has
+/// `outlier` and its `max_ejection_percent` is reached by others.
+pub(crate) fn may_eject(pool: &PoolRuntime, index: usize) -> bool {
+    let Some(policy) = &pool.outlier else {
+        return true;
+    };
+    let already = pool.backends.get(index).is_some_and(|b| b.state.ejected());
+    already || at_cap(policy, pool).is_none()
+}
+
 fn eject(policy: &OutlierPolicy, pool: &PoolRuntime, index: usize, why: &'static str) {
     let backend = &pool.backends[index];
     let state = &backend.state;
@@ -56,10 +76,7 @@ fn eject(policy: &OutlierPolicy, pool: &PoolRuntime, index: usize, why: &'static
     if state.ejected() {
         return;
     }
-    let n = pool.backends.len() as u64;
-    let allowed = (n * u64::from(policy.max_percent) / 100).max(1);
-    let ejected = pool.backends.iter().filter(|b| b.state.ejected()).count() as u64;
-    if ejected >= allowed {
+    if let Some(ejected) = at_cap(policy, pool) {
         tracing::warn!(pool = %pool.name, backend = %backend.id, why, ejected, "outlier not ejected: max_ejection_percent reached");
         return;
     }

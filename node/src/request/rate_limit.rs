@@ -10,15 +10,19 @@
 //!
 //! The state lives in the route table of one config snapshot: a config change starts
 //! every bucket full again (as HAProxy's stick tables do on reload without peers).
+//!
+//! With `scope = "cluster"` the count is shared by all nodes through Redis
+//! (`cluster_limit`); the bucket here is then only the fallback while Redis is away.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fulcrum_config::{HashKey, RateLimit};
 
 use super::choice::hash_key_bytes;
+use super::cluster_limit::{ClusterCount, ClusterLimits, Verdict};
 use super::conn::ConnInfo;
 use super::local::Local;
 use super::lookup::HeaderLookup;
@@ -49,6 +53,8 @@ pub struct RateLimiter {
     epoch: Instant,
     hasher: std::collections::hash_map::RandomState,
     shards: Vec<Mutex<Shard>>,
+    /// The cluster-wide count, for `scope = "cluster"`.
+    cluster: Option<ClusterCount>,
 }
 
 /// A refused request: how long until the key may send again.
@@ -75,7 +81,20 @@ impl RateLimiter {
             epoch: Instant::now(),
             hasher: Default::default(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            cluster: None,
         }
+    }
+
+    /// The limit counted for all nodes together in `cluster`'s Redis; `scope` names the
+    /// route there.
+    pub fn counted_in_cluster(
+        mut self,
+        limit: &RateLimit,
+        scope: String,
+        cluster: ClusterLimits,
+    ) -> Self {
+        self.cluster = Some(ClusterCount::new(limit, scope, cluster));
+        self
     }
 
     /// Counts one request of `key` (None: a request without the header or cookie) at
@@ -123,20 +142,54 @@ impl RateLimiter {
     }
 }
 
+/// What a route's limit says before anything is awaited: admitted (or no limit), or
+/// the cluster-wide count must be asked (`settle`).
+#[must_use]
+pub(crate) enum Admit {
+    Yes,
+    Ask(Arc<RateLimiter>, Vec<u8>),
+}
+
+impl Admit {
+    /// The cluster's answer, for a route counted in the cluster: the 429 to answer when
+    /// refused; the node's own bucket when Redis cannot answer.
+    pub async fn settle(self) -> Result<(), Local> {
+        let Admit::Ask(limiter, key) = self else {
+            return Ok(());
+        };
+        let Some(cluster) = &limiter.cluster else {
+            return Ok(());
+        };
+        match cluster.admit(&key).await {
+            Verdict::Admit => Ok(()),
+            Verdict::Refuse(wait) => Err(Local::RateLimited(
+                Limited { retry_after: wait }.retry_after_secs(),
+            )),
+            Verdict::Unavailable => limiter
+                .check(Some(key.as_slice()), Instant::now())
+                .map_err(|l| Local::RateLimited(l.retry_after_secs())),
+        }
+    }
+}
+
 /// Applies a route's rate limit (if it has one) to a request: the 429 to answer when
-/// refused.
+/// refused, or, for a cluster-wide limit, the question to `settle`.
 pub(crate) fn admit(
-    limiter: Option<&RateLimiter>,
+    limiter: Option<&Arc<RateLimiter>>,
     conn: &ConnInfo,
     headers: &impl HeaderLookup,
     path: &[u8],
-) -> Result<(), Local> {
+) -> Result<Admit, Local> {
     let Some(limiter) = limiter else {
-        return Ok(());
+        return Ok(Admit::Yes);
     };
     let key = hash_key_bytes(Some(&limiter.key), conn, headers, path);
+    if limiter.cluster.is_some() {
+        return Ok(Admit::Ask(limiter.clone(), key.unwrap_or_default()));
+    }
     limiter
         .check(key.as_deref(), Instant::now())
+        .map(|()| Admit::Yes)
         .map_err(|l| Local::RateLimited(l.retry_after_secs()))
 }
 
@@ -153,6 +206,7 @@ mod tests {
             requests_per_second: rate,
             burst: Some(burst),
             key: "source-ip".into(),
+            scope: Default::default(),
         })
     }
 

@@ -77,8 +77,13 @@ pub(crate) async fn after_failure(
 }
 
 /// Ejects a backend from new picks on this node after a failed connection.
+/// With `outlier`, not beyond its `max_ejection_percent` of the pool.
 pub(crate) fn eject_locally(dp: &DataPlane, pool: &PoolRuntime, index: usize) {
     let backend = &pool.backends[index];
+    if !super::outlier::may_eject(pool, index) {
+        tracing::warn!(pool = %pool.name, backend = %backend.id, "backend not ejected after connect failure: max_ejection_percent reached");
+        return;
+    }
     let backoff = backend.state.note_failure();
     dp.metrics
         .backend_ejections

@@ -37,6 +37,13 @@ pub fn upstream_settings(pool: &Pool) -> Option<TlsSettings> {
         tracing::error!(pool = %pool.name, error = %e, "backend TLS unusable; TLS connects will fail");
         trust_nothing()
     });
+    // A pool with `protocol = "h2"` asks for HTTP/2 by ALPN (and checks it got it).
+    let config = config.map(|mut c| {
+        if !pool.protocol.is_http1() {
+            c.alpn_protocols = vec![b"h2".to_vec()];
+        }
+        c
+    });
     // Even then the pool stays a TLS pool: without any config its connects fail.
     Some(TlsSettings::new(
         config.ok().map(Arc::new),

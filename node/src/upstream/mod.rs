@@ -10,8 +10,12 @@
 //!
 //! This replaces a general-purpose pooled client: no URI-keyed pool map, no absolute
 //! URIs to format and parse, one short lock per backend instead of one per client.
+//!
+//! A pool with `protocol = "h2"` speaks HTTP/2 instead (`h2`): one shared connection
+//! per backend, a stream per request, nothing to lease back.
 
 mod connect;
+mod h2;
 mod idle;
 mod pending;
 mod raw;
@@ -27,6 +31,7 @@ use idle::{IdleStack, Pooled};
 use prometheus_client::metrics::counter::Counter;
 pub use raw::BackendConn;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -124,6 +129,8 @@ pub struct Upstream {
     inner: Arc<Inner>,
     /// `max_pending`, if the pool has it.
     connects: Option<pending::ConnectCap>,
+    /// The shared HTTP/2 connection of each backend, for a pool with `protocol = "h2"`.
+    h2: Option<Vec<h2::H2Slot>>,
 }
 
 struct Inner {
@@ -139,8 +146,9 @@ struct Inner {
 
 /// The connection a response is being read from. `release` puts it back for the next
 /// request; dropping it instead closes the connection (the response was cut short).
+/// An HTTP/2 stream has no connection of its own to return (`sender` is `None`).
 pub struct Lease {
-    sender: ProxySender,
+    sender: Option<ProxySender>,
     inner: Arc<Inner>,
     index: usize,
 }
@@ -148,7 +156,9 @@ pub struct Lease {
 impl Lease {
     /// The response was read completely: the connection may serve another request.
     pub fn release(self) {
-        self.inner.idle[self.index].put(self.sender);
+        if let Some(sender) = self.sender {
+            self.inner.idle[self.index].put(sender);
+        }
     }
 }
 
@@ -185,13 +195,37 @@ impl Upstream {
         Upstream {
             inner,
             connects: None,
+            h2: None,
         }
     }
 
-    /// Caps connects in progress per backend at `max` (none: no cap).
-    pub fn with_max_pending(mut self, max: Option<u32>) -> Self {
-        let backends = self.inner.addrs.len();
-        self.connects = max.map(|m| pending::ConnectCap::new(m, backends));
+    /// Speaks `protocol` to the backends: for HTTP/2, one shared connection each.
+    pub fn with_protocol(mut self, protocol: fulcrum_config::BackendProtocol) -> Self {
+        self.h2 = (!protocol.is_http1()).then(|| {
+            self.inner
+                .addrs
+                .iter()
+                .map(|_| h2::H2Slot::default())
+                .collect()
+        });
+        self
+    }
+
+    /// Whether this pool speaks HTTP/2 to its backends.
+    pub fn is_h2(&self) -> bool {
+        self.h2.is_some()
+    }
+
+    /// Whether requests to this pool must go through hyper's client (`send`): the
+    /// hand-written HTTP/1.1 paths speak neither TLS nor HTTP/2 to backends.
+    pub fn needs_client(&self) -> bool {
+        self.is_tls() || self.h2.is_some()
+    }
+
+    /// Caps connects in progress per backend at `max` (none: no cap), counted in
+    /// `counters` (one per backend, index-aligned; kept across config versions).
+    pub fn with_max_pending(mut self, max: Option<u32>, counters: Vec<Arc<AtomicU64>>) -> Self {
+        self.connects = max.map(|m| pending::ConnectCap::new(m, counters));
         self
     }
 
@@ -215,6 +249,9 @@ impl Upstream {
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let inner = &self.inner;
+        if let Some(slots) = &self.h2 {
+            return self.send_h2(&slots[index], index, req).await;
+        }
         while let Some(mut sender) = inner.idle[index].take(inner.idle_timeout) {
             if sender.ready().await.is_err() {
                 continue;
@@ -242,6 +279,31 @@ impl Upstream {
                 source,
                 reused: false,
             }),
+        }
+    }
+
+    /// Sends `req` as a stream on backend `index`'s shared HTTP/2 connection, opened
+    /// first if there is none. The `Host` header becomes the `:authority`.
+    async fn send_h2(
+        &self,
+        slot: &h2::H2Slot,
+        index: usize,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        let addr = self.inner.addrs[index];
+        let (mut sender, reused) = slot.sender(&self.inner.settings, addr).await?;
+        h2_target(&mut req, addr, self.is_tls());
+        let lease = Lease {
+            sender: None,
+            inner: self.inner.clone(),
+            index,
+        };
+        if let Err(source) = sender.ready().await {
+            return Err(UpstreamError::Request { source, reused });
+        }
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, lease)),
+            Err(source) => Err(UpstreamError::Request { source, reused }),
         }
     }
 
@@ -320,11 +382,34 @@ impl Upstream {
 
     fn lease(&self, index: usize, sender: ProxySender) -> Lease {
         Lease {
-            sender,
+            sender: Some(sender),
             inner: self.inner.clone(),
             index,
         }
     }
+}
+
+/// An HTTP/2 request needs `:scheme` and `:authority`: the URI becomes absolute, with
+/// the `Host` header (or the backend's address) as its authority, and `Host` goes.
+fn h2_target(req: &mut Request<ProxyBody>, addr: SocketAddr, tls: bool) {
+    let host = req.headers_mut().remove(http::header::HOST);
+    let authority = host
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| http::uri::Authority::try_from(addr.to_string()).ok());
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(if tls {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    parts.authority = authority;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = http::Version::HTTP_2;
 }
 
 impl Pooled for ProxySender {

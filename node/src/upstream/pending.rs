@@ -3,12 +3,15 @@
 //! A pool without the cap has no counters and takes no branch beyond `Option::None`.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
-/// The cap and one counter per backend (index-aligned with the pool's backends).
+/// The cap and one counter per backend (index-aligned with the pool's backends). The
+/// counters belong to the backends' state, so connects of an earlier config version
+/// still count until they end.
 #[derive(Debug)]
 pub(super) struct ConnectCap {
     max: u64,
-    pending: Box<[AtomicU64]>,
+    pending: Box<[Arc<AtomicU64>]>,
 }
 
 /// A connect in progress; dropping it (connected or failed) ends it.
@@ -22,10 +25,10 @@ impl Drop for PendingConnect<'_> {
 }
 
 impl ConnectCap {
-    pub(super) fn new(max: u32, backends: usize) -> Self {
+    pub(super) fn new(max: u32, counters: Vec<Arc<AtomicU64>>) -> Self {
         ConnectCap {
             max: u64::from(max),
-            pending: (0..backends).map(|_| AtomicU64::new(0)).collect(),
+            pending: counters.into(),
         }
     }
 
@@ -46,12 +49,28 @@ mod tests {
 
     #[test]
     fn connects_over_the_cap_are_refused_until_one_ends() {
-        let cap = ConnectCap::new(2, 2);
+        let counters: Vec<Arc<AtomicU64>> = vec![Arc::default(), Arc::default()];
+        let cap = ConnectCap::new(2, counters.clone());
         let a = cap.begin(0).expect("first");
         let _b = cap.begin(0).expect("second");
         assert!(cap.begin(0).is_none(), "a third is over the cap");
         assert!(cap.begin(1).is_some(), "each backend has its own count");
         drop(a);
         assert!(cap.begin(0).is_some(), "one ended: room again");
+    }
+
+    #[test]
+    fn a_new_cap_over_the_same_counters_sees_connects_in_progress() {
+        let counters: Vec<Arc<AtomicU64>> = vec![Arc::default()];
+        let old = ConnectCap::new(1, counters.clone());
+        let running = old.begin(0).expect("first");
+        // A config change builds a new cap over the backend's counter.
+        let new = ConnectCap::new(1, counters);
+        assert!(
+            new.begin(0).is_none(),
+            "the old version's connect still counts"
+        );
+        drop(running);
+        assert!(new.begin(0).is_some());
     }
 }
