@@ -23,6 +23,7 @@ mod error;
 mod hash_key;
 mod model;
 mod net;
+mod scale;
 mod scope;
 mod span;
 mod summary;
@@ -35,6 +36,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use hash_key::HashKey;
 pub use model::*;
 pub use net::{parse_peer, IpNet};
+pub use scale::ScaleHook;
 pub use scope::{covers, scope_of, Scope, ScopeError, SCOPES};
 pub use traffic::{Outlier, RetryBudget, MAX_BUDGET_WINDOW_SECS};
 

@@ -65,6 +65,9 @@ pub struct PoolRuntime {
     pub outlier: Option<OutlierPolicy>,
     /// `slow_start`, unless the pool hashes (`balance::slow_start`).
     slow_start: Option<SlowStart>,
+    /// Requests in flight at saturation 1.0 (`pool_load`): `capacity`, or the sum of
+    /// the backends' `max_requests`; none: no saturation.
+    pub capacity: Option<u64>,
 }
 
 impl std::fmt::Debug for PoolRuntime {
@@ -119,6 +122,7 @@ impl PoolRuntime {
             _ => None,
         };
         let addrs = backends.iter().map(|b| b.addr).collect();
+        let backends_len = backends.len();
         PoolRuntime {
             name: pool.name.clone(),
             selector: balance::build(pool.algorithm, &candidates, loads),
@@ -140,7 +144,7 @@ impl PoolRuntime {
                 crate::tls::backend::upstream_settings(pool),
                 metrics.backend_unsolicited.clone(),
             )
-            .with_max_pending(pool.max_pending),
+            .with_max_pending(crate::pool_load::pending_cap(pool)),
             response_timeout: pool.response_timeout,
             latency_aware: pool.algorithm == fulcrum_config::Algorithm::PeakEwma,
             sessions,
@@ -152,6 +156,7 @@ impl PoolRuntime {
                 .map(SlowStart::new),
             outlier: (pool.outlier.as_ref())
                 .map(|o| OutlierPolicy::new(o, metrics.backend_ejections.clone())),
+            capacity: crate::pool_load::capacity(pool, backends_len),
         }
     }
 

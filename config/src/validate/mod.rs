@@ -17,6 +17,7 @@ mod listeners;
 mod local;
 mod pools;
 mod routes;
+mod scale;
 
 use crate::error::ConfigError;
 use crate::span::{Locator, Seg};

@@ -219,6 +219,8 @@ pub fn refresh_gauges(node: &Node) {
         .version_committed
         .set(committed_version(node, snapshot.version) as i64);
     for pool in snapshot.pools.values() {
+        let load = crate::pool_load::PoolLoad::of(pool);
+        node.dp.metrics.pools.observe(&pool.name, &load);
         for b in &pool.backends {
             let labels = BackendLabels {
                 pool: pool.name.clone(),
