@@ -2,14 +2,17 @@
 //! connects queued and saturation (set from `pool_load` at scrape time), and the scale
 //! hook's calls by result.
 
-use crate::metrics::PoolLabels;
-use crate::pool_load::PoolLoad;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HookLabels {
@@ -52,16 +55,14 @@ impl PoolMetrics {
         );
     }
 
-    /// Sets the gauges of `pool` from one reading.
-    pub fn observe(&self, pool: &str, load: &PoolLoad) {
+    /// Sets the gauges of `pool` from one reading (`pool_load::PoolLoad`).
+    pub fn observe(&self, pool: &str, in_flight: u64, queued: u64, saturation: Option<f64>) {
         let labels = PoolLabels {
             pool: pool.to_string(),
         };
-        self.in_flight
-            .get_or_create(&labels)
-            .set(load.in_flight as i64);
-        self.queued.get_or_create(&labels).set(load.queued as i64);
-        if let Some(s) = load.saturation() {
+        self.in_flight.get_or_create(&labels).set(in_flight as i64);
+        self.queued.get_or_create(&labels).set(queued as i64);
+        if let Some(s) = saturation {
             self.saturation.get_or_create(&labels).set(s);
         }
     }

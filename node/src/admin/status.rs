@@ -220,7 +220,8 @@ pub fn refresh_gauges(node: &Node) {
         .set(committed_version(node, snapshot.version) as i64);
     for pool in snapshot.pools.values() {
         let load = crate::pool_load::PoolLoad::of(pool);
-        node.dp.metrics.pools.observe(&pool.name, &load);
+        let (in_flight, queued) = (load.in_flight, load.queued);
+        (node.dp.metrics.pools).observe(&pool.name, in_flight, queued, load.saturation());
         for b in &pool.backends {
             let labels = BackendLabels {
                 pool: pool.name.clone(),

@@ -110,7 +110,7 @@ async fn call(
     let started = Instant::now();
     let result = tokio::time::timeout(hook.timeout, post(&hook, &body))
         .await
-        .unwrap_or_else(|_| Err(HookError::Timeout(hook.timeout)));
+        .unwrap_or(Err(HookError::Timeout(hook.timeout)));
     let label = match &result {
         Ok(()) => "ok",
         Err(HookError::Timeout(_)) => "timeout",
