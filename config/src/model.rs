@@ -471,6 +471,13 @@ pub struct Pool {
         skip_serializing_if = "crate::traffic::BackendProtocol::is_http1"
     )]
     pub protocol: crate::traffic::BackendProtocol,
+    /// Requests in flight the pool is sized for (saturation 1.0); none: the sum of the
+    /// backends' `max_requests`, if that is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+    /// Webhook told when saturation stays past a bound (`scale::ScaleHook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_hook: Option<crate::ScaleHook>,
 }
 
 /// One backend of a pool.

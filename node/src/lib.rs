@@ -59,6 +59,8 @@ mod load;
 mod logging;
 mod metrics;
 mod pool;
+mod pool_load; // issue 25: a pool's in flight, queued and saturation
+mod pool_metrics; // issue 25: the pool gauges and the scale hook's calls
 mod proxy;
 mod proxy_protocol; // issue 7: PROXY protocol v1/v2
 mod request; // the request core both HTTP paths share (issue 14)

@@ -83,6 +83,8 @@ pub struct Metrics {
     vip_transitions: Counter,
     /// BGP mode (`[bgp]`), set at scrape time.
     pub bgp: crate::bgp_metrics::BgpMetrics,
+    /// The signal to scale: pool gauges (set at scrape time) and hook calls.
+    pub pools: crate::pool_metrics::PoolMetrics,
     last_vip_transitions: std::sync::atomic::AtomicU64,
 }
 
@@ -204,6 +206,7 @@ impl Metrics {
             vip_transitions: Counter::default(),
             last_vip_transitions: std::sync::atomic::AtomicU64::new(0),
             bgp: Default::default(),
+            pools: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -370,6 +373,7 @@ impl Metrics {
             m.vip_transitions.clone(),
         );
         m.bgp.register(&mut registry);
+        m.pools.register(&mut registry);
         Metrics { registry, ..m }
     }
 

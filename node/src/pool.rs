@@ -66,6 +66,9 @@ pub struct PoolRuntime {
     pub outlier: Option<OutlierPolicy>,
     /// `slow_start`, unless the pool hashes (`balance::slow_start`).
     slow_start: Option<SlowStart>,
+    /// Requests in flight at saturation 1.0 (`pool_load`): `capacity`, or the sum of
+    /// the backends' `max_requests`; none: no saturation.
+    pub capacity: Option<u64>,
 }
 
 impl std::fmt::Debug for PoolRuntime {
@@ -123,6 +126,7 @@ impl PoolRuntime {
         let pending = (backends.iter())
             .map(|b| b.state.pending_connects.clone())
             .collect();
+        let backends_len = backends.len();
         PoolRuntime {
             name: pool.name.clone(),
             selector: balance::build(pool.algorithm, &candidates, loads),
@@ -144,7 +148,7 @@ impl PoolRuntime {
                 crate::tls::backend::upstream_settings(pool),
                 metrics.backend_unsolicited.clone(),
             )
-            .with_max_pending(pool.max_pending, pending)
+            .with_max_pending(crate::pool_load::pending_cap(pool), pending)
             .with_protocol(pool.protocol),
             response_timeout: pool.response_timeout,
             latency_aware: pool.algorithm == fulcrum_config::Algorithm::PeakEwma,
@@ -157,6 +161,7 @@ impl PoolRuntime {
                 .map(SlowStart::new),
             outlier: (pool.outlier.as_ref())
                 .map(|o| OutlierPolicy::new(o, metrics.backend_ejections.clone())),
+            capacity: crate::pool_load::capacity(pool, backends_len),
         }
     }
 

@@ -142,6 +142,7 @@ pub async fn run(
         );
     }
     tokio::spawn(admin::serve(node.clone(), admin_socket));
+    crate::control::scale_hook::spawn(&node);
     // All nodes of a cluster run one [vip]: a node whose file differs does not join.
     // Checked alongside the signal handling, so a signal during the check is handled.
     let checked = node.clone();

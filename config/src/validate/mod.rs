@@ -17,6 +17,7 @@ mod listeners;
 mod local;
 mod pools;
 mod routes;
+mod scale;
 mod vips;
 
 use crate::error::ConfigError;

@@ -53,6 +53,7 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
             );
         }
         check_upstream(i, pool, r);
+        super::scale::check(i, pool, r);
     }
 }
 

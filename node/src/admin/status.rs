@@ -231,6 +231,9 @@ pub fn refresh_gauges(node: &Node) {
         .version_committed
         .set(committed_version(node, snapshot.version) as i64);
     for pool in snapshot.pools.values() {
+        let load = crate::pool_load::PoolLoad::of(pool);
+        let (in_flight, queued) = (load.in_flight, load.queued);
+        (node.dp.metrics.pools).observe(&pool.name, in_flight, queued, load.saturation());
         for b in &pool.backends {
             let labels = BackendLabels {
                 pool: pool.name.clone(),

@@ -18,6 +18,8 @@
 //! - `gather`    — the cluster view: every member's own `/status`, asked by one node.
 //! - `bgp`       — BGP mode: announce or withdraw the service prefixes through BIRD.
 //! - `bird`      — the BIRD 2 driver (`birdc`, the config fragment).
+//! - `scale_hook` — the signal to scale: samples pool saturation, calls the webhook
+//!   (`scale_decide` is the rule: how long past a bound, the cool-down).
 
 pub mod apply;
 pub mod bgp;
@@ -27,6 +29,8 @@ pub mod events;
 pub mod follow;
 pub mod gather;
 pub mod reporter;
+pub mod scale_decide;
+pub mod scale_hook;
 pub mod thread;
 pub mod vip_agree;
 pub mod vip_guard;

@@ -229,6 +229,12 @@ impl Upstream {
         self
     }
 
+    /// Connects in progress to the pool's backends (0 when nothing counts them: neither
+    /// `max_pending` nor the signal to scale is configured).
+    pub fn pending(&self) -> u64 {
+        self.connects.as_ref().map_or(0, pending::ConnectCap::total)
+    }
+
     /// A connect to backend `index` may start: within `max_pending`, if any.
     fn begin_connect(
         &self,

@@ -32,6 +32,11 @@ impl ConnectCap {
         }
     }
 
+    /// Connects in progress to all backends now.
+    pub(super) fn total(&self) -> u64 {
+        self.pending.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
     /// A connect to backend `index` may start (`None`: it is at the cap).
     pub(super) fn begin(&self, index: usize) -> Option<PendingConnect<'_>> {
         let counter = self.pending.get(index)?;
