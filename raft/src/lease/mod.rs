@@ -99,6 +99,8 @@ pub struct Lease {
     pub events: EventLog,
     /// Wakes the detector (a lease stream from the leader closed).
     pub wake: Notify,
+    /// Wakes the pinger's driver: this node started leading a term (see `with`).
+    pub leads: Notify,
     /// Leader whose lease stream closed, and when (the detector confirms the crash).
     closed_stream: Mutex<Option<(u64, u64)>>,
     /// When this node last handled an AppendEntries (µs): openraft refuses votes for its
@@ -123,6 +125,7 @@ impl Lease {
             timing,
             events: EventLog::default(),
             wake: Notify::new(),
+            leads: Notify::new(),
             closed_stream: Mutex::new(None),
             last_append_us: AtomicU64::new(0),
             handing_off: AtomicBool::new(false),
@@ -159,8 +162,14 @@ impl Lease {
             // The failover chain's "leader": from here this node may claim (a quorum's
             // votes are in; Raft's own metrics follow once its first entry is on disk).
             self.events.record("leader", l.term, "elected");
+            self.leads.notify_one();
         }
         r
+    }
+
+    /// The term this node leads as last published (0: none).
+    pub fn leading_term(&self) -> u64 {
+        self.tx.borrow().term
     }
 
     /// Reads the state without publishing.

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::ServerState;
+use openraft::{RaftMetrics, ServerState};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -24,7 +24,7 @@ use crate::network::{Channel, PeerPool};
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::sealed::{SealedConn, SealedReader, SealedWriter};
 use crate::tls::PeerStream;
-use crate::types::{NodeId, Raft};
+use crate::types::{NodeId, PeerNode, Raft};
 
 use super::time::now_us;
 use super::wire::{LeaseAck, LeasePing};
@@ -91,9 +91,10 @@ pub async fn drive(d: Driver) {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
             _ = tick.tick() => {}
+            () = d.lease.leads.notified() => {}
         }
         let m = d.raft.metrics().borrow().clone();
-        let leading = (m.state == ServerState::Leader).then_some(m.current_term);
+        let leading = leading_term(&d.lease, &m);
         let membership = m.membership_config.membership();
         let targets: Vec<(NodeId, String)> = match leading {
             Some(_) => membership
@@ -156,8 +157,23 @@ impl PingTarget {
     fn still_leading(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
-        m.state == ServerState::Leader && m.current_term == self.term
+        leading_term(&self.lease, &m) == Some(self.term)
     }
+}
+
+/// The term this node leads: Raft's, or already the lease's once a quorum granted its
+/// votes, while Raft's metrics still say candidate (they catch up once its first entry
+/// is on disk, 5-10 ms later on a loaded host). The VIP may be claimed from the votes'
+/// lease, so the pings that extend it start then too: waiting for Raft let that first
+/// lease (what remains of the fence after the votes, about 15 ms) run out before the
+/// first acknowledgement came, and the kernel fence shut for a few milliseconds under
+/// the new holder (a SYN lost in CI, its client waiting a second to retry).
+fn leading_term(lease: &Lease, m: &RaftMetrics<NodeId, PeerNode>) -> Option<u64> {
+    if m.state == ServerState::Leader {
+        return Some(m.current_term);
+    }
+    let term = lease.leading_term();
+    (m.state == ServerState::Candidate && term != 0 && term == m.current_term).then_some(term)
 }
 
 /// Pings one voter for as long as this node leads `term`; re-opens the stream after any

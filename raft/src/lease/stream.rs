@@ -35,9 +35,9 @@ pub fn raft_view(raft: &Raft) -> (u64, Option<(u64, u64)>) {
 /// The leader Raft on this node recognizes in `term`: the one it heard from, else the
 /// candidate it voted for in that term.
 ///
-/// A node votes once per term, and a node pings only while Raft says it leads: a ping of
-/// the candidate this node voted for in the current term can only come from that term's
-/// leader. Before, a voter waited for the new leader's first AppendEntries before it
+/// A node votes once per term, and a node pings only once a quorum granted it their votes
+/// (Raft says it leads, or its lease counted the quorum first): a ping of the candidate
+/// this node voted for in the current term can only come from that term's leader. Before, a voter waited for the new leader's first AppendEntries before it
 /// acknowledged any ping, so a leader whose AppendEntries were slow (openraft backs off
 /// 500 ms after a peer was unreachable, as at cluster start) held the VIP on the lease its
 /// votes gave (`lease`, 20 ms) and lost it when that ran out.
