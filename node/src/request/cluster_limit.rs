@@ -115,13 +115,7 @@ impl ClusterCount {
         // What was left of the window's total before this take, up to the take.
         let got = self.limit.saturating_sub(total - total.min(ask)).min(ask);
         let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = budgets.entry(key.to_vec()).or_default();
-        if b.window != window {
-            *b = Budget {
-                window,
-                ..Budget::default()
-            };
-        }
+        let b = budget_in(&mut budgets, key, window);
         b.granted += got;
         b.spent |= got < ask;
         if b.used < b.granted {
@@ -138,13 +132,7 @@ impl ClusterCount {
         if budgets.len() >= MAX_KEYS && !budgets.contains_key(key) {
             budgets.retain(|_, b| b.window >= window);
         }
-        let b = budgets.entry(key.to_vec()).or_default();
-        if b.window != window {
-            *b = Budget {
-                window,
-                ..Budget::default()
-            };
-        }
+        let b = budget_in(&mut budgets, key, window);
         if b.used < b.granted {
             b.used += 1;
             return Local::Admit;
@@ -170,4 +158,24 @@ impl ClusterCount {
             Duration::from_nanos(left.min(u64::MAX as u128) as u64),
         )
     }
+}
+
+/// `key`'s budget in `window`, started empty when it is new or from an older window. The
+/// key is copied only the first time it is seen.
+fn budget_in<'a>(
+    budgets: &'a mut HashMap<Vec<u8>, Budget>,
+    key: &[u8],
+    window: u64,
+) -> &'a mut Budget {
+    if !budgets.contains_key(key) {
+        budgets.insert(key.to_vec(), Budget::default());
+    }
+    let b = budgets.get_mut(key).expect("inserted above");
+    if b.window != window {
+        *b = Budget {
+            window,
+            ..Budget::default()
+        };
+    }
+    b
 }
