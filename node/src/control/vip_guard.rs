@@ -83,7 +83,7 @@ impl VipGuard {
             tracing::warn!(vip = %opts.address, interface = %opts.interface, "removed a VIP left over by an earlier run");
         }
         let fence = if clustered {
-            install_fence(&opts.interface, opts.address)
+            install_fence(&opts.interface, &[opts.address])
         } else {
             None
         };
@@ -425,12 +425,13 @@ impl StepDownHook for VipGuard {
     }
 }
 
-/// Installs the fence or explains, once, why the node runs without it.
-fn install_fence(interface: &str, address: IpAddr) -> Option<Fence> {
-    match Fence::install(interface, &[address]) {
+/// Installs the fence over `addresses` or explains, once, why the node runs without it
+/// (the leader's VIP here, the spread `[[vip]]` entries in `vip_spread`).
+pub(super) fn install_fence(interface: &str, addresses: &[IpAddr]) -> Option<Fence> {
+    match Fence::install(interface, addresses) {
         Ok(f) => Some(f),
         Err(e) => {
-            tracing::warn!(error = %e, vip = %address,
+            tracing::warn!(error = %e, vips = ?addresses,
                 "VIP fence unavailable (needs nf_tables and CAP_NET_ADMIN): a frozen holder keeps \
                  answering for the VIP until its address lifetime runs out");
             None

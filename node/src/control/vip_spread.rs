@@ -319,12 +319,5 @@ fn install_fence(vips: &[Spread]) -> Option<Fence> {
         return None;
     };
     let ips: Vec<IpAddr> = vips.iter().map(|v| v.ip).collect();
-    match Fence::install(interface, &ips) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::warn!(error = %e, "VIP fence unavailable (needs nf_tables and CAP_NET_ADMIN): \
-                a frozen holder keeps answering until its address lifetime runs out");
-            None
-        }
-    }
+    super::vip_guard::install_fence(interface, &ips)
 }
