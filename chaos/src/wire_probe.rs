@@ -14,7 +14,7 @@
 //! probe address (the test bed sets it), so a node answers even without asking ARP first.
 //! Traffic: one ARP request and three SYNs per sample, inside the test bed's bridge only.
 
-use crate::checks::WireSample;
+use crate::checks::{AnswerKind, WireAnswer, WireSample};
 use crate::poller::Probe;
 use anyhow::{anyhow, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -114,10 +114,10 @@ impl WireProbe {
         Ok(())
     }
 
-    /// Collects replies until the window closes.
-    fn collect(&self, sample: &mut WireSample, period: Duration) {
+    /// Collects replies until the window closes (`sent`: when the first frame went out).
+    fn collect(&self, sample: &mut WireSample, period: Duration, sent: Instant) {
         let window = WINDOW.min(period.mul_f64(0.75));
-        let deadline = Instant::now() + window;
+        let deadline = sent + window;
         let mut buf = [0u8; 2048];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -126,7 +126,10 @@ impl WireProbe {
             }
             let _ = self.socket.set_read_timeout(Some(left));
             match (&self.socket).read(&mut buf) {
-                Ok(n) => self.record(&buf[..n], sample),
+                Ok(n) => {
+                    let after_us = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                    self.record(&buf[..n], sample, after_us)
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // Timed out (or the socket failed): the window is over.
                 Err(_) => return,
@@ -134,19 +137,41 @@ impl WireProbe {
         }
     }
 
-    fn record(&self, frame: &[u8], sample: &mut WireSample) {
+    fn record(&self, frame: &[u8], sample: &mut WireSample, after_us: u32) {
+        let mut answer = |node: usize, kind: AnswerKind| {
+            sample.answers.push(WireAnswer {
+                node,
+                kind,
+                after_us,
+            })
+        };
         match parse(frame, self.vip, self.probe_ip) {
             Some(Reply::Arp { from }) => match self.node_of(from) {
-                Some(i) => sample.arp[i] = true,
-                None => sample.strangers += 1,
+                Some(i) => {
+                    answer(i, AnswerKind::Arp);
+                    sample.arp[i] = true
+                }
+                None => {
+                    answer(usize::MAX, AnswerKind::Arp);
+                    sample.strangers += 1
+                }
             },
             Some(Reply::Tcp { from, seg }) => {
                 let Some(i) = self.node_of(from) else { return };
                 if seg.dport != self.sport(i) {
                     return;
                 }
+                let synack = seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK;
+                answer(
+                    i,
+                    if synack {
+                        AnswerKind::SynAck
+                    } else {
+                        AnswerKind::Rst
+                    },
+                );
                 sample.tcp[i] = true;
-                if seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+                if synack {
                     // Tear the half-open connection down on the node.
                     let rst = Segment {
                         src: self.probe_ip,
@@ -180,13 +205,15 @@ impl Probe for WireProbe {
             tcp: vec![false; n],
             strangers: 0,
             failed: false,
+            answers: Vec::new(),
         };
         self.drain();
+        let sent = Instant::now();
         if self.send_all().is_err() {
             sample.failed = true;
             return sample;
         }
-        self.collect(&mut sample, period);
+        self.collect(&mut sample, period, sent);
         sample
     }
 }

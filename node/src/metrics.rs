@@ -86,6 +86,8 @@ pub struct Metrics {
     /// The signal to scale: pool gauges (set at scrape time) and hook calls.
     pub pools: crate::pool_metrics::PoolMetrics,
     last_vip_transitions: std::sync::atomic::AtomicU64,
+    log_lines_dropped: Counter,
+    last_log_lines_dropped: std::sync::atomic::AtomicU64,
 }
 
 /// Where this node stands with the replicated config (issue 23: no silent divergence).
@@ -205,6 +207,8 @@ impl Metrics {
             vip_held: Family::default(),
             vip_transitions: Counter::default(),
             last_vip_transitions: std::sync::atomic::AtomicU64::new(0),
+            log_lines_dropped: Counter::default(),
+            last_log_lines_dropped: std::sync::atomic::AtomicU64::new(0),
             bgp: Default::default(),
             pools: Default::default(),
             registry: Registry::default(),
@@ -372,6 +376,11 @@ impl Metrics {
             "VIP hold/release transitions on this node",
             m.vip_transitions.clone(),
         );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines (diagnostics and access log) dropped because their sink did not keep up",
+            m.log_lines_dropped.clone(),
+        );
         m.bgp.register(&mut registry);
         m.pools.register(&mut registry);
         Metrics { registry, ..m }
@@ -447,6 +456,15 @@ impl Metrics {
             .swap(transitions, std::sync::atomic::Ordering::Relaxed);
         self.vip_transitions
             .inc_by(transitions.saturating_sub(before));
+    }
+
+    /// Mirrors the count of log lines dropped so far (it only grows).
+    pub fn observe_log_drops(&self, dropped: u64) {
+        let before = self
+            .last_log_lines_dropped
+            .swap(dropped, std::sync::atomic::Ordering::Relaxed);
+        self.log_lines_dropped
+            .inc_by(dropped.saturating_sub(before));
     }
 
     /// Mirrors the Raft status into gauges.

@@ -35,10 +35,14 @@ pub fn run_process(config_path: &Path, threads: Option<usize>) -> ExitCode {
         .as_ref()
         .map(|n| n.access_log.clone())
         .unwrap_or_else(|| "stdout".into());
-    if let Err(e) = logging::init(&access_log) {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
+    // Held until the process returns: dropping it writes out the queued lines.
+    let _log = match logging::init(&access_log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let threads = threads
         .unwrap_or_else(|| {
             std::thread::available_parallelism()

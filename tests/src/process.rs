@@ -45,6 +45,16 @@ impl Fulcrum {
     /// Writes `config` to a temp dir and starts `fulcrum run`. Returns once `/status`
     /// answers (or panics after 15 s). `admin` must match `[node].admin` in `config`.
     pub async fn start(config: &str, admin: &str) -> Fulcrum {
+        Self::launch(config, admin, false).await
+    }
+
+    /// Like [`Fulcrum::start`], with stdout and stderr to pipes nobody reads: once full,
+    /// every write to them blocks (a log collector that stopped reading). No log file.
+    pub async fn start_unread(config: &str, admin: &str) -> Fulcrum {
+        Self::launch(config, admin, true).await
+    }
+
+    async fn launch(config: &str, admin: &str, unread: bool) -> Fulcrum {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("fulcrum.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -53,6 +63,7 @@ impl Fulcrum {
             .args(&["--threads", "2"])
             // Each node in its own directory: a relative path in a config is per node.
             .current_dir(dir.path());
+        let node = if unread { node.unread_output() } else { node };
         let node = Fulcrum {
             node,
             dir,

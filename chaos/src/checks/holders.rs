@@ -6,7 +6,7 @@
 //! measured" when a view has too few samples, too many unknown ones, or nobody ever held
 //! the VIP; it fails outright when an observer died.
 
-use super::{Check, HolderSample, Inputs, Probed, Recording, WireSample};
+use super::{AnswerKind, Check, HolderSample, Inputs, Probed, Recording, WireSample};
 
 const NAME: &str = "dual VIP holders";
 
@@ -152,7 +152,14 @@ pub fn dual_holders(inp: &Inputs) -> Check {
             let points: Vec<Point> = s.iter().map(Point::from).collect();
             let view = measure(&points, fence, inp.poll_ms);
             match judge("wire", &view, inp, fence, expect.max_dual_ms) {
-                Ok(v) => Some(v),
+                Ok((figure, longest, pass)) => {
+                    let first = s.iter().zip(&points).find(|(_, p)| p.holders >= 2);
+                    let figure = match first {
+                        Some((sample, _)) => format!("{figure}, first {}", describe(sample)),
+                        None => figure,
+                    };
+                    Some((figure, longest, pass))
+                }
                 Err(check) => return check,
             }
         }
@@ -188,6 +195,28 @@ pub fn dual_holders(inp: &Inputs) -> Check {
         Some(longest),
         pass,
     )
+}
+
+/// One wire sample's answers in arrival order, e.g. `at 7305 ms: n1 syn-ack +0.31 ms,
+/// n2 rst +2.90 ms`, so a dual sample says which kernels answered what, and how far apart.
+fn describe(sample: &WireSample) -> String {
+    let answers: Vec<String> = sample
+        .answers
+        .iter()
+        .map(|a| {
+            let who = match a.node {
+                usize::MAX => "stranger".to_string(),
+                i => format!("n{}", i + 1),
+            };
+            let kind = match a.kind {
+                AnswerKind::Arp => "arp",
+                AnswerKind::SynAck => "syn-ack",
+                AnswerKind::Rst => "rst",
+            };
+            format!("{who} {kind} +{:.2} ms", f64::from(a.after_us) / 1000.0)
+        })
+        .collect();
+    format!("at {:.0} ms: {}", sample.t_ms, answers.join(", "))
 }
 
 /// Who holds the VIP per sample, as `(t_ms, per-node Option<bool>)`: the netlink samples,

@@ -215,6 +215,26 @@ pub struct WireSample {
     pub strangers: u32,
     /// The probe could not send: this sample says nothing.
     pub failed: bool,
+    /// Each answer as it came in (for reading a dual sample: who answered what, when).
+    pub answers: Vec<WireAnswer>,
+}
+
+/// One answer to a wire sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WireAnswer {
+    /// The node's index (`usize::MAX`: a stranger's ARP reply).
+    pub node: usize,
+    pub kind: AnswerKind,
+    /// When it came in, µs after the sample's first frame was sent.
+    pub after_us: u32,
+}
+
+/// What a node sent back to the wire probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AnswerKind {
+    Arp,
+    SynAck,
+    Rst,
 }
 
 /// One round of `/status` calls; `None` where a node did not answer.

@@ -214,6 +214,7 @@ impl Story {
                     tcp: answers,
                     strangers: 0,
                     failed: false,
+                    answers: Vec::new(),
                 }
             })
             .collect()

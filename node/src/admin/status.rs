@@ -204,6 +204,9 @@ pub fn refresh_gauges(node: &Node) {
             store.state() == fulcrum_session::StoreState::Connected,
         );
     }
+    node.dp
+        .metrics
+        .observe_log_drops(crate::logging::dropped_lines());
     if let Some(c) = node.cluster() {
         node.dp.metrics.observe_raft(&c.status());
     }

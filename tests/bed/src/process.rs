@@ -19,6 +19,9 @@ pub enum Output<'a> {
     Log(&'a Path),
     /// Dropped.
     Null,
+    /// Piped to the test, which never reads it: once the pipe's buffer (64 KiB) is full,
+    /// every write blocks, as with a log collector that stopped reading.
+    Unread,
 }
 
 /// What a poll of a child found.
@@ -55,6 +58,8 @@ impl Proc {
                 (Stdio::from(file), Stdio::from(err))
             }
             Output::Null => (Stdio::null(), Stdio::null()),
+            // The read ends stay in the `Child` (never read) until it is reaped.
+            Output::Unread => (Stdio::piped(), Stdio::piped()),
         };
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         if own_group {

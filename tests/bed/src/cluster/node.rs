@@ -24,6 +24,8 @@ pub struct Node {
     cwd: Option<PathBuf>,
     args: Vec<String>,
     own_group: bool,
+    /// Output to a pipe nobody reads instead of the log file.
+    unread_output: bool,
     proc: Mutex<Proc>,
 }
 
@@ -39,6 +41,7 @@ impl Node {
             cwd: None,
             args: Vec::new(),
             own_group: false,
+            unread_output: false,
             proc: Mutex::new(Proc::default()),
         }
     }
@@ -64,6 +67,13 @@ impl Node {
     /// Puts the process in a group of its own (Ctrl-C on the driver does not reach it).
     pub fn own_group(mut self) -> Node {
         self.own_group = true;
+        self
+    }
+
+    /// Sends the output to a pipe nobody reads (it fills, then every write blocks)
+    /// instead of the log file, which then stays empty.
+    pub fn unread_output(mut self) -> Node {
+        self.unread_output = true;
         self
     }
 
@@ -94,7 +104,12 @@ impl Node {
         }
         let mut proc = self.lock();
         proc.kill();
-        *proc = Proc::spawn(cmd, Output::Log(&self.log), self.own_group)?;
+        let output = if self.unread_output {
+            Output::Unread
+        } else {
+            Output::Log(&self.log)
+        };
+        *proc = Proc::spawn(cmd, output, self.own_group)?;
         tracing::info!(config = %self.config.display(), pid = proc.pid(), "started a fulcrum node");
         Ok(())
     }
