@@ -68,6 +68,8 @@ impl<S: Clone + Send + 'static> Poller<S> {
         let handle = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
+                // A sample's frames go out back to back only if the thread keeps the CPU.
+                fulcrum_testbed::periodic::keep_pace_under_load();
                 let mut samples = Vec::new();
                 let mut next = Instant::now();
                 while !stop2.load(Ordering::SeqCst) && epoch.elapsed() < limit {

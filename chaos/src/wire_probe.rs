@@ -97,8 +97,11 @@ impl WireProbe {
         SPORT_BASE + slot as u16
     }
 
-    fn send_all(&self) -> Result<()> {
+    /// Sends the ARP request and each node's SYN; returns when each SYN left, µs after
+    /// `sent`.
+    fn send_all(&self, sent: Instant) -> Result<Vec<u32>> {
         self.send(BROADCAST, ETH_P_ARP, &arp_request(self.probe_ip, self.vip))?;
+        let mut syn_sent = Vec::with_capacity(self.node_macs.len());
         for (i, mac) in self.node_macs.iter().enumerate() {
             let seg = Segment {
                 src: self.probe_ip,
@@ -110,8 +113,9 @@ impl WireProbe {
                 flags: TCP_SYN,
             };
             self.send(*mac, ETH_P_IP, &seg.frame(*mac))?;
+            syn_sent.push(micros_since(sent));
         }
-        Ok(())
+        Ok(syn_sent)
     }
 
     /// Collects replies until the window closes (`sent`: when the first frame went out).
@@ -126,10 +130,7 @@ impl WireProbe {
             }
             let _ = self.socket.set_read_timeout(Some(left));
             match (&self.socket).read(&mut buf) {
-                Ok(n) => {
-                    let after_us = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                    self.record(&buf[..n], sample, after_us)
-                }
+                Ok(n) => self.record(&buf[..n], sample, micros_since(sent)),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // Timed out (or the socket failed): the window is over.
                 Err(_) => return,
@@ -206,16 +207,25 @@ impl Probe for WireProbe {
             strangers: 0,
             failed: false,
             answers: Vec::new(),
+            syn_sent_us: Vec::new(),
         };
         self.drain();
         let sent = Instant::now();
-        if self.send_all().is_err() {
-            sample.failed = true;
-            return sample;
+        match self.send_all(sent) {
+            Ok(syn_sent) => sample.syn_sent_us = syn_sent,
+            Err(_) => {
+                sample.failed = true;
+                return sample;
+            }
         }
         self.collect(&mut sample, period, sent);
         sample
     }
+}
+
+/// Microseconds since `t`, saturating.
+fn micros_since(t: Instant) -> u32 {
+    t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32
 }
 
 /// An ARP "who has `vip`, tell `probe_ip`" from the probe's MAC, to broadcast.

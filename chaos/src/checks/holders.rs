@@ -216,7 +216,18 @@ fn describe(sample: &WireSample) -> String {
             format!("{who} {kind} +{:.2} ms", f64::from(a.after_us) / 1000.0)
         })
         .collect();
-    format!("at {:.0} ms: {}", sample.t_ms, answers.join(", "))
+    let sent: Vec<String> = sample
+        .syn_sent_us
+        .iter()
+        .enumerate()
+        .map(|(i, us)| format!("n{} +{:.2}", i + 1, f64::from(*us) / 1000.0))
+        .collect();
+    format!(
+        "at {:.0} ms: {} (SYNs sent {} ms)",
+        sample.t_ms,
+        answers.join(", "),
+        sent.join(", ")
+    )
 }
 
 /// Who holds the VIP per sample, as `(t_ms, per-node Option<bool>)`: the netlink samples,

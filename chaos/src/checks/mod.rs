@@ -217,6 +217,8 @@ pub struct WireSample {
     pub failed: bool,
     /// Each answer as it came in (for reading a dual sample: who answered what, when).
     pub answers: Vec<WireAnswer>,
+    /// When each node's SYN left, µs after the sample's first frame.
+    pub syn_sent_us: Vec<u32>,
 }
 
 /// One answer to a wire sample.

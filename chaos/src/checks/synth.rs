@@ -215,6 +215,7 @@ impl Story {
                     strangers: 0,
                     failed: false,
                     answers: Vec::new(),
+                    syn_sent_us: Vec::new(),
                 }
             })
             .collect()

@@ -406,6 +406,40 @@ fn the_wire_view_catches_what_netlink_misses() {
 }
 
 #[test]
+fn a_dual_wire_sample_is_described_answer_by_answer() {
+    use super::{AnswerKind, WireAnswer};
+    let mut rec = good("kill-leader").render();
+    let Probed::Samples(w) = &mut rec.wire else {
+        panic!("the synthetic recording has wire samples");
+    };
+    // The first sample in which two nodes answer (the killed one's zombie address).
+    let s = w
+        .iter_mut()
+        .find(|s| s.tcp.iter().filter(|t| **t).count() >= 2)
+        .expect("a dual sample");
+    s.syn_sent_us = vec![20, 35, 50];
+    s.answers = vec![
+        WireAnswer {
+            node: 0,
+            kind: AnswerKind::SynAck,
+            after_us: 310,
+        },
+        WireAnswer {
+            node: 1,
+            kind: AnswerKind::Rst,
+            after_us: 2900,
+        },
+    ];
+    let c = dual_check(&rec);
+    assert!(
+        c.figure
+            .contains(": n1 syn-ack +0.31 ms, n2 rst +2.90 ms (SYNs sent n1 +0.02, n2 +0.04"),
+        "{}",
+        c.figure
+    );
+}
+
+#[test]
 fn affinity_needs_pinned_requests() {
     let mut rec = good("kill-leader").render();
     for s in &mut rec.samples {

@@ -72,6 +72,10 @@ const DENSE_LEAD_MS: u64 = 100;
 /// ...and lasts this long after it.
 const DENSE_TAIL_MS: u64 = 1500;
 
+/// How long the samples stay dense after a stopping leader exits (its successor's claim and
+/// the old holder's forward are over well before).
+const HAND_OVER_DENSE_MS: u64 = 300;
+
 /// SIGTERM and restart every node in turn, followers first, the leader last.
 pub async fn rolling_restart(cx: &mut Ctx<'_>) -> Result<()> {
     cx.tl.until(3000).await;
@@ -83,12 +87,23 @@ pub async fn rolling_restart(cx: &mut Ctx<'_>) -> Result<()> {
         let now_leader = faults::find_leader(cx.ops, &cx.holders()).await.ok();
         let is_leader = now_leader == Some(i);
         let allow = if is_leader { 1000.0 } else { 0.0 };
+        // The leader's stop is a hand-over: sample it densely, so that an overlap of a few
+        // milliseconds between the old holder and its successor cannot fall between samples.
+        if is_leader {
+            cx.dense(true);
+            // The pollers take the dense period at their next sample.
+            tokio::time::sleep(Duration::from_millis(DENSE_LEAD_MS)).await;
+        }
         node_action(cx.ops, &mut cx.tl, i, NodeAction::Stop, allow, is_leader)?;
         if cx.ops.wait_exit(i, Duration::from_secs(5)) && cx.ops.running(i) != Some(true) {
             let what = format!("{} exited", cx.ops.node_name(i));
             cx.tl.mark(Fault::Exited, Some(i), what, 0.0, false);
         } else {
             node_action(cx.ops, &mut cx.tl, i, NodeAction::Kill, 0.0, false)?;
+        }
+        if is_leader {
+            tokio::time::sleep(Duration::from_millis(HAND_OVER_DENSE_MS)).await;
+            cx.dense(false);
         }
         restart(cx.ops, &mut cx.tl, i, 0.0)?;
         faults::wait_answering(cx.ops, i, Duration::from_secs(10)).await;

@@ -74,7 +74,7 @@ impl<T: Clone + Send + 'static> Periodic<T> {
 /// two cores): one every 2 ms fell to one every 6 ms. A probe waits on the network and
 /// sleeps between calls, so it takes little CPU. Without root (or `chrt`) it stays where
 /// it is.
-fn keep_pace_under_load() {
+pub fn keep_pace_under_load() {
     let tid = nix::unistd::gettid().to_string();
     let _ = std::process::Command::new("chrt")
         .args(["--fifo", "--pid", "5", &tid])
