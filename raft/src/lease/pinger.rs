@@ -57,6 +57,9 @@ pub fn clock_tick() {
 /// different phases).
 const DUE_SLACK_US: u64 = 1_000;
 
+/// A ping more than this many heartbeats after the previous one is logged as late.
+const LATE_PING_HEARTBEATS: u64 = 3;
+
 /// The voter that should campaign first when this leader goes away; 0 = none.
 #[derive(Debug, Default)]
 pub struct SuccessorHint(AtomicU64);
@@ -249,6 +252,18 @@ async fn write_pings(
                 "lease acknowledgements stalled; re-opening the stream"
             );
             return;
+        }
+        let gap = now_us().saturating_sub(last_sent);
+        if last_sent != 0
+            && gap > LATE_PING_HEARTBEATS * t.lease.timing.heartbeat.as_micros() as u64
+        {
+            // Tells a stalled leader (its control thread did not run) from pings delayed
+            // on their way (the voter's "leader went silent" with no such line here).
+            tracing::warn!(
+                voter = t.id,
+                gap_us = gap,
+                "lease ping sent late: this node's control thread did not run in time"
+            );
         }
         seq += 1;
         let ping = LeasePing {
