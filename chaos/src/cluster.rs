@@ -10,11 +10,10 @@ use crate::testbed::Layout;
 use anyhow::{anyhow, Context, Result};
 use fulcrum_testbed::cluster::{member_file, web_to_app, Cluster, Member};
 use fulcrum_testbed::netns;
-use fulcrum_testbed::process::{Output, Poll, Proc};
+use fulcrum_testbed::process::{Output, Poll, Proc, SharedProc};
+use fulcrum_testbed::redis::RedisServer;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Ports every node uses on its own address (the test-bed cluster's).
@@ -99,8 +98,8 @@ const SHUTDOWN_GRACE: &str = "2s";
 pub struct LocalCluster {
     pub spec: ClusterSpec,
     nodes: Cluster,
-    redis: Mutex<Proc>,
-    backends: Mutex<Vec<Proc>>,
+    redis: RedisServer,
+    backends: Vec<SharedProc>,
 }
 
 impl LocalCluster {
@@ -120,10 +119,16 @@ impl LocalCluster {
                 .write_config(i, &spec.node_toml(i, 0))
                 .context("writing a node file")?;
         }
+        let redis = RedisServer::new(&spec.layout.redis_ip().to_string(), 6379, &spec.dir)
+            .in_namespace(Layout::REDIS_NS)
+            .log_to(&spec.dir.join("redis.log"))
+            .own_group();
         let cluster = LocalCluster {
             nodes,
-            redis: Mutex::new(Proc::default()),
-            backends: Mutex::new((0..spec.layout.backends).map(|_| Proc::default()).collect()),
+            redis,
+            backends: (0..spec.layout.backends)
+                .map(|_| SharedProc::default())
+                .collect(),
             spec,
         };
         cluster.start_redis()?;
@@ -136,27 +141,13 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    fn spawn(&self, cmd: Command, log: &str) -> Result<Proc> {
-        let path = self.spec.dir.join(format!("{log}.log"));
-        Proc::spawn(cmd, Output::Log(&path), true).with_context(|| format!("starting {log}"))
-    }
-
     /// (Re)starts node `i` with its generated config.
     pub fn start_node(&self, i: usize) -> Result<()> {
         Ok(self.nodes.start(i)?)
     }
 
     pub fn start_redis(&self) -> Result<()> {
-        let ip = self.spec.layout.redis_ip().to_string();
-        let cmd = fulcrum_testbed::redis::server_command(
-            Some(Layout::REDIS_NS),
-            &ip,
-            6379,
-            &self.spec.dir,
-        );
-        let child = self.spawn(cmd, "redis")?;
-        *lock(&self.redis) = child;
-        Ok(())
+        self.redis.start().context("starting redis")
     }
 
     pub fn start_backend(&self, b: usize) -> Result<()> {
@@ -166,8 +157,10 @@ impl LocalCluster {
         let mut cmd = netns::command_in(&self.spec.layout.backend_ns(b), path_str(&exe)?);
         cmd.args(["backend", "--name", &name, "--listen"])
             .arg(format!("0.0.0.0:{BACKEND_PORT}"));
-        let child = self.spawn(cmd, &name)?;
-        lock(&self.backends)[b] = child;
+        let log = self.spec.dir.join(format!("{name}.log"));
+        self.backends[b]
+            .restart(|| Proc::spawn(cmd, Output::Log(&log), true))
+            .with_context(|| format!("starting backend {name}"))?;
         Ok(())
     }
 
@@ -177,11 +170,11 @@ impl LocalCluster {
     }
 
     pub fn kill_redis(&self) -> Result<()> {
-        signal_child(&mut lock(&self.redis), Signal::SIGKILL)
+        Ok(self.redis.signal(Signal::SIGKILL)?)
     }
 
     pub fn kill_backend(&self, b: usize) -> Result<()> {
-        signal_child(&mut lock(&self.backends)[b], Signal::SIGKILL)
+        Ok(self.backends[b].signal(Signal::SIGKILL)?)
     }
 
     /// Waits up to `limit` for node `i` to exit (after SIGTERM); true when it did.
@@ -199,22 +192,9 @@ impl Drop for LocalCluster {
     fn drop(&mut self) {
         // Nodes first, then backends, then Redis; SIGKILL also ends a SIGSTOPped process.
         (0..self.nodes.len()).for_each(|i| self.nodes.node(i).kill());
-        lock(&self.backends).iter_mut().for_each(Proc::kill);
-        lock(&self.redis).kill();
+        self.backends.iter().for_each(SharedProc::kill);
+        self.redis.kill();
     }
-}
-
-/// Sends `signal`; SIGKILL also reaps. Errors if the process is not running.
-fn signal_child(proc: &mut Proc, signal: Signal) -> Result<()> {
-    proc.signal(signal)?;
-    if signal == Signal::SIGKILL {
-        proc.kill();
-    }
-    Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn path_str(path: &Path) -> Result<&str> {

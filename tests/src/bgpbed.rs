@@ -7,9 +7,10 @@
 //! namespaces go with the `Testbed` (and the client's with this bed).
 
 use fulcrum_testbed::cluster::{web_to_app, Cluster};
-use fulcrum_testbed::netns::{command_in, exec, run, spawn_in};
+use fulcrum_testbed::netns::{command_in, exec, run, spawn_in, Namespace};
 use fulcrum_testbed::nsbackend::NsBackend;
 use fulcrum_testbed::process::{Output, Proc};
+use fulcrum_testbed::redis::RedisServer;
 use fulcrum_testbed::testbed::Testbed;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -43,7 +44,9 @@ pub fn bird_tool(name: &str) -> Option<PathBuf> {
 pub struct BgpBed {
     pub nodes: Cluster,
     birds: Vec<(String, Proc)>,
-    redis: Proc,
+    redis: RedisServer,
+    /// The client behind the router (its own namespace, not on the bridge).
+    client: Option<Namespace>,
     pub bed: Testbed,
     pub dir: tempfile::TempDir,
     client_ns: String,
@@ -69,10 +72,12 @@ impl BgpBed {
             Cluster::on_testbed(&bed, &NODES, dir.path(), "3s", "bgp-test-secret-0123456789")
                 .expect("cluster files");
         let client_ns = bed.ns("cl");
+        let redis = RedisServer::new("10.77.70.31", 6379, dir.path()).in_namespace(&bed.ns("rd"));
         let mut b = BgpBed {
             nodes,
             birds: Vec::new(),
-            redis: Proc::default(),
+            redis,
+            client: None,
             bed,
             dir,
             client_ns,
@@ -95,9 +100,8 @@ impl BgpBed {
     fn wire_router_and_client(&mut self) {
         let rt = self.bed.ns("rt");
         let cl = self.client_ns.clone();
-        let _ = Command::new("ip").args(["netns", "del", &cl]).output();
-        ip(&["netns", "add", &cl]);
-        ip(&["-n", &cl, "link", "set", "lo", "up"]);
+        let client = Namespace::add(&cl, true).expect("the client's namespace");
+        self.client = Some(client);
         ip(&[
             "-n", &rt, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &cl,
         ]);
@@ -144,13 +148,7 @@ impl BgpBed {
     }
 
     fn start_redis(&mut self) {
-        let cmd = fulcrum_testbed::redis::server_command(
-            Some(&self.bed.ns("rd")),
-            "10.77.70.31",
-            6379,
-            self.dir.path(),
-        );
-        self.redis = Proc::spawn(cmd, Output::Null, false).expect("start redis-server");
+        self.redis.start().expect("start redis-server");
     }
 
     fn spawn_bird(&mut self, host: &str, conf: &str) {
@@ -372,9 +370,7 @@ impl Drop for BgpBed {
         self.birds.drain(..).for_each(|(_, mut c)| c.kill());
         self.redis.kill();
         self.backends.clear();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.client_ns])
-            .output();
+        self.client = None;
     }
 }
 

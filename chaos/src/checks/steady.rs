@@ -39,14 +39,14 @@ pub fn steady(inp: &Inputs, fault: Fault) -> Check {
         leaders.extend(leader);
     }
     let need_rounds = ((span / STATUS_PERIOD_MS) * STATUS_SHARE).ceil() as usize;
-    if leaders.len() < need_rounds {
-        return Check::not_measured(
-            NAME,
-            format!(
-                "{} /status rounds with a leader in {span:.0} ms (need {need_rounds})",
-                leaders.len()
-            ),
-        );
+    let measured = enough(
+        leaders.len(),
+        need_rounds,
+        "/status rounds with a leader",
+        span,
+    );
+    if let Err(not_measured) = measured {
+        return not_measured;
     }
     let leader_changes = leaders.windows(2).filter(|w| w[0].0 != w[1].0).count();
     let terms: Vec<u64> = leaders.iter().filter_map(|(_, t)| *t).collect();
@@ -67,14 +67,9 @@ pub fn steady(inp: &Inputs, fault: Fault) -> Check {
         .collect();
     let need_samples =
         ((span / inp.poll_ms.max(1.0)) * inp.plan.enough.holder_share).ceil() as usize;
-    if holders.len() < need_samples {
-        return Check::not_measured(
-            NAME,
-            format!(
-                "{} complete holder samples in {span:.0} ms (need {need_samples})",
-                holders.len()
-            ),
-        );
+    let measured = enough(holders.len(), need_samples, "complete holder samples", span);
+    if let Err(not_measured) = measured {
+        return not_measured;
     }
     let vip_moves = holders.windows(2).filter(|w| w[0] != w[1]).count();
     let not_one = holders.iter().filter(|h| h.len() != 1).count();
@@ -95,4 +90,13 @@ pub fn steady(inp: &Inputs, fault: Fault) -> Check {
         Some((leader_changes + vip_moves) as f64),
         pass,
     )
+}
+
+/// "Not measured" when the window of `span_ms` holds fewer than `need` of `what`.
+fn enough(have: usize, need: usize, what: &str, span_ms: f64) -> Result<(), Check> {
+    if have < need {
+        let why = format!("{have} {what} in {span_ms:.0} ms (need {need})");
+        return Err(Check::not_measured(NAME, why));
+    }
+    Ok(())
 }

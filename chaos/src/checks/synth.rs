@@ -279,6 +279,12 @@ fn move_to_n2(s: Story, moved: f64, zombie_until: f64) -> Story {
     .at(zombie_until, |w| w.holds[0] = false)
 }
 
+/// n1 (the leader) stops answering and requests fail until another node holds.
+fn n1_silent(w: &mut World) {
+    w.answering[0] = false;
+    w.outage = true;
+}
+
 /// A run of `scenario` where everything went as it should.
 pub fn good(scenario: &str) -> Story {
     let n1 = Some(0);
@@ -287,10 +293,7 @@ pub fn good(scenario: &str) -> Story {
             Story::new(12_000.0)
                 .event(3000.0, Fault::Kill, n1, 2000.0, true)
                 .event(7000.0, Fault::Start, n1, 0.0, false)
-                .at(3000.0, |w| {
-                    w.answering[0] = false;
-                    w.outage = true;
-                }),
+                .at(3000.0, n1_silent),
             3450.0,
             5000.0,
         )
@@ -302,9 +305,8 @@ pub fn good(scenario: &str) -> Story {
                 .event(7000.0, Fault::LinkUp, n1, 0.0, false)
                 .event(7000.0, Fault::Start, n1, 0.0, false)
                 .at(3000.0, |w| {
-                    w.answering[0] = false;
+                    n1_silent(w);
                     w.link_down[0] = true;
-                    w.outage = true;
                 }),
             3450.0,
             5000.0,
@@ -324,10 +326,7 @@ pub fn good(scenario: &str) -> Story {
                 .event(3000.0, Fault::Freeze, n1, 2500.0, true)
                 .event(6000.0, Fault::Resume, n1, 0.0, false)
                 .tag(|e| e.no_dual_after = true)
-                .at(3000.0, |w| {
-                    w.answering[0] = false;
-                    w.outage = true;
-                }),
+                .at(3000.0, n1_silent),
             3500.0,
             5000.0,
         )

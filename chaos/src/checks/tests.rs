@@ -21,6 +21,14 @@ fn judge(rec: &Recording, plan: &Plan) -> Vec<Check> {
     })
 }
 
+/// The check `name` of `rec` judged as a run of `scenario`.
+fn judged(rec: &Recording, scenario: &str, name: &str) -> Check {
+    judge(rec, &plan(scenario, false))
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("{scenario} has no check {name:?}"))
+}
+
 fn failed(checks: &[Check]) -> Vec<String> {
     checks
         .iter()
@@ -222,11 +230,11 @@ fn a_partitioned_follower_does_not_prove_that_the_partition_bit() {
     let story = Story::new(13_000.0)
         .event(3000.0, Fault::Partition, Some(1), 2000.0, false)
         .event(8000.0, Fault::Heal, Some(1), 1000.0, false);
-    let checks = judge(&story.render(), &plan("partition-leader", false));
-    let premise = checks
-        .iter()
-        .find(|c| c.name == "premise: partition takes effect")
-        .expect("the premise is judged");
+    let premise = judged(
+        &story.render(),
+        "partition-leader",
+        "premise: partition takes effect",
+    );
     assert!(!premise.pass, "{}", premise.figure);
     assert!(
         premise.figure.contains("no other node committed past"),
@@ -236,10 +244,11 @@ fn a_partitioned_follower_does_not_prove_that_the_partition_bit() {
 }
 
 fn partition_effect(story: Story) -> Check {
-    judge(&story.render(), &plan("partition-flap", false))
-        .into_iter()
-        .find(|c| c.name == "premise: partition takes effect")
-        .expect("the premise is judged")
+    judged(
+        &story.render(),
+        "partition-flap",
+        "premise: partition takes effect",
+    )
 }
 
 /// partition-flap: the cut-off follower's commit index must stand still while the others
@@ -276,18 +285,16 @@ fn a_partitioned_follower_must_fall_behind() {
     for s in rec.statuses.iter_mut().filter(|s| s.t_ms > 3000.0) {
         s.nodes[1] = None;
     }
-    let c = judge(&rec, &plan("partition-flap", false))
-        .into_iter()
-        .find(|c| c.name == "premise: partition takes effect")
-        .expect("premise");
+    let c = judged(&rec, "partition-flap", "premise: partition takes effect");
     assert!(!c.pass && c.figure.contains("need 5"), "{}", c.figure);
 }
 
 fn port_effect(story: Story) -> Check {
-    judge(&story.render(), &plan("port-busy", false))
-        .into_iter()
-        .find(|c| c.name == "premise: port taken takes effect")
-        .expect("the premise is judged")
+    judged(
+        &story.render(),
+        "port-busy",
+        "premise: port taken takes effect",
+    )
 }
 
 /// port-busy: the busy node must report an apply error for an address in use; a config
@@ -324,19 +331,12 @@ fn a_taken_port_must_show_as_the_nodes_apply_error() {
             }
         }
     }
-    let c = judge(&rec, &plan("port-busy", false))
-        .into_iter()
-        .find(|c| c.name == "premise: port taken takes effect")
-        .expect("premise");
+    let c = judged(&rec, "port-busy", "premise: port taken takes effect");
     assert!(!c.pass, "{}", c.figure);
 }
 
 fn dual_check(rec: &Recording) -> Check {
-    let p = plan("kill-leader", false);
-    judge(rec, &p)
-        .into_iter()
-        .find(|c| c.name == "dual VIP holders")
-        .expect("dual check")
+    judged(rec, "kill-leader", "dual VIP holders")
 }
 
 #[test]
@@ -393,10 +393,7 @@ fn the_wire_view_catches_what_netlink_misses() {
             s.arp[0] = true;
         }
     }
-    let c = judge(&rec, &plan("freeze-leader", false))
-        .into_iter()
-        .find(|c| c.name == "dual VIP holders")
-        .expect("dual check");
+    let c = judged(&rec, "freeze-leader", "dual VIP holders");
     assert!(!c.pass, "{}", c.figure);
     assert!(
         c.figure.contains("netlink:") && c.figure.contains("wire:"),
@@ -445,10 +442,7 @@ fn affinity_needs_pinned_requests() {
     for s in &mut rec.samples {
         s.had_cookie = false;
     }
-    let c = judge(&rec, &plan("kill-leader", false))
-        .into_iter()
-        .find(|c| c.name == "affinity breaks")
-        .expect("affinity");
+    let c = judged(&rec, "kill-leader", "affinity breaks");
     assert!(
         !c.pass && c.figure.starts_with("not measured"),
         "{}",
@@ -460,10 +454,11 @@ fn affinity_needs_pinned_requests() {
 fn a_stalled_load_fails_coverage() {
     let mut rec = good("kill-leader").render();
     rec.samples.retain(|s| s.t_ms < 3500.0 || s.t_ms > 4500.0);
-    let c = judge(&rec, &plan("kill-leader", false))
-        .into_iter()
-        .find(|c| c.name == "premise: load through the fault window")
-        .expect("coverage");
+    let c = judged(
+        &rec,
+        "kill-leader",
+        "premise: load through the fault window",
+    );
     assert!(!c.pass && c.figure.contains("send gap"), "{}", c.figure);
 }
 
@@ -488,13 +483,7 @@ fn outage_failover_and_lost() {
 /// the resume says nothing about the freeze; one that finished before it does.
 #[test]
 fn an_answer_after_the_resume_does_not_disprove_the_freeze() {
-    let p = plan("freeze-leader", false);
-    let effect = |rec: &Recording| {
-        judge(rec, &p)
-            .into_iter()
-            .find(|c| c.name == "premise: freeze takes effect")
-            .expect("premise")
-    };
+    let effect = |rec: &Recording| judged(rec, "freeze-leader", "premise: freeze takes effect");
     let mut rec = good("freeze-leader").render();
     let late = rec
         .statuses
@@ -531,10 +520,7 @@ fn a_node_death_without_silence_fails() {
             s.tcp[0] = true;
         }
     }
-    let c = judge(&rec, &plan("crash-node-leader", false))
-        .into_iter()
-        .find(|c| c.name == "premise: link down takes effect")
-        .expect("premise");
+    let c = judged(&rec, "crash-node-leader", "premise: link down takes effect");
     assert!(
         !c.pass && c.figure.contains("still answered"),
         "{}",
@@ -543,10 +529,7 @@ fn a_node_death_without_silence_fails() {
 }
 
 fn steady_check(story: Story) -> Check {
-    judge(&story.render(), &plan("cpu-hog", false))
-        .into_iter()
-        .find(|c| c.name == "steady leadership and VIP")
-        .expect("steady check")
+    judged(&story.render(), "cpu-hog", "steady leadership and VIP")
 }
 
 #[test]
@@ -586,10 +569,7 @@ fn cpu_hog_needs_more_processes_than_cores_and_a_busy_machine() {
         if let Some(e) = rec.events.iter_mut().find(|e| e.fault == Fault::HogOn) {
             e.cpu = Some(cpu);
         }
-        judge(&rec, &plan("cpu-hog", false))
-            .into_iter()
-            .find(|c| c.name == "premise: cpu hog takes effect")
-            .expect("premise")
+        judged(&rec, "cpu-hog", "premise: cpu hog takes effect")
     };
     let good = CpuUse {
         procs: 6,
@@ -620,12 +600,7 @@ fn cpu_hog_needs_more_processes_than_cores_and_a_busy_machine() {
 
 #[test]
 fn a_stopping_holder_may_keep_its_fenced_address_only_while_the_wire_proves_it_silent() {
-    let rolling = |rec: &Recording| {
-        judge(rec, &plan("rolling-restart", false))
-            .into_iter()
-            .find(|c| c.name == "dual VIP holders")
-            .expect("dual check")
-    };
+    let rolling = |rec: &Recording| judged(rec, "rolling-restart", "dual VIP holders");
     // The old holder (n1) keeps its address for 60 ms after n2 claimed (8050 ms), for
     // the connections it accepted; it answers nothing new (the wire sees only n2).
     let mut kept = good("rolling-restart").render();

@@ -4,17 +4,36 @@
 use super::Ctx;
 use crate::checks::Fault;
 use crate::faults::{self, node_action, restart};
-use crate::ops::NodeAction;
+use crate::ops::{NodeAction, Ops};
 use anyhow::Result;
 use std::time::Duration;
 
 /// kill -9 the leader at 3 s; start it again at 7 s (it must catch up from disk).
 pub async fn kill_leader(cx: &mut Ctx<'_>) -> Result<()> {
+    kill_then_start(cx, |_, leader| leader, 2000.0, true).await
+}
+
+/// kill -9 at 3 s of the node `victim` picks from the leader (failures allowed for
+/// `allow_ms`; `failover` when the failover is measured), started again at 7 s.
+async fn kill_then_start(
+    cx: &mut Ctx<'_>,
+    victim: fn(&dyn Ops, usize) -> usize,
+    allow_ms: f64,
+    failover: bool,
+) -> Result<()> {
     cx.tl.until(3000).await;
     let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
-    node_action(cx.ops, &mut cx.tl, leader, NodeAction::Kill, 2000.0, true)?;
+    let victim = victim(cx.ops, leader);
+    node_action(
+        cx.ops,
+        &mut cx.tl,
+        victim,
+        NodeAction::Kill,
+        allow_ms,
+        failover,
+    )?;
     cx.tl.until(7000).await;
-    restart(cx.ops, &mut cx.tl, leader, 0.0)
+    restart(cx.ops, &mut cx.tl, victim, 0.0)
 }
 
 /// Death of the leader's node at 3 s: its link goes down first (peers and clients hear
@@ -38,12 +57,7 @@ pub async fn crash_node_leader(cx: &mut Ctx<'_>) -> Result<()> {
 
 /// kill -9 a follower at 3 s (nothing may fail); start it again at 7 s.
 pub async fn kill_follower(cx: &mut Ctx<'_>) -> Result<()> {
-    cx.tl.until(3000).await;
-    let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
-    let victim = faults::follower(cx.ops, leader);
-    node_action(cx.ops, &mut cx.tl, victim, NodeAction::Kill, 0.0, false)?;
-    cx.tl.until(7000).await;
-    restart(cx.ops, &mut cx.tl, victim, 0.0)
+    kill_then_start(cx, faults::follower, 0.0, false).await
 }
 
 /// SIGSTOP the leader at 3 s (a zombie: its kernel keeps the VIP until the lifetime runs

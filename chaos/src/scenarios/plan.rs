@@ -51,6 +51,8 @@ pub fn plan_for(name: &str, strict: bool, hog_ms: u64) -> Plan {
 fn premises(name: &str, expect: &Expect) -> Vec<Premise> {
     use Premise::*;
     let every = Which::Every;
+    let leads = |fault: Fault, which: Which| Leads { fault, which };
+    let follows = |fault: Fault, which: Which| Follows { fault, which };
     let moves = |after: Fault, which: Which| NewLeaderAndHolder {
         after,
         which,
@@ -58,44 +60,26 @@ fn premises(name: &str, expect: &Expect) -> Vec<Premise> {
     };
     match name {
         "kill-leader" => vec![
-            Leads {
-                fault: Fault::Kill,
-                which: every,
-            },
+            leads(Fault::Kill, every),
             TakesEffect(Fault::Kill),
             moves(Fault::Kill, every),
         ],
         // Node death: the link goes down first (peers hear silence), then kill -9.
         "crash-node-leader" => vec![
-            Leads {
-                fault: Fault::LinkDown,
-                which: every,
-            },
+            leads(Fault::LinkDown, every),
             TakesEffect(Fault::LinkDown),
             TakesEffect(Fault::Kill),
             moves(Fault::LinkDown, every),
         ],
         "cpu-hog" => vec![TakesEffect(Fault::HogOn)],
-        "kill-follower" => vec![
-            Follows {
-                fault: Fault::Kill,
-                which: every,
-            },
-            TakesEffect(Fault::Kill),
-        ],
+        "kill-follower" => vec![follows(Fault::Kill, every), TakesEffect(Fault::Kill)],
         "freeze-leader" => vec![
-            Leads {
-                fault: Fault::Freeze,
-                which: every,
-            },
+            leads(Fault::Freeze, every),
             TakesEffect(Fault::Freeze),
             moves(Fault::Freeze, every),
         ],
         "partition-leader" => vec![
-            Leads {
-                fault: Fault::Partition,
-                which: every,
-            },
+            leads(Fault::Partition, every),
             TakesEffect(Fault::Partition),
             Releases {
                 after: Fault::Partition,
@@ -103,32 +87,17 @@ fn premises(name: &str, expect: &Expect) -> Vec<Premise> {
             },
             moves(Fault::Partition, every),
         ],
-        "netem" => vec![
-            Leads {
-                fault: Fault::NetemOn,
-                which: every,
-            },
-            TakesEffect(Fault::NetemOn),
-        ],
+        "netem" => vec![leads(Fault::NetemOn, every), TakesEffect(Fault::NetemOn)],
         "redis-down" => vec![TakesEffect(Fault::RedisDown)],
         "backend-kill" | "backend-hang" | "backend-500" => vec![TakesEffect(Fault::BackendDown)],
         "rolling-restart" => vec![
-            Follows {
-                fault: Fault::Stop,
-                which: Which::AllButLast,
-            },
-            Leads {
-                fault: Fault::Stop,
-                which: Which::Last,
-            },
+            follows(Fault::Stop, Which::AllButLast),
+            leads(Fault::Stop, Which::Last),
             TakesEffect(Fault::Stop),
             moves(Fault::Stop, Which::Last),
         ],
         "config-change" => vec![
-            Follows {
-                fault: Fault::ConfigPut,
-                which: every,
-            },
+            follows(Fault::ConfigPut, every),
             TakesEffect(Fault::ConfigPut),
         ],
         // Convergence scenarios (scenarios/heal.rs). restart-two-recover kills the
@@ -136,47 +105,29 @@ fn premises(name: &str, expect: &Expect) -> Vec<Premise> {
         // often does), so no "another node holds" premise: the VIP failover figure and the
         // convergence check judge the recovery.
         "restart-two-recover" => vec![
-            Follows {
-                fault: Fault::Kill,
-                which: Which::AllButLast,
-            },
-            Leads {
-                fault: Fault::Kill,
-                which: Which::Last,
-            },
+            follows(Fault::Kill, Which::AllButLast),
+            leads(Fault::Kill, Which::Last),
             TakesEffect(Fault::Kill),
             TakesEffect(Fault::BackendDown),
         ],
         // The follower's partition shows as its commit index standing still while the
         // others commit the backend's flaps.
         "partition-flap" => vec![
-            Follows {
-                fault: Fault::Partition,
-                which: every,
-            },
+            follows(Fault::Partition, every),
             TakesEffect(Fault::Partition),
             TakesEffect(Fault::BackendDown),
         ],
         // The taken port shows as the busy node's apply error; the config reaches every
         // node once the port is free.
         "port-busy" => vec![
-            Follows {
-                fault: Fault::PortBusy,
-                which: every,
-            },
+            follows(Fault::PortBusy, every),
             TakesEffect(Fault::PortBusy),
-            Follows {
-                fault: Fault::ConfigPut,
-                which: every,
-            },
+            follows(Fault::ConfigPut, every),
             TakesEffect(Fault::ConfigPut),
         ],
         // The configs committed while the follower was down reach every node.
         "large-configs" => vec![
-            Follows {
-                fault: Fault::Kill,
-                which: every,
-            },
+            follows(Fault::Kill, every),
             TakesEffect(Fault::Kill),
             TakesEffect(Fault::ConfigPut),
         ],

@@ -22,11 +22,10 @@ use crate::bufpool;
 use crate::pool::PoolRuntime;
 use crate::request::answered::answered;
 use crate::request::choice::{self, Choice, ChoiceKeys};
+use crate::request::course::Course;
 use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
-use crate::request::redispatch::{self, Retry};
-use crate::request::retry::Retries;
 use crate::request::timeouts::{RequestClock, RouteTimeouts, TryClock};
 use crate::request::{authority, breaker, path, rate_limit};
 use crate::upstream::BackendConn;
@@ -172,16 +171,14 @@ where
         trusted: ctx.conn.trusted,
     };
     encode::request_head(&mut c.out, &c.head, &c.buf, forwarded_path, &fwd);
-    let mut index = choice.index;
-    let mut fresh = false;
-    let mut moved = false;
-    let mut retries = Retries::default();
+    let mut course = Course::new(&ctx.dp, &pool, &choice, &ctx.conn, &clock, retryable);
     let (up, delivered, done) = loop {
+        let index = course.index();
         let occupied = match breaker::occupy(&pool, index) {
             Ok(occupied) => occupied,
             Err(answer) => return local(c, ctx, answer).await,
         };
-        let sent = send(c, ctx, &pool, index, fresh, &clock.start_try()).await;
+        let sent = send(c, ctx, &pool, index, course.fresh(), &clock.start_try()).await;
         let failure = match sent {
             Ok((up, delivered)) => {
                 let done = RequestDone::new(
@@ -203,26 +200,11 @@ where
             Ok(failure) => failure,
             Err(answer) => return local(c, ctx, answer).await,
         };
-        let next = redispatch::after_failure(
-            &ctx.dp,
-            &pool,
-            &choice,
-            &ctx.conn,
-            &mut retries,
-            index,
-            failure,
-            retryable,
-            &clock,
-        );
-        match next.await {
-            Err(answer) => return local(c, ctx, answer).await,
-            Ok(Retry::SameBackend) => fresh = true,
-            Ok(Retry::Other(other)) => {
-                moved = true;
-                index = other;
-            }
+        if let Err(answer) = course.after_failure(failure).await {
+            return local(c, ctx, answer).await;
         }
     };
+    let (index, moved) = (course.index(), course.moved());
     if !c.consumed {
         c.buf.advance(c.head.len + c.buffered_body());
         c.consumed = true;

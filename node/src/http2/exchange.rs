@@ -25,11 +25,11 @@ use crate::pool::PoolRuntime;
 use crate::request::answered::answered;
 use crate::request::breaker;
 use crate::request::choice::Choice;
+use crate::request::course::Course;
 use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
-use crate::request::redispatch::{self, Retry};
-use crate::request::retry::{is_idempotent, Retries};
+use crate::request::retry::is_idempotent;
 use crate::request::target::Target;
 use crate::request::timeouts::{RequestClock, RouteTimeouts, TryClock};
 use bytes::{Buf, Bytes, BytesMut};
@@ -83,11 +83,10 @@ pub(super) async fn forward(
         .to_owned();
     let mut head_bytes = Vec::with_capacity(512);
     let mut resp = ResponseHead::default();
-    let mut index = choice.index;
-    let (mut fresh, mut moved) = (false, false);
-    let mut retries = Retries::default();
+    let mut course = Course::new(&shared.dp, &pool, &choice, &shared.conn, &clock, retryable);
     let mut log = Some(log);
     let (up, done) = loop {
+        let index = course.index();
         let backend = &pool.backends[index];
         head_bytes.clear();
         let head = encode::Head {
@@ -103,7 +102,7 @@ pub(super) async fn forward(
         let attempt = Attempt {
             head: &head_bytes,
             framing,
-            fresh,
+            fresh: course.fresh(),
             expect_continue,
             clock: clock.start_try(),
         };
@@ -129,27 +128,9 @@ pub(super) async fn forward(
         };
         drop(occupied);
         let failure = failure.judge(&pool, index, has_body)?;
-        let (dp, conn) = (&shared.dp, &shared.conn);
-        let next = redispatch::after_failure(
-            dp,
-            &pool,
-            &choice,
-            conn,
-            &mut retries,
-            index,
-            failure,
-            retryable,
-            &clock,
-        );
-        match next.await? {
-            Retry::SameBackend => fresh = true,
-            Retry::Other(other) => {
-                moved = true;
-                index = other;
-            }
-        }
+        course.after_failure(failure).await?;
     };
-    let set_cookie = choice.set_cookie || moved;
+    let (index, set_cookie) = (course.index(), choice.set_cookie || course.moved());
     let head_request = parts.method == Method::HEAD;
     relay(
         &pool,

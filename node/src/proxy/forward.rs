@@ -19,11 +19,11 @@ use crate::pool::PoolRuntime;
 use crate::request::breaker;
 use crate::request::choice::Choice;
 use crate::request::conn::ConnInfo;
+use crate::request::course::Course;
 use crate::request::finish::{RequestDone, RequestLog};
 use crate::request::local::{Cap, Local};
-use crate::request::redispatch::{after_failure, Retry};
 use crate::request::retry::is_idempotent;
-use crate::request::retry::{AttemptFailure, Retries};
+use crate::request::retry::AttemptFailure;
 use crate::request::target::Target;
 use crate::request::timeouts::{Expiry, RequestClock, RouteTimeouts};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -79,13 +79,12 @@ pub(super) async fn forward(
     };
     let client_body = ClientBody::new(body);
     let client_failed = client_body.failed();
-    let mut index = choice.index;
     let mut body = Some(client_body.boxed());
     // Up to three attempts: at most one more on the same backend and one on another
     // (`request::retry` decides).
-    let mut retries = Retries::default();
-    let mut moved = false;
+    let mut course = Course::new(dp, &pool, &choice, conn, &clock, retryable);
     for attempt in 0..3 {
+        let index = course.index();
         let backend = &pool.backends[index];
         // The last possible attempt takes the headers; an earlier one sends a copy.
         let headers = if retryable && attempt < 2 {
@@ -131,7 +130,7 @@ pub(super) async fn forward(
                     Some(lease),
                 );
                 occupied.hand_over();
-                let set_cookie = choice.set_cookie || moved || learned;
+                let set_cookie = choice.set_cookie || course.moved() || learned;
                 return Ok(finish_response(&pool, index, resp, done, set_cookie));
             }
             Ok(Err(e)) => Some(e),
@@ -153,24 +152,7 @@ pub(super) async fn forward(
                 AttemptFailure::TryTimeout
             }
         };
-        let next = after_failure(
-            dp,
-            &pool,
-            &choice,
-            conn,
-            &mut retries,
-            index,
-            failure,
-            retryable,
-            &clock,
-        );
-        match next.await? {
-            Retry::SameBackend => {}
-            Retry::Other(other) => {
-                moved = true;
-                index = other;
-            }
-        }
+        course.after_failure(failure).await?;
     }
     Err(Local::BadGateway)
 }

@@ -9,6 +9,8 @@
 //! - `choice`     — backend choice: affinity cookie, Redis pin, then the pool's algorithm.
 //! - `failure`    — why a raw backend exchange failed, and what that calls for.
 //! - `retry`      — after a failed attempt: same backend, another one, or give up; eject?
+//! - `course`     — one request through its attempts: the backend it is on, the next
+//!   attempt after a failure (the retry rule, ejection, budget, overall timeout).
 //! - `redispatch` — local ejection and the other backend (moving a pinned session).
 //! - `answered`   — what a relaying codec records when a backend's final head arrives.
 //! - `finish`     — accounting when a request is done (metrics, access log, load).
@@ -28,6 +30,7 @@ pub mod budget;
 pub mod choice;
 pub mod cluster_limit;
 pub mod conn;
+pub(crate) mod course;
 pub(crate) mod failure;
 pub(crate) mod finish;
 pub mod local;

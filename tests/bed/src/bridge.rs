@@ -12,7 +12,7 @@
 //! veth pairs go with them), also when a test panics or a run fails half way; [`cleanup`]
 //! removes the leftovers of a process that was killed before it could drop its bed.
 
-use crate::netns;
+use crate::netns::{self, Namespace};
 use crate::BedError;
 use std::net::Ipv4Addr;
 
@@ -49,7 +49,8 @@ pub struct BridgeSpec {
 
 /// The built network; dropping it tears everything down.
 pub struct Bridged {
-    created: Vec<String>,
+    /// In the order made; deleted in reverse (hosts first, the switch last).
+    created: Vec<Namespace>,
     /// Host value of bridge-nf-call-iptables to put back if our change leaked to the host.
     restore_bridge_nf: Option<String>,
 }
@@ -130,12 +131,8 @@ impl Bridged {
     }
 
     fn add_ns(&mut self, ns: &str, leftovers: Leftovers) -> Result<(), BedError> {
-        if leftovers == Leftovers::Replace {
-            let _ = netns::run("ip", &["netns", "del", ns]);
-        }
-        netns::run("ip", &["netns", "add", ns])?;
-        self.created.push(ns.to_string());
-        netns::run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
+        let ns = Namespace::add(ns, leftovers == Leftovers::Replace)?;
+        self.created.push(ns);
         Ok(())
     }
 
@@ -154,8 +151,11 @@ impl Bridged {
     }
 
     /// The namespaces this bed made, in the order it made them.
-    pub fn namespaces(&self) -> &[String] {
-        &self.created
+    pub fn namespaces(&self) -> Vec<String> {
+        self.created
+            .iter()
+            .map(|ns| ns.name().to_string())
+            .collect()
     }
 }
 
@@ -163,9 +163,8 @@ impl Drop for Bridged {
     fn drop(&mut self) {
         let _span =
             tracing::info_span!("test bed teardown", namespaces = self.created.len()).entered();
-        for ns in self.created.iter().rev() {
-            netns::kill_processes(ns);
-            let _ = netns::run("ip", &["netns", "del", ns]);
+        while let Some(ns) = self.created.pop() {
+            drop(ns);
         }
         if let Some(value) = &self.restore_bridge_nf {
             let _ = std::fs::write(format!("/proc/sys/{BRIDGE_NF}"), value);

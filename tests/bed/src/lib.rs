@@ -8,7 +8,8 @@
 //! - [`cluster`] — a cluster of real `fulcrum` processes: the node file (node-local and
 //!   cluster-wide parts), one node's start/signal/kill/wait/log, nodes in namespaces with
 //!   admin calls and `fulcrum ctl`.
-//! - [`netns`]  — commands and threads inside a named network namespace, the root check.
+//! - [`netns`]  — the one way a bed adds a namespace ([`netns::Namespace`], deleted on
+//!   drop), commands and threads inside a named namespace, the root check.
 //! - [`bridge`] — a bridge in its own namespace and one namespace per host, joined by veth
 //!   pairs, addresses inside 10.77.0.0/16 only, no route out; deleted on drop.
 //! - [`nsbackend`] — a [`backend::TestBackend`] serving inside a namespace until dropped.
@@ -16,8 +17,9 @@
 //! - [`ports`]  — free loopback ports, never the same twice in one process.
 //! - [`process`] — a child process we started (log file, own process group), signalled
 //!   and stopped by its PID; the `fulcrum` binary under test.
-//! - [`redis`]  — a real `redis-server` without persistence: its command line (on loopback
-//!   or in a namespace), a loopback instance for tests, `INFO commandstats`.
+//! - [`redis`]  — a real `redis-server` without persistence: the one process starter (on
+//!   loopback or in a namespace, killed and restarted by PID), a loopback instance for
+//!   tests, `INFO commandstats`.
 //! - [`testbed`] — one test's bed: short host names in 10.77.70.0/24, unique per process.
 //! - [`error`]  — the crate's one error type.
 

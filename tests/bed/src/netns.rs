@@ -62,6 +62,42 @@ pub fn command_in(ns: &str, program: &str) -> Command {
     cmd
 }
 
+/// A network namespace this process made, its loopback up. Dropping it SIGKILLs what
+/// still runs in it and deletes it (its veth ends go with it). The one place a bed adds
+/// a namespace: [`crate::bridge`] makes its switch and hosts with it, a bed its extra
+/// hosts (the BGP bed's client behind the router).
+#[derive(Debug)]
+pub struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    /// Adds namespace `name`; with `replace`, one of that name left by an earlier run is
+    /// deleted first (otherwise its existence is an error).
+    pub fn add(name: &str, replace: bool) -> Result<Namespace, BedError> {
+        if replace {
+            let _ = run("ip", &["netns", "del", name]);
+        }
+        run("ip", &["netns", "add", name])?;
+        let ns = Namespace {
+            name: name.to_string(),
+        };
+        run("ip", &["-n", name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        kill_processes(&self.name);
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
 /// Moves the calling thread into namespace `ns`.
 pub fn enter(ns: &str) -> Result<(), BedError> {
     let path = format!("/var/run/netns/{ns}");

@@ -10,7 +10,7 @@ use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Where a child's stdout and stderr go.
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +122,62 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A [`Proc`] that threads share: every method takes `&self`, so a bed can stop a
+/// process while another thread waits for it.
+#[derive(Debug, Default)]
+pub struct SharedProc(Mutex<Proc>);
+
+impl SharedProc {
+    /// Holds `proc` from now on; one held before is SIGKILLed and reaped first.
+    pub fn replace(&self, proc: Proc) {
+        let mut held = self.lock();
+        held.kill();
+        *held = proc;
+    }
+
+    /// Kills what is held, then holds what `start` spawns (so a start is also a restart).
+    pub fn restart(
+        &self,
+        start: impl FnOnce() -> Result<Proc, BedError>,
+    ) -> Result<Option<u32>, BedError> {
+        let mut held = self.lock();
+        held.kill();
+        *held = start()?;
+        Ok(held.pid())
+    }
+
+    /// The PID while a process is held.
+    pub fn pid(&self) -> Option<u32> {
+        self.lock().pid()
+    }
+
+    /// Sends `signal`; SIGKILL also reaps. Errors if no process is held.
+    pub fn signal(&self, signal: Signal) -> Result<(), BedError> {
+        let mut proc = self.lock();
+        proc.signal(signal)?;
+        if signal == Signal::SIGKILL {
+            proc.kill();
+        }
+        Ok(())
+    }
+
+    /// `kill -9` and reap; nothing if none is held.
+    pub fn kill(&self) {
+        self.lock().kill();
+    }
+
+    /// Whether it runs; an exited process is reaped.
+    pub fn poll(&self) -> Poll {
+        self.lock().poll()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Proc> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

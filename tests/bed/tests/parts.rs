@@ -1,13 +1,14 @@
 //! The test bed's own parts against the real thing: processes stopped by PID, the HTTP
 //! backend's modes and sessions through the bed's HTTP client, redis-server, and a bridged
-//! network that is deleted on drop (that one needs root and iproute2).
+//! network that is deleted on drop, and redis-server inside a namespace (those two need root
+//! and iproute2).
 
 use fulcrum_testbed::backend::{Mode, Options, TestBackend};
 use fulcrum_testbed::bridge::{self, BridgeSpec, Bridged, Leftovers};
 use fulcrum_testbed::httpc;
-use fulcrum_testbed::netns;
+use fulcrum_testbed::netns::{self, Namespace};
 use fulcrum_testbed::process::{Output, Poll, Proc};
-use fulcrum_testbed::redis::TestRedis;
+use fulcrum_testbed::redis::{RedisServer, TestRedis};
 use nix::sys::signal::Signal;
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -252,4 +253,67 @@ fn a_bridged_bed_connects_its_hosts_and_is_gone_after_drop() {
     let mut sleeper = sleeper;
     let status = sleeper.wait().expect("reap");
     assert!(!status.success(), "pid {pid} was killed, not left running");
+}
+
+/// PING on `port` of 127.0.0.1 inside namespace `ns`, retried for up to `within`.
+fn redis_answers_in(ns: &str, port: u16, within: Duration) -> bool {
+    netns::spawn_in(ns, move || {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + within;
+        loop {
+            let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let pong = std::net::TcpStream::connect_timeout(&to, BUDGET).is_ok_and(|mut s| {
+                let mut buf = [0u8; 16];
+                s.set_read_timeout(Some(BUDGET)).is_ok()
+                    && s.write_all(b"PING\r\n").is_ok()
+                    && s.read(&mut buf)
+                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+            });
+            if pong || Instant::now() >= deadline {
+                return pong;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+/// The one redis-server starter inside a namespace (as the chaos suite and the BGP bed run
+/// it): it answers there, SIGKILL by its PID silences it, a start brings it back on the
+/// same address; the namespace goes on drop and takes a still running server with it.
+#[test]
+fn redis_in_a_namespace_is_killed_and_restarted_by_pid_and_goes_with_it() {
+    if !netns::can_run("redis_in_a_namespace_is_killed_and_restarted_by_pid_and_goes_with_it") {
+        return;
+    }
+    let name = format!("fbt{}r", std::process::id() % 100_000);
+    let ns = Namespace::add(&name, true).expect("namespace");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("redis.log");
+    let redis = RedisServer::new("127.0.0.1", 6379, dir.path())
+        .in_namespace(ns.name())
+        .log_to(&log);
+    redis.start().expect("start redis-server");
+    assert!(
+        redis_answers_in(&name, 6379, Duration::from_secs(10)),
+        "answers in {name}"
+    );
+    redis.signal(Signal::SIGKILL).expect("kill by pid");
+    assert!(
+        redis.signal(Signal::SIGTERM).is_err(),
+        "nothing held after SIGKILL"
+    );
+    assert!(
+        !redis_answers_in(&name, 6379, Duration::ZERO),
+        "silent once killed"
+    );
+    redis.start().expect("start again");
+    assert!(
+        redis_answers_in(&name, 6379, Duration::from_secs(10)),
+        "answers again"
+    );
+    drop(ns);
+    assert!(netns::list(&name).is_empty(), "namespace {name} deleted");
+    redis.kill();
 }

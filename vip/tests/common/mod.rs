@@ -1,7 +1,8 @@
 //! Test bed for the VIP tests: a few network namespaces ("hosts") joined by a bridge that lives
 //! in its own namespace, so the host's interfaces are never touched. Everything is deleted by
 //! `Lab`'s Drop, also when a test fails. Hosts get 10.77.50.(i+1)/24 and fd77:50::(i+1)/64 on
-//! `fvt0`, in the order given.
+//! `fvt0`, in the order given. The namespaces themselves are the shared test bed's
+//! (`fulcrum_testbed::netns::Namespace`); the wiring (port names, IPv6) is this file's.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -9,6 +10,7 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fulcrum_testbed::netns::Namespace;
 use fulcrum_vip::{VipController, VipOptions};
 use nix::sched::CloneFlags;
 
@@ -33,7 +35,8 @@ pub fn ip(args: &[&str]) -> String {
 pub struct Lab {
     prefix: String,
     hosts: Vec<String>,
-    created: Vec<String>,
+    /// The shared test bed's namespaces, in the order made (deleted in reverse).
+    created: Vec<Namespace>,
 }
 
 impl Lab {
@@ -56,10 +59,9 @@ impl Lab {
     }
 
     fn add_ns(&mut self, name: &str) {
-        // A leftover from a crashed run with the same pid would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-        ip(&["netns", "add", name]);
-        self.created.push(name.to_string());
+        // A leftover from a crashed run with the same pid is replaced.
+        let ns = Namespace::add(name, true).unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+        self.created.push(ns);
     }
 
     fn add_host(&mut self, br: &str, i: usize, host: &str) {
@@ -70,7 +72,6 @@ impl Lab {
             "-n", &ns, "link", "add", IFACE, "type", "veth", "peer", "name", &port, "netns", br,
         ]);
         ip(&["-n", br, "link", "set", &port, "master", "fvtbr", "up"]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
         ip(&["-n", &ns, "link", "set", IFACE, "up"]);
         let v4 = format!("10.77.50.{}/24", i + 1);
         let v6 = format!("fd77:50::{}/64", i + 1);
@@ -115,10 +116,8 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for ns in self.created.iter().rev() {
-            if let Err(e) = Command::new("ip").args(["netns", "del", ns]).output() {
-                eprintln!("cleanup: ip netns del {ns}: {e}");
-            }
+        while let Some(ns) = self.created.pop() {
+            drop(ns);
         }
     }
 }

@@ -3,12 +3,11 @@
 //! killed and waited for through the PID we hold (a test-bed [`Proc`]); every method
 //! takes `&self`, so a bed shared between threads can stop a node while another waits.
 
-use crate::process::{Output, Poll, Proc};
+use crate::process::{Output, Poll, Proc, SharedProc};
 use crate::BedError;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How often the waits look at the process.
@@ -26,7 +25,7 @@ pub struct Node {
     own_group: bool,
     /// Output to a pipe nobody reads instead of the log file.
     unread_output: bool,
-    proc: Mutex<Proc>,
+    proc: SharedProc,
 }
 
 impl Node {
@@ -42,7 +41,7 @@ impl Node {
             args: Vec::new(),
             own_group: false,
             unread_output: false,
-            proc: Mutex::new(Proc::default()),
+            proc: SharedProc::default(),
         }
     }
 
@@ -102,41 +101,36 @@ impl Node {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        let mut proc = self.lock();
-        proc.kill();
         let output = if self.unread_output {
             Output::Unread
         } else {
             Output::Log(&self.log)
         };
-        *proc = Proc::spawn(cmd, output, self.own_group)?;
-        tracing::info!(config = %self.config.display(), pid = proc.pid(), "started a fulcrum node");
+        let pid = self
+            .proc
+            .restart(|| Proc::spawn(cmd, output, self.own_group))?;
+        tracing::info!(config = %self.config.display(), pid, "started a fulcrum node");
         Ok(())
     }
 
     /// The PID while a process is held.
     pub fn pid(&self) -> Option<u32> {
-        self.lock().pid()
+        self.proc.pid()
     }
 
     /// Sends `signal`; SIGKILL also reaps. Errors if no process is held.
     pub fn signal(&self, signal: Signal) -> Result<(), BedError> {
-        let mut proc = self.lock();
-        proc.signal(signal)?;
-        if signal == Signal::SIGKILL {
-            proc.kill();
-        }
-        Ok(())
+        self.proc.signal(signal)
     }
 
     /// `kill -9` and reap; nothing if none is held.
     pub fn kill(&self) {
-        self.lock().kill();
+        self.proc.kill();
     }
 
     /// Whether it runs; an exited process is reaped.
     pub fn poll(&self) -> Poll {
-        self.lock().poll()
+        self.proc.poll()
     }
 
     pub fn running(&self) -> bool {
@@ -171,11 +165,5 @@ impl Node {
     /// Everything the node wrote so far (empty when there is no log yet).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Proc> {
-        self.proc
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

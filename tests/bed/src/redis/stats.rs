@@ -1,25 +1,7 @@
-//! A real `redis-server` without persistence: its command line (on loopback or inside a
-//! namespace), a loopback instance for tests ([`TestRedis`], killed by PID), and Redis's
-//! own count of the commands it ran (`INFO commandstats`).
+//! Redis's own count of the commands it ran (`INFO commandstats`), and the round trips
+//! fulcrum's session store made between two such counts.
 
-use crate::process::{Output, Proc};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// `redis-server` bound to `bind:port`, no snapshots, no append-only file, its working
-/// directory `dir`; inside namespace `ns` when given.
-pub fn server_command(ns: Option<&str>, bind: &str, port: u16, dir: &Path) -> Command {
-    let mut cmd = match ns {
-        Some(ns) => crate::netns::command_in(ns, "redis-server"),
-        None => Command::new("redis-server"),
-    };
-    cmd.args(["--bind", bind, "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-        .arg("--dir")
-        .arg(dir);
-    cmd
-}
 
 /// `INFO commandstats`: command name -> (calls, failed or rejected calls).
 pub type CommandStats = std::collections::BTreeMap<String, (u64, u64)>;
@@ -115,91 +97,4 @@ pub async fn command_stats(port: u16) -> CommandStats {
         out.insert(name.to_string(), (field("calls="), failed));
     }
     out
-}
-
-/// A redis-server on a free loopback port for one test; dropping it kills it.
-pub struct TestRedis {
-    pub port: u16,
-    proc: Proc,
-    dir: tempfile::TempDir,
-}
-
-impl TestRedis {
-    /// Starts redis-server on a free port and waits until it answers PING.
-    pub async fn start() -> TestRedis {
-        let mut r = TestRedis {
-            port: crate::ports::free_port(),
-            proc: Proc::default(),
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        r.spawn().await;
-        r
-    }
-
-    /// Its address, for raw TCP clients.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    async fn spawn(&mut self) {
-        let cmd = server_command(None, "127.0.0.1", self.port, self.dir.path());
-        self.proc = match Proc::spawn(cmd, Output::Null, false) {
-            Ok(p) => p,
-            Err(e) => panic!("redis-server must be installed (apt-get install redis-server): {e}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.ping().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-
-    /// True when the server answers PING.
-    pub async fn ping(&self) -> bool {
-        self.command(&["PING"])
-            .await
-            .is_some_and(|r| r.contains("PONG"))
-    }
-
-    /// Sends one inline command; returns the raw reply.
-    pub async fn command(&self, args: &[&str]) -> Option<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-        }
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    }
-
-    /// Per command since the last `CONFIG RESETSTAT` ([`command_stats`]).
-    pub async fn command_calls(&self) -> CommandStats {
-        command_stats(self.port).await
-    }
-
-    /// Kills the server (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
-        self.proc.kill();
-    }
-
-    /// Starts it again on the same port (empty: no persistence).
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.spawn().await;
-    }
 }

@@ -1,0 +1,96 @@
+//! A `redis-server` process the bed started: bound to one address (on loopback or inside
+//! a network namespace), no snapshots, no append-only file, its output dropped or
+//! appended to a log. Killed by the PID we hold, started again on the same address
+//! (empty: nothing persists); dropping it kills it. Every bed that needs Redis (a test's
+//! [`super::TestRedis`], the BGP bed, the chaos suite) starts it here.
+
+use crate::process::{Output, Proc, SharedProc};
+use crate::BedError;
+use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where a server listens and keeps its files; what [`RedisServer::start`] runs.
+#[derive(Debug)]
+pub struct RedisServer {
+    ns: Option<String>,
+    bind: String,
+    port: u16,
+    dir: PathBuf,
+    log: Option<PathBuf>,
+    own_group: bool,
+    proc: SharedProc,
+}
+
+impl RedisServer {
+    /// A server bound to `bind:port` with its working directory `dir`, on loopback (or
+    /// in the host's namespace); not started yet.
+    pub fn new(bind: &str, port: u16, dir: &Path) -> RedisServer {
+        RedisServer {
+            ns: None,
+            bind: bind.to_string(),
+            port,
+            dir: dir.to_path_buf(),
+            log: None,
+            own_group: false,
+            proc: SharedProc::default(),
+        }
+    }
+
+    /// Runs inside network namespace `ns`.
+    pub fn in_namespace(mut self, ns: &str) -> RedisServer {
+        self.ns = Some(ns.to_string());
+        self
+    }
+
+    /// Appends its output to `log` (dropped otherwise).
+    pub fn log_to(mut self, log: &Path) -> RedisServer {
+        self.log = Some(log.to_path_buf());
+        self
+    }
+
+    /// Puts the process in a group of its own (Ctrl-C on the driver does not reach it).
+    pub fn own_group(mut self) -> RedisServer {
+        self.own_group = true;
+        self
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the server; one still held is SIGKILLed first (so this also restarts).
+    pub fn start(&self) -> Result<(), BedError> {
+        let output = match &self.log {
+            Some(path) => Output::Log(path),
+            None => Output::Null,
+        };
+        let pid = self
+            .proc
+            .restart(|| Proc::spawn(self.command(), output, self.own_group))?;
+        tracing::info!(bind = %self.bind, port = self.port, pid, "started redis-server");
+        Ok(())
+    }
+
+    /// Sends `signal`; SIGKILL also reaps. Errors if no process is held.
+    pub fn signal(&self, signal: Signal) -> Result<(), BedError> {
+        self.proc.signal(signal)
+    }
+
+    /// `kill -9` and reap; nothing if none is held.
+    pub fn kill(&self) {
+        self.proc.kill();
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = match &self.ns {
+            Some(ns) => crate::netns::command_in(ns, "redis-server"),
+            None => Command::new("redis-server"),
+        };
+        cmd.args(["--bind", &self.bind, "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(&self.dir);
+        cmd
+    }
+}
