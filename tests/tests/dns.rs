@@ -374,7 +374,7 @@ async fn malformed_datagrams_and_frames_never_stop_the_answers() {
 /// Random datagrams, and dig's own query with every byte flipped in turn and with random
 /// cuts: 3,000 in all, paced so few are lost to a full socket buffer.
 fn hostile_udp(port: u16, base: &[u8]) -> usize {
-    let mut rng = Lcg(0xd15_25);
+    let mut rng = Lcg(0x000d_1525);
     let mut datagrams: Vec<Vec<u8>> = Vec::new();
     for _ in 0..1_000 {
         let n = (rng.next() % 600) as usize;

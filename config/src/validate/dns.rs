@@ -39,13 +39,13 @@ pub(super) fn check(config: &Config, dns: &DnsSection, r: &mut Report<'_>) {
     }
 }
 
-fn check_entry<'c>(
+fn check_entry(
     config: &Config,
     dns: &DnsSection,
     i: usize,
     seen: &mut HashSet<String>,
     r: &mut Report<'_>,
-    n: &'c crate::dns::DnsName,
+    n: &crate::dns::DnsName,
 ) {
     let at = |key| [K("dns"), K("name"), I(i), K(key)];
     if n.name != "@" {
