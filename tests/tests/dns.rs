@@ -13,7 +13,7 @@
 use fulcrum_testbed::netns::{can_run, exec};
 use fulcrum_tests::config::{single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
-use fulcrum_tests::vipbed::VipCluster;
+use fulcrum_tests::vipbed::{as_spread, VipCluster};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -24,18 +24,6 @@ const ZONE: &str = "lb.test";
 
 /// The bed's `[vip]` becomes three `[[vip]]`, and `[dns]` is added.
 fn with_dns(text: String) -> String {
-    let single = "[vip]\naddress = \"10.77.70.100/24\"\ninterface = \"eth0\"\nfencing = \"fast\"\nlifetime = \"2s\"\n";
-    assert!(text.contains(single), "the bed's [vip] changed:\n{text}");
-    let many: String = SPREAD
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            format!(
-                "[[vip]]\nname = \"v{}\"\naddress = \"{a}/24\"\ninterface = \"eth0\"\n\n",
-                i + 1
-            )
-        })
-        .collect();
     let nodes: String = NODE_IPS
         .iter()
         .enumerate()
@@ -47,7 +35,7 @@ fn with_dns(text: String) -> String {
          [[dns.name]]\nname = \"www\"\nanswer = \"vips\"\n\n\
          [[dns.name]]\nname = \"nodes\"\nanswer = \"nodes\"\n"
     );
-    text.replace(single, &many) + &dns
+    as_spread(text, &SPREAD) + &dns
 }
 
 /// `dig` from the client namespace at node `server`: its whole output, or `None` when
