@@ -3,6 +3,7 @@
 //! Layout:
 //! - `model`     — typed structs for every TOML table, with defaults.
 //! - `bgp`       — `[bgp]`: the service prefixes a node announces through BIRD.
+//! - `dns`       — `[dns]`: the authoritative listener answering with healthy addresses.
 //! - `accessors` — typed views of string fields (`SocketAddr`, `HashKey`, networks, ...).
 //! - `net`       — address syntaxes: `IP/PREFIX` networks, `ID@HOST:PORT` peers.
 //! - `hash_key`  — what a consistent-hash pool hashes on.
@@ -20,6 +21,7 @@
 
 mod accessors;
 mod bgp;
+mod dns;
 mod error;
 mod hash_key;
 mod model;
@@ -34,6 +36,7 @@ mod vips;
 
 pub use accessors::DEFAULT_AFFINITY_COOKIE;
 pub use bgp::BgpSection;
+pub use dns::{normalize as normalize_dns_name, DnsAnswer, DnsName, DnsSection, DNS_TTL_RANGE};
 pub use error::{ConfigError, ConfigErrors};
 pub use hash_key::HashKey;
 pub use model::*;

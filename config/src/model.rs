@@ -25,6 +25,8 @@ pub struct Config {
     pub vip: Option<crate::vips::VipTable>,
     /// Local to one node: announce the service addresses through BIRD (ECMP).
     pub bgp: Option<crate::bgp::BgpSection>,
+    /// The authoritative DNS listener (`bind` local, the rest cluster-wide).
+    pub dns: Option<crate::dns::DnsSection>,
     /// Where session affinity lives, and the key that signs affinity cookies.
     pub session: Option<SessionSection>,
     #[serde(default)]

@@ -18,6 +18,7 @@ impl Config {
         vip(&mut out, self.leader_vip());
         spread_vips(&mut out, self.spread_vips());
         bgp(&mut out, self.bgp.as_ref());
+        dns(&mut out, self.dns.as_ref());
         session(&mut out, self.session.as_ref());
         listeners(&mut out, self);
         pools(&mut out, &self.pool);
@@ -115,6 +116,19 @@ fn bgp(out: &mut String, bgp: Option<&crate::BgpSection>) {
             b.fragment.display(),
             h(b.withdraw_wait),
         );
+    }
+}
+
+fn dns(out: &mut String, dns: Option<&crate::DnsSection>) {
+    let Some(d) = dns else { return };
+    let bind = d
+        .bind
+        .map_or("not here".to_string(), |b| format!("{b} (udp+tcp)"));
+    let zone = d.zone.as_deref().unwrap_or("(none: every query refused)");
+    let _ = writeln!(out, "dns: {bind}, zone {zone}, ttl {}", h(d.ttl));
+    for n in &d.name {
+        let full = d.full_name(&n.name).unwrap_or_else(|| n.name.clone());
+        let _ = writeln!(out, "dns name {full}: {:?}", n.answer);
     }
 }
 

@@ -31,6 +31,15 @@ fragment = "/tmp/fulcrum-bird.conf"
 
 [session]
 redis = "redis://127.0.0.1:6379/0"
+
+[dns]
+bind = "127.0.0.1:5353"
+zone = "lb.example"
+[dns.node_addresses]
+1 = ["10.77.0.11"]
+[[dns.name]]
+name = "www"
+answer = "vips"
 "#;
     format!("{local}{}", common::BASE)
 }

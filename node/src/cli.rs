@@ -76,9 +76,10 @@ pub enum CtlCommand {
     Drain { pool: String, addr: String },
     /// Put a drained backend back in service.
     Undrain { pool: String, addr: String },
-    /// BGP mode: withdraw the addressed node's prefixes (it keeps serving what arrives).
+    /// Take the addressed node out: withdraw its BGP prefixes, move its `[[vip]]` addresses
+    /// away, leave it out of DNS answers (it keeps serving what arrives).
     DrainNode,
-    /// BGP mode: announce the addressed node's prefixes again.
+    /// Undo `drain-node`.
     UndrainNode,
     /// List cluster members.
     Members,

@@ -26,6 +26,7 @@
 //! - `health`     — active checks (their verdicts go to `control`'s reporter -> Raft).
 //! - `admin`, `metrics`, `logging` — the operator's view; `ctl` is its client; `demo` a
 //!   local cluster for a first look.
+//! - `dns`        — the authoritative DNS listener answering with what is healthy now.
 //! - `control`    — the control side: Raft (`control::cluster`), committed state -> node
 //!   (`follow`), applying a config (`apply`), the control thread, VIP guard and fence.
 
@@ -45,6 +46,7 @@ mod control; // control thread, VIP guard and fence, health reporter
 mod ctl;
 mod dataplane;
 mod demo;
+mod dns; // issue 25: the health-aware DNS listener
 mod h1; // hand-written HTTP/1.1 fast path
 mod h2_flood; // issue 17: closes HTTP/2 clients that flood control frames
 mod health;

@@ -115,6 +115,9 @@ pub enum RunError {
     /// `[bgp]` is configured and its service link could not be made.
     #[error("{0}")]
     Bgp(#[from] crate::control::bgp::BgpError),
+    /// `[dns] bind` could not be bound.
+    #[error("{0}")]
+    Dns(#[from] crate::dns::DnsBindError),
 }
 
 /// Runs a node from `config` (parsed from `text`, the file at `config_path`) until `stop`
@@ -133,6 +136,17 @@ pub async fn run(
     let node = Node::start(config, text, config_path.to_path_buf()).await?;
     if let Some(bgp) = bgp {
         crate::bgp_inputs::spawn(&node, bgp);
+    }
+    crate::dns::start(&node).await?;
+    if let Some(cluster) = node.cluster() {
+        let live = crate::control::live_nodes::run(
+            cluster.raft.clone(),
+            node.dp.clone(),
+            node.stop.clone(),
+        );
+        crate::control::thread::control_handle()
+            .unwrap_or_else(tokio::runtime::Handle::current)
+            .spawn(live);
     }
     let admin_socket = listener::bind(node.local.admin).map_err(|source| RunError::AdminBind {
         addr: node.local.admin,

@@ -16,7 +16,8 @@
 //! (leader routing), `lease` (leases, fence protocol, pings), `detector` (failure
 //! detection, pre-vote), `events` (the failover chain), `status`, `bootstrap` + `node`
 //! (the facade), `vip_plan` (where each `[[vip]]` should live) + `vip_grant` (who may hold
-//! one now: the leader's short grants).
+//! one now: the leader's short grants), `liveness` (which members the leader judges live, for
+//! the replicated record DNS answers read).
 //! Never wipe the data dir of a node that is still a member (Raft would lose votes).
 
 pub mod admission;
@@ -29,6 +30,7 @@ pub mod events;
 pub mod frame;
 mod handover;
 pub mod lease;
+pub mod liveness;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -1,6 +1,6 @@
 //! `ClusterState`: the replicated data every node applies — balancer config + version,
-//! node registry, per-observer backend health, drain flags, VIP holder — and the health
-//! policy that folds observations into one effective verdict.
+//! node registry, per-observer backend health, drain flags, VIP holder, live and drained
+//! members — and the health policy that folds observations into one effective verdict.
 //!
 //! Health reports carry the observer's sequence number; an older report that commits
 //! after a newer one (a retry that was stuck behind a partition) changes nothing.
@@ -65,6 +65,11 @@ pub struct ClusterState {
     /// `[[vip]]` address -> the node that should hold it (issue 18; `vip_grant` decides
     /// who may). Last field, for the same reason as `applied`.
     pub vip_assignment: BTreeMap<String, NodeId>,
+    /// The members the leader last judged live (`liveness`; empty until it first did).
+    /// Last fields, for the same reason as `applied`.
+    pub live_nodes: BTreeSet<NodeId>,
+    /// Members the operator drained (`ctl drain-node`): left out of DNS answers.
+    pub drained_nodes: BTreeSet<NodeId>,
 }
 
 impl ClusterState {
@@ -108,6 +113,14 @@ impl ClusterState {
             } => self.set_drain(pool, backend, *drained),
             Command::SetVipHolder { node } => self.vip_holder = *node,
             Command::AssignVips { assignment } => self.vip_assignment = assignment.clone(),
+            Command::SetLiveNodes { live } => self.live_nodes = live.clone(),
+            Command::SetNodeDrain { node, drained } => {
+                if *drained {
+                    self.drained_nodes.insert(*node);
+                } else {
+                    self.drained_nodes.remove(node);
+                }
+            }
             Command::ReportApply { node, report } => match self.applied.get(node) {
                 Some(newer) if newer.seq >= report.seq => {}
                 _ => {
@@ -364,6 +377,32 @@ mod tests {
     }
 
     #[test]
+    fn live_and_drained_members_are_replaced_and_toggled() {
+        let mut st = ClusterState::default();
+        st.apply(&Command::SetLiveNodes {
+            live: [1, 2, 3].into(),
+        });
+        st.apply(&Command::SetLiveNodes {
+            live: [1, 3].into(),
+        });
+        assert_eq!(st.live_nodes, [1, 3].into());
+        st.apply(&Command::SetNodeDrain {
+            node: 2,
+            drained: true,
+        });
+        st.apply(&Command::SetNodeDrain {
+            node: 2,
+            drained: true,
+        });
+        assert_eq!(st.drained_nodes, [2].into());
+        st.apply(&Command::SetNodeDrain {
+            node: 2,
+            drained: false,
+        });
+        assert!(st.drained_nodes.is_empty());
+    }
+
+    #[test]
     fn bincode_round_trip() {
         let mut st = ClusterState::default();
         st.apply(&Command::SetConfig { toml: "x".into() });
@@ -374,6 +413,11 @@ mod tests {
             admin_addr: "127.0.0.1:2".into(),
         });
         st.apply(&Command::SetVipHolder { node: Some(2) });
+        st.apply(&Command::SetLiveNodes { live: [2].into() });
+        st.apply(&Command::SetNodeDrain {
+            node: 3,
+            drained: true,
+        });
         let bytes = crate::codec::encode(&st).unwrap();
         let back: ClusterState = crate::codec::decode(&bytes).unwrap();
         assert_eq!(back, st);

@@ -45,11 +45,12 @@ struct SmData {
 }
 
 /// Decodes a state (or `SmData`, which ends with one) that may have been written before
-/// `ClusterState::applied` (or `vip_assignment`) existed: such bytes lack only those last
-/// maps, and an empty map is one zero byte in bincode's standard config.
+/// `ClusterState::applied` (or `vip_assignment`, `live_nodes`, `drained_nodes`) existed:
+/// such bytes lack only those last collections, and an empty one is one zero byte in
+/// bincode's standard config.
 fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::CodecError> {
     codec::decode(bytes).or_else(|e| {
-        (1..=2)
+        (1..=4)
             .find_map(|missing| {
                 let mut older = bytes.to_vec();
                 older.resize(bytes.len() + missing, 0);
@@ -351,6 +352,7 @@ mod tests {
         assert_eq!(data.state.config_version, 4);
         assert_eq!(data.state.vip_holder, Some(2));
         assert!(data.state.applied.is_empty());
+        assert!(data.state.live_nodes.is_empty() && data.state.drained_nodes.is_empty());
     }
 
     /// openraft asks for a builder at index 2, a snapshot up to index 9 is installed

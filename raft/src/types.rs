@@ -64,6 +64,12 @@ pub enum Command {
     /// `node`'s own word on the config it runs (or cannot run), so every member and
     /// `ctl status` know it without reaching the node. Kept per node by highest `seq`.
     ReportApply { node: NodeId, report: ApplyReport },
+    /// The members the leader judges live now (`liveness`), replaced whole on a change.
+    SetLiveNodes {
+        live: std::collections::BTreeSet<NodeId>,
+    },
+    /// `ctl drain-node`: the operator takes `node` out of DNS answers (or puts it back).
+    SetNodeDrain { node: NodeId, drained: bool },
 }
 
 /// What one node says about applying the committed config.

@@ -190,6 +190,29 @@ impl VipCluster {
     }
 }
 
+/// Node file `text` with the bed's `[vip]` block replaced by one `[[vip]]` per address
+/// (named `v1`, `v2`, ...; `/24` on the bed's `eth0`).
+pub fn as_spread(text: String, addresses: &[&str]) -> String {
+    let single = format!(
+        "[vip]\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\nfencing = \"fast\"\nlifetime = \"2s\"\n"
+    );
+    assert!(
+        text.contains(&single),
+        "the bed's [vip] block changed:\n{text}"
+    );
+    let many: String = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                "[[vip]]\nname = \"v{}\"\naddress = \"{a}/24\"\ninterface = \"eth0\"\n\n",
+                i + 1
+            )
+        })
+        .collect();
+    text.replace(&single, &many)
+}
+
 /// One probe result: time since the prober started, and whether the VIP answered 200.
 #[derive(Debug, Clone)]
 pub struct Probe {

@@ -8,7 +8,7 @@
 //! Needs root; skipped (with a message) otherwise.
 
 use fulcrum_testbed::netns::can_run;
-use fulcrum_tests::vipbed::VipCluster;
+use fulcrum_tests::vipbed::{as_spread, VipCluster};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -24,22 +24,7 @@ const ETH_P_ARP: u16 = 0x0806;
 
 /// The test bed's `[vip]` block becomes three `[[vip]]` entries.
 fn spread(text: String) -> String {
-    let single = "[vip]\naddress = \"10.77.70.100/24\"\ninterface = \"eth0\"\nfencing = \"fast\"\nlifetime = \"2s\"\n";
-    assert!(
-        text.contains(single),
-        "the bed's [vip] block changed:\n{text}"
-    );
-    let many: String = SPREAD
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            format!(
-                "[[vip]]\nname = \"v{}\"\naddress = \"{a}/24\"\ninterface = \"eth0\"\n\n",
-                i + 1
-            )
-        })
-        .collect();
-    text.replace(single, &many)
+    as_spread(text, &SPREAD)
 }
 
 /// Which node each address is held by, from the nodes' own `/status` (`vips[].held_here`)

@@ -12,6 +12,7 @@
 //! - Hosts are IP literals; names that need DNS are refused.
 
 mod bgp;
+mod dns;
 mod health;
 mod listeners;
 mod local;
@@ -89,6 +90,9 @@ pub(crate) fn validate(config: &Config, text: &str, origin: &str) -> Result<(), 
     local::check(config, &mut report);
     if let Some(b) = &config.bgp {
         bgp::check(b, &mut report);
+    }
+    if let Some(d) = &config.dns {
+        dns::check(config, d, &mut report);
     }
     listeners::check(config, &mut report);
     routes::check(config, &mut report);

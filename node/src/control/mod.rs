@@ -18,6 +18,7 @@
 //! - `gather`    — the cluster view: every member's own `/status`, asked by one node.
 //! - `bgp`       — BGP mode: announce or withdraw the service prefixes through BIRD.
 //! - `bird`      — the BIRD 2 driver (`birdc`, the config fragment).
+//! - `live_nodes` — the leader's committed record of live members (for DNS answers).
 //! - `scale_hook` — the signal to scale: samples pool saturation, calls the webhook
 //!   (`scale_decide` is the rule: how long past a bound, the cool-down).
 
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod events;
 pub mod follow;
 pub mod gather;
+pub mod live_nodes;
 pub mod reporter;
 pub mod scale_decide;
 pub mod scale_hook;
