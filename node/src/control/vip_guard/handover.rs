@@ -25,17 +25,17 @@ use super::VipGuard;
 
 /// How long a handed-over node forwards the VIP's packets to its successor: clients that
 /// have not taken in the successor's gratuitous ARP yet keep sending here meanwhile.
-const FORWARD_AFTER_HAND_OVER: Duration = Duration::from_secs(3);
+pub(in crate::control) const FORWARD_AFTER_HAND_OVER: Duration = Duration::from_secs(3);
 
 /// How long a handed-over node keeps the address for the connections it accepted before
 /// (the process normally exits sooner: once they are done, or at its shutdown grace).
-const KEEP_AFTER_HAND_OVER: Duration = Duration::from_secs(30);
+pub(in crate::control) const KEEP_AFTER_HAND_OVER: Duration = Duration::from_secs(30);
 
 /// How often a handed-over node looks whether its kept connections are done.
 const KEPT_POLL: Duration = Duration::from_millis(10);
 
 /// Which connections hold a handed-over node's address.
-enum Kept {
+pub(in crate::control) enum Kept {
     /// Every connection to the VIP: the kernel kept each one it answered after the
     /// listing too (egress hook).
     All,
@@ -166,7 +166,7 @@ impl VipGuard {
 
 /// Deletes a handed-over node's address once the connections it kept are done, or at
 /// `until`, when the controller lets go by itself.
-async fn drop_address_when_done(
+pub(in crate::control) async fn drop_address_when_done(
     dropper: fulcrum_vip::AddressDropper,
     address: IpAddr,
     kept: Kept,
