@@ -98,6 +98,23 @@ impl ArpWatch {
         })
     }
 
+    /// Stops, then asserts that no request was answered from two MACs and that every
+    /// address was answered at some point.
+    pub fn finish_and_check(self) {
+        let watch = self.finish();
+        let doubles = watch.doubles();
+        assert!(
+            doubles.is_empty(),
+            "an address answered from two MACs: {:?}",
+            &doubles[..doubles.len().min(5)]
+        );
+        assert_eq!(
+            watch.most_answering(),
+            [1, 1, 1],
+            "every address answered ARP"
+        );
+    }
+
     pub fn finish(mut self) -> Self {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.handle.take() {

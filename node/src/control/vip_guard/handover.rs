@@ -72,16 +72,7 @@ impl VipGuard {
             let _span = tracing::info_span!("vip", transition = "release").entered();
             let term = self.held_term.swap(0, Ordering::Relaxed);
             self.record("release", term, "handed over; finishing its connections");
-            let until = Instant::now() + KEEP_AFTER_HAND_OVER;
-            self.controller.keep_quietly_until(until);
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(drop_address_when_done(
-                    self.controller.dropper(),
-                    self.address,
-                    kept,
-                    until,
-                ));
-            }
+            keep_until_done(&self.controller, self.address, kept);
         } else {
             self.let_go("handed over to the successor");
         }
@@ -164,9 +155,28 @@ impl VipGuard {
     }
 }
 
+/// A handed-over node keeps its address, unannounced, for the connections it kept, and
+/// deletes it once they are done (at the latest after `KEEP_AFTER_HAND_OVER`).
+pub(in crate::control) fn keep_until_done(
+    controller: &fulcrum_vip::VipController,
+    address: IpAddr,
+    kept: Kept,
+) {
+    let until = Instant::now() + KEEP_AFTER_HAND_OVER;
+    controller.keep_quietly_until(until);
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(drop_address_when_done(
+            controller.dropper(),
+            address,
+            kept,
+            until,
+        ));
+    }
+}
+
 /// Deletes a handed-over node's address once the connections it kept are done, or at
 /// `until`, when the controller lets go by itself.
-pub(in crate::control) async fn drop_address_when_done(
+async fn drop_address_when_done(
     dropper: fulcrum_vip::AddressDropper,
     address: IpAddr,
     kept: Kept,

@@ -21,7 +21,7 @@ use fulcrum_raft::vip_grant::Mac;
 use fulcrum_vip::{Fence, Forward};
 
 use super::super::vip_guard::handover::{
-    drop_address_when_done, Kept, FORWARD_AFTER_HAND_OVER, KEEP_AFTER_HAND_OVER,
+    keep_until_done, Kept, FORWARD_AFTER_HAND_OVER, KEEP_AFTER_HAND_OVER,
 };
 use super::{lock, Spread};
 
@@ -56,21 +56,12 @@ pub(super) fn hand_over(fence: &mut Fence, v: &Spread, to: Mac) -> bool {
         tracing::error!(vip = %v.ip, error = %e, "handing the address over failed; closing its fence");
         return false;
     }
-    let until = Instant::now() + KEEP_AFTER_HAND_OVER;
-    v.controller.keep_quietly_until(until);
     let kept = if noted {
         Kept::All
     } else {
         Kept::Listed(listed.clone())
     };
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(drop_address_when_done(
-            v.controller.dropper(),
-            v.ip,
-            kept,
-            until,
-        ));
-    }
+    keep_until_done(&v.controller, v.ip, kept);
     *lock(&v.staged_until) = None;
     if v.held.swap(false, std::sync::atomic::Ordering::Relaxed) {
         tracing::info!(vip = %v.ip, listed = listed.len(), "handed a spread VIP over; finishing its connections");
