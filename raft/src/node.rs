@@ -280,7 +280,8 @@ impl RaftHandle {
     }
 
     /// Asks the leader (or this node, if it leads) for this node's `[[vip]]` grants, within
-    /// `ttl`. `None`: no leader known or no answer; the caller's grants then lapse.
+    /// `ttl`. `None`: no leader known, no answer, or the node asked does not lead (with a
+    /// lease); the caller's grants then run out by themselves.
     pub async fn ask_vip_lease(
         &self,
         ask: crate::vip_grant::VipLeaseAsk,
@@ -299,16 +300,16 @@ impl RaftHandle {
         };
         if leader == self.inner.node_id {
             let state = self.inner.state_rx.borrow().clone();
-            return Some(crate::vip_grant::answer_here(
+            return crate::vip_grant::answer_here(
                 &self.inner.vip_grants,
                 &self.inner.lease,
                 &state,
                 &ask,
-            ));
+            );
         }
         let client = self.inner.pool.get(leader, &addr?, Channel::Vip);
         match client.call(&PeerRequest::VipLease(ask), ttl).await {
-            Ok(PeerResponse::VipLease(g)) => Some(g),
+            Ok(PeerResponse::VipLease(g)) => g,
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(leader, error = %e, "VIP lease request failed");

@@ -88,6 +88,6 @@ pub enum PeerResponse {
         done: bool,
         mac: Option<[u8; 6]>,
     },
-    /// The answer to `PeerRequest::VipLease` (nothing granted unless the receiver leads).
-    VipLease(VipLeaseGrant),
+    /// The answer to `PeerRequest::VipLease` (`None` unless the receiver leads).
+    VipLease(Option<VipLeaseGrant>),
 }

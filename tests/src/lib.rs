@@ -15,9 +15,13 @@
 //! - `choked_backend` — a backend whose accept queue the test fills, so SYNs get dropped.
 //! - `keepalive` — one request at a time on a held HTTP/1.1 connection; a web + TLS node.
 //! - `grpc`    — a real gRPC backend (h2c) and client (tonic, raw-bytes codec).
+//! - `vipbed`  — three nodes with a VIP in namespaces; probers and holder pollers.
+//! - `spreadbed` — that bed with three `[[vip]]` addresses; who holds each.
+//! - `arp_watch` — "who has" each spread address every ~20 ms from the client.
 
 /// The real HTTP backends: the shared test bed's.
 pub use fulcrum_testbed::backend;
+pub mod arp_watch;
 pub mod bgpbed;
 pub mod browser;
 pub mod choked_backend;
@@ -32,6 +36,7 @@ pub mod keepalive;
 pub mod mitm;
 pub mod process;
 pub mod raw_backend;
+pub mod spreadbed;
 pub mod tcp_backend;
 pub mod tls;
 pub mod vipbed;

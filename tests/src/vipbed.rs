@@ -240,7 +240,18 @@ impl Prober {
 
     /// [`Prober::start`] with probes `every` apart (a new connection each, one at a time).
     pub fn start_every(bed: &Testbed, limit: Duration, every: Duration) -> Prober {
-        let probes = Periodic::start(&bed.ns("cl"), limit, every, probe_once);
+        let vip = VIP.parse().expect("vip");
+        Prober::start_to(bed, vip, limit, every)
+    }
+
+    /// [`Prober::start_every`] to another address (a `[[vip]]` one).
+    pub fn start_to(
+        bed: &Testbed,
+        vip: std::net::Ipv4Addr,
+        limit: Duration,
+        every: Duration,
+    ) -> Prober {
+        let probes = Periodic::start(&bed.ns("cl"), limit, every, move || probe_once(vip));
         Prober {
             started: probes.started,
             probes,
@@ -262,10 +273,11 @@ impl Prober {
     }
 }
 
-/// One `GET /` on a new connection; the error names the step that failed.
-fn probe_once() -> Result<(), String> {
+/// One `GET /` to `vip` on a new connection; the error names the step that failed.
+fn probe_once(vip: std::net::Ipv4Addr) -> Result<(), String> {
     use std::io::{Read, Write};
-    let addr: std::net::SocketAddr = format!("{VIP}:80").parse().expect("addr");
+    let addr = std::net::SocketAddr::from((vip, 80));
+    let vip_mac = || mac_of(vip);
     let mac = vip_mac();
     let mut s =
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).map_err(|e| {
@@ -288,11 +300,12 @@ fn probe_once() -> Result<(), String> {
     }
 }
 
-/// The client's ARP entry for the VIP (this thread's namespace), or "none".
-fn vip_mac() -> String {
+/// The client's ARP entry for `vip` (this thread's namespace), or "none".
+fn mac_of(vip: std::net::Ipv4Addr) -> String {
     let arp = std::fs::read_to_string("/proc/thread-self/net/arp").unwrap_or_default();
+    let vip = vip.to_string();
     arp.lines()
-        .find(|l| l.split_whitespace().next() == Some(VIP))
+        .find(|l| l.split_whitespace().next() == Some(vip.as_str()))
         .and_then(|l| l.split_whitespace().nth(3))
         .unwrap_or("none")
         .to_string()

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-mod handover;
+pub(in crate::control) mod handover;
 
 /// Margin on top of the longest an old holder's address can outlive its last renewal
 /// (`VipOptions::kernel_expiry_bound`, which already includes the kernel's own slack)

@@ -12,6 +12,11 @@
 //! draining, and commits the result (`Command::AssignVips`): orphans at once, rebalancing
 //! one move per `HOLD_DOWN`.
 //!
+//! A move between two live nodes (drain, SIGTERM, rebalancing) is make before break: the
+//! leader has the new owner stage, then the old holder hand over, then grants the new owner
+//! (`moves`). Each ask says which addresses this node holds (so a new leader renews them at
+//! once instead of leaving them dark for a grant length) and which it is staged for.
+//!
 //! The single `[vip]` of the leader (`vip_guard`) is a different path; TOML allows only one
 //! of the two shapes in a file.
 
@@ -28,8 +33,13 @@ use fulcrum_raft::{Command, RaftHandle, Role};
 use fulcrum_vip::{Fence, VipController, VipError, VipOptions};
 use tokio_util::sync::CancellationToken;
 
+mod moves;
+
 /// How often a node renews its grants (a grant runs `fulcrum_raft::vip_grant::VIP_LEASE`).
 pub const RENEW: Duration = Duration::from_millis(60);
+/// How often a node asks while it is staged for an address: the sooner it asks after the
+/// old holder let go, the sooner it claims.
+const STAGED_RENEW: Duration = Duration::from_millis(5);
 /// Least time between two rebalancing moves, and before a returning node takes one.
 pub const HOLD_DOWN: Duration = Duration::from_secs(3);
 
@@ -43,12 +53,16 @@ struct Spread {
     held: AtomicBool,
     /// The end of the newest grant.
     until: Mutex<Option<Instant>>,
+    /// While staged for this address (`moves`): until when.
+    staged_until: Mutex<Option<Instant>>,
 }
 
 /// This node's `[[vip]]` addresses.
 pub struct SpreadVips {
     vips: Vec<Spread>,
     fence: Mutex<Option<Fence>>,
+    /// This node's MAC on the addresses' link, when it has a fence (moves need both).
+    mac: Option<[u8; 6]>,
     draining: AtomicBool,
     /// The leader's last rebalancing move (ms of its clock), for the hold-down.
     last_move_ms: AtomicU64,
@@ -90,6 +104,7 @@ impl SpreadVips {
                 controller: VipController::start(opts).await?,
                 held: AtomicBool::new(false),
                 until: Mutex::new(None),
+                staged_until: Mutex::new(None),
             });
         }
         let fence = if clustered {
@@ -97,9 +112,14 @@ impl SpreadVips {
         } else {
             None
         };
+        let mac = fence
+            .as_ref()
+            .and(vips.first())
+            .map(|v| v.controller.link_mac());
         Ok(Some(Arc::new(SpreadVips {
             vips,
             fence: Mutex::new(fence),
+            mac,
             draining: AtomicBool::new(false),
             last_move_ms: AtomicU64::new(0),
             proposing: AtomicBool::new(false),
@@ -164,71 +184,122 @@ impl SpreadVips {
     }
 
     /// Renews grants every `RENEW` (and places the addresses while leading) until `stop`;
-    /// then releases every address.
+    /// then releases every address. Asks again at once after handing an address over, and
+    /// every `STAGED_RENEW` while staged.
     pub async fn run(self: Arc<Self>, raft: RaftHandle, stop: CancellationToken) {
         let me = raft.node_id();
         let grant_len = Duration::from_micros(raft.vip_grants().lease_us());
-        let mut tick = tokio::time::interval(RENEW);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wait = Duration::ZERO;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             let sent = Instant::now();
-            let ask = VipLeaseAsk {
-                from: me,
-                draining: self.draining(),
-            };
-            let grant = raft.ask_vip_lease(ask, RENEW).await;
-            self.apply_grant(grant.as_ref(), sent + grant_len);
+            let grant = raft.ask_vip_lease(self.ask(me, sent), RENEW).await;
+            let handed_over = self.apply_grant(grant.as_ref(), sent + grant_len);
             if raft.status().borrow().role == Role::Leader {
                 self.place(&raft);
             }
+            let every = if self.staged(Instant::now()) {
+                STAGED_RENEW
+            } else {
+                RENEW
+            };
+            wait = if handed_over {
+                Duration::ZERO
+            } else {
+                every.saturating_sub(sent.elapsed())
+            };
         }
         self.release_all("stopping");
     }
 
-    /// Holds what `grant` names until `until`; releases what it does not name (or, with no
-    /// answer, what has run out).
-    fn apply_grant(&self, grant: Option<&VipLeaseGrant>, until: Instant) {
-        let granted: BTreeSet<&str> = grant
-            .map(|g| g.granted.iter().map(String::as_str).collect())
-            .unwrap_or_default();
+    /// What this node tells the leader at `now`: what it holds, what it is staged for.
+    fn ask(&self, me: u64, now: Instant) -> VipLeaseAsk {
+        let running = |m: &Mutex<Option<Instant>>| lock(m).is_some_and(|u| u > now);
+        VipLeaseAsk {
+            from: me,
+            draining: self.draining(),
+            holding: self
+                .vips
+                .iter()
+                .filter(|v| v.held.load(Ordering::Relaxed) && running(&v.until))
+                .map(|v| v.key.clone())
+                .collect(),
+            staged: self
+                .vips
+                .iter()
+                .filter(|v| running(&v.staged_until))
+                .map(|v| v.key.clone())
+                .collect(),
+            mac: self.mac,
+        }
+    }
+
+    fn staged(&self, now: Instant) -> bool {
+        self.vips
+            .iter()
+            .any(|v| lock(&v.staged_until).is_some_and(|u| u > now))
+    }
+
+    /// Holds what `grant` names until `until`, hands over and stages what it says, and
+    /// releases what it does not name (or, with no answer, what has run out). Returns
+    /// whether an address was handed over (the leader should hear it at once).
+    fn apply_grant(&self, grant: Option<&VipLeaseGrant>, until: Instant) -> bool {
+        let Some(grant) = grant else {
+            self.lapse();
+            return false;
+        };
+        let granted: BTreeSet<&str> = grant.granted.iter().map(String::as_str).collect();
+        let find = |list: &[(String, [u8; 6])], key: &str| {
+            list.iter().find(|(a, _)| a == key).map(|(_, mac)| *mac)
+        };
+        let mut handed_over = false;
         let mut fence = lock(&self.fence);
         for v in &self.vips {
             if granted.contains(v.key.as_str()) {
-                if let Some(f) = fence.as_mut() {
-                    if let Err(e) = f.open_until(v.ip, until) {
-                        tracing::warn!(vip = %v.ip, error = %e, "fence open failed; not holding");
-                        continue;
-                    }
+                hold(fence.as_mut(), v, until);
+                continue;
+            }
+            if v.held.load(Ordering::Relaxed) {
+                let switched = match (find(&grant.hand_over, &v.key), fence.as_mut()) {
+                    (Some(to), Some(f)) => moves::hand_over(f, v, to),
+                    _ => false,
+                };
+                handed_over |= switched;
+                if !switched {
+                    close(fence.as_mut(), v, "no longer granted");
                 }
-                v.controller.hold_until(until, "granted by the leader");
-                *lock(&v.until) = Some(until);
-                if !v.held.swap(true, Ordering::Relaxed) {
-                    tracing::info!(vip = %v.ip, "holding a spread VIP");
-                }
-            } else if v.held.load(Ordering::Relaxed) && grant.is_some() {
-                close(fence.as_mut(), v, "no longer granted");
+            }
+            if let (Some(from), Some(f)) = (find(&grant.stage, &v.key), fence.as_mut()) {
+                moves::stage(f, v, from, until);
             }
         }
-        // No answer: the fence elements lapse by themselves; mirror that in `held`.
-        if grant.is_none() {
-            let now = Instant::now();
-            for v in &self.vips {
-                let ran_out = lock(&v.until).is_none_or(|u| now >= u);
-                if v.held.load(Ordering::Relaxed) && ran_out {
-                    close(fence.as_mut(), v, "grant not renewed");
-                }
+        handed_over
+    }
+
+    /// No answer: the fence elements lapse by themselves; mirror that in `held`.
+    fn lapse(&self) {
+        let now = Instant::now();
+        let mut fence = lock(&self.fence);
+        for v in &self.vips {
+            let ran_out = lock(&v.until).is_none_or(|u| now >= u);
+            if v.held.load(Ordering::Relaxed) && ran_out {
+                close(fence.as_mut(), v, "grant not renewed");
             }
         }
     }
 
+    /// Releases what this node holds or is staged for; an address it handed over stays,
+    /// unannounced, until the connections it kept are done (`moves`).
     fn release_all(&self, reason: &str) {
         let mut fence = lock(&self.fence);
         for v in &self.vips {
-            close(fence.as_mut(), v, reason);
+            let staged = lock(&v.staged_until).take().is_some();
+            if v.held.load(Ordering::Relaxed) || staged {
+                close(fence.as_mut(), v, reason);
+            }
         }
     }
 
@@ -291,6 +362,22 @@ impl SpreadVips {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Opens the fence for `v` until `until` and holds the address (announcing it if new).
+fn hold(fence: Option<&mut Fence>, v: &Spread, until: Instant) {
+    if let Some(f) = fence {
+        if let Err(e) = f.open_until(v.ip, until) {
+            tracing::warn!(vip = %v.ip, error = %e, "fence open failed; not holding");
+            return;
+        }
+    }
+    v.controller.hold_until(until, "granted by the leader");
+    *lock(&v.until) = Some(until);
+    *lock(&v.staged_until) = None;
+    if !v.held.swap(true, Ordering::Relaxed) {
+        tracing::info!(vip = %v.ip, "holding a spread VIP");
+    }
 }
 
 fn close(fence: Option<&mut Fence>, v: &Spread, reason: &str) {

@@ -213,11 +213,31 @@ impl Fence {
     /// At most [`Fence::KEEP_IN_SWITCH`] kept connections go into the switching
     /// transaction (a netlink batch is bounded); call [`Fence::keep`] first with the rest.
     pub fn hand_over(&mut self, fwd: Forward) -> Result<(), VipError> {
-        tracing::debug!(vips = ?self.vips, to = ?fwd.to, for_ms = fwd.for_ms, "VIP fence closing, forwarding to the successor");
+        let accepting = self.accepting.take();
+        self.hand_over_in(&self.vips.clone(), fwd, accepting)
+    }
+
+    /// [`Fence::hand_over`] for some of the guarded VIPs only (`[[vip]]`: one address moves
+    /// to another node while this one keeps answering for the others, and keeps accepting
+    /// what it was staged for). The hand-over chain holds one hand-over or take-over at a
+    /// time: a later one replaces the earlier one's rules.
+    pub fn hand_over_some(&mut self, vips: &[IpAddr], fwd: Forward) -> Result<(), VipError> {
+        for &vip in vips {
+            self.key(vip)?;
+        }
+        self.hand_over_in(vips, fwd, None)
+    }
+
+    fn hand_over_in(
+        &mut self,
+        vips: &[IpAddr],
+        fwd: Forward,
+        accepting: Option<[u8; 6]>,
+    ) -> Result<(), VipError> {
+        tracing::debug!(?vips, to = ?fwd.to, for_ms = fwd.for_ms, "VIP fence closing, forwarding to the successor");
         let mut fwd = fwd;
         fwd.keep.truncate(Fence::KEEP_IN_SWITCH);
-        let (vips, tick, ifindex) = (&self.vips, self.tick_ms(), self.ifindex);
-        let accepting = self.accepting.take();
+        let (tick, ifindex) = (self.tick_ms(), self.ifindex);
         self.socket
             .transact(|b| {
                 close_in(b, vips, tick, accepting);
@@ -254,6 +274,23 @@ impl Fence {
         until: Instant,
         return_ms: u64,
     ) -> Result<bool, VipError> {
+        self.take_over_some(&self.vips.clone(), old, me, until, return_ms)
+    }
+
+    /// [`Fence::take_over`] for some of the guarded VIPs only (`[[vip]]`): the packets of
+    /// unknown connections go back to the old holder for these addresses alone, not for
+    /// those this node already answers for.
+    pub fn take_over_some(
+        &mut self,
+        vips: &[IpAddr],
+        old: [u8; 6],
+        me: [u8; 6],
+        until: Instant,
+        return_ms: u64,
+    ) -> Result<bool, VipError> {
+        for &vip in vips {
+            self.key(vip)?;
+        }
         let Some(accept_ms) = timeout_until(Instant::now(), until, self.kernel.tick) else {
             return Ok(false);
         };
@@ -264,7 +301,6 @@ impl Fence {
             accept_ms,
             return_ms,
         };
-        let vips = &self.vips;
         self.socket
             .transact(|b| takeover::start(b, vips, &t))
             .map_err(nft_error("take over"))?;

@@ -25,17 +25,17 @@ use super::VipGuard;
 
 /// How long a handed-over node forwards the VIP's packets to its successor: clients that
 /// have not taken in the successor's gratuitous ARP yet keep sending here meanwhile.
-const FORWARD_AFTER_HAND_OVER: Duration = Duration::from_secs(3);
+pub(in crate::control) const FORWARD_AFTER_HAND_OVER: Duration = Duration::from_secs(3);
 
 /// How long a handed-over node keeps the address for the connections it accepted before
 /// (the process normally exits sooner: once they are done, or at its shutdown grace).
-const KEEP_AFTER_HAND_OVER: Duration = Duration::from_secs(30);
+pub(in crate::control) const KEEP_AFTER_HAND_OVER: Duration = Duration::from_secs(30);
 
 /// How often a handed-over node looks whether its kept connections are done.
 const KEPT_POLL: Duration = Duration::from_millis(10);
 
 /// Which connections hold a handed-over node's address.
-enum Kept {
+pub(in crate::control) enum Kept {
     /// Every connection to the VIP: the kernel kept each one it answered after the
     /// listing too (egress hook).
     All,
@@ -72,16 +72,7 @@ impl VipGuard {
             let _span = tracing::info_span!("vip", transition = "release").entered();
             let term = self.held_term.swap(0, Ordering::Relaxed);
             self.record("release", term, "handed over; finishing its connections");
-            let until = Instant::now() + KEEP_AFTER_HAND_OVER;
-            self.controller.keep_quietly_until(until);
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(drop_address_when_done(
-                    self.controller.dropper(),
-                    self.address,
-                    kept,
-                    until,
-                ));
-            }
+            keep_until_done(&self.controller, self.address, kept);
         } else {
             self.let_go("handed over to the successor");
         }
@@ -161,6 +152,25 @@ impl VipGuard {
             }),
             IpAddr::V6(_) => Vec::new(),
         }
+    }
+}
+
+/// A handed-over node keeps its address, unannounced, for the connections it kept, and
+/// deletes it once they are done (at the latest after `KEEP_AFTER_HAND_OVER`).
+pub(in crate::control) fn keep_until_done(
+    controller: &fulcrum_vip::VipController,
+    address: IpAddr,
+    kept: Kept,
+) {
+    let until = Instant::now() + KEEP_AFTER_HAND_OVER;
+    controller.keep_quietly_until(until);
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(drop_address_when_done(
+            controller.dropper(),
+            address,
+            kept,
+            until,
+        ));
     }
 }
 
