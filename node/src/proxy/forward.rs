@@ -10,7 +10,8 @@
 //! body-less exchanges eject a backend. The response goes back with hop-by-hop headers
 //! removed and, next to a transfer coding, without `Content-Length` (RFC 9112 §6.3).
 
-use super::body::{self, ClientBody, ProxyBody, TrackedBody};
+use super::body::{self, BodyError, ClientBody, ProxyBody, TrackedBody};
+use super::grpc_status::{self, GrpcHead, GrpcStatusBody};
 use super::headers;
 use crate::affinity::shared;
 use crate::balance;
@@ -80,7 +81,7 @@ pub(super) async fn forward(
     let client_body = ClientBody::new(body);
     let client_failed = client_body.failed();
     let mut index = choice.index;
-    let mut body = Some(client_body.boxed());
+    let mut body = Some(client_body.map_err(BodyError::from).boxed());
     // Up to three attempts: at most one more on the same backend and one on another
     // (`request::retry` decides).
     let mut retries = Retries::default();
@@ -132,7 +133,10 @@ pub(super) async fn forward(
                 );
                 occupied.hand_over();
                 let set_cookie = choice.set_cookie || moved || learned;
-                return Ok(finish_response(&pool, index, resp, done, set_cookie));
+                let deadline = clock.deadline();
+                return Ok(finish_response(
+                    &pool, index, resp, done, set_cookie, deadline,
+                ));
             }
             Ok(Err(e)) => Some(e),
             Err(_elapsed) if expiry == Expiry::PerTry => None,
@@ -225,6 +229,7 @@ fn finish_response(
     resp: Response<Incoming>,
     mut done: RequestDone,
     set_cookie: bool,
+    deadline: Option<Instant>,
 ) -> Response<ProxyBody> {
     let backend = &pool.backends[index];
     let status = resp.status().as_u16();
@@ -250,5 +255,16 @@ fn finish_response(
             }
         }
     }
-    Response::from_parts(parts, TrackedBody::new(body, done).boxed())
+    let body = match grpc_status::read_head(&parts.headers, &backend.metrics.grpc) {
+        GrpcHead::InTrailers => {
+            let watched = GrpcStatusBody::new(body, backend.metrics.grpc.clone());
+            TrackedBody::new(watched, done)
+                .map_err(BodyError::from)
+                .boxed()
+        }
+        GrpcHead::NotGrpc | GrpcHead::Counted => TrackedBody::new(body, done)
+            .map_err(BodyError::from)
+            .boxed(),
+    };
+    Response::from_parts(parts, super::deadline::bound(body, deadline))
 }
