@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tonic::codegen::Service;
@@ -103,25 +103,7 @@ async fn answerers(url: &str, n: usize) -> Vec<String> {
 
 /// Waits (up to 10 s) until `/status` says backend `addr` has health `healthy`.
 async fn wait_health(admin: &str, addr: &str, healthy: bool) -> Duration {
-    let started = Instant::now();
-    let url = format!("http://{admin}/status");
-    while started.elapsed() < Duration::from_secs(10) {
-        let reply = get(&fresh_client(), &url, &[]).await.expect("status");
-        let status: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
-        let backends = status["pools"][0]["backends"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let seen = backends
-            .iter()
-            .find(|b| b["addr"] == addr)
-            .map(|b| b["healthy"].clone());
-        if seen == Some(serde_json::Value::Bool(healthy)) {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{addr} did not become healthy={healthy} within 10 s");
+    fulcrum_tests::client::wait_health(admin, addr, healthy, Duration::from_secs(10)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

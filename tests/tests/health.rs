@@ -5,29 +5,13 @@ use fulcrum_tests::client::{admin_call, get, get_status, keepalive_client};
 use fulcrum_tests::config::{backend_list, single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHECK: &str =
     r#"health = { path = "/healthz", interval = "200ms", timeout = "150ms", rise = 2, fall = 2 }"#;
 
-async fn backend_healthy(admin: &str, addr: &str) -> Option<bool> {
-    let status = get_status(admin).await?;
-    status["pools"][0]["backends"]
-        .as_array()?
-        .iter()
-        .find(|b| b["addr"] == addr)
-        .and_then(|b| b["healthy"].as_bool())
-}
-
 async fn wait_health(admin: &str, addr: &str, want: bool) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        if backend_healthy(admin, addr).await == Some(want) {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("backend {addr} never became healthy={want}");
+    fulcrum_tests::client::wait_health(admin, addr, want, Duration::from_secs(5)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,6 +97,8 @@ pub struct TrackedBody<B: Body, F: OnFinish> {
     /// The inner body returned its last frame (or `None`).
     ended: bool,
     on_finish: Option<F>,
+    /// A gRPC answer's backend counters: its trailers' `grpc-status` is counted.
+    grpc: Option<crate::grpc_metrics::GrpcCodes>,
 }
 
 impl<B: Body, F: OnFinish> TrackedBody<B, F> {
@@ -106,7 +108,14 @@ impl<B: Body, F: OnFinish> TrackedBody<B, F> {
             bytes: 0,
             ended: false,
             on_finish: Some(on_finish),
+            grpc: None,
         }
+    }
+
+    /// Counts the `grpc-status` of the trailers in `codes` (a gRPC answer).
+    pub fn counting_grpc_status(mut self, codes: crate::grpc_metrics::GrpcCodes) -> Self {
+        self.grpc = Some(codes);
+        self
     }
 }
 
@@ -136,6 +145,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
+                }
+                if let (Some(codes), Some(trailers)) = (&self.grpc, frame.trailers_ref()) {
+                    crate::proxy::grpc_status::count_trailers(trailers, codes);
                 }
                 self.ended = self.inner.is_end_stream();
             }

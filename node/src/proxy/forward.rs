@@ -11,7 +11,7 @@
 //! removed and, next to a transfer coding, without `Content-Length` (RFC 9112 §6.3).
 
 use super::body::{self, BodyError, ClientBody, ProxyBody, TrackedBody};
-use super::grpc_status::{self, GrpcHead, GrpcStatusBody};
+use super::grpc_status::{self, GrpcHead};
 use super::headers;
 use crate::affinity::shared;
 use crate::balance;
@@ -255,16 +255,10 @@ fn finish_response(
             }
         }
     }
-    let body = match grpc_status::read_head(&parts.headers, &backend.metrics.grpc) {
-        GrpcHead::InTrailers => {
-            let watched = GrpcStatusBody::new(body, backend.metrics.grpc.clone());
-            TrackedBody::new(watched, done)
-                .map_err(BodyError::from)
-                .boxed()
-        }
-        GrpcHead::NotGrpc | GrpcHead::Counted => TrackedBody::new(body, done)
-            .map_err(BodyError::from)
-            .boxed(),
-    };
+    let mut body = TrackedBody::new(body, done);
+    if let GrpcHead::InTrailers = grpc_status::read_head(&parts.headers, &backend.metrics.grpc) {
+        body = body.counting_grpc_status(backend.metrics.grpc.clone());
+    }
+    let body = body.map_err(BodyError::from).boxed();
     Response::from_parts(parts, super::deadline::bound(body, deadline))
 }

@@ -3,15 +3,11 @@
 //!
 //! A trailers-only answer carries `grpc-status` in its head and is counted at once;
 //! any other gRPC answer (`content-type: application/grpc...`) carries it in its
-//! trailers, read as they pass by `GrpcStatusBody`. Responses that are not gRPC are not
-//! wrapped at all.
+//! trailers, counted as they pass through the response's `TrackedBody`. Responses that
+//! are not gRPC are not looked at past their head.
 
 use crate::grpc_metrics::GrpcCodes;
-use bytes::Bytes;
 use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 const GRPC_STATUS: &str = "grpc-status";
 
@@ -41,43 +37,9 @@ pub(super) fn read_head(headers: &HeaderMap, codes: &GrpcCodes) -> GrpcHead {
     }
 }
 
-/// A gRPC response body whose trailers' `grpc-status` is counted as it passes.
-pub(super) struct GrpcStatusBody<B> {
-    inner: B,
-    codes: GrpcCodes,
-}
-
-impl<B> GrpcStatusBody<B> {
-    pub(super) fn new(inner: B, codes: GrpcCodes) -> Self {
-        GrpcStatusBody { inner, codes }
-    }
-}
-
-impl<B> Body for GrpcStatusBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(status) = frame.trailers_ref().and_then(|t| t.get(GRPC_STATUS)) {
-                self.codes.count(status.as_bytes());
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+/// Counts the `grpc-status` of a gRPC answer's trailers, if they have one.
+pub(super) fn count_trailers(trailers: &HeaderMap, codes: &GrpcCodes) {
+    if let Some(status) = trailers.get(GRPC_STATUS) {
+        codes.count(status.as_bytes());
     }
 }
