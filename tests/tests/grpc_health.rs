@@ -6,9 +6,12 @@
 //! sends every request to the other; when it says `SERVING` again it gets requests again.
 
 use bytes::Bytes;
-use fulcrum_tests::client::{fresh_client, get};
+use fulcrum_tests::client::{fresh_client, get, wait_health};
 use fulcrum_tests::config::{single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
+
+/// How long a health change may take to show in `/status` (a liveness bound).
+const HEALTH_WITHIN: Duration = Duration::from_secs(10);
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -101,11 +104,6 @@ async fn answerers(url: &str, n: usize) -> Vec<String> {
     who
 }
 
-/// Waits (up to 10 s) until `/status` says backend `addr` has health `healthy`.
-async fn wait_health(admin: &str, addr: &str, healthy: bool) -> Duration {
-    fulcrum_tests::client::wait_health(admin, addr, healthy, Duration::from_secs(10)).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_not_serving_its_grpc_service_is_taken_out_and_back() {
     let a = HealthBackend::start("a").await;
@@ -117,13 +115,13 @@ async fn a_backend_not_serving_its_grpc_service_is_taken_out_and_back() {
          health = {{ kind = \"grpc\", service = \"{SERVICE}\", interval = \"200ms\", timeout = \"150ms\", rise = 1, fall = 1 }}"
     );
     let node = Fulcrum::start(&single_node(&ports, &backends, &pool, ""), &ports.admin).await;
-    wait_health(&node.admin, &a.addr, true).await;
-    wait_health(&node.admin, &b.addr, true).await;
+    wait_health(&node.admin, &a.addr, true, HEALTH_WITHIN).await;
+    wait_health(&node.admin, &b.addr, true, HEALTH_WITHIN).await;
     let both: HashSet<String> = answerers(&ports.url("/"), 6).await.into_iter().collect();
     assert_eq!(both, HashSet::from(["a".to_string(), "b".to_string()]));
 
     a.set(ServingStatus::NotServing).await;
-    let took = wait_health(&node.admin, &a.addr, false).await;
+    let took = wait_health(&node.admin, &a.addr, false, HEALTH_WITHIN).await;
     eprintln!("a marked down {took:?} after NOT_SERVING");
     let only_b = answerers(&ports.url("/"), 10).await;
     assert!(only_b.iter().all(|w| w == "b"), "{only_b:?}");
@@ -136,7 +134,7 @@ async fn a_backend_not_serving_its_grpc_service_is_taken_out_and_back() {
     assert!(failed >= 1.0, "failed checks counted: {failed}");
 
     a.set(ServingStatus::Serving).await;
-    wait_health(&node.admin, &a.addr, true).await;
+    wait_health(&node.admin, &a.addr, true, HEALTH_WITHIN).await;
     let again: HashSet<String> = answerers(&ports.url("/"), 6).await.into_iter().collect();
     assert_eq!(again, HashSet::from(["a".to_string(), "b".to_string()]));
     drop(node);
