@@ -382,6 +382,8 @@ pub enum CheckKind {
     #[default]
     Http,
     Tcp,
+    /// The gRPC health protocol (`grpc.health.v1.Health/Check`) over HTTP/2.
+    Grpc,
 }
 
 /// `health = { ... }`: active checks against every backend of a pool.
@@ -405,6 +407,8 @@ pub struct HealthCheck {
     pub expect_status: String,
     /// Optional substring the body must contain.
     pub expect_body: Option<String>,
+    /// `kind = "grpc"`: the service asked about (none: the server as a whole, `""`).
+    pub service: Option<String>,
 }
 
 /// PROXY protocol version sent to backends.

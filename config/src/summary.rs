@@ -287,6 +287,10 @@ fn health(out: &mut String, health: Option<&HealthCheck>) {
                 .unwrap_or_default()
         ),
         crate::CheckKind::Tcp => "tcp connect".to_string(),
+        crate::CheckKind::Grpc => format!(
+            "grpc.health.v1 Check of {:?}",
+            c.service.as_deref().unwrap_or("")
+        ),
     };
     let _ = writeln!(
         out,

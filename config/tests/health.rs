@@ -67,3 +67,30 @@ fn health_as_sub_table_is_located() {
     let text = format!("{BASE}\n[pool.health]\nfall = 0\n");
     assert_one(&text, "0\n", 0, "fall must be at least 1");
 }
+
+#[test]
+fn grpc_kind_takes_an_optional_service_name() {
+    let config = fulcrum_config::parse(&health("kind = \"grpc\", service = \"test.Echo\""), "t")
+        .expect("a gRPC check with a service parses");
+    let check = config.pool[0].health.as_ref().expect("health");
+    assert_eq!(check.kind, fulcrum_config::CheckKind::Grpc);
+    assert_eq!(check.service.as_deref(), Some("test.Echo"));
+    let whole = fulcrum_config::parse(&health("kind = \"grpc\""), "t").expect("without service");
+    assert_eq!(
+        whole.pool[0]
+            .health
+            .as_ref()
+            .and_then(|h| h.service.clone()),
+        None
+    );
+}
+
+#[test]
+fn service_needs_the_grpc_kind() {
+    assert_one(
+        &health("service = \"test.Echo\""),
+        "\"test.Echo\"",
+        0,
+        "it needs kind = \"grpc\"",
+    );
+}

@@ -1,7 +1,7 @@
 //! Active health checks: every backend of every pool with a `health` table.
 //!
-//! One task per backend probes it every `interval` (HTTP GET of `path`, or a TCP
-//! connect), each probe bounded by `timeout`. `fall` failures in a row mark the backend
+//! One task per backend probes it every `interval` (HTTP GET of `path`, a TCP
+//! connect, or a gRPC health `Check`: `health_grpc`), each probe bounded by `timeout`. `fall` failures in a row mark the backend
 //! down, `rise` successes in a row mark it up again (hysteresis, as in HAProxy and
 //! Pingora). A checker starts without a verdict: its first one (after `rise` successes
 //! or `fall` failures in a row, whichever comes first) is reported, then every flip
@@ -19,6 +19,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+
+/// A probe's byte stream: plain TCP or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 /// Largest health response body read when checking `expect_body`.
 const MAX_CHECK_BODY: usize = 64 * 1024;
@@ -43,7 +47,13 @@ pub fn spawn_all(dp: &Arc<DataPlane>, stop: &CancellationToken, on_verdict: Verd
             .as_ref()
             .map(|_| crate::tls::backend::client_config(pool_cfg))
         {
-            Some(Ok(cfg)) => Some(Arc::new(cfg)),
+            Some(Ok(mut cfg)) => {
+                // A gRPC check speaks HTTP/2, which TLS must agree on by ALPN.
+                if check.kind == CheckKind::Grpc {
+                    cfg.alpn_protocols = vec![b"h2".to_vec()];
+                }
+                Some(Arc::new(cfg))
+            }
             Some(Err(e)) => {
                 tracing::error!(pool = %pool_cfg.name, error = %e, "cannot build TLS for health checks");
                 None
@@ -62,6 +72,7 @@ pub fn spawn_all(dp: &Arc<DataPlane>, stop: &CancellationToken, on_verdict: Verd
                 dp: dp.clone(),
                 pool: pool.name.clone(),
                 backend: backend.id.clone(),
+                authority: backend.id.clone(),
                 addr: backend.addr,
                 check: check.clone(),
                 on_verdict: on_verdict.clone(),
@@ -82,6 +93,8 @@ struct Checker {
     pool: String,
     backend: String,
     addr: SocketAddr,
+    /// `Host` / `:authority` of a probe: the backend's address as configured.
+    authority: String,
     check: HealthCheck,
     on_verdict: VerdictHook,
     /// For pools with `tls`: the client config and the name to verify.
@@ -134,8 +147,20 @@ impl Checker {
         let stream = TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        let grpc = |stream: Box<dyn Stream>, tls: bool| {
+            let service = self.check.service.as_deref().unwrap_or("");
+            crate::health_grpc::check(stream, &self.authority, service, tls)
+        };
         match (self.check.kind, &self.tls) {
             (CheckKind::Tcp, _) => Ok(()),
+            (CheckKind::Grpc, None) => grpc(Box::new(stream), false).await,
+            (CheckKind::Grpc, Some((cfg, name))) => {
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(|e| format!("tls: {e}"))?;
+                grpc(Box::new(tls), true).await
+            }
             (CheckKind::Http, None) => self.http_probe(stream).await,
             (CheckKind::Http, Some((cfg, name))) => {
                 let tls = tokio_rustls::TlsConnector::from(cfg.clone())

@@ -47,9 +47,11 @@ mod ctl;
 mod dataplane;
 mod demo;
 mod dns; // issue 25: the health-aware DNS listener
+mod grpc_metrics; // issue 19: gRPC calls by grpc-status
 mod h1; // hand-written HTTP/1.1 fast path
 mod h2_flood; // issue 17: closes HTTP/2 clients that flood control frames
 mod health;
+mod health_grpc; // issue 19: health checks by the gRPC health protocol
 mod http2; // issue 24: HTTP/2 clients on the request core, without hyper
 mod huge_pages; // issue 16: the heap in small pages (THP off for the process)
 mod l4; // issue 7: TCP listeners

@@ -72,6 +72,8 @@ pub struct Metrics {
     /// Requests of a cluster-wide rate limit counted locally: Redis could not answer.
     pub rate_limit_fallbacks: Counter,
     pub health_checks: Family<CheckLabels, Counter>,
+    /// gRPC calls by backend and `grpc-status` (`grpc_metrics`).
+    grpc_responses: Family<crate::grpc_metrics::GrpcLabels, Counter>,
     pub retries: Counter,
     retry_budget_exhausted: Family<PoolLabels, Counter>,
     pub config_version: Gauge,
@@ -133,6 +135,8 @@ pub struct BackendMetrics {
     by_class: [Counter; 5],
     /// Response latency: the pool's histogram and this backend's own buckets.
     pub duration: crate::latency::Latency,
+    /// gRPC calls by their `grpc-status`.
+    pub grpc: crate::grpc_metrics::GrpcCodes,
 }
 
 impl BackendMetrics {
@@ -197,6 +201,7 @@ impl Metrics {
             backend_unsolicited: Counter::default(),
             rate_limit_fallbacks: Counter::default(),
             health_checks: Family::default(),
+            grpc_responses: Family::default(),
             retries: Counter::default(),
             retry_budget_exhausted: Family::default(),
             config_version: Gauge::default(),
@@ -217,6 +222,11 @@ impl Metrics {
             "requests",
             "Proxied requests by pool, backend and status class",
             m.requests.clone(),
+        );
+        registry.register(
+            "grpc_responses",
+            "gRPC calls relayed by pool, backend and grpc-status code",
+            m.grpc_responses.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -405,6 +415,7 @@ impl Metrics {
                 class("4xx"),
                 class("5xx"),
             ],
+            grpc: crate::grpc_metrics::GrpcCodes::new(self.grpc_responses.clone(), pool, backend),
             duration: crate::latency::Latency::new(
                 self.duration
                     .get_or_create(&PoolLabels {

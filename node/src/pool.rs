@@ -15,6 +15,7 @@ use crate::upstream::Upstream;
 use fulcrum_config::{AffinityMode, HashKey, Pool};
 use fulcrum_session::AffinityStore;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,9 @@ pub struct PoolRuntime {
     /// Requests in flight at saturation 1.0 (`pool_load`): `capacity`, or the sum of
     /// the backends' `max_requests`; none: no saturation.
     pub capacity: Option<u64>,
+    /// Picks made in panic mode (every healthy backend locally ejected or held back by
+    /// slow start, so ejection was ignored: `pick`), for `/status`.
+    pub panic_picks: AtomicU64,
 }
 
 impl std::fmt::Debug for PoolRuntime {
@@ -162,6 +166,7 @@ impl PoolRuntime {
             outlier: (pool.outlier.as_ref())
                 .map(|o| OutlierPolicy::new(o, metrics.backend_ejections.clone())),
             capacity: crate::pool_load::capacity(pool, backends_len),
+            panic_picks: AtomicU64::new(0),
         }
     }
 
@@ -192,7 +197,19 @@ impl PoolRuntime {
             let s = &self.backends[i].state;
             Some(i) != exclude && s.healthy() && !s.drained()
         };
-        self.selector.pick(ctx, &relaxed)
+        let picked = self.selector.pick(ctx, &relaxed);
+        if picked.is_some() {
+            self.panic_picks.fetch_add(1, Ordering::Relaxed);
+        }
+        picked
+    }
+
+    /// Whether the pool is in panic mode now: a backend may take requests (healthy, not
+    /// drained) but none is eligible (each is locally ejected), so picks ignore ejection.
+    pub fn in_panic(&self) -> bool {
+        let states = self.backends.iter().map(|b| &b.state);
+        let open = states.clone().any(|s| s.healthy() && !s.drained());
+        open && !states.into_iter().any(|s| s.eligible())
     }
 
     /// The index of a backend by id, if it may take this (returning) session.

@@ -88,6 +88,34 @@ pub async fn get_status(admin: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&reply.body).ok()
 }
 
+/// Whether the first pool's backend `addr` is healthy by `/status`, if it says.
+pub async fn backend_healthy(admin: &str, addr: &str) -> Option<bool> {
+    let status = get_status(admin).await?;
+    status["pools"][0]["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["addr"] == addr)
+        .and_then(|b| b["healthy"].as_bool())
+}
+
+/// Waits until `/status` says backend `addr` has health `want` (polled every 50 ms,
+/// panics after `within`); how long that took.
+pub async fn wait_health(
+    admin: &str,
+    addr: &str,
+    want: bool,
+    within: std::time::Duration,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if backend_healthy(admin, addr).await == Some(want) {
+            return started.elapsed();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("backend {addr} never became healthy={want} within {within:?}");
+}
+
 /// An admin call with optional bearer token.
 pub async fn admin_call(
     admin: &str,

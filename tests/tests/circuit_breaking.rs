@@ -164,3 +164,44 @@ connect_timeout = "1500ms"
     // Nothing pending any more: served again.
     assert_eq!(h1_get(&ports.web, "/connect").await.0, 200);
 }
+
+/// `max_pending` on a pool speaking HTTP/2 to its backends: the requests waiting for a
+/// backend's one connection count as pending connects, so while that connect hangs a
+/// request over the cap gets 503 at once instead of queueing behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_pending_caps_requests_waiting_for_an_h2_backend_connection() {
+    let mut choked = ChokedBackend::start("choked").expect("choked backend");
+    let ports = Ports::new();
+    let pool = "protocol = \"h2\"\nmax_pending = 1\nconnect_timeout = \"1500ms\"";
+    let backends = format!("[{{ addr = \"{}\" }}]", choked.addr());
+    let cfg = fulcrum_tests::config::single_node(&ports, &backends, pool, "");
+    let node = Fulcrum::start(&cfg, &ports.admin).await;
+    choked.choke().expect("choke");
+    let hanging = {
+        let web = ports.web.clone();
+        tokio::spawn(async move { h1_get(&web, "/first").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_refused(
+        "http/1.1",
+        &h1_get(&ports.web, "/second").await,
+        "max_pending",
+    );
+    let tcp = TcpStream::connect(&ports.web).await.expect("connect");
+    let (h2c, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    tokio::spawn(conn);
+    assert_refused("h2c", &h2(&h2c, "http://a/third").await, "max_pending");
+    choked.unchoke_after(Duration::ZERO);
+    let first = hanging.await.expect("hanging request");
+    assert_ne!(
+        first.0, 503,
+        "the request that was connecting is not refused: {first:?}"
+    );
+    let refused = metric(
+        &node.admin,
+        "fulcrum_local_responses_total",
+        "result=\"max_pending\"",
+    )
+    .await;
+    assert_eq!(refused, 2.0);
+}

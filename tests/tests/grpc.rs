@@ -4,7 +4,9 @@
 //! shared connection; a server-streaming call is relayed message by message with its
 //! trailers (`grpc-status`, `grpc-message`), over h2c and over TLS; an HTTP/1.1
 //! client reaches the same pool; a backend that dies mid-stream ends the client's call
-//! with an error rather than a hang.
+//! with an error rather than a hang. Every call's `grpc-status` is counted in
+//! `fulcrum_grpc_responses_total`, from trailers and from trailers-only answers, for
+//! HTTP/2 and HTTP/1.1 clients.
 
 use bytes::Bytes;
 use fulcrum_tests::config::{single_node, Ports};
@@ -137,6 +139,91 @@ async fn backend_dying_mid_stream_ends_the_call_with_an_error() {
         Ok(end) => panic!("the stream ended as if complete: {end:?}"),
     }
     drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_codes_are_counted_per_backend_for_both_client_protocols() {
+    let a = GrpcBackend::start("a", Status::new(Code::DataLoss, "a ran dry")).await;
+    let ports = Ports::new();
+    let config = single_node(&ports, &backends(&[&a]), H2_POOL, "");
+    let node = Fulcrum::start(&config, &ports.admin).await;
+    let mut client = grpc::client(&format!("http://{}", ports.web), None).await;
+
+    // HTTP/2 client: three OK unary calls and a stream ending in DATA_LOSS (status in
+    // the trailers), a stream refused at once (INVALID_ARGUMENT, trailers-only).
+    for i in 0..3 {
+        assert_eq!(
+            grpc::unary(&mut client, &format!("u{i}"))
+                .await
+                .expect("unary"),
+            format!("a:u{i}")
+        );
+    }
+    let (got, status) = grpc::count(&mut client, 2).await;
+    assert_eq!(
+        (got.len(), status.code()),
+        (2, Code::DataLoss),
+        "{status:?}"
+    );
+    client.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/test.Echo/Count");
+    let refused = client
+        .server_streaming(
+            tonic::Request::new(Bytes::from_static(b"x")),
+            path,
+            RawCodec,
+        )
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(refused, Some(Code::InvalidArgument));
+
+    // HTTP/1.1 client: one OK unary call (trailers), one refused stream (the status in
+    // the head of a trailers-only answer, which reaches the client as a header).
+    let ok = h1_grpc_call(&ports.web, "/test.Echo/Unary", b"hi").await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("a:hi"), "{ok}");
+    let bad = h1_grpc_call(&ports.web, "/test.Echo/Count", b"x").await;
+    assert!(bad.to_ascii_lowercase().contains("grpc-status: 3"), "{bad}");
+
+    let count = |code: &'static str| {
+        let (admin, backend) = (ports.admin.clone(), a.addr.clone());
+        async move {
+            let series = format!("backend=\"{backend}\",code=\"{code}\"");
+            fulcrum_tests::hostile::metric(&admin, "fulcrum_grpc_responses_total", &series).await
+        }
+    };
+    assert_eq!(count("OK").await, 4.0, "3 over HTTP/2 + 1 over HTTP/1.1");
+    assert_eq!(count("DATA_LOSS").await, 1.0);
+    assert_eq!(
+        count("INVALID_ARGUMENT").await,
+        2.0,
+        "trailers-only, both clients"
+    );
+    assert_eq!(count("UNKNOWN").await, 0.0);
+    drop(node);
+}
+
+/// One gRPC call (a single message) over HTTP/1.1 on a new connection: the raw answer.
+async fn h1_grpc_call(addr: &str, path: &str, message: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/grpc\r\nTE: trailers\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        framed.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(&framed).await.expect("body");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("answered within 10 s")
+        .expect("read");
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// Runs `futs` concurrently; their results in order.

@@ -1,34 +1,17 @@
 //! Active health checks, drain and the admin API's guard rails.
 
 use fulcrum_tests::backend::TestBackend;
-use fulcrum_tests::client::{admin_call, get, get_status, keepalive_client};
+use fulcrum_tests::client::{admin_call, get, get_status, keepalive_client, wait_health};
 use fulcrum_tests::config::{backend_list, single_node, Ports};
 use fulcrum_tests::process::Fulcrum;
+
+/// How long a health change may take to show in `/status` (a liveness bound).
+const HEALTH_WITHIN: Duration = Duration::from_secs(5);
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHECK: &str =
     r#"health = { path = "/healthz", interval = "200ms", timeout = "150ms", rise = 2, fall = 2 }"#;
-
-async fn backend_healthy(admin: &str, addr: &str) -> Option<bool> {
-    let status = get_status(admin).await?;
-    status["pools"][0]["backends"]
-        .as_array()?
-        .iter()
-        .find(|b| b["addr"] == addr)
-        .and_then(|b| b["healthy"].as_bool())
-}
-
-async fn wait_health(admin: &str, addr: &str, want: bool) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        if backend_healthy(admin, addr).await == Some(want) {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("backend {addr} never became healthy={want}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_health_checks_eject_and_passing_ones_readmit() {
@@ -42,7 +25,7 @@ async fn failing_health_checks_eject_and_passing_ones_readmit() {
     .await;
     let a_addr = a.addr.to_string();
     a.set_healthy(false);
-    wait_health(&ports.admin, &a_addr, false).await;
+    wait_health(&ports.admin, &a_addr, false, HEALTH_WITHIN).await;
     let client = keepalive_client();
     for _ in 0..20 {
         assert_eq!(
@@ -56,7 +39,7 @@ async fn failing_health_checks_eject_and_passing_ones_readmit() {
         );
     }
     a.set_healthy(true);
-    wait_health(&ports.admin, &a_addr, true).await;
+    wait_health(&ports.admin, &a_addr, true, HEALTH_WITHIN).await;
     let mut seen = HashSet::new();
     for _ in 0..10 {
         seen.insert(

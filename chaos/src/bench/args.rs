@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// The fulcrum binary [default: target/release/fulcrum in the workspace].
     #[arg(long)]
     pub fulcrum: Option<PathBuf>,
+    /// Another fulcrum binary measured as the `fulcrum-base` target in the same run
+    /// (e.g. a build from before a change: `--targets fulcrum,fulcrum-base,haproxy`).
+    #[arg(long)]
+    pub fulcrum_base: Option<PathBuf>,
     /// Also write every figure to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,

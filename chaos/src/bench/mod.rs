@@ -365,8 +365,14 @@ fn find_programs(args: &BenchArgs, targets: &[TargetKind]) -> Result<Programs> {
             fulcrum.display()
         );
     }
+    let fulcrum_base = args.fulcrum_base.clone();
+    let base_missing = fulcrum_base.as_ref().is_none_or(|p| !p.is_file());
+    if targets.contains(&TargetKind::FulcrumBase) && base_missing {
+        bail!("the fulcrum-base target needs --fulcrum-base PATH to a fulcrum binary");
+    }
     Ok(Programs {
         fulcrum,
+        fulcrum_base,
         haproxy,
         nginx,
     })

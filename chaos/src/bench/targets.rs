@@ -24,10 +24,21 @@ pub enum TargetKind {
     Fulcrum,
     Haproxy,
     Nginx,
+    /// Another fulcrum build (`--fulcrum-base`), e.g. before a change, in the same run.
+    FulcrumBase,
+    /// The fulcrum under test with a route rate limit that never refuses (the limit's
+    /// cost per request).
+    FulcrumLimited,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 3] = [Self::Fulcrum, Self::Haproxy, Self::Nginx];
+    pub const ALL: [TargetKind; 5] = [
+        Self::Fulcrum,
+        Self::Haproxy,
+        Self::Nginx,
+        Self::FulcrumBase,
+        Self::FulcrumLimited,
+    ];
 
     /// The lower-case name used on the command line and in JSON.
     pub fn name(self) -> &'static str {
@@ -35,6 +46,8 @@ impl TargetKind {
             Self::Fulcrum => "fulcrum",
             Self::Haproxy => "haproxy",
             Self::Nginx => "nginx",
+            Self::FulcrumBase => "fulcrum-base",
+            Self::FulcrumLimited => "fulcrum-limited",
         }
     }
 
@@ -44,6 +57,8 @@ impl TargetKind {
             Self::Fulcrum => "fulcrum",
             Self::Haproxy => "HAProxy",
             Self::Nginx => "nginx",
+            Self::FulcrumBase => "fulcrum base",
+            Self::FulcrumLimited => "fulcrum+limit",
         }
     }
 }
@@ -60,7 +75,11 @@ impl FromStr for TargetKind {
         Self::ALL
             .into_iter()
             .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown target {s:?} (fulcrum, haproxy, nginx)"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown target {s:?} (fulcrum, haproxy, nginx, fulcrum-base, fulcrum-limited)"
+                )
+            })
     }
 }
 
@@ -98,6 +117,8 @@ impl Endpoint {
 #[derive(Debug, Clone)]
 pub struct Programs {
     pub fulcrum: PathBuf,
+    /// `--fulcrum-base`, for the `fulcrum-base` target.
+    pub fulcrum_base: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
     pub nginx: PathBuf,
 }
@@ -149,7 +170,20 @@ pub async fn start(
     let h2 = scheme == Scheme::H2;
     let (backends, pin) = (&env.backends, env.pin);
     let mut process = match kind {
-        TargetKind::Fulcrum => start_fulcrum(&env.programs.fulcrum, port, backends, tls, pin, dir)?,
+        TargetKind::Fulcrum => {
+            let program = &env.programs.fulcrum;
+            start_fulcrum(program, port, backends, tls, pin, dir, "")?
+        }
+        TargetKind::FulcrumLimited => {
+            let program = &env.programs.fulcrum;
+            start_fulcrum(program, port, backends, tls, pin, dir, NEVER_REFUSING_LIMIT)?
+        }
+        TargetKind::FulcrumBase => {
+            let Some(program) = &env.programs.fulcrum_base else {
+                bail!("the fulcrum-base target needs --fulcrum-base PATH");
+            };
+            start_fulcrum(program, port, backends, tls, pin, dir, "")?
+        }
         TargetKind::Haproxy => {
             let Some(haproxy) = &env.programs.haproxy else {
                 bail!("haproxy is not installed");
@@ -180,6 +214,11 @@ pub async fn start(
     Ok(RunningTarget { endpoint, process })
 }
 
+/// A route rate limit no bench load reaches (a million requests per second per client
+/// address, as many in a burst): every request pays for the check, none is refused.
+const NEVER_REFUSING_LIMIT: &str =
+    "rate_limit = { requests_per_second = 1000000, burst = 1000000, key = \"source-ip\" }\n";
+
 fn start_fulcrum(
     program: &Path,
     port: u16,
@@ -187,6 +226,7 @@ fn start_fulcrum(
     tls: Option<&TlsFiles>,
     pin: Pin,
     dir: &Path,
+    route_extra: &str,
 ) -> Result<ChildGuard> {
     let admin = free_ports(2)?
         .into_iter()
@@ -195,7 +235,7 @@ fn start_fulcrum(
     let data = dir.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let conf = dir.join("fulcrum.toml");
-    let text = fulcrum_toml(port, admin, &data, backends, tls);
+    let text = fulcrum_toml(port, admin, &data, backends, tls, route_extra);
     std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
     let args = [
         "run".to_string(),
@@ -234,13 +274,15 @@ fn toml_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// fulcrum: one node, one HTTP or HTTPS listener, one round-robin pool, no health checks.
+/// fulcrum: one node, one HTTP or HTTPS listener, one round-robin pool, no health checks;
+/// `route_extra` is added to the route (TOML lines).
 pub fn fulcrum_toml(
     port: u16,
     admin: u16,
     data_dir: &Path,
     backends: &[String],
     tls: Option<&TlsFiles>,
+    route_extra: &str,
 ) -> String {
     let list = backends
         .iter()
@@ -258,7 +300,7 @@ pub fn fulcrum_toml(
     format!(
         "[node]\nid = 1\nadmin = \"127.0.0.1:{admin}\"\ndata_dir = {}\naccess_log = \"off\"\n\n\
          [[listener]]\nname = \"bench\"\nbind = \"127.0.0.1:{port}\"\n{protocol}\n\
-         [[route]]\nlistener = \"bench\"\npool = \"b\"\n\n\
+         [[route]]\nlistener = \"bench\"\npool = \"b\"\n{route_extra}\n\
          [[pool]]\nname = \"b\"\nalgorithm = \"round-robin\"\nbackends = [{list}]\n",
         toml_str(&data_dir.display().to_string())
     )
@@ -336,9 +378,23 @@ mod tests {
     #[test]
     fn fulcrum_config_is_valid_for_the_real_parser() {
         let backends = vec!["127.0.0.1:8081".to_string(), "127.0.0.1:8082".to_string()];
-        let text = fulcrum_toml(8080, 9901, Path::new("/tmp/x y"), &backends, None);
+        let text = fulcrum_toml(8080, 9901, Path::new("/tmp/x y"), &backends, None, "");
         let parsed = fulcrum_config::parse(&text, "bench.toml");
         assert!(parsed.is_ok(), "{text}\n{parsed:?}");
+        let limited = fulcrum_toml(
+            8080,
+            9901,
+            Path::new("/tmp"),
+            &backends,
+            None,
+            NEVER_REFUSING_LIMIT,
+        );
+        let parsed = fulcrum_config::parse(&limited, "bench.toml");
+        let limit = parsed
+            .as_ref()
+            .ok()
+            .and_then(|c| c.route[0].rate_limit.as_ref());
+        assert!(limit.is_some(), "{limited}\n{parsed:?}");
     }
 
     fn backends() -> Vec<String> {
@@ -349,7 +405,7 @@ mod tests {
     fn fulcrum_https_listener_is_valid_for_the_real_parser() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let files = TlsFiles::generate(dir.path())?;
-        let text = fulcrum_toml(8443, 9901, dir.path(), &backends(), Some(&files));
+        let text = fulcrum_toml(8443, 9901, dir.path(), &backends(), Some(&files), "");
         assert!(text.contains("protocol = \"https\""), "{text}");
         let config = fulcrum_config::parse(&text, "bench.toml")
             .map_err(|e| anyhow::anyhow!("{e:?}\n{text}"))?;

@@ -43,6 +43,12 @@ pub(super) fn check(i: usize, h: &HealthCheck, r: &mut Report<'_>) {
     if let Err(e) = parse_status_range(&h.expect_status) {
         r.error(&at("expect_status"), e);
     }
+    if h.service.is_some() && h.kind != CheckKind::Grpc {
+        r.error(
+            &at("service"),
+            "service names a gRPC service: it needs kind = \"grpc\"",
+        );
+    }
     if h.kind == CheckKind::Http && !h.path.starts_with('/') {
         r.error(
             &at("path"),

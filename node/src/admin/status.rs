@@ -44,6 +44,10 @@ pub fn status(node: &Node) -> Value {
             json!({
                 "name": pool.name,
                 "affinity": pool.affinity_mode.as_str(),
+                "panic": {
+                    "now": pool.in_panic(),
+                    "picks": pool.panic_picks.load(Ordering::Relaxed),
+                },
                 "backends": backends,
                 "latency_buckets": latency,
             })

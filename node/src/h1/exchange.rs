@@ -26,7 +26,7 @@ use crate::request::course::Course;
 use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
-use crate::request::timeouts::{RequestClock, RouteTimeouts, TryClock};
+use crate::request::timeouts::{self, Expiry, RequestClock, RouteTimeouts, TryClock};
 use crate::request::{authority, breaker, path, rate_limit};
 use crate::upstream::BackendConn;
 use bytes::{Buf, BytesMut};
@@ -215,7 +215,14 @@ where
         bufpool::give(&mut c.buf);
     }
     let set_cookie = choice.set_cookie || moved;
-    let next = respond(c, ctx, &pool, index, up, done, set_cookie, delivered).await;
+    let exchange = Exchange {
+        up,
+        done,
+        set_cookie,
+        delivered,
+        deadline: clock.deadline(),
+    };
+    let next = respond(c, ctx, &pool, index, exchange).await;
     if delivered == Delivered::Partial {
         upload::linger(c).await;
         return Next::Close;
@@ -258,8 +265,10 @@ where
     if delivered == Delivered::Whole && length > buffered as u64 {
         c.buf.advance(head_len + buffered);
         c.consumed = true;
-        delivered = upload::relay(c, &mut up, length - buffered as u64)
+        let upload = upload::relay(c, &mut up, length - buffered as u64);
+        delivered = timeouts::bounded(clock.deadline(), upload)
             .await
+            .ok_or(ExchangeFailure::Timeout(Expiry::Overall))?
             .map_err(|UploadError::ClientGone| ExchangeFailure::ClientGone)?;
     }
     ctx.set_phase(Phase::AwaitingBackend);
@@ -287,23 +296,36 @@ async fn read_head(up: &mut BackendConn, resp: &mut ResponseHead) -> Result<(), 
     })
 }
 
+/// A request delivered to its backend, whose response head is in.
+struct Exchange {
+    up: BackendConn,
+    done: Pending,
+    set_cookie: bool,
+    delivered: Delivered,
+    /// The route's overall limit, which the body's relay must end within.
+    deadline: Option<Instant>,
+}
+
 /// Relays informational heads, then the final head and body, with the bookkeeping.
 /// After a `Partial` request the client connection closes and the backend
 /// connection, mid-request, is never reused.
-#[allow(clippy::too_many_arguments)]
 async fn respond<S>(
     c: &mut Client<S>,
     ctx: &Ctx,
     pool: &PoolRuntime,
     index: usize,
-    mut up: BackendConn,
-    mut done: Pending,
-    set_cookie: bool,
-    delivered: Delivered,
+    exchange: Exchange,
 ) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Exchange {
+        mut up,
+        mut done,
+        set_cookie,
+        delivered,
+        deadline,
+    } = exchange;
     let mut informational = 0;
     while c.resp.is_informational() {
         informational += 1;
@@ -349,7 +371,12 @@ where
     encode::response_head(&mut c.out, &c.resp, &up.buf, &extras);
     let backend_keep_alive = c.resp.keep_alive;
     up.buf.advance(c.resp.len);
-    match relay_body(c, &mut up, framing, &mut done.bytes).await {
+    let relayed = timeouts::bounded(deadline, relay_body(c, &mut up, framing, &mut done.bytes));
+    let Some(relayed) = relayed.await else {
+        tracing::warn!(pool = %pool.name, backend = %backend.id, "route timeout during the response body: cut off");
+        return Next::Close;
+    };
+    match relayed {
         Ok(()) => {
             done.complete();
             let reusable = backend_keep_alive

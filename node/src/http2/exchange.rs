@@ -31,7 +31,7 @@ use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
 use crate::request::retry::is_idempotent;
 use crate::request::target::Target;
-use crate::request::timeouts::{RequestClock, RouteTimeouts, TryClock};
+use crate::request::timeouts::{self, Expiry, RequestClock, RouteTimeouts, TryClock};
 use bytes::{Buf, Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -137,8 +137,8 @@ pub(super) async fn forward(
         index,
         up,
         done,
-        set_cookie,
-        head_request,
+        (set_cookie, head_request),
+        clock.deadline(),
         &mut resp,
         respond,
     )
@@ -191,7 +191,11 @@ async fn send(
                 body_unsent: true,
             });
         }
-        whole = upload(&mut up, body, attempt.framing == BodyFraming::Chunked).await?;
+        let chunked = attempt.framing == BodyFraming::Chunked;
+        let uploaded = timeouts::bounded(attempt.clock.deadline(), upload(&mut up, body, chunked));
+        whole = uploaded
+            .await
+            .ok_or(ExchangeFailure::Timeout(Expiry::Overall))??;
     }
     let (limit, expiry) = attempt.clock.wait();
     let read = tokio::time::timeout(limit, read_head(&mut up, resp)).await;
@@ -297,15 +301,16 @@ async fn read_head(up: &mut Up, resp: &mut ResponseHead) -> Result<(), ExchangeF
 }
 
 /// Sends the response head and body to the client, with the bookkeeping; the backend
-/// connection goes back to the pool when the response was read whole.
+/// connection goes back to the pool when the response was read whole. A body still
+/// coming at the route's `deadline` is cut off (the stream reset).
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     pool: &PoolRuntime,
     index: usize,
     sent: Sent,
     mut done: Pending,
-    set_cookie: bool,
-    head_request: bool,
+    (set_cookie, head_request): (bool, bool),
+    deadline: Option<Instant>,
     resp: &mut ResponseHead,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<(), Local> {
@@ -340,7 +345,14 @@ async fn relay(
     };
     let complete = match framing {
         Framing::Empty => true,
-        _ => send_body(&mut up, &mut send, framing, &mut done.bytes).await,
+        _ => {
+            let body = send_body(&mut up, &mut send, framing, &mut done.bytes);
+            let sent = timeouts::bounded(deadline, body).await;
+            if sent.is_none() {
+                tracing::warn!(pool = %pool.name, "route timeout during the response body: stream reset");
+            }
+            sent.unwrap_or(false)
+        }
     };
     if complete {
         done.complete();

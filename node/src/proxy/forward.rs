@@ -10,7 +10,8 @@
 //! body-less exchanges eject a backend. The response goes back with hop-by-hop headers
 //! removed and, next to a transfer coding, without `Content-Length` (RFC 9112 §6.3).
 
-use super::body::{self, ClientBody, ProxyBody, TrackedBody};
+use super::body::{self, BodyError, ClientBody, ProxyBody, TrackedBody};
+use super::grpc_status::{self, GrpcHead};
 use super::headers;
 use crate::affinity::shared;
 use crate::balance;
@@ -79,7 +80,7 @@ pub(super) async fn forward(
     };
     let client_body = ClientBody::new(body);
     let client_failed = client_body.failed();
-    let mut body = Some(client_body.boxed());
+    let mut body = Some(client_body.map_err(BodyError::from).boxed());
     // Up to three attempts: at most one more on the same backend and one on another
     // (`request::retry` decides).
     let mut course = Course::new(dp, &pool, &choice, conn, &clock, retryable);
@@ -131,7 +132,10 @@ pub(super) async fn forward(
                 );
                 occupied.hand_over();
                 let set_cookie = choice.set_cookie || course.moved() || learned;
-                return Ok(finish_response(&pool, index, resp, done, set_cookie));
+                let deadline = clock.deadline();
+                return Ok(finish_response(
+                    &pool, index, resp, done, set_cookie, deadline,
+                ));
             }
             Ok(Err(e)) => Some(e),
             Err(_elapsed) if expiry == Expiry::PerTry => None,
@@ -207,6 +211,7 @@ fn finish_response(
     resp: Response<Incoming>,
     mut done: RequestDone,
     set_cookie: bool,
+    deadline: Option<Instant>,
 ) -> Response<ProxyBody> {
     let backend = &pool.backends[index];
     let status = resp.status().as_u16();
@@ -232,5 +237,10 @@ fn finish_response(
             }
         }
     }
-    Response::from_parts(parts, TrackedBody::new(body, done).boxed())
+    let mut body = TrackedBody::new(body, done);
+    if let GrpcHead::InTrailers = grpc_status::read_head(&parts.headers, &backend.metrics.grpc) {
+        body = body.counting_grpc_status(backend.metrics.grpc.clone());
+    }
+    let body = body.map_err(BodyError::from).boxed();
+    Response::from_parts(parts, super::deadline::bound(body, deadline))
 }

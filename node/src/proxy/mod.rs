@@ -7,7 +7,9 @@
 //! protocol the route allows) or forward (`forward`).
 
 pub mod body;
+mod deadline;
 mod forward;
+mod grpc_status;
 pub mod headers;
 mod upgrade;
 

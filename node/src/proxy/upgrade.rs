@@ -16,7 +16,7 @@
 //! backend within `outlier.max_ejection_percent`. The tunnel after a 101 has no
 //! request timeout: it is a connection, ended by either side.
 
-use super::body::{self, ProxyBody};
+use super::body::{self, BodyError, ProxyBody};
 use super::{headers, ConnInfo, Local};
 use crate::dataplane::DataPlane;
 use crate::pool::PoolRuntime;
@@ -62,7 +62,7 @@ pub(super) async fn forward(
     );
     parts.uri = target.uri;
     parts.version = Version::HTTP_11;
-    let upstream = Request::from_parts(parts, body.boxed());
+    let upstream = Request::from_parts(parts, body.map_err(BodyError::from).boxed());
     let occupied = breaker::occupy(pool, index)?;
     let sent = pool.upstream.send_upgrade(index, upstream);
     let (limit, _) = clock.start_try().wait();
@@ -88,7 +88,10 @@ pub(super) async fn forward(
     backend.metrics.record_status(resp.status().as_u16());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = resp.into_parts();
-        return Ok(Response::from_parts(parts, body.boxed()));
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(BodyError::from).boxed(),
+        ));
     }
     if !switches_to_offered(&resp, &protocols) {
         tracing::warn!(backend = %backend.id, "101 to a protocol that was not offered");

@@ -3,6 +3,11 @@
 //! from when the request was routed, so connects, uploads and earlier tries use it up),
 //! whichever ends first. The same on every HTTP path.
 //!
+//! The overall `timeout` bounds the whole exchange: the request body's upload and the
+//! response body's relay too (`bounded`, `RequestClock::deadline`). A response cut off
+//! by it after its head went out ends as a truncated response (the connection closed,
+//! or the HTTP/2 stream reset), never as a complete one.
+//!
 //! When a wait runs out, which limit it was decides the answer: the per-try limit is a
 //! failed attempt the retry rule may retry elsewhere (`AttemptFailure::TryTimeout`);
 //! the overall limit or the pool's response timeout is a 504 at once.
@@ -63,13 +68,35 @@ impl RequestClock {
         }
     }
 
+    /// When the route's overall limit ends the exchange, if it has one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     /// Whether the overall limit is already over (no further try may start).
     pub fn expired(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
+/// Runs `work` until `deadline`, if there is one; `None` when the deadline came first.
+/// Without a deadline no timer is armed.
+pub async fn bounded<F: std::future::Future>(
+    deadline: Option<Instant>,
+    work: F,
+) -> Option<F::Output> {
+    match deadline {
+        None => Some(work.await),
+        Some(at) => tokio::time::timeout_at(at.into(), work).await.ok(),
+    }
+}
+
 impl TryClock {
+    /// When the route's overall limit ends the exchange, if it has one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.clock.deadline
+    }
+
     /// How long the wait that starts now may take, and which limit that is. Without
     /// route limits, the pool's response timeout and no clock read.
     pub fn wait(&self) -> (Duration, Expiry) {

@@ -3,7 +3,9 @@
 //!
 //! The connection is opened by the first request that finds none (or only a closed
 //! one); requests arriving meanwhile wait for that connect instead of opening their
-//! own, so a burst shares one connection. Prior knowledge (h2c) on plain connections;
+//! own, so a burst shares one connection. With `max_pending`, every request waiting for
+//! a backend's connection counts as a pending connect (`Upstream::send_h2`): beyond the
+//! cap it gets 503 at once instead of queueing behind a connect that may hang. Prior knowledge (h2c) on plain connections;
 //! over `tls` the handshake must have chosen `h2` by ALPN. A stream never goes back
 //! to a stack: when its response ends the stream is done, the connection stays.
 
@@ -12,6 +14,7 @@ use super::{ProxyBody, UpstreamError};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
+use std::sync::PoisonError;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -21,8 +24,11 @@ pub(super) type H2Sender = http2::SendRequest<ProxyBody>;
 /// The shared connection of one backend, if one is open.
 #[derive(Default)]
 pub(super) struct H2Slot {
+    /// The open connection, read without waiting (the lock is never held across an
+    /// await).
+    open: std::sync::Mutex<Option<H2Sender>>,
     /// Held across a connect, so concurrent requests wait for it rather than race.
-    conn: tokio::sync::Mutex<Option<H2Sender>>,
+    connecting: tokio::sync::Mutex<()>,
 }
 
 /// How often an idle backend connection is pinged, and how long a ping may take.
@@ -30,19 +36,25 @@ const KEEPALIVE: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl H2Slot {
-    /// The open connection, or a new one (`reused` says which).
-    pub(super) async fn sender(
+    /// The open connection, if there is one and it is not closed.
+    pub(super) fn current(&self) -> Option<H2Sender> {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// The connection once one is open: the one a concurrent request opened meanwhile
+    /// (`reused`), or a new one.
+    pub(super) async fn connect(
         &self,
         settings: &ConnectSettings,
         addr: SocketAddr,
     ) -> Result<(H2Sender, bool), UpstreamError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok((sender.clone(), true));
+        let _turn = self.connecting.lock().await;
+        if let Some(sender) = self.current() {
+            return Ok((sender, true));
         }
-        *slot = None;
         let sender = open(settings, addr).await?;
-        *slot = Some(sender.clone());
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
         Ok((sender, false))
     }
 }

@@ -38,7 +38,10 @@ use std::time::Duration;
 /// The sending half of one backend connection.
 /// The body of a request sent over hyper's client and of the response it returns: boxed
 /// and streaming, in both directions (the hyper path's `proxy::body` builds on it).
-pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, BodyError>;
+
+/// Why a `ProxyBody` failed: hyper's error, or fulcrum's own (a route timeout).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 type ProxySender = http1::SendRequest<ProxyBody>;
 
@@ -297,7 +300,15 @@ impl Upstream {
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let addr = self.inner.addrs[index];
-        let (mut sender, reused) = slot.sender(&self.inner.settings, addr).await?;
+        let (mut sender, reused) = match slot.current() {
+            Some(sender) => (sender, true),
+            None => {
+                // Waiting for the backend's connection, opened by this request or a
+                // concurrent one, counts against `max_pending` as a connect would.
+                let _pending = self.begin_connect(index)?;
+                slot.connect(&self.inner.settings, addr).await?
+            }
+        };
         h2_target(&mut req, addr, self.is_tls());
         let lease = Lease {
             sender: None,
