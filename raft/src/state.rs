@@ -65,6 +65,9 @@ pub struct ClusterState {
     /// `[[vip]]` address -> the node that should hold it (issue 18; `vip_grant` decides
     /// who may). Last field, for the same reason as `applied`.
     pub vip_assignment: BTreeMap<String, NodeId>,
+    /// Split route name -> its replicated weights and shift (issue 25 item 3). Last
+    /// field, for the same reason as `applied`.
+    pub splits: BTreeMap<String, crate::split::SplitState>,
 }
 
 impl ClusterState {
@@ -108,6 +111,15 @@ impl ClusterState {
             } => self.set_drain(pool, backend, *drained),
             Command::SetVipHolder { node } => self.vip_holder = *node,
             Command::AssignVips { assignment } => self.vip_assignment = assignment.clone(),
+            Command::SetSplit {
+                route,
+                expect,
+                state,
+            } => self
+                .splits
+                .entry(route.clone())
+                .or_default()
+                .write(*expect, state),
             Command::ReportApply { node, report } => match self.applied.get(node) {
                 Some(newer) if newer.seq >= report.seq => {}
                 _ => {

@@ -64,6 +64,13 @@ pub enum Command {
     /// `node`'s own word on the config it runs (or cannot run), so every member and
     /// `ctl status` know it without reaching the node. Kept per node by highest `seq`.
     ReportApply { node: NodeId, report: ApplyReport },
+    /// A split route's weights and shift (`ctl shift`, the leader's shifter), written
+    /// only if the route's generation is still `expect` (see `split`).
+    SetSplit {
+        route: String,
+        expect: u64,
+        state: crate::split::SplitState,
+    },
 }
 
 /// What one node says about applying the committed config.
