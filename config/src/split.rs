@@ -2,9 +2,8 @@
 //! `split = [{ pool = "blue", weight = 90 }, { pool = "green", weight = 10 }]` instead of
 //! `pool`. The file's weights are where a route starts; `ctl shift` moves them through
 //! Raft, and the replicated weights then take the file's place (see the node's
-//! `control/shift`).
+//! `control/shift`). `Route::pools` (in `accessors`) lists the pools a route reaches.
 
-use crate::model::Route;
 use serde::{Deserialize, Serialize};
 
 /// Highest weight one pool of a split may have.
@@ -16,14 +15,4 @@ pub const MAX_SPLIT_WEIGHT: u32 = 10_000;
 pub struct SplitEntry {
     pub pool: String,
     pub weight: u32,
-}
-
-impl Route {
-    /// The pools this route leads to: its `pool`, or the pools of its `split` in order.
-    pub fn pools(&self) -> impl Iterator<Item = &str> {
-        self.pool
-            .as_deref()
-            .into_iter()
-            .chain(self.split.iter().map(|s| s.pool.as_str()))
-    }
 }

@@ -55,7 +55,7 @@ pub use lease::{HookSlot, Leadership, Lease, LeaseTiming, StepDownHook};
 pub use node::{HandOff, MemberInfo, RaftError, RaftHandle, RaftOptions};
 pub use ops::WriteCheck;
 pub use propose::ProposeError;
-pub use split::{Phase, Shift, SplitState, Weights, Window};
+pub use split::{Phase, Shift, ShiftPlan, SplitState, Weights, Window};
 pub use start::{own_peer_ip, start};
 pub use state::{ClusterState, Policy};
 pub use status::{RaftStatus, Role};

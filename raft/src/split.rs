@@ -24,9 +24,10 @@ pub struct SplitState {
     pub shift: Option<Shift>,
 }
 
-/// A gradual move of one pool's share, with its rollback bounds.
+/// What an operator asks for (`ctl shift`): which pool's share moves where, how fast,
+/// and the bounds that roll it back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shift {
+pub struct ShiftPlan {
     /// The pool whose share moves (the new version: green, the canary).
     pub pool: String,
     /// Its share at the end, in percent of the route's traffic.
@@ -39,6 +40,12 @@ pub struct Shift {
     pub max_errors_ppm: Option<u32>,
     /// Rollback when the pool's p99 over a step exceeds this (microseconds).
     pub max_p99_us: Option<u64>,
+}
+
+/// A gradual move of one pool's share: its plan and how far it got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shift {
+    pub plan: ShiftPlan,
     /// The weights before the shift: where a rollback returns to.
     pub start: Weights,
     /// Steps taken so far.

@@ -16,9 +16,8 @@ use fulcrum_tests::backend::{Mode, TestBackend};
 use fulcrum_tests::client::{admin_call, get, get_status, keepalive_client, HttpClient};
 use fulcrum_tests::cluster::LocalCluster;
 use fulcrum_tests::free_port;
-use fulcrum_tests::process::fulcrum_bin;
+use fulcrum_tests::process::{ctl, output_text as text};
 use serde_json::Value;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,29 +75,6 @@ async fn front(admin: &str) -> Option<(Value, Value, Value)> {
         split["replicated"].clone(),
         split["shift"].clone(),
     ))
-}
-
-/// `fulcrum ctl --admin ADMIN args...` on a blocking thread.
-async fn ctl(admin: &str, args: &[&str]) -> Output {
-    let mut all = vec!["ctl".to_string(), "--admin".to_string(), admin.to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(fulcrum_bin())
-            .args(&all)
-            .output()
-            .expect("run fulcrum ctl")
-    })
-    .await
-    .expect("ctl thread")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// One request the load sent: when it started, its status (0: no answer), its backend.

@@ -7,7 +7,7 @@
 use super::{json, param, query_params, text, AdminResponse};
 use crate::app::Node;
 use crate::control::shift::{self, ShiftError};
-use crate::control::shift_plan::ShiftRequest;
+use fulcrum_raft::ShiftPlan;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 
@@ -49,7 +49,7 @@ fn answer(result: Result<fulcrum_raft::SplitState, ShiftError>) -> AdminResponse
 
 /// The shift asked for by the query: `pool`, `to`, `step`, `every` (a duration),
 /// optional `max_error_rate` (a fraction, 0.05 = 5%) and `max_p99` (a duration).
-fn request(params: &[(String, String)]) -> Result<ShiftRequest, String> {
+fn request(params: &[(String, String)]) -> Result<ShiftPlan, String> {
     let need = |name: &str| param(params, name).ok_or(format!("need {name}="));
     let number = |name: &str| -> Result<u32, String> {
         need(name)?
@@ -70,7 +70,7 @@ fn request(params: &[(String, String)]) -> Result<ShiftRequest, String> {
         None => None,
         Some(v) => Some(duration("max_p99", v)?.as_micros() as u64),
     };
-    Ok(ShiftRequest {
+    Ok(ShiftPlan {
         pool: need("pool")?,
         to: number("to")?,
         step: number("step")?,

@@ -17,10 +17,12 @@
 //! where the last committed step put them.
 
 use crate::control::cluster::Cluster;
-use crate::control::shift_plan::{self, ShiftRequest};
+use crate::control::shift_plan;
 use crate::dataplane::DataPlane;
 use crate::pool_figures::PoolFigures;
-use fulcrum_raft::{ClusterState, Command, NodeId, Phase, ProposeError, SplitState, Window};
+use fulcrum_raft::{
+    ClusterState, Command, NodeId, Phase, ProposeError, ShiftPlan, SplitState, Weights, Window,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,13 +54,16 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The split route `route` runs now: its replicated state, if any, and its weights
-/// (the replicated ones when they name the file's pools, else the file's).
-fn running_split(
+/// The cluster, and the split route `route` as it runs now: its replicated state, if
+/// any, and its weights (the replicated ones when they name the file's pools, else the
+/// file's).
+fn running_split<'c>(
+    cluster: Option<&'c Arc<Cluster>>,
     dp: &DataPlane,
-    state: &ClusterState,
     route: &str,
-) -> Result<(SplitState, BTreeMap<String, u32>), ShiftError> {
+) -> Result<Current<'c>, ShiftError> {
+    let cluster = cluster.ok_or(ShiftError::NotClustered)?;
+    let state = cluster.raft.cluster_state().borrow().clone();
     let snapshot = dp.snapshot();
     let split = (snapshot.routes.values())
         .flat_map(|table| table.splits())
@@ -69,7 +74,18 @@ fn running_split(
         Some(_) => replicated.weights.clone(),
         None => split.file_weights(),
     };
-    Ok((replicated, weights))
+    Ok(Current {
+        cluster,
+        state: replicated,
+        weights,
+    })
+}
+
+/// A split route as `running_split` found it.
+struct Current<'c> {
+    cluster: &'c Arc<Cluster>,
+    state: SplitState,
+    weights: Weights,
 }
 
 /// `ctl shift ROUTE POOL --to ...`: commits the start (and first step) of a shift.
@@ -77,17 +93,13 @@ pub async fn start(
     cluster: Option<&Arc<Cluster>>,
     dp: &DataPlane,
     route: &str,
-    req: &ShiftRequest,
+    req: &ShiftPlan,
 ) -> Result<SplitState, ShiftError> {
-    let cluster = cluster.ok_or(ShiftError::NotClustered)?;
-    let state = cluster.raft.cluster_state().borrow().clone();
-    let (current, weights) = running_split(dp, &state, route)?;
-    let running = current
-        .shift
-        .as_ref()
-        .is_some_and(|s| s.phase == Phase::Running);
-    let next = shift_plan::start(&weights, req, running, now_ms()).map_err(ShiftError::Refused)?;
-    write(cluster, route, current.generation, next).await
+    let current = running_split(cluster, dp, route)?;
+    let running = (current.state.shift.as_ref()).is_some_and(|s| s.phase == Phase::Running);
+    let next =
+        shift_plan::start(&current.weights, req, running, now_ms()).map_err(ShiftError::Refused)?;
+    write(current.cluster, route, current.state.generation, next).await
 }
 
 /// `ctl shift ROUTE --abort`: back to the starting weights now.
@@ -96,11 +108,9 @@ pub async fn abort(
     dp: &DataPlane,
     route: &str,
 ) -> Result<SplitState, ShiftError> {
-    let cluster = cluster.ok_or(ShiftError::NotClustered)?;
-    let state = cluster.raft.cluster_state().borrow().clone();
-    let (current, _) = running_split(dp, &state, route)?;
-    let next = shift_plan::abort(&current, now_ms()).map_err(ShiftError::Refused)?;
-    write(cluster, route, current.generation, next).await
+    let current = running_split(cluster, dp, route)?;
+    let next = shift_plan::abort(&current.state, now_ms()).map_err(ShiftError::Refused)?;
+    write(current.cluster, route, current.state.generation, next).await
 }
 
 /// Commits `next` over generation `expect` and waits until this node applied it;
@@ -183,7 +193,7 @@ async fn tend(
         .get(route)
         .filter(|w| w.generation == split.generation);
     let Some(watch) = watch else {
-        let baseline = figures(cluster, dp, state, &shift.pool).await;
+        let baseline = figures(cluster, dp, state, &shift.plan.pool).await;
         tracing::info!(step = shift.steps, weights = ?split.weights, "watching a step");
         let watch = Watch {
             generation: split.generation,
@@ -193,12 +203,12 @@ async fn tend(
         watches.insert(route.to_string(), watch);
         return Some(());
     };
-    if watch.since.elapsed() < Duration::from_millis(shift.every_ms) {
+    if watch.since.elapsed() < Duration::from_millis(shift.plan.every_ms) {
         return Some(());
     }
-    let now = figures(cluster, dp, state, &shift.pool).await;
+    let now = figures(cluster, dp, state, &shift.plan.pool).await;
     let window = window(&watch.baseline, &now);
-    let fault = unhealthy(dp, &shift.pool);
+    let fault = unhealthy(dp, &shift.plan.pool);
     let next = shift_plan::after_step(split, window.clone(), fault, now_ms())?;
     let phase = next.shift.as_ref().map(|s| s.phase.clone());
     tracing::info!(?window, ?phase, weights = ?next.weights, "step judged");

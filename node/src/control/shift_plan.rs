@@ -6,7 +6,7 @@
 //! Weights written by a shift always add up to 100, so they read as percentages in
 //! `/status`; the file's weights may add up to anything.
 
-use fulcrum_raft::{Phase, Shift, SplitState, Weights, Window};
+use fulcrum_raft::{Phase, Shift, ShiftPlan, SplitState, Weights, Window};
 
 /// `pool`'s share of `weights` in percent, rounded to the nearest (0 when all are 0).
 pub fn share(weights: &Weights, pool: &str) -> u32 {
@@ -96,7 +96,8 @@ pub fn quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
 /// Why `window` breaks a bound of `shift`, if it does. A step in which the pool got no
 /// request breaks nothing (there is nothing to judge).
 pub fn breach(shift: &Shift, window: &Window) -> Option<String> {
-    if let Some(max) = shift.max_errors_ppm {
+    let plan = &shift.plan;
+    if let Some(max) = plan.max_errors_ppm {
         let ppm = window.errors.saturating_mul(1_000_000) / window.requests.max(1);
         if window.requests > 0 && ppm > u64::from(max) {
             return Some(format!(
@@ -108,7 +109,7 @@ pub fn breach(shift: &Shift, window: &Window) -> Option<String> {
             ));
         }
     }
-    match (shift.max_p99_us, window.p99_us) {
+    match (plan.max_p99_us, window.p99_us) {
         (Some(max), Some(p99)) if p99 > max => Some(format!(
             "p99 {:.1} ms over the bound {:.1} ms",
             p99 as f64 / 1e3,
@@ -116,17 +117,6 @@ pub fn breach(shift: &Shift, window: &Window) -> Option<String> {
         )),
         _ => None,
     }
-}
-
-/// What an operator asks for (`ctl shift`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShiftRequest {
-    pub pool: String,
-    pub to: u32,
-    pub step: u32,
-    pub every_ms: u64,
-    pub max_errors_ppm: Option<u32>,
-    pub max_p99_us: Option<u64>,
 }
 
 /// The shortest step a shift may have.
@@ -137,7 +127,7 @@ pub const MIN_EVERY_MS: u64 = 200;
 /// `running`: a shift of the route is under way (refused: abort it first).
 pub fn start(
     base: &Weights,
-    req: &ShiftRequest,
+    req: &ShiftPlan,
     running: bool,
     now_ms: u64,
 ) -> Result<SplitState, String> {
@@ -168,12 +158,7 @@ pub fn start(
         ));
     }
     let shift = Shift {
-        pool: req.pool.clone(),
-        to: req.to,
-        step: req.step,
-        every_ms: req.every_ms,
-        max_errors_ppm: req.max_errors_ppm,
-        max_p99_us: req.max_p99_us,
+        plan: req.clone(),
         start: base.clone(),
         steps: 1,
         phase: Phase::Running,
@@ -200,17 +185,18 @@ pub fn after_step(
     let mut next = split.clone();
     let mut moved = shift.clone();
     moved.changed_ms = now_ms;
-    let reached = share(&split.weights, &shift.pool);
+    let plan = &shift.plan;
+    let reached = share(&split.weights, &plan.pool);
     if let Some(reason) = fault.or_else(|| breach(shift, &window)) {
         next.weights = shift.start.clone();
         moved.phase = Phase::RolledBack { reason };
-    } else if reached == shift.to {
+    } else if reached == plan.to {
         moved.phase = Phase::Done;
     } else {
         next.weights = weights_at(
             &shift.start,
-            &shift.pool,
-            next_share(reached, shift.to, shift.step),
+            &plan.pool,
+            next_share(reached, plan.to, plan.step),
         );
         moved.steps += 1;
     }
@@ -299,8 +285,11 @@ mod tests {
     #[test]
     fn a_step_breaks_a_bound_only_with_requests_past_it() {
         let shift = Shift {
-            max_errors_ppm: Some(50_000),
-            max_p99_us: Some(500_000),
+            plan: ShiftPlan {
+                max_errors_ppm: Some(50_000),
+                max_p99_us: Some(500_000),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let window = |requests, errors, p99_us| Window {
@@ -324,8 +313,8 @@ mod tests {
         );
     }
 
-    fn request() -> ShiftRequest {
-        ShiftRequest {
+    fn request() -> ShiftPlan {
+        ShiftPlan {
             pool: "green".into(),
             to: 100,
             step: 40,
@@ -393,19 +382,19 @@ mod tests {
     #[test]
     fn start_refuses_what_cannot_run() {
         let base = w(&[("blue", 90), ("green", 10)]);
-        let refused = |req: ShiftRequest, running| start(&base, &req, running, 0).unwrap_err();
+        let refused = |req: ShiftPlan, running| start(&base, &req, running, 0).unwrap_err();
         assert!(refused(request(), true).contains("abort it first"));
-        let teal = ShiftRequest {
+        let teal = ShiftPlan {
             pool: "teal".into(),
             ..request()
         };
         assert!(refused(teal, false).contains("not in this split (blue, green)"));
-        let same = ShiftRequest {
+        let same = ShiftPlan {
             to: 10,
             ..request()
         };
         assert!(refused(same, false).contains("already has 10%"));
-        let fast = ShiftRequest {
+        let fast = ShiftPlan {
             every_ms: 10,
             ..request()
         };

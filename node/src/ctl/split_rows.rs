@@ -30,12 +30,13 @@ pub fn shift_line(shift: &Value) -> Option<String> {
         },
         _ => "?".to_string(),
     };
+    let plan = &shift["plan"];
     let mut line = format!(
         "shift {} -> {}% (step {} every {} ms): {phase}",
-        shift["pool"].as_str().unwrap_or("?"),
-        shift["to"],
-        shift["step"],
-        shift["every_ms"]
+        plan["pool"].as_str().unwrap_or("?"),
+        plan["to"],
+        plan["step"],
+        plan["every_ms"]
     );
     let last = &shift["last"];
     if last.is_object() {
@@ -82,7 +83,7 @@ mod tests {
     fn a_rolled_back_shift_says_why_and_what_it_saw() {
         let status = json!({"splits": [{
             "route": "front", "weights": {"blue": 90, "green": 10}, "replicated": true,
-            "shift": {"pool": "green", "to": 100, "step": 20, "every_ms": 1000, "steps": 3,
+            "shift": {"plan": {"pool": "green", "to": 100, "step": 20, "every_ms": 1000}, "steps": 3,
                 "phase": {"RolledBack": {"reason": "error rate 40.00% over the bound 5.00%"}},
                 "last": {"requests": 50, "errors": 20, "p99_us": 1500}}
         }]});
