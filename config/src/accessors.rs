@@ -5,7 +5,7 @@
 
 use crate::hash_key::HashKey;
 use crate::model::{
-    Affinity, Backend, ClusterSection, Config, HealthCheck, Listener, Pool, RateLimit,
+    Affinity, Backend, ClusterSection, Config, HealthCheck, Listener, Pool, RateLimit, Route,
 };
 use crate::net::{parse_addr_prefix, parse_peer, IpNet};
 use crate::vips::{VipEntry, VipSection};
@@ -13,6 +13,16 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Cookie inserted by `affinity.mode = "cookie"` when `affinity.cookie` is not set.
 pub const DEFAULT_AFFINITY_COOKIE: &str = "fulcrum_affinity";
+
+impl Route {
+    /// The pools this route leads to: its `pool`, or the pools of its `split` in order.
+    pub fn pools(&self) -> impl Iterator<Item = &str> {
+        self.pool
+            .as_deref()
+            .into_iter()
+            .chain(self.split.iter().map(|s| s.pool.as_str()))
+    }
+}
 
 impl Backend {
     pub fn socket_addr(&self) -> Option<SocketAddr> {

@@ -14,6 +14,7 @@
 //! - `summary`   — the human-readable effective config `fulcrum check` prints.
 //! - `vips`      — the `vip` key: `[vip]` (the leader's) or `[[vip]]` (spread, issue 18).
 //! - `traffic`   — retry budgets and other multi-value traffic settings of a pool.
+//! - `split`     — a route's split between pools (blue-green, canary).
 //!
 //! Nothing here does I/O beyond reading the file it is asked to load; certificate and
 //! secret files are named, not opened.
@@ -29,6 +30,7 @@ mod net;
 mod scale;
 mod scope;
 mod span;
+mod split;
 mod summary;
 mod traffic;
 mod validate;
@@ -43,6 +45,7 @@ pub use model::*;
 pub use net::{parse_peer, IpNet};
 pub use scale::ScaleHook;
 pub use scope::{covers, scope_of, Scope, ScopeError, SCOPES};
+pub use split::{SplitEntry, MAX_SPLIT_WEIGHT};
 pub use traffic::{BackendProtocol, Outlier, RateScope, RetryBudget, MAX_BUDGET_WINDOW_SECS};
 pub use vips::{Fencing, VipEntry, VipSection, VipTable};
 

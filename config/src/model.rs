@@ -252,6 +252,10 @@ pub struct CertPair {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    /// The route's name in `ctl shift`, `/status` and the replicated split weights;
+    /// required with `split`, unique among routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub listener: String,
     /// Exact host, or `*.example.com`.
     pub host: Option<String>,
@@ -260,7 +264,12 @@ pub struct Route {
     /// Header name -> exact value that must all match.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    pub pool: String,
+    /// The one pool the route leads to; or `split`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Blue-green / canary: traffic split between pools by weight (instead of `pool`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<crate::split::SplitEntry>,
     #[serde(default)]
     pub redirect_https: bool,
     /// Protocols a client may switch to on this route (`Upgrade` tokens, compared

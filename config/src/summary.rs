@@ -175,7 +175,7 @@ fn listeners(out: &mut String, config: &Config) {
             let headers: Vec<String> = r.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             let _ = writeln!(
                 out,
-                "    route host {} path {}{}{} -> pool {}",
+                "    route host {} path {}{}{} -> {}",
                 r.host.as_deref().unwrap_or("*"),
                 r.path_prefix.as_deref().unwrap_or("/"),
                 if headers.is_empty() {
@@ -188,7 +188,7 @@ fn listeners(out: &mut String, config: &Config) {
                 } else {
                     ""
                 },
-                r.pool,
+                target(r),
             );
         }
     }
@@ -300,4 +300,17 @@ fn health(out: &mut String, health: Option<&HealthCheck>) {
         c.rise,
         c.fall,
     );
+}
+
+/// `pool NAME`, or `split blue 90, green 10`.
+fn target(r: &crate::Route) -> String {
+    match &r.pool {
+        Some(pool) => format!("pool {pool}"),
+        None => {
+            let parts: Vec<String> = (r.split.iter())
+                .map(|s| format!("{} {}", s.pool, s.weight))
+                .collect();
+            format!("split {}", parts.join(", "))
+        }
+    }
 }

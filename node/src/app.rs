@@ -126,6 +126,9 @@ impl Node {
                 node.stop.clone(),
             );
             tokio::spawn(follow);
+            let shifter =
+                crate::control::shift::run(cluster.clone(), node.dp.clone(), node.stop.clone());
+            tokio::spawn(shifter);
         }
         if let Some(vip) = vip {
             let _ = node.vip.set(vip.clone());

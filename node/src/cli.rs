@@ -83,4 +83,38 @@ pub enum CtlCommand {
     UndrainNode,
     /// List cluster members.
     Members,
+    /// Blue-green / canary: move a split route's traffic to POOL step by step through
+    /// Raft; rolls back to the starting weights when the pool's error rate or p99 over a
+    /// step exceeds a bound. `--abort` rolls back a running shift now.
+    Shift(ShiftArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShiftArgs {
+    /// The split route's `name`.
+    pub route: String,
+    /// The pool whose share moves (not needed with --abort).
+    #[arg(required_unless_present = "abort")]
+    pub pool: Option<String>,
+    /// Its share at the end, percent of the route.
+    #[arg(long, default_value_t = 100)]
+    pub to: u32,
+    /// Percentage points per step.
+    #[arg(long, default_value_t = 10)]
+    pub step: u32,
+    /// How long each step runs before it is judged.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub every: Duration,
+    /// Roll back when the pool's 5xx responses over a step exceed this fraction (0.05 = 5%).
+    #[arg(long)]
+    pub max_error_rate: Option<f64>,
+    /// Roll back when the pool's p99 latency over a step exceeds this (e.g. 500ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_p99: Option<Duration>,
+    /// Stop the running shift: back to the weights it started from.
+    #[arg(long)]
+    pub abort: bool,
+    /// Follow the shift, one line per step, until it ends; exit 1 unless it completed.
+    #[arg(long)]
+    pub watch: bool,
 }

@@ -2,9 +2,12 @@
 //!
 //! `status` reads the cluster view of the asked node (`GET /cluster`, every member's
 //! own `/status`); `apply` waits after the commit until every voter runs the new
-//! version (`wait`), unless `--no-wait`.
+//! version (`wait`), unless `--no-wait`; `shift` starts, aborts or follows a shift of a
+//! split route.
 
 mod bgp_rows;
+mod shift;
+mod split_rows;
 mod table;
 mod vip_rows;
 mod wait;
@@ -57,6 +60,9 @@ async fn run(args: CtlArgs) -> Result<ExitCode, CtlError> {
     let (method, path, body) = match &args.command {
         CtlCommand::Members => (Method::GET, "/members".to_string(), None),
         CtlCommand::Status { json } => return status(&args.admin, token.as_deref(), *json).await,
+        CtlCommand::Shift(shift) => {
+            return shift::shift(&args.admin, token.as_deref(), shift).await
+        }
         CtlCommand::Apply { file, .. } => {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| CtlError::Other(format!("cannot read {}: {e}", file.display())))?;
@@ -240,6 +246,7 @@ fn print_status(text: &str) {
             e["reason"].as_str().unwrap_or("?")
         );
     }
+    print!("{}", split_rows::render(&v));
     for pool in v["pools"].as_array().into_iter().flatten() {
         println!("pool {}", pool["name"].as_str().unwrap_or("?"));
         for b in pool["backends"].as_array().into_iter().flatten() {

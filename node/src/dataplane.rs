@@ -22,6 +22,8 @@ pub struct DataPlane {
     access_log: AtomicBool,
     /// Upgraded (WebSocket) tunnels: hyper's graceful shutdown does not see them.
     pub tunnels: TaskTracker,
+    /// The replicated weights of split routes (`ctl shift`), beside every version.
+    pub splits: crate::split::SplitWeights,
 }
 
 impl DataPlane {
@@ -49,6 +51,7 @@ impl DataPlane {
             metrics,
             access_log: AtomicBool::new(access_log),
             tunnels: TaskTracker::new(),
+            splits: Default::default(),
         })
     }
 

@@ -13,8 +13,8 @@
 //! - `load`       — reading, parsing and checking a config file.
 //! - `run`        — process lifecycle: runtime, logging, signals, graceful shutdown.
 //! - `app`        — the running node: starts everything, takes operator changes.
-//! - `dataplane`, `snapshot`, `pool`, `router`, `balance`, `backend_state` — what a
-//!   request needs, compiled per config version.
+//! - `dataplane`, `snapshot`, `pool`, `router`, `split`, `balance`, `backend_state` — what
+//!   a request needs, compiled per config version (a split's weights beside it).
 //! - `listener`, `h1`, `proxy`, `upstream` — accepting connections and forwarding requests
 //!   (`h1`: the hand-written HTTP/1.1 path; `proxy`: hyper's, for everything else;
 //!   `upstream`: backend connections and their pools).
@@ -63,6 +63,7 @@ mod load;
 mod logging;
 mod metrics;
 mod pool;
+mod pool_figures; // issue 25: a pool's running totals, for judging a shift's step
 mod pool_load; // issue 25: a pool's in flight, queued and saturation
 mod pool_metrics; // issue 25: the pool gauges and the scale hook's calls
 mod proxy;
@@ -71,6 +72,7 @@ mod request; // the request core both HTTP paths share (issue 14)
 mod router;
 mod run;
 mod snapshot;
+mod split; // issue 25: split routes' pools, weights and the weighted draw
 mod tls; // issue 7: HTTPS listeners and backend TLS
 mod upstream;
 

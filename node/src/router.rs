@@ -16,6 +16,7 @@ use crate::request::lookup::HeaderLookup;
 use crate::request::path::PathPolicy;
 use crate::request::rate_limit::RateLimiter;
 use crate::request::timeouts::RouteTimeouts;
+use crate::split::RouteSplit;
 #[cfg(test)]
 use http::HeaderMap;
 use std::sync::Arc;
@@ -26,7 +27,8 @@ pub struct CompiledRoute {
     host: HostMatch,
     path_prefix: String,
     headers: Vec<(http::HeaderName, String)>,
-    pub pool: String,
+    /// Where the route's requests go (`request::split` turns it into a pool).
+    pub target: RouteTarget,
     pub redirect_https: bool,
     /// Protocols a client may upgrade to, lower case (`websocket`, `name/version`).
     pub upgrades: Vec<String>,
@@ -34,6 +36,30 @@ pub struct CompiledRoute {
     pub limiter: Option<Arc<RateLimiter>>,
     /// `timeout` and `per_try_timeout` (see `request::timeouts`).
     pub timeouts: RouteTimeouts,
+}
+
+/// A route's pool, or its split between pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    Pool(String),
+    Split(Arc<RouteSplit>),
+}
+
+impl RouteTarget {
+    fn of(route: &fulcrum_config::Route) -> RouteTarget {
+        match (&route.pool, RouteSplit::new(route)) {
+            (_, Some(split)) => RouteTarget::Split(Arc::new(split)),
+            (pool, None) => RouteTarget::Pool(pool.clone().unwrap_or_default()),
+        }
+    }
+
+    /// The pools this target may lead to.
+    pub fn pools(&self) -> &[String] {
+        match self {
+            RouteTarget::Pool(pool) => std::slice::from_ref(pool),
+            RouteTarget::Split(split) => &split.pools,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +159,7 @@ impl RouteTable {
                             .map(|k| (k, v.clone()))
                     })
                     .collect(),
-                pool: r.pool.clone(),
+                target: RouteTarget::of(r),
                 redirect_https: r.redirect_https,
                 upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
                 limiter: r
@@ -183,7 +209,17 @@ impl RouteTable {
 impl RouteTable {
     /// The pools the routes lead to (a pool may repeat).
     pub fn pool_names(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| r.pool.as_str())
+        (self.routes.iter())
+            .flat_map(|r| r.target.pools())
+            .map(String::as_str)
+    }
+
+    /// The split routes of this listener.
+    pub fn splits(&self) -> impl Iterator<Item = &Arc<RouteSplit>> {
+        self.routes.iter().filter_map(|r| match &r.target {
+            RouteTarget::Split(split) => Some(split),
+            RouteTarget::Pool(_) => None,
+        })
     }
 }
 
@@ -210,11 +246,13 @@ mod tests {
 
     fn route(host: Option<&str>, prefix: Option<&str>, pool: &str) -> Route {
         Route {
+            name: None,
             listener: "web".into(),
             host: host.map(Into::into),
             path_prefix: prefix.map(Into::into),
             headers: Default::default(),
-            pool: pool.into(),
+            pool: Some(pool.into()),
+            split: Vec::new(),
             redirect_https: false,
             upgrades: vec!["websocket".into()],
             rate_limit: None,
@@ -243,7 +281,7 @@ mod tests {
             let host = crate::request::authority::host_part(host.as_bytes());
             table
                 .find(host, path.as_bytes(), &h)
-                .map(|r| r.pool.as_str())
+                .map(|r| r.target.pools()[0].as_str())
         };
         assert_eq!(pool("", "/"), Some("default"));
         assert_eq!(pool("", "/api/x"), Some("api"));
@@ -272,12 +310,16 @@ mod tests {
         let table = table(&routes);
         let mut h = HeaderMap::new();
         assert_eq!(
-            table.find(b"", b"/", &h).map(|r| r.pool.as_str()),
+            table
+                .find(b"", b"/", &h)
+                .map(|r| r.target.pools()[0].as_str()),
             Some("main")
         );
         h.insert("x-canary", "1".parse().unwrap());
         assert_eq!(
-            table.find(b"", b"/", &h).map(|r| r.pool.as_str()),
+            table
+                .find(b"", b"/", &h)
+                .map(|r| r.target.pools()[0].as_str()),
             Some("canary")
         );
     }
@@ -297,11 +339,13 @@ mod tests {
         {
             let found = table
                 .find(host.as_bytes(), b"/", &h)
-                .map(|r| r.pool.as_str());
+                .map(|r| r.target.pools()[0].as_str());
             assert_eq!(found, Some("default"), "{host}");
         }
         for host in ["é.example.com".as_bytes(), b"\xff\xfe.example.com"] {
-            let found = table.find(host, b"/", &h).map(|r| r.pool.as_str());
+            let found = table
+                .find(host, b"/", &h)
+                .map(|r| r.target.pools()[0].as_str());
             assert_eq!(found, Some("wild"), "{host:?}");
         }
     }

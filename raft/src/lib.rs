@@ -17,7 +17,8 @@
 //! detection, pre-vote), `events` (the failover chain), `status`, `bootstrap` + `node`
 //! (the facade), `vip_plan` (where each `[[vip]]` should live) + `vip_grant` (who may hold
 //! one now: the leader's short grants), `liveness` (which members the leader judges live, for
-//! the replicated record DNS answers read).
+//! the replicated record DNS answers read), `split` (split routes' replicated weights and
+//! their shift).
 //! Never wipe the data dir of a node that is still a member (Raft would lose votes).
 
 pub mod admission;
@@ -40,6 +41,7 @@ pub mod propose;
 pub mod rpc;
 pub mod sealed;
 pub mod server;
+pub mod split;
 pub mod start;
 pub mod state;
 pub mod state_machine;
@@ -55,6 +57,7 @@ pub use lease::{HookSlot, Leadership, Lease, LeaseTiming, StepDownHook};
 pub use node::{HandOff, MemberInfo, RaftError, RaftHandle, RaftOptions};
 pub use ops::WriteCheck;
 pub use propose::ProposeError;
+pub use split::{Phase, Shift, ShiftPlan, SplitState, Weights, Window};
 pub use start::{own_peer_ip, start};
 pub use state::{ClusterState, Policy};
 pub use status::{RaftStatus, Role};

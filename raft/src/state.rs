@@ -70,6 +70,9 @@ pub struct ClusterState {
     pub live_nodes: BTreeSet<NodeId>,
     /// Members the operator drained (`ctl drain-node`): left out of DNS answers.
     pub drained_nodes: BTreeSet<NodeId>,
+    /// Split route name -> its replicated weights and shift (issue 25 item 3). Last
+    /// field, for the same reason as `applied` (after `drained_nodes`).
+    pub splits: BTreeMap<String, crate::split::SplitState>,
 }
 
 impl ClusterState {
@@ -121,6 +124,15 @@ impl ClusterState {
                     self.drained_nodes.remove(node);
                 }
             }
+            Command::SetSplit {
+                route,
+                expect,
+                state,
+            } => self
+                .splits
+                .entry(route.clone())
+                .or_default()
+                .write(*expect, state),
             Command::ReportApply { node, report } => match self.applied.get(node) {
                 Some(newer) if newer.seq >= report.seq => {}
                 _ => {

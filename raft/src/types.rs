@@ -70,6 +70,13 @@ pub enum Command {
     },
     /// `ctl drain-node`: the operator takes `node` out of DNS answers (or puts it back).
     SetNodeDrain { node: NodeId, drained: bool },
+    /// A split route's weights and shift (`ctl shift`, the leader's shifter), written
+    /// only if the route's generation is still `expect` (see `split`).
+    SetSplit {
+        route: String,
+        expect: u64,
+        state: crate::split::SplitState,
+    },
 }
 
 /// What one node says about applying the committed config.

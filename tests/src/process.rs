@@ -140,3 +140,27 @@ impl Fulcrum {
         self.node.log()
     }
 }
+
+/// Runs `fulcrum ctl --admin ADMIN args...` on a blocking thread.
+pub async fn ctl(admin: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["ctl".to_string(), "--admin".to_string(), admin.to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        Command::new(fulcrum_bin())
+            .args(&all)
+            .output()
+            .expect("run fulcrum ctl")
+    })
+    .await
+    .expect("ctl thread")
+}
+
+/// A finished command's exit code, stdout and stderr, for an assertion message.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -16,10 +16,9 @@ use fulcrum_tests::client::get_status;
 use fulcrum_tests::cluster::{peers_line, LocalCluster, MemberPorts};
 use fulcrum_tests::config::backend_list;
 use fulcrum_tests::free_port;
-use fulcrum_tests::process::{fulcrum_bin, Fulcrum};
+use fulcrum_tests::process::{ctl, output_text as text, Fulcrum};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -63,29 +62,6 @@ backends = {backends}
         raft = me.raft,
         data = data.display(),
         secret = secret.display(),
-    )
-}
-
-/// Runs `fulcrum ctl --admin ADMIN args...` (blocking, from a blocking thread).
-async fn ctl(admin: &str, args: &[&str]) -> Output {
-    let mut all = vec!["ctl".to_string(), "--admin".to_string(), admin.to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(fulcrum_bin())
-            .args(&all)
-            .output()
-            .expect("run fulcrum ctl")
-    })
-    .await
-    .expect("ctl thread")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     )
 }
 

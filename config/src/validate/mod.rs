@@ -19,6 +19,7 @@ mod local;
 mod pools;
 mod routes;
 mod scale;
+mod splits;
 mod vips;
 
 use crate::error::ConfigError;
@@ -96,6 +97,7 @@ pub(crate) fn validate(config: &Config, text: &str, origin: &str) -> Result<(), 
     }
     listeners::check(config, &mut report);
     routes::check(config, &mut report);
+    splits::check(config, &mut report);
     pools::check(config, &mut report);
     report.finish()
 }

@@ -22,7 +22,7 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
         .as_ref()
         .is_some_and(|s| s.cookie_secret.is_some());
     let tcp_users = tcp_users(config);
-    let http_users: HashSet<&str> = config.route.iter().map(|r| r.pool.as_str()).collect();
+    let http_users: HashSet<&str> = config.route.iter().flat_map(|r| r.pools()).collect();
     let mut names = HashSet::new();
     for (i, pool) in config.pool.iter().enumerate() {
         r.name(&[K("pool"), I(i), K("name")], "pool", &pool.name);

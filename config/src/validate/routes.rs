@@ -1,11 +1,11 @@
-//! Checks of `[[route]]` entries: the listener and pool exist, matchers are well formed,
+//! Checks of `[[route]]` entries: the listener exists (pools: `splits.rs`), matchers are well formed,
 //! rate limits are sane, and no two routes of a listener match exactly the same requests.
 
 use super::Report;
 use crate::hash_key::{is_token, HashKey};
 use crate::model::{Config, Protocol, Route};
 use crate::span::Seg::{I, K};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// What a route matches on; two routes with equal keys on one listener are ambiguous.
 type MatchKey = (String, Option<String>, String, BTreeMap<String, String>);
@@ -16,12 +16,11 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
         .iter()
         .map(|l| (l.name.as_str(), l.protocol))
         .collect();
-    let pools: HashSet<&str> = config.pool.iter().map(|p| p.name.as_str()).collect();
     let mut seen: HashMap<MatchKey, usize> = HashMap::new();
     let redis =
         (config.session.as_ref()).is_some_and(|s| s.redis.is_some() || !s.sentinels.is_empty());
     for (i, route) in config.route.iter().enumerate() {
-        check_refs(i, route, &listeners, &pools, r);
+        check_refs(i, route, &listeners, r);
         check_matchers(i, route, r);
         check_rate_limit(i, route, redis, r);
         check_timeouts(i, route, r);
@@ -38,13 +37,7 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
     }
 }
 
-fn check_refs(
-    i: usize,
-    route: &Route,
-    listeners: &HashMap<&str, Protocol>,
-    pools: &HashSet<&str>,
-    r: &mut Report<'_>,
-) {
+fn check_refs(i: usize, route: &Route, listeners: &HashMap<&str, Protocol>, r: &mut Report<'_>) {
     let at = |key| [K("route"), I(i), K(key)];
     match listeners.get(route.listener.as_str()) {
         None => r.error(
@@ -62,12 +55,6 @@ fn check_refs(
             ),
         ),
         Some(_) => {}
-    }
-    if !pools.contains(route.pool.as_str()) {
-        r.error(
-            &at("pool"),
-            format!("route names pool `{}`, which does not exist", route.pool),
-        );
     }
 }
 

@@ -1,4 +1,4 @@
-//! The admin API on `node.admin`: status, metrics, config and drain.
+//! The admin API on `node.admin`: status, metrics, config, drain and shifts.
 //!
 //! | method | path | auth | what |
 //! |---|---|---|---|
@@ -13,6 +13,8 @@
 //! | GET | /members | no | cluster members |
 //! | GET | /cluster | no | every member's `/status`, gathered by this node |
 //! | GET | / or /dashboard | no | the dashboard page (drain buttons need the token) |
+//! | POST | /shift?route=R&pool=P&to=N&step=N&every=D[&max_error_rate=F][&max_p99=D] | token | start a shift of a split route |
+//! | POST | /shift/abort?route=R | token | stop it: back to the starting weights |
 //! | POST | /members/add?id=N&raft=ADDR&admin=ADDR | token | add a node as learner |
 //! | POST | /members/promote?id=N | token | make a learner a voter |
 //! | POST | /members/remove?id=N | token | remove a node from the cluster |
@@ -23,6 +25,7 @@ mod auth;
 mod dashboard;
 mod failover;
 mod members;
+mod shift;
 mod status;
 
 use crate::app::{ApplyError, Node};
@@ -125,6 +128,8 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<AdminResponse
         (Method::POST, "/undrain") => drain(&node, &req, false).await,
         (Method::POST, "/drain-node") => drain_node(&node, true).await,
         (Method::POST, "/undrain-node") => drain_node(&node, false).await,
+        (Method::POST, "/shift") => shift::start(&node, &req).await,
+        (Method::POST, "/shift/abort") => shift::abort(&node, &req).await,
         (Method::POST, "/members/add") => members::add(&node, query_params(&req)).await,
         (Method::POST, "/members/promote") => members::promote(&node, query_params(&req)).await,
         (Method::POST, "/members/remove") => members::remove(&node, query_params(&req)).await,

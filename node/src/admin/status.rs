@@ -99,8 +99,17 @@ pub fn status(node: &Node) -> Value {
         "session_store": session_state(node),
         "affinity": affinity(node),
         "events": node.events.to_json(),
+        "splits": splits(node),
         "pools": pools,
     })
+}
+
+/// The split routes, the weights they run and their shift (`control::shift::view`).
+fn splits(node: &Node) -> Value {
+    let state = node
+        .cluster()
+        .map(|c| c.raft.cluster_state().borrow().clone());
+    crate::control::shift::view(&node.dp, state.as_deref())
 }
 
 /// What each node last reported about a backend: `{"1": true, "2": false}`.

@@ -64,6 +64,7 @@ pub async fn follow(
         let state = states.borrow_and_update().clone();
         retry = converge_config(&applier, &state, retry).await;
         sync_backends(&cluster, &dp, &state);
+        publish_splits(&dp, &state);
         let report_at = reporting.step(&cluster, &applier, &state).await;
         let retry_at = retry.map(|r| r.at);
         tokio::select! {
@@ -73,6 +74,14 @@ pub async fn follow(
             _ = sleep_until(report_at) => {}
         }
     }
+}
+
+/// Hands the split routes' replicated weights (`ctl shift`) to the data plane.
+fn publish_splits(dp: &DataPlane, state: &ClusterState) {
+    let weights = (state.splits.iter())
+        .map(|(route, split)| (route.clone(), split.weights.clone()))
+        .collect();
+    dp.splits.publish(weights);
 }
 
 /// How often an outstanding report proposal is looked at.

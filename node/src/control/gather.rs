@@ -145,7 +145,7 @@ async fn targets(local: &NodeSection, cluster: Option<&Arc<Cluster>>) -> Vec<Tar
 }
 
 /// One member's `/status`, or why not.
-async fn ask(admin: &str) -> Result<Value, String> {
+pub(crate) async fn ask(admin: &str) -> Result<Value, String> {
     if admin.is_empty() {
         return Err("admin address not registered yet".to_string());
     }

@@ -19,6 +19,9 @@
 //! - `bgp`       — BGP mode: announce or withdraw the service prefixes through BIRD.
 //! - `bird`      — the BIRD 2 driver (`birdc`, the config fragment).
 //! - `live_nodes` — the leader's committed record of live members (for DNS answers).
+//! - `shift`     — blue-green and canary: `ctl shift`'s start and abort, and the leader's
+//!   shifter that steps a split route's weights or rolls them back (`shift_plan`: the
+//!   arithmetic and the state each step leads to).
 //! - `scale_hook` — the signal to scale: samples pool saturation, calls the webhook
 //!   (`scale_decide` is the rule: how long past a bound, the cool-down).
 
@@ -33,6 +36,8 @@ pub mod live_nodes;
 pub mod reporter;
 pub mod scale_decide;
 pub mod scale_hook;
+pub mod shift;
+pub mod shift_plan;
 pub mod thread;
 pub mod vip_agree;
 pub mod vip_guard;

@@ -21,13 +21,13 @@ use super::{Ctx, Phase};
 use crate::bufpool;
 use crate::pool::PoolRuntime;
 use crate::request::answered::answered;
-use crate::request::choice::{self, Choice, ChoiceKeys};
+use crate::request::choice::{self, Choice};
 use crate::request::course::Course;
 use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
 use crate::request::timeouts::{self, Expiry, RequestClock, RouteTimeouts, TryClock};
-use crate::request::{authority, breaker, path, rate_limit};
+use crate::request::{authority, breaker, path, rate_limit, split};
 use crate::upstream::BackendConn;
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
@@ -112,13 +112,20 @@ where
     if route.redirect_https && !ctx.conn.tls {
         return Next::Handoff;
     }
-    let Some(pool) = snapshot.pools.get(&route.pool).cloned() else {
+    let candidates = split::candidates(
+        &ctx.dp,
+        &snapshot,
+        route,
+        &ctx.conn,
+        &c.head.view(buf),
+        path,
+    );
+    let Some((pool, keys)) = candidates.settle().await else {
         return local(c, ctx, Local::NoBackend).await;
     };
     if pool.upstream.needs_client() {
         return Next::Handoff;
     }
-    let keys = ChoiceKeys::read(&pool, &ctx.conn, &c.head.view(buf), path);
     let choice = choice::choose_backend(&pool, &ctx.conn, keys).await;
     let Some(choice) = choice else {
         return local(c, ctx, Local::NoBackend).await;

@@ -6,10 +6,10 @@
 
 use super::exchange;
 use super::Shared;
-use crate::request::choice::{choose_backend, ChoiceKeys};
+use crate::request::choice::choose_backend;
 use crate::request::local::Local;
-use crate::request::rate_limit;
 use crate::request::target::Target;
+use crate::request::{rate_limit, split};
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
@@ -54,15 +54,18 @@ async fn route_and_forward(
         req.headers(),
         target.path.as_bytes(),
     )?;
-    let pool = snapshot
-        .pools
-        .get(&route.pool)
-        .ok_or(Local::NoBackend)?
-        .clone();
+    let candidates = split::candidates(
+        &shared.dp,
+        &snapshot,
+        route,
+        &shared.conn,
+        req.headers(),
+        target.path.as_bytes(),
+    );
     let timeouts = route.timeouts;
     drop(snapshot);
     admitted.settle().await?;
-    let keys = ChoiceKeys::read(&pool, &shared.conn, req.headers(), target.path.as_bytes());
+    let (pool, keys) = candidates.settle().await.ok_or(Local::NoBackend)?;
     let choice = choose_backend(&pool, &shared.conn, keys)
         .await
         .ok_or(Local::NoBackend)?;

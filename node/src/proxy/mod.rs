@@ -13,10 +13,10 @@ mod grpc_status;
 pub mod headers;
 mod upgrade;
 
-use crate::request::choice::{choose_backend, ChoiceKeys};
+use crate::request::choice::choose_backend;
 pub use crate::request::conn::ConnInfo;
 use crate::request::local::Local;
-use crate::request::rate_limit;
+use crate::request::{rate_limit, split};
 
 use crate::dataplane::DataPlane;
 use crate::request::target::Target;
@@ -101,9 +101,10 @@ async fn route_and_forward(
     if route.redirect_https && !conn.tls {
         return Ok(redirect_to_https(target.host(), req.uri()));
     }
-    let pool = snap.pools.get(&route.pool).ok_or(Local::NoBackend)?.clone();
+    let candidates =
+        split::candidates(dp, snap, route, conn, req.headers(), target.path.as_bytes());
+    let (pool, keys) = candidates.settle().await.ok_or(Local::NoBackend)?;
     let span = tracing::debug_span!("request", method = %req.method(), path = %target.path, pool = %pool.name);
-    let keys = ChoiceKeys::read(&pool, conn, req.headers(), target.path.as_bytes());
     let choice = choose_backend(&pool, conn, keys)
         .await
         .ok_or(Local::NoBackend)?;

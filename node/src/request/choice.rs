@@ -9,7 +9,7 @@ use crate::pool::PoolRuntime;
 use crate::request::conn::ConnInfo;
 use crate::request::lookup::HeaderLookup;
 use fulcrum_config::HashKey;
-use fulcrum_session::AffinityStore;
+use fulcrum_session::{AffinityStore, Lookup};
 use std::sync::Arc;
 
 /// The backend chosen for a request and whether to (re)issue the affinity cookie (or,
@@ -68,6 +68,31 @@ impl ChoiceKeys {
             hash_key: hash_key_bytes(pool.hash_key.as_ref(), conn, headers, path),
             session,
             fallback_pin,
+        }
+    }
+}
+
+impl ChoiceKeys {
+    /// Whether the request's session is pinned in `pool` to a backend that may still take
+    /// it: a valid affinity cookie (a drained backend keeps its sessions, as in `cookie`
+    /// mode), a valid fallback cookie or a pin in the store (not to a drained backend, as
+    /// `shared::choose` decides). Only the shared modes ask the store (its cache first).
+    pub(crate) async fn pinned(&self, pool: &PoolRuntime) -> bool {
+        if self.cookie_pin.is_some() {
+            return true;
+        }
+        let stays = |id: &str| {
+            pool.sticky_target(id)
+                .is_some_and(|i| !pool.backends[i].state.drained())
+        };
+        if self.fallback_pin.as_deref().is_some_and(stays) {
+            return true;
+        }
+        match &self.session {
+            Some((store, key)) => {
+                matches!(store.lookup(&pool.name, key).await, Lookup::Pinned(id) if stays(&id))
+            }
+            None => false,
         }
     }
 }

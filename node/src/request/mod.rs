@@ -6,6 +6,8 @@
 //! - `authority`, `path` — the request target checked and normalised (400 when malformed).
 //! - `target`     — the same checks on an `http::Request` (hyper's and HTTP/2's codecs).
 //! - `lookup`     — header lookup over either path's header representation.
+//! - `split`      — the pool of a routed request: its route's pool, or a weighted draw
+//!   over a split route's pools where a pinned session stays on its pool.
 //! - `choice`     — backend choice: affinity cookie, Redis pin, then the pool's algorithm.
 //! - `failure`    — why a raw backend exchange failed, and what that calls for.
 //! - `retry`      — after a failed attempt: same backend, another one, or give up; eject?
@@ -41,5 +43,6 @@ pub mod path;
 pub mod rate_limit;
 pub mod redispatch;
 pub mod retry;
+pub(crate) mod split;
 pub(crate) mod target;
 pub mod timeouts;
