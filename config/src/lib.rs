@@ -20,6 +20,7 @@
 
 mod accessors;
 mod bgp;
+mod discover;
 mod error;
 mod hash_key;
 mod model;
@@ -34,6 +35,7 @@ mod vips;
 
 pub use accessors::DEFAULT_AFFINITY_COOKIE;
 pub use bgp::BgpSection;
+pub use discover::{Discover, RecordKind};
 pub use error::{ConfigError, ConfigErrors};
 pub use hash_key::HashKey;
 pub use model::*;
