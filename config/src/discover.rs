@@ -71,6 +71,13 @@ fn default_weight() -> u32 {
 }
 
 impl Discover {
+    /// The resolvers as addresses (the ones that parse: validation refuses the others).
+    pub fn resolver_addrs(&self) -> Vec<std::net::SocketAddr> {
+        (self.resolvers.iter())
+            .filter_map(|s| crate::net::parse_socket_addr(s).ok())
+            .collect()
+    }
+
     /// How long to wait before resolving again after records with smallest TTL `ttl`.
     pub fn next_after(&self, ttl: Duration) -> Duration {
         ttl.clamp(self.min_ttl, self.max_ttl.max(self.min_ttl))

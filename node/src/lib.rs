@@ -45,6 +45,8 @@ mod control; // control thread, VIP guard and fence, health reporter
 mod ctl;
 mod dataplane;
 mod demo;
+mod discovered; // issue 25: discovered backends merged into each snapshot
+mod discovery_metrics; // issue 25: discovery lookups, members, failing sources
 mod h1; // hand-written HTTP/1.1 fast path
 mod h2_flood; // issue 17: closes HTTP/2 clients that flood control frames
 mod health;

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub bgp: crate::bgp_metrics::BgpMetrics,
     /// The signal to scale: pool gauges (set at scrape time) and hook calls.
     pub pools: crate::pool_metrics::PoolMetrics,
+    /// Backends found through DNS (`control::discovery`).
+    pub discovery: crate::discovery_metrics::DiscoveryMetrics,
     last_vip_transitions: std::sync::atomic::AtomicU64,
 }
 
@@ -207,6 +209,7 @@ impl Metrics {
             last_vip_transitions: std::sync::atomic::AtomicU64::new(0),
             bgp: Default::default(),
             pools: Default::default(),
+            discovery: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -374,6 +377,7 @@ impl Metrics {
         );
         m.bgp.register(&mut registry);
         m.pools.register(&mut registry);
+        m.discovery.register(&mut registry);
         Metrics { registry, ..m }
     }
 

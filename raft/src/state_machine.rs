@@ -45,11 +45,11 @@ struct SmData {
 }
 
 /// Decodes a state (or `SmData`, which ends with one) that may have been written before
-/// `ClusterState::applied` (or `vip_assignment`) existed: such bytes lack only those last
-/// maps, and an empty map is one zero byte in bincode's standard config.
+/// `ClusterState::applied` (or `vip_assignment`, or `discovered`) existed: such bytes lack
+/// only those last maps, and an empty map is one zero byte in bincode's standard config.
 fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::CodecError> {
     codec::decode(bytes).or_else(|e| {
-        (1..=2)
+        (1..=3)
             .find_map(|missing| {
                 let mut older = bytes.to_vec();
                 older.resize(bytes.len() + missing, 0);

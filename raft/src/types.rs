@@ -64,6 +64,12 @@ pub enum Command {
     /// `node`'s own word on the config it runs (or cannot run), so every member and
     /// `ctl status` know it without reaching the node. Kept per node by highest `seq`.
     ReportApply { node: NodeId, report: ApplyReport },
+    /// A pool's backends as its discovery source found them (proposed by the leader,
+    /// `discovered`), replaced whole; an empty set forgets the pool.
+    SetDiscovered {
+        pool: String,
+        set: crate::discovered::DiscoveredSet,
+    },
 }
 
 /// What one node says about applying the committed config.

@@ -18,6 +18,8 @@
 //! - `gather`    — the cluster view: every member's own `/status`, asked by one node.
 //! - `bgp`       — BGP mode: announce or withdraw the service prefixes through BIRD.
 //! - `bird`      — the BIRD 2 driver (`birdc`, the config fragment).
+//! - `discovery` — backends from DNS: the leader resolves each `discover` pool and
+//!   proposes its set; a joining backend waits for its health check, a vanished one drains.
 //! - `scale_hook` — the signal to scale: samples pool saturation, calls the webhook
 //!   (`scale_decide` is the rule: how long past a bound, the cool-down).
 
@@ -25,6 +27,7 @@ pub mod apply;
 pub mod bgp;
 pub mod bird;
 pub mod cluster;
+pub mod discovery;
 pub mod events;
 pub mod follow;
 pub mod gather;
