@@ -68,6 +68,20 @@ async fn on_every_node(
     false
 }
 
+/// Waits (up to `within`) until backend `addr` has `key` = `value` on every node.
+async fn everywhere(
+    cluster: &LocalCluster,
+    addr: &str,
+    key: &str,
+    value: bool,
+    within: Duration,
+) -> bool {
+    on_every_node(cluster, addr, within, |b| {
+        b.is_some_and(|b| b[key] == value)
+    })
+    .await
+}
+
 /// `n` requests through node 1, one every 20 ms: the backends that answered (200 only).
 async fn spread(cluster: &LocalCluster, n: usize) -> Vec<String> {
     let client = keepalive_client();
@@ -92,10 +106,7 @@ async fn pools_follow_their_dns_records() {
     cluster.wait_settled().await;
     let a_addr = a.addr.to_string();
     assert!(
-        on_every_node(&cluster, &a_addr, Duration::from_secs(15), |b| {
-            b.is_some_and(|b| b["healthy"] == true)
-        })
-        .await,
+        everywhere(&cluster, &a_addr, "healthy", true, Duration::from_secs(15)).await,
         "a, found in DNS and passing its checks, is healthy on every node\n{}",
         cluster.nodes[0].log()
     );
@@ -107,10 +118,7 @@ async fn pools_follow_their_dns_records() {
     dns.set_records(&records(&[&a, &b]));
     let b_addr = b.addr.to_string();
     assert!(
-        on_every_node(&cluster, &b_addr, Duration::from_secs(10), |b| {
-            b.is_some_and(|b| b["healthy"] == false)
-        })
-        .await,
+        everywhere(&cluster, &b_addr, "healthy", false, Duration::from_secs(10)).await,
         "b is discovered by every node, not healthy"
     );
     let checked_before = b.health_checks();
@@ -122,10 +130,7 @@ async fn pools_follow_their_dns_records() {
     // Healthy: it joins.
     b.set_healthy(true);
     assert!(
-        on_every_node(&cluster, &b_addr, Duration::from_secs(10), |b| {
-            b.is_some_and(|b| b["healthy"] == true)
-        })
-        .await,
+        everywhere(&cluster, &b_addr, "healthy", true, Duration::from_secs(10)).await,
         "b turns healthy once its checks pass"
     );
     let seen = spread(&cluster, 20).await;
@@ -159,10 +164,7 @@ async fn pools_follow_their_dns_records() {
     let a_busy = a.requests();
     dns.set_records(&records(&[&b, &c]));
     assert!(
-        on_every_node(&cluster, &a_addr, Duration::from_secs(5), |b| {
-            b.is_some_and(|b| b["drained"] == true)
-        })
-        .await,
+        everywhere(&cluster, &a_addr, "drained", true, Duration::from_secs(5)).await,
         "a is drained on every node once its record is gone"
     );
     let seen = spread(&cluster, 20).await;

@@ -11,10 +11,11 @@
 use super::source::Word;
 use fulcrum_config::{Discover, RecordKind};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::lookup::Lookup;
 use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use hickory_resolver::proto::xfer::Protocol;
-use hickory_resolver::{Name, ResolveError, TokioResolver};
+use hickory_resolver::{Name, TokioResolver};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -110,15 +111,31 @@ async fn lookup(resolver: &TokioResolver, d: &Discover) -> Result<Answer, String
     }
 }
 
-/// An empty answer when the name has no records of the type, else the error's text.
-fn empty_or_error(e: ResolveError, ceiling: Duration) -> Result<Answer, String> {
-    if e.is_no_records_found() {
-        Ok(Answer {
+impl Answer {
+    fn empty(ceiling: Duration) -> Answer {
+        Answer {
             addrs: BTreeSet::new(),
             ttl: ceiling,
-        })
-    } else {
-        Err(e.to_string())
+        }
+    }
+
+    /// Counts one record's TTL toward the smallest.
+    fn note_ttl(&mut self, record: &Record) {
+        self.ttl = self.ttl.min(Duration::from_secs(record.ttl().into()));
+    }
+}
+
+/// The answer to one question; `None` when the name has no records of the type
+/// (NXDOMAIN or an empty answer), an error's text when the lookup failed.
+async fn ask(
+    resolver: &TokioResolver,
+    name: Name,
+    kind: RecordType,
+) -> Result<Option<Lookup>, String> {
+    match resolver.lookup(name, kind).await {
+        Ok(lookup) => Ok(Some(lookup)),
+        Err(e) if e.is_no_records_found() => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -129,13 +146,9 @@ async fn addresses(
     port: u16,
     ceiling: Duration,
 ) -> Result<Answer, String> {
-    let lookup = match resolver.lookup(name, kind).await {
-        Ok(l) => l,
-        Err(e) => return empty_or_error(e, ceiling),
-    };
-    let mut answer = Answer {
-        addrs: BTreeSet::new(),
-        ttl: ceiling,
+    let mut answer = Answer::empty(ceiling);
+    let Some(lookup) = ask(resolver, name, kind).await? else {
+        return Ok(answer);
     };
     for record in lookup.record_iter() {
         let ip: IpAddr = match record.data() {
@@ -143,26 +156,22 @@ async fn addresses(
             RData::AAAA(a) => a.0.into(),
             _ => continue,
         };
-        answer.ttl = answer.ttl.min(Duration::from_secs(record.ttl().into()));
+        answer.note_ttl(record);
         answer.addrs.insert(SocketAddr::new(ip, port).to_string());
     }
     Ok(answer)
 }
 
 async fn srv(resolver: &TokioResolver, name: Name, ceiling: Duration) -> Result<Answer, String> {
-    let lookup = match resolver.lookup(name, RecordType::SRV).await {
-        Ok(l) => l,
-        Err(e) => return empty_or_error(e, ceiling),
-    };
-    let mut answer = Answer {
-        addrs: BTreeSet::new(),
-        ttl: ceiling,
+    let mut answer = Answer::empty(ceiling);
+    let Some(lookup) = ask(resolver, name, RecordType::SRV).await? else {
+        return Ok(answer);
     };
     for record in lookup.record_iter() {
         let RData::SRV(srv) = record.data() else {
             continue;
         };
-        answer.ttl = answer.ttl.min(Duration::from_secs(record.ttl().into()));
+        answer.note_ttl(record);
         // A target of "." says the service is not offered there.
         if srv.target().is_root() {
             continue;
@@ -172,7 +181,7 @@ async fn srv(resolver: &TokioResolver, name: Name, ceiling: Duration) -> Result<
             .await
             .map_err(|e| format!("SRV target {}: {e}", srv.target()))?;
         for record in ips.as_lookup().record_iter() {
-            answer.ttl = answer.ttl.min(Duration::from_secs(record.ttl().into()));
+            answer.note_ttl(record);
         }
         for ip in ips.iter() {
             answer
