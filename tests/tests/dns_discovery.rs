@@ -35,7 +35,7 @@ fn records(backends: &[&TestBackend]) -> String {
 
 fn pool_lines(resolver: &str) -> String {
     format!(
-        "health = {{ kind = \"http\", path = \"/healthz\", interval = \"200ms\", timeout = \"500ms\", rise = 2, fall = 2 }}\n\
+        "health = {{ kind = \"http\", path = \"/healthz\", interval = \"300ms\", timeout = \"250ms\", rise = 2, fall = 2 }}\n\
          discover = {{ dns = \"_http._tcp.{ZONE}\", type = \"srv\", resolvers = [\"{resolver}\"], min_ttl = \"500ms\", max_ttl = \"2s\", timeout = \"500ms\", drain = \"4s\" }}\n"
     )
 }
