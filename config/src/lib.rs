@@ -22,6 +22,7 @@
 
 mod accessors;
 mod bgp;
+mod discover;
 mod dns;
 mod error;
 mod hash_key;
@@ -38,6 +39,7 @@ mod vips;
 
 pub use accessors::DEFAULT_AFFINITY_COOKIE;
 pub use bgp::BgpSection;
+pub use discover::{Discover, RecordKind};
 pub use dns::{normalize as normalize_dns_name, DnsAnswer, DnsName, DnsSection, DNS_TTL_RANGE};
 pub use error::{ConfigError, ConfigErrors};
 pub use hash_key::HashKey;

@@ -453,7 +453,12 @@ pub struct Pool {
     #[serde(default)]
     pub affinity: Affinity,
     pub health: Option<HealthCheck>,
+    /// Fixed backends; empty when `discover` finds them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<Backend>,
+    /// Backends found through DNS (`discover::Discover`) instead of `backends`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discover: Option<crate::Discover>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Time allowed for the backend's response head.

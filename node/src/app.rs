@@ -143,6 +143,11 @@ impl Node {
         }
         node.start_spread(&config).await?;
         node.applier.restart_health();
+        let sink = match node.cluster() {
+            Some(c) => crate::control::discovery::Sink::Raft(c.clone()),
+            None => crate::control::discovery::Sink::Local(node.applier.clone()),
+        };
+        crate::control::discovery::spawn(node.dp.clone(), sink, node.stop.clone());
         let watched = node.clone();
         let sample = move || {
             events::sample(

@@ -31,6 +31,9 @@ pub struct BackendState {
     clustered: Arc<AtomicBool>,
     /// Operator drain: no new sessions, in-flight work finishes.
     drained: AtomicBool,
+    /// Drained because its discovery record vanished (`control::discovery`); kept apart from the
+    /// operator's flag so neither undoes the other.
+    discovery_draining: AtomicBool,
     /// Passive ejection deadline, in milliseconds since `epoch` (0 = not ejected).
     ejected_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
@@ -47,12 +50,15 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    fn new(epoch: Instant, clustered: Arc<AtomicBool>) -> Self {
+    /// A backend's state; `healthy_at_start` is false for a discovered backend, which
+    /// must pass a check (this node's alone, the cluster's verdict clustered) first.
+    fn new(epoch: Instant, clustered: Arc<AtomicBool>, healthy_at_start: bool) -> Self {
         BackendState {
             clustered,
-            active_healthy: AtomicBool::new(true),
-            cluster_healthy: AtomicBool::new(true),
+            active_healthy: AtomicBool::new(healthy_at_start),
+            cluster_healthy: AtomicBool::new(healthy_at_start),
             drained: AtomicBool::new(false),
+            discovery_draining: AtomicBool::new(false),
             ejected_until_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             warm_since_ms: AtomicU64::new(epoch.elapsed().as_millis() as u64),
@@ -104,8 +110,13 @@ impl BackendState {
         now.saturating_sub(since)
     }
 
+    /// Drained by the operator or because its discovery record vanished.
     pub fn drained(&self) -> bool {
-        self.drained.load(Ordering::Relaxed)
+        self.drained.load(Ordering::Relaxed) || self.discovery_draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_discovery_draining(&self, draining: bool) {
+        self.discovery_draining.store(draining, Ordering::Relaxed);
     }
 
     pub fn set_drained(&self, drained: bool) {
@@ -185,10 +196,21 @@ impl BackendRegistry {
     /// The state for `(pool, addr)`, created on first use. Called when a config is
     /// compiled, never per request.
     pub fn get(&self, pool: &str, addr: &str) -> Arc<BackendState> {
+        self.get_or_new(pool, addr, true)
+    }
+
+    /// Like `get`, but a backend new to the registry starts unhealthy: one found by
+    /// discovery gets traffic only after it passes a health check.
+    pub fn get_discovered(&self, pool: &str, addr: &str) -> Arc<BackendState> {
+        self.get_or_new(pool, addr, false)
+    }
+
+    fn get_or_new(&self, pool: &str, addr: &str, healthy_at_start: bool) -> Arc<BackendState> {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let new = || BackendState::new(self.epoch, self.clustered.clone(), healthy_at_start);
         states
             .entry((pool.to_string(), addr.to_string()))
-            .or_insert_with(|| Arc::new(BackendState::new(self.epoch, self.clustered.clone())))
+            .or_insert_with(|| Arc::new(new()))
             .clone()
     }
 

@@ -6,13 +6,14 @@
 //! tunnels live here because they span config versions.
 
 use crate::backend_state::BackendRegistry;
+use crate::discovered::{self as members, DiscoveredSets};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use fulcrum_config::{Config, SessionSection};
 use fulcrum_session::{AffinityStore, StoreOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio_util::task::TaskTracker;
 
 pub struct DataPlane {
@@ -24,6 +25,9 @@ pub struct DataPlane {
     pub tunnels: TaskTracker,
     /// The replicated weights of split routes (`ctl shift`), beside every version.
     pub splits: crate::split::SplitWeights,
+    /// The discovered backends of `discover` pools (`discovery`), merged into every
+    /// snapshot; the lock also keeps two rebuilds from interleaving.
+    discovered: Mutex<DiscoveredSets>,
 }
 
 impl DataPlane {
@@ -52,6 +56,7 @@ impl DataPlane {
             access_log: AtomicBool::new(access_log),
             tunnels: TaskTracker::new(),
             splits: Default::default(),
+            discovered: Mutex::new(DiscoveredSets::new()),
         })
     }
 
@@ -64,6 +69,45 @@ impl DataPlane {
     /// affinity store is kept when `[session]` did not change, else rebuilt, and swaps
     /// in with the snapshot.
     pub fn apply(&self, config: Arc<Config>, source: Arc<str>, version: u64) {
+        let sets = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+        self.rebuild(config, source, version, &sets);
+        tracing::info!(version, "config applied to the data plane");
+    }
+
+    /// The discovered sets this node runs.
+    pub fn discovered(&self) -> DiscoveredSets {
+        (self.discovered.lock().unwrap_or_else(|p| p.into_inner())).clone()
+    }
+
+    /// Runs `sets` as the discovered backends (same config version); returns whether any
+    /// pool's addresses changed (new health checkers are then needed), `None` when
+    /// nothing changed at all.
+    pub fn set_discovered(&self, sets: DiscoveredSets) -> Option<bool> {
+        let mut running = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+        if *running == sets {
+            return None;
+        }
+        let moved = members::addresses(&running) != members::addresses(&sets);
+        *running = sets;
+        let current = self.snapshot();
+        let (config, source, version) = (
+            current.config.clone(),
+            current.source.clone(),
+            current.version,
+        );
+        drop(current);
+        self.rebuild(config, source, version, &running);
+        tracing::info!(
+            version,
+            addresses_changed = moved,
+            "discovered backends applied to the data plane"
+        );
+        Some(moved)
+    }
+
+    /// Compiles `config` with `sets` merged in and swaps it in.
+    fn rebuild(&self, config: Arc<Config>, source: Arc<str>, version: u64, sets: &DiscoveredSets) {
+        let config = Arc::new(members::with_discovered(&config, sets));
         let current = self.snapshot();
         let wanted = wanted_store(&config);
         let sessions = if wanted == wanted_store(&current.config) {
@@ -74,15 +118,15 @@ impl DataPlane {
         drop(current);
         let snapshot = Snapshot::build(
             version,
-            config,
+            config.clone(),
             source,
             sessions,
             &self.registry,
             &self.metrics,
         );
+        members::mark_draining(&config, sets, &self.registry);
         self.current.store(Arc::new(snapshot));
         self.metrics.config_version.set(version as i64);
-        tracing::info!(version, "config applied to the data plane");
     }
 
     pub fn access_log_enabled(&self) -> bool {

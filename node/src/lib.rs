@@ -46,6 +46,8 @@ mod control; // control thread, VIP guard and fence, health reporter
 mod ctl;
 mod dataplane;
 mod demo;
+mod discovered; // issue 25: discovered backends merged into each snapshot
+mod discovery_metrics; // issue 25: discovery lookups, members, failing sources
 mod dns; // issue 25: the health-aware DNS listener
 mod grpc_metrics; // issue 19: gRPC calls by grpc-status
 mod h1; // hand-written HTTP/1.1 fast path

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub bgp: crate::bgp_metrics::BgpMetrics,
     /// The signal to scale: pool gauges (set at scrape time) and hook calls.
     pub pools: crate::pool_metrics::PoolMetrics,
+    /// Backends found through DNS (`control::discovery`).
+    pub discovery: crate::discovery_metrics::DiscoveryMetrics,
     last_vip_transitions: std::sync::atomic::AtomicU64,
     log_lines_dropped: Counter,
     last_log_lines_dropped: std::sync::atomic::AtomicU64,
@@ -216,6 +218,7 @@ impl Metrics {
             last_log_lines_dropped: std::sync::atomic::AtomicU64::new(0),
             bgp: Default::default(),
             pools: Default::default(),
+            discovery: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -393,6 +396,7 @@ impl Metrics {
         );
         m.bgp.register(&mut registry);
         m.pools.register(&mut registry);
+        m.discovery.register(&mut registry);
         Metrics { registry, ..m }
     }
 

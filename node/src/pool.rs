@@ -103,7 +103,10 @@ impl PoolRuntime {
                     id: b.addr.clone(),
                     addr,
                     weight: b.weight,
-                    state: registry.get(&pool.name, &b.addr),
+                    state: match pool.discover {
+                        Some(_) => registry.get_discovered(&pool.name, &b.addr),
+                        None => registry.get(&pool.name, &b.addr),
+                    },
                     metrics: metrics.backend(&pool.name, &b.addr),
                 })
             })

@@ -27,6 +27,7 @@ mod bootstrap;
 pub mod codec;
 pub mod db;
 pub mod detector;
+pub mod discovered;
 pub mod events;
 pub mod frame;
 mod handover;
@@ -52,6 +53,7 @@ pub mod types;
 pub mod vip_grant;
 pub mod vip_plan;
 
+pub use discovered::{DiscoveredMember, DiscoveredSet};
 pub use events::{EventLog, FailoverEvent};
 pub use lease::{HookSlot, Leadership, Lease, LeaseTiming, StepDownHook};
 pub use node::{HandOff, MemberInfo, RaftError, RaftHandle, RaftOptions};

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::discovered::{DiscoveredMember, DiscoveredSet};
 use crate::types::{ApplyReport, Command, NodeId, PeerNode};
 
 /// How per-node health observations combine into one effective health.
@@ -73,6 +74,9 @@ pub struct ClusterState {
     /// Split route name -> its replicated weights and shift (issue 25 item 3). Last
     /// field, for the same reason as `applied` (after `drained_nodes`).
     pub splits: BTreeMap<String, crate::split::SplitState>,
+    /// pool -> the backends its discovery source found (issue 25). Last field, for the
+    /// same reason as `applied`.
+    pub discovered: BTreeMap<String, DiscoveredSet>,
 }
 
 impl ClusterState {
@@ -139,7 +143,34 @@ impl ClusterState {
                     self.applied.insert(*node, report.clone());
                 }
             },
+            Command::SetDiscovered { pool, set } => self.set_discovered(pool, set),
         }
+    }
+
+    /// Replaces a pool's discovered set. Observations of members that left are forgotten,
+    /// so an address that comes back later must pass its checks again.
+    fn set_discovered(&mut self, pool: &str, set: &DiscoveredSet) {
+        let before = self.discovered.remove(pool).unwrap_or_default();
+        if let Some(per_backend) = self.health.get_mut(pool) {
+            for gone in before.removed_in(set) {
+                per_backend.remove(gone);
+            }
+        }
+        if !set.is_empty() {
+            self.discovered.insert(pool.to_string(), set.clone());
+        }
+    }
+
+    /// The discovered member `backend` of `pool`, if discovery put it there.
+    pub fn discovered_member(&self, pool: &str, backend: &str) -> Option<&DiscoveredMember> {
+        self.discovered.get(pool)?.members.get(backend)
+    }
+
+    /// What `observer` is taken to think of a backend: its report, else healthy for a
+    /// backend from the config and down for a discovered one (it has to pass a check first).
+    pub fn observed_or_assumed(&self, pool: &str, backend: &str, observer: NodeId) -> bool {
+        self.observed(pool, backend, observer)
+            .unwrap_or_else(|| self.discovered_member(pool, backend).is_none())
     }
 
     fn set_config(&mut self, toml: &str) {
@@ -223,6 +254,11 @@ impl ClusterState {
     ///
     /// A backend nobody reported on is healthy. With an empty `live_voters` nothing
     /// counts, so every backend is healthy (never eject on no information).
+    ///
+    /// A *discovered* backend (`discovered`) is the exception: a live voter that never
+    /// reported on it counts as seeing it **down**, so it joins the rotation only once
+    /// enough voters' checks passed (one under `all`, a majority under `majority`, every
+    /// live voter under `any`).
     pub fn backend_healthy(
         &self,
         pool: &str,
@@ -230,13 +266,20 @@ impl ClusterState {
         live_voters: &BTreeSet<NodeId>,
         policy: Policy,
     ) -> bool {
-        let Some(obs) = self.observations(pool, backend) else {
-            return true;
+        let discovered = self.discovered_member(pool, backend).is_some();
+        let empty = BTreeMap::new();
+        let obs = match self.observations(pool, backend) {
+            Some(obs) => obs,
+            None if discovered => &empty,
+            None => return true,
         };
         let n = live_voters.len();
+        if discovered && n == 0 {
+            return false;
+        }
         let down = live_voters
             .iter()
-            .filter(|id| obs.get(id).is_some_and(|o| !o.healthy))
+            .filter(|id| obs.get(id).map_or(discovered, |o| !o.healthy))
             .count();
         let unhealthy = match policy {
             Policy::Majority => 2 * down > n,
@@ -371,6 +414,51 @@ mod tests {
         assert_eq!((st.config_version, st.config_toml.as_str()), (1, "a"));
         st.apply(&Command::SetConfig { toml: "c".into() });
         assert_eq!((st.config_version, st.config_toml.as_str()), (2, "c"));
+    }
+
+    fn discover(st: &mut ClusterState, addrs: &[&str]) {
+        let found = addrs.iter().map(|a| a.to_string()).collect();
+        let set = st.discovered.get("api").cloned().unwrap_or_default();
+        st.apply(&Command::SetDiscovered {
+            pool: "api".into(),
+            set: set.after_found(&found, 1, 1),
+        });
+    }
+
+    /// A discovered backend is down until voters' checks pass; one that leaves the set
+    /// loses its reports, so coming back means passing again.
+    #[test]
+    fn a_discovered_backend_needs_passing_checks_to_be_healthy() {
+        let mut st = ClusterState::default();
+        discover(&mut st, &["10.0.0.1:80"]);
+        assert!(!healthy(&st, &[1, 2, 3], Policy::Majority));
+        assert!(!healthy(&st, &[1, 2, 3], Policy::All));
+        assert!(!st.observed_or_assumed("api", "10.0.0.1:80", 1));
+        assert!(
+            st.observed_or_assumed("api", "10.0.0.9:80", 1),
+            "a config backend"
+        );
+        report(&mut st, 1, true);
+        assert!(
+            healthy(&st, &[1, 2, 3], Policy::All),
+            "one pass is enough for `all`"
+        );
+        assert!(!healthy(&st, &[1, 2, 3], Policy::Majority));
+        report(&mut st, 2, true);
+        assert!(healthy(&st, &[1, 2, 3], Policy::Majority));
+        assert!(!healthy(&st, &[1, 2, 3], Policy::Any));
+        assert!(!healthy(&st, &[], Policy::All), "nobody checked it");
+        // Gone from DNS: drained, reports kept while it drains; expired: forgotten.
+        st.apply(&Command::SetDiscovered {
+            pool: "api".into(),
+            set: Default::default(),
+        });
+        assert!(st.discovered.is_empty() && st.observations("api", "10.0.0.1:80").is_none());
+        discover(&mut st, &["10.0.0.1:80"]);
+        assert!(
+            !healthy(&st, &[1, 2, 3], Policy::Majority),
+            "back: checked again"
+        );
     }
 
     #[test]

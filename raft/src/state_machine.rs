@@ -45,12 +45,12 @@ struct SmData {
 }
 
 /// Decodes a state (or `SmData`, which ends with one) that may have been written before
-/// `ClusterState::applied` (or `vip_assignment`, `live_nodes`, `drained_nodes`, `splits`)
-/// existed: such bytes lack only those last collections, and an empty one is one zero byte
-/// in bincode's standard config.
+/// `ClusterState::applied` (or `vip_assignment`, `live_nodes`, `drained_nodes`, `splits`,
+/// `discovered`) existed: such bytes lack only those last collections, and an empty one is
+/// one zero byte in bincode's standard config.
 fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::CodecError> {
     codec::decode(bytes).or_else(|e| {
-        (1..=5)
+        (1..=6)
             .find_map(|missing| {
                 let mut older = bytes.to_vec();
                 older.resize(bytes.len() + missing, 0);

@@ -77,6 +77,12 @@ pub enum Command {
         expect: u64,
         state: crate::split::SplitState,
     },
+    /// A pool's backends as its discovery source found them (proposed by the leader,
+    /// `discovered`), replaced whole; an empty set forgets the pool.
+    SetDiscovered {
+        pool: String,
+        set: crate::discovered::DiscoveredSet,
+    },
 }
 
 /// What one node says about applying the committed config.

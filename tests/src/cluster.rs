@@ -148,7 +148,25 @@ impl LocalCluster {
         cluster_extra: impl Fn(&MemberPorts) -> String,
     ) -> LocalCluster {
         let balancer = balancer(web_port, backends);
-        let balancer = balancer.as_str();
+        Self::start_balancer(members, web_port, &balancer, node_extra, cluster_extra).await
+    }
+
+    /// `n` nodes sharing listener `web` on `web_port` routed to pool `app`, whose lines
+    /// are `pool_lines` (`discover = ...`, `health = ...`).
+    pub async fn start_pool(n: u64, web_port: u16, pool_lines: &str) -> LocalCluster {
+        let members: Vec<MemberPorts> = (1..=n).map(|id| MemberPorts::new(id, web_port)).collect();
+        let balancer = web_to_app(&format!("127.0.0.1:{web_port}"), "", pool_lines);
+        Self::start_balancer(members, web_port, &balancer, "", |_| String::new()).await
+    }
+
+    /// Starts `members` sharing the cluster-wide part `balancer`.
+    async fn start_balancer(
+        members: Vec<MemberPorts>,
+        web_port: u16,
+        balancer: &str,
+        node_extra: &str,
+        cluster_extra: impl Fn(&MemberPorts) -> String,
+    ) -> LocalCluster {
         let secret_dir = tempfile::tempdir().expect("tempdir");
         let secret = secret_dir.path().join("cluster.secret");
         std::fs::write(&secret, "test-cluster-secret-0123456789\n").expect("secret");

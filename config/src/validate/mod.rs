@@ -12,6 +12,7 @@
 //! - Hosts are IP literals; names that need DNS are refused.
 
 mod bgp;
+mod discover;
 mod dns;
 mod health;
 mod listeners;

@@ -54,6 +54,7 @@ pub(super) fn check(config: &Config, r: &mut Report<'_>) {
         }
         check_upstream(i, pool, r);
         super::scale::check(i, pool, r);
+        super::discover::check(i, pool, r);
     }
 }
 
@@ -73,10 +74,10 @@ fn tcp_users(config: &Config) -> HashMap<&str, &str> {
 }
 
 fn check_backends(i: usize, pool: &Pool, r: &mut Report<'_>) {
-    if pool.backends.is_empty() {
+    if pool.backends.is_empty() && pool.discover.is_none() {
         r.error(
             &[K("pool"), I(i), K("backends")],
-            format!("pool `{}` has no backends", pool.name),
+            format!("pool `{}` has no backends (and no `discover`)", pool.name),
         );
     }
     let mut seen = HashSet::new();

@@ -50,6 +50,7 @@ pub fn status(node: &Node) -> Value {
                 },
                 "backends": backends,
                 "latency_buckets": latency,
+                "discovery": discovery(node, &snapshot.config, &pool.name),
             })
         })
         .collect();
@@ -246,6 +247,9 @@ pub fn refresh_gauges(node: &Node) {
     config
         .version_committed
         .set(committed_version(node, snapshot.version) as i64);
+    for (pool, set) in node.dp.discovered() {
+        node.dp.metrics.discovery.observe(&pool, &set);
+    }
     for pool in snapshot.pools.values() {
         let load = crate::pool_load::PoolLoad::of(pool);
         let (in_flight, queued) = (load.in_flight, load.queued);
@@ -267,6 +271,30 @@ pub fn refresh_gauges(node: &Node) {
                 .set(b.state.load.in_flight() as i64);
         }
     }
+}
+
+/// A `discover` pool's source and the set this node runs: `error` is why the last lookup
+/// failed (the set is then the last good one), `""` when it worked. Null for other pools.
+fn discovery(node: &Node, config: &fulcrum_config::Config, pool: &str) -> Value {
+    let Some(d) = (config.pool.iter())
+        .find(|p| p.name == pool)
+        .and_then(|p| p.discover.as_ref())
+    else {
+        return Value::Null;
+    };
+    let set = node.dp.discovered().remove(pool).unwrap_or_default();
+    let draining: Vec<&String> = (set.members.iter())
+        .filter(|(_, m)| m.draining())
+        .map(|(a, _)| a)
+        .collect();
+    json!({
+        "dns": d.dns,
+        "type": d.kind,
+        "resolvers": d.resolvers,
+        "members": set.members.len(),
+        "draining": draining,
+        "error": set.error,
+    })
 }
 
 /// `[[vip]]`: every address, its committed owner, and whether this node holds it now.

@@ -367,6 +367,19 @@ impl Applier {
         });
     }
 
+    /// The discovered sets this node runs (`control::discovery`).
+    pub fn discovered(&self) -> crate::discovered::DiscoveredSets {
+        self.dp.discovered()
+    }
+
+    /// Runs `sets` as the discovered backends; checkers restart when addresses changed,
+    /// so a new backend is checked (and gets traffic only once it passes).
+    pub fn set_discovered(&self, sets: crate::discovered::DiscoveredSets) {
+        if self.dp.set_discovered(sets) == Some(true) {
+            self.restart_health();
+        }
+    }
+
     /// (Re)starts the health checkers of the running config.
     pub fn restart_health(&self) {
         let token = self.stop.child_token();

@@ -3,6 +3,7 @@
 //!
 //! `follow` watches the committed state and makes the node match it: a newer config
 //! version goes to `Applier::apply_committed` (Raft's version wins over the local file),
+//! the discovered backends of `discover` pools are run (`Applier::set_discovered`),
 //! effective backend health is recomputed with the configured policy, drain flags are
 //! copied. It also runs the health reporter, which carries this node's verdicts the
 //! other way (into Raft).
@@ -63,6 +64,7 @@ pub async fn follow(
     loop {
         let state = states.borrow_and_update().clone();
         retry = converge_config(&applier, &state, retry).await;
+        applier.set_discovered(state.discovered.clone());
         sync_backends(&cluster, &dp, &state);
         publish_splits(&dp, &state);
         let report_at = reporting.step(&cluster, &applier, &state).await;

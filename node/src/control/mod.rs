@@ -22,6 +22,8 @@
 //! - `shift`     — blue-green and canary: `ctl shift`'s start and abort, and the leader's
 //!   shifter that steps a split route's weights or rolls them back (`shift_plan`: the
 //!   arithmetic and the state each step leads to).
+//! - `discovery` — backends from DNS: the leader resolves each `discover` pool and
+//!   proposes its set; a joining backend waits for its health check, a vanished one drains.
 //! - `scale_hook` — the signal to scale: samples pool saturation, calls the webhook
 //!   (`scale_decide` is the rule: how long past a bound, the cool-down).
 
@@ -29,6 +31,7 @@ pub mod apply;
 pub mod bgp;
 pub mod bird;
 pub mod cluster;
+pub mod discovery;
 pub mod events;
 pub mod follow;
 pub mod gather;

@@ -18,7 +18,8 @@
 //!
 //! A backend this node never reported on counts as healthy in the replicated state
 //! (`ClusterState::backend_healthy`), so a healthy view needs no proposal until the
-//! node has said something else. A restarted node has no view until its checkers reach
+//! node has said something else; a discovered backend counts as down, so its first
+//! healthy verdict is proposed. A restarted node has no view until its checkers reach
 //! their first verdict: nothing is assumed.
 
 mod seq;
@@ -241,7 +242,7 @@ fn pending_reports(
 ) -> Vec<(BackendKey, bool)> {
     view.iter()
         .filter(|((pool, backend), healthy)| {
-            state.observed(pool, backend, observer).unwrap_or(true) != **healthy
+            state.observed_or_assumed(pool, backend, observer) != **healthy
         })
         .map(|(key, healthy)| (key.clone(), *healthy))
         .collect()

@@ -13,6 +13,8 @@
 //! - [`bridge`] — a bridge in its own namespace and one namespace per host, joined by veth
 //!   pairs, addresses inside 10.77.0.0/16 only, no route out; deleted on drop.
 //! - [`nsbackend`] — a [`backend::TestBackend`] serving inside a namespace until dropped.
+//! - [`pdns`]   — a real PowerDNS server (bind backend) serving one zone on loopback, its
+//!   zone rewritten and reloaded by the test, stopped by PID.
 //! - [`periodic`] — a probe run every so often inside a namespace, every call's result kept.
 //! - [`ports`]  — free loopback ports, never the same twice in one process.
 //! - [`process`] — a child process we started (log file, own process group), signalled
@@ -31,6 +33,7 @@ pub mod httpc;
 pub mod load;
 pub mod netns;
 pub mod nsbackend;
+pub mod pdns;
 pub mod periodic;
 pub mod ports;
 pub mod process;
