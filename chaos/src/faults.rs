@@ -181,6 +181,16 @@ impl Timeline {
         });
         t_ms
     }
+    /// Says in the last event's text how long its command took to return (`marked_ms`:
+    /// what [`Timeline::mark`] returned), so a slow injection shows beside the figures it
+    /// lengthens. The event keeps its mark: a window is never measured from later than
+    /// the fault could have begun.
+    pub fn note_applied(&mut self, marked_ms: f64) {
+        let took = self.now_ms() - marked_ms;
+        if let Some(last) = self.events.last_mut() {
+            last.what = format!("{} (applied in {took:.1} ms)", last.what);
+        }
+    }
     /// Sleeps until `at_ms` after the epoch.
     pub async fn until(&self, at_ms: u64) {
         let at = self.epoch + Duration::from_millis(at_ms);
@@ -267,12 +277,12 @@ pub fn nft_partition(ns: &str, peers: &[Ipv4Addr], raft_port: u16) -> Result<()>
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), rules)?;
     let path = file.path().to_string_lossy().into_owned();
-    netns::run_in(ns, "nft", &["-f", &path])?;
+    netns::run_in_urgently(ns, "nft", &["-f", &path])?;
     Ok(())
 }
 
 pub fn nft_heal(ns: &str) -> Result<()> {
-    netns::run_in(ns, "nft", &["delete", "table", "inet", NFT_TABLE])?;
+    netns::run_in_urgently(ns, "nft", &["delete", "table", "inet", NFT_TABLE])?;
     Ok(())
 }
 

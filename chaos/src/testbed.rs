@@ -127,10 +127,7 @@ pub fn teach_probe(layout: &Layout, i: usize) -> Result<()> {
 /// bridge side loses carrier, so frames to the node vanish without a reset).
 pub fn set_link(layout: &Layout, i: usize, up: bool) -> Result<()> {
     let state = if up { "up" } else { "down" };
-    netns::run(
-        "ip",
-        &["-n", &layout.node_ns(i), "link", "set", "eth0", state],
-    )?;
+    netns::run_in_urgently(&layout.node_ns(i), "ip", &["link", "set", "eth0", state])?;
     if up {
         teach_probe(layout, i)?;
     }

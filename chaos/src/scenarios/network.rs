@@ -14,18 +14,17 @@ pub async fn partition_leader(cx: &mut Ctx<'_>) -> Result<()> {
     let leader = faults::find_leader(cx.ops, &cx.holders()).await?;
     let name = cx.ops.node_name(leader);
     let t = Some(leader);
-    cx.tl.mark(
-        Fault::Partition,
-        t,
-        format!("partition {name}"),
-        2000.0,
-        true,
-    );
+    let what = format!("partition {name}");
+    let marked = cx.tl.mark(Fault::Partition, t, what, 2000.0, true);
     cx.ops.partition(leader)?;
+    cx.tl.note_applied(marked);
     cx.tl.until(8000).await;
-    cx.tl
+    let marked = cx
+        .tl
         .mark(Fault::Heal, t, format!("heal {name}"), 1000.0, true);
-    cx.ops.heal(leader)
+    cx.ops.heal(leader)?;
+    cx.tl.note_applied(marked);
+    Ok(())
 }
 
 /// 5% loss and 30 ms delay on the leader's link from 3 s to 9 s. Failures are expected

@@ -45,8 +45,9 @@ pub async fn crash_node_leader(cx: &mut Ctx<'_>) -> Result<()> {
     let name = cx.ops.node_name(leader);
     let t = Some(leader);
     let what = format!("link down {name}");
-    cx.tl.mark(Fault::LinkDown, t, what, 2000.0, true);
+    let marked = cx.tl.mark(Fault::LinkDown, t, what, 2000.0, true);
     cx.ops.link(leader, false)?;
+    cx.tl.note_applied(marked);
     node_action(cx.ops, &mut cx.tl, leader, NodeAction::Kill, 2000.0, false)?;
     cx.tl.until(7000).await;
     cx.tl
