@@ -14,6 +14,7 @@ mod config_variants;
 mod converge;
 mod faults;
 mod hog;
+mod host_stalls;
 mod httpc;
 
 mod local;

@@ -20,6 +20,9 @@ pub fn print_outcome(o: &Outcome) {
     for e in &o.events {
         println!("   {:>8.0} ms  {}", e.t_ms, e.what);
     }
+    for stall in crate::host_stalls::describe(&o.host_stalls) {
+        println!("   host stall: {stall}");
+    }
     let c = &o.counts;
     println!(
         "   samples: load {}/{}/{} (before/during/after the faults), VIP holders {} (netlink), \

@@ -260,6 +260,10 @@ pub fn affinity(inp: &Inputs) -> Check {
     )
 }
 
+/// A host stall this long freezes a leader past the election timeout (25 ms by default)
+/// and may cost requests: its window is a fault window for [`lost`].
+const HOST_STALL_FREEZES_MS: f64 = 20.0;
+
 pub fn lost(inp: &Inputs) -> Check {
     if inp.rec.samples.is_empty() {
         return Check::not_measured("requests lost", "no requests sent".into());
@@ -279,16 +283,35 @@ pub fn lost(inp: &Inputs) -> Check {
             .iter()
             .any(|e| t >= e.t_ms - inp.timeout_ms && t <= e.t_ms + allow(e))
     };
+    // A CPU the host took away long enough to fail a leader over is a freeze like any
+    // other, only not ours: its window is a fault window. A stall of the guest's own
+    // (no steal) excuses nothing.
+    let host_stall = |t: f64| {
+        inp.rec.host_stalls.iter().any(|h| {
+            h.by_host()
+                && h.late_ms >= HOST_STALL_FREEZES_MS
+                && t >= h.t_ms - inp.timeout_ms
+                && t <= h.t_ms + h.late_ms + max_failover
+        })
+    };
     let failed: Vec<&Sample> = inp.rec.samples.iter().filter(|s| !s.ok()).collect();
-    let lost: Vec<&&Sample> = failed.iter().filter(|s| !expected(s.t_ms)).collect();
+    let unplanned: Vec<&&Sample> = failed.iter().filter(|s| !expected(s.t_ms)).collect();
+    let excused = unplanned.iter().filter(|s| host_stall(s.t_ms)).count();
+    let lost: Vec<&&&Sample> = unplanned.iter().filter(|s| !host_stall(s.t_ms)).collect();
     let mut why = String::new();
+    if excused > 0 {
+        why = format!(
+            ", {excused} more in host stalls' windows (the machine took a CPU away: see \
+             `host stall`)"
+        );
+    }
     if let Some(first) = lost.first() {
         let reason = first
             .error
             .clone()
             .or_else(|| first.status.map(|s| format!("HTTP {s}")))
             .unwrap_or_default();
-        why = format!(", first at {:.0} ms: {reason}", first.t_ms);
+        why = format!("{why}, first at {:.0} ms: {reason}", first.t_ms);
     }
     Check::new(
         "requests lost",

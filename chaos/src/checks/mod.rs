@@ -25,6 +25,7 @@ mod synth_heal;
 mod tests;
 
 use crate::faults::NodeStatus;
+use crate::host_stalls::HostStall;
 use fulcrum_testbed::load::Sample;
 use serde::Serialize;
 
@@ -279,6 +280,8 @@ pub struct Recording {
     pub events: Vec<Event>,
     pub nodes_end: Vec<NodeEnd>,
     pub min_config_version: Option<u64>,
+    /// Moments a CPU of the machine ran nothing (see `host_stalls`).
+    pub host_stalls: Vec<HostStall>,
 }
 
 /// What the evaluation needs besides the recording.

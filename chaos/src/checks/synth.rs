@@ -7,6 +7,7 @@ use super::{
     CpuUse, Event, Fault, HolderSample, NodeEnd, Probed, Recording, StatusSample, WireSample,
 };
 use crate::faults::{ApplyError, NodeStatus};
+use crate::host_stalls::HostStall;
 use fulcrum_testbed::load::Sample;
 
 pub const NODES: usize = 3;
@@ -69,6 +70,7 @@ pub struct Story {
     phases: Vec<(f64, World)>,
     pub load_ms: f64,
     pub min_config_version: Option<u64>,
+    pub host_stalls: Vec<HostStall>,
 }
 
 impl Story {
@@ -78,6 +80,7 @@ impl Story {
             phases: vec![(0.0, World::start())],
             load_ms,
             min_config_version: None,
+            host_stalls: Vec::new(),
         }
     }
 
@@ -157,6 +160,7 @@ impl Story {
             events: self.events.clone(),
             nodes_end: self.end(),
             min_config_version: self.min_config_version,
+            host_stalls: self.host_stalls.clone(),
         }
     }
 

@@ -479,6 +479,44 @@ fn outage_failover_and_lost() {
     assert!(!lost.pass);
 }
 
+/// Requests lost right after a stall in which the host took a CPU away are that
+/// stall's doing; after a stall of the guest's own (no steal) or far from any stall they
+/// are lost.
+#[test]
+fn only_a_host_stall_excuses_requests_lost_near_it() {
+    let lost_with = |stall: Option<HostStall>| {
+        let mut rec = good("kill-leader").render();
+        for s in rec.samples.iter_mut().filter(|s| s.t_ms == 11_000.0) {
+            s.status = None;
+            s.error = Some("timeout after 1000 ms".into());
+        }
+        rec.host_stalls = stall.into_iter().collect();
+        judged(&rec, "kill-leader", "requests lost")
+    };
+    let stall = |t_ms, steal_ms| HostStall {
+        t_ms,
+        cpu: 1,
+        late_ms: 100.0,
+        steal_ms,
+    };
+    let c = lost_with(Some(stall(10_950.0, 100.0)));
+    assert!(c.pass, "{}", c.figure);
+    assert!(
+        c.figure.contains("1 more in host stalls' windows"),
+        "{}",
+        c.figure
+    );
+    for other in [
+        None,
+        Some(stall(10_950.0, 0.0)),
+        Some(stall(5_000.0, 100.0)),
+    ] {
+        let c = lost_with(other);
+        assert!(!c.pass, "{}", c.figure);
+        assert_eq!(c.value, Some(1.0));
+    }
+}
+
 /// A `/status` round that started while n1 was frozen but got n1's answer only after
 /// the resume says nothing about the freeze; one that finished before it does.
 #[test]

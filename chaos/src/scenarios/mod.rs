@@ -19,6 +19,7 @@ pub use runner::{run, Observer};
 use crate::chain::Chain;
 use crate::checks::{Check, Counts, Event, HolderSample, NodeEnd};
 use crate::faults::Timeline;
+use crate::host_stalls::HostStall;
 use crate::ops::{BackendAction, Ops};
 use crate::poller::{Poller, Sampling};
 use anyhow::{bail, Result};
@@ -175,6 +176,8 @@ pub struct Outcome {
     pub chains: Vec<Chain>,
     #[serde(skip)]
     pub samples: Vec<Sample>,
+    /// Moments a CPU of the machine ran nothing while the scenario ran.
+    pub host_stalls: Vec<HostStall>,
 }
 
 impl Outcome {
@@ -195,6 +198,7 @@ impl Outcome {
             vip_transitions: Vec::new(),
             chains: Vec::new(),
             samples: Vec::new(),
+            host_stalls: Vec::new(),
         }
     }
 }

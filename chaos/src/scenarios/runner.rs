@@ -6,6 +6,7 @@ use crate::chain;
 use crate::checks::{self, Check, HolderSample, NodeEnd, Probed, Recording, WireSample};
 use crate::converge;
 use crate::faults::{self, Timeline};
+use crate::host_stalls::StallWatch;
 use crate::httpc;
 use crate::ops::Ops;
 use crate::poller::{Poller, Probe, Sampling};
@@ -118,6 +119,7 @@ pub async fn run(
     };
     let admins = (0..ops.nodes()).map(|i| ops.admin(i)).collect();
     let statuses = StatusPoller::start(admins, epoch, limit);
+    let stall_watch = StallWatch::start(epoch, limit);
     let progress = Arc::new(Progress::default());
     let spec = LoadSpec {
         target: ops.target(),
@@ -199,6 +201,7 @@ pub async fn run(
     drop(cx);
     let samples = load_task.await.unwrap_or_default();
     let status_samples = statuses.finish().await;
+    let host_stalls = stall_watch.finish();
     let mut extra: Vec<Check> = hog_check.into_iter().collect();
     let min_version = match script_result {
         Ok(v) => v,
@@ -216,6 +219,7 @@ pub async fn run(
         events,
         nodes_end,
         min_config_version: min_version,
+        host_stalls,
     };
     let mut checks = checks::evaluate(&checks::Inputs {
         rec: &rec,
@@ -324,6 +328,7 @@ fn outcome(name: &str, checks: Vec<Check>, rec: Recording) -> Outcome {
         events: rec.events,
         nodes_end: rec.nodes_end,
         samples: rec.samples,
+        host_stalls: rec.host_stalls,
     }
 }
 
