@@ -13,6 +13,14 @@
 //! ARP state) nor opens sockets there. Every node has a permanent neighbour entry for the
 //! probe address (the test bed sets it), so a node answers even without asking ARP first.
 //! Traffic: one ARP request and three SYNs per sample, inside the test bed's bridge only.
+//!
+//! Every answer is matched to the sample that asked: a SYN-ACK or RST by its port (each
+//! sample and node has its own source port), an ARP reply by the address it is sent to.
+//! The request's sender hardware address is a MAC of that sample's own ([`round_mac`]), and
+//! a kernel replies to the sender hardware address. Without that, an old holder's reply to
+//! the previous sample's request, sent while it still held and delivered after the drain,
+//! counted in the next sample beside its successor's (at 2 ms dense sampling the window is
+//! 1.5 ms): two holders on the wire that never held at once.
 
 use crate::checks::{AnswerKind, WireAnswer, WireSample};
 use crate::poller::Probe;
@@ -100,7 +108,8 @@ impl WireProbe {
     /// Sends the ARP request and each node's SYN; returns when each SYN left, µs after
     /// `sent`.
     fn send_all(&self, sent: Instant) -> Result<Vec<u32>> {
-        self.send(BROADCAST, ETH_P_ARP, &arp_request(self.probe_ip, self.vip))?;
+        let request = arp_request(self.probe_ip, self.vip, round_mac(self.round));
+        self.send(BROADCAST, ETH_P_ARP, &request)?;
         let mut syn_sent = Vec::with_capacity(self.node_macs.len());
         for (i, mac) in self.node_macs.iter().enumerate() {
             let seg = Segment {
@@ -146,7 +155,7 @@ impl WireProbe {
                 after_us,
             })
         };
-        match parse(frame, self.vip, self.probe_ip) {
+        match parse(frame, self.vip, self.probe_ip, round_mac(self.round)) {
             Some(Reply::Arp { from }) => match self.node_of(from) {
                 Some(i) => {
                     answer(i, AnswerKind::Arp);
@@ -228,14 +237,22 @@ fn micros_since(t: Instant) -> u32 {
     t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32
 }
 
-/// An ARP "who has `vip`, tell `probe_ip`" from the probe's MAC, to broadcast.
-fn arp_request(probe_ip: Ipv4Addr, vip: Ipv4Addr) -> Vec<u8> {
+/// The sender hardware address of sample `round`'s ARP request: replies come to it
+/// (locally administered, never a real host's; the bridge floods them to the probe).
+fn round_mac(round: u16) -> [u8; 6] {
+    let [hi, lo] = round.to_be_bytes();
+    [0x02, 0xfc, 0x01, 0x00, hi, lo]
+}
+
+/// An ARP "who has `vip`, tell `probe_ip` at `reply_to`" from the probe's MAC, to
+/// broadcast.
+fn arp_request(probe_ip: Ipv4Addr, vip: Ipv4Addr, reply_to: [u8; 6]) -> Vec<u8> {
     let mut f = Vec::with_capacity(42);
     f.extend_from_slice(&BROADCAST);
     f.extend_from_slice(&PROBE_MAC);
     f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
     f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]); // Ethernet, IPv4, lengths, request
-    f.extend_from_slice(&PROBE_MAC);
+    f.extend_from_slice(&reply_to);
     f.extend_from_slice(&probe_ip.octets());
     f.extend_from_slice(&[0; 6]);
     f.extend_from_slice(&vip.octets());
@@ -316,19 +333,20 @@ fn ip_at(f: &[u8], off: usize) -> Ipv4Addr {
     Ipv4Addr::new(f[off], f[off + 1], f[off + 2], f[off + 3])
 }
 
-/// An ARP reply for the VIP to the probe, or a TCP segment from the VIP to the probe.
-fn parse(f: &[u8], vip: Ipv4Addr, probe_ip: Ipv4Addr) -> Option<Reply> {
-    if f.len() < 14 || f[0..6] != PROBE_MAC {
+/// An ARP reply for the VIP to this sample's request (`arp_to`: its [`round_mac`]), or a
+/// TCP segment from the VIP to the probe.
+fn parse(f: &[u8], vip: Ipv4Addr, probe_ip: Ipv4Addr, arp_to: [u8; 6]) -> Option<Reply> {
+    if f.len() < 14 {
         return None;
     }
     let from = mac_at(f, 6);
     match u16::from_be_bytes([f[12], f[13]]) {
-        ETH_P_ARP if f.len() >= 42 => {
+        ETH_P_ARP if f.len() >= 42 && f[0..6] == arp_to => {
             let reply = f[20..22] == [0, 2];
-            (reply && ip_at(f, 28) == vip && ip_at(f, 38) == probe_ip)
+            (reply && ip_at(f, 28) == vip && mac_at(f, 32) == arp_to && ip_at(f, 38) == probe_ip)
                 .then_some(Reply::Arp { from })
         }
-        ETH_P_IP if f.len() >= 34 => {
+        ETH_P_IP if f.len() >= 34 && f[0..6] == PROBE_MAC => {
             let ihl = usize::from(f[14] & 0x0f) * 4;
             let t = 14 + ihl;
             if f[23] != 6 || f.len() < t + 20 || ip_at(f, 26) != vip || ip_at(f, 30) != probe_ip {
@@ -407,7 +425,7 @@ mod tests {
             flags: TCP_SYN,
         };
         let synack = answer(&syn, TCP_SYN | TCP_ACK);
-        match parse(&synack, VIP, PROBE) {
+        match parse(&synack, VIP, PROBE, round_mac(7)) {
             Some(Reply::Tcp { from, seg }) => {
                 assert_eq!(from, NODE);
                 assert_eq!(
@@ -418,19 +436,51 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Our own SYN on its way out is not an answer.
-        assert_eq!(parse(&syn.frame(NODE), VIP, PROBE), None);
-        // An ARP reply from the node for the VIP, addressed to the probe.
-        let mut arp = arp_request(PROBE, VIP);
-        arp[0..6].copy_from_slice(&PROBE_MAC);
+        assert_eq!(parse(&syn.frame(NODE), VIP, PROBE, round_mac(7)), None);
+        // An ARP reply from the node for the VIP, addressed to sample 7's request.
+        let arp = arp_reply(round_mac(7), VIP);
+        assert_eq!(
+            parse(&arp, VIP, PROBE, round_mac(7)),
+            Some(Reply::Arp { from: NODE })
+        );
+        // The same reply about another address says nothing about the VIP.
+        assert_eq!(
+            parse(
+                &arp_reply(round_mac(7), Ipv4Addr::new(10, 77, 60, 11)),
+                VIP,
+                PROBE,
+                round_mac(7)
+            ),
+            None
+        );
+    }
+
+    /// The node's reply to the request of sample `to` (its round MAC) for `about`.
+    fn arp_reply(to: [u8; 6], about: Ipv4Addr) -> Vec<u8> {
+        let mut arp = arp_request(PROBE, VIP, to);
+        arp[0..6].copy_from_slice(&to);
         arp[6..12].copy_from_slice(&NODE);
         arp[20..22].copy_from_slice(&[0, 2]);
         arp[22..28].copy_from_slice(&NODE);
-        arp[28..32].copy_from_slice(&VIP.octets());
-        arp[32..38].copy_from_slice(&PROBE_MAC);
+        arp[28..32].copy_from_slice(&about.octets());
+        arp[32..38].copy_from_slice(&to);
         arp[38..42].copy_from_slice(&PROBE.octets());
-        assert_eq!(parse(&arp, VIP, PROBE), Some(Reply::Arp { from: NODE }));
-        // The same reply about another address says nothing about the VIP.
-        arp[28..32].copy_from_slice(&[10, 77, 60, 11]);
-        assert_eq!(parse(&arp, VIP, PROBE), None);
+        arp
+    }
+
+    /// A reply to an earlier sample's request, late enough to arrive in this sample's
+    /// window, is not this sample's answer: the node held then, not now.
+    #[test]
+    fn a_late_reply_to_an_earlier_request_is_not_an_answer() {
+        let late = arp_reply(round_mac(6), VIP);
+        assert_eq!(parse(&late, VIP, PROBE, round_mac(7)), None);
+        assert_eq!(
+            parse(&late, VIP, PROBE, round_mac(6)),
+            Some(Reply::Arp { from: NODE })
+        );
+        // The request itself asks to be answered at its round's MAC.
+        let request = arp_request(PROBE, VIP, round_mac(7));
+        assert_eq!(mac_at(&request, 22), round_mac(7));
+        assert_eq!(mac_at(&request, 6), PROBE_MAC);
     }
 }
