@@ -144,9 +144,10 @@ pub async fn run(
             node.dp.clone(),
             node.stop.clone(),
         );
-        crate::control::thread::control_handle()
-            .unwrap_or_else(tokio::runtime::Handle::current)
-            .spawn(live);
+        let control = crate::control::thread::control_handle()
+            .unwrap_or_else(tokio::runtime::Handle::current);
+        control.spawn(live);
+        control.spawn(crate::control::steal::sample(node.stop.clone()));
     }
     let admin_socket = listener::bind(node.local.admin).map_err(|source| RunError::AdminBind {
         addr: node.local.admin,

@@ -41,6 +41,7 @@ pub mod scale_decide;
 pub mod scale_hook;
 pub mod shift;
 pub mod shift_plan;
+pub mod steal;
 pub mod thread;
 pub mod vip_agree;
 pub mod vip_guard;

@@ -198,10 +198,15 @@ impl VipGuard {
                     "no longer leader"
                 } else {
                     let acks = lease.read(|s| s.ack_ages(now));
+                    // Whether this machine itself was stopped (a hypervisor's steal).
+                    let (steal_ms, over_ms) = super::steal::since_last_sample().unzip();
                     tracing::warn!(
                         term = l.term,
                         ?acks,
-                        "lease lapsed: age in µs of each voter's newest acknowledged ping"
+                        host_steal_ms = steal_ms,
+                        over_ms,
+                        "lease lapsed: age in µs of each voter's newest acknowledged ping; \
+                         CPU time the hypervisor took from this machine (steal) lately"
                     );
                     "lease lapsed (no quorum acknowledgement)"
                 };
