@@ -52,12 +52,21 @@ impl HostStall {
 /// The running watch; [`StallWatch::finish`] stops it and returns what it saw.
 pub struct StallWatch {
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<Vec<HostStall>>>,
+    threads: Vec<JoinHandle<Vec<Seen>>>,
+}
+
+/// A stall as a watcher saw it, before the scenario's epoch is known.
+struct Seen {
+    at: Instant,
+    cpu: usize,
+    late_ms: f64,
+    steal_ms: f64,
 }
 
 impl StallWatch {
-    /// One watcher per CPU, each bounded by `limit` as well.
-    pub fn start(epoch: Instant, limit: Duration) -> StallWatch {
+    /// One watcher per CPU, each bounded by `limit` as well. Started before the cluster
+    /// is waited for, so the watchers are pinned and real-time before the load begins.
+    pub fn start(limit: Duration) -> StallWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = (0..cpus)
@@ -65,28 +74,45 @@ impl StallWatch {
                 let stop = stop.clone();
                 std::thread::Builder::new()
                     .name(format!("stall-watch-{cpu}"))
-                    .spawn(move || watch(cpu, epoch, limit, &stop))
+                    .spawn(move || watch(cpu, limit, &stop))
                     .ok()
             })
             .collect();
         StallWatch { stop, threads }
     }
 
-    /// Stops the watchers; every stall seen, in time order.
-    pub fn finish(self) -> Vec<HostStall> {
+    /// Stops the watchers; every stall seen, in time order, timed from `epoch` (a stall
+    /// before it has a negative time).
+    pub fn finish(mut self, epoch: Instant) -> Vec<HostStall> {
         self.stop.store(true, Ordering::SeqCst);
-        let mut all: Vec<HostStall> = self
-            .threads
+        let ms_from_epoch = |at: Instant| match at.checked_duration_since(epoch) {
+            Some(after) => after.as_secs_f64() * 1000.0,
+            None => -(epoch.duration_since(at).as_secs_f64() * 1000.0),
+        };
+        let mut all: Vec<HostStall> = std::mem::take(&mut self.threads)
             .into_iter()
             .filter_map(|t| t.join().ok())
             .flatten()
+            .map(|s| HostStall {
+                t_ms: ms_from_epoch(s.at),
+                cpu: s.cpu,
+                late_ms: s.late_ms,
+                steal_ms: s.steal_ms,
+            })
             .collect();
         all.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
         all
     }
 }
 
-fn watch(cpu: usize, epoch: Instant, limit: Duration, stop: &AtomicBool) -> Vec<HostStall> {
+/// A watch given up early (a scenario that never started) stops its watchers too.
+impl Drop for StallWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn watch(cpu: usize, limit: Duration, stop: &AtomicBool) -> Vec<Seen> {
     let mut set = CpuSet::new();
     if set.set(cpu).is_err() || sched_setaffinity(Pid::from_raw(0), &set).is_err() {
         return Vec::new();
@@ -104,8 +130,8 @@ fn watch(cpu: usize, epoch: Instant, limit: Duration, stop: &AtomicBool) -> Vec<
                 (Some(before), Some(after)) => after.saturating_sub(before),
                 _ => 0,
             };
-            stalls.push(HostStall {
-                t_ms: slept.duration_since(epoch).as_secs_f64() * 1000.0,
+            stalls.push(Seen {
+                at: slept,
                 cpu,
                 late_ms,
                 steal_ms: steal as f64 * TICK_MS,

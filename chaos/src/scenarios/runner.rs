@@ -100,6 +100,9 @@ pub async fn run(
 ) -> Outcome {
     let hog_ms = u64::try_from(settings.hog.as_millis()).unwrap_or(u64::MAX / 4);
     let plan = plan::plan_for(name, settings.strict, hog_ms);
+    let stall_watch = StallWatch::start(
+        settings.ready_limit + Duration::from_millis(plan.load_ms) * 3 + Duration::from_secs(30),
+    );
     if let Err(e) = wait_ready(ops, settings.ready_limit, &settings.interrupted).await {
         return Outcome::failed_before(name, Check::failed("cluster ready", format!("{e:#}")));
     }
@@ -119,7 +122,6 @@ pub async fn run(
     };
     let admins = (0..ops.nodes()).map(|i| ops.admin(i)).collect();
     let statuses = StatusPoller::start(admins, epoch, limit);
-    let stall_watch = StallWatch::start(epoch, limit);
     let progress = Arc::new(Progress::default());
     let spec = LoadSpec {
         target: ops.target(),
@@ -201,7 +203,7 @@ pub async fn run(
     drop(cx);
     let samples = load_task.await.unwrap_or_default();
     let status_samples = statuses.finish().await;
-    let host_stalls = stall_watch.finish();
+    let host_stalls = stall_watch.finish(epoch);
     let mut extra: Vec<Check> = hog_check.into_iter().collect();
     let min_version = match script_result {
         Ok(v) => v,
