@@ -84,3 +84,15 @@ pub fn leader(c: &VipCluster, alive: &[usize], within: Duration) -> Option<usize
     }
     None
 }
+
+/// Polls `ok` every 50 ms until it holds (true) or `within` passed (false).
+pub fn wait_until(within: Duration, ok: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
