@@ -9,8 +9,7 @@
 
 use fulcrum_testbed::netns::can_run;
 use fulcrum_tests::arp_watch::{mac_bytes, ArpWatch};
-use fulcrum_tests::spreadbed::{holders, leader, one_each, spread, wait_for, wait_until};
-use fulcrum_tests::vipbed::VipCluster;
+use fulcrum_tests::spreadbed::{holders, one_each, start_one_each, wait_for, wait_until};
 use std::time::{Duration, Instant};
 
 /// How long the restarted node is watched: two hold-downs (3 s each) and a margin, time
@@ -22,12 +21,8 @@ fn a_drained_node_stays_drained_across_a_restart_until_undrained() {
     if !can_run("a_drained_node_stays_drained_across_a_restart_until_undrained") {
         return;
     }
-    let mut c = VipCluster::start_with("spr", "fast", "2s", spread);
+    let (mut c, _, first) = start_one_each("spr");
     let all = [0, 1, 2];
-    wait_for(&c, &all, Duration::from_secs(30), "one VIP per node", |h| {
-        one_each(h, 3)
-    });
-    let first = leader(&c, &all, Duration::from_secs(5)).expect("a leader");
     let drained = (first + 1) % 3;
     let watch = ArpWatch::start(&c, mac_bytes(&c.bed.mac("cl")));
 

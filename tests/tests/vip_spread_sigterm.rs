@@ -10,8 +10,10 @@
 
 use fulcrum_testbed::netns::can_run;
 use fulcrum_tests::arp_watch::{mac_bytes, ArpWatch};
-use fulcrum_tests::spreadbed::{leader, one_each, spread, wait_for, SPREAD};
-use fulcrum_tests::vipbed::{Prober, VipCluster};
+use fulcrum_tests::spreadbed::{
+    assert_none_failed, probe_every_address, start_one_each, wait_for, SPREAD,
+};
+use fulcrum_tests::vipbed::Prober;
 use std::time::Duration;
 
 #[test]
@@ -19,30 +21,15 @@ fn sigterm_of_a_holder_moves_its_address_with_zero_failed_requests() {
     if !can_run("sigterm_of_a_holder_moves_its_address_with_zero_failed_requests") {
         return;
     }
-    let mut c = VipCluster::start_with("sps", "fast", "2s", spread);
+    let (mut c, h, first) = start_one_each("sps");
     let all = [0, 1, 2];
-    let h = wait_for(&c, &all, Duration::from_secs(30), "one VIP per node", |h| {
-        one_each(h, 3)
-    });
-    let first = leader(&c, &all, Duration::from_secs(5)).expect("a leader");
     let stopped = (first + 1) % 3;
     let k = h
         .iter()
         .position(|v| v == &vec![stopped])
         .expect("the stopped node's address");
     let watch = ArpWatch::start(&c, mac_bytes(&c.bed.mac("cl")));
-    let probers: Vec<Prober> = SPREAD
-        .iter()
-        .map(|a| {
-            let vip = a.parse().expect("address");
-            Prober::start_to(
-                &c.bed,
-                vip,
-                Duration::from_secs(30),
-                Duration::from_millis(20),
-            )
-        })
-        .collect();
+    let probers = probe_every_address(&c, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1000));
 
     let term_at = watch.now();
@@ -89,33 +76,15 @@ fn sigterm_of_a_holder_moves_its_address_with_zero_failed_requests() {
         "an address answered from two MACs: {:?}",
         &doubles[..doubles.len().min(5)]
     );
-    for (j, probes) in results.iter().enumerate() {
+    for (j, silent) in silent.iter().enumerate() {
         assert!(
-            silent[j].is_empty(),
+            silent.is_empty(),
             "{}: {} ARP requests unanswered after the signal, at {:?}",
             SPREAD[j],
-            silent[j].len(),
-            &silent[j][..silent[j].len().min(5)]
-        );
-        assert!(
-            probes.len() > 60,
-            "{}: only {} probes, the client did not keep up",
-            SPREAD[j],
-            probes.len()
-        );
-        let failed: Vec<String> = probes
-            .iter()
-            .filter(|p| !p.ok)
-            .map(|p| format!("{} ms: {:?}", p.at.as_millis(), p.failure))
-            .collect();
-        assert!(
-            failed.is_empty(),
-            "{}: {} of {} requests failed (SIGTERM at {} ms): {:?}",
-            SPREAD[j],
-            failed.len(),
-            probes.len(),
-            term_at.as_millis(),
-            &failed[..failed.len().min(5)]
+            silent.len(),
+            &silent[..silent.len().min(5)]
         );
     }
+    let when = format!("SIGTERM at {} ms", term_at.as_millis());
+    assert_none_failed(&results, 60, &when);
 }
