@@ -146,3 +146,10 @@ pub fn assert_none_failed(results: &[Vec<Probe>], least: usize, when: &str) {
         );
     }
 }
+
+/// The index of the one address `node` holds in `h`.
+pub fn address_of(h: &[Vec<usize>; 3], node: usize) -> usize {
+    h.iter()
+        .position(|v| v == &vec![node])
+        .unwrap_or_else(|| panic!("node {} holds no address alone: {h:?}", node + 1))
+}

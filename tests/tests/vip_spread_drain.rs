@@ -10,7 +10,7 @@
 use fulcrum_testbed::netns::can_run;
 use fulcrum_tests::arp_watch::{mac_bytes, ArpWatch};
 use fulcrum_tests::spreadbed::{
-    assert_none_failed, one_each, probe_every_address, start_one_each, wait_for, SPREAD,
+    address_of, assert_none_failed, one_each, probe_every_address, start_one_each, wait_for, SPREAD,
 };
 use fulcrum_tests::vipbed::Prober;
 use std::time::Duration;
@@ -23,10 +23,7 @@ fn drain_and_undrain_move_addresses_with_zero_failed_requests() {
     let (c, h, first) = start_one_each("spd");
     let all = [0, 1, 2];
     let drained = (first + 1) % 3;
-    let k = h
-        .iter()
-        .position(|v| v == &vec![drained])
-        .expect("the drained node's address");
+    let k = address_of(&h, drained);
     let watch = ArpWatch::start(&c, mac_bytes(&c.bed.mac("cl")));
     let probers = probe_every_address(&c, Duration::from_secs(40));
     std::thread::sleep(Duration::from_millis(500));

@@ -11,7 +11,7 @@
 use fulcrum_testbed::netns::can_run;
 use fulcrum_tests::arp_watch::{mac_bytes, ArpWatch};
 use fulcrum_tests::spreadbed::{
-    assert_none_failed, probe_every_address, start_one_each, wait_for, SPREAD,
+    address_of, assert_none_failed, probe_every_address, start_one_each, wait_for, SPREAD,
 };
 use fulcrum_tests::vipbed::Prober;
 use std::time::Duration;
@@ -24,10 +24,7 @@ fn sigterm_of_a_holder_moves_its_address_with_zero_failed_requests() {
     let (mut c, h, first) = start_one_each("sps");
     let all = [0, 1, 2];
     let stopped = (first + 1) % 3;
-    let k = h
-        .iter()
-        .position(|v| v == &vec![stopped])
-        .expect("the stopped node's address");
+    let k = address_of(&h, stopped);
     let watch = ArpWatch::start(&c, mac_bytes(&c.bed.mac("cl")));
     let probers = probe_every_address(&c, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1000));
