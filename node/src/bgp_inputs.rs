@@ -3,6 +3,7 @@
 //! Quorum: a leader needs a fresh lease; a follower needs a ping from its leader younger
 //! than `[bgp] quorum_grace` (a follower cut off from the leader stops getting pings).
 //! Data plane: the committed config runs here. Backends: at least one healthy, undrained.
+//! Drained: this node's drain is committed (`ctl drain-node`; kept across restarts).
 
 use crate::app::Node;
 use crate::control::bgp::{Bgp, BgpError, Inputs};
@@ -45,6 +46,7 @@ pub fn inputs(node: &Node, grace: Duration) -> Inputs {
         quorum: quorum(node, grace),
         data_plane_up: node.applier.failure().is_none(),
         backend_up,
+        drained: node.cluster().is_some_and(|c| c.raft.drained()),
     }
 }
 

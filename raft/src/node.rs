@@ -202,6 +202,16 @@ impl RaftHandle {
         self.inner.state_rx.clone()
     }
 
+    /// Whether this node's drain (`Command::SetNodeDrain`) is in the state it has applied:
+    /// replicated and persisted, so it holds across restarts until the undrain commits.
+    pub fn drained(&self) -> bool {
+        self.inner
+            .state_rx
+            .borrow()
+            .drained_nodes
+            .contains(&self.inner.node_id)
+    }
+
     /// Commit `cmd` through the leader (forwarded when this node follows). Fails with
     /// `NoQuorum` after at most `PROPOSE_TIMEOUT`.
     pub async fn propose(&self, cmd: Command) -> Result<Response, ProposeError> {

@@ -78,6 +78,31 @@ impl ArpWatch {
             .unwrap_or_default()
     }
 
+    /// Requests for `k` after `from` that no MAC answered (within the 10 ms each waits).
+    pub fn unanswered(&self, k: usize, from: Duration) -> Vec<Duration> {
+        self.seen
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|(at, kk, m)| *kk == k && *at >= from && m.is_empty())
+                    .map(|(at, _, _)| *at)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Requests for `k` after `from`.
+    pub fn asked(&self, k: usize, from: Duration) -> usize {
+        self.seen
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|(at, kk, _)| *kk == k && *at >= from)
+                    .count()
+            })
+            .unwrap_or_default()
+    }
+
     /// First time after `from` that `k` was answered by `mac` only.
     pub fn first_answer_by(&self, k: usize, mac: &str, from: Duration) -> Option<Duration> {
         self.seen.lock().ok()?.iter().find_map(|(at, kk, m)| {

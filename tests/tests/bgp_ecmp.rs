@@ -4,7 +4,8 @@
 //! (L4 hash). Header affinity lives in Redis, so a user keeps its backend whichever node
 //! its connection reaches. Then: kill -9 one node (BIRD withdraws its route by itself,
 //! because the route points at the node's service link, which dies with the process);
-//! drain a node (withdrawn, still serving); restart; SIGTERM a node (withdrawn before it
+//! drain a node (withdrawn, still serving); restart; drain a node and restart it (it comes
+//! back drained: the drain is committed through Raft); SIGTERM a node (withdrawn before it
 //! stops serving, no failed request).
 
 use fulcrum_testbed::netns::{can_run, exec};
@@ -371,6 +372,11 @@ fn ecmp_through_bird_keeps_affinity_and_withdraws_on_kill_drain_and_stop() {
         diag(&bed)
     );
 
+    // 5d. The drain is committed through Raft: drained node 3 restarted (SIGTERM + start)
+    // comes back drained and keeps its route withdrawn once it follows the leader again;
+    // undrain-node announces it.
+    drained_restart_stays_withdrawn(&mut bed, &all);
+
     // 6. SIGTERM node 2 under probes: withdrawn while it still serves, no failed probe.
     let prober = Prober::start(&bed, "prober");
     std::thread::sleep(Duration::from_millis(300));
@@ -400,5 +406,68 @@ fn ecmp_through_bird_keeps_affinity_and_withdraws_on_kill_drain_and_stop() {
         "SIGTERM node 2: withdrawn at the router {} ms after the signal, then served on; 0 of {} probes failed",
         withdrawn.map_or(0, |d| d.as_millis()),
         probes.len()
+    );
+}
+
+/// Drains node 3, restarts it (SIGTERM + start) and checks that its route stays withdrawn
+/// for `STAYS_WITHDRAWN` after it follows the leader again, then undrains it.
+fn drained_restart_stays_withdrawn(bed: &mut BgpBed, all: &[String]) {
+    const STAYS_WITHDRAWN: Duration = Duration::from_secs(3);
+    let (ok, out) = bed.ctl(2, &["drain-node"]);
+    assert!(ok, "ctl drain-node: {out}");
+    let withdrawn = bed.wait_hops(&hops(&[0, 1]), Duration::from_secs(10));
+    assert!(
+        withdrawn.is_some(),
+        "drained node 3 still announced: {:?}",
+        bed.next_hops()
+    );
+    bed.sigterm(2);
+    let exited = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        !bed.running(2)
+    });
+    assert!(exited, "node 3 did not exit after SIGTERM");
+    let started = Instant::now();
+    bed.start_node(2);
+    let following = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        bed.status(2).is_some_and(|s| {
+            s["role"] == "follower" && s["leader_id"].is_u64() && s["node_drained"] == true
+        })
+    });
+    assert!(
+        following,
+        "restarted node 3 not following, or not drained: {:?}",
+        bed.status(2)
+    );
+    let follows_after = started.elapsed();
+    let end = Instant::now() + STAYS_WITHDRAWN;
+    while Instant::now() < end {
+        assert_eq!(
+            bed.next_hops(),
+            hops(&[0, 1]),
+            "restarted drained node 3 announced {} ms after its start",
+            started.elapsed().as_millis()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = bed.status(2).expect("status");
+    assert_eq!(s["bgp"]["withdrawn_because"], "drained", "{s}");
+    let (ok, out) = bed.ctl(2, &["undrain-node"]);
+    assert!(ok, "ctl undrain-node: {out}");
+    let back = bed.wait_hops(all, Duration::from_secs(10));
+    assert!(
+        back.is_some(),
+        "undrained node 3 not announced again: {:?}",
+        bed.next_hops()
+    );
+    eprintln!(
+        "drain-node of node 3: withdrawn at the router {} ms after the call; restarted, it \
+         followed {} ms after its start and stayed withdrawn {} ms more; undrain-node: \
+         announced at the router {} ms after the call",
+        withdrawn.map_or(0, |d| d.as_millis()),
+        follows_after.as_millis(),
+        STAYS_WITHDRAWN.as_millis(),
+        back.map_or(0, |d| d.as_millis())
     );
 }

@@ -9,8 +9,10 @@
 
 use fulcrum_testbed::netns::can_run;
 use fulcrum_tests::arp_watch::{mac_bytes, ArpWatch};
-use fulcrum_tests::spreadbed::{leader, one_each, spread, wait_for, SPREAD};
-use fulcrum_tests::vipbed::{Prober, VipCluster};
+use fulcrum_tests::spreadbed::{
+    address_of, assert_none_failed, one_each, probe_every_address, start_one_each, wait_for, SPREAD,
+};
+use fulcrum_tests::vipbed::Prober;
 use std::time::Duration;
 
 #[test]
@@ -18,30 +20,12 @@ fn drain_and_undrain_move_addresses_with_zero_failed_requests() {
     if !can_run("drain_and_undrain_move_addresses_with_zero_failed_requests") {
         return;
     }
-    let c = VipCluster::start_with("spd", "fast", "2s", spread);
+    let (c, h, first) = start_one_each("spd");
     let all = [0, 1, 2];
-    let h = wait_for(&c, &all, Duration::from_secs(30), "one VIP per node", |h| {
-        one_each(h, 3)
-    });
-    let first = leader(&c, &all, Duration::from_secs(5)).expect("a leader");
     let drained = (first + 1) % 3;
-    let k = h
-        .iter()
-        .position(|v| v == &vec![drained])
-        .expect("the drained node's address");
+    let k = address_of(&h, drained);
     let watch = ArpWatch::start(&c, mac_bytes(&c.bed.mac("cl")));
-    let probers: Vec<Prober> = SPREAD
-        .iter()
-        .map(|a| {
-            let vip = a.parse().expect("address");
-            Prober::start_to(
-                &c.bed,
-                vip,
-                Duration::from_secs(40),
-                Duration::from_millis(20),
-            )
-        })
-        .collect();
+    let probers = probe_every_address(&c, Duration::from_secs(40));
     std::thread::sleep(Duration::from_millis(500));
 
     let drain_at = watch.now();
@@ -85,27 +69,10 @@ fn drain_and_undrain_move_addresses_with_zero_failed_requests() {
         (back_at - undrain_at).as_millis(),
         results.iter().map(Vec::len).collect::<Vec<_>>()
     );
-    for (j, probes) in results.iter().enumerate() {
-        assert!(
-            probes.len() > 100,
-            "{}: only {} probes, the client did not keep up",
-            SPREAD[j],
-            probes.len()
-        );
-        let failed: Vec<String> = probes
-            .iter()
-            .filter(|p| !p.ok)
-            .map(|p| format!("{} ms: {:?}", p.at.as_millis(), p.failure))
-            .collect();
-        assert!(
-            failed.is_empty(),
-            "{}: {} of {} requests failed (drain at {} ms, undrain at {} ms): {:?}",
-            SPREAD[j],
-            failed.len(),
-            probes.len(),
-            drain_at.as_millis(),
-            undrain_at.as_millis(),
-            &failed[..failed.len().min(5)]
-        );
-    }
+    let when = format!(
+        "drain at {} ms, undrain at {} ms",
+        drain_at.as_millis(),
+        undrain_at.as_millis()
+    );
+    assert_none_failed(&results, 100, &when);
 }

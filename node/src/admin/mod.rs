@@ -8,7 +8,7 @@
 //! | PUT | /config | token | validate + apply a new config, `{"version": N}` |
 //! | POST | /drain?pool=P&addr=A | token | stop sending new sessions to a backend |
 //! | POST | /undrain?pool=P&addr=A | token | put it back |
-//! | POST | /drain-node | token | withdraw this node's BGP prefixes, move its `[[vip]]` addresses away, take it out of DNS answers (keeps serving) |
+//! | POST | /drain-node | token | withdraw this node's BGP prefixes, move its `[[vip]]` addresses away, take it out of DNS answers (keeps serving; committed through Raft in a cluster, so it survives a restart) |
 //! | POST | /undrain-node | token | undo all three |
 //! | GET | /members | no | cluster members |
 //! | GET | /cluster | no | every member's `/status`, gathered by this node |
@@ -23,6 +23,7 @@
 
 mod auth;
 mod dashboard;
+mod drain_node;
 mod failover;
 mod members;
 mod shift;
@@ -126,8 +127,8 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<AdminResponse
         (Method::PUT, "/config") => put_config(&node, req).await,
         (Method::POST, "/drain") => drain(&node, &req, true).await,
         (Method::POST, "/undrain") => drain(&node, &req, false).await,
-        (Method::POST, "/drain-node") => drain_node(&node, true).await,
-        (Method::POST, "/undrain-node") => drain_node(&node, false).await,
+        (Method::POST, "/drain-node") => drain_node::drain_node(&node, true).await,
+        (Method::POST, "/undrain-node") => drain_node::drain_node(&node, false).await,
         (Method::POST, "/shift") => shift::start(&node, &req).await,
         (Method::POST, "/shift/abort") => shift::abort(&node, &req).await,
         (Method::POST, "/members/add") => members::add(&node, query_params(&req)).await,
@@ -224,45 +225,6 @@ async fn drain(node: &Node, req: &Request<Incoming>, drained: bool) -> AdminResp
         ),
         Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
     }
-}
-
-/// `ctl drain-node` / `undrain-node`: in BGP mode, withdraw (or announce again) this
-/// node's prefixes; with `[[vip]]`, ask the leader to move this node's addresses away (or
-/// let them come back); with `[dns]` in a cluster, commit the node's drain so that no
-/// member's DNS answers name it (`Command::SetNodeDrain`; 503 without a quorum, after the
-/// local changes). The node keeps serving what still reaches it.
-async fn drain_node(node: &Node, drained: bool) -> AdminResponse {
-    let (bgp, spread) = (node.bgp.get(), node.spread.get());
-    let dns = node
-        .cluster()
-        .filter(|_| node.dp.snapshot().config.dns.is_some());
-    if bgp.is_none() && spread.is_none() && dns.is_none() {
-        return text(
-            StatusCode::CONFLICT,
-            "this node has neither [bgp], [[vip]] nor [dns] in a cluster: drain-node moves BGP announcements, spread VIPs and DNS answers only\n",
-        );
-    }
-    if let Some(bgp) = bgp {
-        bgp.set_drained(drained);
-    }
-    if let Some(spread) = spread {
-        spread.set_draining(drained);
-    }
-    if let Some(cluster) = dns {
-        let me = node.local.id;
-        let cmd = fulcrum_raft::Command::SetNodeDrain { node: me, drained };
-        if let Err(e) = cluster.raft.propose(cmd).await {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("the node's drain for DNS answers was not committed: {e}\n"),
-            );
-        }
-    }
-    tracing::info!(drained, "node drain changed by the operator");
-    json(
-        StatusCode::OK,
-        &serde_json::json!({ "node_id": node.local.id, "drained": drained }),
-    )
 }
 
 /// Minimal `%XX` decoding for query values (addresses may contain `:` as `%3A`).

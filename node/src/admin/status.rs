@@ -88,6 +88,7 @@ pub fn status(node: &Node) -> Value {
         "lease_left_ms": lease_left,
         "admin": node.local.admin.to_string(),
         "clustered": node.cluster().is_some(),
+        "node_drained": node.cluster().is_some_and(|c| c.raft.drained()),
         "config_version": snapshot.version,
         "config_version_running": snapshot.version,
         "config_version_committed": committed_version(node, snapshot.version),

@@ -44,13 +44,16 @@ pub struct Inputs {
     pub data_plane_up: bool,
     /// At least one backend is healthy and not drained.
     pub backend_up: bool,
+    /// The node's drain is committed (`ctl drain-node` in a cluster; survives restarts).
+    pub drained: bool,
 }
 
-/// `None`: announce. `Some(reason)`: withdraw, because of `reason`.
+/// `None`: announce. `Some(reason)`: withdraw, because of `reason` (`drained`: the local
+/// drain of a node without `[cluster]`; a committed one is `i.drained`).
 pub fn decide(stopping: bool, drained: bool, i: Inputs) -> Option<&'static str> {
     if stopping {
         Some("stopping")
-    } else if drained {
+    } else if drained || i.drained {
         Some("drained")
     } else if !i.quorum {
         Some("no quorum")
@@ -166,10 +169,16 @@ impl Bgp {
         self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Operator drain of this node: withdraw (and keep serving what still arrives).
+    /// Operator drain of a node without `[cluster]` (this process only): withdraw, and
+    /// keep serving what still arrives. In a cluster the drain is committed and comes in
+    /// through `Inputs::drained`.
     pub fn set_drained(&self, drained: bool) {
         self.drained.store(drained, Ordering::SeqCst);
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).drained = drained;
+        self.wake();
+    }
+
+    /// Looks at the inputs again now rather than at the next tick.
+    pub fn wake(&self) {
         self.wake.notify_one();
     }
 
@@ -200,11 +209,10 @@ impl Bgp {
         let mut told: Option<Option<&'static str>> = None;
         let mut sessions_at = Instant::now() - SESSIONS_EVERY;
         loop {
-            let want = decide(
-                self.stopping.load(Ordering::SeqCst),
-                self.drained.load(Ordering::SeqCst),
-                inputs(),
-            );
+            let now = inputs();
+            let drained = self.drained.load(Ordering::SeqCst);
+            self.view.lock().unwrap_or_else(|p| p.into_inner()).drained = drained || now.drained;
+            let want = decide(self.stopping.load(Ordering::SeqCst), drained, now);
             if told != Some(want) {
                 let span = tracing::info_span!(
                     "bgp",
@@ -278,6 +286,7 @@ mod tests {
         quorum: true,
         data_plane_up: true,
         backend_up: true,
+        drained: false,
     };
 
     #[test]
@@ -285,6 +294,11 @@ mod tests {
         assert_eq!(decide(false, false, READY), None);
         assert_eq!(decide(true, false, READY), Some("stopping"));
         assert_eq!(decide(false, true, READY), Some("drained"));
+        let committed_drain = Inputs {
+            drained: true,
+            ..READY
+        };
+        assert_eq!(decide(false, false, committed_drain), Some("drained"));
         let no_quorum = Inputs {
             quorum: false,
             ..READY
@@ -308,6 +322,7 @@ mod tests {
             quorum: false,
             data_plane_up: false,
             backend_up: false,
+            drained: true,
         };
         assert_eq!(decide(true, true, nothing), Some("stopping"));
     }

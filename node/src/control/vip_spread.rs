@@ -8,8 +8,9 @@
 //! released at once. A node cut off from the leader gets no answer: its fence elements and
 //! its address deadlines lapse by themselves, within one grant, with no help from the
 //! process (frozen or dead included). On the leader the same loop also places the
-//! addresses (`fulcrum_raft::vip_plan`) over the nodes that keep asking and are not
-//! draining, and commits the result (`Command::AssignVips`): orphans at once, rebalancing
+//! addresses (`fulcrum_raft::vip_plan`) over the nodes that keep asking, are not draining
+//! for a stop and are not drained (`ClusterState::drained_nodes`, `ctl drain-node`), and
+//! commits the result (`Command::AssignVips`): orphans at once, rebalancing
 //! one move per `HOLD_DOWN`.
 //!
 //! A move between two live nodes (drain, SIGTERM, rebalancing) is make before break: the
@@ -134,7 +135,9 @@ impl SpreadVips {
         }
     }
 
-    /// `ctl drain-node`: ask for no address, so the leader moves them away.
+    /// Ask for no address, so the leader moves them away: before a stop (`drain_for_stop`).
+    /// `ctl drain-node` is committed instead (`drained_nodes`, which the leader's placement
+    /// leaves out, so that it holds across a restart).
     pub fn set_draining(&self, on: bool) {
         self.draining.store(on, Ordering::Relaxed);
     }
@@ -196,7 +199,8 @@ impl SpreadVips {
                 _ = tokio::time::sleep(wait) => {}
             }
             let sent = Instant::now();
-            let grant = raft.ask_vip_lease(self.ask(me, sent), RENEW).await;
+            let ask = self.ask(me, raft.drained(), sent);
+            let grant = raft.ask_vip_lease(ask, RENEW).await;
             let handed_over = self.apply_grant(grant.as_ref(), sent + grant_len);
             if raft.status().borrow().role == Role::Leader {
                 self.place(&raft);
@@ -215,12 +219,13 @@ impl SpreadVips {
         self.release_all("stopping");
     }
 
-    /// What this node tells the leader at `now`: what it holds, what it is staged for.
-    fn ask(&self, me: u64, now: Instant) -> VipLeaseAsk {
+    /// What this node tells the leader at `now`: what it holds, what it is staged for, and
+    /// whether it drains (for a stop, or `drained`: its drain is committed).
+    fn ask(&self, me: u64, drained: bool, now: Instant) -> VipLeaseAsk {
         let running = |m: &Mutex<Option<Instant>>| lock(m).is_some_and(|u| u > now);
         VipLeaseAsk {
             from: me,
-            draining: self.draining(),
+            draining: self.draining() || drained,
             holding: self
                 .vips
                 .iter()
@@ -313,7 +318,12 @@ impl SpreadVips {
         let Some(live_us) = raft.vip_grants().live(term, now_us) else {
             return;
         };
-        let live: BTreeMap<u64, u64> = live_us.iter().map(|(n, s)| (*n, s / 1000)).collect();
+        let state = raft.cluster_state().borrow().clone();
+        let live: BTreeMap<u64, u64> = live_us
+            .iter()
+            .filter(|(n, _)| !state.drained_nodes.contains(n))
+            .map(|(n, s)| (*n, s / 1000))
+            .collect();
         let specs: Vec<VipSpec> = self
             .vips
             .iter()
@@ -322,7 +332,7 @@ impl SpreadVips {
                 preferred: v.entry.preferred.clone(),
             })
             .collect();
-        let current = raft.cluster_state().borrow().vip_assignment.clone();
+        let current = state.vip_assignment.clone();
         let last = self.last_move_ms.load(Ordering::Relaxed);
         let moves = vip_plan::plan(&PlanInput {
             vips: &specs,
