@@ -8,6 +8,10 @@
 //! any other path gets a plain `200` naming the backend and the HTTP version it
 //! arrived in. It counts the connections it accepted; `kill` drops the listener and
 //! every open connection at once, mid-stream if one is streaming.
+//!
+//! `GrpcBackend::start_web` serves the same calls behind tonic-web's gRPC-Web
+//! translation, over HTTP/1.1 and h2c both (hyper's automatic server): gRPC-Web calls
+//! (`application/grpc-web`, `-web-text`) get their status in the body's trailer frame.
 
 use bytes::{Buf, BufMut, Bytes};
 use http_body_util::{BodyExt, Full};
@@ -115,6 +119,31 @@ impl tonic::server::ServerStreamingService<Bytes> for Count {
     }
 }
 
+/// The calls as a tower service, for tonic-web to wrap.
+#[derive(Clone)]
+struct Echo {
+    name: Arc<str>,
+    end: Status,
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Echo {
+    type Response = Reply;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Reply, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let (name, end) = (self.name.clone(), self.end.clone());
+        Box::pin(async move { Ok(serve(req, name, end).await) })
+    }
+}
+
 /// A gRPC backend on a loopback port.
 pub struct GrpcBackend {
     pub addr: String,
@@ -125,7 +154,11 @@ pub struct GrpcBackend {
 
 type Reply = http::Response<http_body_util::combinators::UnsyncBoxBody<Bytes, Status>>;
 
-async fn serve(req: http::Request<Incoming>, name: Arc<str>, end: Status) -> Reply {
+async fn serve<B>(req: http::Request<B>, name: Arc<str>, end: Status) -> Reply
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
     let path = req.uri().path().to_string();
     let mut grpc = tonic::server::Grpc::new(RawCodec);
     let resp = match path.as_str() {
@@ -153,12 +186,46 @@ impl GrpcBackend {
             while let Ok((tcp, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
                 let (name, end) = (n.clone(), end.clone());
-                let svc = hyper::service::service_fn(move |req| {
+                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                     let (name, end) = (name.clone(), end.clone());
                     async move { Ok::<_, std::convert::Infallible>(serve(req, name, end).await) }
                 });
                 let conn = async move {
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                };
+                t.lock().expect("tasks").spawn(conn);
+            }
+        };
+        tasks.lock().expect("tasks").spawn(accept);
+        GrpcBackend {
+            addr,
+            name,
+            accepted,
+            tasks,
+        }
+    }
+
+    /// Starts backend `name` behind tonic-web, for HTTP/1.1 and h2c clients.
+    pub async fn start_web(name: &str, end: Status) -> GrpcBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let name: Arc<str> = Arc::from(name);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let tasks = Arc::new(Mutex::new(JoinSet::new()));
+        let echo = Echo {
+            name: name.clone(),
+            end,
+        };
+        let web = tower_layer::Layer::layer(&tonic_web::GrpcWebLayer::new(), echo);
+        let (a, t) = (accepted.clone(), tasks.clone());
+        let accept = async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper_util::service::TowerToHyperService::new(web.clone());
+                let conn = async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tcp), svc)
                         .await;
                 };

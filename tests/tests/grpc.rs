@@ -100,6 +100,14 @@ async fn grpc_status_and_message_cross_in_trailers_over_tls() {
     assert_eq!(status.code(), Code::DataLoss, "{status:?}");
     assert_eq!(status.message(), "a ran dry");
     assert_eq!(a.accepted(), 1);
+    // Counted from the trailers on this path too (hyper's, as for h2c).
+    for (code, calls) in [("OK", 1.0), ("DATA_LOSS", 1.0), ("UNKNOWN", 0.0)] {
+        let series = format!("backend=\"{}\",code=\"{code}\"", a.addr);
+        let counted =
+            fulcrum_tests::hostile::metric(&ports.admin, "fulcrum_grpc_responses_total", &series)
+                .await;
+        assert_eq!(counted, calls, "{code}");
+    }
     drop(node);
 }
 
