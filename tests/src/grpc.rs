@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
@@ -176,6 +176,45 @@ where
 impl GrpcBackend {
     /// Starts backend `name`; its streams end with `end` (`Status::ok("")`: no error).
     pub async fn start(name: &str, end: Status) -> GrpcBackend {
+        GrpcBackend::listen(name, move |tcp, name| {
+            let end = end.clone();
+            let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let (name, end) = (name.clone(), end.clone());
+                async move { Ok::<_, std::convert::Infallible>(serve(req, name, end).await) }
+            });
+            async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            }
+        })
+        .await
+    }
+
+    /// Starts backend `name` behind tonic-web, for HTTP/1.1 and h2c clients.
+    pub async fn start_web(name: &str, end: Status) -> GrpcBackend {
+        GrpcBackend::listen(name, move |tcp, name| {
+            let echo = Echo {
+                name,
+                end: end.clone(),
+            };
+            let web = tower_layer::Layer::layer(&tonic_web::GrpcWebLayer::new(), echo);
+            let svc = hyper_util::service::TowerToHyperService::new(web);
+            async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            }
+        })
+        .await
+    }
+
+    /// Listens on a loopback port and serves each connection with `serve_conn`.
+    async fn listen<F, C>(name: &str, serve_conn: F) -> GrpcBackend
+    where
+        F: Fn(TcpStream, Arc<str>) -> C + Send + 'static,
+        C: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let name: Arc<str> = Arc::from(name);
@@ -185,50 +224,7 @@ impl GrpcBackend {
         let accept = async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
-                let (name, end) = (n.clone(), end.clone());
-                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                    let (name, end) = (name.clone(), end.clone());
-                    async move { Ok::<_, std::convert::Infallible>(serve(req, name, end).await) }
-                });
-                let conn = async move {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                };
-                t.lock().expect("tasks").spawn(conn);
-            }
-        };
-        tasks.lock().expect("tasks").spawn(accept);
-        GrpcBackend {
-            addr,
-            name,
-            accepted,
-            tasks,
-        }
-    }
-
-    /// Starts backend `name` behind tonic-web, for HTTP/1.1 and h2c clients.
-    pub async fn start_web(name: &str, end: Status) -> GrpcBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let name: Arc<str> = Arc::from(name);
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let tasks = Arc::new(Mutex::new(JoinSet::new()));
-        let echo = Echo {
-            name: name.clone(),
-            end,
-        };
-        let web = tower_layer::Layer::layer(&tonic_web::GrpcWebLayer::new(), echo);
-        let (a, t) = (accepted.clone(), tasks.clone());
-        let accept = async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
-                let svc = hyper_util::service::TowerToHyperService::new(web.clone());
-                let conn = async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                };
+                let conn = serve_conn(tcp, n.clone());
                 t.lock().expect("tasks").spawn(conn);
             }
         };
@@ -314,4 +310,19 @@ pub async fn count(
             Err(status) => return (got, status),
         }
     }
+}
+
+/// One request on a new HTTP/1.1 connection (`head` then `body`, which should say
+/// `Connection: close`): the raw answer, read to the connection's end (10 s at most).
+pub async fn h1_exchange(addr: &str, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(body).await.expect("body");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("answered within 10 s")
+        .expect("read");
+    String::from_utf8_lossy(&got).into_owned()
 }

@@ -18,13 +18,11 @@
 
 use base64::Engine as _;
 use fulcrum_tests::config::Ports;
-use fulcrum_tests::grpc::GrpcBackend;
+use fulcrum_tests::grpc::{self, GrpcBackend};
 use fulcrum_tests::h2client::{H2Client, Outgoing};
 use fulcrum_tests::keepalive::web_and_tls_node;
 use fulcrum_tests::process::Fulcrum;
 use fulcrum_tests::tls::TestCa;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Status};
 
 /// A node with a plain listener `web` and an HTTPS one `tls`, both routed to pool `g`
@@ -108,15 +106,7 @@ async fn h1_call(addr: &str, path: &str, message: &[u8], text: bool) -> String {
          X-Grpc-Web: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(head.as_bytes()).await.expect("head");
-    s.write_all(&body).await.expect("body");
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
-        .await
-        .expect("answered within 10 s")
-        .expect("read");
-    String::from_utf8_lossy(&got).into_owned()
+    grpc::h1_exchange(addr, &head, &body).await
 }
 
 /// One gRPC-Web call over HTTP/2 (`scheme` `http` for h2c, `https` over TLS): the
