@@ -50,6 +50,8 @@ mod discovered; // issue 25: discovered backends merged into each snapshot
 mod discovery_metrics; // issue 25: discovery lookups, members, failing sources
 mod dns; // issue 25: the health-aware DNS listener
 mod grpc_metrics; // issue 19: gRPC calls by grpc-status
+mod grpc_watch; // issue 19: where a relayed call's grpc-status comes from
+mod grpc_web; // issue 19: a gRPC-Web body's trailer frame
 mod h1; // hand-written HTTP/1.1 fast path
 mod h2_flood; // issue 17: closes HTTP/2 clients that flood control frames
 mod health;

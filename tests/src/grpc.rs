@@ -8,6 +8,10 @@
 //! any other path gets a plain `200` naming the backend and the HTTP version it
 //! arrived in. It counts the connections it accepted; `kill` drops the listener and
 //! every open connection at once, mid-stream if one is streaming.
+//!
+//! `GrpcBackend::start_web` serves the same calls behind tonic-web's gRPC-Web
+//! translation, over HTTP/1.1 and h2c both (hyper's automatic server): gRPC-Web calls
+//! (`application/grpc-web`, `-web-text`) get their status in the body's trailer frame.
 
 use bytes::{Buf, BufMut, Bytes};
 use http_body_util::{BodyExt, Full};
@@ -18,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
@@ -115,6 +119,31 @@ impl tonic::server::ServerStreamingService<Bytes> for Count {
     }
 }
 
+/// The calls as a tower service, for tonic-web to wrap.
+#[derive(Clone)]
+struct Echo {
+    name: Arc<str>,
+    end: Status,
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Echo {
+    type Response = Reply;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Reply, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let (name, end) = (self.name.clone(), self.end.clone());
+        Box::pin(async move { Ok(serve(req, name, end).await) })
+    }
+}
+
 /// A gRPC backend on a loopback port.
 pub struct GrpcBackend {
     pub addr: String,
@@ -125,7 +154,11 @@ pub struct GrpcBackend {
 
 type Reply = http::Response<http_body_util::combinators::UnsyncBoxBody<Bytes, Status>>;
 
-async fn serve(req: http::Request<Incoming>, name: Arc<str>, end: Status) -> Reply {
+async fn serve<B>(req: http::Request<B>, name: Arc<str>, end: Status) -> Reply
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
     let path = req.uri().path().to_string();
     let mut grpc = tonic::server::Grpc::new(RawCodec);
     let resp = match path.as_str() {
@@ -143,6 +176,45 @@ async fn serve(req: http::Request<Incoming>, name: Arc<str>, end: Status) -> Rep
 impl GrpcBackend {
     /// Starts backend `name`; its streams end with `end` (`Status::ok("")`: no error).
     pub async fn start(name: &str, end: Status) -> GrpcBackend {
+        GrpcBackend::listen(name, move |tcp, name| {
+            let end = end.clone();
+            let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let (name, end) = (name.clone(), end.clone());
+                async move { Ok::<_, std::convert::Infallible>(serve(req, name, end).await) }
+            });
+            async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            }
+        })
+        .await
+    }
+
+    /// Starts backend `name` behind tonic-web, for HTTP/1.1 and h2c clients.
+    pub async fn start_web(name: &str, end: Status) -> GrpcBackend {
+        GrpcBackend::listen(name, move |tcp, name| {
+            let echo = Echo {
+                name,
+                end: end.clone(),
+            };
+            let web = tower_layer::Layer::layer(&tonic_web::GrpcWebLayer::new(), echo);
+            let svc = hyper_util::service::TowerToHyperService::new(web);
+            async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            }
+        })
+        .await
+    }
+
+    /// Listens on a loopback port and serves each connection with `serve_conn`.
+    async fn listen<F, C>(name: &str, serve_conn: F) -> GrpcBackend
+    where
+        F: Fn(TcpStream, Arc<str>) -> C + Send + 'static,
+        C: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let name: Arc<str> = Arc::from(name);
@@ -152,16 +224,7 @@ impl GrpcBackend {
         let accept = async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
-                let (name, end) = (n.clone(), end.clone());
-                let svc = hyper::service::service_fn(move |req| {
-                    let (name, end) = (name.clone(), end.clone());
-                    async move { Ok::<_, std::convert::Infallible>(serve(req, name, end).await) }
-                });
-                let conn = async move {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                };
+                let conn = serve_conn(tcp, n.clone());
                 t.lock().expect("tasks").spawn(conn);
             }
         };
@@ -247,4 +310,19 @@ pub async fn count(
             Err(status) => return (got, status),
         }
     }
+}
+
+/// One request on a new HTTP/1.1 connection (`head` then `body`, which should say
+/// `Connection: close`): the raw answer, read to the connection's end (10 s at most).
+pub async fn h1_exchange(addr: &str, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(body).await.expect("body");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("answered within 10 s")
+        .expect("read");
+    String::from_utf8_lossy(&got).into_owned()
 }

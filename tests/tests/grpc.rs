@@ -100,6 +100,14 @@ async fn grpc_status_and_message_cross_in_trailers_over_tls() {
     assert_eq!(status.code(), Code::DataLoss, "{status:?}");
     assert_eq!(status.message(), "a ran dry");
     assert_eq!(a.accepted(), 1);
+    // Counted from the trailers on this path too (hyper's, as for h2c).
+    for (code, calls) in [("OK", 1.0), ("DATA_LOSS", 1.0), ("UNKNOWN", 0.0)] {
+        let series = format!("backend=\"{}\",code=\"{code}\"", a.addr);
+        let counted =
+            fulcrum_tests::hostile::metric(&ports.admin, "fulcrum_grpc_responses_total", &series)
+                .await;
+        assert_eq!(counted, calls, "{code}");
+    }
     drop(node);
 }
 
@@ -206,7 +214,6 @@ async fn grpc_status_codes_are_counted_per_backend_for_both_client_protocols() {
 
 /// One gRPC call (a single message) over HTTP/1.1 on a new connection: the raw answer.
 async fn h1_grpc_call(addr: &str, path: &str, message: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
     framed.extend_from_slice(message);
@@ -215,15 +222,7 @@ async fn h1_grpc_call(addr: &str, path: &str, message: &[u8]) -> String {
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         framed.len()
     );
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(head.as_bytes()).await.expect("head");
-    s.write_all(&framed).await.expect("body");
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
-        .await
-        .expect("answered within 10 s")
-        .expect("read");
-    String::from_utf8_lossy(&got).into_owned()
+    grpc::h1_exchange(addr, &head, &framed).await
 }
 
 /// Runs `futs` concurrently; their results in order.

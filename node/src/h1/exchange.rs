@@ -19,6 +19,7 @@ use super::timer::ResponseTimer;
 use super::upload::{self, Delivered, UploadError};
 use super::{Ctx, Phase};
 use crate::bufpool;
+use crate::grpc_watch::GrpcWatch;
 use crate::pool::PoolRuntime;
 use crate::request::answered::answered;
 use crate::request::choice::{self, Choice};
@@ -360,6 +361,7 @@ where
     let headers = HeadView::new(&c.resp.headers, &up.buf);
     let set_cookie = answered(pool, index, &headers, status, &mut done, set_cookie).await;
     let backend = &pool.backends[index];
+    let mut grpc = GrpcWatch::start(&headers, &backend.metrics.grpc);
     // `c.head` still describes the request: only its bytes left the buffer.
     let framing = c.resp.framing(&up.buf, c.head.method == http::Method::HEAD);
     let cookie = match set_cookie {
@@ -378,7 +380,8 @@ where
     encode::response_head(&mut c.out, &c.resp, &up.buf, &extras);
     let backend_keep_alive = c.resp.keep_alive;
     up.buf.advance(c.resp.len);
-    let relayed = timeouts::bounded(deadline, relay_body(c, &mut up, framing, &mut done.bytes));
+    let relayed = relay_body(c, &mut up, framing, &mut done.bytes, grpc.as_mut());
+    let relayed = timeouts::bounded(deadline, relayed);
     let Some(relayed) = relayed.await else {
         tracing::warn!(pool = %pool.name, backend = %backend.id, "route timeout during the response body: cut off");
         return Next::Close;

@@ -5,11 +5,14 @@
 //! so that nothing past it is relayed and the backend connection can be reused. The
 //! head is written together with the first body bytes, after they were checked, so
 //! framing found malformed there is reported before anything went out (`Unsent`).
+//! A gRPC answer's body bytes and trailer section are also shown to its status watch
+//! (`grpc_watch`); other answers pay one check of an `Option` per read.
 
 use super::chunked::{ChunkError, ChunkScanner};
 use super::exchange::Client;
 use super::io::write_both;
 use super::response::Framing;
+use crate::grpc_watch::GrpcWatch;
 use crate::upstream::BackendConn;
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -33,12 +36,14 @@ pub(super) enum RelayError {
 }
 
 /// Writes the response head in `c.out`, then the body as framed, from `up` to the
-/// client. The first body bytes go out with the head; `sent` counts body bytes.
+/// client. The first body bytes go out with the head; `sent` counts body bytes;
+/// `grpc` sees the body of a gRPC answer.
 pub(super) async fn relay_body<S>(
     c: &mut Client<S>,
     up: &mut BackendConn,
     framing: Framing,
     sent: &mut u64,
+    mut grpc: Option<&mut GrpcWatch>,
 ) -> Result<(), RelayError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -46,7 +51,7 @@ where
     let mut body = BodyEnd::new(framing);
     let mut first = true;
     loop {
-        let take = match body.take(&up.buf) {
+        let take = match body.take(&up.buf, grpc.as_deref_mut()) {
             Err(RelayError::Chunk(e)) if first => return Err(RelayError::Unsent(e)),
             taken => taken?,
         };
@@ -85,17 +90,25 @@ impl BodyEnd {
         }
     }
 
-    /// How many of `bytes` belong to the body.
-    fn take(&mut self, bytes: &[u8]) -> Result<usize, RelayError> {
-        Ok(match self {
-            BodyEnd::Length(left) => {
-                let take = (*left).min(bytes.len() as u64);
-                *left -= take;
-                take as usize
-            }
-            BodyEnd::Chunked(scanner) => scanner.feed(bytes)?,
-            BodyEnd::UntilClose => bytes.len(),
-        })
+    /// How many of `bytes` belong to the body; `grpc` is shown them.
+    fn take(&mut self, bytes: &[u8], grpc: Option<&mut GrpcWatch>) -> Result<usize, RelayError> {
+        let Some(grpc) = grpc else {
+            return Ok(match self {
+                BodyEnd::Length(left) => {
+                    let take = (*left).min(bytes.len() as u64);
+                    *left -= take;
+                    take as usize
+                }
+                BodyEnd::Chunked(scanner) => scanner.feed(bytes)?,
+                BodyEnd::UntilClose => bytes.len(),
+            });
+        };
+        if let BodyEnd::Chunked(scanner) = self {
+            return Ok(watch_chunked(scanner, bytes, grpc)?);
+        }
+        let take = self.take(bytes, None)?;
+        grpc.data(&bytes[..take]);
+        Ok(take)
     }
 
     fn is_done(&self) -> bool {
@@ -105,4 +118,21 @@ impl BodyEnd {
             BodyEnd::UntilClose => false,
         }
     }
+}
+
+/// `ChunkScanner::feed`, showing `grpc` the chunk data and the trailer section.
+fn watch_chunked(
+    scanner: &mut ChunkScanner,
+    bytes: &[u8],
+    grpc: &mut GrpcWatch,
+) -> Result<usize, ChunkError> {
+    let mut trailer = Vec::new();
+    let used = scanner.feed_parts(bytes, |run| grpc.data(&bytes[run]), |b| trailer.push(b))?;
+    for b in trailer {
+        grpc.trailer_byte(b);
+    }
+    if scanner.is_done() {
+        grpc.trailer_lines_done();
+    }
+    Ok(used)
 }

@@ -13,11 +13,14 @@
 //! head goes out with no further wait. Informational heads are relayed as they come;
 //! a request that expects `100 Continue` sends its body once the backend said so (or
 //! stayed silent for `CONTINUE_WAIT`), not at all if the backend answered first.
-//! Trailer fields cross both ways where the body is chunked (`trailers`).
+//! Trailer fields cross both ways where the body is chunked (`trailers`). A gRPC
+//! answer's status (`grpc-status` in the head, the chunked trailers, or a gRPC-Web
+//! body's trailer frame) is counted (`grpc_watch`).
 
 use super::backend::Up;
 use super::encode::{self, BodyFraming};
 use super::{trailers, Shared};
+use crate::grpc_watch::GrpcWatch;
 use crate::h1::chunked::ChunkScanner;
 use crate::h1::head::{HeadView, Kind};
 use crate::h1::response::{Framing, HeadReadError, ResponseHead};
@@ -332,6 +335,7 @@ async fn relay(
     let status = resp.status;
     let headers = HeadView::new(&resp.headers, up.buf());
     let set_cookie = answered(pool, index, &headers, status, &mut done, set_cookie).await;
+    let mut grpc = GrpcWatch::start(&headers, &pool.backends[index].metrics.grpc);
     let framing = resp.framing(up.buf(), head_request);
     let Some(head) = response_head(resp, up.buf(), pool, index, set_cookie) else {
         done.set_status(502);
@@ -346,7 +350,7 @@ async fn relay(
     let complete = match framing {
         Framing::Empty => true,
         _ => {
-            let body = send_body(&mut up, &mut send, framing, &mut done.bytes);
+            let body = send_body(&mut up, &mut send, framing, &mut done.bytes, grpc.as_mut());
             let sent = timeouts::bounded(deadline, body).await;
             if sent.is_none() {
                 tracing::warn!(pool = %pool.name, "route timeout during the response body: stream reset");
@@ -427,11 +431,13 @@ fn response_fields(resp: &ResponseHead, buf: &[u8]) -> Option<Response<()>> {
 
 /// Relays the body as DATA frames, and a chunked body's trailer fields as the
 /// HEADERS frame that ends the stream; `true` when it was read and sent to its end.
+/// A gRPC answer's body and trailers are shown to its status watch, `grpc`.
 async fn send_body(
     up: &mut Up,
     send: &mut SendStream<Bytes>,
     framing: Framing,
     sent: &mut u64,
+    mut grpc: Option<&mut GrpcWatch>,
 ) -> bool {
     let mut left = match framing {
         Framing::Length(n) => n,
@@ -483,6 +489,13 @@ async fn send_body(
             true => trailers::parse(&trailer_lines),
             false => None,
         };
+        if let Some(watch) = grpc.as_deref_mut() {
+            watch.data(&data);
+            if end {
+                let status = fields.as_ref().and_then(|f| f.get("grpc-status"));
+                watch.trailers(status.map(|v| v.as_bytes()));
+            }
+        }
         let end_stream = end && fields.is_none();
         *sent += data.len() as u64;
         // A body that came whole with its head goes out at once; anything longer

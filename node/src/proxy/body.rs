@@ -5,10 +5,12 @@
 //! backend's response body: it counts bytes and, when dropped (finished, failed or
 //! abandoned by the client), ends the request's bookkeeping exactly once — the
 //! backend's in-flight count, the access log line, and handing the backend connection
-//! back to the pool when (and only when) the body was read to its end. `ClientBody`
+//! back to the pool when (and only when) the body was read to its end — and shows a gRPC
+//! answer's frames to the watch that counts its status (`grpc_watch`). `ClientBody`
 //! wraps a client's request body and remembers whether the client broke it, so a
 //! failed exchange is blamed on the right side.
 
+use crate::grpc_watch::GrpcWatch;
 pub use crate::request::finish::OnFinish;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -97,8 +99,8 @@ pub struct TrackedBody<B: Body, F: OnFinish> {
     /// The inner body returned its last frame (or `None`).
     ended: bool,
     on_finish: Option<F>,
-    /// A gRPC answer's backend counters: its trailers' `grpc-status` is counted.
-    grpc: Option<crate::grpc_metrics::GrpcCodes>,
+    /// A gRPC answer whose status is still to come (in its trailers or its body).
+    grpc: Option<GrpcWatch>,
 }
 
 impl<B: Body, F: OnFinish> TrackedBody<B, F> {
@@ -112,9 +114,9 @@ impl<B: Body, F: OnFinish> TrackedBody<B, F> {
         }
     }
 
-    /// Counts the `grpc-status` of the trailers in `codes` (a gRPC answer).
-    pub fn counting_grpc_status(mut self, codes: crate::grpc_metrics::GrpcCodes) -> Self {
-        self.grpc = Some(codes);
+    /// Counts the status of a gRPC answer as it comes (`grpc_watch`).
+    pub(crate) fn watching_grpc(mut self, watch: GrpcWatch) -> Self {
+        self.grpc = Some(watch);
         self
     }
 }
@@ -146,8 +148,8 @@ where
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
                 }
-                if let (Some(codes), Some(trailers)) = (&self.grpc, frame.trailers_ref()) {
-                    crate::proxy::grpc_status::count_trailers(trailers, codes);
+                if let Some(watch) = self.grpc.as_mut() {
+                    watch_frame(watch, frame);
                 }
                 self.ended = self.inner.is_end_stream();
             }
@@ -163,5 +165,14 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Shows a gRPC answer's frame to its watch: body bytes, or the trailers.
+fn watch_frame(watch: &mut GrpcWatch, frame: &Frame<Bytes>) {
+    if let Some(data) = frame.data_ref() {
+        watch.data(data);
+    } else if let Some(trailers) = frame.trailers_ref() {
+        watch.trailers(trailers.get("grpc-status").map(|v| v.as_bytes()));
     }
 }

@@ -1,7 +1,11 @@
-//! A response body on hyper's path that must end by the route's overall `timeout`
-//! (`request::timeouts`): past the deadline it fails, so hyper cuts the response off
-//! (closes the HTTP/1.1 connection, resets the HTTP/2 stream) instead of ending it as if
-//! it were complete. Only routes with a `timeout` pay for the timer.
+//! A body on hyper's path that must end by the route's overall `timeout`
+//! (`request::timeouts`): past the deadline it fails. A response body so bounded is cut
+//! off (hyper closes the HTTP/1.1 connection, resets the HTTP/2 stream) instead of
+//! ending as if it were complete. A request body so bounded stops the upload: hyper's
+//! client, which sends it on after the backend's response head came, abandons the
+//! backend request (closing its HTTP/1.1 connection, resetting its HTTP/2 stream), and
+//! the client's unread rest makes hyper's server close the client connection or reset
+//! the stream. Only routes with a `timeout` pay for the timer.
 
 use super::body::{BodyError, ProxyBody};
 use bytes::Bytes;
@@ -12,18 +16,28 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+/// Which body a deadline bounds (for the error and the log).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Direction {
+    /// The client's upload.
+    Request,
+    /// The backend's answer.
+    Response,
+}
+
 /// Why a body was cut off.
 #[derive(Debug, thiserror::Error)]
-#[error("route timeout: the response body was still coming at the deadline")]
-pub(super) struct BodyDeadline;
+#[error("route timeout: the {0:?} body was still coming at the deadline")]
+pub(super) struct BodyDeadline(Direction);
 
 /// `body`, bounded by `deadline` when there is one.
-pub(super) fn bound(body: ProxyBody, deadline: Option<Instant>) -> ProxyBody {
+pub(super) fn bound(body: ProxyBody, deadline: Option<Instant>, direction: Direction) -> ProxyBody {
     match deadline {
         None => body,
         Some(at) => DeadlineBody {
             inner: body,
             sleep: Box::pin(tokio::time::sleep_until(at.into())),
+            direction,
         }
         .boxed(),
     }
@@ -32,6 +46,7 @@ pub(super) fn bound(body: ProxyBody, deadline: Option<Instant>) -> ProxyBody {
 struct DeadlineBody {
     inner: ProxyBody,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    direction: Direction,
 }
 
 impl Body for DeadlineBody {
@@ -47,8 +62,9 @@ impl Body for DeadlineBody {
         }
         match self.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                tracing::warn!("route timeout during the response body: cut off");
-                Poll::Ready(Some(Err(Box::new(BodyDeadline))))
+                let direction = self.direction;
+                tracing::warn!(?direction, "route timeout during the body: cut off");
+                Poll::Ready(Some(Err(Box::new(BodyDeadline(direction)))))
             }
             Poll::Pending => Poll::Pending,
         }

@@ -9,13 +9,17 @@
 //! stopped taking the body (502, not ejected); only failed connects and broken
 //! body-less exchanges eject a backend. The response goes back with hop-by-hop headers
 //! removed and, next to a transfer coding, without `Content-Length` (RFC 9112 §6.3).
+//! The route's `timeout` bounds the whole exchange: the wait for the head, the
+//! response body and the request body's upload, which hyper's client carries on after
+//! the head came (`deadline`).
 
 use super::body::{self, BodyError, ClientBody, ProxyBody, TrackedBody};
-use super::grpc_status::{self, GrpcHead};
+use super::deadline::{self, Direction};
 use super::headers;
 use crate::affinity::shared;
 use crate::balance;
 use crate::dataplane::DataPlane;
+use crate::grpc_watch::GrpcWatch;
 use crate::pool::PoolRuntime;
 use crate::request::breaker;
 use crate::request::choice::Choice;
@@ -80,7 +84,13 @@ pub(super) async fn forward(
     };
     let client_body = ClientBody::new(body);
     let client_failed = client_body.failed();
-    let mut body = Some(client_body.map_err(BodyError::from).boxed());
+    let mut upload = client_body.map_err(BodyError::from).boxed();
+    if has_body {
+        // The route's overall limit ends the upload too, also once the response head
+        // is in (hyper's client sends the body on after it).
+        upload = deadline::bound(upload, clock.deadline(), Direction::Request);
+    }
+    let mut body = Some(upload);
     // Up to three attempts: at most one more on the same backend and one on another
     // (`request::retry` decides).
     let mut course = Course::new(dp, &pool, &choice, conn, &clock, retryable);
@@ -136,6 +146,11 @@ pub(super) async fn forward(
                 return Ok(finish_response(
                     &pool, index, resp, done, set_cookie, deadline,
                 ));
+            }
+            // The upload failed at the route's deadline (`deadline`): the request is over.
+            Ok(Err(_)) if clock.expired() => {
+                tracing::warn!(pool = %pool.name, backend = %backend.id, "route timeout during the upload");
+                return Err(Local::GatewayTimeout);
             }
             Ok(Err(e)) => Some(e),
             Err(_elapsed) if expiry == Expiry::PerTry => None,
@@ -238,9 +253,9 @@ fn finish_response(
         }
     }
     let mut body = TrackedBody::new(body, done);
-    if let GrpcHead::InTrailers = grpc_status::read_head(&parts.headers, &backend.metrics.grpc) {
-        body = body.counting_grpc_status(backend.metrics.grpc.clone());
+    if let Some(watch) = GrpcWatch::start(&parts.headers, &backend.metrics.grpc) {
+        body = body.watching_grpc(watch);
     }
     let body = body.map_err(BodyError::from).boxed();
-    Response::from_parts(parts, super::deadline::bound(body, deadline))
+    Response::from_parts(parts, deadline::bound(body, deadline, Direction::Response))
 }

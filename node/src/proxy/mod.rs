@@ -9,7 +9,6 @@
 pub mod body;
 mod deadline;
 mod forward;
-mod grpc_status;
 pub mod headers;
 mod upgrade;
 

@@ -6,7 +6,7 @@
 
 use http::HeaderValue;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 /// What the proxy knows about the client connection a request came on.
@@ -37,6 +37,43 @@ impl HopText {
         HopText { bytes, len }
     }
 
+    fn empty() -> Self {
+        HopText {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+
+    /// Appends `more` (cut at the capacity, which every value written here fits).
+    fn push(&mut self, more: &[u8]) {
+        let at = usize::from(self.len);
+        let end = (at + more.len()).min(self.bytes.len());
+        self.bytes[at..end].copy_from_slice(&more[..end - at]);
+        self.len = end as u8;
+    }
+
+    /// Appends an IPv4 address in dotted decimal without `core::fmt`: every forwarded
+    /// request writes its client's address, and the formatting machinery cost about
+    /// 1,600 instructions a request (callgrind) where the digits take a few dozen.
+    fn push_v4(&mut self, v4: Ipv4Addr) {
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.push(b".");
+            }
+            let digits = [
+                b'0' + octet / 100,
+                b'0' + octet / 10 % 10,
+                b'0' + octet % 10,
+            ];
+            let skip = match octet {
+                100.. => 0,
+                10..=99 => 1,
+                _ => 2,
+            };
+            self.push(&digits[skip..]);
+        }
+    }
+
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
@@ -62,7 +99,14 @@ impl ConnInfo {
     /// The client address as an `X-Forwarded-For` entry (an IPv4-mapped IPv6 address
     /// as IPv4).
     pub(crate) fn client_ip(&self) -> HopText {
-        HopText::write(format_args!("{}", self.client.ip().to_canonical()))
+        match self.client.ip().to_canonical() {
+            IpAddr::V4(v4) => {
+                let mut text = HopText::empty();
+                text.push_v4(v4);
+                text
+            }
+            IpAddr::V6(v6) => HopText::write(format_args!("{v6}")),
+        }
     }
 
     /// This hop as a `Forwarded` element (`for=...;proto=...`, RFC 7239; §6: an IPv6
@@ -70,7 +114,14 @@ impl ConnInfo {
     pub(crate) fn forwarded(&self) -> HopText {
         let proto = self.proto();
         match self.client.ip().to_canonical() {
-            IpAddr::V4(v4) => HopText::write(format_args!("for={v4};proto={proto}")),
+            IpAddr::V4(v4) => {
+                let mut text = HopText::empty();
+                text.push(b"for=");
+                text.push_v4(v4);
+                text.push(b";proto=");
+                text.push(proto.as_bytes());
+                text
+            }
             IpAddr::V6(v6) => HopText::write(format_args!("for=\"[{v6}]\";proto={proto}")),
         }
     }
@@ -111,6 +162,27 @@ mod tests {
             v6.forwarded().header_value(),
             "for=\"[2001:db8::1]\";proto=https"
         );
+    }
+
+    #[test]
+    fn ipv4_digits_are_written_as_display_writes_them() {
+        for octets in [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [10, 0, 5, 99],
+            [1, 20, 100, 9],
+        ] {
+            let v4 = Ipv4Addr::from(octets);
+            let mut text = HopText::empty();
+            text.push_v4(v4);
+            assert_eq!(text.as_bytes(), v4.to_string().as_bytes());
+        }
+        for n in 0..=255u8 {
+            let v4 = Ipv4Addr::new(n, n, n, n);
+            let mut text = HopText::empty();
+            text.push_v4(v4);
+            assert_eq!(text.as_bytes(), v4.to_string().as_bytes());
+        }
     }
 
     #[test]
