@@ -66,9 +66,8 @@ backends = [{backends}]"#,
     /// The nodes: one per node namespace.
     fn members(&self) -> Vec<Member> {
         (0..self.layout.nodes)
-            .map(|i| Member {
-                ip: self.layout.node_ip(i).to_string(),
-                ns: self.layout.node_ns(i),
+            .map(|i| {
+                Member::in_namespace(&self.layout.node_ip(i).to_string(), &self.layout.node_ns(i))
             })
             .collect()
     }

@@ -76,6 +76,11 @@ impl Node {
         self
     }
 
+    /// The directory it runs in, when set by [`Node::current_dir`].
+    pub fn current_dir_path(&self) -> Option<&Path> {
+        self.cwd.as_deref()
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.config
     }
