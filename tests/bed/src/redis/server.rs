@@ -1,8 +1,10 @@
 //! A `redis-server` process the bed started: bound to one address (on loopback or inside
 //! a network namespace), no snapshots, no append-only file, its output dropped or
-//! appended to a log. Killed by the PID we hold, started again on the same address
-//! (empty: nothing persists); dropping it kills it. Every bed that needs Redis (a test's
-//! [`super::TestRedis`], the BGP bed, the chaos suite) starts it here.
+//! appended to a log; optionally a config file first (a Sentinel's) and more arguments
+//! (replication, cluster mode). Killed by the PID we hold, started again on the same
+//! address (empty: nothing persists); dropping it kills it. Every bed that needs Redis
+//! (a test's [`super::TestRedis`], the BGP bed, the chaos suite, the session crate's
+//! tests) starts it here.
 
 use crate::process::{Output, Proc, SharedProc};
 use crate::BedError;
@@ -18,6 +20,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     log: Option<PathBuf>,
+    config_file: Option<PathBuf>,
+    args: Vec<String>,
     own_group: bool,
     proc: SharedProc,
 }
@@ -32,6 +36,8 @@ impl RedisServer {
             port,
             dir: dir.to_path_buf(),
             log: None,
+            config_file: None,
+            args: Vec::new(),
             own_group: false,
             proc: SharedProc::default(),
         }
@@ -46,6 +52,19 @@ impl RedisServer {
     /// Appends its output to `log` (dropped otherwise).
     pub fn log_to(mut self, log: &Path) -> RedisServer {
         self.log = Some(log.to_path_buf());
+        self
+    }
+
+    /// Reads `file` first (`redis-server FILE --bind ...`), e.g. a Sentinel's
+    /// `sentinel monitor` lines; the address and persistence flags still come from here.
+    pub fn config_file(mut self, file: &Path) -> RedisServer {
+        self.config_file = Some(file.to_path_buf());
+        self
+    }
+
+    /// Adds `args` after the bed's own (e.g. `--replicaof HOST PORT`, `--sentinel`).
+    pub fn args(mut self, args: &[&str]) -> RedisServer {
+        self.args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -72,6 +91,11 @@ impl RedisServer {
         Ok(())
     }
 
+    /// The PID while a process is held (started and not yet killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// Sends `signal`; SIGKILL also reaps. Errors if no process is held.
     pub fn signal(&self, signal: Signal) -> Result<(), BedError> {
         self.proc.signal(signal)
@@ -87,10 +111,14 @@ impl RedisServer {
             Some(ns) => crate::netns::command_in(ns, "redis-server"),
             None => Command::new("redis-server"),
         };
+        if let Some(file) = &self.config_file {
+            cmd.arg(file);
+        }
         cmd.args(["--bind", &self.bind, "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
-            .arg(&self.dir);
+            .arg(&self.dir)
+            .args(&self.args);
         cmd
     }
 }
