@@ -10,7 +10,7 @@ use crate::testbed::Layout;
 use anyhow::{anyhow, Context, Result};
 use fulcrum_testbed::cluster::{member_file, web_to_app, Cluster, Member};
 use fulcrum_testbed::netns;
-use fulcrum_testbed::process::{Output, Poll, Proc, SharedProc};
+use fulcrum_testbed::process::{Launched, Output, Poll, Proc, SharedProc};
 use fulcrum_testbed::redis::RedisServer;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};

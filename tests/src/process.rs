@@ -3,7 +3,7 @@
 //! together are a [`crate::cluster::LocalCluster`].
 
 use fulcrum_testbed::cluster::Node;
-use fulcrum_testbed::process::Poll;
+use fulcrum_testbed::process::{Launched, Poll};
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use fulcrum_session::{Pinned, StoreOptions};
+use fulcrum_testbed::process::Launched;
 use fulcrum_testbed::redis::RedisServer;
 use nix::sys::signal::Signal;
 use tempfile::TempDir;

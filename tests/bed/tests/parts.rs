@@ -7,7 +7,7 @@ use fulcrum_testbed::backend::{Mode, Options, TestBackend};
 use fulcrum_testbed::bridge::{self, BridgeSpec, Bridged, Leftovers};
 use fulcrum_testbed::httpc;
 use fulcrum_testbed::netns::{self, Namespace};
-use fulcrum_testbed::process::{Output, Poll, Proc};
+use fulcrum_testbed::process::{Launched, Output, Poll, Proc};
 use fulcrum_testbed::redis::{RedisServer, TestRedis};
 use nix::sys::signal::Signal;
 use std::net::{Ipv4Addr, Ipv6Addr};

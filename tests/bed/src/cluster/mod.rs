@@ -18,6 +18,7 @@ pub use node::Node;
 pub use toml::{peers_line, web_to_app, NodeFile};
 
 use crate::netns::exec;
+use crate::process::Launched;
 use crate::testbed::Testbed;
 use crate::BedError;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! (a test's [`super::TestRedis`], the BGP bed, the chaos suite, the session crate's
 //! tests) starts it here.
 
-use crate::process::{Output, Proc, SharedProc};
+use crate::process::{Launch, Launched, Output, SharedProc};
 use crate::BedError;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
@@ -15,15 +15,21 @@ use std::process::Command;
 /// Where a server listens and keeps its files; what [`RedisServer::start`] runs.
 #[derive(Debug)]
 pub struct RedisServer {
-    ns: Option<String>,
     bind: String,
     port: u16,
     dir: PathBuf,
     log: Option<PathBuf>,
     config_file: Option<PathBuf>,
-    args: Vec<String>,
-    own_group: bool,
+    launch: Launch,
     proc: SharedProc,
+}
+
+/// `in_namespace`, `args` (after the bed's own, e.g. `--replicaof HOST PORT`,
+/// `--sentinel`), `own_group`.
+impl Launched for RedisServer {
+    fn launch_mut(&mut self) -> &mut Launch {
+        &mut self.launch
+    }
 }
 
 impl RedisServer {
@@ -31,22 +37,14 @@ impl RedisServer {
     /// in the host's namespace); not started yet.
     pub fn new(bind: &str, port: u16, dir: &Path) -> RedisServer {
         RedisServer {
-            ns: None,
             bind: bind.to_string(),
             port,
             dir: dir.to_path_buf(),
             log: None,
             config_file: None,
-            args: Vec::new(),
-            own_group: false,
+            launch: Launch::default(),
             proc: SharedProc::default(),
         }
-    }
-
-    /// Runs inside network namespace `ns`.
-    pub fn in_namespace(mut self, ns: &str) -> RedisServer {
-        self.ns = Some(ns.to_string());
-        self
     }
 
     /// Appends its output to `log` (dropped otherwise).
@@ -62,18 +60,6 @@ impl RedisServer {
         self
     }
 
-    /// Adds `args` after the bed's own (e.g. `--replicaof HOST PORT`, `--sentinel`).
-    pub fn args(mut self, args: &[&str]) -> RedisServer {
-        self.args.extend(args.iter().map(|a| a.to_string()));
-        self
-    }
-
-    /// Puts the process in a group of its own (Ctrl-C on the driver does not reach it).
-    pub fn own_group(mut self) -> RedisServer {
-        self.own_group = true;
-        self
-    }
-
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -86,7 +72,7 @@ impl RedisServer {
         };
         let pid = self
             .proc
-            .restart(|| Proc::spawn(self.command(), output, self.own_group))?;
+            .restart(|| self.launch.spawn(self.command(), output))?;
         tracing::info!(bind = %self.bind, port = self.port, pid, "started redis-server");
         Ok(())
     }
@@ -107,18 +93,14 @@ impl RedisServer {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = match &self.ns {
-            Some(ns) => crate::netns::command_in(ns, "redis-server"),
-            None => Command::new("redis-server"),
-        };
+        let mut cmd = self.launch.command("redis-server");
         if let Some(file) = &self.config_file {
             cmd.arg(file);
         }
         cmd.args(["--bind", &self.bind, "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
-            .arg(&self.dir)
-            .args(&self.args);
+            .arg(&self.dir);
         cmd
     }
 }
