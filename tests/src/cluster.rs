@@ -123,6 +123,25 @@ pub fn balancer(web_port: u16, backends: &str) -> String {
     )
 }
 
+/// A member's whole file on loopback: its local part with its listeners on its own
+/// `listen_ip`, `node_extra` in `[node]`, `cluster_extra(member)` in `[cluster]`, then the
+/// shared `balancer`.
+fn loopback_file<'a>(
+    balancer: &'a str,
+    node_extra: &'a str,
+    cluster_extra: impl Fn(&MemberPorts) -> String + 'a,
+) -> impl Fn(&MemberPorts, NodeFile) -> String + 'a {
+    move |m, local| {
+        NodeFile {
+            listen_ip: Some(listen_ip(m.id)),
+            node_extra: node_extra.to_string(),
+            cluster_extra: cluster_extra(m),
+            ..local
+        }
+        .render(balancer)
+    }
+}
+
 /// A running cluster: the test bed's [`Cluster`] of `fulcrum run` processes on loopback,
 /// its files (configs, logs, Raft data kept across restarts, the secret) in a temp dir.
 pub struct LocalCluster {
@@ -154,11 +173,9 @@ impl LocalCluster {
     /// reads: once full, every write to them blocks. No log files.
     pub async fn start_unread(n: u64, web_port: u16, backends: &str) -> LocalCluster {
         let members: Vec<MemberPorts> = (1..=n).map(|id| MemberPorts::new(id, web_port)).collect();
-        let shared = balancer(web_port, backends);
-        Self::launch(members, web_port, NodeOutput::Unread, |_, local| {
-            local.render(&shared)
-        })
-        .await
+        let balancer = balancer(web_port, backends);
+        let file = loopback_file(&balancer, "", |_| String::new());
+        Self::launch(members, web_port, NodeOutput::Unread, file).await
     }
 
     /// Starts `members` (in order); `cluster_extra(member)` adds lines to that member's
@@ -211,16 +228,8 @@ impl LocalCluster {
         node_extra: &str,
         cluster_extra: impl Fn(&MemberPorts) -> String,
     ) -> LocalCluster {
-        Self::launch(members, web_port, NodeOutput::Logged, |m, local| {
-            NodeFile {
-                listen_ip: Some(listen_ip(m.id)),
-                node_extra: node_extra.to_string(),
-                cluster_extra: cluster_extra(m),
-                ..local
-            }
-            .render(balancer)
-        })
-        .await
+        let file = loopback_file(balancer, node_extra, cluster_extra);
+        Self::launch(members, web_port, NodeOutput::Logged, file).await
     }
 
     /// Writes each member's `file` and starts it, one after the other, each once its
