@@ -10,7 +10,7 @@ use crate::testbed::Layout;
 use anyhow::{anyhow, Context, Result};
 use fulcrum_testbed::cluster::{member_file, web_to_app, Cluster, Member};
 use fulcrum_testbed::netns;
-use fulcrum_testbed::process::{Output, Poll, Proc, SharedProc};
+use fulcrum_testbed::process::{Launched, Output, Poll, Proc, SharedProc};
 use fulcrum_testbed::redis::RedisServer;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
@@ -66,9 +66,8 @@ backends = [{backends}]"#,
     /// The nodes: one per node namespace.
     fn members(&self) -> Vec<Member> {
         (0..self.layout.nodes)
-            .map(|i| Member {
-                ip: self.layout.node_ip(i).to_string(),
-                ns: self.layout.node_ns(i),
+            .map(|i| {
+                Member::in_namespace(&self.layout.node_ip(i).to_string(), &self.layout.node_ns(i))
             })
             .collect()
     }

@@ -151,6 +151,7 @@ impl Testbed {
                 hint: "fulcrum-chaos local --cleanup",
             },
             quiet_bridge_netfilter: true,
+            ipv6_prefix: None,
         };
         let bed = Testbed {
             _net: Bridged::build(&spec)?,

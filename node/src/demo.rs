@@ -6,6 +6,11 @@
 //! (`127.0.0.11..13:8080`, via `[node].listen_ip`). There is no floating VIP on loopback
 //! (that needs a real interface or network namespaces): point clients at any node.
 //! Ctrl-C stops everything this command started.
+//!
+//! The `redis-server` start here (`start_redis`) is the demo's own, on purpose: the
+//! test bed's one starter (`fulcrum_testbed::redis`) lives in a test crate that this
+//! shipped binary must not depend on, and the bed depends on no fulcrum crate, so it
+//! cannot take this one either. It is one `Command` with fixed flags and no waiting.
 
 use bytes::Bytes;
 use http_body_util::Full;

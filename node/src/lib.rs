@@ -8,27 +8,36 @@
 //! - [`check`]: `fulcrum check`; [`load`]: the config loading both share.
 //! - [`ctl`], [`demo`]: `fulcrum ctl`, `fulcrum demo`.
 //!
-//! Modules:
+//! Modules (every one; a request goes serve -> request -> plane, control beside them):
 //! - `cli`        — the command line (clap).
 //! - `load`       — reading, parsing and checking a config file.
-//! - `run`        — process lifecycle: runtime, logging, signals, graceful shutdown.
+//! - `run`        — process lifecycle: runtime, logging, signals, graceful shutdown;
+//!   `huge_pages` — the heap in small pages (THP off for the process).
 //! - `app`        — the running node: starts everything, takes operator changes.
-//! - `dataplane`, `snapshot`, `pool`, `router`, `split`, `balance`, `backend_state` — what
-//!   a request needs, compiled per config version (a split's weights beside it).
-//! - `listener`, `h1`, `proxy`, `upstream` — accepting connections and forwarding requests
-//!   (`h1`: the hand-written HTTP/1.1 path; `proxy`: hyper's, for everything else;
-//!   `upstream`: backend connections and their pools).
-//! - `l4`, `proxy_protocol`, `tls`, `conn_watch`, `h2_flood` — TCP listeners, PROXY
-//!   protocol, TLS termination and backend TLS, idle-connection accounting, and the
-//!   HTTP/2 control-frame flood guard.
-//! - `bufpool`    — per-thread free lists of connection buffers: an idle connection holds none.
-//! - `affinity`   — session stickiness.
-//! - `health`     — active checks (their verdicts go to `control`'s reporter -> Raft).
-//! - `admin`, `metrics`, `logging` — the operator's view; `ctl` is its client; `demo` a
-//!   local cluster for a first look.
+//! - serve: `listener` (accept, limits, TLS, which codec), `conn_io` (a client
+//!   connection's counted byte stream), `conn_limit` (connection limits per listener),
+//!   `conn_watch` and `listener_sweep` (idle and slow-head accounting, one sweep per
+//!   listener), `h1` (the hand-written HTTP/1.1 path), `http2` (HTTP/2 clients without
+//!   hyper), `proxy` (hyper's, for everything else), `linger` (lingering close for
+//!   hyper's connections), `h2_flood` (the HTTP/2 control-frame flood guard), `l4` (TCP
+//!   listeners), `proxy_protocol`, `tls` (TLS termination), `upstream` (backend
+//!   connections, their pools and backend TLS), `bufpool` (per-thread free lists of
+//!   connection buffers: an idle connection holds none).
+//! - request: `request` — the transport-neutral core every HTTP path calls; `affinity`
+//!   — session stickiness.
+//! - plane: `dataplane`, `snapshot`, `pool`, `router`, `split`, `balance`,
+//!   `backend_state`, `discovered` (discovered backends merged into each snapshot),
+//!   `latency` (per-backend latency buckets), `pool_load` and `pool_figures` (a pool's
+//!   load and running totals) — what a request needs, compiled per config version.
+//! - `health`, `health_grpc` — active checks by HTTP/TCP and by the gRPC health protocol
+//!   (their verdicts go to `control`'s reporter -> Raft).
+//! - `admin`, `metrics`, `logging` — the operator's view, with the metric families of
+//!   `grpc_metrics`, `pool_metrics`, `discovery_metrics` and `bgp_metrics`; `ctl` is its
+//!   client; `demo` a local cluster for a first look.
 //! - `dns`        — the authoritative DNS listener answering with what is healthy now.
 //! - `control`    — the control side: Raft (`control::cluster`), committed state -> node
-//!   (`follow`), applying a config (`apply`), the control thread, VIP guard and fence.
+//!   (`follow`), applying a config (`apply`), the control thread, VIP guard and fence;
+//!   `bgp_inputs` — what its BGP announcer is told about this node.
 
 mod admin;
 mod affinity;

@@ -9,7 +9,7 @@
 use fulcrum_testbed::cluster::{web_to_app, Cluster};
 use fulcrum_testbed::netns::{command_in, exec, run, spawn_in, Namespace};
 use fulcrum_testbed::nsbackend::NsBackend;
-use fulcrum_testbed::process::{Output, Proc};
+use fulcrum_testbed::process::{Launched, Output, Proc};
 use fulcrum_testbed::redis::RedisServer;
 use fulcrum_testbed::testbed::Testbed;
 use std::io::{Read, Write};

@@ -1,12 +1,20 @@
 //! A local Raft cluster of real fulcrum processes on 127.0.0.1 for tests: the loopback
-//! flavour of the test bed's cluster (node files from `fulcrum_testbed::cluster::NodeFile`,
-//! each node a [`Fulcrum`] in its own temp dir, free ports, listeners on `listen_ip`).
+//! flavour of the test bed's [`Cluster`] (members on free loopback ports, each node in a
+//! directory of its own, listeners on `listen_ip`), with the waits the tests share:
+//! every admin API up, one agreed leader, every member on a config version.
 
 use crate::client::get_status;
 use crate::free_port;
-use crate::process::Fulcrum;
-use fulcrum_testbed::cluster::{web_to_app, NodeFile};
+use crate::process::{fulcrum_bin, wait_admin};
+use fulcrum_testbed::cluster::{web_to_app, Cluster, Member, Node, NodeFile};
+use nix::sys::signal::Signal;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The secret every member of a loopback cluster shares.
+const SECRET: &str = "test-cluster-secret-0123456789\n";
+/// `[node].shutdown_grace` of every member.
+const SHUTDOWN_GRACE: &str = "5s";
 
 /// Addresses of one member.
 #[derive(Debug, Clone)]
@@ -32,6 +40,11 @@ impl MemberPorts {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.web, path)
+    }
+
+    /// Where the test bed's cluster runs this member: the test's namespace.
+    fn bed_member(&self) -> Member {
+        Member::local(&self.raft, &self.admin)
     }
 }
 
@@ -110,14 +123,42 @@ pub fn balancer(web_port: u16, backends: &str) -> String {
     )
 }
 
-/// A running cluster; each member has its own temp dir (config, log, data).
+/// A member's whole file on loopback: its local part with its listeners on its own
+/// `listen_ip`, `node_extra` in `[node]`, `cluster_extra(member)` in `[cluster]`, then the
+/// shared `balancer`.
+fn loopback_file<'a>(
+    balancer: &'a str,
+    node_extra: &'a str,
+    cluster_extra: impl Fn(&MemberPorts) -> String + 'a,
+) -> impl Fn(&MemberPorts, NodeFile) -> String + 'a {
+    move |m, local| {
+        NodeFile {
+            listen_ip: Some(listen_ip(m.id)),
+            node_extra: node_extra.to_string(),
+            cluster_extra: cluster_extra(m),
+            ..local
+        }
+        .render(balancer)
+    }
+}
+
+/// A running cluster: the test bed's [`Cluster`] of `fulcrum run` processes on loopback,
+/// its files (configs, logs, Raft data kept across restarts, the secret) in a temp dir.
 pub struct LocalCluster {
     pub members: Vec<MemberPorts>,
-    pub nodes: Vec<Fulcrum>,
-    pub secret_dir: tempfile::TempDir,
     pub web_port: u16,
-    /// Raft data dirs, kept across restarts of a member, removed at the end.
-    pub data_dirs: Vec<tempfile::TempDir>,
+    /// Declared before `dir`: the processes are killed before their files go.
+    nodes: Cluster,
+    _dir: tempfile::TempDir,
+}
+
+/// How a member's output is kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NodeOutput {
+    /// In its log file (see [`LocalCluster::log`]).
+    Logged,
+    /// In pipes nobody reads (a log collector that stopped reading); no log file.
+    Unread,
 }
 
 impl LocalCluster {
@@ -126,6 +167,15 @@ impl LocalCluster {
     pub async fn start(n: u64, web_port: u16, backends: &str) -> LocalCluster {
         let members: Vec<MemberPorts> = (1..=n).map(|id| MemberPorts::new(id, web_port)).collect();
         Self::start_members(members, web_port, backends, |_| String::new()).await
+    }
+
+    /// Like [`LocalCluster::start`], every node's stdout and stderr to pipes nobody
+    /// reads: once full, every write to them blocks. No log files.
+    pub async fn start_unread(n: u64, web_port: u16, backends: &str) -> LocalCluster {
+        let members: Vec<MemberPorts> = (1..=n).map(|id| MemberPorts::new(id, web_port)).collect();
+        let balancer = balancer(web_port, backends);
+        let file = loopback_file(&balancer, "", |_| String::new());
+        Self::launch(members, web_port, NodeOutput::Unread, file).await
     }
 
     /// Starts `members` (in order); `cluster_extra(member)` adds lines to that member's
@@ -159,6 +209,17 @@ impl LocalCluster {
         Self::start_balancer(members, web_port, &balancer, "", |_| String::new()).await
     }
 
+    /// Starts `members` with whole files of the test's own: `file(member, local)` is that
+    /// member's file, where `local` holds its Raft and admin addresses, data dir, peers
+    /// and secret file.
+    pub async fn start_files(
+        members: Vec<MemberPorts>,
+        web_port: u16,
+        file: impl Fn(&MemberPorts, NodeFile) -> String,
+    ) -> LocalCluster {
+        Self::launch(members, web_port, NodeOutput::Logged, file).await
+    }
+
     /// Starts `members` sharing the cluster-wide part `balancer`.
     async fn start_balancer(
         members: Vec<MemberPorts>,
@@ -167,33 +228,50 @@ impl LocalCluster {
         node_extra: &str,
         cluster_extra: impl Fn(&MemberPorts) -> String,
     ) -> LocalCluster {
-        let secret_dir = tempfile::tempdir().expect("tempdir");
-        let secret = secret_dir.path().join("cluster.secret");
-        std::fs::write(&secret, "test-cluster-secret-0123456789\n").expect("secret");
-        let peers = peers_line(&members);
-        let mut nodes = Vec::new();
-        let mut data_dirs = Vec::new();
-        for m in &members {
-            let data = tempfile::tempdir().expect("tempdir");
-            let cfg = node_config_full(
-                m,
-                &peers,
-                &secret.display().to_string(),
-                &data.path().display().to_string(),
-                balancer,
-                node_extra,
-                &cluster_extra(m),
-            );
-            nodes.push(Fulcrum::start(&cfg, &m.admin).await);
-            data_dirs.push(data);
+        let file = loopback_file(balancer, node_extra, cluster_extra);
+        Self::launch(members, web_port, NodeOutput::Logged, file).await
+    }
+
+    /// Writes each member's `file` and starts it, one after the other, each once its
+    /// admin API answers. Members must be `1..=n` in order (the bed's node ids).
+    async fn launch(
+        members: Vec<MemberPorts>,
+        web_port: u16,
+        output: NodeOutput,
+        file: impl Fn(&MemberPorts, NodeFile) -> String,
+    ) -> LocalCluster {
+        for (i, m) in members.iter().enumerate() {
+            assert_eq!(m.id, i as u64 + 1, "loopback members are 1..=n in order");
         }
-        LocalCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bed_members = members.iter().map(MemberPorts::bed_member).collect();
+        let nodes = Cluster::new(
+            &fulcrum_bin(),
+            dir.path(),
+            bed_members,
+            SHUTDOWN_GRACE,
+            SECRET,
+            false,
+        )
+        .and_then(Cluster::each_in_own_dir)
+        .expect("the cluster's files")
+        .with_args(&["--threads", "2"]);
+        let nodes = match output {
+            NodeOutput::Logged => nodes,
+            NodeOutput::Unread => nodes.unread_output(),
+        };
+        let cluster = LocalCluster {
             members,
-            nodes,
-            secret_dir,
             web_port,
-            data_dirs,
+            nodes,
+            _dir: dir,
+        };
+        for (i, m) in cluster.members.iter().enumerate() {
+            let text = file(m, cluster.nodes.node_file(i));
+            cluster.nodes.write_config(i, &text).expect("write config");
+            cluster.restart(i).await;
         }
+        cluster
     }
 
     /// The balancer part of this cluster with other backends.
@@ -202,11 +280,48 @@ impl LocalCluster {
     }
 
     pub fn secret_path(&self) -> String {
-        self.secret_dir
-            .path()
-            .join("cluster.secret")
-            .display()
-            .to_string()
+        self.nodes.secret_path().display().to_string()
+    }
+
+    /// Member `i`'s process (signal, kill, log, config file).
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes.node(i)
+    }
+
+    /// Sends `signal` to member `i`'s process; panics when it is not running.
+    pub fn signal(&self, i: usize, signal: Signal) {
+        if let Err(e) = self.node(i).signal(signal) {
+            panic!("{signal} to node {}: {e}", self.members[i].id);
+        }
+    }
+
+    /// `kill -9` member `i` and reap it.
+    pub fn kill9(&self, i: usize) {
+        self.node(i).kill();
+    }
+
+    /// (Re)starts member `i` with its file and Raft data; returns once its admin API
+    /// answers (panics after 15 s, with its log).
+    pub async fn restart(&self, i: usize) {
+        self.node(i).start().expect("start fulcrum");
+        wait_admin(&self.members[i].admin, || self.log(i)).await;
+    }
+
+    /// Everything member `i` logged so far (empty with unread output).
+    pub fn log(&self, i: usize) -> String {
+        self.node(i).log()
+    }
+
+    /// Member `i`'s node file.
+    pub fn config_path(&self, i: usize) -> &Path {
+        self.node(i).config_path()
+    }
+
+    /// The directory member `i` runs in: a relative path in its config is in here.
+    pub fn node_dir(&self, i: usize) -> &Path {
+        self.nodes
+            .node_dir(i)
+            .expect("every loopback node runs in a directory of its own")
     }
 
     /// Waits (10 s) for a leader of all members and (5 s) for every member to run the

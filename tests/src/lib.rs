@@ -5,6 +5,8 @@
 //! - `backend` — the test bed's real HTTP backends (tokio + hyper) that name themselves in
 //!   an `x-backend` header and can be slowed, failed, toggled unhealthy or killed.
 //! - `process` — starts a real `fulcrum` binary with a generated config and stops it by PID.
+//! - `cluster` — `LocalCluster`: the test bed's cluster of real `fulcrum` processes on
+//!   loopback (free ports, `listen_ip` per node), with waits for a leader and a version.
 //! - `client`  — a plain HTTP client for the tests, plus raw-socket helpers.
 //! - `tls`     — a test CA (rcgen), certificates on disk, an HTTPS client.
 //! - `tcp_backend` — TCP echo backends (optionally reading PROXY v2), raw RESP commands.

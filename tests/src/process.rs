@@ -1,8 +1,9 @@
 //! A real `fulcrum` process for tests: generated config, readiness wait, stop by PID
-//! (the test bed's cluster [`Node`] on loopback, in its own temp dir).
+//! (the test bed's cluster [`Node`] on loopback, in its own temp dir). Several nodes
+//! together are a [`crate::cluster::LocalCluster`].
 
 use fulcrum_testbed::cluster::Node;
-use fulcrum_testbed::process::Poll;
+use fulcrum_testbed::process::{Launched, Poll};
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,16 +46,6 @@ impl Fulcrum {
     /// Writes `config` to a temp dir and starts `fulcrum run`. Returns once `/status`
     /// answers (or panics after 15 s). `admin` must match `[node].admin` in `config`.
     pub async fn start(config: &str, admin: &str) -> Fulcrum {
-        Self::launch(config, admin, false).await
-    }
-
-    /// Like [`Fulcrum::start`], with stdout and stderr to pipes nobody reads: once full,
-    /// every write to them blocks (a log collector that stopped reading). No log file.
-    pub async fn start_unread(config: &str, admin: &str) -> Fulcrum {
-        Self::launch(config, admin, true).await
-    }
-
-    async fn launch(config: &str, admin: &str, unread: bool) -> Fulcrum {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("fulcrum.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -63,7 +54,6 @@ impl Fulcrum {
             .args(&["--threads", "2"])
             // Each node in its own directory: a relative path in a config is per node.
             .current_dir(dir.path());
-        let node = if unread { node.unread_output() } else { node };
         let node = Fulcrum {
             node,
             dir,
@@ -77,14 +67,7 @@ impl Fulcrum {
 
     /// Waits until the admin API answers.
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if crate::client::get_status(&self.admin).await.is_some() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("fulcrum did not become ready; log:\n{}", self.log());
+        wait_admin(&self.admin, || self.log()).await;
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -139,6 +122,19 @@ impl Fulcrum {
     pub fn log(&self) -> String {
         self.node.log()
     }
+}
+
+/// Waits until the admin API on `admin` answers `/status`; panics after 15 s with what
+/// `log` returns then (the node's log).
+pub async fn wait_admin(admin: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if crate::client::get_status(admin).await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fulcrum on {admin} did not become ready; log:\n{}", log());
 }
 
 /// Runs `fulcrum ctl --admin ADMIN args...` on a blocking thread.

@@ -93,7 +93,7 @@ async fn three_nodes_elect_one_leader_and_share_one_config() {
 async fn killed_leader_is_replaced_and_catches_up_from_its_own_disk() {
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
-    let mut cluster =
+    let cluster =
         LocalCluster::start(3, fulcrum_tests::free_port(), &backend_list(&[&a], &[])).await;
     let leader = cluster
         .wait_leader(&[0, 1, 2], Duration::from_secs(10))
@@ -104,7 +104,7 @@ async fn killed_leader_is_replaced_and_catches_up_from_its_own_disk() {
             .wait_version(&[0, 1, 2], 1, Duration::from_secs(5))
             .await
     );
-    cluster.nodes[leader].kill9();
+    cluster.kill9(leader);
     let killed_at = Instant::now();
     let alive: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let new_leader = cluster
@@ -128,15 +128,15 @@ async fn killed_leader_is_replaced_and_catches_up_from_its_own_disk() {
             .await
     );
     // The killed node comes back with its data dir and catches up without re-initialising.
-    let before_restart = cluster.nodes[leader].log().len();
-    cluster.nodes[leader].restart().await;
+    let before_restart = cluster.log(leader).len();
+    cluster.restart(leader).await;
     assert!(
         cluster
             .wait_version(&[0, 1, 2], 2, Duration::from_secs(5))
             .await,
         "restarted node did not catch up"
     );
-    let log = cluster.nodes[leader].log();
+    let log = cluster.log(leader);
     let since_restart = &log[before_restart.min(log.len())..];
     assert!(
         since_restart.contains("fulcrum node running"),
@@ -297,10 +297,7 @@ async fn a_node_with_the_wrong_secret_never_joins() {
     );
     assert!(
         node4.log().to_lowercase().contains("auth")
-            || cluster
-                .nodes
-                .iter()
-                .any(|n| n.log().to_lowercase().contains("auth")),
+            || (0..cluster.members.len()).any(|i| cluster.log(i).to_lowercase().contains("auth")),
         "refusal is logged"
     );
 }
@@ -319,8 +316,8 @@ async fn without_quorum_the_last_node_still_proxies_and_apply_fails_cleanly() {
             .wait_version(&[0, 1, 2], 1, Duration::from_secs(5))
             .await
     );
-    cluster.nodes[1].signal(Signal::SIGSTOP);
-    cluster.nodes[2].signal(Signal::SIGSTOP);
+    cluster.signal(1, Signal::SIGSTOP);
+    cluster.signal(2, Signal::SIGSTOP);
     for _ in 0..20 {
         let r = get(&fresh_client(), &cluster.members[0].url("/"), &[])
             .await
@@ -340,8 +337,8 @@ async fn without_quorum_the_last_node_still_proxies_and_apply_fails_cleanly() {
         "apply took {:?}",
         started.elapsed()
     );
-    cluster.nodes[1].signal(Signal::SIGCONT);
-    cluster.nodes[2].signal(Signal::SIGCONT);
+    cluster.signal(1, Signal::SIGCONT);
+    cluster.signal(2, Signal::SIGCONT);
     assert!(
         cluster
             .wait_leader(&[0, 1, 2], Duration::from_secs(10))

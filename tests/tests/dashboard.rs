@@ -363,12 +363,12 @@ async fn drain_and_undrain_buttons_work_in_a_real_browser() {
 
     // A node whose admin API stops answering is DOWN, with the version it reported
     // through Raft.
-    cluster.nodes[2].signal(nix::sys::signal::Signal::SIGSTOP);
+    cluster.signal(2, nix::sys::signal::Signal::SIGSTOP);
     let n3 = "document.querySelector('tr[data-node-id=\"3\"]')";
     wait(
         &mut page,
         &format!("{n3}.dataset.state === 'down' && {n3}.querySelector('td.config').textContent === '1 (raft)'"),
         "node 3 down with its reported version",
     );
-    cluster.nodes[2].signal(nix::sys::signal::Signal::SIGCONT);
+    cluster.signal(2, nix::sys::signal::Signal::SIGCONT);
 }

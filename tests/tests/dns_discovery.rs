@@ -108,7 +108,7 @@ async fn pools_follow_their_dns_records() {
     assert!(
         everywhere(&cluster, &a_addr, "healthy", true, Duration::from_secs(15)).await,
         "a, found in DNS and passing its checks, is healthy on every node\n{}",
-        cluster.nodes[0].log()
+        cluster.log(0)
     );
     assert!(spread(&cluster, 5).await.iter().all(|b| b == "a"));
 

@@ -135,7 +135,7 @@ async fn a_backend_that_recovered_while_an_observer_was_down_is_readmitted_when_
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
     // `any`: one observer's "down" ejects the backend, so a stale one shows at once.
-    let mut cluster = start_cluster(&checked(&[&a, &b]), "health_policy = \"any\"").await;
+    let cluster = start_cluster(&checked(&[&a, &b]), "health_policy = \"any\"").await;
     let addr = a.addr.to_string();
     a.set_healthy(false);
     for observer in 1..=3 {
@@ -158,7 +158,7 @@ async fn a_backend_that_recovered_while_an_observer_was_down_is_readmitted_when_
         .expect("leader");
     let stopped = (leader + 1) % 3;
     let alive: Vec<usize> = (0..3).filter(|&i| i != stopped).collect();
-    cluster.nodes[stopped].kill9();
+    cluster.kill9(stopped);
     a.set_healthy(true);
     for &m in &alive {
         let id = cluster.members[m].id;
@@ -174,7 +174,7 @@ async fn a_backend_that_recovered_while_an_observer_was_down_is_readmitted_when_
     // The premise: the stopped node's stale "down" still ejects the backend everywhere.
     assert!(all_effective(&cluster, &alive, &addr, false).await);
 
-    cluster.nodes[stopped].restart().await;
+    cluster.restart(stopped).await;
     let took = eventually(RESTART_BOUND, || {
         all_effective(&cluster, &[0, 1, 2], &addr, true)
     })
@@ -183,7 +183,7 @@ async fn a_backend_that_recovered_while_an_observer_was_down_is_readmitted_when_
     let took = took.unwrap_or_else(|| {
         panic!(
             "still ejected {RESTART_BOUND:?} after the observer restarted; its log:\n{}",
-            cluster.nodes[stopped].log()
+            cluster.log(stopped)
         )
     });
     assert!(took <= RESTART_BOUND);
@@ -211,7 +211,7 @@ async fn the_newest_view_reached_without_quorum_for_over_30s_is_committed_when_i
     let kept_id = cluster.members[kept].id;
     let frozen: Vec<usize> = (0..3).filter(|&i| i != kept).collect();
     for &i in &frozen {
-        cluster.nodes[i].signal(Signal::SIGSTOP);
+        cluster.signal(i, Signal::SIGSTOP);
     }
     // The kept node's view flaps down, up, down; the last flip is > 30 s before quorum
     // returns, so a bounded retry would have given up on all of them.
@@ -227,7 +227,7 @@ async fn the_newest_view_reached_without_quorum_for_over_30s_is_committed_when_i
         "nothing can commit without quorum"
     );
     for &i in &frozen {
-        cluster.nodes[i].signal(Signal::SIGCONT);
+        cluster.signal(i, Signal::SIGCONT);
     }
     let took = eventually(QUORUM_BOUND, || {
         all_observed(&cluster, &[0, 1, 2], &addr, kept_id, false)
@@ -237,7 +237,7 @@ async fn the_newest_view_reached_without_quorum_for_over_30s_is_committed_when_i
     let took = took.unwrap_or_else(|| {
         panic!(
             "node {kept_id}'s view not committed {QUORUM_BOUND:?} after quorum returned; its log:\n{}",
-            cluster.nodes[kept].log()
+            cluster.log(kept)
         )
     });
     assert!(took <= QUORUM_BOUND);
@@ -270,7 +270,7 @@ async fn an_older_down_never_overwrites_a_newer_up_when_quorum_returns() {
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
     // `any`: the kept node's stale "down" alone would eject the backend everywhere.
-    let mut cluster = start_cluster(&checked(&[&a, &b]), "health_policy = \"any\"").await;
+    let cluster = start_cluster(&checked(&[&a, &b]), "health_policy = \"any\"").await;
     let addr = a.addr.to_string();
     assert!(all_effective(&cluster, &[0, 1, 2], &addr, true).await);
     let leader = cluster
@@ -280,7 +280,7 @@ async fn an_older_down_never_overwrites_a_newer_up_when_quorum_returns() {
     let kept = (leader + 1) % 3;
     let away: Vec<usize> = (0..3).filter(|&i| i != kept).collect();
     for &i in &away {
-        cluster.nodes[i].kill9();
+        cluster.kill9(i);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let down_at = Instant::now();
@@ -290,7 +290,7 @@ async fn an_older_down_never_overwrites_a_newer_up_when_quorum_returns() {
     // Quorum is back about a second after the restart: D+17.5..19 s.
     tokio::time::sleep(Duration::from_millis(17_000).saturating_sub(down_at.elapsed())).await;
     for &i in &away {
-        cluster.nodes[i].restart().await;
+        cluster.restart(i).await;
     }
     eprintln!(
         "restarted the other two {:?} after the 'down'",
@@ -309,7 +309,7 @@ async fn an_older_down_never_overwrites_a_newer_up_when_quorum_returns() {
             Some(true),
             "node {} ejects the healthy backend; the kept node's log:\n{}",
             cluster.members[m].id,
-            cluster.nodes[kept].log()
+            cluster.log(kept)
         );
     }
     assert!(took.is_some(), "never admitted everywhere");

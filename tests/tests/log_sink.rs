@@ -6,9 +6,8 @@
 
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::client::{fresh_client, get, get_status, keepalive_client};
-use fulcrum_tests::cluster::{balancer, node_config, peers_line, MemberPorts};
+use fulcrum_tests::cluster::{LocalCluster, MemberPorts};
 use fulcrum_tests::config::backend_list;
-use fulcrum_tests::process::Fulcrum;
 use std::time::{Duration, Instant};
 
 /// Requests through the data plane: far more access-log lines than a pipe holds.
@@ -41,32 +40,18 @@ async fn a_log_sink_that_stops_reading_stops_neither_raft_nor_the_data_plane() {
     std::env::set_var("RUST_LOG", "info,openraft=debug");
     std::env::set_var("FULCRUM_LOG_QUEUE_LINES", "256");
     let backend = TestBackend::start("a").await;
-    let web_port = fulcrum_tests::free_port();
-    let members: Vec<MemberPorts> = (1..=3).map(|id| MemberPorts::new(id, web_port)).collect();
-    let secret_dir = tempfile::tempdir().expect("tempdir");
-    let secret = secret_dir.path().join("cluster.secret");
-    std::fs::write(&secret, "test-cluster-secret-0123456789\n").expect("secret");
-    let peers = peers_line(&members);
-    let shared = balancer(web_port, &backend_list(&[&backend], &[]));
-    let mut nodes = Vec::new();
-    let mut data_dirs = Vec::new();
-    for m in &members {
-        let data = tempfile::tempdir().expect("tempdir");
-        let config = node_config(
-            m,
-            &peers,
-            &secret.display().to_string(),
-            &data.path().display().to_string(),
-            &shared,
-        );
-        nodes.push(Fulcrum::start_unread(&config, &m.admin).await);
-        data_dirs.push(data);
-    }
+    let cluster = LocalCluster::start_unread(
+        3,
+        fulcrum_tests::free_port(),
+        &backend_list(&[&backend], &[]),
+    )
+    .await;
+    let members = &cluster.members;
 
     // A leader every node agrees on.
     let deadline = Instant::now() + Duration::from_secs(15);
     let before = loop {
-        let views: Vec<_> = all_views(&members).await;
+        let views: Vec<_> = all_views(members).await;
         if let Some(first) = views[0] {
             if views.iter().all(|v| *v == Some(first)) {
                 break first;
@@ -100,7 +85,7 @@ async fn a_log_sink_that_stops_reading_stops_neither_raft_nor_the_data_plane() {
     // Leadership stays where it was: the leader's lease pings never waited for a write.
     let watch_end = Instant::now() + WATCH;
     while Instant::now() < watch_end {
-        for (m, view) in members.iter().zip(all_views(&members).await) {
+        for (m, view) in members.iter().zip(all_views(members).await) {
             assert_eq!(
                 view,
                 Some(before),
@@ -112,7 +97,7 @@ async fn a_log_sink_that_stops_reading_stops_neither_raft_nor_the_data_plane() {
     }
 
     // The sinks really were stuck: every node dropped lines, and says so.
-    for m in &members {
+    for m in members {
         let dropped = dropped_lines(&m.admin).await;
         assert!(
             dropped.is_some_and(|d| d > 0.0),
@@ -121,7 +106,7 @@ async fn a_log_sink_that_stops_reading_stops_neither_raft_nor_the_data_plane() {
             m.id
         );
     }
-    drop(nodes);
+    drop(cluster);
 }
 
 /// Every member's `(leader, term)` view, in member order.

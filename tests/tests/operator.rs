@@ -13,10 +13,10 @@
 
 use fulcrum_tests::backend::TestBackend;
 use fulcrum_tests::client::get_status;
-use fulcrum_tests::cluster::{peers_line, LocalCluster, MemberPorts};
+use fulcrum_tests::cluster::{LocalCluster, MemberPorts};
 use fulcrum_tests::config::backend_list;
 use fulcrum_tests::free_port;
-use fulcrum_tests::process::{ctl, output_text as text, Fulcrum};
+use fulcrum_tests::process::{ctl, output_text as text};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -113,25 +113,18 @@ async fn own_listener_ports_per_node_show_as_divergence_and_apply_names_the_node
     let backends = backend_list(&[&a], &[]);
     let members: Vec<MemberPorts> = (1..=3).map(|id| MemberPorts::new(id, 0)).collect();
     let webs: Vec<u16> = members.iter().map(|_| free_port()).collect();
-    let peers = peers_line(&members);
-    let secret_dir = tempfile::tempdir().expect("tempdir");
-    let secret = secret_dir.path().join("cluster.secret");
-    std::fs::write(&secret, "test-cluster-secret-0123456789\n").expect("secret");
-    let mut nodes = Vec::new();
-    let mut data = Vec::new();
-    for (m, web) in members.iter().zip(&webs) {
-        let d = tempfile::tempdir().expect("tempdir");
-        let file = own_port_file(m, &peers, &secret, d.path(), *web, &backends);
-        nodes.push(Fulcrum::start(&file, &m.admin).await);
-        data.push(d);
-    }
-    let cluster = LocalCluster {
-        members: members.clone(),
-        nodes,
-        secret_dir,
-        web_port: 0,
-        data_dirs: data,
-    };
+    let cluster = LocalCluster::start_files(members.clone(), 0, |m, local| {
+        let web = webs[m.id as usize - 1];
+        own_port_file(
+            m,
+            &local.peers,
+            Path::new(&local.secret_file),
+            Path::new(&local.data_dir),
+            web,
+            &backends,
+        )
+    })
+    .await;
     let leader = cluster
         .wait_leader(&[0, 1, 2], Duration::from_secs(10))
         .await
@@ -195,7 +188,7 @@ async fn own_listener_ports_per_node_show_as_divergence_and_apply_names_the_node
     let f = followers[0];
     let out = ctl(
         &members[f].admin,
-        &["apply", &cluster.nodes[f].config_path.display().to_string()],
+        &["apply", &cluster.config_path(f).display().to_string()],
     )
     .await;
     let out_text = text(&out);
@@ -268,7 +261,7 @@ async fn own_listener_ports_per_node_show_as_divergence_and_apply_names_the_node
         &[
             "apply",
             "--no-wait",
-            &cluster.nodes[f].config_path.display().to_string(),
+            &cluster.config_path(f).display().to_string(),
         ],
     )
     .await;
@@ -285,7 +278,7 @@ async fn apply_lists_every_node_and_names_a_dead_one() {
     let _serial = SERIAL.lock().await;
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
-    let mut cluster = LocalCluster::start(3, free_port(), &backend_list(&[&a], &[])).await;
+    let cluster = LocalCluster::start(3, free_port(), &backend_list(&[&a], &[])).await;
     let leader = cluster
         .wait_leader(&[0, 1, 2], Duration::from_secs(10))
         .await
@@ -318,7 +311,7 @@ async fn apply_lists_every_node_and_names_a_dead_one() {
 
     // Kill a follower: status shows it down, apply waits and names it.
     let dead = (leader + 1) % 3;
-    cluster.nodes[dead].kill9();
+    cluster.kill9(dead);
     let dead_id = cluster.members[dead].id;
     let doc = status_json(&admin).await;
     assert_eq!(node(&doc, dead_id)["reachable"], false, "{doc:#}");
@@ -375,8 +368,8 @@ async fn a_config_only_the_follower_accepts_is_refused_by_the_leader() {
     let f = (leader + 1) % 3;
     let ca = fulcrum_tests::tls::TestCa::new();
     ca.leaf(&["localhost"])
-        .write(cluster.nodes[f].dir.path(), "only-here");
-    let file = cluster.nodes[f].dir.path().join("with-https.toml");
+        .write(cluster.node_dir(f), "only-here");
+    let file = cluster.node_dir(f).join("with-https.toml");
     let secure = format!(
         "{}\n[[listener]]\nname = \"secure\"\nbind = \"127.0.0.1:{}\"\nprotocol = \"https\"\n\
          tls = [{{ cert = \"only-here.pem\", key = \"only-here.key\" }}]\n\n\
@@ -479,7 +472,7 @@ async fn a_refusal_for_good_ends_the_wait_and_raft_carries_a_silent_nodes_word()
         doc = status_json(&asked).await;
     }
     assert!(reported(&doc), "{doc:#}");
-    cluster.nodes[2].signal(nix::sys::signal::Signal::SIGSTOP);
+    cluster.signal(2, nix::sys::signal::Signal::SIGSTOP);
     let doc = status_json(&asked).await;
     let n3 = node(&doc, 3);
     assert_eq!(n3["reachable"], false, "{doc:#}");
@@ -500,5 +493,5 @@ async fn a_refusal_for_good_ends_the_wait_and_raft_carries_a_silent_nodes_word()
         table.contains("1 (!raft)") && table.contains("this node's admin address"),
         "{table}"
     );
-    cluster.nodes[2].signal(nix::sys::signal::Signal::SIGCONT);
+    cluster.signal(2, nix::sys::signal::Signal::SIGCONT);
 }

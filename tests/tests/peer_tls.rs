@@ -129,8 +129,8 @@ async fn tls_cluster_replicates_and_refuses_plain_tcp_peers() {
         assert_refused(&m.raft, &plain_hello()).await;
         assert_refused(&m.raft, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     }
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        let log = node.log();
+    for i in 0..cluster.members.len() {
+        let log = cluster.log(i);
         assert!(
             log.contains("refused unauthenticated peer") && log.contains("TLS handshake failed"),
             "node {} did not log the refusal:\n{log}",
@@ -209,15 +209,13 @@ async fn a_node_with_a_foreign_ca_certificate_never_converges() {
 
     // A pristine non-bootstrapping node only answers; the good leader dials it and
     // both sides refuse the other's certificate.
-    let bad_log = cluster.nodes[2].log();
+    let bad_log = cluster.log(2);
     assert!(
         bad_log.contains("refused unauthenticated peer")
             && bad_log.contains("TLS handshake failed"),
         "foreign node refuses the cluster's certificates:\n{bad_log}"
     );
-    let good_refused = cluster.nodes[..2]
-        .iter()
-        .any(|n| n.log().contains("peer TLS handshake failed"));
+    let good_refused = (0..2).any(|i| cluster.log(i).contains("peer TLS handshake failed"));
     assert!(good_refused, "good nodes refuse the foreign certificate");
 }
 

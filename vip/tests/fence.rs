@@ -283,7 +283,10 @@ fn check_nft_listing(ns: &str, present: &[String], absent: &[String]) {
     };
     eprintln!("{out}");
     assert_eq!(out.matches("chain vip_fence").count(), 1, "{out}");
-    assert!(out.contains("hook ingress device \"fvt0\""), "{out}");
+    assert!(
+        out.contains(&format!("hook ingress device \"{IFACE}\"")),
+        "{out}"
+    );
     for rule in present {
         assert!(out.contains(rule.as_str()), "no {rule:?} in {out}");
     }

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::in_netns;
+use common::{in_netns, IFACE};
 use fence_bed::{install_in, ready, Asker, Bed, PEER4, PORT, VIP4};
 use fulcrum_vip::{tcp_peers_of, Forward};
 
@@ -97,7 +97,7 @@ fn hand_over_keeps_accepted_connections_and_turns_new_ones_away() {
     for want in [
         format!("ip daddr {VIP4} ip saddr . tcp sport @keep4 accept"),
         format!("ip daddr {VIP4} ip daddr != @lease4 ip daddr @handoff4 @ll,0,48 set 0x{peer_mac}"),
-        "fwd to \"fvt0\"".to_string(),
+        format!("fwd to \"{IFACE}\""),
         format!("{PEER4} . {port}"),
     ] {
         if let Some(out) = &listing {

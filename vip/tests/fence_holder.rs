@@ -51,8 +51,7 @@ fn holder_process() {
     let (Ok(ns), Ok(path)) = (std::env::var(CHILD_NS), std::env::var(CHILD_DEADLINES)) else {
         return;
     };
-    let netns = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
-    nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    fulcrum_testbed::netns::enter(&ns).unwrap();
     let deadlines = std::fs::File::create(path).unwrap();
     let mut fence = Fence::install(IFACE, &[v4()]).unwrap();
     let start = Instant::now();

@@ -162,6 +162,9 @@ fn spawn_ticker(fifo: bool) {
     }
 }
 
+/// `SCHED_FIFO` at `priority` for the calling thread. Neither nix nor rustix (the crates
+/// in the tree) wraps `sched_setscheduler` (rustix lists it as not implemented), so this
+/// stays a raw call: one of the workspace's documented unsafe blocks.
 #[allow(unsafe_code)] // one of the workspace's documented unsafe blocks (see the root Cargo.toml)
 fn set_fifo(priority: i32) -> std::io::Result<()> {
     let param = libc::sched_param {
@@ -180,22 +183,21 @@ fn set_fifo(priority: i32) -> std::io::Result<()> {
 }
 
 /// Locks current and future pages as they are faulted in (`MCL_ONFAULT`), so thread
-/// stacks and reserved arenas are not pre-faulted.
-#[allow(unsafe_code)] // one of the workspace's documented unsafe blocks (see the root Cargo.toml)
+/// stacks and reserved arenas are not pre-faulted. nix's safe `mlockall`; its flag type
+/// has no `MCL_ONFAULT` (Linux-only) yet, so that bit is added as libc defines it.
 fn lock_memory() -> std::io::Result<()> {
-    // SAFETY: mlockall takes only flags and touches no Rust-visible memory.
-    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    use nix::sys::mman::{mlockall, MlockAllFlags};
+    let on_fault = MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT);
+    mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE | on_fault)
+        .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The calling thread's policy and priority; no safe wrapper exists for these two
+    /// calls either (see [`set_fifo`]).
     #[allow(unsafe_code)] // one of the workspace's documented unsafe blocks (see the root Cargo.toml)
     fn policy() -> (i32, i32) {
         let mut param = libc::sched_param { sched_priority: 0 };

@@ -1,30 +1,28 @@
 //! Test harness: real `redis-server` processes (plain and Sentinel) on free loopback ports,
-//! each in its own temp dir, killed by PID when the guard drops.
+//! each in its own temp dir, killed by PID when the guard drops. The processes are the
+//! shared test bed's (`fulcrum_testbed::redis::RedisServer`); the PING wait, the store
+//! options and the raw checks are this harness's.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use fulcrum_session::{Pinned, StoreOptions};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use fulcrum_testbed::process::Launched;
+use fulcrum_testbed::redis::RedisServer;
+use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 pub mod cluster;
 
-pub const REDIS: &str = "/usr/bin/redis-server";
+/// A free loopback port (the shared test bed's: never the same twice in one process).
+pub use fulcrum_testbed::ports::free_port;
 
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// A running redis-server (or sentinel). Dropping it sends SIGCONT (in case the test froze
-/// it) and SIGKILL, then reaps it.
+/// A running redis-server (or sentinel), started by the shared test bed's one Redis
+/// starter. Dropping it SIGKILLs (which also ends a frozen one) and reaps it.
 pub struct RedisProc {
-    child: Option<Child>,
+    server: RedisServer,
     pub port: u16,
     _dir: TempDir,
 }
@@ -37,35 +35,8 @@ impl RedisProc {
     /// A plain server on `port`, no persistence; `extra` args are appended.
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.push(dir.path().display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(REDIS)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let p = Self {
-            child: Some(child),
-            port,
-            _dir: dir,
-        };
-        p.wait_ready();
-        p
+        let server = RedisServer::new("127.0.0.1", port, dir.path()).args(extra);
+        Self::launch(server, port, dir)
     }
 
     /// A sentinel on a free port watching `master_port` under `name` (quorum 1, fast
@@ -80,22 +51,24 @@ impl RedisProc {
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
         let text = format!(
-            "port {port}\nbind 127.0.0.1\ndir {}\n\
-             sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
+            "sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
              sentinel down-after-milliseconds {name} {down_ms}\n\
-             sentinel failover-timeout {name} 2000\n",
-            dir.path().display()
+             sentinel failover-timeout {name} 2000\n"
         );
         std::fs::write(&conf, text).expect("write sentinel.conf");
-        let child = Command::new(REDIS)
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sentinel");
+        let server = RedisServer::new("127.0.0.1", port, dir.path())
+            .config_file(&conf)
+            .args(&["--sentinel"]);
+        Self::launch(server, port, dir)
+    }
+
+    /// Starts `server` and waits until it answers PING.
+    fn launch(server: RedisServer, port: u16, dir: TempDir) -> Self {
+        if let Err(e) = server.start() {
+            panic!("redis-server must be installed (apt-get install redis-server): {e}");
+        }
         let p = Self {
-            child: Some(child),
+            server,
             port,
             _dir: dir,
         };
@@ -109,12 +82,7 @@ impl RedisProc {
 
     /// True until the process was killed by the test.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    fn pid(&self) -> Pid {
-        let child = self.child.as_ref().expect("process already killed");
-        Pid::from_raw(child.id() as i32)
+        self.server.pid().is_some()
     }
 
     fn wait_ready(&self) {
@@ -129,27 +97,16 @@ impl RedisProc {
     }
 
     pub fn freeze(&self) {
-        kill(self.pid(), Signal::SIGSTOP).expect("SIGSTOP");
+        self.server.signal(Signal::SIGSTOP).expect("SIGSTOP");
     }
 
     pub fn thaw(&self) {
-        kill(self.pid(), Signal::SIGCONT).expect("SIGCONT");
+        self.server.signal(Signal::SIGCONT).expect("SIGCONT");
     }
 
-    /// SIGKILL and reap.
+    /// SIGKILL (which also ends a frozen process) and reap.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(child.id() as i32);
-            let _ = kill(pid, Signal::SIGCONT);
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisProc {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.kill();
     }
 }
 

@@ -2,19 +2,19 @@
 //! per host, each joined to the bridge by a veth pair whose host end is `eth0`.
 //!
 //! ```text
-//!  switch ns: bridge ── p0 ═ veth ═ eth0 (host 1, 10.77.X.a/24)
-//!                     ├─ p1 ═ veth ═ eth0 (host 2, 10.77.X.b/24)
+//!  switch ns: bridge ── p0 ═ veth ═ eth0 (host 1, 10.77.X.a/24 [, fd77:Y::a/64])
+//!                     ├─ p1 ═ veth ═ eth0 (host 2, 10.77.X.b/24 [, fd77:Y::b/64])
 //!                     └─ ...
 //! ```
-//! Every address must lie inside 10.77.0.0/16 and no namespace gets a default route, so
-//! nothing can leave the machine; the host's own links and routes are never touched.
+//! Every address must lie inside 10.77.0.0/16 (IPv6, when asked for: fd77::/16) and no
+//! namespace gets a default route, so nothing can leave the machine; the host's own links and routes are never touched.
 //! Dropping a [`Bridged`] SIGKILLs what still runs in its namespaces and deletes them (the
 //! veth pairs go with them), also when a test panics or a run fails half way; [`cleanup`]
 //! removes the leftovers of a process that was killed before it could drop its bed.
 
 use crate::netns::{self, Namespace};
 use crate::BedError;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The interface every host sees.
 pub const IFACE: &str = "eth0";
@@ -41,6 +41,10 @@ pub struct BridgeSpec {
     pub bridge: String,
     /// Every host: its namespace name and its address (a /24).
     pub hosts: Vec<(String, Ipv4Addr)>,
+    /// When set, every host also gets an IPv6 address in this /64: the prefix with the
+    /// last octet of its IPv4 address as the host part (10.77.50.2 -> fd77:50::2), without
+    /// duplicate address detection (usable at once).
+    pub ipv6_prefix: Option<Ipv6Addr>,
     pub leftovers: Leftovers,
     /// Set bridge-nf-call-iptables=0 in the switch namespace (and put the host's value
     /// back if the change leaked to it): bridged frames must not go through iptables.
@@ -61,6 +65,19 @@ pub fn allowed(addr: Ipv4Addr) -> bool {
     a == 10 && b == 77
 }
 
+/// True for an IPv6 address inside fd77::/16, the only IPv6 range a bed may use.
+pub fn allowed_v6(addr: Ipv6Addr) -> bool {
+    addr.segments()[0] == 0xfd77
+}
+
+/// Host `ip`'s address in the /64 `prefix` (see [`BridgeSpec::ipv6_prefix`]).
+pub fn ipv6_of(prefix: Ipv6Addr, ip: Ipv4Addr) -> Ipv6Addr {
+    let mut segments = prefix.segments();
+    segments[4..].fill(0);
+    segments[7] = u16::from(ip.octets()[3]);
+    Ipv6Addr::from(segments)
+}
+
 impl Bridged {
     /// Builds the switch, the bridge and every host. On an error, what was made so far is
     /// deleted again.
@@ -68,6 +85,11 @@ impl Bridged {
         if let Some((ns, ip)) = spec.hosts.iter().find(|(_, ip)| !allowed(*ip)) {
             return Err(BedError::Refused(format!(
                 "{ns}: address {ip} is outside 10.77.0.0/16"
+            )));
+        }
+        if let Some(prefix) = spec.ipv6_prefix.filter(|p| !allowed_v6(*p)) {
+            return Err(BedError::Refused(format!(
+                "IPv6 prefix {prefix} is outside fd77::/16"
             )));
         }
         if let Leftovers::Refuse { prefix, hint } = spec.leftovers {
@@ -124,6 +146,13 @@ impl Bridged {
             netns::run("ip", &["-n", sw, "link", "set", &port, "up"])?;
             let cidr = format!("{ip}/24");
             netns::run("ip", &["-n", ns, "addr", "add", &cidr, "dev", IFACE])?;
+            if let Some(prefix) = spec.ipv6_prefix {
+                let cidr = format!("{}/64", ipv6_of(prefix, *ip));
+                netns::run(
+                    "ip",
+                    &["-n", ns, "addr", "add", &cidr, "dev", IFACE, "nodad"],
+                )?;
+            }
             netns::run("ip", &["-n", ns, "link", "set", IFACE, "up"])?;
         }
         tracing::info!(switch = sw, namespaces = bed.created.len(), "test bed up");

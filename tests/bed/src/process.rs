@@ -6,6 +6,7 @@
 use crate::BedError;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,62 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Where and how the bed starts one kind of process besides its program and own
+/// arguments: inside a network namespace, with more arguments, in a process group of its
+/// own.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    ns: Option<String>,
+    extra_args: Vec<String>,
+    own_group: bool,
+}
+
+impl Launch {
+    /// A command that runs `program`, inside the namespace when one is set (through
+    /// `ip netns exec`, which execs in place: the PID we hold is the program's).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        match &self.ns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Appends the extra arguments to `cmd` (after the program's own) and starts it.
+    pub fn spawn(&self, mut cmd: Command, output: Output<'_>) -> Result<Proc, BedError> {
+        cmd.args(&self.extra_args);
+        Proc::spawn(cmd, output, self.own_group)
+    }
+}
+
+/// The builder methods of every kind of process the bed starts through a [`Launch`]
+/// (a cluster [`crate::cluster::Node`], a [`crate::redis::RedisServer`]).
+pub trait Launched: Sized {
+    fn launch_mut(&mut self) -> &mut Launch;
+
+    /// Runs inside network namespace `ns`.
+    fn in_namespace(mut self, ns: &str) -> Self {
+        self.launch_mut().ns = Some(ns.to_string());
+        self
+    }
+
+    /// Adds `args` after the process's own.
+    fn args(mut self, args: &[&str]) -> Self {
+        let extra = &mut self.launch_mut().extra_args;
+        extra.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Puts the process in a group of its own (Ctrl-C on the driver does not reach it).
+    fn own_group(mut self) -> Self {
+        self.launch_mut().own_group = true;
+        self
     }
 }
 

@@ -30,6 +30,7 @@ impl Testbed {
                 .collect(),
             leftovers: Leftovers::Replace,
             quiet_bridge_netfilter: false,
+            ipv6_prefix: None,
         };
         match Bridged::build(&spec) {
             Ok(net) => Testbed {

@@ -7,10 +7,10 @@ use fulcrum_testbed::backend::{Mode, Options, TestBackend};
 use fulcrum_testbed::bridge::{self, BridgeSpec, Bridged, Leftovers};
 use fulcrum_testbed::httpc;
 use fulcrum_testbed::netns::{self, Namespace};
-use fulcrum_testbed::process::{Output, Poll, Proc};
+use fulcrum_testbed::process::{Launched, Output, Poll, Proc};
 use fulcrum_testbed::redis::{RedisServer, TestRedis};
 use nix::sys::signal::Signal;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -177,10 +177,33 @@ fn addresses_outside_10_77_are_refused_before_anything_is_made() {
         hosts: vec![(format!("{prefix}-a"), Ipv4Addr::new(192, 168, 7, 1))],
         leftovers: Leftovers::Replace,
         quiet_bridge_netfilter: false,
+        ipv6_prefix: None,
     };
     let err = Bridged::build(&spec).err().expect("refused");
     assert!(err.to_string().contains("outside 10.77.0.0/16"), "{err}");
     assert!(netns::list(&prefix).is_empty(), "nothing was made");
+    // The same for an IPv6 prefix outside fd77::/16 (global unicast here).
+    let spec = BridgeSpec {
+        hosts: vec![(format!("{prefix}-a"), Ipv4Addr::new(10, 77, 7, 1))],
+        ipv6_prefix: Some("2001:db8::".parse().expect("v6")),
+        ..spec
+    };
+    let err = Bridged::build(&spec).err().expect("refused");
+    assert!(err.to_string().contains("outside fd77::/16"), "{err}");
+    assert!(netns::list(&prefix).is_empty(), "nothing was made");
+}
+
+#[test]
+fn a_hosts_ipv6_address_ends_in_its_ipv4_last_octet() {
+    let prefix: Ipv6Addr = "fd77:50::ff".parse().expect("v6");
+    assert_eq!(
+        bridge::ipv6_of(prefix, Ipv4Addr::new(10, 77, 50, 2)),
+        "fd77:50::2".parse::<Ipv6Addr>().expect("v6")
+    );
+    assert_eq!(
+        bridge::ipv6_of(prefix, Ipv4Addr::new(10, 77, 50, 200)),
+        "fd77:50::c8".parse::<Ipv6Addr>().expect("v6")
+    );
 }
 
 #[test]
@@ -201,11 +224,13 @@ fn a_bridged_bed_connects_its_hosts_and_is_gone_after_drop() {
             hint: "nothing",
         },
         quiet_bridge_netfilter: false,
+        ipv6_prefix: Some("fd77:71::".parse().expect("v6")),
     };
     let bed = Bridged::build(&spec).expect("bed");
     let a = format!("{prefix}-a");
     let b = format!("{prefix}-b");
     assert!(bridge::has_addr(&a, "10.77.71.1"));
+    assert!(bridge::has_addr(&b, "fd77:71::2"), "b has its IPv6 address");
     assert!(bridge::mac_of(&b).is_ok());
     let listener = netns::spawn_in(&b, || std::net::TcpListener::bind("10.77.71.2:7000"))
         .join()

@@ -1,20 +1,20 @@
 //! Test bed for the VIP tests: a few network namespaces ("hosts") joined by a bridge that lives
-//! in its own namespace, so the host's interfaces are never touched. Everything is deleted by
-//! `Lab`'s Drop, also when a test fails. Hosts get 10.77.50.(i+1)/24 and fd77:50::(i+1)/64 on
-//! `fvt0`, in the order given. The namespaces themselves are the shared test bed's
-//! (`fulcrum_testbed::netns::Namespace`); the wiring (port names, IPv6) is this file's.
+//! in its own namespace, so the host's interfaces are never touched: the shared test bed's
+//! [`Bridged`] network (`fulcrum_testbed::bridge`), deleted on drop, also when a test fails.
+//! Hosts get 10.77.50.(i+1)/24 and fd77:50::(i+1)/64 on the bed's `eth0`, in the order
+//! given. What the VIP tests read back (neighbour entries, address lines) is this file's.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fulcrum_testbed::netns::Namespace;
+use fulcrum_testbed::bridge::{self, BridgeSpec, Bridged, Leftovers};
+use fulcrum_testbed::netns;
 use fulcrum_vip::{VipController, VipOptions};
-use nix::sched::CloneFlags;
 
-pub const IFACE: &str = "fvt0";
+/// The interface every host has on the bridge.
+pub use fulcrum_testbed::bridge::IFACE;
 
 /// True when the tests can build namespaces (root and `ip` present); says why not
 /// otherwise (the shared test bed's check: under `CI=true` a missing prerequisite fails).
@@ -34,49 +34,30 @@ pub fn ip(args: &[&str]) -> String {
 
 pub struct Lab {
     prefix: String,
-    hosts: Vec<String>,
-    /// The shared test bed's namespaces, in the order made (deleted in reverse).
-    created: Vec<Namespace>,
+    /// The shared test bed's bridged network; dropping it deletes every namespace.
+    _net: Bridged,
 }
 
 impl Lab {
     /// Builds the bridge namespace and one namespace per host name.
     pub fn new(tag: &str, hosts: &[&str]) -> Lab {
         let prefix = format!("fvt-{}-{tag}", std::process::id());
-        let mut lab = Lab {
-            prefix,
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            created: Vec::new(),
+        let ns = |name: &str| format!("{prefix}-{name}");
+        let spec = BridgeSpec {
+            switch_ns: ns("br"),
+            bridge: "fvtbr".into(),
+            hosts: hosts
+                .iter()
+                .zip(1u8..)
+                .map(|(h, octet)| (ns(h), Ipv4Addr::new(10, 77, 50, octet)))
+                .collect(),
+            // A leftover from a crashed run with the same pid is replaced.
+            leftovers: Leftovers::Replace,
+            quiet_bridge_netfilter: false,
+            ipv6_prefix: Some("fd77:50::".parse().expect("an IPv6 prefix")),
         };
-        let br = lab.ns("br");
-        lab.add_ns(&br);
-        ip(&["-n", &br, "link", "add", "fvtbr", "type", "bridge"]);
-        ip(&["-n", &br, "link", "set", "fvtbr", "up"]);
-        for (i, host) in hosts.iter().enumerate() {
-            lab.add_host(&br, i, host);
-        }
-        lab
-    }
-
-    fn add_ns(&mut self, name: &str) {
-        // A leftover from a crashed run with the same pid is replaced.
-        let ns = Namespace::add(name, true).unwrap_or_else(|e| panic!("namespace {name}: {e}"));
-        self.created.push(ns);
-    }
-
-    fn add_host(&mut self, br: &str, i: usize, host: &str) {
-        let ns = self.ns(host);
-        self.add_ns(&ns);
-        let port = format!("fvtp{i}");
-        ip(&[
-            "-n", &ns, "link", "add", IFACE, "type", "veth", "peer", "name", &port, "netns", br,
-        ]);
-        ip(&["-n", br, "link", "set", &port, "master", "fvtbr", "up"]);
-        ip(&["-n", &ns, "link", "set", IFACE, "up"]);
-        let v4 = format!("10.77.50.{}/24", i + 1);
-        let v6 = format!("fd77:50::{}/64", i + 1);
-        ip(&["-n", &ns, "addr", "add", &v4, "dev", IFACE]);
-        ip(&["-n", &ns, "addr", "add", &v6, "dev", IFACE, "nodad"]);
+        let net = Bridged::build(&spec).unwrap_or_else(|e| panic!("the lab {prefix}: {e}"));
+        Lab { prefix, _net: net }
     }
 
     /// Namespace name of a host (or "br").
@@ -84,15 +65,10 @@ impl Lab {
         format!("{}-{host}", self.prefix)
     }
 
-    /// MAC of a host's `fvt0`, as `ip` prints it.
+    /// MAC of a host's interface, as `ip` prints it.
     pub fn mac(&self, host: &str) -> String {
-        let out = ip(&["-n", &self.ns(host), "link", "show", IFACE]);
-        let mut words = out.split_whitespace();
-        words.find(|w| *w == "link/ether");
-        words
-            .next()
-            .expect("link/ether in ip link output")
-            .to_string()
+        let mac = bridge::mac_of(&self.ns(host)).unwrap_or_else(|e| panic!("{e}"));
+        bridge::mac_text(&mac)
     }
 
     /// The lladdr host has cached for `addr`, if any.
@@ -103,7 +79,7 @@ impl Lab {
         words.next().map(str::to_string)
     }
 
-    /// `ip -o addr show` lines of a host's fvt0 that mention `addr`.
+    /// `ip -o addr show` lines of a host's interface that mention `addr`.
     pub fn addr_lines(&self, host: &str, addr: &str) -> Vec<String> {
         let out = ip(&["-n", &self.ns(host), "-o", "addr", "show", "dev", IFACE]);
         let needle = format!(" {addr}/");
@@ -114,20 +90,11 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        while let Some(ns) = self.created.pop() {
-            drop(ns);
-        }
-    }
-}
-
 /// Runs `f` on a fresh thread that has entered namespace `ns`: sockets it creates belong there.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         let handle = s.spawn(|| {
-            let file = File::open(format!("/var/run/netns/{ns}")).expect("open netns");
-            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+            netns::enter(ns).unwrap_or_else(|e| panic!("{e}"));
             f()
         });
         handle

@@ -4,10 +4,12 @@
 //!
 //! - [`toml`] — the node file: node-local part plus the caller's cluster-wide part.
 //! - [`node`] — one node process: start, signal, kill, wait for exit, log.
-//! - [`Cluster`] (here) — one node per namespace, each on its own address with the fixed
-//!   Raft and admin ports, files in one directory (`n1.toml`, `n1.log`, `n1-data`,
-//!   `cluster.secret`), admin calls and `fulcrum ctl` from any namespace. Dropping it
-//!   SIGKILLs every node (which also ends a SIGSTOPped one).
+//! - [`Cluster`] (here) — nodes `1..=n`, each a [`Member`]: in a namespace of its own on
+//!   its own address with the fixed Raft and admin ports, or in the test's namespace on
+//!   loopback ports of its own. Files in one directory (`n1.toml`, `n1.log`, `n1-data`,
+//!   `cluster.secret`, and `n1/` when each node runs in a directory of its own), admin
+//!   calls and `fulcrum ctl` from any namespace. Dropping it SIGKILLs every node (which
+//!   also ends a SIGSTOPped one).
 
 pub mod node;
 pub mod toml;
@@ -16,6 +18,7 @@ pub use node::Node;
 pub use toml::{peers_line, web_to_app, NodeFile};
 
 use crate::netns::exec;
+use crate::process::Launched;
 use crate::testbed::Testbed;
 use crate::BedError;
 use std::path::{Path, PathBuf};
@@ -28,13 +31,36 @@ pub const ADMIN_PORT: u16 = 9901;
 /// Where one member lives.
 #[derive(Debug, Clone)]
 pub struct Member {
-    /// Its address (Raft and admin bind it).
-    pub ip: String,
-    /// Its network namespace.
-    pub ns: String,
+    /// Its network namespace; `None`: the test's own.
+    pub ns: Option<String>,
+    /// `[cluster].raft`, `IP:PORT`.
+    pub raft: String,
+    /// `[node].admin`, `IP:PORT`.
+    pub admin: String,
 }
 
-/// Nodes `1..=n`, one per member, in namespaces.
+impl Member {
+    /// A member in namespace `ns` on its own address `ip`, Raft and admin on the fixed
+    /// [`RAFT_PORT`] and [`ADMIN_PORT`].
+    pub fn in_namespace(ip: &str, ns: &str) -> Member {
+        Member {
+            ns: Some(ns.to_string()),
+            raft: format!("{ip}:{RAFT_PORT}"),
+            admin: format!("{ip}:{ADMIN_PORT}"),
+        }
+    }
+
+    /// A member in the test's own namespace with Raft on `raft` and admin on `admin`.
+    pub fn local(raft: &str, admin: &str) -> Member {
+        Member {
+            ns: None,
+            raft: raft.to_string(),
+            admin: admin.to_string(),
+        }
+    }
+}
+
+/// Nodes `1..=n`, one per member.
 #[derive(Debug)]
 pub struct Cluster {
     bin: PathBuf,
@@ -68,8 +94,11 @@ impl Cluster {
                     bin,
                     &dir.join(format!("{name}.toml")),
                     &dir.join(format!("{name}.log")),
-                )
-                .in_namespace(&m.ns);
+                );
+                let node = match &m.ns {
+                    Some(ns) => node.in_namespace(ns),
+                    None => node,
+                };
                 if own_group {
                     node.own_group()
                 } else {
@@ -101,14 +130,42 @@ impl Cluster {
                 let ip = bed
                     .ip(h)
                     .ok_or_else(|| BedError::Refused(format!("the bed has no host {h}")))?;
-                Ok(Member {
-                    ip: ip.to_string(),
-                    ns: bed.ns(h),
-                })
+                Ok(Member::in_namespace(&ip.to_string(), &bed.ns(h)))
             })
             .collect::<Result<Vec<_>, BedError>>()?;
         let bin = crate::process::fulcrum_bin()?;
         Cluster::new(&bin, dir, members, shutdown_grace, secret, false)
+    }
+
+    /// Runs each node in a directory of its own, `n1/`, `n2/`... in the cluster's
+    /// directory (created): a relative path in a node's config is then that node's.
+    pub fn each_in_own_dir(mut self) -> Result<Cluster, BedError> {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for (i, node) in std::mem::take(&mut self.nodes).into_iter().enumerate() {
+            let dir = self.dir.join(format!("n{}", i + 1));
+            std::fs::create_dir_all(&dir).map_err(|e| BedError::io(dir.display(), e))?;
+            nodes.push(node.current_dir(&dir));
+        }
+        self.nodes = nodes;
+        Ok(self)
+    }
+
+    /// Adds `args` after `run --config FILE` on every node.
+    pub fn with_args(self, args: &[&str]) -> Cluster {
+        self.map_nodes(|node| node.args(args))
+    }
+
+    /// Sends every node's output to a pipe nobody reads (see [`Node::unread_output`]).
+    pub fn unread_output(self) -> Cluster {
+        self.map_nodes(Node::unread_output)
+    }
+
+    fn map_nodes(mut self, change: impl Fn(Node) -> Node) -> Cluster {
+        self.nodes = std::mem::take(&mut self.nodes)
+            .into_iter()
+            .map(change)
+            .collect();
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -129,7 +186,18 @@ impl Cluster {
 
     /// Node `i`'s admin address.
     pub fn admin(&self, i: usize) -> String {
-        format!("{}:{ADMIN_PORT}", self.members[i].ip)
+        self.members[i].admin.clone()
+    }
+
+    /// The directory node `i` runs in (see [`Cluster::each_in_own_dir`]); `None` when
+    /// it runs in the test's.
+    pub fn node_dir(&self, i: usize) -> Option<&Path> {
+        self.nodes[i].current_dir_path()
+    }
+
+    /// The shared cluster secret's file.
+    pub fn secret_path(&self) -> PathBuf {
+        self.dir.join("cluster.secret")
     }
 
     /// The node-local part of node `i`'s file (see [`member_file`]).
@@ -175,19 +243,15 @@ impl Cluster {
 }
 
 /// The node-local part of the file of node `i + 1` of `members` whose files are in `dir`
-/// (a [`Cluster`]'s layout): every member a peer, Raft and admin on the member's address.
+/// (a [`Cluster`]'s layout): every member a peer, Raft and admin on the member's addresses.
 pub fn member_file(members: &[Member], i: usize, dir: &Path, shutdown_grace: &str) -> NodeFile {
-    let rafts: Vec<String> = members
-        .iter()
-        .map(|m| format!("{}:{RAFT_PORT}", m.ip))
-        .collect();
     NodeFile {
         id: i as u64 + 1,
-        admin: format!("{}:{ADMIN_PORT}", members[i].ip),
+        admin: members[i].admin.clone(),
         data_dir: dir.join(format!("n{}-data", i + 1)).display().to_string(),
         shutdown_grace: shutdown_grace.to_string(),
-        raft: rafts[i].clone(),
-        peers: peers_line((1..).zip(rafts.iter().map(String::as_str))),
+        raft: members[i].raft.clone(),
+        peers: peers_line((1..).zip(members.iter().map(|m| m.raft.as_str()))),
         secret_file: dir.join("cluster.secret").display().to_string(),
         ..NodeFile::default()
     }

@@ -1,13 +1,13 @@
 //! One real `fulcrum run` process of a cluster bed: its config file and log, optionally
-//! a network namespace, a working directory and more arguments. Started, signalled,
+//! a network namespace, a working directory and more arguments (the [`Launched`]
+//! builder methods). Started, signalled,
 //! killed and waited for through the PID we hold (a test-bed [`Proc`]); every method
 //! takes `&self`, so a bed shared between threads can stop a node while another waits.
 
-use crate::process::{Output, Poll, Proc, SharedProc};
+use crate::process::{Launch, Launched, Output, Poll, SharedProc};
 use crate::BedError;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How often the waits look at the process.
@@ -19,13 +19,18 @@ pub struct Node {
     bin: PathBuf,
     config: PathBuf,
     log: PathBuf,
-    ns: Option<String>,
     cwd: Option<PathBuf>,
-    args: Vec<String>,
-    own_group: bool,
+    launch: Launch,
     /// Output to a pipe nobody reads instead of the log file.
     unread_output: bool,
     proc: SharedProc,
+}
+
+/// `in_namespace`, `args` (after `run --config CONFIG`), `own_group`.
+impl Launched for Node {
+    fn launch_mut(&mut self) -> &mut Launch {
+        &mut self.launch
+    }
 }
 
 impl Node {
@@ -36,19 +41,11 @@ impl Node {
             bin: bin.to_path_buf(),
             config: config.to_path_buf(),
             log: log.to_path_buf(),
-            ns: None,
             cwd: None,
-            args: Vec::new(),
-            own_group: false,
+            launch: Launch::default(),
             unread_output: false,
             proc: SharedProc::default(),
         }
-    }
-
-    /// Runs inside network namespace `ns`.
-    pub fn in_namespace(mut self, ns: &str) -> Node {
-        self.ns = Some(ns.to_string());
-        self
     }
 
     /// Runs in `dir` (a relative path in its config is then per node).
@@ -57,23 +54,16 @@ impl Node {
         self
     }
 
-    /// Adds `args` after `run --config CONFIG`.
-    pub fn args(mut self, args: &[&str]) -> Node {
-        self.args.extend(args.iter().map(|a| a.to_string()));
-        self
-    }
-
-    /// Puts the process in a group of its own (Ctrl-C on the driver does not reach it).
-    pub fn own_group(mut self) -> Node {
-        self.own_group = true;
-        self
-    }
-
     /// Sends the output to a pipe nobody reads (it fills, then every write blocks)
     /// instead of the log file, which then stays empty.
     pub fn unread_output(mut self) -> Node {
         self.unread_output = true;
         self
+    }
+
+    /// The directory it runs in, when set by [`Node::current_dir`].
+    pub fn current_dir_path(&self) -> Option<&Path> {
+        self.cwd.as_deref()
     }
 
     pub fn config_path(&self) -> &Path {
@@ -87,17 +77,8 @@ impl Node {
 
     /// Starts the process; one still held is SIGKILLed first (so this also restarts).
     pub fn start(&self) -> Result<(), BedError> {
-        let mut cmd = match &self.ns {
-            Some(ns) => {
-                let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", ns]).arg(&self.bin);
-                cmd
-            }
-            None => Command::new(&self.bin),
-        };
-        cmd.args(["run", "--config"])
-            .arg(&self.config)
-            .args(&self.args);
+        let mut cmd = self.launch.command(&self.bin);
+        cmd.args(["run", "--config"]).arg(&self.config);
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
@@ -106,9 +87,7 @@ impl Node {
         } else {
             Output::Log(&self.log)
         };
-        let pid = self
-            .proc
-            .restart(|| Proc::spawn(cmd, output, self.own_group))?;
+        let pid = self.proc.restart(|| self.launch.spawn(cmd, output))?;
         tracing::info!(config = %self.config.display(), pid, "started a fulcrum node");
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! A `redis-server` process the bed started: bound to one address (on loopback or inside
 //! a network namespace), no snapshots, no append-only file, its output dropped or
-//! appended to a log. Killed by the PID we hold, started again on the same address
-//! (empty: nothing persists); dropping it kills it. Every bed that needs Redis (a test's
-//! [`super::TestRedis`], the BGP bed, the chaos suite) starts it here.
+//! appended to a log; optionally a config file first (a Sentinel's) and more arguments
+//! (replication, cluster mode). Killed by the PID we hold, started again on the same
+//! address (empty: nothing persists); dropping it kills it. Every bed that needs Redis
+//! (a test's [`super::TestRedis`], the BGP bed, the chaos suite, the session crate's
+//! tests) starts it here.
 
-use crate::process::{Output, Proc, SharedProc};
+use crate::process::{Launch, Launched, Output, SharedProc};
 use crate::BedError;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
@@ -13,13 +15,21 @@ use std::process::Command;
 /// Where a server listens and keeps its files; what [`RedisServer::start`] runs.
 #[derive(Debug)]
 pub struct RedisServer {
-    ns: Option<String>,
     bind: String,
     port: u16,
     dir: PathBuf,
     log: Option<PathBuf>,
-    own_group: bool,
+    config_file: Option<PathBuf>,
+    launch: Launch,
     proc: SharedProc,
+}
+
+/// `in_namespace`, `args` (after the bed's own, e.g. `--replicaof HOST PORT`,
+/// `--sentinel`), `own_group`.
+impl Launched for RedisServer {
+    fn launch_mut(&mut self) -> &mut Launch {
+        &mut self.launch
+    }
 }
 
 impl RedisServer {
@@ -27,20 +37,14 @@ impl RedisServer {
     /// in the host's namespace); not started yet.
     pub fn new(bind: &str, port: u16, dir: &Path) -> RedisServer {
         RedisServer {
-            ns: None,
             bind: bind.to_string(),
             port,
             dir: dir.to_path_buf(),
             log: None,
-            own_group: false,
+            config_file: None,
+            launch: Launch::default(),
             proc: SharedProc::default(),
         }
-    }
-
-    /// Runs inside network namespace `ns`.
-    pub fn in_namespace(mut self, ns: &str) -> RedisServer {
-        self.ns = Some(ns.to_string());
-        self
     }
 
     /// Appends its output to `log` (dropped otherwise).
@@ -49,9 +53,10 @@ impl RedisServer {
         self
     }
 
-    /// Puts the process in a group of its own (Ctrl-C on the driver does not reach it).
-    pub fn own_group(mut self) -> RedisServer {
-        self.own_group = true;
+    /// Reads `file` first (`redis-server FILE --bind ...`), e.g. a Sentinel's
+    /// `sentinel monitor` lines; the address and persistence flags still come from here.
+    pub fn config_file(mut self, file: &Path) -> RedisServer {
+        self.config_file = Some(file.to_path_buf());
         self
     }
 
@@ -67,9 +72,14 @@ impl RedisServer {
         };
         let pid = self
             .proc
-            .restart(|| Proc::spawn(self.command(), output, self.own_group))?;
+            .restart(|| self.launch.spawn(self.command(), output))?;
         tracing::info!(bind = %self.bind, port = self.port, pid, "started redis-server");
         Ok(())
+    }
+
+    /// The PID while a process is held (started and not yet killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
     }
 
     /// Sends `signal`; SIGKILL also reaps. Errors if no process is held.
@@ -83,10 +93,10 @@ impl RedisServer {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = match &self.ns {
-            Some(ns) => crate::netns::command_in(ns, "redis-server"),
-            None => Command::new("redis-server"),
-        };
+        let mut cmd = self.launch.command("redis-server");
+        if let Some(file) = &self.config_file {
+            cmd.arg(file);
+        }
         cmd.args(["--bind", &self.bind, "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
