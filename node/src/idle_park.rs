@@ -301,20 +301,30 @@ mod tests {
         (lot, open, count)
     }
 
+    type Running = (
+        tokio::sync::mpsc::UnboundedReceiver<Parked>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    );
+
+    /// Runs `lot`'s task: what it resumes comes out of the receiver.
+    fn running(lot: &Arc<ParkingLot>) -> Running {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let resume: Resume = Box::new(move |p: Parked| {
+            let _ = tx.send(p);
+        });
+        let task = tokio::spawn(lot.clone().run(stop.clone(), resume));
+        (rx, stop, task)
+    }
+
     /// A parked socket comes back, bytes unread, once its client sends; it is counted as
     /// open and parked meanwhile, and can be parked again.
     #[tokio::test]
     async fn a_parked_connection_is_resumed_when_its_client_sends() {
         let (mut client, server, limits) = pair().await;
         let (lot, open, count) = lot(Duration::from_secs(60));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(lot.clone().run(
-            stop.clone(),
-            Box::new(move |p: Parked| {
-                let _ = tx.send(p);
-            }),
-        ));
+        let (mut rx, stop, task) = running(&lot);
         lot.park(parked(server, &limits).await, Duration::ZERO);
         assert_eq!((lot.len(), open.get(), count.get()), (1, 1, 1));
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -357,14 +367,7 @@ mod tests {
         let (mut idle_client, idle_server, limits) = pair().await;
         let (closing_client, closing_server, _) = pair().await;
         let (lot, _, count) = lot(Duration::from_millis(1500));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(lot.clone().run(
-            stop.clone(),
-            Box::new(move |p: Parked| {
-                let _ = tx.send(p);
-            }),
-        ));
+        let (mut rx, stop, task) = running(&lot);
         lot.park(
             parked(idle_server, &limits).await,
             Duration::from_millis(500),
