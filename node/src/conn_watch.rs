@@ -139,6 +139,11 @@ impl Watchdog {
         (shorter / 4).max(Duration::from_millis(100))
     }
 
+    /// How long nothing has moved, as of the last tick.
+    pub(crate) fn quiet(&self) -> Duration {
+        Duration::from_millis(u64::from(self.quiet_ms))
+    }
+
     /// One tick, `elapsed` after the previous one.
     pub(crate) fn tick(&mut self, activity: &ConnActivity, elapsed: Duration) -> Verdict {
         let elapsed = millis(elapsed);

@@ -67,6 +67,7 @@ mod health;
 mod health_grpc; // issue 19: health checks by the gRPC health protocol
 mod http2; // issue 24: HTTP/2 clients on the request core, without hyper
 mod huge_pages; // issue 16: the heap in small pages (THP off for the process)
+mod idle_park; // issue 16: idle HTTP/1.1 connections parked without a task
 mod l4; // issue 7: TCP listeners
 mod latency; // per-backend latency buckets beside the pool histogram
 mod linger; // lingering close for connections hyper serves

@@ -8,13 +8,17 @@
 //!
 //! A listener with `accept_proxy = true` reads the PROXY header first (see
 //! `proxy_protocol`); `serve_connection` is generic over the byte stream so HTTPS
-//! (`tls::serve_https`) serves its TLS streams with the same code.
+//! (`tls::serve_https`) serves its TLS streams with the same code. A plain HTTP
+//! listener parks its idle keep-alive connections without a task (`idle_park`) and
+//! serves each again when its client sends.
 
 use crate::conn_io::{ActivityIo, OpenConnection};
 use crate::conn_limit::{Admitted, ConnLimits};
 use crate::conn_watch::{ConnActivity, Verdict, Watchdog};
 use crate::dataplane::DataPlane;
+use crate::h1::Left;
 use crate::h2_flood::FloodGuard;
+use crate::idle_park::{Parked, ParkingLot, Resume};
 use crate::linger::Linger;
 use crate::listener_sweep::Sweep;
 use crate::proxy::{self, ConnInfo};
@@ -78,16 +82,23 @@ pub(crate) struct HttpShared {
     pub sweep: Arc<Sweep>,
     /// The listener's stop, for the connections the HTTP/1.1 path hands to hyper.
     pub stop: CancellationToken,
+    /// Where idle connections wait without a task (plain HTTP listeners only).
+    pub lot: Option<Arc<ParkingLot>>,
 }
 
 impl HttpShared {
     /// Builds the shared parts and starts the sweep, which runs until `stop`.
-    pub(crate) fn new(spec: HttpListenerSpec, stop: CancellationToken) -> Arc<Self> {
+    pub(crate) fn new(
+        spec: HttpListenerSpec,
+        stop: CancellationToken,
+        lot: Option<Arc<ParkingLot>>,
+    ) -> Arc<Self> {
         Arc::new(HttpShared {
             builder: Arc::new(http_builder(&spec)),
             sweep: Sweep::start(spec.idle_timeout, spec.header_read_timeout, stop.clone()),
             spec,
             stop,
+            lot,
         })
     }
 }
@@ -99,7 +110,8 @@ const DRAIN_MAX: Duration = Duration::from_millis(100);
 
 /// Accepts connections until `stop` fires and hands each one (with TCP_NODELAY set)
 /// to `serve`, whose future runs in `tracker`, within the listener's connection
-/// `limits` (see `conn_limit`). Shared by the HTTP, HTTPS and TCP listeners.
+/// `limits` (see `conn_limit`): the future holds the connection's `Admitted` share
+/// (most wrap it with `connection_task`). Shared by the HTTP, HTTPS and TCP listeners.
 pub(crate) async fn accept_loop<F, Fut>(
     socket: TcpListener,
     name: &str,
@@ -108,12 +120,11 @@ pub(crate) async fn accept_loop<F, Fut>(
     tracker: TaskTracker,
     mut serve: F,
 ) where
-    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    F: FnMut(TcpStream, SocketAddr, Admitted) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     // What each connection's task holds at least, idle or not.
-    let task_bytes = std::mem::size_of::<futures_util::future::Map<Fut, fn(())>>()
-        + std::mem::size_of::<Admitted>();
+    let task_bytes = std::mem::size_of::<Fut>();
     tracing::debug!(listener = %name, task_bytes, "accepting connections");
     let mut start = |stream: TcpStream, peer: SocketAddr, room| {
         let Some(admitted) = limits.admit(room, peer.ip()) else {
@@ -121,7 +132,7 @@ pub(crate) async fn accept_loop<F, Fut>(
             return;
         };
         let _ = stream.set_nodelay(true);
-        tracker.spawn(connection_task(serve(stream, peer), admitted));
+        tracker.spawn(serve(stream, peer, admitted));
     };
     loop {
         // Room first: at `max_connections` the listener stops accepting.
@@ -167,7 +178,10 @@ pub(crate) async fn accept_loop<F, Fut>(
 /// `map`, not an `async move` block awaiting it: such a block would hold the
 /// connection's future twice (once captured, once being awaited), and every
 /// connection's task would be twice the size.
-fn connection_task<Fut>(serve: Fut, admitted: Admitted) -> impl std::future::Future<Output = ()>
+pub(crate) fn connection_task<Fut>(
+    serve: Fut,
+    admitted: Admitted,
+) -> impl std::future::Future<Output = ()>
 where
     Fut: std::future::Future<Output = ()>,
 {
@@ -184,14 +198,32 @@ pub async fn serve_http(
     tracker: TaskTracker,
 ) {
     let name = spec.name.clone();
-    let http = HttpShared::new(spec, stop.clone());
+    let metrics = &dp.metrics;
+    let open = metrics.client_connections.clone();
+    let lot = ParkingLot::new(
+        spec.idle_timeout,
+        open,
+        metrics.client_connections_parked.clone(),
+    )
+    .inspect_err(
+        |e| tracing::warn!(listener = %name, error = %e, "idle connections will not be parked"),
+    )
+    .ok();
+    let http = HttpShared::new(spec, stop.clone(), lot.clone());
+    if let Some(lot) = lot {
+        let (http, dp, connections) = (http.clone(), dp.clone(), tracker.clone());
+        let resume: Resume = Box::new(move |p: Parked| {
+            connections.spawn(serve_parkable(p, http.clone(), dp.clone()));
+        });
+        tracker.spawn(lot.run(stop.clone(), resume));
+    }
     accept_loop(
         listener,
         &name,
         limits,
         stop.clone(),
         tracker,
-        |stream, peer| serve_plain(stream, peer, http.clone(), dp.clone()),
+        |stream, peer, admitted| serve_plain(stream, peer, admitted, http.clone(), dp.clone()),
     )
     .await;
 }
@@ -204,13 +236,45 @@ pub async fn serve_http(
 fn serve_plain(
     stream: TcpStream,
     peer: SocketAddr,
+    admitted: Admitted,
     http: Arc<HttpShared>,
     dp: Arc<DataPlane>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     // Boxed: reading a PROXY header needs a few hundred bytes of state, only at first.
     Box::pin(plain_origin(stream, peer, http.clone(), dp.clone())).then(move |origin| {
-        let served = origin.map(|(stream, conn)| serve_h1(stream, conn, dp, http));
+        let served = origin.map(|(stream, conn)| {
+            let conn = Parked {
+                stream,
+                conn,
+                admitted,
+            };
+            serve_parkable(conn, http, dp)
+        });
         OptionFuture::from(served).map(drop)
+    })
+}
+
+/// Serves a plain connection (just accepted, or back from the parking lot) until it
+/// ends or idles long enough to be parked again.
+fn serve_parkable(
+    conn: Parked,
+    http: Arc<HttpShared>,
+    dp: Arc<DataPlane>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let Parked {
+        stream,
+        conn,
+        admitted,
+    } = conn;
+    serve_h1(stream, conn, dp, http.clone()).map(move |idle| {
+        if let (Some((stream, conn)), Some(lot)) = (idle, &http.lot) {
+            let conn = Parked {
+                stream,
+                conn,
+                admitted,
+            };
+            lot.park(conn, http.sweep.period());
+        }
     })
 }
 
@@ -241,19 +305,26 @@ async fn plain_origin(
 }
 
 /// Serves a connection on the hand-written HTTP/1.1 path, and with hyper from the
-/// request on that the path hands over (HTTP/2 prior knowledge, upgrades, ...).
+/// request on that the path hands over (HTTP/2 prior knowledge, upgrades, ...); a
+/// connection idle long enough on a listener with a parking lot is returned, to park.
 pub(crate) fn serve_h1<S>(
     stream: S,
     conn: Arc<ConnInfo>,
     dp: Arc<DataPlane>,
     http: Arc<HttpShared>,
-) -> impl std::future::Future<Output = ()> + Send
+) -> impl std::future::Future<Output = Option<(S, Arc<ConnInfo>)>> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let max_header_bytes = http.spec.h1_max_header_bytes();
-    let h1 = crate::h1::serve(stream, conn, dp, max_header_bytes, &http.sweep);
-    h1.then(move |handoff| {
+    let parkable = http.lot.is_some();
+    let h1 = crate::h1::serve(stream, conn, dp, max_header_bytes, &http.sweep, parkable);
+    h1.then(move |left| {
+        let (handoff, idle) = match left {
+            Some(Left::Handoff(h)) => (Some(h), None),
+            Some(Left::Idle { stream, conn }) => (None, Some((stream, conn))),
+            None => (None, None),
+        };
         let hyper = handoff.map(|h| {
             let timeouts = (http.spec.idle_timeout, http.spec.header_read_timeout);
             let builder = http.builder.clone();
@@ -264,7 +335,7 @@ where
                 h.stream, h.prefix, h.conn, builder, h.dp, stop, timeouts,
             ))
         });
-        OptionFuture::from(hyper).map(drop)
+        OptionFuture::from(hyper).map(move |_| idle)
     })
 }
 
@@ -377,7 +448,9 @@ mod tests {
     /// 1,712 bytes in a debug build, and the task twice that (an `async move` wrapper
     /// held it twice), with the per-request state inline, two timers, and the PROXY
     /// header reader's state kept for the connection's life; then 328 bytes, a
-    /// 512-byte task; now under 272, so the task is 384 bytes.
+    /// 512-byte task; now under 272 (256 with the parking lot's hand-back), so the task
+    /// is 384 bytes. An idle connection parked (`idle_park`) has no task at all; this
+    /// is what a connection costs while it is served or for its first second of quiet.
     #[tokio::test]
     async fn a_plain_connections_task_is_small() {
         let text = include_str!("../../config/examples/single-node.toml");
@@ -395,8 +468,9 @@ mod tests {
         let limits = ConnLimits::new(10, 0, Default::default());
         let room = limits.room().await.expect("room");
         let admitted = limits.admit(room, peer.ip()).expect("admitted");
-        let http = HttpShared::new(spec, CancellationToken::new());
-        let task = connection_task(serve_plain(stream, peer, http, dp), admitted);
+        let lot = ParkingLot::new(spec.idle_timeout, Default::default(), Default::default());
+        let http = HttpShared::new(spec, CancellationToken::new(), lot.ok());
+        let task = serve_plain(stream, peer, admitted, http, dp);
         let bytes = size_of_val(&task);
         let cell = (TASK_CELL_OVERHEAD + bytes).next_multiple_of(128);
         eprintln!("plain connection task: future {bytes} bytes, task {cell} bytes");
@@ -428,8 +502,9 @@ mod tests {
             limits,
             stop,
             tracker.clone(),
-            |mut s, _| async move {
+            |mut s, _, admitted| async move {
                 let _ = s.write_all(b"served").await;
+                drop(admitted);
             },
         )
         .await;

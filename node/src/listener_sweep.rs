@@ -29,7 +29,14 @@ pub(crate) mod event {
     pub(crate) const IDLE: u8 = 2;
     /// A request head took longer than the header timeout.
     pub(crate) const SLOW_HEAD: u8 = 4;
+    /// Quiet for more than a tick: a connection waiting between requests with no unread
+    /// byte may leave its task for the listener's parking lot (`crate::idle_park`).
+    pub(crate) const PARK: u8 = 8;
 }
+
+/// The longest tick: a quiet connection is told `PARK` two to three ticks (one to
+/// one and a half seconds) after its last byte, whatever its timeouts.
+const MAX_PERIOD: Duration = Duration::from_millis(500);
 
 /// The connections of one listener under watch.
 pub(crate) struct Sweep {
@@ -50,6 +57,8 @@ struct Slots {
 struct Slot {
     activity: Arc<ConnActivity>,
     dog: Watchdog,
+    /// The connection can be parked (a plain TCP one on a listener with a lot).
+    parkable: bool,
 }
 
 /// A connection's place in its listener's sweep; dropping it leaves the sweep.
@@ -86,7 +95,7 @@ impl Sweep {
     }
 
     /// Puts a connection under watch (its `activity` is what its I/O counts).
-    pub(crate) fn watch(self: &Arc<Self>, activity: Arc<ConnActivity>) -> Watched {
+    pub(crate) fn watch(self: &Arc<Self>, activity: Arc<ConnActivity>, parkable: bool) -> Watched {
         let mut slots = self.slots();
         if slots.stopped {
             activity.post(event::STOP);
@@ -94,6 +103,7 @@ impl Sweep {
         let slot = Some(Slot {
             activity,
             dog: Watchdog::new(self.idle_timeout, self.header_timeout),
+            parkable,
         });
         let index = match slots.free.pop() {
             Some(i) => {
@@ -117,8 +127,10 @@ impl Sweep {
         self.watched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn period(&self) -> Duration {
-        Watchdog::new(self.idle_timeout, self.header_timeout).period()
+    pub(crate) fn period(&self) -> Duration {
+        Watchdog::new(self.idle_timeout, self.header_timeout)
+            .period()
+            .min(MAX_PERIOD)
     }
 
     /// One tick: judges every watched connection; returns how many there are.
@@ -128,6 +140,11 @@ impl Sweep {
         for slot in slots.slots.iter_mut().flatten() {
             count += 1;
             match slot.dog.tick(&slot.activity, elapsed) {
+                // More than one tick's worth: a connection that joined just before a
+                // tick counts a whole one at its first.
+                Verdict::Keep if slot.parkable && slot.dog.quiet() > elapsed => {
+                    slot.activity.post(event::PARK)
+                }
                 Verdict::Keep => {}
                 Verdict::Idle => slot.activity.post(event::IDLE),
                 Verdict::SlowHead => slot.activity.post(event::SLOW_HEAD),
@@ -190,8 +207,8 @@ mod tests {
         );
         let quiet = Arc::new(ConnActivity::default());
         let busy = Arc::new(ConnActivity::default());
-        let _q = sweep.watch(quiet.clone());
-        let _b = sweep.watch(busy.clone());
+        let _q = sweep.watch(quiet.clone(), false);
+        let _b = sweep.watch(busy.clone(), false);
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_secs(1)).await;
             busy.note_read();
@@ -199,6 +216,36 @@ mod tests {
         }
         assert_eq!(posted(&quiet), event::IDLE);
         assert_eq!(posted(&quiet), 0, "an event is taken once");
+    }
+
+    /// A parkable connection quiet for a tick is told it may park, each tick until it
+    /// does; a busy one is not, and one that cannot park is left alone until idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_parkable_connection_is_told_to_park() {
+        let sweep = Sweep::start(
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+            CancellationToken::new(),
+        );
+        assert_eq!(sweep.period(), MAX_PERIOD);
+        let quiet = Arc::new(ConnActivity::default());
+        let busy = Arc::new(ConnActivity::default());
+        let plain = Arc::new(ConnActivity::default());
+        let _q = sweep.watch(quiet.clone(), true);
+        let _b = sweep.watch(busy.clone(), true);
+        let _p = sweep.watch(plain.clone(), false);
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            busy.note_read();
+        }
+        assert_eq!(posted(&quiet), event::PARK);
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            busy.note_read();
+        }
+        assert_eq!(posted(&quiet), event::PARK, "told again while it stays");
+        assert_eq!(posted(&busy), 0);
+        assert_eq!(posted(&plain), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -209,7 +256,7 @@ mod tests {
             CancellationToken::new(),
         );
         let head = Arc::new(ConnActivity::default());
-        let _h = sweep.watch(head.clone());
+        let _h = sweep.watch(head.clone(), false);
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(600)).await;
             head.note_read();
@@ -226,12 +273,12 @@ mod tests {
             stop.clone(),
         );
         let a = Arc::new(ConnActivity::default());
-        let watched = sweep.watch(a.clone());
+        let watched = sweep.watch(a.clone(), false);
         stop.cancel();
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(posted(&a), event::STOP);
         let b = Arc::new(ConnActivity::default());
-        let later = sweep.watch(b.clone());
+        let later = sweep.watch(b.clone(), false);
         assert_eq!(posted(&b), event::STOP);
         drop(watched);
         assert_eq!(sweep.slots().free, vec![0]);

@@ -63,6 +63,8 @@ pub struct Metrics {
     backend_latency:
         std::sync::Mutex<std::collections::HashMap<BackendLabels, crate::latency::BackendBuckets>>,
     pub client_connections: Gauge,
+    /// Of those, idle ones parked without a task (`idle_park`).
+    pub client_connections_parked: Gauge,
     pub connections_refused: Family<RefusedLabels, Counter>,
     pub local_responses: Family<ResultLabels, Counter>,
     pub backend_in_flight: Family<BackendLabels, Gauge>,
@@ -195,6 +197,7 @@ impl Metrics {
             duration: Family::new_with_constructor(new_latency_histogram as fn() -> Histogram),
             backend_latency: Default::default(),
             client_connections: Gauge::default(),
+            client_connections_parked: Gauge::default(),
             connections_refused: Family::default(),
             local_responses: Family::default(),
             backend_in_flight: Family::default(),
@@ -240,6 +243,11 @@ impl Metrics {
             "client_connections",
             "Open client connections",
             m.client_connections.clone(),
+        );
+        registry.register(
+            "client_connections_parked",
+            "Idle client connections parked without a task until their client sends (plain HTTP)",
+            m.client_connections_parked.clone(),
         );
         registry.register(
             "connections_refused",

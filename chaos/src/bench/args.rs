@@ -1,6 +1,7 @@
 //! Command-line options of `fulcrum-chaos bench` and the settings derived from them.
 
 use super::mode::Mode;
+use super::protocol::ConnProtocol;
 use super::targets::TargetKind;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,12 @@ pub struct BenchArgs {
     /// (as many as the open-file limit allows: (limit - 1000) / 2, in thousands).
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,max")]
     pub idle: Vec<IdleCount>,
+    /// With `--conns`: what the idle connections speak, comma-separated: `http`
+    /// (HTTP/1.1 keep-alive), `https` (the same over TLS), `h2` (HTTP/2 over TLS),
+    /// `tcp` (HTTP/1.1 through a TCP listener; not nginx). Each is measured at every
+    /// `--idle` count against every target.
+    #[arg(long, value_delimiter = ',', default_value = "http,https,h2,tcp")]
+    pub idle_protocols: Vec<ConnProtocol>,
     /// With `--conns`: busy keep-alive client counts (`wrk -t1 -cN`), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "64,1000", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub busy: Vec<u32>,

@@ -14,6 +14,10 @@ pub struct Backends {
     _process: ChildGuard,
 }
 
+/// Connections the backends take: through a TCP (L4) proxy every idle client of
+/// `bench --conns` holds one (9,000 with a hard open-file limit of 20,000).
+const BACKEND_CONNECTIONS: u32 = 10_000;
+
 impl Backends {
     /// Starts the backends under `dir` and waits until both answer.
     pub async fn start(nginx: &Path, pin: Pin, dir: &Path) -> Result<Self> {
@@ -25,7 +29,7 @@ impl Backends {
             pin,
             dir,
             &servers(&ports),
-            nginx::CONNECTIONS,
+            BACKEND_CONNECTIONS,
         )?;
         for port in &ports {
             wait_ready(*port, &mut process, Duration::from_secs(10)).await?;

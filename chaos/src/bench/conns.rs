@@ -1,19 +1,22 @@
 //! `fulcrum-chaos bench --conns`: what a connection costs, by how many there are.
 //!
-//! Memory: each target is started fresh, warmed with `wrk -c64`, and its resident set
-//! read (the baseline); then idle keep-alive clients are added in steps (`--idle`, by
-//! default 1,000, 5,000 and as many as the open-file limit allows), each making one
-//! request and then staying open and silent, and after each step the resident set is
-//! read again. The figure is user memory per idle connection, (RSS − baseline) / N;
-//! kernel socket memory is not in it (the same for every target). Every idle
-//! connection then makes a second request, which must be answered.
+//! Memory: for each protocol (`--idle-protocols`: HTTP/1.1, HTTPS, HTTP/2 over TLS, TCP
+//! through an L4 listener) each target is started fresh, warmed with `wrk -c64`
+//! (`h2load -c16 -m10` for h2), and its resident set read (the baseline); then idle
+//! keep-alive clients are added in steps (`--idle`, by default 1,000, 5,000 and as many
+//! as the open-file limit allows), each making one request and then staying open and
+//! silent, and `SETTLE` after each step the resident set is read again. The figure is
+//! user memory per idle connection, (RSS − baseline) / N; kernel socket memory is not in
+//! it (the same for every target). Every idle connection then makes a second request,
+//! which must be answered.
 //!
 //! CPU: for each busy-client count (`--busy`, by default 64 and 1,000) each target is
 //! started fresh, warmed, and loaded with `wrk -t1 -cN`; the figure is its CPU time
 //! over the window divided by the requests answered, with req/s, p99 and peak RSS.
 
-use super::idle;
+use super::idle::{self, Dialer};
 use super::procstat;
+use super::protocol::ConnProtocol;
 use super::targets::{self, Scheme, TargetKind};
 use super::wrk::{WrkResult, WrkRun};
 use super::RunContext;
@@ -21,8 +24,10 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::Duration;
 
-/// How long the proxy is left alone before its resident set is read.
-const SETTLE: Duration = Duration::from_secs(1);
+/// How long the proxy is left alone before its resident set is read: long enough for
+/// fulcrum to park idle HTTP/1.1 connections (one to one and a half seconds after
+/// their last byte), the same for every target.
+const SETTLE: Duration = Duration::from_secs(3);
 /// Connections of the warm-up before the baseline.
 const WARM_CONNECTIONS: u32 = 64;
 
@@ -31,6 +36,8 @@ const WARM_CONNECTIONS: u32 = 64;
 pub struct Plan {
     /// Idle connection counts, ascending; connections are added from one to the next.
     pub idle: Vec<u32>,
+    /// What the idle connections speak.
+    pub protocols: Vec<ConnProtocol>,
     /// Busy keep-alive client counts.
     pub busy: Vec<u32>,
 }
@@ -78,7 +85,8 @@ impl BusyFigures {
 #[derive(Debug)]
 pub struct TargetConns {
     pub kind: TargetKind,
-    pub idle: Result<IdleFigures, String>,
+    /// Per protocol.
+    pub idle: Vec<(ConnProtocol, Result<IdleFigures, String>)>,
     pub busy: Vec<(u32, Result<BusyFigures, String>)>,
 }
 
@@ -86,23 +94,32 @@ pub struct TargetConns {
 pub async fn measure_all(ctx: &RunContext, plan: &Plan) -> Vec<TargetConns> {
     let mut all: Vec<TargetConns> = Vec::new();
     for kind in &ctx.settings.targets {
-        let idle = measure_idle(ctx, *kind, plan)
-            .await
-            .map_err(|e| format!("{e:#}"));
-        match &idle {
-            Ok(f) => eprintln!(
-                "{kind}: idle {:?} bytes/conn, second request answered on {}/{}",
-                f.per_connection(),
-                f.reused,
-                f.held
-            ),
-            Err(e) => eprintln!("{kind}: idle measurement failed: {e}"),
-        }
         all.push(TargetConns {
             kind: *kind,
-            idle,
+            idle: Vec::new(),
             busy: Vec::new(),
         });
+    }
+    for protocol in &plan.protocols {
+        for target in all.iter_mut() {
+            let kind = target.kind;
+            if kind == TargetKind::Nginx && *protocol == ConnProtocol::Tcp {
+                continue;
+            }
+            let idle = measure_idle(ctx, kind, plan, *protocol)
+                .await
+                .map_err(|e| format!("{e:#}"));
+            match &idle {
+                Ok(f) => eprintln!(
+                    "{kind} {protocol}: idle {:?} bytes/conn, second request answered on {}/{}",
+                    f.per_connection(),
+                    f.reused,
+                    f.held
+                ),
+                Err(e) => eprintln!("{kind} {protocol}: idle measurement failed: {e}"),
+            }
+            target.idle.push((*protocol, idle));
+        }
     }
     for clients in &plan.busy {
         for target in all.iter_mut() {
@@ -124,21 +141,43 @@ pub async fn measure_all(ctx: &RunContext, plan: &Plan) -> Vec<TargetConns> {
     all
 }
 
-async fn measure_idle(ctx: &RunContext, kind: TargetKind, plan: &Plan) -> Result<IdleFigures> {
-    let dir = ctx.dir.join(format!("{kind}-idle"));
-    let mut target = targets::start(kind, Scheme::Http, &ctx.targets, &dir).await?;
+async fn measure_idle(
+    ctx: &RunContext,
+    kind: TargetKind,
+    plan: &Plan,
+    protocol: ConnProtocol,
+) -> Result<IdleFigures> {
+    let dir = ctx.dir.join(format!("{kind}-idle-{protocol}"));
+    let mut target = targets::start(kind, protocol.scheme(), &ctx.targets, &dir).await?;
     let endpoint = target.endpoint;
-    wrk(ctx, &endpoint.url(), WARM_CONNECTIONS, ctx.settings.warmup)
-        .await
-        .context("warm-up")?;
+    let url = endpoint.url();
+    if protocol == ConnProtocol::H2 {
+        let log = dir.join("h2load-warm.log");
+        super::h2conns::h2load(ctx, &url, &log, 16, 10, ctx.settings.warmup)?
+            .run()
+            .await
+            .context("warm-up")?;
+    } else {
+        wrk(ctx, &url, WARM_CONNECTIONS, ctx.settings.warmup)
+            .await
+            .context("warm-up")?;
+    }
     tokio::time::sleep(SETTLE).await;
+    let dialer = Dialer {
+        addr: endpoint.addr(),
+        protocol,
+        tls: match protocol {
+            ConnProtocol::H2 => super::h2conns::h2_client_config(&ctx.targets.tls_client),
+            _ => ctx.targets.tls_client.clone(),
+        },
+    };
     let pid = target.pid();
     let baseline_rss = procstat::rss_bytes(pid)?;
     let mut conns = Vec::new();
     let mut steps = Vec::new();
     for n in &plan.idle {
         let more = (*n as usize).saturating_sub(conns.len());
-        idle::open(endpoint.addr(), more, &mut conns)
+        idle::open(&dialer, more, &mut conns)
             .await
             .with_context(|| format!("opening idle connection {} of {n}", conns.len() + 1))?;
         tokio::time::sleep(SETTLE).await;
@@ -224,12 +263,18 @@ pub fn print(plan: &Plan, all: &[TargetConns], duration: Duration) {
         .map(|n| format!("{} idle", thousands(i64::from(*n))))
         .collect();
     println!(
-        "| target | baseline RSS MB | {} | second request answered |",
+        "| protocol | target | baseline RSS MB | {} | second request answered |",
         counts.join(" | ")
     );
-    println!("|---|---|{}---|", "---|".repeat(counts.len()));
-    for t in all {
-        match &t.idle {
+    println!("|---|---|---|{}---|", "---|".repeat(counts.len()));
+    let mut rows = Vec::new();
+    for p in &plan.protocols {
+        for t in all {
+            rows.extend(t.idle.iter().filter(|(q, _)| q == p).map(|i| (t, i)));
+        }
+    }
+    for (t, (protocol, idle)) in rows {
+        match idle {
             Ok(f) => {
                 let cells: Vec<String> = f
                     .per_connection()
@@ -237,7 +282,7 @@ pub fn print(plan: &Plan, all: &[TargetConns], duration: Duration) {
                     .map(|(_, b)| format!("{} B", thousands(*b)))
                     .collect();
                 println!(
-                    "| {} | {:.1} | {} | {}/{} |",
+                    "| {protocol} | {} | {:.1} | {} | {}/{} |",
                     t.kind.label(),
                     mb(f.baseline_rss),
                     cells.join(" | "),
@@ -245,7 +290,7 @@ pub fn print(plan: &Plan, all: &[TargetConns], duration: Duration) {
                     thousands(f.held as i64)
                 );
             }
-            Err(e) => println!("| {} | failed: {e} |", t.kind.label()),
+            Err(e) => println!("| {protocol} | {} | failed: {e} |", t.kind.label()),
         }
     }
     println!();
@@ -283,8 +328,9 @@ pub fn write_json(path: &Path, all: &[TargetConns]) -> Result<()> {
     let targets: Vec<serde_json::Value> = all
         .iter()
         .map(|t| {
-            let idle = match &t.idle {
+            let idle: Vec<serde_json::Value> = t.idle.iter().map(|(protocol, idle)| match idle {
                 Ok(f) => serde_json::json!({
+                    "protocol": protocol.name(),
                     "baseline_rss_bytes": f.baseline_rss,
                     "steps": f.steps.iter().zip(f.per_connection()).map(|((n, rss), (_, per))| {
                         serde_json::json!({"connections": n, "rss_bytes": rss, "bytes_per_connection": per})
@@ -292,8 +338,8 @@ pub fn write_json(path: &Path, all: &[TargetConns]) -> Result<()> {
                     "held": f.held,
                     "second_request_answered": f.reused,
                 }),
-                Err(e) => serde_json::json!({ "error": e }),
-            };
+                Err(e) => serde_json::json!({ "protocol": protocol.name(), "error": e }),
+            }).collect();
             let busy: Vec<serde_json::Value> = t
                 .busy
                 .iter()

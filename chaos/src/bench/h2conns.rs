@@ -152,7 +152,7 @@ async fn start_warm(
     Ok((target, rss))
 }
 
-fn h2load<'a>(
+pub(super) fn h2load<'a>(
     ctx: &'a RunContext,
     url: &'a str,
     log: &'a Path,
@@ -172,7 +172,7 @@ fn h2load<'a>(
 }
 
 /// The run's client config offering only h2.
-fn h2_client_config(base: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+pub(super) fn h2_client_config(base: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
     let mut config = (**base).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
     Arc::new(config)
@@ -203,7 +203,7 @@ async fn open(
     Ok(clients)
 }
 
-async fn connect(
+pub(super) async fn connect(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<h2::client::SendRequest<Bytes>> {
@@ -230,7 +230,7 @@ async fn connect(
 }
 
 /// One `GET /` on the connection; fails unless a whole 200 response comes back.
-async fn get(client: &mut h2::client::SendRequest<Bytes>) -> Result<()> {
+pub(super) async fn get(client: &mut h2::client::SendRequest<Bytes>) -> Result<()> {
     let exchange = async {
         let request = http::Request::get("https://localhost/").body(())?;
         let mut ready = client.clone().ready().await.context("connection ready")?;

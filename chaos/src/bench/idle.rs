@@ -1,13 +1,20 @@
 //! Idle keep-alive clients for `bench --conns`: many connections that each make one
-//! request and then stay open and silent, and the open-file limit that bounds them.
+//! request and then stay open and silent (plain HTTP/1.1, over TLS, HTTP/2 over TLS,
+//! or HTTP/1.1 through a TCP proxy), and the open-file limit that bounds them.
 
+use super::protocol::ConnProtocol;
 use anyhow::{bail, Context, Result};
+use bytes::Bytes;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use rustls::ClientConfig;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio_rustls::client::TlsStream;
 
 /// Connections opened at once.
 const PARALLEL: usize = 128;
@@ -34,8 +41,64 @@ pub fn max_idle(nofile: u64) -> u32 {
     u32::try_from(usable).unwrap_or(u32::MAX).max(1000)
 }
 
+/// One open idle client connection.
+pub enum IdleConn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    H2(h2::client::SendRequest<Bytes>),
+}
+
+/// How to open idle connections to one target.
+#[derive(Clone)]
+pub struct Dialer {
+    pub addr: SocketAddr,
+    pub protocol: ConnProtocol,
+    /// The run's client TLS settings (ALPN http/1.1; h2 for `H2`).
+    pub tls: Arc<ClientConfig>,
+}
+
+impl Dialer {
+    /// Connects and makes one request.
+    async fn open_one(self) -> Result<IdleConn> {
+        let mut tcp = TcpStream::connect(self.addr).await.context("connecting")?;
+        tcp.set_nodelay(true).context("TCP_NODELAY")?;
+        match self.protocol {
+            ConnProtocol::Http | ConnProtocol::Tcp => {
+                get(&mut tcp).await?;
+                Ok(IdleConn::Plain(tcp))
+            }
+            ConnProtocol::Https => {
+                let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
+                let mut tls = tokio_rustls::TlsConnector::from(self.tls)
+                    .connect(name, tcp)
+                    .await
+                    .context("TLS handshake")?;
+                get(&mut tls).await?;
+                Ok(IdleConn::Tls(Box::new(tls)))
+            }
+            ConnProtocol::H2 => {
+                drop(tcp);
+                let mut client = super::h2conns::connect(self.addr, self.tls).await?;
+                super::h2conns::get(&mut client).await?;
+                Ok(IdleConn::H2(client))
+            }
+        }
+    }
+}
+
+impl IdleConn {
+    /// Another request on the open connection.
+    async fn again(&mut self) -> Result<()> {
+        match self {
+            IdleConn::Plain(s) => get(s).await,
+            IdleConn::Tls(s) => get(s.as_mut()).await,
+            IdleConn::H2(c) => super::h2conns::get(c).await,
+        }
+    }
+}
+
 /// One `GET /` on a kept-alive connection; fails unless a whole 200 response comes back.
-pub async fn get(stream: &mut TcpStream) -> Result<()> {
+pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Result<()> {
     let request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
     let exchange = async {
         stream
@@ -50,7 +113,7 @@ pub async fn get(stream: &mut TcpStream) -> Result<()> {
 }
 
 /// Reads one response with a `Content-Length` body and checks its status is 200.
-async fn read_response(stream: &mut TcpStream) -> Result<()> {
+async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     let head_len = loop {
@@ -95,20 +158,15 @@ async fn read_response(stream: &mut TcpStream) -> Result<()> {
     Ok(())
 }
 
-/// Opens `count` more connections to `addr`, each making one request, and adds them to
-/// `conns`, where they stay open and idle.
-pub async fn open(addr: SocketAddr, count: usize, conns: &mut Vec<TcpStream>) -> Result<()> {
+/// Opens `count` more connections with `dialer`, each making one request, and adds
+/// them to `conns`, where they stay open and idle.
+pub async fn open(dialer: &Dialer, count: usize, conns: &mut Vec<IdleConn>) -> Result<()> {
     let mut left = count;
     while left > 0 {
         let batch = left.min(PARALLEL);
         let mut set = JoinSet::new();
         for _ in 0..batch {
-            set.spawn(async move {
-                let mut stream = TcpStream::connect(addr).await.context("connecting")?;
-                stream.set_nodelay(true).context("TCP_NODELAY")?;
-                get(&mut stream).await?;
-                anyhow::Ok(stream)
-            });
+            set.spawn(dialer.clone().open_one());
         }
         while let Some(joined) = set.join_next().await {
             let stream = joined.context("client task")??;
@@ -120,17 +178,17 @@ pub async fn open(addr: SocketAddr, count: usize, conns: &mut Vec<TcpStream>) ->
 }
 
 /// Sends a second request on every connection (in batches); how many were answered.
-pub async fn reuse_all(conns: Vec<TcpStream>) -> usize {
+pub async fn reuse_all(conns: Vec<IdleConn>) -> usize {
     let mut ok = 0;
     let mut conns = conns.into_iter();
     loop {
-        let batch: Vec<TcpStream> = conns.by_ref().take(PARALLEL).collect();
+        let batch: Vec<IdleConn> = conns.by_ref().take(PARALLEL).collect();
         if batch.is_empty() {
             return ok;
         }
         let mut set = JoinSet::new();
-        for mut stream in batch {
-            set.spawn(async move { get(&mut stream).await.is_ok() });
+        for mut conn in batch {
+            set.spawn(async move { conn.again().await.is_ok() });
         }
         while let Some(joined) = set.join_next().await {
             ok += usize::from(joined.unwrap_or(false));

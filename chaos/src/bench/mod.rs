@@ -26,6 +26,7 @@ mod net;
 mod nginx;
 mod process;
 mod procstat;
+mod protocol;
 mod report;
 mod stats;
 mod targets;
@@ -82,7 +83,9 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     }
     let wrk = find_program("wrk").context(install_hint("wrk"))?;
     let modes = dedup(&args.modes);
-    let needs_h2load = modes.iter().any(|m| m.h2_streams().is_some()) || !args.h2_conns.is_empty();
+    let needs_h2load = modes.iter().any(|m| m.h2_streams().is_some())
+        || !args.h2_conns.is_empty()
+        || (args.conns && args.idle_protocols.contains(&protocol::ConnProtocol::H2));
     let h2load = match needs_h2load {
         true => Some(find_program("h2load").context(
             "h2load not found (the h2 modes need it): install it with \
@@ -136,8 +139,9 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
     );
     if let Some(plan) = &plan {
         eprintln!(
-            "conns: idle {:?}, busy {:?}, targets {} (open-file limit {nofile})",
+            "conns: idle {:?} over {}, busy {:?}, targets {} (open-file limit {nofile})",
             plan.idle,
+            names(&plan.protocols),
             plan.busy,
             names(&ctx.settings.targets)
         );
@@ -151,7 +155,7 @@ async fn run_bench(args: BenchArgs) -> Result<()> {
         if args.keep_temp {
             eprintln!("kept {}", temp.keep().display());
         }
-        if all.iter().all(|t| t.idle.is_err()) {
+        if all.iter().all(|t| t.idle.iter().all(|(_, i)| i.is_err())) {
             bail!("no measurement succeeded");
         }
         return Ok(());
@@ -321,6 +325,7 @@ fn conns_plan(args: &BenchArgs, nofile: u64) -> conns::Plan {
     steps.dedup();
     conns::Plan {
         idle: steps,
+        protocols: dedup(&args.idle_protocols),
         busy: dedup(&args.busy),
     }
 }

@@ -91,6 +91,9 @@ pub enum Scheme {
     Https,
     /// TLS as `Https`, with HTTP/2 offered by ALPN (h2, then http/1.1).
     H2,
+    /// A TCP (L4) listener relaying bytes to the backends (clients speak plain HTTP
+    /// through it); not for nginx.
+    Tcp,
 }
 
 /// Where a started target listens.
@@ -103,7 +106,7 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn url(&self) -> String {
         match self.scheme {
-            Scheme::Http => format!("http://127.0.0.1:{}/", self.port),
+            Scheme::Http | Scheme::Tcp => format!("http://127.0.0.1:{}/", self.port),
             Scheme::Https | Scheme::H2 => format!("https://127.0.0.1:{}/", self.port),
         }
     }
@@ -166,29 +169,36 @@ pub async fn start(
 ) -> Result<RunningTarget> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let port = free_port()?;
-    let tls = (scheme != Scheme::Http).then_some(&env.tls_files);
+    let tls = matches!(scheme, Scheme::Https | Scheme::H2).then_some(&env.tls_files);
     let h2 = scheme == Scheme::H2;
+    let tcp = scheme == Scheme::Tcp;
+    if tcp && kind == TargetKind::Nginx {
+        bail!("nginx is not measured as a TCP proxy");
+    }
     let (backends, pin) = (&env.backends, env.pin);
     let mut process = match kind {
         TargetKind::Fulcrum => {
             let program = &env.programs.fulcrum;
-            start_fulcrum(program, port, backends, tls, pin, dir, "")?
+            start_fulcrum(program, port, backends, tls, pin, dir, tcp_or(tcp, ""))?
         }
         TargetKind::FulcrumLimited => {
             let program = &env.programs.fulcrum;
-            start_fulcrum(program, port, backends, tls, pin, dir, NEVER_REFUSING_LIMIT)?
+            let extra = tcp_or(tcp, NEVER_REFUSING_LIMIT);
+            start_fulcrum(program, port, backends, tls, pin, dir, extra)?
         }
         TargetKind::FulcrumBase => {
             let Some(program) = &env.programs.fulcrum_base else {
                 bail!("the fulcrum-base target needs --fulcrum-base PATH");
             };
-            start_fulcrum(program, port, backends, tls, pin, dir, "")?
+            start_fulcrum(program, port, backends, tls, pin, dir, tcp_or(tcp, ""))?
         }
         TargetKind::Haproxy => {
             let Some(haproxy) = &env.programs.haproxy else {
                 bail!("haproxy is not installed");
             };
-            start_haproxy(haproxy, port, backends, tls, h2, pin, dir, env.max_conns)?
+            let conf = haproxy_config(port, backends, tls, h2, env.max_conns);
+            let conf = if tcp { haproxy_tcp(&conf) } else { conf };
+            start_haproxy(haproxy, &conf, pin, dir)?
         }
         TargetKind::Nginx => nginx::spawn(
             "nginx proxy",
@@ -203,7 +213,7 @@ pub async fn start(
     let endpoint = Endpoint { scheme, port };
     let limit = Duration::from_secs(15);
     let ready = match scheme {
-        Scheme::Http => wait_ready(port, &mut process, limit).await,
+        Scheme::Http | Scheme::Tcp => wait_ready(port, &mut process, limit).await,
         Scheme::Https | Scheme::H2 => {
             let client = &env.tls_client;
             let addr = endpoint.addr();
@@ -212,6 +222,25 @@ pub async fn start(
     };
     ready.with_context(|| format!("{kind} did not become ready (files in {})", dir.display()))?;
     Ok(RunningTarget { endpoint, process })
+}
+
+/// What marks fulcrum's config as a TCP listener (see `fulcrum_toml`).
+const TCP_LISTENER: &str = "#tcp";
+
+/// `TCP_LISTENER` for a TCP target, else the route's `extra`.
+fn tcp_or(tcp: bool, extra: &str) -> &str {
+    if tcp {
+        TCP_LISTENER
+    } else {
+        extra
+    }
+}
+
+/// HAProxy's HTTP config as a TCP (L4) proxy: the same frontend and backend in
+/// `mode tcp`.
+fn haproxy_tcp(http: &str) -> String {
+    http.replace("    mode http\n", "    mode tcp\n")
+        .replace("    option http-keep-alive\n    http-reuse always\n", "")
 }
 
 /// A route rate limit no bench load reaches (a million requests per second per client
@@ -247,20 +276,9 @@ fn start_fulcrum(
     ChildGuard::spawn("fulcrum", pin, program, &args, &dir.join("fulcrum.log"))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start_haproxy(
-    program: &Path,
-    port: u16,
-    backends: &[String],
-    tls: Option<&TlsFiles>,
-    h2: bool,
-    pin: Pin,
-    dir: &Path,
-    maxconn: u32,
-) -> Result<ChildGuard> {
+fn start_haproxy(program: &Path, config: &str, pin: Pin, dir: &Path) -> Result<ChildGuard> {
     let conf = dir.join("haproxy.cfg");
-    std::fs::write(&conf, haproxy_config(port, backends, tls, h2, maxconn))
-        .with_context(|| format!("writing {}", conf.display()))?;
+    std::fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
     let args = [
         "-f".to_string(),
         conf.display().to_string(),
@@ -275,7 +293,8 @@ fn toml_str(s: &str) -> String {
 }
 
 /// fulcrum: one node, one HTTP or HTTPS listener, one round-robin pool, no health checks;
-/// `route_extra` is added to the route (TOML lines).
+/// `route_extra` is added to the route (TOML lines), or is `TCP_LISTENER` for a TCP
+/// listener straight to the pool (no route).
 pub fn fulcrum_toml(
     port: u16,
     admin: u16,
@@ -297,10 +316,19 @@ pub fn fulcrum_toml(
             toml_str(&files.key.display().to_string())
         ),
     };
+    let (protocol, route) = match route_extra {
+        TCP_LISTENER => (
+            "protocol = \"tcp\"\npool = \"b\"\n".to_string(),
+            String::new(),
+        ),
+        extra => (
+            protocol,
+            format!("[[route]]\nlistener = \"bench\"\npool = \"b\"\n{extra}\n"),
+        ),
+    };
     format!(
         "[node]\nid = 1\nadmin = \"127.0.0.1:{admin}\"\ndata_dir = {}\naccess_log = \"off\"\n\n\
-         [[listener]]\nname = \"bench\"\nbind = \"127.0.0.1:{port}\"\n{protocol}\n\
-         [[route]]\nlistener = \"bench\"\npool = \"b\"\n{route_extra}\n\
+         [[listener]]\nname = \"bench\"\nbind = \"127.0.0.1:{port}\"\n{protocol}\n{route}\
          [[pool]]\nname = \"b\"\nalgorithm = \"round-robin\"\nbackends = [{list}]\n",
         toml_str(&data_dir.display().to_string())
     )
@@ -374,6 +402,24 @@ pub fn nginx_body(port: u16, backends: &[String], tls: Option<&TlsFiles>, h2: bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The TCP targets: fulcrum with a TCP listener straight to the pool, HAProxy with
+    /// the same frontend and backend in `mode tcp`.
+    #[test]
+    fn tcp_configs_are_l4_listeners() {
+        let backends = vec!["127.0.0.1:8081".to_string(), "127.0.0.1:8082".to_string()];
+        let text = fulcrum_toml(8080, 9901, Path::new("/tmp"), &backends, None, TCP_LISTENER);
+        let parsed = fulcrum_config::parse(&text, "bench.toml");
+        let listener = parsed
+            .as_ref()
+            .ok()
+            .map(|c| (c.listener.len(), c.route.len()));
+        assert_eq!(listener, Some((1, 0)), "{text}\n{parsed:?}");
+        assert!(text.contains("protocol = \"tcp\"\npool = \"b\""), "{text}");
+        let tcp = haproxy_tcp(&haproxy_config(8080, &backends, None, false, 4096));
+        assert!(tcp.contains("    mode tcp\n"), "{tcp}");
+        assert!(!tcp.contains("http"), "{tcp}");
+    }
 
     #[test]
     fn fulcrum_config_is_valid_for_the_real_parser() {

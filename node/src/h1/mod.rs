@@ -65,6 +65,9 @@ pub(super) struct Ctx {
     closing: AtomicBool,
     /// Where the request in progress is (a `Phase` as u8).
     phase: AtomicU8,
+    /// Waiting for the next request holding no buffer and no unread byte: the
+    /// connection can be parked (`crate::idle_park`).
+    waiting: AtomicBool,
 }
 
 impl Drop for Ctx {
@@ -105,6 +108,7 @@ impl Ctx {
             max_header_bytes: u32::try_from(max_header_bytes).unwrap_or(u32::MAX),
             closing: AtomicBool::new(false),
             phase: AtomicU8::new(Phase::Fresh as u8),
+            waiting: AtomicBool::new(false),
         }
     }
 
@@ -135,6 +139,17 @@ impl Ctx {
 enum End {
     Closed,
     Handoff,
+    /// Idle between requests and told it may park: its task ends, the socket lives on.
+    Park,
+}
+
+/// How the connection left this path while still open.
+pub(crate) enum Left<S> {
+    /// A request needs hyper.
+    Handoff(Handoff<S>),
+    /// Idle between requests, nothing unread: the caller may park it
+    /// (`crate::idle_park`); only a connection watched as parkable is left so.
+    Idle { stream: S, conn: Arc<ConnInfo> },
 }
 
 /// A connection this path gives up at a request boundary: the stream, the bytes of
@@ -148,7 +163,8 @@ pub(crate) struct Handoff<S> {
 }
 
 /// Serves one plain client connection; returns it as a `Handoff` if a request needs
-/// what only hyper does. Idle and slow-head timeouts and the listener's stop come from
+/// what only hyper does, or `Idle` when it is `parkable` and has been idle for more
+/// than a sweep tick. Idle and slow-head timeouts and the listener's stop come from
 /// its `sweep`.
 ///
 /// The connection's state is set up here and moved into the returned future once
@@ -161,12 +177,13 @@ pub(crate) fn serve<S>(
     dp: Arc<DataPlane>,
     max_header_bytes: usize,
     sweep: &Arc<Sweep>,
-) -> impl Future<Output = Option<Handoff<S>>> + Send
+    parkable: bool,
+) -> impl Future<Output = Option<Left<S>>> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(ConnActivity::default());
-    let watched = sweep.watch(activity.clone());
+    let watched = sweep.watch(activity.clone(), parkable);
     let mut io = ActivityIo::new(stream, activity.clone());
     let ctx = Ctx::new(dp, conn, activity, max_header_bytes);
     async move {
@@ -186,20 +203,27 @@ where
             }
         };
         drop(watched);
-        if end != End::Handoff {
-            bufpool::give(&mut buf);
-            return None;
+        match end {
+            End::Closed => {
+                bufpool::give(&mut buf);
+                None
+            }
+            End::Park => Some(Left::Idle {
+                stream: io.into_inner(),
+                conn: ctx.conn.clone(),
+            }),
+            End::Handoff => Some(Left::Handoff(Handoff {
+                prefix: buf.freeze(),
+                stream: io.into_inner(),
+                conn: ctx.conn.clone(),
+                dp: ctx.dp.clone(),
+            })),
         }
-        Some(Handoff {
-            prefix: buf.freeze(),
-            stream: io.into_inner(),
-            conn: ctx.conn.clone(),
-            dp: ctx.dp.clone(),
-        })
     }
 }
 
-/// What the connection does about the events its sweep posted: `Some` to close now.
+/// What the connection does about the events its sweep posted: `Some` to close (or
+/// park) now.
 fn judge(ctx: &Ctx, posted: u8) -> Option<End> {
     if posted & event::STOP != 0 {
         ctx.closing.store(true, Ordering::Relaxed);
@@ -219,7 +243,8 @@ fn judge(ctx: &Ctx, posted: u8) -> Option<End> {
             return Some(End::Closed);
         }
     }
-    None
+    let parks = posted & event::PARK != 0 && !ctx.closing();
+    (parks && ctx.waiting.load(Ordering::Relaxed)).then_some(End::Park)
 }
 
 /// Requests one after another until the client leaves, something fails, or a request
@@ -236,8 +261,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
+        ctx.waiting.store(true, Ordering::Relaxed);
+        // The flag is cleared in the arm, not around the wait: a result kept in a local
+        // across it would make this future (every connection's task) 40 bytes larger.
         let buf = match bufpool::read_fresh(io).await {
-            Ok(Some(buf)) => buf,
+            Ok(Some(buf)) => {
+                ctx.waiting.store(false, Ordering::Relaxed);
+                buf
+            }
             Ok(None) | Err(_) => return (End::Closed, BytesMut::new()),
         };
         if let Err(ended) = Box::pin(busy(io, buf, ctx)).await {

@@ -41,9 +41,17 @@ pub async fn serve_tcp(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    crate::listener::accept_loop(socket, &name, limits, stop, tracker, |stream, peer| {
-        serve_one(stream, peer, name.clone(), dp.clone())
-    })
+    crate::listener::accept_loop(
+        socket,
+        &name,
+        limits,
+        stop,
+        tracker,
+        |stream, peer, admitted| {
+            let served = serve_one(stream, peer, name.clone(), dp.clone());
+            crate::listener::connection_task(served, admitted)
+        },
+    )
     .await;
 }
 

@@ -85,7 +85,7 @@ pub async fn serve_https(
     tracker: TaskTracker,
 ) {
     let name = spec.name.clone();
-    let http = HttpShared::new(spec, stop.clone());
+    let http = HttpShared::new(spec, stop.clone(), None);
     tokio::spawn(watch(tls.clone(), dp.clone(), stop.clone()));
     listener::accept_loop(
         socket,
@@ -93,15 +93,16 @@ pub async fn serve_https(
         limits,
         stop.clone(),
         tracker,
-        |stream, peer| {
-            handshake_and_serve(
+        |stream, peer, admitted| {
+            let served = handshake_and_serve(
                 stream,
                 peer,
                 http.clone(),
                 tls.clone(),
                 dp.clone(),
                 stop.clone(),
-            )
+            );
+            listener::connection_task(served, admitted)
         },
     )
     .await;
