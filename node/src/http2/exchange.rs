@@ -30,8 +30,10 @@ use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
 use crate::request::retry::is_idempotent;
+use crate::request::stale;
 use crate::request::target::Target;
 use crate::request::timeouts::{self, Expiry, RequestClock, RouteTimeouts, TryClock};
+use crate::upstream::Reuse;
 use bytes::{Buf, Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -103,6 +105,7 @@ pub(super) async fn forward(
             head: &head_bytes,
             framing,
             fresh: course.fresh(),
+            reuse: stale::reuse_for(retryable),
             expect_continue,
             clock: clock.start_try(),
         };
@@ -151,6 +154,8 @@ struct Attempt<'a> {
     framing: BodyFraming,
     /// Open a new connection instead of taking a pooled one.
     fresh: bool,
+    /// How a pooled connection is checked (`request::stale`).
+    reuse: Reuse,
     /// The client waits for `100 Continue` before it sends the body.
     expect_continue: bool,
     /// This try's limits.
@@ -167,6 +172,8 @@ struct Sent {
 
 /// Writes the request to backend `index` and reads its response head into `resp`;
 /// informational heads that come before the body is sent are relayed to `respond`.
+/// Once more over a new connection when a pooled one was found closed
+/// (`request::stale`: only a request without a body goes unchecked).
 async fn send(
     pool: &PoolRuntime,
     index: usize,
@@ -175,7 +182,24 @@ async fn send(
     resp: &mut ResponseHead,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<Sent, ExchangeFailure> {
-    let mut up = (Up::get(pool, index, attempt.fresh).await)
+    let first = send_once(pool, index, attempt, attempt.fresh, body, resp, respond).await;
+    match stale::resend(&first, attempt.reuse) {
+        true => send_once(pool, index, attempt, true, body, resp, respond).await,
+        false => first,
+    }
+}
+
+/// One `send` over one connection (a new one when `fresh`).
+async fn send_once(
+    pool: &PoolRuntime,
+    index: usize,
+    attempt: &Attempt<'_>,
+    fresh: bool,
+    body: &mut RecvStream,
+    resp: &mut ResponseHead,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<Sent, ExchangeFailure> {
+    let mut up = (Up::get(pool, index, fresh, attempt.reuse).await)
         .map_err(|e| ExchangeFailure::connect(pool, &e))?;
     let reused = up.reused();
     // A failed write may be the backend having answered and closed: read on.
