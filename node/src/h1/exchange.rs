@@ -187,7 +187,10 @@ where
             Err(answer) => return local(c, ctx, answer).await,
         };
         let try_clock = clock.start_try();
-        let sent = send(c, ctx, &pool, (index, course.fresh()), reuse, &try_clock).await;
+        let mut sent = send(c, ctx, &pool, (index, course.fresh()), reuse, &try_clock).await;
+        if stale::resend(&sent, reuse) {
+            sent = send(c, ctx, &pool, (index, true), reuse, &try_clock).await;
+        }
         let failure = match sent {
             Ok((up, delivered)) => {
                 let done = RequestDone::new(
@@ -239,30 +242,10 @@ where
     next
 }
 
-/// Writes the request to backend `index` (on a new connection when `fresh`) and
-/// waits for its response head, which may come before the whole body went out; once
-/// more over a new connection when a pooled one taken as `reuse` was found closed
-/// (`request::stale`).
+/// Writes the request to backend `index` (on a new connection when `fresh`, else a
+/// pooled one taken as `reuse`) and waits for its response head, which may come before
+/// the whole body went out.
 async fn send<S>(
-    c: &mut Client<S>,
-    ctx: &Ctx,
-    pool: &PoolRuntime,
-    (index, fresh): (usize, bool),
-    reuse: Reuse,
-    clock: &TryClock,
-) -> Result<(BackendConn, Delivered), ExchangeFailure>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let first = send_once(c, ctx, pool, (index, fresh), reuse, clock).await;
-    match stale::resend(&first, reuse) {
-        true => send_once(c, ctx, pool, (index, true), reuse, clock).await,
-        false => first,
-    }
-}
-
-/// One `send` over one connection.
-async fn send_once<S>(
     c: &mut Client<S>,
     ctx: &Ctx,
     pool: &PoolRuntime,

@@ -109,7 +109,12 @@ pub(super) async fn forward(
             expect_continue,
             clock: clock.start_try(),
         };
-        let sent = send(&pool, index, &attempt, &mut body, &mut resp, respond).await;
+        let fresh = attempt.fresh;
+        let mut sent = send(&pool, index, &attempt, fresh, &mut body, &mut resp, respond).await;
+        // `request::stale`: only a request without a body reuses unchecked.
+        if stale::resend(&sent, attempt.reuse) {
+            sent = send(&pool, index, &attempt, true, &mut body, &mut resp, respond).await;
+        }
         let failure = match sent {
             Ok(up) => {
                 let done = RequestDone::new(
@@ -170,27 +175,10 @@ struct Sent {
     body_unsent: bool,
 }
 
-/// Writes the request to backend `index` and reads its response head into `resp`;
+/// Writes the request to backend `index` (a new connection when `fresh`) and reads
+/// its response head into `resp`;
 /// informational heads that come before the body is sent are relayed to `respond`.
-/// Once more over a new connection when a pooled one was found closed
-/// (`request::stale`: only a request without a body goes unchecked).
 async fn send(
-    pool: &PoolRuntime,
-    index: usize,
-    attempt: &Attempt<'_>,
-    body: &mut RecvStream,
-    resp: &mut ResponseHead,
-    respond: &mut SendResponse<Bytes>,
-) -> Result<Sent, ExchangeFailure> {
-    let first = send_once(pool, index, attempt, attempt.fresh, body, resp, respond).await;
-    match stale::resend(&first, attempt.reuse) {
-        true => send_once(pool, index, attempt, true, body, resp, respond).await,
-        false => first,
-    }
-}
-
-/// One `send` over one connection (a new one when `fresh`).
-async fn send_once(
     pool: &PoolRuntime,
     index: usize,
     attempt: &Attempt<'_>,
