@@ -28,8 +28,8 @@ use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
 use crate::request::timeouts::{self, Expiry, RequestClock, RouteTimeouts, TryClock};
-use crate::request::{authority, breaker, path, rate_limit, split};
-use crate::upstream::BackendConn;
+use crate::request::{authority, breaker, path, rate_limit, split, stale};
+use crate::upstream::{BackendConn, Reuse};
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 use std::time::Instant;
@@ -180,13 +180,18 @@ where
     };
     encode::request_head(&mut c.out, &c.head, &c.buf, forwarded_path, &fwd);
     let mut course = Course::new(&ctx.dp, &pool, &choice, &ctx.conn, &clock, retryable);
+    let reuse = stale::reuse_for(retryable);
     let (up, delivered, done) = loop {
         let index = course.index();
         let occupied = match breaker::occupy(&pool, index) {
             Ok(occupied) => occupied,
             Err(answer) => return local(c, ctx, answer).await,
         };
-        let sent = send(c, ctx, &pool, index, course.fresh(), &clock.start_try()).await;
+        let try_clock = clock.start_try();
+        let mut sent = send(c, ctx, &pool, (index, course.fresh()), reuse, &try_clock).await;
+        if stale::resend(&sent, reuse) {
+            sent = send(c, ctx, &pool, (index, true), reuse, &try_clock).await;
+        }
         let failure = match sent {
             Ok((up, delivered)) => {
                 let done = RequestDone::new(
@@ -238,14 +243,15 @@ where
     next
 }
 
-/// Writes the request to backend `index` (on a new connection when `fresh`) and
-/// waits for its response head, which may come before the whole body went out.
+/// Writes the request to backend `index` (on a new connection when `fresh`, else a
+/// pooled one taken as `reuse`) and waits for its response head, which may come before
+/// the whole body went out.
 async fn send<S>(
     c: &mut Client<S>,
     ctx: &Ctx,
     pool: &PoolRuntime,
-    index: usize,
-    fresh: bool,
+    (index, fresh): (usize, bool),
+    reuse: Reuse,
     clock: &TryClock,
 ) -> Result<(BackendConn, Delivered), ExchangeFailure>
 where
@@ -254,7 +260,7 @@ where
     let pooled = if fresh {
         None
     } else {
-        pool.upstream.take_raw(index)
+        pool.upstream.take_raw(index, reuse)
     };
     let mut up = match pooled {
         Some(up) => up,

@@ -11,7 +11,7 @@
 
 use crate::h1::response::{HeadReadError, ResponseHead};
 use crate::pool::PoolRuntime;
-use crate::upstream::{BackendConn, UpstreamError};
+use crate::upstream::{BackendConn, Reuse, UpstreamError};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,12 +39,13 @@ impl Drop for TlsUp {
 }
 
 impl Up {
-    /// A connection to backend `index`: a pooled plain one unless `fresh`, else a
-    /// new one (TLS for a pool with `tls`).
+    /// A connection to backend `index`: a pooled plain one (checked as `reuse`
+    /// says) unless `fresh`, else a new one (TLS for a pool with `tls`).
     pub(super) async fn get(
         pool: &PoolRuntime,
         index: usize,
         fresh: bool,
+        reuse: Reuse,
     ) -> Result<Up, UpstreamError> {
         if pool.upstream.is_tls() {
             let stream = pool.upstream.open_tls(index).await?;
@@ -55,7 +56,7 @@ impl Up {
         }
         let pooled = match fresh {
             true => None,
-            false => pool.upstream.take_raw(index),
+            false => pool.upstream.take_raw(index, reuse),
         };
         match pooled {
             Some(up) => Ok(Up::Plain(up)),

@@ -33,8 +33,10 @@ use crate::request::failure::ExchangeFailure;
 use crate::request::finish::{Pending, RequestDone, RequestLog};
 use crate::request::local::Local;
 use crate::request::retry::is_idempotent;
+use crate::request::stale;
 use crate::request::target::Target;
 use crate::request::timeouts::{self, Expiry, RequestClock, RouteTimeouts, TryClock};
+use crate::upstream::Reuse;
 use bytes::{Buf, Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -106,10 +108,16 @@ pub(super) async fn forward(
             head: &head_bytes,
             framing,
             fresh: course.fresh(),
+            reuse: stale::reuse_for(retryable),
             expect_continue,
             clock: clock.start_try(),
         };
-        let sent = send(&pool, index, &attempt, &mut body, &mut resp, respond).await;
+        let fresh = attempt.fresh;
+        let mut sent = send(&pool, index, &attempt, fresh, &mut body, &mut resp, respond).await;
+        // `request::stale`: only a request without a body reuses unchecked.
+        if stale::resend(&sent, attempt.reuse) {
+            sent = send(&pool, index, &attempt, true, &mut body, &mut resp, respond).await;
+        }
         let failure = match sent {
             Ok(up) => {
                 let done = RequestDone::new(
@@ -154,6 +162,8 @@ struct Attempt<'a> {
     framing: BodyFraming,
     /// Open a new connection instead of taking a pooled one.
     fresh: bool,
+    /// How a pooled connection is checked (`request::stale`).
+    reuse: Reuse,
     /// The client waits for `100 Continue` before it sends the body.
     expect_continue: bool,
     /// This try's limits.
@@ -168,17 +178,19 @@ struct Sent {
     body_unsent: bool,
 }
 
-/// Writes the request to backend `index` and reads its response head into `resp`;
+/// Writes the request to backend `index` (a new connection when `fresh`) and reads
+/// its response head into `resp`;
 /// informational heads that come before the body is sent are relayed to `respond`.
 async fn send(
     pool: &PoolRuntime,
     index: usize,
     attempt: &Attempt<'_>,
+    fresh: bool,
     body: &mut RecvStream,
     resp: &mut ResponseHead,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<Sent, ExchangeFailure> {
-    let mut up = (Up::get(pool, index, attempt.fresh).await)
+    let mut up = (Up::get(pool, index, fresh, attempt.reuse).await)
         .map_err(|e| ExchangeFailure::connect(pool, &e))?;
     let reused = up.reused();
     // A failed write may be the backend having answered and closed: read on.

@@ -11,6 +11,7 @@
 //! - `choice`     — backend choice: affinity cookie, Redis pin, then the pool's algorithm.
 //! - `failure`    — why a raw backend exchange failed, and what that calls for.
 //! - `retry`      — after a failed attempt: same backend, another one, or give up; eject?
+//! - `stale`      — a pooled connection reused unchecked, sent again once if found closed.
 //! - `course`     — one request through its attempts: the backend it is on, the next
 //!   attempt after a failure (the retry rule, ejection, budget, overall timeout).
 //! - `redispatch` — local ejection and the other backend (moving a pinned session).
@@ -44,5 +45,6 @@ pub mod rate_limit;
 pub mod redispatch;
 pub mod retry;
 pub(crate) mod split;
+pub(crate) mod stale;
 pub(crate) mod target;
 pub mod timeouts;

@@ -45,6 +45,19 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 type ProxySender = http1::SendRequest<ProxyBody>;
 
+/// How an idle plain connection is checked before it carries a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Asked of the kernel (one `recv` with `MSG_PEEK`), for a request that cannot be
+    /// sent again should the connection turn out closed (not idempotent, or its body
+    /// not held): readiness can lag behind a FIN or bytes that just arrived.
+    Checked,
+    /// Only what the reactor has noticed, no system call, for a request that can be
+    /// sent again: a connection found closed before any response byte costs a resend
+    /// on a new one (`crate::request::stale`), as HAProxy and Envoy reuse theirs.
+    Optimistic,
+}
+
 /// Why a request could not be sent to a backend or got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -349,12 +362,17 @@ impl Upstream {
         self.inner.settings.tls.is_some()
     }
 
-    /// An idle plain connection to backend `index` that is silent right now (asked
-    /// of the kernel, as the request is about to be written), if one is open.
-    pub fn take_raw(&self, index: usize) -> Option<BackendConn> {
+    /// An idle plain connection to backend `index`, if one is open, checked as `reuse`
+    /// says (`Reuse`).
+    pub fn take_raw(&self, index: usize, reuse: Reuse) -> Option<BackendConn> {
         let stack = &self.inner.raw_idle[index];
         while let Some(mut conn) = stack.take(self.inner.idle_timeout) {
-            if conn.probe_now() == raw::Idle::Quiet {
+            let quiet = match reuse {
+                // `take` looked at the reactor's readiness already.
+                Reuse::Optimistic => true,
+                Reuse::Checked => conn.probe_now() == raw::Idle::Quiet,
+            };
+            if quiet {
                 conn.reused = true;
                 return Some(conn);
             }

@@ -8,9 +8,11 @@
 //! response (a late body after a HEAD, a second response nobody asked for) would
 //! otherwise be read as the answer to the next client's request. Whenever the pool
 //! looks at a connection (`is_closed`: on return, while idle, on take) the reactor's
-//! readiness tells, without a system call, about what it has noticed; right before a
-//! connection is handed out, `probe_now` asks the kernel itself (one `recv` with
-//! `MSG_PEEK`), since readiness can lag behind bytes that just arrived. A connection
+//! readiness tells, without a system call, about what it has noticed. Readiness can lag
+//! behind bytes or a FIN that just arrived: for a request that could not be sent again,
+//! `probe_now` asks the kernel itself right before the connection is handed out (one
+//! `recv` with `MSG_PEEK`, `Reuse::Checked`); one that can be sent again goes without
+//! (`Reuse::Optimistic`, `crate::request::stale`). A connection
 //! that produced unsolicited bytes is dropped and counted
 //! (`fulcrum_backend_unsolicited_total`); one the backend closed is just dropped.
 //!

@@ -160,7 +160,7 @@ async fn a_connection_with_unsolicited_bytes_is_dropped_and_counted() {
     assert_eq!(up.inner.raw_idle[0].len(), 1);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(
-        up.take_raw(0).is_none(),
+        up.take_raw(0, Reuse::Checked).is_none(),
         "a connection that spoke unasked is never handed out"
     );
     assert_eq!(counter.get(), 1);
@@ -175,6 +175,6 @@ async fn a_connection_with_unsolicited_bytes_is_dropped_and_counted() {
     );
     let conn = up.open_raw(0).await.expect("connect");
     up.put_raw(0, conn);
-    assert!(up.take_raw(0).is_some_and(|c| c.reused));
+    assert!(up.take_raw(0, Reuse::Optimistic).is_some_and(|c| c.reused));
     assert_eq!(counter.get(), 1);
 }
