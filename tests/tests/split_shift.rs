@@ -102,10 +102,11 @@ fn load(cluster: &LocalCluster, stop: Arc<AtomicBool>) -> tokio::task::JoinHandl
                     status: r.status.as_u16(),
                     backend: r.backend.unwrap_or_default(),
                 },
-                Err(_) => Sent {
+                // The error in place of a backend, so a failed assertion says what it was.
+                Err(e) => Sent {
                     at,
                     status: 0,
-                    backend: String::new(),
+                    backend: format!("error: {e:#}"),
                 },
             });
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -223,9 +224,11 @@ async fn a_canary_that_fails_halfway_is_rolled_back_on_every_node() {
         before.iter().any(|s| s.backend == "green"),
         "green served before it broke"
     );
+    let failed_before: Vec<&&Sent> = before.iter().filter(|s| s.status != 200).collect();
     assert!(
-        before.iter().all(|s| s.status == 200),
-        "no failure before green broke"
+        failed_before.is_empty(),
+        "no failure before green broke: {failed_before:?} (green broke {:?} after the load began)",
+        failing_since.duration_since(sent.first().map_or(failing_since, |s| s.at))
     );
     assert!(
         failed
