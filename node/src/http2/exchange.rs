@@ -107,12 +107,11 @@ pub(super) async fn forward(
         let attempt = Attempt {
             head: &head_bytes,
             framing,
-            fresh: course.fresh(),
             reuse: stale::reuse_for(retryable),
             expect_continue,
             clock: clock.start_try(),
         };
-        let fresh = attempt.fresh;
+        let fresh = course.fresh();
         let mut sent = send(&pool, index, &attempt, fresh, &mut body, &mut resp, respond).await;
         // `request::stale`: only a request without a body reuses unchecked.
         if stale::resend(&sent, attempt.reuse) {
@@ -160,8 +159,6 @@ pub(super) async fn forward(
 struct Attempt<'a> {
     head: &'a [u8],
     framing: BodyFraming,
-    /// Open a new connection instead of taking a pooled one.
-    fresh: bool,
     /// How a pooled connection is checked (`request::stale`).
     reuse: Reuse,
     /// The client waits for `100 Continue` before it sends the body.
